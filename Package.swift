@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layout, from the plumbing up:
+//   C targets (CLibvirt, CNetlink, CIPTC): module maps and shims over the system libraries;
+//   CSystem: the few Linux calls Swift's Glibc module does not import.
+//   SFSystem: Linux process plumbing (namespace threads, network namespaces, locks, errno).
+//   SFNetlink, SFFirewall, SFLibvirt: one thin, typed Swift module per C library.
+//   sfnode: the one executable.
+// Dependencies point one way: towards the plumbing.
+let package = Package(
+    name: "sfnode",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sfnode", targets: ["sfnode"]),
+        .library(name: "SFNetlink", targets: ["SFNetlink"]),
+        .library(name: "SFFirewall", targets: ["SFFirewall"]),
+        .library(name: "SFLibvirt", targets: ["SFLibvirt"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        .systemLibrary(
+            name: "CNetlink", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(name: "CIPTC", pkgConfig: "libiptc", providers: [.apt(["libiptc-dev"])]),
+
+        .target(name: "CSystem"),
+
+        .target(name: "SFSystem", dependencies: ["CSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "SFNetlink",
+            dependencies: ["CNetlink", "SFSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "SFFirewall",
+            dependencies: ["CIPTC", "SFSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "SFLibvirt",
+            dependencies: ["CLibvirt", "SFSystem", .product(name: "Logging", package: "swift-log")]),
+
+        .executableTarget(
+            name: "sfnode",
+            dependencies: [
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .target(
+            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt"],
+            path: "Tests/SFTestSupport"),
+        .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
+        .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),
+        .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
+        .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFTestSupport"]),
+    ]
+)

@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An exclusive `flock` on a file, held from ``acquire(path:)`` until ``release()``.
+///
+/// Used for `/run/xtables.lock`, the lock every iptables program takes around a table
+/// update, so that sfnode's libiptc commits never interleave with theirs.
+public final class FileLock {
+    private var descriptor: Int32
+
+    private init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    /// Opens (creating it if needed) and locks `path`, waiting for other holders.
+    public static func acquire(path: String) throws -> FileLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SystemError.fromErrno("open \(path)") }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno == EINTR { continue }
+            let error = SystemError.fromErrno("flock \(path)")
+            close(fd)
+            throw error
+        }
+        return FileLock(descriptor: fd)
+    }
+
+    /// Releases the lock. Idempotent.
+    public func release() {
+        guard descriptor >= 0 else { return }
+        close(descriptor)
+        descriptor = -1
+    }
+
+    deinit {
+        release()
+    }
+}

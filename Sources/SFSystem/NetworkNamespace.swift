@@ -1,0 +1,166 @@
+import CSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// Named network namespaces, kept where iproute2 keeps them, so `ip netns list` and
+/// `ip netns exec` see the ones sfnode makes, and sfnode sees the ones they make.
+public enum NetworkNamespace {
+    /// The directory of namespace mount points: iproute2's `/run/netns`.
+    public static let directory = "/run/netns"
+
+    /// The longest name accepted. It becomes a file name, and tests prefix it onto device names.
+    public static let maximumNameLength = 64
+
+    /// Checks that `name` can name a namespace file: no slash, no leading dot, not empty.
+    public static func validate(name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= maximumNameLength, !name.contains("/"), !name.hasPrefix("."),
+            name.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7f })
+        else {
+            throw NamespaceError.invalidName(name)
+        }
+    }
+
+    /// The path of the namespace's mount point.
+    public static func path(of name: String) -> String { "\(directory)/\(name)" }
+
+    /// Whether `name` is a mounted network namespace (not merely a leftover file).
+    public static func exists(named name: String) -> Bool {
+        guard (try? validate(name: name)) != nil else { return false }
+        return isMountedNamespace(path(of: name))
+    }
+
+    /// The names of all namespaces in the directory that are mounted network namespaces.
+    public static func list() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { isMountedNamespace(path(of: $0)) }.sorted()
+    }
+
+    /// Creates the namespace `name`. Creating one that exists is not an error; a file left behind
+    /// without a namespace mounted on it (a crash between the two steps) is completed.
+    public static func create(named name: String) throws {
+        try validate(name: name)
+        try prepareDirectory()
+        let target = path(of: name)
+        if isMountedNamespace(target) { return }
+        let fd = open(target, O_RDONLY | O_CREAT | O_CLOEXEC, 0)
+        if fd < 0 { throw SystemError.fromErrno("create \(target)") }
+        close(fd)
+        // unshare(CLONE_NEWNET) moves the calling thread; do it on a thread that ends right after,
+        // then bind-mount that thread's namespace so it outlives it.
+        let outcome = Mutex<SystemError?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            let rc = csys_unshare_network()
+            if rc != 0 {
+                outcome.withLock { $0 = SystemError("unshare(CLONE_NEWNET)", code: -rc) }
+                return
+            }
+            if mount("/proc/thread-self/ns/net", target, "none", UInt(MS_BIND), nil) != 0 {
+                outcome.withLock { $0 = .fromErrno("mount --bind /proc/thread-self/ns/net \(target)") }
+            }
+        }
+        thread.start()
+        done.wait()
+        if let error = outcome.withLock({ $0 }) {
+            unlink(target)
+            throw error
+        }
+    }
+
+    /// Deletes the namespace `name`. Deleting one that does not exist is not an error. Devices
+    /// inside it go with it once nothing else holds the namespace.
+    public static func delete(named name: String) throws {
+        try validate(name: name)
+        let target = path(of: name)
+        if umount2(target, Int32(MNT_DETACH)) != 0 && errno != EINVAL && errno != ENOENT {
+            throw SystemError.fromErrno("umount \(target)")
+        }
+        if unlink(target) != 0 && errno != ENOENT {
+            throw SystemError.fromErrno("unlink \(target)")
+        }
+    }
+
+    /// Enters the namespace `name` on the calling thread. Only for threads that sfnode owns and
+    /// dedicates to that namespace (see ``NamespaceExecutor``).
+    static func enter(named name: String) throws {
+        let target = path(of: name)
+        let fd = open(target, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { throw NamespaceError.notFound(name) }
+            throw SystemError.fromErrno("open \(target)")
+        }
+        defer { close(fd) }
+        let rc = csys_enter_network(fd)
+        if rc != 0 {
+            throw SystemError("setns(\(target))", code: -rc)
+        }
+    }
+
+    /// Makes the directory a shared mount point, as iproute2 does, so that namespaces mounted in it
+    /// propagate to other mount namespaces (libvirtd's, for one).
+    private static func prepareDirectory() throws {
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw SystemError.fromErrno("mkdir \(directory)")
+        }
+        if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) == 0 { return }
+        guard errno == EINVAL else { throw SystemError.fromErrno("mount --make-rshared \(directory)") }
+        if mount(directory, directory, "none", UInt(MS_BIND | MS_REC), nil) != 0 {
+            throw SystemError.fromErrno("mount --bind \(directory)")
+        }
+        if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) != 0 {
+            throw SystemError.fromErrno("mount --make-rshared \(directory)")
+        }
+    }
+
+    private static func isMountedNamespace(_ path: String) -> Bool {
+        csys_is_namespace_file(path) == 1
+    }
+}
+
+/// Why a namespace operation was refused.
+public enum NamespaceError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalidName(String)
+    case notFound(String)
+
+    public var description: String {
+        switch self {
+        case .invalidName(let name):
+            return "invalid network namespace name '\(name)': use 1 to \(NetworkNamespace.maximumNameLength) printable ASCII characters, no '/', not starting with '.'"
+        case .notFound(let name):
+            return "network namespace '\(name)' does not exist in \(NetworkNamespace.directory)"
+        }
+    }
+}
+
+/// A dedicated thread that lives inside one network namespace.
+///
+/// Everything that must happen "inside namespace N" (netlink sockets, `/proc/sys/net` writes,
+/// libiptc) runs on such a thread: `setns` changes only the calling thread, and sockets stay in the
+/// namespace they were opened in. Actors adopt it as their executor.
+public final class NamespaceExecutor: Sendable {
+    /// The namespace name, or nil for the namespace the process started in.
+    public let namespace: String?
+    /// The thread every job runs on.
+    public let executor: ThreadExecutor
+
+    /// Starts a thread in `namespace`, or in the process's own namespace when it is nil.
+    public init(namespace: String?) throws {
+        self.namespace = namespace
+        if let namespace {
+            try NetworkNamespace.validate(name: namespace)
+            executor = try ThreadExecutor(name: "ns-\(namespace.prefix(12))") {
+                try NetworkNamespace.enter(named: namespace)
+            }
+        } else {
+            executor = try ThreadExecutor(name: "ns-host")
+        }
+    }
+
+    deinit {
+        executor.shutdown()
+    }
+}

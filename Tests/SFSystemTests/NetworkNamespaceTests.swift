@@ -1,0 +1,75 @@
+import Foundation
+import SFSystem
+import SFTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the inode of the network namespace the calling thread is in.
+private func currentNamespaceInode() throws -> UInt {
+    var info = stat()
+    guard stat("/proc/thread-self/ns/net", &info) == 0 else { throw SystemError.fromErrno("stat") }
+    return UInt(info.st_ino)
+}
+
+private actor NamespaceProbe {
+    let thread: NamespaceExecutor
+    nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
+    init(thread: NamespaceExecutor) { self.thread = thread }
+    func inode() throws -> UInt { try currentNamespaceInode() }
+}
+
+@Suite(.enabled(if: runningAsRoot, "namespaces need root"))
+struct NetworkNamespaceTests {
+    @Test func createIsIdempotentAndVisibleToIproute2() async throws {
+        try await withTestNamespace("ns") { name in
+            try NetworkNamespace.create(named: name)
+            #expect(NetworkNamespace.exists(named: name))
+            #expect(NetworkNamespace.list().contains(name))
+            // iproute2 reads the same directory.
+            let ip = Process()
+            ip.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            ip.arguments = ["netns", "list"]
+            let pipe = Pipe()
+            ip.standardOutput = pipe
+            try ip.run()
+            ip.waitUntilExit()
+            let listed = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(listed.contains(name))
+        }
+    }
+
+    @Test func deleteIsIdempotent() throws {
+        let name = TestNames.unique("del")
+        try NetworkNamespace.create(named: name)
+        try NetworkNamespace.delete(named: name)
+        try NetworkNamespace.delete(named: name)
+        #expect(!NetworkNamespace.exists(named: name))
+        #expect(!FileManager.default.fileExists(atPath: NetworkNamespace.path(of: name)))
+    }
+
+    @Test func executorRunsInsideTheNamespace() async throws {
+        try await withTestNamespace("ex") { name in
+            let root = try currentNamespaceInode()
+            let inside = NamespaceProbe(thread: try NamespaceExecutor(namespace: name))
+            let host = NamespaceProbe(thread: try NamespaceExecutor(namespace: nil))
+            let insideInode = try await inside.inode()
+            #expect(insideInode != root)
+            #expect(try await inside.inode() == insideInode)
+            #expect(try await host.inode() == root)
+        }
+    }
+
+    @Test func badNamesAreRefusedByName() {
+        for bad in ["", "a/b", ".hidden", "sp ace", String(repeating: "x", count: 65)] {
+            #expect(throws: NamespaceError.invalidName(bad)) { try NetworkNamespace.create(named: bad) }
+        }
+    }
+
+    @Test func enteringAMissingNamespaceNamesIt() {
+        let name = TestNames.unique("gone")
+        #expect(throws: NamespaceError.notFound(name)) { _ = try NamespaceExecutor(namespace: name) }
+    }
+}
