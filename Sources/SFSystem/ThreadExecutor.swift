@@ -11,8 +11,13 @@ import Synchronization
 /// `ThreadExecutor` runs every isolated method on the same thread, off the cooperative pool, so a C
 /// handle it owns is only ever touched from that thread.
 public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
+    private enum Work {
+        case job(UnownedJob)
+        case closure(() -> Void)
+    }
+
     private struct State {
-        var jobs: [UnownedJob] = []
+        var jobs: [Work] = []
         var stopping = false
     }
 
@@ -48,9 +53,20 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
+        submit(.job(UnownedJob(job)))
+    }
+
+    /// Runs `body` on the executor's thread and returns its result. For work that needs the thread
+    /// (its namespace, for one) but no actor state, such as spawning a process inside a namespace.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            submit(.closure({ continuation.resume(with: Result(catching: body)) }))
+        }
+    }
+
+    private func submit(_ work: Work) {
         condition.lock()
-        state.jobs.append(unowned)
+        state.jobs.append(work)
         condition.signal()
         condition.unlock()
     }
@@ -81,8 +97,11 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
             let batch = state.jobs
             state.jobs.removeAll(keepingCapacity: true)
             condition.unlock()
-            for job in batch {
-                job.runSynchronously(on: asUnownedSerialExecutor())
+            for work in batch {
+                switch work {
+                case .job(let job): job.runSynchronously(on: asUnownedSerialExecutor())
+                case .closure(let body): body()
+                }
             }
         }
     }

@@ -73,3 +73,27 @@ struct NetworkNamespaceTests {
         #expect(throws: NamespaceError.notFound(name)) { _ = try NamespaceExecutor(namespace: name) }
     }
 }
+
+@Suite(.enabled(if: runningAsRoot, "namespaces need root"))
+struct NamespaceProcessTests {
+    /// A process spawned from a namespace thread starts inside that namespace: the way sfnode
+    /// starts dnsmasq inside a network's namespace without `ip netns exec`.
+    @Test func processSpawnedOnTheThreadStartsInTheNamespace() async throws {
+        try await withTestNamespace("sp") { name in
+            let thread = try NamespaceExecutor(namespace: name)
+            let expected = try await thread.executor.run { try currentNamespaceInode() }
+            let child = try await thread.executor.run { () throws -> Int32 in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sleep")
+                process.arguments = ["5"]
+                try process.run()
+                return process.processIdentifier
+            }
+            defer { kill(child, SIGKILL) }
+            var info = stat()
+            #expect(stat("/proc/\(child)/ns/net", &info) == 0)
+            #expect(UInt(info.st_ino) == expected)
+            #expect(expected != (try currentNamespaceInode()))
+        }
+    }
+}
