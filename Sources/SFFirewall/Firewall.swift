@@ -1,0 +1,212 @@
+// SFFirewall: sfnode's NAT and forwarding rules, programmed through libiptc.
+//
+// How to inspect what sfnode programmed
+// -------------------------------------
+// libiptc writes the legacy x_tables backend. On Debian 12 the `iptables` command is the nf_tables
+// variant and shows none of these rules; use the legacy tools:
+//
+//     ip netns exec NS iptables-legacy-save            # one namespace, all tables
+//     ip netns exec NS iptables-legacy-save -t nat     # only the nat table
+//     iptables-legacy-save                             # the root namespace (production)
+//     ip netns exec NS iptables-legacy -t nat -L SFNODE-PREROUTING -n -v --line-numbers
+//
+// sfnode's rules live only in its own chains, each hooked from a built-in chain by one jump rule
+// (comment "sfnode hook"):
+//
+//     nat    PREROUTING  -> SFNODE-PREROUTING   dnat (floating -> private)
+//     nat    OUTPUT      -> SFNODE-OUTPUT       the same dnat rules, for the node's own and hairpin traffic
+//     nat    POSTROUTING -> SFNODE-POSTROUTING  snat, masquerade
+//     filter FORWARD     -> SFNODE-FORWARD      forward accept
+//
+// Every rule carries a comment starting with "sfnode", for example
+//
+//     -A SFNODE-PREROUTING -d 192.0.2.10/32 -m comment --comment "sfnode dnat 192.0.2.10" -j DNAT --to-destination 10.0.0.5
+//
+// Rules anywhere else are not sfnode's and are never touched. Editing sfnode's chains by hand is
+// undone by the next apply. The iptables programs and sfnode share /run/xtables.lock, so running
+// `iptables-legacy -w` by hand while sfnode commits is safe.
+
+import Logging
+import SFSystem
+
+/// The firewall of one network namespace: a declarative owner of sfnode's chains there.
+///
+/// ``apply(_:)`` takes the complete set of rules and makes the kernel match it with at most one
+/// `iptc_commit` per table, skipping the commit when nothing differs. Every method runs on a thread
+/// inside the namespace, and every libiptc call in the process is serialised through one owner that
+/// also holds `/run/xtables.lock`, so several `Firewall`s (one per namespace) can be used concurrently.
+public actor Firewall {
+    /// The namespace, or nil for the namespace the process runs in.
+    public nonisolated let namespace: String?
+    private let thread: NamespaceExecutor
+    private let logger: Logger
+
+    /// Pins every isolated method to the namespace thread.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
+
+    /// Starts a thread inside `namespace` (nil: the process's own namespace). Fails when the
+    /// namespace does not exist. Touches no table yet.
+    public init(namespace: String?, logger: Logger) throws {
+        self.namespace = namespace
+        self.thread = try NamespaceExecutor(namespace: namespace)
+        var logger = logger
+        logger[metadataKey: "fw.namespace"] = "\(namespace ?? "(process)")"
+        self.logger = logger
+    }
+
+    private var namespaceLabel: String { namespace.map { "'\($0)'" } ?? "(process namespace)" }
+
+    /// Makes sfnode's chains hold exactly `state`, creating and hooking them if needed.
+    ///
+    /// The state is validated first; an invalid rule throws ``FirewallError/invalidRule(rule:reason:)``
+    /// before any table is read or changed. Each table whose chains differ is rewritten (flush and
+    /// refill) and committed once; both tables are prepared before either is committed. Applying a
+    /// state the kernel already has commits nothing and returns ``FirewallChange/unchanged``.
+    @discardableResult
+    public func apply(_ state: FirewallState) throws -> FirewallChange {
+        try FirewallValidation.validate(state)
+        let label = namespaceLabel
+        let logger = self.logger
+        return try LibIPTC.exclusive {
+            var pending: [(table: IPTCTable, chains: [OwnedChain], added: Int, removed: Int)] = []
+            for (tableName, chains) in OwnedChain.tables {
+                let table = try IPTCTable(name: tableName, namespace: label)
+                if let change = try Self.reconcile(table, chains: chains, with: state) {
+                    pending.append((table, chains, change.added, change.removed))
+                }
+            }
+            guard !pending.isEmpty else {
+                logger.debug("firewall already matches the state", metadata: ["fw.rules": "\(state.rules.count)"])
+                return .unchanged
+            }
+            for item in pending {
+                try item.table.commit(chains: item.chains.map(\.name))
+                logger.info(
+                    "firewall table committed",
+                    metadata: [
+                        "fw.table": "\(item.table.name)", "fw.added": "\(item.added)", "fw.removed": "\(item.removed)",
+                    ])
+            }
+            return .updated(added: pending.reduce(0) { $0 + $1.added }, removed: pending.reduce(0) { $0 + $1.removed })
+        }
+    }
+
+    /// Reads sfnode's chains back into a state: dnat rules from `SFNODE-PREROUTING`, then snat and
+    /// masquerade from `SFNODE-POSTROUTING`, then forward rules from `SFNODE-FORWARD`. Entries there
+    /// that sfnode would not have written are left out (and logged). Missing chains read as empty.
+    public func currentState() throws -> FirewallState {
+        let label = namespaceLabel
+        let logger = self.logger
+        return try LibIPTC.exclusive {
+            var rules: [FirewallRule] = []
+            for (tableName, chains) in OwnedChain.tables {
+                let table = try IPTCTable(name: tableName, namespace: label)
+                for chain in chains where chain != .output {
+                    for (position, item) in table.rules(in: chain.name).enumerated() {
+                        if let rule = RuleCodec.decode(item.entry, target: item.target, in: chain) {
+                            rules.append(rule)
+                        } else {
+                            logger.warning(
+                                "rule in an sfnode chain is not one sfnode writes; ignoring it",
+                                metadata: [
+                                    "fw.table": "\(tableName)", "fw.chain": "\(chain.name)",
+                                    "fw.position": "\(position)", "fw.target": "\(item.target)",
+                                ])
+                        }
+                    }
+                }
+            }
+            return FirewallState(rules: rules)
+        }
+    }
+
+    /// Removes the jumps to sfnode's chains from the built-in chains, then the chains themselves;
+    /// nothing else. Removing what is already gone is not an error and commits nothing.
+    public func removeAll() throws {
+        let label = namespaceLabel
+        let logger = self.logger
+        try LibIPTC.exclusive { () throws -> Void in
+            var pending: [(table: IPTCTable, chains: [OwnedChain])] = []
+            for (tableName, chains) in OwnedChain.tables {
+                let table = try IPTCTable(name: tableName, namespace: label)
+                var changed = false
+                for chain in chains {
+                    let hooks = table.rules(in: chain.hook).enumerated()
+                        .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
+                    for position in hooks.reversed() {
+                        try table.deleteRule(in: chain.hook, at: position, rule: "jump to \(chain.name)")
+                        changed = true
+                    }
+                    if table.chainExists(chain.name) {
+                        try table.flush(chain.name)
+                        try table.deleteChain(chain.name)
+                        changed = true
+                    }
+                }
+                if changed { pending.append((table, chains)) }
+            }
+            for item in pending {
+                try item.table.commit(chains: item.chains.map(\.name))
+                logger.info("firewall chains removed", metadata: ["fw.table": "\(item.table.name)"])
+            }
+        }
+    }
+
+    /// Compares `table`'s owned chains and hooks with `state` and, when anything differs, rewrites
+    /// them in the handle (not yet committed). Nil when the table already matches.
+    private static func reconcile(
+        _ table: IPTCTable, chains: [OwnedChain], with state: FirewallState
+    ) throws -> (added: Int, removed: Int)? {
+        var differs = false
+        var added = 0
+        var removed = 0
+        var hookPositions: [OwnedChain: [Int]] = [:]
+        for chain in chains {
+            let desired = state.rules(in: chain)
+            let exists = table.chainExists(chain.name)
+            let current = table.rules(in: chain.name).map { RuleCodec.decode($0.entry, target: $0.target, in: chain) }
+            let hooks = table.rules(in: chain.hook).enumerated()
+                .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
+            hookPositions[chain] = hooks
+            if !exists || hooks.count != 1 || current != desired.map(Optional.some) {
+                differs = true
+            }
+            // Multiset difference: a rule present in both counts as neither added nor removed.
+            var unmatched = desired
+            for rule in current {
+                if let rule, let index = unmatched.firstIndex(of: rule) {
+                    unmatched.remove(at: index)
+                } else {
+                    removed += 1
+                }
+            }
+            added += unmatched.count
+        }
+        guard differs else { return nil }
+
+        for chain in chains {
+            if table.chainExists(chain.name) {
+                try table.flush(chain.name)
+            } else {
+                try table.createChain(chain.name)
+            }
+            for rule in state.rules(in: chain) {
+                try RuleCodec.withEntry(for: rule, in: chain) { entry in
+                    try table.append(entry, to: chain.name, rule: rule.description)
+                }
+            }
+            let hooks = hookPositions[chain] ?? []
+            if hooks.isEmpty {
+                try RuleCodec.withHookEntry(for: chain) { entry in
+                    try table.insert(entry, into: chain.hook, at: 0, rule: "jump to \(chain.name)")
+                }
+            } else {
+                // Keep the first jump where it is; a second one would run the chain twice.
+                for position in hooks.dropFirst().reversed() {
+                    try table.deleteRule(in: chain.hook, at: position, rule: "duplicate jump to \(chain.name)")
+                }
+            }
+        }
+        return (added, removed)
+    }
+}

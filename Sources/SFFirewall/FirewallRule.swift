@@ -1,0 +1,237 @@
+import SFSystem
+
+/// One rule sfnode wants in the kernel. A ``FirewallState`` lists all of them for one namespace.
+public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
+    /// Traffic to `floating` goes to `to` instead: nat `SFNODE-PREROUTING`, and `SFNODE-OUTPUT` too so
+    /// that the node itself and hairpinned traffic reach the floating address.
+    /// `-d floating/32 -j DNAT --to-destination to`.
+    case dnat(floating: IPv4Address, to: IPv4Address)
+    /// Traffic from `source` leaves as `to`: nat `SFNODE-POSTROUTING`,
+    /// `-s source/32 -j SNAT --to-source to`.
+    case snat(source: IPv4Address, to: IPv4Address)
+    /// Traffic from the network `source` leaving through `outInterface` takes that interface's
+    /// address: nat `SFNODE-POSTROUTING`, `-s source -o outInterface -j MASQUERADE`.
+    case masquerade(source: IPv4Prefix, outInterface: String)
+    /// Forwarded traffic matching every given field is accepted: filter `SFNODE-FORWARD`,
+    /// `[-i in] [-o out] [-d destination] -j ACCEPT`. A nil field matches anything.
+    case forwardAccept(inInterface: String?, outInterface: String?, destination: IPv4Prefix? = nil)
+
+    /// The rule in words, as errors and logs name it.
+    public var description: String {
+        switch self {
+        case .dnat(let floating, let to): return "dnat \(floating) to \(to)"
+        case .snat(let source, let to): return "snat \(source) to \(to)"
+        case .masquerade(let source, let out): return "masquerade \(source) out '\(out)'"
+        case .forwardAccept(let inInterface, let outInterface, let destination):
+            var words = ["forward accept"]
+            if let inInterface { words.append("in '\(inInterface)'") }
+            if let outInterface { words.append("out '\(outInterface)'") }
+            if let destination { words.append("to \(destination)") }
+            return words.joined(separator: " ")
+        }
+    }
+
+    /// The text of the rule's comment match. It starts with "sfnode" so operators can tell sfnode's
+    /// rules from others in `iptables-legacy-save`, and the parser insists on it.
+    var comment: String {
+        switch self {
+        case .dnat(let floating, _): return "sfnode dnat \(floating)"
+        case .snat(let source, _): return "sfnode snat \(source)"
+        case .masquerade(let source, let out): return "sfnode masquerade \(source) out \(out)"
+        case .forwardAccept(let inInterface, let outInterface, let destination):
+            var words = ["sfnode forward"]
+            if let inInterface { words.append("in \(inInterface)") }
+            if let outInterface { words.append("out \(outInterface)") }
+            if let destination { words.append("to \(destination)") }
+            return words.joined(separator: " ")
+        }
+    }
+
+    /// The same rule with prefixes reduced to their networks: the kernel compares
+    /// `address & mask` with the stored address, so a stored address with host bits never matches.
+    var normalized: FirewallRule {
+        switch self {
+        case .dnat, .snat: return self
+        case .masquerade(let source, let out): return .masquerade(source: source.network, outInterface: out)
+        case .forwardAccept(let inInterface, let outInterface, let destination):
+            return .forwardAccept(inInterface: inInterface, outInterface: outInterface, destination: destination?.network)
+        }
+    }
+
+    /// The owned chains the rule is written to.
+    var chains: [OwnedChain] {
+        switch self {
+        case .dnat: return [.prerouting, .output]
+        case .snat, .masquerade: return [.postrouting]
+        case .forwardAccept: return [.forward]
+        }
+    }
+}
+
+/// The complete set of rules sfnode wants in one namespace. Anything in sfnode's chains that is not
+/// listed here is removed by ``Firewall/apply(_:)``.
+///
+/// Rules keep the order given (the kernel evaluates each chain in order); a repeated rule is kept once,
+/// at its first position. Prefixes are stored as their networks (`10.0.0.1/24` becomes `10.0.0.0/24`),
+/// because that is the rule the kernel can actually match.
+public struct FirewallState: Sendable, Equatable, CustomStringConvertible {
+    private var storage: [FirewallRule] = []
+
+    /// The rules, in order, without duplicates.
+    public var rules: [FirewallRule] {
+        get { storage }
+        set { storage = Self.normalize(newValue) }
+    }
+
+    /// A state holding `rules` (normalised as described on the type).
+    public init(rules: [FirewallRule] = []) {
+        storage = Self.normalize(rules)
+    }
+
+    /// Two states are equal when they put the same rules in the same order into each chain. The
+    /// relative order of rules in different chains (a dnat listed before or after a snat) does not
+    /// change what the kernel does, so it does not count.
+    public static func == (lhs: FirewallState, rhs: FirewallState) -> Bool {
+        OwnedChain.all.allSatisfy { lhs.rules(in: $0) == rhs.rules(in: $0) }
+    }
+
+    public var description: String { "[" + storage.map(\.description).joined(separator: ", ") + "]" }
+
+    /// The rules that belong in `chain`, in order.
+    func rules(in chain: OwnedChain) -> [FirewallRule] {
+        storage.filter { $0.chains.contains(chain) }
+    }
+
+    private static func normalize(_ rules: [FirewallRule]) -> [FirewallRule] {
+        var seen = Set<FirewallRule>()
+        var result: [FirewallRule] = []
+        for rule in rules.map(\.normalized) where seen.insert(rule).inserted {
+            result.append(rule)
+        }
+        return result
+    }
+}
+
+/// What ``Firewall/apply(_:)`` did.
+public enum FirewallChange: Sendable, Equatable, CustomStringConvertible {
+    /// The kernel already matched the state; nothing was committed.
+    case unchanged
+    /// At least one table was rewritten and committed. The counts are kernel rules in sfnode's chains
+    /// (a dnat is two: one in `SFNODE-PREROUTING`, one in `SFNODE-OUTPUT`); a rule that could not be
+    /// read back as one of sfnode's counts as removed. Restoring a missing hook jump or reordering
+    /// rules may report `.updated(added: 0, removed: 0)`.
+    case updated(added: Int, removed: Int)
+
+    public var description: String {
+        switch self {
+        case .unchanged: return "unchanged"
+        case .updated(let added, let removed): return "updated (\(added) added, \(removed) removed)"
+        }
+    }
+}
+
+/// Why a firewall operation failed. Every case names what was being done to what.
+public enum FirewallError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// A rule in the requested state cannot be programmed. Raised before any table is touched.
+    case invalidRule(rule: String, reason: String)
+    /// The legacy x_tables table could not be opened: missing kernel module (`ip_tables`,
+    /// `iptable_nat`, `iptable_filter`) or missing privilege.
+    case tableUnavailable(table: String, namespace: String, code: Int32, message: String)
+    /// A libiptc call failed; `message` is `iptc_strerror`'s text.
+    case operationFailed(
+        operation: String, table: String, chain: String, rule: String?, namespace: String, code: Int32,
+        message: String)
+
+    public var description: String {
+        switch self {
+        case .invalidRule(let rule, let reason):
+            return "invalid firewall rule '\(rule)': \(reason)"
+        case .tableUnavailable(let table, let namespace, let code, let message):
+            return
+                "cannot open legacy iptables table '\(table)' in namespace \(namespace): \(message) (errno \(code));"
+                + " the kernel needs the ip_tables and iptable_\(table) modules, and the caller CAP_NET_ADMIN"
+        case .operationFailed(let operation, let table, let chain, let rule, let namespace, let code, let message):
+            let what = rule.map { " rule '\($0)'" } ?? ""
+            return
+                "\(operation) failed in namespace \(namespace), table \(table), chain \(chain)\(what): \(message) (errno \(code))"
+        }
+    }
+}
+
+/// A chain sfnode owns, and the built-in chain that jumps to it.
+struct OwnedChain: Hashable, Sendable {
+    let table: String
+    let name: String
+    let hook: String
+
+    static let prerouting = OwnedChain(table: "nat", name: "SFNODE-PREROUTING", hook: "PREROUTING")
+    static let output = OwnedChain(table: "nat", name: "SFNODE-OUTPUT", hook: "OUTPUT")
+    static let postrouting = OwnedChain(table: "nat", name: "SFNODE-POSTROUTING", hook: "POSTROUTING")
+    static let forward = OwnedChain(table: "filter", name: "SFNODE-FORWARD", hook: "FORWARD")
+
+    /// Every owned chain, in the order ``Firewall/currentState()`` reports their rules.
+    static let all: [OwnedChain] = [.prerouting, .output, .postrouting, .forward]
+
+    /// The tables, each with its owned chains, in the order they are committed.
+    static let tables: [(name: String, chains: [OwnedChain])] = [
+        ("nat", [.prerouting, .output, .postrouting]),
+        ("filter", [.forward]),
+    ]
+}
+
+/// Checks everything about a state that the kernel or libiptc would otherwise refuse half-way.
+enum FirewallValidation {
+    /// The kernel's IFNAMSIZ less the terminating NUL.
+    static let maximumInterfaceLength = 15
+
+    static func validate(_ state: FirewallState) throws {
+        var dnatTargets: [IPv4Address: IPv4Address] = [:]
+        var snatTargets: [IPv4Address: IPv4Address] = [:]
+        for rule in state.rules {
+            switch rule {
+            case .dnat(let floating, let to):
+                if let other = dnatTargets[floating], other != to {
+                    throw FirewallError.invalidRule(
+                        rule: rule.description, reason: "floating address \(floating) is already DNATed to \(other)")
+                }
+                dnatTargets[floating] = to
+            case .snat(let source, let to):
+                if let other = snatTargets[source], other != to {
+                    throw FirewallError.invalidRule(
+                        rule: rule.description, reason: "source \(source) is already SNATed to \(other)")
+                }
+                snatTargets[source] = to
+            case .masquerade(_, let out):
+                try validateInterface(out, role: "outInterface", of: rule)
+            case .forwardAccept(let inInterface, let outInterface, _):
+                if let inInterface { try validateInterface(inInterface, role: "inInterface", of: rule) }
+                if let outInterface { try validateInterface(outInterface, role: "outInterface", of: rule) }
+            }
+        }
+    }
+
+    /// Accepts what iptables and the kernel accept and what can be quoted in a comment: letters,
+    /// digits, `.`, `_`, `-`, and a final `+` for "any interface starting with".
+    static func validateInterface(_ name: String, role: String, of rule: FirewallRule) throws {
+        func refuse(_ reason: String) -> FirewallError {
+            .invalidRule(rule: rule.description, reason: "\(role) '\(name)' \(reason)")
+        }
+        if name.isEmpty { throw refuse("is empty (use nil in forwardAccept for any interface)") }
+        if name.utf8.count > maximumInterfaceLength {
+            throw refuse("is \(name.utf8.count) bytes long; interface names have at most \(maximumInterfaceLength)")
+        }
+        let bytes = Array(name.utf8)
+        for (index, byte) in bytes.enumerated() {
+            let allowed =
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+                || (byte == UInt8(ascii: "+") && index == bytes.count - 1 && bytes.count > 1)
+            if !allowed {
+                throw refuse("contains a character other than letters, digits, '.', '_', '-' and a final '+'")
+            }
+        }
+        if name == "." || name == ".." { throw refuse("is not a valid interface name") }
+    }
+}
