@@ -1,0 +1,304 @@
+import Foundation
+import SFSystem
+
+/// A guest described with typed values, from which sfnode writes domain XML.
+///
+/// Everything that reaches libvirt's parser goes through ``XMLWriter``, and device models come from
+/// closed enums (allow-lists), so no user string can become markup or pick an arbitrary QEMU device.
+public struct DomainSpec: Sendable, Equatable {
+    /// The domain name. libvirt refuses `/` and newlines in it; so does ``validate()``.
+    public var name: String
+    /// The domain UUID; nil lets libvirt choose one.
+    public var uuid: UUID?
+    /// `kvm` or `qemu`; resolve `auto` first with ``VirtualizationType/resolved(logger:facts:)``.
+    public var type: VirtualizationType
+    /// Guest memory in MiB.
+    public var memoryMiB: Int
+    /// Virtual CPUs.
+    public var vcpus: Int
+    /// How the guest CPU is modelled. Host CPU modes need KVM: under TCG they abort QEMU.
+    public var cpuMode: CPUMode
+    /// Disks; the guest boots from the first hard disk (`<boot dev='hd'/>`).
+    public var disks: [Disk]
+    /// Network interfaces, each on a tap device that sfnode created beforehand.
+    public var interfaces: [NetworkInterface]
+    /// Where the first serial port is written, or nil for no serial port. This file is how sfnode
+    /// (and tests) see a guest's console without a graphics client.
+    public var serialLogPath: String?
+    /// The video device, or nil for libvirt's default.
+    public var video: Video?
+    /// The sfnode instance this domain belongs to, stored in sfnode's metadata namespace so that
+    /// sfnode can tell the domains it owns from everything else on the host.
+    public var instanceUUID: UUID?
+
+    /// A spec; only `name`, `type`, `memoryMiB` and `vcpus` have no sensible default.
+    public init(
+        name: String, uuid: UUID? = nil, type: VirtualizationType, memoryMiB: Int, vcpus: Int,
+        cpuMode: CPUMode = .emulatorDefault, disks: [Disk] = [], interfaces: [NetworkInterface] = [],
+        serialLogPath: String? = nil, video: Video? = nil, instanceUUID: UUID? = nil
+    ) {
+        self.name = name
+        self.uuid = uuid
+        self.type = type
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.cpuMode = cpuMode
+        self.disks = disks
+        self.interfaces = interfaces
+        self.serialLogPath = serialLogPath
+        self.video = video
+        self.instanceUUID = instanceUUID
+    }
+
+    /// The XML namespace of sfnode's `<metadata>` element.
+    public static let metadataNamespace = "https://sfnode.dev/xmlns/instance/1"
+    /// The prefix libvirt stores sfnode's metadata element under.
+    public static let metadataPrefix = "sfnode"
+
+    /// How the guest CPU is presented.
+    public enum CPUMode: String, Sendable, CaseIterable {
+        /// No `<cpu>` element: QEMU's default model, the only choice that works under TCG.
+        case emulatorDefault
+        /// `host-model`: a named model close to the host's, migratable between similar hosts.
+        case hostModel = "host-model"
+        /// `host-passthrough`: the host CPU as is; fastest, not migratable between different CPUs.
+        case hostPassthrough = "host-passthrough"
+    }
+
+    /// A disk image attached to the guest.
+    public struct Disk: Sendable, Equatable {
+        /// The image file on the host.
+        public var path: String
+        public var format: Format
+        public var device: Device
+        public var bus: Bus
+        /// Whether the guest may not write. A CD-ROM is always read-only.
+        public var readonly: Bool
+
+        /// A disk; a CD-ROM must not use the virtio bus (QEMU has no virtio CD-ROM).
+        public init(path: String, format: Format = .qcow2, device: Device = .disk, bus: Bus = .virtio, readonly: Bool = false) {
+            self.path = path
+            self.format = format
+            self.device = device
+            self.bus = bus
+            self.readonly = readonly || device == .cdrom
+        }
+
+        /// Image formats sfnode accepts.
+        public enum Format: String, Sendable, CaseIterable { case qcow2, raw }
+        /// What the guest sees.
+        public enum Device: String, Sendable, CaseIterable { case disk, cdrom }
+        /// Disk buses sfnode accepts.
+        public enum Bus: String, Sendable, CaseIterable {
+            case virtio, sata, ide
+
+            /// The guest-visible name prefix libvirt expects for targets on this bus.
+            var targetPrefix: String {
+                switch self {
+                case .virtio: return "vd"
+                case .sata: return "sd"
+                case .ide: return "hd"
+                }
+            }
+
+            /// How many disks the bus takes: IDE has two channels of two.
+            var capacity: Int { self == .ide ? 4 : 26 }
+        }
+    }
+
+    /// A NIC on a tap device sfnode created (`managed='no'`: libvirt must not create or delete it).
+    public struct NetworkInterface: Sendable, Equatable {
+        /// The tap device's name on the host.
+        public var tapDevice: String
+        public var mac: MACAddress
+        public var model: NICModel
+
+        public init(tapDevice: String, mac: MACAddress, model: NICModel = .virtio) {
+            self.tapDevice = tapDevice
+            self.mac = mac
+            self.model = model
+        }
+    }
+
+    /// NIC models sfnode lets a guest have (an allow-list: anything else is refused).
+    public enum NICModel: String, Sendable, CaseIterable {
+        case virtio, e1000, rtl8139
+
+        /// Parses a model named in a request, refusing anything not on the list.
+        public static func parse(_ text: String) throws -> NICModel {
+            guard let model = NICModel(rawValue: text) else {
+                throw DomainSpecError.unsupportedModel(kind: "network interface", model: text, allowed: allCases.map(\.rawValue))
+            }
+            return model
+        }
+    }
+
+    /// The video device.
+    public struct Video: Sendable, Equatable {
+        public var model: VideoModel
+        /// Video memory in KiB (libvirt's `vram`); ignored for `none`.
+        public var memoryKiB: Int
+
+        public init(model: VideoModel, memoryKiB: Int = 16384) {
+            self.model = model
+            self.memoryKiB = memoryKiB
+        }
+    }
+
+    /// Video models sfnode lets a guest have (an allow-list).
+    public enum VideoModel: String, Sendable, CaseIterable {
+        case cirrus, vga, virtio, qxl, none
+
+        /// Parses a model named in a request, refusing anything not on the list.
+        public static func parse(_ text: String) throws -> VideoModel {
+            guard let model = VideoModel(rawValue: text) else {
+                throw DomainSpecError.unsupportedModel(kind: "video", model: text, allowed: allCases.map(\.rawValue))
+            }
+            return model
+        }
+    }
+
+    /// Checks everything libvirt would otherwise reject later with a less helpful message, or
+    /// accept and misbehave on.
+    public func validate() throws {
+        guard !name.isEmpty else { throw DomainSpecError.invalidName(name, reason: "it is empty") }
+        guard !name.contains("/"), !name.contains("\n"), XMLWriter.isRepresentable(name) else {
+            throw DomainSpecError.invalidName(name, reason: "it contains '/', a newline or a control character")
+        }
+        guard type != .auto else { throw DomainSpecError.unresolvedVirtualizationType }
+        guard memoryMiB > 0 else { throw DomainSpecError.invalidValue(field: "memoryMiB", value: "\(memoryMiB)", reason: "must be more than 0") }
+        guard vcpus > 0 else { throw DomainSpecError.invalidValue(field: "vcpus", value: "\(vcpus)", reason: "must be more than 0") }
+        if type == .qemu && cpuMode != .emulatorDefault {
+            throw DomainSpecError.invalidValue(
+                field: "cpuMode", value: cpuMode.rawValue, reason: "host CPU modes need KVM; under qemu (TCG) use emulatorDefault")
+        }
+        for disk in disks {
+            try Self.checkPath(disk.path, field: "disk path")
+            if disk.device == .cdrom && disk.bus == .virtio {
+                throw DomainSpecError.invalidValue(field: "disk bus", value: disk.path, reason: "a cdrom cannot be on the virtio bus; use sata or ide")
+            }
+        }
+        for bus in DomainSpec.Disk.Bus.allCases {
+            let count = disks.filter { $0.bus == bus }.count
+            if count > bus.capacity {
+                throw DomainSpecError.invalidValue(field: "disks", value: "\(count) on \(bus.rawValue)", reason: "the bus takes at most \(bus.capacity)")
+            }
+        }
+        var macs = Set<MACAddress>()
+        for nic in interfaces {
+            let tap = nic.tapDevice
+            guard !tap.isEmpty, tap.utf8.count <= 15, tap != ".", tap != "..",
+                tap.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7f && $0 != "/" && $0 != ":" })
+            else {
+                throw DomainSpecError.invalidValue(field: "tap device", value: tap, reason: "must be 1 to 15 printable ASCII characters without '/', ':' or spaces")
+            }
+            guard nic.mac.octets[0] & 0x01 == 0 else {
+                throw DomainSpecError.invalidValue(field: "mac", value: "\(nic.mac)", reason: "a NIC needs a unicast address (first octet even)")
+            }
+            guard nic.mac != .zero else {
+                throw DomainSpecError.invalidValue(field: "mac", value: "\(nic.mac)", reason: "the all-zeros address is not a NIC address")
+            }
+            guard macs.insert(nic.mac).inserted else {
+                throw DomainSpecError.invalidValue(field: "mac", value: "\(nic.mac)", reason: "two interfaces share it")
+            }
+        }
+        if let serialLogPath { try Self.checkPath(serialLogPath, field: "serial log path") }
+        if let video, video.model != .none, video.memoryKiB <= 0 {
+            throw DomainSpecError.invalidValue(field: "video memory", value: "\(video.memoryKiB)", reason: "must be more than 0 KiB")
+        }
+    }
+
+    private static func checkPath(_ path: String, field: String) throws {
+        guard path.hasPrefix("/"), XMLWriter.isRepresentable(path), !path.contains("\n") else {
+            throw DomainSpecError.invalidValue(field: field, value: path, reason: "must be an absolute path without control characters")
+        }
+    }
+
+    /// The domain XML, after ``validate()``.
+    public func xml() throws -> String {
+        try validate()
+        var writer = XMLWriter()
+        writer.element("domain", ["type": type.rawValue]) { w in
+            w.element("name", text: name)
+            if let uuid { w.element("uuid", text: uuid.uuidString.lowercased()) }
+            if let instanceUUID {
+                w.element("metadata") { w in
+                    w.element("sfnode:instance", ["xmlns:sfnode": Self.metadataNamespace, "uuid": instanceUUID.uuidString.lowercased()])
+                }
+            }
+            w.element("memory", ["unit": "MiB"], text: String(memoryMiB))
+            w.element("vcpu", text: String(vcpus))
+            w.element("os") { w in
+                w.element("type", ["arch": "x86_64", "machine": "pc"], text: "hvm")
+                w.element("boot", ["dev": "hd"])
+            }
+            // ACPI is what makes the power-button shutdown and reboot reach the guest.
+            w.element("features") { w in
+                w.element("acpi")
+                w.element("apic")
+            }
+            if cpuMode != .emulatorDefault { w.element("cpu", ["mode": cpuMode.rawValue]) }
+            w.element("on_poweroff", text: "destroy")
+            w.element("on_reboot", text: "restart")
+            w.element("on_crash", text: "destroy")
+            w.element("devices") { w in
+                var used: [Disk.Bus: Int] = [:]
+                for disk in disks {
+                    let slot = used[disk.bus, default: 0]
+                    used[disk.bus] = slot + 1
+                    let target = disk.bus.targetPrefix + String(UnicodeScalar(UInt8(ascii: "a") + UInt8(slot)))
+                    w.element("disk", ["type": "file", "device": disk.device.rawValue]) { w in
+                        w.element("driver", ["name": "qemu", "type": disk.format.rawValue])
+                        w.element("source", ["file": disk.path])
+                        w.element("target", ["dev": target, "bus": disk.bus.rawValue])
+                        if disk.readonly { w.element("readonly") }
+                    }
+                }
+                for nic in interfaces {
+                    w.element("interface", ["type": "ethernet"]) { w in
+                        w.element("mac", ["address": nic.mac.description])
+                        w.element("target", ["dev": nic.tapDevice, "managed": "no"])
+                        w.element("model", ["type": nic.model.rawValue])
+                    }
+                }
+                if let serialLogPath {
+                    w.element("serial", ["type": "file"]) { w in
+                        w.element("source", ["path": serialLogPath, "append": "on"])
+                        w.element("target", ["port": "0"])
+                    }
+                }
+                if let video {
+                    w.element("video") { w in
+                        if video.model == .none {
+                            w.element("model", ["type": "none"])
+                        } else {
+                            w.element("model", ["type": video.model.rawValue, "vram": String(video.memoryKiB), "heads": "1"])
+                        }
+                    }
+                }
+            }
+        }
+        return writer.text
+    }
+}
+
+/// Why a ``DomainSpec`` cannot become a domain.
+public enum DomainSpecError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalidName(String, reason: String)
+    case invalidValue(field: String, value: String, reason: String)
+    case unsupportedModel(kind: String, model: String, allowed: [String])
+    case unresolvedVirtualizationType
+
+    public var description: String {
+        switch self {
+        case .invalidName(let name, let reason):
+            return "invalid domain name '\(name)': \(reason)"
+        case .invalidValue(let field, let value, let reason):
+            return "invalid \(field) '\(value)': \(reason)"
+        case .unsupportedModel(let kind, let model, let allowed):
+            return "unsupported \(kind) model '\(model)': allowed are \(allowed.joined(separator: ", "))"
+        case .unresolvedVirtualizationType:
+            return "virtualization type 'auto' must be resolved to kvm or qemu before writing domain XML"
+        }
+    }
+}
