@@ -43,4 +43,40 @@ static inline int cnl_create_persistent_tap(const char *name) {
     return 0;
 }
 
+/*
+ * Message readers for callbacks. Swift cannot do the NLMSG_DATA/attribute pointer arithmetic
+ * comfortably, and doing it here keeps every length check next to the pointer it guards.
+ */
+
+/* The nlmsg_type of a received message. */
+static inline int cnl_message_type(struct nl_msg *msg) {
+    return nlmsg_hdr(msg)->nlmsg_type;
+}
+
+/* The ifi_family of an RTM_NEWLINK/RTM_DELLINK message, or -1 if it is too short. Bridge port
+ * events arrive on RTNLGRP_LINK with AF_BRIDGE; only AF_UNSPEC ones describe the link itself. */
+static inline int cnl_link_message_family(struct nl_msg *msg) {
+    struct nlmsghdr *hdr = nlmsg_hdr(msg);
+    if (!nlmsg_valid_hdr(hdr, sizeof(struct ifinfomsg))) return -1;
+    return ((struct ifinfomsg *)nlmsg_data(hdr))->ifi_family;
+}
+
+/* Reads one bridge FDB entry (RTM_NEWNEIGH, AF_BRIDGE). Returns 1 and fills ifindex and the
+ * remote (network byte order) when it is a flood entry: all-zeros MAC with an IPv4 NDA_DST.
+ * Returns 0 for anything else. */
+static inline int cnl_parse_flood_entry(struct nl_msg *msg, int *ifindex, uint32_t *remote) {
+    static const unsigned char zero[6] = {0, 0, 0, 0, 0, 0};
+    struct nlmsghdr *hdr = nlmsg_hdr(msg);
+    if (hdr->nlmsg_type != RTM_NEWNEIGH || !nlmsg_valid_hdr(hdr, sizeof(struct ndmsg))) return 0;
+    struct ndmsg *ndm = nlmsg_data(hdr);
+    if (ndm->ndm_family != AF_BRIDGE) return 0;
+    struct nlattr *lladdr = nlmsg_find_attr(hdr, sizeof(struct ndmsg), NDA_LLADDR);
+    struct nlattr *dst = nlmsg_find_attr(hdr, sizeof(struct ndmsg), NDA_DST);
+    if (!lladdr || nla_len(lladdr) != 6 || !dst || nla_len(dst) != 4) return 0;
+    if (memcmp(nla_data(lladdr), zero, 6) != 0) return 0;
+    *ifindex = ndm->ndm_ifindex;
+    memcpy(remote, nla_data(dst), 4);
+    return 1;
+}
+
 #endif

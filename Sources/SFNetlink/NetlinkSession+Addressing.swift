@@ -1,0 +1,214 @@
+import CNetlink
+import Logging
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// IPv4 addresses and main-table routes.
+extension NetlinkSession {
+    // MARK: - Addresses
+
+    /// Adds `address` (with its prefix length) to `device`, with the network's broadcast address as
+    /// `ip addr add ... brd +` would. An address that is already there is not an error.
+    public func addAddress(_ address: IPv4Prefix, to device: String) throws {
+        let operation = "add address"
+        let object = "\(address) on \(device)"
+        let index = try index(of: device, operation: operation, object: object)
+        let rc = try withAddress(address, index: index, operation: operation, object: object) { sock, addr in
+            rtnl_addr_add(sock, addr, 0)
+        }
+        if rc == -NLE_EXIST {
+            logger.debug("address exists", metadata: ["link.name": "\(device)", "address": "\(address)"])
+            return
+        }
+        if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        logger.info("added address", metadata: ["link.name": "\(device)", "address": "\(address)"])
+    }
+
+    /// Removes `address` from `device`. An address (or device) that is not there is not an error.
+    public func deleteAddress(_ address: IPv4Prefix, from device: String) throws {
+        let operation = "delete address"
+        let object = "\(address) on \(device)"
+        try validateLinkName(device, operation: operation)
+        guard let link = try fetchLink(device, operation: operation) else { return }
+        let index = rtnl_link_get_ifindex(link)
+        rtnl_link_put(link)
+        let rc = try withAddress(address, index: index, operation: operation, object: object) { sock, addr in
+            rtnl_addr_delete(sock, addr, 0)
+        }
+        if rc == -NLE_NOADDR || rc == -NLE_OBJ_NOTFOUND { return }
+        if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        logger.info("deleted address", metadata: ["link.name": "\(device)", "address": "\(address)"])
+    }
+
+    /// The IPv4 addresses on `device`, with their prefix lengths, in the kernel's order.
+    public func addresses(of device: String) throws -> [IPv4Prefix] {
+        let operation = "list addresses"
+        let index = try index(of: device, operation: operation)
+        var cache: OpaquePointer?
+        let rc = rtnl_addr_alloc_cache(try socket(), &cache)
+        guard rc >= 0, let cache else { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
+        defer { nl_cache_free(cache) }
+        var result: [IPv4Prefix] = []
+        var object = nl_cache_get_first(cache)
+        while let current = object {
+            if rtnl_addr_get_ifindex(current) == index, rtnl_addr_get_family(current) == AF_INET,
+                let local = rtnl_addr_get_local(current), let prefix = ipv4Prefix(of: local),
+                let withLength = try? IPv4Prefix(address: prefix.address, length: Int(rtnl_addr_get_prefixlen(current)))
+            {
+                result.append(withLength)
+            }
+            object = nl_cache_get_next(current)
+        }
+        return result
+    }
+
+    /// Builds an `rtnl_addr` for `address` on ifindex `index` and hands it to `body`.
+    private func withAddress(
+        _ address: IPv4Prefix, index: Int32, operation: String, object: String,
+        _ body: (OpaquePointer, OpaquePointer) -> Int32
+    ) throws -> Int32 {
+        let sock = try socket()
+        guard let addr = rtnl_addr_alloc() else {
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+        }
+        defer { rtnl_addr_put(addr) }
+        rtnl_addr_set_ifindex(addr, index)
+        rtnl_addr_set_family(addr, AF_INET)
+        guard let local = makeNLAddress(address.address, length: address.length) else {
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+        }
+        defer { nl_addr_put(local) }
+        var rc = rtnl_addr_set_local(addr, local)
+        if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        rtnl_addr_set_prefixlen(addr, Int32(address.length))
+        // /31 and /32 have no broadcast address (RFC 3021).
+        if address.length < 31, let broadcast = makeNLAddress(address.broadcast) {
+            rc = rtnl_addr_set_broadcast(addr, broadcast)
+            nl_addr_put(broadcast)
+            if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        }
+        return body(sock, addr)
+    }
+
+    // MARK: - Routes
+
+    /// Adds `route` to the main table. An identical route is not an error; a different route to the
+    /// same destination is (`NLE_EXIST`): use ``replaceRoute(_:)`` to overwrite it.
+    public func addRoute(_ route: Route) throws {
+        let operation = "add route"
+        let rc = try withRoute(route, operation: operation) { sock, object in rtnl_route_add(sock, object, NLM_F_EXCL) }
+        if rc == -NLE_EXIST {
+            if try routes().contains(where: { $0.satisfies(route) }) {
+                logger.debug("route exists", metadata: ["route": "\(route)"])
+                return
+            }
+            throw NetlinkError(
+                operation: operation, object: "\(route)", code: NetlinkError.exists,
+                message: "\(String(cString: nl_geterror(NLE_EXIST))): a different route to \(route.destination.network) exists")
+        }
+        if rc < 0 { throw NetlinkError(operation: operation, object: "\(route)", libnlCode: rc) }
+        logger.info("added route", metadata: ["route": "\(route)"])
+    }
+
+    /// Adds `route` to the main table, replacing any route to the same destination.
+    public func replaceRoute(_ route: Route) throws {
+        let operation = "replace route"
+        let rc = try withRoute(route, operation: operation) { sock, object in rtnl_route_add(sock, object, NLM_F_REPLACE) }
+        if rc < 0 { throw NetlinkError(operation: operation, object: "\(route)", libnlCode: rc) }
+        logger.info("replaced route", metadata: ["route": "\(route)"])
+    }
+
+    /// Deletes `route` from the main table. A route (or device) that is not there is not an error.
+    public func deleteRoute(_ route: Route) throws {
+        let operation = "delete route"
+        if let device = route.device {
+            try validateLinkName(device, operation: operation)
+            guard let link = try fetchLink(device, operation: operation) else { return }
+            rtnl_link_put(link)
+        }
+        let rc = try withRoute(route, operation: operation) { sock, object in rtnl_route_delete(sock, object, 0) }
+        if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV { return }
+        if rc < 0 { throw NetlinkError(operation: operation, object: "\(route)", libnlCode: rc) }
+        logger.info("deleted route", metadata: ["route": "\(route)"])
+    }
+
+    /// The unicast IPv4 routes of the main table, with their first next hop.
+    public func routes() throws -> [Route] {
+        let operation = "list routes"
+        let object = "in namespace \(namespace ?? "(own)")"
+        let names = Dictionary(try links().map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
+        var cache: OpaquePointer?
+        let rc = rtnl_route_alloc_cache(try socket(), AF_INET, 0, &cache)
+        guard rc >= 0, let cache else { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        defer { nl_cache_free(cache) }
+        var result: [Route] = []
+        var current = nl_cache_get_first(cache)
+        while let route = current {
+            current = nl_cache_get_next(route)
+            guard rtnl_route_get_table(route) == UInt32(RT_TABLE_MAIN.rawValue),
+                rtnl_route_get_type(route) == UInt8(RTN_UNICAST),
+                rtnl_route_get_family(route) == UInt8(AF_INET),
+                let dst = rtnl_route_get_dst(route), let destination = ipv4Prefix(of: dst)
+            else { continue }
+            var gateway: IPv4Address?
+            var device: String?
+            if rtnl_route_get_nnexthops(route) > 0, let hop = rtnl_route_nexthop_n(route, 0) {
+                gateway = rtnl_route_nh_get_gateway(hop).flatMap(ipv4Prefix(of:))?.address
+                let index = rtnl_route_nh_get_ifindex(hop)
+                device = index > 0 ? names[index] : nil
+            }
+            result.append(Route(destination: destination, gateway: gateway, device: device))
+        }
+        return result
+    }
+
+    /// Builds an `rtnl_route` for `route` and hands it to `body`; returns what `body` returns.
+    private func withRoute(
+        _ route: Route, operation: String, _ body: (OpaquePointer, OpaquePointer) -> Int32
+    ) throws -> Int32 {
+        let object = "\(route)"
+        let deviceIndex = try route.device.map { try index(of: $0, operation: operation, object: object) }
+        let sock = try socket()
+        guard let built = rtnl_route_alloc() else {
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+        }
+        defer { rtnl_route_put(built) }
+        rtnl_route_set_family(built, UInt8(AF_INET))
+        rtnl_route_set_table(built, UInt32(RT_TABLE_MAIN.rawValue))
+        rtnl_route_set_type(built, UInt8(RTN_UNICAST))
+        let network = route.destination.network
+        guard let dst = makeNLAddress(network.address, length: network.length) else {
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+        }
+        let rc = rtnl_route_set_dst(built, dst)
+        nl_addr_put(dst)
+        if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        // The scope is left unset: libnl picks "link" for a route without a gateway, "global" otherwise,
+        // as `ip route` does.
+        if route.gateway != nil || deviceIndex != nil {
+            guard let hop = rtnl_route_nh_alloc() else {
+                throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+            }
+            if let deviceIndex { rtnl_route_nh_set_ifindex(hop, deviceIndex) }
+            if let gateway = route.gateway, let address = makeNLAddress(gateway) {
+                rtnl_route_nh_set_gateway(hop, address)
+                nl_addr_put(address)
+            }
+            // The route owns the next hop from here on.
+            rtnl_route_add_nexthop(built, hop)
+        }
+        return body(sock, built)
+    }
+}
+
+extension Route {
+    /// Whether this route (read back from the kernel) is what `wanted` asks for: same network, same
+    /// gateway, and the same device if `wanted` names one.
+    func satisfies(_ wanted: Route) -> Bool {
+        destination.network == wanted.destination.network && gateway == wanted.gateway
+            && (wanted.device == nil || device == wanted.device)
+    }
+}
