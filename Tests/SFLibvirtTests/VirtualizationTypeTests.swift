@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import SFLibvirt
+
+@Suite struct VirtualizationTypeTests {
+    typealias Facts = VirtualizationType.HostFacts
+
+    @Test func autoNeedsBothTheDeviceAndTheCPUFlags() {
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: ["fpu", "vmx"])).type == .kvm)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: ["svm"])).type == .kvm)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: ["fpu", "sse2"])).type == .qemu)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: false, cpuFlags: ["vmx"])).type == .qemu)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: false, cpuFlags: [])).type == .qemu)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: ["vmx"])).reason == nil)
+        #expect(VirtualizationType.auto.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: [])).reason?.contains("vmx") == true)
+    }
+
+    @Test func explicitTypesAreKept() {
+        let none = Facts(kvmDeviceUsable: false, cpuFlags: [])
+        #expect(VirtualizationType.kvm.decide(given: none).type == .kvm)
+        #expect(VirtualizationType.qemu.decide(given: Facts(kvmDeviceUsable: true, cpuFlags: ["vmx"])).type == .qemu)
+        #expect(VirtualizationType.kvm.resolved(logger: Logger(label: "test"), facts: none) == .kvm)
+    }
+
+    @Test func parsesCPUFlags() {
+        let cpuinfo = """
+            processor\t: 0
+            vendor_id\t: GenuineIntel
+            flags\t\t: fpu vme de pse vmx sse2
+            bugs\t\t: spectre_v1
+
+            processor\t: 1
+            flags\t\t: fpu
+            """
+        #expect(Facts.parseCPUFlags(cpuinfo) == ["fpu", "vme", "de", "pse", "vmx", "sse2"])
+        #expect(Facts.parseCPUFlags("processor : 0\n").isEmpty)
+    }
+
+    @Test func probesInjectedPaths() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sftvirt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let device = dir.appendingPathComponent("kvm").path
+        let cpuinfo = dir.appendingPathComponent("cpuinfo").path
+        try "flags : fpu svm\n".write(toFile: cpuinfo, atomically: true, encoding: .utf8)
+
+        // No device file: not usable.
+        var facts = Facts.probe(kvmDevice: device, cpuinfo: cpuinfo)
+        #expect(facts == Facts(kvmDeviceUsable: false, cpuFlags: ["fpu", "svm"]))
+        #expect(VirtualizationType.auto.resolved(logger: Logger(label: "test"), facts: facts) == .qemu)
+
+        // A file that opens read-write stands in for a usable device.
+        #expect(FileManager.default.createFile(atPath: device, contents: nil))
+        facts = Facts.probe(kvmDevice: device, cpuinfo: cpuinfo)
+        #expect(facts.kvmDeviceUsable)
+        #expect(VirtualizationType.auto.resolved(logger: Logger(label: "test"), facts: facts) == .kvm)
+
+        // A missing cpuinfo means no flags, so no KVM.
+        facts = Facts.probe(kvmDevice: device, cpuinfo: dir.appendingPathComponent("absent").path)
+        #expect(facts.cpuFlags.isEmpty)
+        #expect(VirtualizationType.auto.decide(given: facts).type == .qemu)
+    }
+
+    @Test func thisHostResolvesAutoToQemu() {
+        // The lab's CPUs expose neither vmx nor svm (KVM guests crash here), so auto must pick qemu.
+        let facts = Facts.probe()
+        if !facts.cpuFlags.contains("vmx") && !facts.cpuFlags.contains("svm") {
+            #expect(VirtualizationType.auto.resolved(logger: Logger(label: "test")) == .qemu)
+        }
+        #expect(!facts.cpuFlags.isEmpty, "/proc/cpuinfo has a flags line")
+    }
+}
+
+@Suite struct PowerStateTests {
+    @Test func mapsEveryLibvirtState() {
+        // virDomainState: 0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, 5 shutoff, 6 crashed, 7 pmsuspended.
+        let expected: [Int32: PowerState] = [0: .on, 1: .on, 2: .on, 3: .paused, 4: .on, 5: .off, 6: .crashed, 7: .paused, 99: .on]
+        for (state, power) in expected {
+            #expect(PowerState(libvirtState: state) == power, "state \(state)")
+        }
+    }
+
+    @Test func mapsEventKinds() {
+        let kinds: [DomainLifecycleEvent.Kind] = (0...8).map { DomainLifecycleEvent.Kind(libvirtEvent: $0) }
+        #expect(kinds == [.defined, .undefined, .started, .suspended, .resumed, .stopped, .shutdown, .pmsuspended, .crashed])
+        #expect(DomainLifecycleEvent.Kind(libvirtEvent: 42) == .unknown(42))
+    }
+}
