@@ -52,6 +52,11 @@ static inline unsigned int ciptc_nat_target_size(void) {
     return XT_ALIGN(sizeof(struct xt_entry_target) + sizeof(struct nf_nat_ipv4_multi_range_compat));
 }
 
+/* DNAT revision 2 carries one nf_nat_range2. */
+static inline unsigned int ciptc_nat_range2_target_size(void) {
+    return XT_ALIGN(sizeof(struct xt_entry_target) + sizeof(struct nf_nat_range2));
+}
+
 static inline unsigned int ciptc_max_comment_length(void) {
     return XT_MAX_COMMENT_LEN - 1;
 }
@@ -62,10 +67,15 @@ static inline unsigned int ciptc_max_comment_length(void) {
 enum ciptc_target_kind {
     /* A verdict such as ACCEPT or a jump to a chain: xt_standard_target. */
     CIPTC_TARGET_STANDARD = 0,
-    /* DNAT or SNAT revision 0 to one address: NF_NAT_RANGE_MAP_IPS. */
+    /* SNAT revision 0 to one address: NF_NAT_RANGE_MAP_IPS. */
     CIPTC_TARGET_NAT_TO_ADDRESS = 1,
     /* MASQUERADE revision 0: one range, no flags. */
     CIPTC_TARGET_NAT_NO_RANGE = 2,
+    /* DNAT revision 2 (nf_nat_range2) to one address: NF_NAT_RANGE_MAP_IPS.
+     * Revision 2 because it is what iptables 1.8.9 itself writes and the only
+     * DNAT revision its iptables-save prints (revision 0 shows as
+     * "[unsupported revision]"). */
+    CIPTC_TARGET_NAT2_TO_ADDRESS = 3,
 };
 
 /* The plain fields of a rule. Addresses and masks are in network byte order;
@@ -104,8 +114,12 @@ static inline int ciptc_fill_interface(const char *name, char *vianame, unsigned
 static inline struct ipt_entry *ciptc_entry_new(const struct ciptc_rule_spec *spec) {
     unsigned int header = ciptc_entry_header_size();
     unsigned int match = spec->comment != NULL ? ciptc_comment_match_size() : 0;
-    unsigned int target = spec->target_kind == CIPTC_TARGET_STANDARD ? ciptc_standard_target_size()
-                                                                      : ciptc_nat_target_size();
+    unsigned int target;
+    switch (spec->target_kind) {
+    case CIPTC_TARGET_STANDARD: target = ciptc_standard_target_size(); break;
+    case CIPTC_TARGET_NAT2_TO_ADDRESS: target = ciptc_nat_range2_target_size(); break;
+    default: target = ciptc_nat_target_size(); break;
+    }
     if (spec->target == NULL || strlen(spec->target) >= XT_EXTENSION_MAXNAMELEN
         || (spec->comment != NULL && strlen(spec->comment) >= XT_MAX_COMMENT_LEN)) {
         errno = EINVAL;
@@ -142,7 +156,13 @@ static inline struct ipt_entry *ciptc_entry_new(const struct ciptc_rule_spec *sp
     t->u.target_size = (uint16_t)target;
     strcpy(t->u.user.name, spec->target);
     t->u.user.revision = 0;
-    if (spec->target_kind != CIPTC_TARGET_STANDARD) {
+    if (spec->target_kind == CIPTC_TARGET_NAT2_TO_ADDRESS) {
+        struct nf_nat_range2 *range = (struct nf_nat_range2 *)t->data;
+        t->u.user.revision = 2;
+        range->flags = NF_NAT_RANGE_MAP_IPS;
+        range->min_addr.ip = spec->nat_address;
+        range->max_addr.ip = spec->nat_address;
+    } else if (spec->target_kind != CIPTC_TARGET_STANDARD) {
         struct nf_nat_ipv4_multi_range_compat *range = (struct nf_nat_ipv4_multi_range_compat *)t->data;
         range->rangesize = 1;
         if (spec->target_kind == CIPTC_TARGET_NAT_TO_ADDRESS) {
@@ -170,9 +190,11 @@ struct ciptc_rule_view {
     unsigned int match_count;
     /* The comment when the only match is a well-formed "comment" match. */
     const char *comment;
-    /* 1 when the target carries exactly one nf_nat_ipv4_multi_range_compat
-     * range (revision 0) with no port range; then the fields below are set. */
+    /* 1 when the target carries exactly one IPv4 range with no port range,
+     * either as nf_nat_ipv4_multi_range_compat (revision 0) or as
+     * nf_nat_range2 (revision 2); then the fields below are set. */
     int nat_single_range;
+    unsigned int target_revision;
     unsigned int nat_flags;
     uint32_t nat_min_ip, nat_max_ip; /* network byte order */
 };
@@ -215,7 +237,18 @@ static inline void ciptc_view_entry(const struct ipt_entry *e, struct ciptc_rule
     }
 
     const struct xt_entry_target *t = ciptc_entry_target(e);
-    if (t->u.target_size == ciptc_nat_target_size() && t->u.user.revision == 0) {
+    view->target_revision = t->u.user.revision;
+    if (t->u.target_size == ciptc_nat_range2_target_size() && t->u.user.revision == 2) {
+        const struct nf_nat_range2 *range = (const struct nf_nat_range2 *)t->data;
+        if (range->min_addr.all[1] == 0 && range->min_addr.all[2] == 0 && range->min_addr.all[3] == 0
+            && range->max_addr.all[1] == 0 && range->max_addr.all[2] == 0 && range->max_addr.all[3] == 0
+            && range->min_proto.all == 0 && range->max_proto.all == 0 && range->base_proto.all == 0) {
+            view->nat_single_range = 1;
+            view->nat_flags = range->flags;
+            view->nat_min_ip = range->min_addr.ip;
+            view->nat_max_ip = range->max_addr.ip;
+        }
+    } else if (t->u.target_size == ciptc_nat_target_size() && t->u.user.revision == 0) {
         const struct nf_nat_ipv4_multi_range_compat *range = (const struct nf_nat_ipv4_multi_range_compat *)t->data;
         if (range->rangesize == 1 && range->range[0].min.all == 0 && range->range[0].max.all == 0) {
             view->nat_single_range = 1;

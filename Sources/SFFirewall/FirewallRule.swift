@@ -54,7 +54,9 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
         case .dnat, .snat: return self
         case .masquerade(let source, let out): return .masquerade(source: source.network, outInterface: out)
         case .forwardAccept(let inInterface, let outInterface, let destination):
-            return .forwardAccept(inInterface: inInterface, outInterface: outInterface, destination: destination?.network)
+            // 0.0.0.0/0 matches every destination: the same rule as no destination.
+            let network = destination.flatMap { $0.length == 0 ? nil : $0.network }
+            return .forwardAccept(inInterface: inInterface, outInterface: outInterface, destination: network)
         }
     }
 

@@ -133,7 +133,7 @@ enum RuleCodec {
             spec.dst = floating.networkOrder
             spec.dmsk = UInt32.max
             target = "DNAT"
-            spec.target_kind = CIPTC_TARGET_NAT_TO_ADDRESS
+            spec.target_kind = CIPTC_TARGET_NAT2_TO_ADDRESS
             spec.nat_address = to.networkOrder
         case .snat(let source, let to):
             spec.src = source.networkOrder
@@ -215,17 +215,17 @@ enum RuleCodec {
         let rule: FirewallRule
         switch target {
         case "DNAT":
-            guard source?.length == 0, let destination, destination.length == 32, inInterface.isEmpty,
+            guard view.target_revision == 2, source?.length == 0, let destination, destination.length == 32, inInterface.isEmpty,
                 outInterface.isEmpty, let natAddress
             else { return nil }
             rule = .dnat(floating: destination.address, to: natAddress)
         case "SNAT":
-            guard let source, source.length == 32, destination?.length == 0, inInterface.isEmpty,
+            guard view.target_revision == 0, let source, source.length == 32, destination?.length == 0, inInterface.isEmpty,
                 outInterface.isEmpty, let natAddress
             else { return nil }
             rule = .snat(source: source.address, to: natAddress)
         case "MASQUERADE":
-            guard let source, destination?.length == 0, inInterface.isEmpty, !outInterface.isEmpty,
+            guard view.target_revision == 0, let source, destination?.length == 0, inInterface.isEmpty, !outInterface.isEmpty,
                 view.nat_single_range != 0, view.nat_flags == 0, view.nat_min_ip == 0, view.nat_max_ip == 0
             else { return nil }
             rule = .masquerade(source: source, outInterface: outInterface)
