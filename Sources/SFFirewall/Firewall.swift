@@ -1,40 +1,49 @@
-// SFFirewall: sfnode's NAT and forwarding rules, programmed through libiptc.
-//
-// How to inspect what sfnode programmed
-// -------------------------------------
-// libiptc writes the legacy x_tables backend. On Debian 12 the `iptables` command is the nf_tables
-// variant and shows none of these rules; use the legacy tools:
-//
-//     ip netns exec NS iptables-legacy-save            # one namespace, all tables
-//     ip netns exec NS iptables-legacy-save -t nat     # only the nat table
-//     iptables-legacy-save                             # the root namespace (production)
-//     ip netns exec NS iptables-legacy -t nat -L SFNODE-PREROUTING -n -v --line-numbers
-//
-// sfnode's rules live only in its own chains, each hooked from a built-in chain by one jump rule
-// (comment "sfnode hook"):
-//
-//     nat    PREROUTING  -> SFNODE-PREROUTING   dnat (floating -> private)
-//     nat    OUTPUT      -> SFNODE-OUTPUT       the same dnat rules, for the node's own and hairpin traffic
-//     nat    POSTROUTING -> SFNODE-POSTROUTING  snat, masquerade
-//     filter FORWARD     -> SFNODE-FORWARD      forward accept
-//
-// Every rule carries a comment starting with "sfnode", for example
-//
-//     -A SFNODE-PREROUTING -d 192.0.2.10/32 -m comment --comment "sfnode dnat 192.0.2.10" -j DNAT --to-destination 10.0.0.5
-//
-// Rules anywhere else are not sfnode's and are never touched. Editing sfnode's chains by hand is
-// undone by the next apply. The iptables programs and sfnode share /run/xtables.lock, so running
-// `iptables-legacy -w` by hand while sfnode commits is safe.
-
 import Logging
 import SFSystem
 
-/// The firewall of one network namespace: a declarative owner of sfnode's chains there.
+/// The firewall of one network namespace: a declarative owner of sfnode's NAT and forwarding rules
+/// there, programmed through libiptc.
 ///
 /// ``apply(_:)`` takes the complete set of rules and makes the kernel match it with at most one
 /// `iptc_commit` per table, skipping the commit when nothing differs. Every method runs on a thread
 /// inside the namespace, and every libiptc call in the process is serialised through one owner that
 /// also holds `/run/xtables.lock`, so several `Firewall`s (one per namespace) can be used concurrently.
+///
+/// ## Where the rules live
+///
+/// Only in sfnode's own chains, each hooked from a built-in chain by one jump rule (comment
+/// "sfnode hook", inserted first in the built-in chain when missing):
+///
+/// | table  | built-in    | sfnode chain        | rules                                              |
+/// |--------|-------------|---------------------|----------------------------------------------------|
+/// | nat    | PREROUTING  | SFNODE-PREROUTING   | dnat (floating to private)                         |
+/// | nat    | OUTPUT      | SFNODE-OUTPUT       | the same dnat rules, for the node's own and hairpin traffic |
+/// | nat    | POSTROUTING | SFNODE-POSTROUTING  | snat, masquerade                                   |
+/// | filter | FORWARD     | SFNODE-FORWARD      | forward accept                                     |
+///
+/// Every rule carries a comment starting with "sfnode". Rules anywhere else are not sfnode's and are
+/// never touched; editing sfnode's chains by hand is undone by the next ``apply(_:)``.
+///
+/// ## How to inspect them
+///
+/// libiptc writes the legacy x_tables backend. On Debian 12 the `iptables` command is the nf_tables
+/// variant and shows none of these rules; use the legacy tools:
+///
+/// ```
+/// ip netns exec NS iptables-legacy-save            # one namespace, all tables
+/// ip netns exec NS iptables-legacy-save -t nat     # only the nat table
+/// iptables-legacy-save                             # the root namespace (production)
+/// ip netns exec NS iptables-legacy -t nat -L SFNODE-PREROUTING -n -v --line-numbers
+/// ```
+///
+/// A dnat rule, for example, saves as
+///
+/// ```
+/// -A SFNODE-PREROUTING -d 192.0.2.10/32 -m comment --comment "sfnode dnat 192.0.2.10" -j DNAT --to-destination 10.0.0.5
+/// ```
+///
+/// The iptables programs and sfnode share `/run/xtables.lock`, so `iptables-legacy -w` by hand while
+/// sfnode commits is safe.
 public actor Firewall {
     /// The namespace, or nil for the namespace the process runs in.
     public nonisolated let namespace: String?
@@ -62,6 +71,10 @@ public actor Firewall {
     /// before any table is read or changed. Each table whose chains differ is rewritten (flush and
     /// refill) and committed once; both tables are prepared before either is committed. Applying a
     /// state the kernel already has commits nothing and returns ``FirewallChange/unchanged``.
+    ///
+    /// nat is committed before filter. The kernel replaces each table atomically, but not the two
+    /// together: if the filter commit itself fails after nat's succeeded, nat holds the new rules and
+    /// filter the old; the error says so by naming the table, and applying again converges.
     @discardableResult
     public func apply(_ state: FirewallState) throws -> FirewallChange {
         try FirewallValidation.validate(state)

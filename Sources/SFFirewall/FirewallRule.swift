@@ -97,6 +97,7 @@ public struct FirewallState: Sendable, Equatable, CustomStringConvertible {
         OwnedChain.all.allSatisfy { lhs.rules(in: $0) == rhs.rules(in: $0) }
     }
 
+    /// The rules in words, in order.
     public var description: String { "[" + storage.map(\.description).joined(separator: ", ") + "]" }
 
     /// The rules that belong in `chain`, in order.
@@ -124,6 +125,7 @@ public enum FirewallChange: Sendable, Equatable, CustomStringConvertible {
     /// rules may report `.updated(added: 0, removed: 0)`.
     case updated(added: Int, removed: Int)
 
+    /// The change in words, for logs.
     public var description: String {
         switch self {
         case .unchanged: return "unchanged"
@@ -144,6 +146,7 @@ public enum FirewallError: Error, CustomStringConvertible, Equatable, Sendable {
         operation: String, table: String, chain: String, rule: String?, namespace: String, code: Int32,
         message: String)
 
+    /// The message, naming the operation, namespace, table, chain and rule, with the C library's text.
     public var description: String {
         switch self {
         case .invalidRule(let rule, let reason):
