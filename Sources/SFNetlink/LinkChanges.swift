@@ -78,7 +78,11 @@ private final class LinkWatcher: @unchecked Sendable {
     }
 
     func start(threadName: String) {
-        let thread = Thread { self.run() }
+        let thread = Thread {
+            // Foundation does not pass Thread.name to the kernel on Linux; name it for /proc and gdb.
+            _ = cnl_set_thread_name(threadName)
+            self.run()
+        }
         thread.name = threadName
         thread.stackSize = 1 << 20
         thread.start()
