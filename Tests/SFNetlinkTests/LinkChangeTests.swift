@@ -43,6 +43,23 @@ struct LinkChangeTests {
         }
     }
 
+    @Test func droppingAnUnconsumedStreamStopsItsThread() async throws {
+        try await withSession("drop") { ns, session in
+            let threadName = "nlw-\(ns.prefix(11))"
+            do {
+                let stream = try await session.linkChanges()
+                #expect(threadNames().contains(threadName))
+                _ = stream
+            }
+            #expect(await eventually(timeout: .seconds(3)) { !threadNames().contains(threadName) })
+        }
+    }
+
+    @Test func aSessionInAMissingNamespaceIsRefused() {
+        let name = TestNames.unique("gone")
+        #expect(throws: NamespaceError.notFound(name)) { _ = try NetlinkSession(namespace: name, logger: testLogger) }
+    }
+
     @Test func streamsSeeOnlyTheirOwnNamespace() async throws {
         try await withSession("ca") { _, sessionA in
             try await withSession("cb") { _, sessionB in
