@@ -29,8 +29,10 @@ public struct LibvirtError: Error, CustomStringConvertible, Equatable, Sendable 
     public static let operationInvalidCode = Int32(VIR_ERR_OPERATION_INVALID.rawValue)
     /// `VIR_ERR_NO_DOMAIN_METADATA`: the domain has no such metadata element.
     public static let noMetadataCode = Int32(VIR_ERR_NO_DOMAIN_METADATA.rawValue)
-    /// `VIR_ERR_XML_ERROR`: libvirt refused the XML.
+    /// `VIR_ERR_XML_ERROR`: libvirt refused the XML's content.
     public static let xmlErrorCode = Int32(VIR_ERR_XML_ERROR.rawValue)
+    /// `VIR_ERR_XML_DETAIL`: the XML is not well-formed (libxml2's parse error).
+    public static let xmlDetailCode = Int32(VIR_ERR_XML_DETAIL.rawValue)
 
     /// Whether libvirt said the domain does not exist.
     public var isNoDomain: Bool { code == Self.noDomainCode }

@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+import SFLibvirt
+import SFTestSupport
+import Synchronization
+import Testing
+
+/// The logger every libvirt test hands the library; warnings (reconnects) show in the test output.
+let testLogger: Logger = {
+    var logger = Logger(label: "sfnode.test.libvirt")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Whether libvirtd answers on qemu:///system; the integration suites need it as well as root.
+let libvirtAvailable: Bool = runningAsRoot && FileManager.default.fileExists(atPath: "/var/run/libvirt/libvirt-sock")
+
+/// Where tests put overlays and serial logs.
+let testRunDirectory = "/var/lib/sfnode/test/run"
+
+/// The tiny bootable guest built by scripts/build-test-image.
+let testGuestImage = "/var/lib/sfnode/test/guest.qcow2"
+
+/// Runs a tool and returns its exit status and standard output (for read-only cross-checks).
+@discardableResult
+func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: tool)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// `virsh domstate`, read-only, to check what the bindings report against libvirt's own client.
+func virshState(_ name: String) throws -> String {
+    try run("/usr/bin/virsh", ["-c", "qemu:///system", "domstate", name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Every domain name `virsh list --all` shows.
+func virshNames() throws -> Set<String> {
+    Set(try run("/usr/bin/virsh", ["-c", "qemu:///system", "list", "--all", "--name"]).output.split(separator: "\n").map(String.init))
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}
+
+/// Collects a lifecycle stream in the background so that a test can wait for the events one
+/// operation raised.
+final class EventLog: Sendable {
+    private final class Store: Sendable {
+        let events = Mutex<[DomainLifecycleEvent]>([])
+    }
+    private let store = Store()
+    private let consumer: Task<Void, Never>
+
+    init(_ stream: AsyncStream<DomainLifecycleEvent>) {
+        let store = store
+        consumer = Task {
+            for await event in stream {
+                store.events.withLock { $0.append(event) }
+            }
+        }
+    }
+
+    deinit {
+        consumer.cancel()
+    }
+
+    /// The events seen so far for one domain.
+    func events(for uuid: UUID) -> [DomainLifecycleEvent] {
+        store.events.withLock { $0.filter { $0.identity.uuid == uuid } }
+    }
+
+    /// Runs `operation`, then waits until `count` new events arrived for the domain (or the
+    /// timeout passed), lingers briefly to catch unexpected extras, and returns the new events.
+    func collect(
+        for uuid: UUID, count: Int, timeout: Duration = .seconds(30), _ operation: () async throws -> Void
+    ) async rethrows -> [DomainLifecycleEvent] {
+        let mark = events(for: uuid).count
+        try await operation()
+        _ = await eventually(timeout: timeout) { self.events(for: uuid).count - mark >= count }
+        try? await Task.sleep(for: .milliseconds(300))
+        return Array(events(for: uuid).dropFirst(mark))
+    }
+}
+
+/// A copy-on-write overlay of the test guest and the file its serial console writes to, removed
+/// when the test ends.
+struct GuestFiles {
+    let overlay: String
+    let serialLog: String
+
+    init(name: String) throws {
+        try FileManager.default.createDirectory(atPath: testRunDirectory, withIntermediateDirectories: true)
+        overlay = "\(testRunDirectory)/\(name).qcow2"
+        serialLog = "\(testRunDirectory)/\(name).serial"
+        let result = try run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", testGuestImage, overlay])
+        guard result.status == 0 else { throw GuestFilesError(message: "qemu-img create \(overlay) failed") }
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: overlay)
+        try? FileManager.default.removeItem(atPath: serialLog)
+    }
+
+    /// How many times the guest has printed `marker` on its serial console.
+    func count(_ marker: String) -> Int {
+        guard let text = try? String(contentsOfFile: serialLog, encoding: .utf8) else { return 0 }
+        return text.components(separatedBy: marker).count - 1
+    }
+
+    /// Waits until the marker has been printed `times` times.
+    func waitFor(_ marker: String, times: Int, timeout: Duration = .seconds(120)) async -> Bool {
+        await eventually(timeout: timeout) { count(marker) >= times }
+    }
+
+    struct GuestFilesError: Error { let message: String }
+}
+
+/// Defines a domain, runs `body`, and always destroys and undefines it afterwards, whatever `body` did.
+func withDomain<T>(
+    _ connection: LibvirtConnection, _ spec: DomainSpec, _ body: (DomainIdentity) async throws -> T
+) async throws -> T {
+    let identity = try await connection.define(spec)
+    do {
+        let result = try await body(identity)
+        try await connection.destroy(.uuid(identity.uuid))
+        try await connection.undefine(.uuid(identity.uuid))
+        return result
+    } catch {
+        try? await connection.destroy(.uuid(identity.uuid))
+        try? await connection.undefine(.uuid(identity.uuid))
+        throw error
+    }
+}
