@@ -160,9 +160,8 @@ public actor LibvirtConnection {
     public func lifecycleEvents(
         bufferingPolicy: AsyncStream<DomainLifecycleEvent>.Continuation.BufferingPolicy = .bufferingNewest(4096)
     ) throws -> AsyncStream<DomainLifecycleEvent> {
-        let stream = broadcaster.subscribe(bufferingPolicy: bufferingPolicy)
         _ = try connection()
-        return stream
+        return broadcaster.subscribe(bufferingPolicy: bufferingPolicy)
     }
 
     // MARK: Domains

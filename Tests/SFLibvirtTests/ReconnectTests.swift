@@ -1,0 +1,87 @@
+import Foundation
+import SFLibvirt
+import SFTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private let virtAdmin = "/usr/bin/virt-admin"
+
+/// The libvirtd client ids that belong to this test process, read through libvirt's admin API.
+private func clientsOfThisProcess() throws -> Set<String> {
+    let listing = try run(virtAdmin, ["srv-clients-list", "libvirtd"]).output
+    let ids = listing.split(separator: "\n").compactMap { line -> String? in
+        let first = line.split(separator: " ").first.map(String.init) ?? ""
+        return Int(first) != nil ? first : nil
+    }
+    let pid = "\(getpid())"
+    return Set(
+        try ids.filter { id in
+            let info = try run(virtAdmin, ["client-info", "libvirtd", id]).output
+            return info.split(separator: "\n").contains { line in
+                let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                return parts.count == 2 && parts[0] == "unix_process_id" && parts[1] == pid
+            }
+        })
+}
+
+/// The daemon drops the connection (as a libvirtd restart does): libvirt's close callback marks it
+/// dead, the next call reconnects, and the lifecycle stream keeps delivering. The daemon is not
+/// restarted (other suites use it); `virt-admin client-disconnect` closes only this connection's
+/// socket from the daemon's side, which is what a client sees of a restart.
+@Suite(.serialized, .enabled(if: libvirtAvailable && FileManager.default.isExecutableFile(atPath: virtAdmin), "needs root, libvirtd and virt-admin"))
+struct ReconnectTests {
+    @Test func survivesTheDaemonDroppingTheConnection() async throws {
+        let before = try clientsOfThisProcess()
+        let connection = LibvirtConnection(logger: testLogger)
+        let log = EventLog(try await connection.lifecycleEvents())
+        #expect(await connection.connectionCount == 1)
+        #expect(await connection.isConnected)
+        let mine = try clientsOfThisProcess().subtracting(before)
+        let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
+
+        let dropped = try run(virtAdmin, ["client-disconnect", "libvirtd", client])
+        try #require(dropped.status == 0)
+        #expect(await eventually(timeout: .seconds(15)) { await !connection.isConnected }, "the close callback fired")
+
+        let spec = DomainSpec(name: TestNames.unique("recon"), type: .qemu, memoryMiB: 64, vcpus: 1)
+        try await withDomain(connection, spec) { identity in
+            #expect(await connection.connectionCount == 2, "the call reconnected")
+            #expect(await connection.isConnected)
+            #expect(
+                await eventually(timeout: .seconds(10)) { log.events(for: identity.uuid).map(\.kind) == [.defined] },
+                "the stream subscribed before the drop delivers events from the new connection")
+        }
+        #expect(try clientsOfThisProcess().subtracting(before).count == 1, "the dead connection was closed, not leaked")
+
+        // Dropped again and used at once, before or after the close callback has run: either the
+        // liveness check or the retry of the failed call reconnects, and the caller sees no error.
+        let second = try #require(try clientsOfThisProcess().subtracting(before).first)
+        try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", second]).status == 0)
+        #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
+        #expect(await connection.connectionCount == 3)
+        #expect(try clientsOfThisProcess().subtracting(before).count == 1)
+    }
+
+    @Test func closeThenCallReconnects() async throws {
+        let connection = LibvirtConnection(logger: testLogger)
+        try await connection.connect()
+        try await connection.connect()
+        #expect(await connection.connectionCount == 1, "connect is idempotent")
+        await connection.close()
+        #expect(await !connection.isConnected)
+        #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
+        #expect(await connection.connectionCount == 2)
+    }
+
+    @Test func aBadURIFailsWithLibvirtsMessage() async throws {
+        let connection = LibvirtConnection(uri: "sftnosuchdriver:///system", logger: testLogger)
+        let error = await #expect(throws: LibvirtError.self) { try await connection.connect() }
+        #expect(error?.operation == "connect to")
+        #expect(error?.object == "sftnosuchdriver:///system")
+        #expect(error?.message.isEmpty == false)
+        #expect(await !connection.isConnected)
+    }
+}
