@@ -69,8 +69,12 @@ public struct DomainSpec: Sendable, Equatable {
     public struct Disk: Sendable, Equatable {
         /// The image file on the host.
         public var path: String
+        /// The image format, which QEMU must be told rather than guess (guessing lets a raw image
+        /// that looks like qcow2 name a backing file on the host).
         public var format: Format
+        /// Hard disk or CD-ROM.
         public var device: Device
+        /// The bus the guest finds it on.
         public var bus: Bus
         /// Whether the guest may not write. A CD-ROM is always read-only.
         public var readonly: Bool
@@ -110,9 +114,12 @@ public struct DomainSpec: Sendable, Equatable {
     public struct NetworkInterface: Sendable, Equatable {
         /// The tap device's name on the host.
         public var tapDevice: String
+        /// The guest's MAC address: unicast, and unique among the guest's NICs.
         public var mac: MACAddress
+        /// The emulated NIC.
         public var model: NICModel
 
+        /// A NIC on the existing tap device `tapDevice`.
         public init(tapDevice: String, mac: MACAddress, model: NICModel = .virtio) {
             self.tapDevice = tapDevice
             self.mac = mac
@@ -135,10 +142,12 @@ public struct DomainSpec: Sendable, Equatable {
 
     /// The video device.
     public struct Video: Sendable, Equatable {
+        /// The emulated video card.
         public var model: VideoModel
         /// Video memory in KiB (libvirt's `vram`); ignored for `none`.
         public var memoryKiB: Int
 
+        /// A video card with `memoryKiB` of video memory.
         public init(model: VideoModel, memoryKiB: Int = 16384) {
             self.model = model
             self.memoryKiB = memoryKiB
@@ -289,6 +298,7 @@ public enum DomainSpecError: Error, CustomStringConvertible, Equatable, Sendable
     case unsupportedModel(kind: String, model: String, allowed: [String])
     case unresolvedVirtualizationType
 
+    /// What is wrong, naming the field and the value.
     public var description: String {
         switch self {
         case .invalidName(let name, let reason):

@@ -50,6 +50,7 @@ public struct LibvirtError: Error, CustomStringConvertible, Equatable, Sendable 
         return result
     }
 
+    /// `<operation> <object>: <libvirt's message> (libvirt error <code>, from <domain>)`.
     public var description: String {
         "\(operation) \(object): \(message) (libvirt error \(code), from \(domain))"
     }

@@ -1,5 +1,4 @@
 import CLibvirt
-import Foundation
 
 /// A domain's power state as sfnode reports it: Shaken Fist's four states over libvirt's eight.
 public enum PowerState: String, Sendable, CaseIterable, Codable {
@@ -13,84 +12,6 @@ public enum PowerState: String, Sendable, CaseIterable, Codable {
         case VIR_DOMAIN_CRASHED.rawValue: self = .crashed
         case VIR_DOMAIN_PAUSED.rawValue, VIR_DOMAIN_PMSUSPENDED.rawValue: self = .paused
         default: self = .on
-        }
-    }
-}
-
-/// Names a domain, the way an API request or a log line does.
-public enum DomainReference: Sendable, Hashable, CustomStringConvertible {
-    case name(String)
-    case uuid(UUID)
-
-    public var description: String {
-        switch self {
-        case .name(let name): return "domain '\(name)'"
-        case .uuid(let uuid): return "domain \(uuid.uuidString.lowercased())"
-        }
-    }
-}
-
-/// Who a domain is: what libvirt knows it by.
-public struct DomainIdentity: Sendable, Hashable, CustomStringConvertible {
-    public let name: String
-    public let uuid: UUID
-
-    public init(name: String, uuid: UUID) {
-        self.name = name
-        self.uuid = uuid
-    }
-
-    public var description: String { "domain '\(name)' (\(uuid.uuidString.lowercased()))" }
-}
-
-/// A domain and its power state at the moment it was read.
-public struct DomainStatus: Sendable, Hashable {
-    public let identity: DomainIdentity
-    public let powerState: PowerState
-    /// libvirt's own `virDomainState`, for logs and for the states ``PowerState`` folds together.
-    public let libvirtState: Int32
-
-    public init(identity: DomainIdentity, libvirtState: Int32) {
-        self.identity = identity
-        self.libvirtState = libvirtState
-        self.powerState = PowerState(libvirtState: libvirtState)
-    }
-}
-
-/// A domain lifecycle event from libvirt (`VIR_DOMAIN_EVENT_ID_LIFECYCLE`).
-public struct DomainLifecycleEvent: Sendable, Hashable {
-    public let identity: DomainIdentity
-    public let kind: Kind
-    /// libvirt's detail code, whose meaning depends on the kind (for `stopped`: 0 shutdown,
-    /// 1 destroyed, 2 crashed, ...; see `virDomainEvent*DetailType`).
-    public let detail: Int32
-
-    public init(identity: DomainIdentity, kind: Kind, detail: Int32) {
-        self.identity = identity
-        self.kind = kind
-        self.detail = detail
-    }
-
-    /// libvirt's `virDomainEventType`.
-    public enum Kind: Sendable, Hashable {
-        case defined, undefined, started, suspended, resumed, stopped, shutdown, pmsuspended, crashed
-        /// An event type newer than this code.
-        case unknown(Int32)
-
-        /// Maps libvirt's `virDomainEventType`.
-        public init(libvirtEvent event: Int32) {
-            switch UInt32(bitPattern: event) {
-            case VIR_DOMAIN_EVENT_DEFINED.rawValue: self = .defined
-            case VIR_DOMAIN_EVENT_UNDEFINED.rawValue: self = .undefined
-            case VIR_DOMAIN_EVENT_STARTED.rawValue: self = .started
-            case VIR_DOMAIN_EVENT_SUSPENDED.rawValue: self = .suspended
-            case VIR_DOMAIN_EVENT_RESUMED.rawValue: self = .resumed
-            case VIR_DOMAIN_EVENT_STOPPED.rawValue: self = .stopped
-            case VIR_DOMAIN_EVENT_SHUTDOWN.rawValue: self = .shutdown
-            case VIR_DOMAIN_EVENT_PMSUSPENDED.rawValue: self = .pmsuspended
-            case VIR_DOMAIN_EVENT_CRASHED.rawValue: self = .crashed
-            default: self = .unknown(event)
-            }
         }
     }
 }

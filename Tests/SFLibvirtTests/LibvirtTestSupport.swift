@@ -5,6 +5,10 @@ import SFTestSupport
 import Synchronization
 import Testing
 
+/// Every suite that talks to libvirtd nests in this one, so they run one at a time: the guest is
+/// CPU-hungry under TCG, and the reconnect test must tell its own libvirtd client from the others.
+@Suite(.serialized) enum LibvirtIntegration {}
+
 /// The logger every libvirt test hands the library; warnings (reconnects) show in the test output.
 let testLogger: Logger = {
     var logger = Logger(label: "sfnode.test.libvirt")

@@ -27,61 +27,64 @@ private func clientsOfThisProcess() throws -> Set<String> {
         })
 }
 
-/// The daemon drops the connection (as a libvirtd restart does): libvirt's close callback marks it
-/// dead, the next call reconnects, and the lifecycle stream keeps delivering. The daemon is not
-/// restarted (other suites use it); `virt-admin client-disconnect` closes only this connection's
-/// socket from the daemon's side, which is what a client sees of a restart.
-@Suite(.serialized, .enabled(if: libvirtAvailable && FileManager.default.isExecutableFile(atPath: virtAdmin), "needs root, libvirtd and virt-admin"))
-struct ReconnectTests {
-    @Test func survivesTheDaemonDroppingTheConnection() async throws {
-        let before = try clientsOfThisProcess()
-        let connection = LibvirtConnection(logger: testLogger)
-        let log = EventLog(try await connection.lifecycleEvents())
-        #expect(await connection.connectionCount == 1)
-        #expect(await connection.isConnected)
-        let mine = try clientsOfThisProcess().subtracting(before)
-        let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
-
-        let dropped = try run(virtAdmin, ["client-disconnect", "libvirtd", client])
-        try #require(dropped.status == 0)
-        #expect(await eventually(timeout: .seconds(15)) { await !connection.isConnected }, "the close callback fired")
-
-        let spec = DomainSpec(name: TestNames.unique("recon"), type: .qemu, memoryMiB: 64, vcpus: 1)
-        try await withDomain(connection, spec) { identity in
-            #expect(await connection.connectionCount == 2, "the call reconnected")
+extension LibvirtIntegration {
+    /// The daemon drops the connection (as a libvirtd restart does): libvirt's close callback marks it
+    /// dead, the next call reconnects, and the lifecycle stream keeps delivering. The daemon is not
+    /// restarted (other suites use it); `virt-admin client-disconnect` closes only this connection's
+    /// socket from the daemon's side, which is what a client sees of a restart.
+    @Suite(.serialized, .enabled(if: libvirtAvailable && FileManager.default.isExecutableFile(atPath: virtAdmin), "needs root, libvirtd and virt-admin"))
+    struct ReconnectTests {
+        @Test func survivesTheDaemonDroppingTheConnection() async throws {
+            let before = try clientsOfThisProcess()
+            let connection = LibvirtConnection(logger: testLogger)
+            let log = EventLog(try await connection.lifecycleEvents())
+            #expect(await connection.connectionCount == 1)
             #expect(await connection.isConnected)
-            #expect(
-                await eventually(timeout: .seconds(10)) { log.events(for: identity.uuid).map(\.kind) == [.defined] },
-                "the stream subscribed before the drop delivers events from the new connection")
+            let mine = try clientsOfThisProcess().subtracting(before)
+            let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
+
+            let dropped = try run(virtAdmin, ["client-disconnect", "libvirtd", client])
+            try #require(dropped.status == 0)
+            #expect(await eventually(timeout: .seconds(15)) { await !connection.isConnected }, "the close callback fired")
+
+            let spec = DomainSpec(name: TestNames.unique("recon"), type: .qemu, memoryMiB: 64, vcpus: 1)
+            try await withDomain(connection, spec) { identity in
+                #expect(await connection.connectionCount == 2, "the call reconnected")
+                #expect(await connection.isConnected)
+                #expect(
+                    await eventually(timeout: .seconds(10)) { log.events(for: identity.uuid).map(\.kind) == [.defined] },
+                    "the stream subscribed before the drop delivers events from the new connection")
+            }
+            let reconnected = try clientsOfThisProcess().subtracting(before)
+            #expect(!reconnected.contains(client), "the dead connection was closed, not leaked")
+
+            // Dropped again and used at once, before or after the close callback has run: either the
+            // liveness check or the retry of the failed call reconnects, and the caller sees no error.
+            let second = try #require(reconnected.count == 1 ? reconnected.first : nil, "one client of ours: \(reconnected)")
+            try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", second]).status == 0)
+            #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
+            #expect(await connection.connectionCount == 3)
+            #expect(try clientsOfThisProcess().subtracting(before).count == 1)
         }
-        #expect(try clientsOfThisProcess().subtracting(before).count == 1, "the dead connection was closed, not leaked")
 
-        // Dropped again and used at once, before or after the close callback has run: either the
-        // liveness check or the retry of the failed call reconnects, and the caller sees no error.
-        let second = try #require(try clientsOfThisProcess().subtracting(before).first)
-        try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", second]).status == 0)
-        #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
-        #expect(await connection.connectionCount == 3)
-        #expect(try clientsOfThisProcess().subtracting(before).count == 1)
-    }
+        @Test func closeThenCallReconnects() async throws {
+            let connection = LibvirtConnection(logger: testLogger)
+            try await connection.connect()
+            try await connection.connect()
+            #expect(await connection.connectionCount == 1, "connect is idempotent")
+            await connection.close()
+            #expect(await !connection.isConnected)
+            #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
+            #expect(await connection.connectionCount == 2)
+        }
 
-    @Test func closeThenCallReconnects() async throws {
-        let connection = LibvirtConnection(logger: testLogger)
-        try await connection.connect()
-        try await connection.connect()
-        #expect(await connection.connectionCount == 1, "connect is idempotent")
-        await connection.close()
-        #expect(await !connection.isConnected)
-        #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
-        #expect(await connection.connectionCount == 2)
-    }
-
-    @Test func aBadURIFailsWithLibvirtsMessage() async throws {
-        let connection = LibvirtConnection(uri: "sftnosuchdriver:///system", logger: testLogger)
-        let error = await #expect(throws: LibvirtError.self) { try await connection.connect() }
-        #expect(error?.operation == "connect to")
-        #expect(error?.object == "sftnosuchdriver:///system")
-        #expect(error?.message.isEmpty == false)
-        #expect(await !connection.isConnected)
+        @Test func aBadURIFailsWithLibvirtsMessage() async throws {
+            let connection = LibvirtConnection(uri: "sftnosuchdriver:///system", logger: testLogger)
+            let error = await #expect(throws: LibvirtError.self) { try await connection.connect() }
+            #expect(error?.operation == "connect to")
+            #expect(error?.object == "sftnosuchdriver:///system")
+            #expect(error?.message.isEmpty == false)
+            #expect(await !connection.isConnected)
+        }
     }
 }
