@@ -14,7 +14,7 @@ extension LibvirtIntegration {
 
         private func kinds(_ events: [DomainLifecycleEvent]) -> [DomainLifecycleEvent.Kind] { events.map(\.kind) }
 
-        @Test(.enabled(if: FileManager.default.fileExists(atPath: testGuestImage), "needs scripts/build-test-image"))
+        @Test(.enabled(if: FileManager.default.fileExists(atPath: TestGuest.baseImage), "needs scripts/build-test-image"))
         func everyOperationOnABootingGuest() async throws {
             let name = TestNames.unique("life")
             let files = try GuestFiles(name: name)
@@ -23,8 +23,7 @@ extension LibvirtIntegration {
             let spec = DomainSpec(
                 name: name, type: .qemu, memoryMiB: 128, vcpus: 1, disks: [.init(path: files.overlay)],
                 serialLogPath: files.serialLog, video: .init(model: .none))
-            let ready = "SFNODE-GUEST-READY"
-
+    
             var defined: DomainIdentity?
             let definedEvents = try await log.collect(for: spec.uuid ?? UUID(), count: 0) {
                 defined = try await connection.define(spec)
@@ -44,7 +43,7 @@ extension LibvirtIntegration {
                 #expect(events.last?.detail == 0, "VIR_DOMAIN_EVENT_STARTED_BOOTED")
                 #expect(try await connection.state(of: byUUID) == .on)
                 #expect(try virshState(name) == "running")
-                #expect(await files.waitFor(ready, times: 1), "the guest boots to ready")
+                try await files.waitForFirstBoot()
 
                 // Starting a running domain is not an error, and changes nothing.
                 events = try await log.collect(for: identity.uuid, count: 0) { try await connection.start(byUUID) }
@@ -65,14 +64,14 @@ extension LibvirtIntegration {
                 // Reset raises no lifecycle event (the domain never stops); the guest boots again.
                 events = try await log.collect(for: identity.uuid, count: 0) { try await connection.reset(byUUID) }
                 #expect(events.isEmpty)
-                #expect(await files.waitFor(ready, times: 2), "the guest boots again after reset")
+                #expect(await files.waitForBoots(2), "the guest boots again after reset")
                 #expect(try await connection.state(of: byUUID) == .on)
 
                 // ACPI reboot: the guest powers off on the button and libvirt restarts it in place, which
                 // (like reset) raises no lifecycle event: the domain never stops.
                 events = try await log.collect(for: identity.uuid, count: 0) {
                     try await connection.reboot(byUUID)
-                    #expect(await files.waitFor(ready, times: 3), "the guest boots again after the ACPI reboot")
+                    #expect(await files.waitForBoots(3), "the guest boots again after the ACPI reboot")
                 }
                 #expect(events.isEmpty)
                 #expect(try await connection.state(of: byUUID) == .on)
@@ -93,7 +92,7 @@ extension LibvirtIntegration {
                 // Boot once more for the guest-driven ACPI shutdown.
                 events = try await log.collect(for: identity.uuid, count: 2) { try await connection.start(byUUID) }
                 #expect(kinds(events) == [.resumed, .started])
-                #expect(await files.waitFor(ready, times: 4))
+                #expect(await files.waitForBoots(4))
                 events = try await log.collect(for: identity.uuid, count: 2, timeout: .seconds(60)) {
                     try await connection.shutdown(byName)
                 }

@@ -19,12 +19,6 @@ let testLogger: Logger = {
 /// Whether libvirtd answers on qemu:///system; the integration suites need it as well as root.
 let libvirtAvailable: Bool = runningAsRoot && FileManager.default.fileExists(atPath: "/var/run/libvirt/libvirt-sock")
 
-/// Where tests put overlays and serial logs.
-let testRunDirectory = "/var/lib/sfnode/test/run"
-
-/// The tiny bootable guest built by scripts/build-test-image.
-let testGuestImage = "/var/lib/sfnode/test/guest.qcow2"
-
 /// Runs a tool and returns its exit status and standard output (for read-only cross-checks).
 @discardableResult
 func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
@@ -100,18 +94,15 @@ final class EventLog: Sendable {
     }
 }
 
-/// A copy-on-write overlay of the test guest and the file its serial console writes to, removed
-/// when the test ends.
+/// A copy-on-write overlay of the test guest (``TestGuest``) and the file its serial console writes
+/// to, removed when the test ends (and by scripts/cleanup-test-leftovers after a killed run).
 struct GuestFiles {
     let overlay: String
     let serialLog: String
 
     init(name: String) throws {
-        try FileManager.default.createDirectory(atPath: testRunDirectory, withIntermediateDirectories: true)
-        overlay = "\(testRunDirectory)/\(name).qcow2"
-        serialLog = "\(testRunDirectory)/\(name).serial"
-        let result = try run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", testGuestImage, overlay])
-        guard result.status == 0 else { throw GuestFilesError(message: "qemu-img create \(overlay) failed") }
+        overlay = try TestGuest.makeOverlay(named: name)
+        serialLog = "\(TestGuest.runDirectory)/\(name).serial"
     }
 
     func remove() {
@@ -119,18 +110,22 @@ struct GuestFiles {
         try? FileManager.default.removeItem(atPath: serialLog)
     }
 
-    /// How many times the guest has printed `marker` on its serial console.
-    func count(_ marker: String) -> Int {
+    /// Waits for the guest's first boot to finish; on timeout the error carries the console's tail.
+    func waitForFirstBoot() async throws {
+        _ = try await TestGuest.waitForSerial(path: serialLog, containing: TestGuest.readyMarker)
+    }
+
+    /// How many times the guest has printed the ready marker: once per boot, as the serial log
+    /// is appended to across reboots and restarts.
+    var boots: Int {
         guard let text = try? String(contentsOfFile: serialLog, encoding: .utf8) else { return 0 }
-        return text.components(separatedBy: marker).count - 1
+        return text.components(separatedBy: TestGuest.readyMarker).count - 1
     }
 
-    /// Waits until the marker has been printed `times` times.
-    func waitFor(_ marker: String, times: Int, timeout: Duration = .seconds(120)) async -> Bool {
-        await eventually(timeout: timeout) { count(marker) >= times }
+    /// Waits until the guest has booted `count` times in all.
+    func waitForBoots(_ count: Int, timeout: Duration = .seconds(120)) async -> Bool {
+        await eventually(timeout: timeout) { boots >= count }
     }
-
-    struct GuestFilesError: Error { let message: String }
 }
 
 /// Defines a domain, runs `body`, and always destroys and undefines it afterwards, whatever `body` did.

@@ -8,7 +8,7 @@ extension LibvirtIntegration {
     /// Undefine removes what would otherwise block it: here, snapshot metadata. libvirt refuses a plain
     /// undefine of an inactive domain that has snapshots; sfnode's undefine passes the flags that let it
     /// through. The snapshot is made with the C API directly, as nothing in sfnode makes snapshots.
-    @Suite(.serialized, .enabled(if: libvirtAvailable && FileManager.default.fileExists(atPath: testGuestImage), "needs root, libvirtd and the test image"))
+    @Suite(.serialized, .enabled(if: libvirtAvailable && FileManager.default.fileExists(atPath: TestGuest.baseImage), "needs root, libvirtd and the test image"))
     struct UndefineFlagsTests {
         @Test func undefineRemovesSnapshotMetadata() async throws {
             let name = TestNames.unique("snap")
