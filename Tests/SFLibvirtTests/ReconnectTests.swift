@@ -1,6 +1,7 @@
 import Foundation
 import SFLibvirt
 import SFTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -76,6 +77,25 @@ extension LibvirtIntegration {
             #expect(await !connection.isConnected)
             #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
             #expect(await connection.connectionCount == 2)
+        }
+
+        @Test func streamsFinishWhenTheConnectionGoesAway() async throws {
+            var connection: LibvirtConnection? = LibvirtConnection(logger: testLogger)
+            let stream = try await connection?.lifecycleEvents()
+            let drained = Task {
+                guard let stream else { return false }
+                for await _ in stream {}
+                return true
+            }
+            connection = nil
+            let finished = Mutex(false)
+            let watcher = Task {
+                let result = await drained.value
+                finished.withLock { $0 = result }
+            }
+            #expect(await eventually(timeout: .seconds(10)) { finished.withLock { $0 } }, "the stream ended with its connection")
+            drained.cancel()
+            watcher.cancel()
         }
 
         @Test func aBadURIFailsWithLibvirtsMessage() async throws {
