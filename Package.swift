@@ -48,6 +48,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        .executableTarget(
+            name: "HostPlumbingBenchmark",
+            dependencies: [
+                "SFSystem", "SFNetlink", "SFFirewall", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/HostPlumbingBenchmark"),
+
         .target(
             name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt"],
             path: "Tests/SFTestSupport"),

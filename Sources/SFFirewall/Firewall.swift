@@ -17,11 +17,11 @@ import SFSystem
 /// | table  | built-in    | sfnode chain        | rules                                              |
 /// |--------|-------------|---------------------|----------------------------------------------------|
 /// | nat    | PREROUTING  | SFNODE-PREROUTING   | dnat (floating to private)                         |
-/// | nat    | OUTPUT      | SFNODE-OUTPUT       | the same dnat rules, for the node's own and hairpin traffic |
 /// | nat    | POSTROUTING | SFNODE-POSTROUTING  | snat, masquerade                                   |
 /// | filter | FORWARD     | SFNODE-FORWARD      | forward accept                                     |
 ///
-/// Every rule carries a comment starting with "sfnode". Rules anywhere else are not sfnode's and are
+/// The chain is what marks a rule as sfnode's (only the hook jumps carry a comment: a comment match
+/// on every rule made commits of large tables markedly slower). Rules anywhere else are not sfnode's and are
 /// never touched; editing sfnode's chains by hand is undone by the next ``apply(_:)``.
 ///
 /// ## How to inspect them
@@ -39,7 +39,7 @@ import SFSystem
 /// A dnat rule, for example, saves as
 ///
 /// ```
-/// -A SFNODE-PREROUTING -d 192.0.2.10/32 -m comment --comment "sfnode dnat 192.0.2.10" -j DNAT --to-destination 10.0.0.5
+/// -A SFNODE-PREROUTING -d 192.0.2.10/32 -j DNAT --to-destination 10.0.0.5
 /// ```
 ///
 /// The iptables programs and sfnode share `/run/xtables.lock`, so `iptables-legacy -w` by hand while
@@ -114,7 +114,7 @@ public actor Firewall {
             var rules: [FirewallRule] = []
             for (tableName, chains) in OwnedChain.tables {
                 let table = try IPTCTable(name: tableName, namespace: label)
-                for chain in chains where chain != .output {
+                for chain in chains {
                     for (position, item) in table.rules(in: chain.name).enumerated() {
                         if let rule = RuleCodec.decode(item.entry, target: item.target, in: chain) {
                             rules.append(rule)
@@ -165,61 +165,104 @@ public actor Firewall {
         }
     }
 
-    /// Compares `table`'s owned chains and hooks with `state` and, when anything differs, rewrites
-    /// them in the handle (not yet committed). Nil when the table already matches.
+    /// Compares `table`'s owned chains and hooks with `state` and, when anything differs, edits them
+    /// in the handle (not yet committed). Nil when the table already matches.
+    ///
+    /// A chain is edited in place when the rules it keeps are already in the wanted order (the usual
+    /// case: a float or defloat adds or removes a few rules among thousands): only the removed rules are
+    /// deleted and only the added ones encoded and inserted. Otherwise it is flushed and refilled.
+    /// Either way the kernel receives the whole table in one commit.
     private static func reconcile(
         _ table: IPTCTable, chains: [OwnedChain], with state: FirewallState
     ) throws -> (added: Int, removed: Int)? {
-        var differs = false
-        var added = 0
-        var removed = 0
-        var hookPositions: [OwnedChain: [Int]] = [:]
+        var plans: [(chain: OwnedChain, desired: [FirewallRule], edit: ChainEdit, hooks: [Int], exists: Bool)] = []
         for chain in chains {
             let desired = state.rules(in: chain)
             let exists = table.chainExists(chain.name)
             let current = table.rules(in: chain.name).map { RuleCodec.decode($0.entry, target: $0.target, in: chain) }
             let hooks = table.rules(in: chain.hook).enumerated()
                 .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
-            hookPositions[chain] = hooks
-            if !exists || hooks.count != 1 || current != desired.map(Optional.some) {
-                differs = true
-            }
-            // Multiset difference: a rule present in both counts as neither added nor removed.
-            var unmatched = desired
-            for rule in current {
-                if let rule, let index = unmatched.firstIndex(of: rule) {
-                    unmatched.remove(at: index)
-                } else {
-                    removed += 1
-                }
-            }
-            added += unmatched.count
+            plans.append((chain, desired, ChainEdit(current: current, desired: desired), hooks, exists))
         }
-        guard differs else { return nil }
+        guard plans.contains(where: { !$0.exists || $0.hooks.count != 1 || !$0.edit.isEmpty }) else { return nil }
 
-        for chain in chains {
-            if table.chainExists(chain.name) {
-                try table.flush(chain.name)
-            } else {
+        for plan in plans {
+            let chain = plan.chain
+            if !plan.exists {
                 try table.createChain(chain.name)
             }
-            for rule in state.rules(in: chain) {
-                try RuleCodec.withEntry(for: rule, in: chain) { entry in
-                    try table.append(entry, to: chain.name, rule: rule.description)
+            if plan.edit.inPlace {
+                for position in plan.edit.deletions.reversed() {
+                    try table.deleteRule(in: chain.name, at: position, rule: "stale rule at \(position)")
+                }
+                for (position, rule) in plan.edit.insertions {
+                    try RuleCodec.withEntry(for: rule, in: chain) { entry in
+                        try table.insert(entry, into: chain.name, at: position, rule: rule.description)
+                    }
+                }
+            } else {
+                try table.flush(chain.name)
+                for rule in plan.desired {
+                    try RuleCodec.withEntry(for: rule, in: chain) { entry in
+                        try table.append(entry, to: chain.name, rule: rule.description)
+                    }
                 }
             }
-            let hooks = hookPositions[chain] ?? []
-            if hooks.isEmpty {
+            if plan.hooks.isEmpty {
                 try RuleCodec.withHookEntry(for: chain) { entry in
                     try table.insert(entry, into: chain.hook, at: 0, rule: "jump to \(chain.name)")
                 }
             } else {
                 // Keep the first jump where it is; a second one would run the chain twice.
-                for position in hooks.dropFirst().reversed() {
+                for position in plan.hooks.dropFirst().reversed() {
                     try table.deleteRule(in: chain.hook, at: position, rule: "duplicate jump to \(chain.name)")
                 }
             }
         }
-        return (added, removed)
+        return (plans.reduce(0) { $0 + $1.edit.added }, plans.reduce(0) { $0 + $1.edit.removed })
+    }
+}
+
+/// How to turn one chain's current rules into the desired ones.
+struct ChainEdit: Equatable {
+    /// Positions (ascending) of current rules to delete: not wanted, not sfnode's, or repeated.
+    var deletions: [Int] = []
+    /// Rules to insert, each at its final position, in ascending order of position.
+    var insertions: [(position: Int, rule: FirewallRule)] = []
+    /// Whether deleting and then inserting yields the desired chain; when false the chain must be
+    /// flushed and refilled because the rules it keeps are out of order.
+    var inPlace = true
+    /// Kernel rules added and removed, as ``FirewallChange`` reports them.
+    var added = 0
+    var removed = 0
+
+    var isEmpty: Bool { deletions.isEmpty && insertions.isEmpty && inPlace }
+
+    /// `current` holds nil for entries that are not a rule sfnode writes.
+    init(current: [FirewallRule?], desired: [FirewallRule]) {
+        let wanted = Set(desired)
+        var kept: [FirewallRule] = []
+        var keptSet = Set<FirewallRule>()
+        for (position, rule) in current.enumerated() {
+            if let rule, wanted.contains(rule), keptSet.insert(rule).inserted {
+                kept.append(rule)
+            } else {
+                deletions.append(position)
+            }
+        }
+        removed = deletions.count
+        for (position, rule) in desired.enumerated() where !keptSet.contains(rule) {
+            insertions.append((position, rule))
+        }
+        added = insertions.count
+        // Deleting leaves `kept` in current order; inserting at the final positions then yields
+        // `desired` exactly when `kept` is `desired` without the insertions, in the same order.
+        inPlace = kept == desired.filter { keptSet.contains($0) }
+    }
+
+    static func == (lhs: ChainEdit, rhs: ChainEdit) -> Bool {
+        lhs.deletions == rhs.deletions && lhs.inPlace == rhs.inPlace && lhs.added == rhs.added
+            && lhs.removed == rhs.removed && lhs.insertions.map(\.position) == rhs.insertions.map(\.position)
+            && lhs.insertions.map(\.rule) == rhs.insertions.map(\.rule)
     }
 }

@@ -2,8 +2,9 @@ import SFSystem
 
 /// One rule sfnode wants in the kernel. A ``FirewallState`` lists all of them for one namespace.
 public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
-    /// Traffic to `floating` goes to `to` instead: nat `SFNODE-PREROUTING`, and `SFNODE-OUTPUT` too so
-    /// that the node itself and hairpinned traffic reach the floating address.
+    /// Traffic to `floating` goes to `to` instead: nat `SFNODE-PREROUTING`. Traffic from inside the
+    /// network arrives through PREROUTING too; only the namespace's own processes (dnsmasq) would need
+    /// OUTPUT, and a second copy of every dnat would cost a third more rules on every commit.
     /// `-d floating/32 -j DNAT --to-destination to`.
     case dnat(floating: IPv4Address, to: IPv4Address)
     /// Traffic from `source` leaves as `to`: nat `SFNODE-POSTROUTING`,
@@ -31,22 +32,6 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The text of the rule's comment match. It starts with "sfnode" so operators can tell sfnode's
-    /// rules from others in `iptables-legacy-save`, and the parser insists on it.
-    var comment: String {
-        switch self {
-        case .dnat(let floating, _): return "sfnode dnat \(floating)"
-        case .snat(let source, _): return "sfnode snat \(source)"
-        case .masquerade(let source, let out): return "sfnode masquerade \(source) out \(out)"
-        case .forwardAccept(let inInterface, let outInterface, let destination):
-            var words = ["sfnode forward"]
-            if let inInterface { words.append("in \(inInterface)") }
-            if let outInterface { words.append("out \(outInterface)") }
-            if let destination { words.append("to \(destination)") }
-            return words.joined(separator: " ")
-        }
-    }
-
     /// The same rule with prefixes reduced to their networks: the kernel compares
     /// `address & mask` with the stored address, so a stored address with host bits never matches.
     var normalized: FirewallRule {
@@ -63,7 +48,7 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
     /// The owned chains the rule is written to.
     var chains: [OwnedChain] {
         switch self {
-        case .dnat: return [.prerouting, .output]
+        case .dnat: return [.prerouting]
         case .snat, .masquerade: return [.postrouting]
         case .forwardAccept: return [.forward]
         }
@@ -120,7 +105,7 @@ public enum FirewallChange: Sendable, Equatable, CustomStringConvertible {
     /// The kernel already matched the state; nothing was committed.
     case unchanged
     /// At least one table was rewritten and committed. The counts are kernel rules in sfnode's chains
-    /// (a dnat is two: one in `SFNODE-PREROUTING`, one in `SFNODE-OUTPUT`); a rule that could not be
+    /// (one per ``FirewallRule``); a rule that could not be
     /// read back as one of sfnode's counts as removed. Restoring a missing hook jump or reordering
     /// rules may report `.updated(added: 0, removed: 0)`.
     case updated(added: Int, removed: Int)
@@ -170,16 +155,15 @@ struct OwnedChain: Hashable, Sendable {
     let hook: String
 
     static let prerouting = OwnedChain(table: "nat", name: "SFNODE-PREROUTING", hook: "PREROUTING")
-    static let output = OwnedChain(table: "nat", name: "SFNODE-OUTPUT", hook: "OUTPUT")
     static let postrouting = OwnedChain(table: "nat", name: "SFNODE-POSTROUTING", hook: "POSTROUTING")
     static let forward = OwnedChain(table: "filter", name: "SFNODE-FORWARD", hook: "FORWARD")
 
     /// Every owned chain, in the order ``Firewall/currentState()`` reports their rules.
-    static let all: [OwnedChain] = [.prerouting, .output, .postrouting, .forward]
+    static let all: [OwnedChain] = [.prerouting, .postrouting, .forward]
 
     /// The tables, each with its owned chains, in the order they are committed.
     static let tables: [(name: String, chains: [OwnedChain])] = [
-        ("nat", [.prerouting, .output, .postrouting]),
+        ("nat", [.prerouting, .postrouting]),
         ("filter", [.forward]),
     ]
 }

@@ -1,0 +1,123 @@
+import Foundation
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TCP from inside a test namespace, with plain sockets on a thread that has entered it: the
+/// "outside" client that reaches a floating address, and the listener that sees where a guest's
+/// connection comes from. No traffic ever leaves the namespaces the test made.
+public enum NamespaceSockets {
+    /// Fetches `http://host:port/path` from inside `namespace` and returns the response body.
+    public static func httpGet(
+        from namespace: String, host: IPv4Address, port: UInt16 = 80, path: String = "/", timeoutSeconds: Int = 5
+    ) async throws -> String {
+        let thread = try NamespaceExecutor(namespace: namespace)
+        return try await thread.executor.run {
+            let fd = try connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
+            defer { close(fd) }
+            let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
+            guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+                throw SystemError.fromErrno("send to \(host):\(port)")
+            }
+            var response: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count < 0 { throw SystemError.fromErrno("recv from \(host):\(port)") }
+                if count == 0 { break }
+                response.append(contentsOf: buffer[0..<count])
+            }
+            let text = String(decoding: response, as: UTF8.self)
+            guard let split = text.range(of: "\r\n\r\n") else {
+                throw TestSocketError.malformedResponse(text)
+            }
+            return String(text[split.upperBound...])
+        }
+    }
+
+    /// Listens on `address:port` inside `namespace`, waits up to `timeoutSeconds` for one connection,
+    /// and returns the address it came from and the first line it sent.
+    public static func acceptOne(
+        in namespace: String, address: IPv4Address, port: UInt16, timeoutSeconds: Int = 20,
+        listening: @escaping @Sendable () -> Void = {}
+    ) async throws -> (peer: IPv4Address, line: String) {
+        let thread = try NamespaceExecutor(namespace: namespace)
+        return try await thread.executor.run {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            if fd < 0 { throw SystemError.fromErrno("socket") }
+            defer { close(fd) }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var local = socketAddress(address, port)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            if bound != 0 { throw SystemError.fromErrno("bind \(address):\(port)") }
+            if listen(fd, 4) != 0 { throw SystemError.fromErrno("listen \(address):\(port)") }
+            listening()
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
+            if ready == 0 { throw TestSocketError.timedOut("no connection to \(address):\(port) within \(timeoutSeconds) s") }
+            if ready < 0 { throw SystemError.fromErrno("poll") }
+            var peer = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let connection = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &length) }
+            }
+            if connection < 0 { throw SystemError.fromErrno("accept") }
+            defer { close(connection) }
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 512)
+            let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
+            let line = count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+            return (IPv4Address(networkOrder: peer.sin_addr.s_addr), line.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
+    private static func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
+        var result = sockaddr_in()
+        result.sin_family = sa_family_t(AF_INET)
+        result.sin_port = port.bigEndian
+        result.sin_addr = in_addr(s_addr: address.networkOrder)
+        return result
+    }
+
+    private static func connectTCP(host: IPv4Address, port: UInt16, timeoutSeconds: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SystemError.fromErrno("socket") }
+        // Linux applies SO_SNDTIMEO to connect() too, so one option bounds every step.
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var remote = socketAddress(host, port)
+        let connected = withUnsafePointer(to: &remote) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if connected != 0 {
+            let error = SystemError.fromErrno("connect to \(host):\(port)")
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+}
+
+/// A socket test that did not get the answer it waited for.
+public enum TestSocketError: Error, CustomStringConvertible {
+    case timedOut(String)
+    case malformedResponse(String)
+
+    public var description: String {
+        switch self {
+        case .timedOut(let message): return message
+        case .malformedResponse(let text): return "not an HTTP response: \(text.prefix(200))"
+        }
+    }
+}
