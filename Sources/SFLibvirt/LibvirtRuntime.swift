@@ -7,8 +7,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// libvirt's process-wide set-up, done once however many connections sfnode opens: `virInitialize`,
-/// a silent error handler (libvirt otherwise prints every error to stderr, and the handler is
+/// libvirt's process-wide set-up, done once however many connections sfnode opens: SIGPIPE ignored,
+/// `virInitialize`, a silent error handler (libvirt otherwise prints every error to stderr, and the handler is
 /// process-global, so it is set exactly once), and the default event loop on a thread of its own.
 /// The event loop must be registered before the first `virConnectOpen`, or keepalive, the close
 /// callback and domain events never fire on that connection.
@@ -23,6 +23,11 @@ enum LibvirtRuntime {
     }
 
     private static func start() -> LibvirtError? {
+        // libvirt's RPC client writes to its socket with plain write(): a call that meets a daemon
+        // which just went away raises SIGPIPE, whose default action kills the whole agent. Ignore it
+        // process-wide (as libvirt's own tools do) so that the write fails with EPIPE instead and
+        // the connection is re-opened. Found by ReconnectTests.aCallWhoseConnectionDiedUnderItIsRetriedOnce.
+        signal(SIGPIPE, SIG_IGN)
         if virInitialize() < 0 {
             return .last("initialize", object: "libvirt")
         }

@@ -1,4 +1,6 @@
+import CLibvirt
 import Foundation
+import Logging
 import SFLibvirt
 import SFTestSupport
 import Synchronization
@@ -26,6 +28,33 @@ private func clientsOfThisProcess() throws -> Set<String> {
                 return parts.count == 2 && parts[0] == "unix_process_id" && parts[1] == pid
             }
         })
+}
+
+/// Keeps what a logger was asked to log, so a test can tell which path the library took.
+private struct CapturingLogHandler: LogHandler {
+    final class Store: Sendable {
+        let messages = Mutex<[String]>([])
+    }
+    let store: Store
+    var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
+    var logLevel: Logger.Level = .info
+
+    func log(event: LogEvent) {
+        store.messages.withLock { $0.append(event.message.description) }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+}
+
+/// Stalls libvirt's event loop thread for 1.5 s: a one-shot timer whose callback sleeps. While it
+/// sleeps, nothing notices a closed socket before the next call does.
+private let stallEventLoop: @convention(c) (Int32, UnsafeMutableRawPointer?) -> Void = { timer, _ in
+    virEventRemoveTimeout(timer)
+    usleep(1_500_000)
 }
 
 extension LibvirtIntegration {
@@ -66,6 +95,26 @@ extension LibvirtIntegration {
             #expect(try await connection.lookup(name: TestNames.unique("none")) == nil)
             #expect(await connection.connectionCount == 3)
             #expect(try clientsOfThisProcess().subtracting(before).count == 1)
+        }
+
+        @Test func aCallWhoseConnectionDiedUnderItIsRetriedOnce() async throws {
+            let store = CapturingLogHandler.Store()
+            let logger = Logger(label: "sfnode.test.libvirt.retry") { _ in CapturingLogHandler(store: store) }
+            let before = try clientsOfThisProcess()
+            let connection = LibvirtConnection(logger: logger)
+            try await connection.connect()
+            let mine = try clientsOfThisProcess().subtracting(before)
+            let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
+
+            // With the event loop asleep, the close callback cannot run before the call, so the
+            // connection still looks alive and the call itself meets the closed socket.
+            try #require(virEventAddTimeout(0, stallEventLoop, nil, nil) >= 0)
+            try await Task.sleep(for: .milliseconds(200))
+            try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", client]).status == 0)
+            #expect(try await connection.lookup(name: TestNames.unique("none")) == nil, "the caller sees no error")
+            #expect(await connection.connectionCount == 2)
+            let messages = store.messages.withLock { $0 }
+            #expect(messages.contains("libvirt connection died during a call; reconnecting and retrying once"), "\(messages)")
         }
 
         @Test func closeThenCallReconnects() async throws {
