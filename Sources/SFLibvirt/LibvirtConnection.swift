@@ -205,7 +205,8 @@ public actor LibvirtConnection {
         }
     }
 
-    /// Starts a defined domain. Starting one that is already running is not an error.
+    /// Starts a defined domain. Starting one that is already running (or paused) is not an error,
+    /// and leaves it as it is: a paused domain stays paused until ``resume(_:)``.
     public func start(_ reference: DomainReference) throws {
         try withDomain(reference, "start") { domain in
             if virDomainIsActive(domain) == 1 { return }
