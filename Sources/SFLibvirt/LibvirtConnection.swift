@@ -39,8 +39,10 @@ public actor LibvirtConnection {
         do {
             thread = try ThreadExecutor(name: "libvirt")
         } catch {
-            // Only a throwing `prepare` can fail a ThreadExecutor, and none is given.
-            preconditionFailure("starting the libvirt thread failed: \(error)")
+            // Without a `prepare` step only thread creation itself can fail (the process is out of
+            // threads or memory). The agent can do nothing without libvirt, and the initialiser
+            // stays non-throwing because every caller would otherwise carry a `try` for this alone.
+            preconditionFailure("cannot start the libvirt connection thread: \(error)")
         }
     }
 
