@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/vfs.h>
 #include "csystem.h"
 
@@ -18,4 +20,20 @@ int csys_is_namespace_file(const char *path) {
     struct statfs fs;
     if (statfs(path, &fs) != 0) return -errno;
     return fs.f_type == CSYS_NSFS_MAGIC ? 1 : 0;
+}
+
+int csys_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, name, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int csys_spawn_thread(void *(*body)(void *), void *context, unsigned long stack_size) {
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0) return rc;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_size > 0) pthread_attr_setstacksize(&attr, stack_size);
+    pthread_t thread;
+    rc = pthread_create(&thread, &attr, body, context);
+    pthread_attr_destroy(&attr);
+    return rc;
 }

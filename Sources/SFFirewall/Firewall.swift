@@ -56,8 +56,15 @@ public actor Firewall {
     /// Starts a thread inside `namespace` (nil: the process's own namespace). Fails when the
     /// namespace does not exist. Touches no table yet.
     public init(namespace: String?, logger: Logger) throws {
+        self.init(thread: try NamespaceExecutor(namespace: namespace), logger: logger)
+    }
+
+    /// A firewall on an existing namespace thread, shared with the other owners in that namespace
+    /// (its netlink session, for one), so that one namespace costs one thread.
+    public init(thread: NamespaceExecutor, logger: Logger) {
+        let namespace = thread.namespace
         self.namespace = namespace
-        self.thread = try NamespaceExecutor(namespace: namespace)
+        self.thread = thread
         var logger = logger
         logger[metadataKey: "fw.namespace"] = "\(namespace ?? "(process)")"
         self.logger = logger

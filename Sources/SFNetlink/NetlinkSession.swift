@@ -34,8 +34,15 @@ public actor NetlinkSession {
     /// Throws if the namespace does not exist. The `NETLINK_ROUTE` socket is opened by the first
     /// call that needs it, on the namespace thread, and a failure to open it is thrown there.
     public init(namespace: String?, logger: Logger) throws {
+        self.init(thread: try NamespaceExecutor(namespace: namespace), logger: logger)
+    }
+
+    /// A session on an existing namespace thread, shared with the other owners in that namespace
+    /// (its ``Firewall``, for one), so that one namespace costs one thread.
+    public init(thread: NamespaceExecutor, logger: Logger) {
+        let namespace = thread.namespace
         self.namespace = namespace
-        self.thread = try NamespaceExecutor(namespace: namespace)
+        self.thread = thread
         var logger = logger
         logger[metadataKey: "netns.name"] = "\(namespace ?? "(own)")"
         self.logger = logger
@@ -96,26 +103,32 @@ public actor NetlinkSession {
     }
 
     /// The ifindex of `name`, throwing `NLE_NODEV` naming it when it does not exist.
+    ///
+    /// `if_nametoindex` asks through a socket opened on this thread, so in this namespace; it is much
+    /// cheaper than an RTM_GETLINK round trip that returns and parses the whole link.
     func index(of name: String, operation: String, object: String? = nil) throws -> Int32 {
         try validateLinkName(name, operation: operation)
-        guard let link = try fetchLink(name, operation: operation) else {
+        let found = if_nametoindex(name)
+        guard found != 0 else {
+            guard errno == ENODEV || errno == ENXIO else {
+                throw NetlinkError(operation: operation, object: object ?? name, errno: errno)
+            }
             throw NetlinkError(
                 operation: operation, object: object ?? name, code: NetlinkError.noDevice,
                 message: "\(String(cString: nl_geterror(NLE_NODEV))): no device named '\(name)'")
         }
-        defer { rtnl_link_put(link) }
-        return rtnl_link_get_ifindex(link)
+        return Int32(bitPattern: found)
     }
 
     // MARK: - Creating links
 
     /// Creates a bridge with STP off and a forward delay of 0, so ports forward as soon as they are
-    /// enslaved (guests get DHCP without a 15 s wait). An existing bridge of that name is left as it is.
-    public func createBridge(name: String, mtu: Int? = nil) throws {
+    /// enslaved (guests get DHCP without a 15 s wait), and up when `up` is set. An existing bridge of
+    /// that name keeps its settings but is brought up if `up` is set.
+    public func createBridge(name: String, mtu: Int? = nil, up: Bool = false) throws {
         let operation = "create bridge"
         try validateLinkName(name, operation: operation)
         try validate(mtu: mtu, operation: operation, object: name)
-        if try existing(name, is: .bridge, operation: operation) { return }
         let sock = try socket()
         // libnl 3.7 has no setters for the bridge's own IFLA_BR_* attributes, so the message is built by hand.
         guard let message = nlmsg_alloc_simple(Int32(RTM_NEWLINK), NLM_F_CREATE | NLM_F_EXCL) else {
@@ -124,6 +137,10 @@ public actor NetlinkSession {
         defer { nlmsg_free(message) }
         var header = ifinfomsg()
         header.ifi_family = UInt8(AF_UNSPEC)
+        if up {
+            header.ifi_flags = UInt32(IFF_UP)
+            header.ifi_change = UInt32(IFF_UP)
+        }
         let built: Bool = {
             guard nlmsg_append(message, &header, MemoryLayout<ifinfomsg>.size, Int32(NLMSG_ALIGNTO)) == 0,
                 nla_put_string(message, Int32(IFLA_IFNAME), name) == 0
@@ -142,14 +159,17 @@ public actor NetlinkSession {
         guard built else { throw NetlinkError(operation: operation, object: name, libnlCode: Int32(NLE_MSGSIZE)) }
         var rc = nl_send_auto(sock, message)
         if rc >= 0 { rc = nl_wait_for_ack(sock) }
-        try finishCreate(rc, name: name, kind: .bridge, operation: operation)
+        try finishCreate(rc, name: name, kind: .bridge, master: nil, up: up, operation: operation)
     }
 
     /// Creates a VXLAN device with VNI `id`, sending through `underlay` (a device name) from
     /// `local`, on UDP `port`. Remotes come later, as flood entries (``appendFloodEntry(device:remote:)``).
-    /// An existing VXLAN of that name with the same VNI is left as it is; with another VNI it is an error.
+    /// With `master` it is created enslaved to that bridge, with `up` administratively up.
+    /// An existing VXLAN of that name with the same VNI is enslaved and brought up as asked, and
+    /// otherwise left as it is; with another VNI it is an error.
     public func createVXLAN(
-        name: String, id: UInt32, underlay: String?, local: IPv4Address?, port: UInt16 = 4789, mtu: Int? = nil
+        name: String, id: UInt32, underlay: String?, local: IPv4Address?, port: UInt16 = 4789, mtu: Int? = nil,
+        master: String? = nil, up: Bool = false
     ) throws {
         let operation = "create vxlan"
         try validateLinkName(name, operation: operation)
@@ -158,20 +178,6 @@ public actor NetlinkSession {
             throw NetlinkError(
                 operation: operation, object: name, code: NetlinkError.invalid,
                 message: "VXLAN id \(id) is outside 0...16777215")
-        }
-        if let existing = try fetchLink(name, operation: operation) {
-            defer { rtnl_link_put(existing) }
-            try checkExisting(existing, is: .vxlan, name: name, operation: operation)
-            var existingID: UInt32 = 0
-            let rc = rtnl_link_vxlan_get_id(existing, &existingID)
-            if rc < 0 { throw NetlinkError(operation: operation, object: name, libnlCode: rc) }
-            guard existingID == id else {
-                throw NetlinkError(
-                    operation: operation, object: name, code: NetlinkError.exists,
-                    message: "a vxlan named '\(name)' exists with id \(existingID), not \(id)")
-            }
-            logger.debug("vxlan exists", metadata: ["link.name": "\(name)", "vxlan.id": "\(id)"])
-            return
         }
         guard let link = rtnl_link_vxlan_alloc() else {
             throw NetlinkError(operation: operation, object: name, libnlCode: Int32(NLE_NOMEM))
@@ -192,19 +198,32 @@ public actor NetlinkSession {
         }
         if rc < 0 { throw NetlinkError(operation: operation, object: name, libnlCode: rc) }
         if let mtu { rtnl_link_set_mtu(link, UInt32(mtu)) }
+        try setCreateOptions(link, master: master, up: up, operation: operation)
         rc = rtnl_link_add(try socket(), link, NLM_F_CREATE | NLM_F_EXCL)
-        try finishCreate(rc, name: name, kind: .vxlan, operation: operation)
+        try finishCreate(rc, name: name, kind: .vxlan, master: master, up: up, operation: operation) { existing in
+            var existingID: UInt32 = 0
+            let rc = rtnl_link_vxlan_get_id(existing, &existingID)
+            if rc < 0 { throw NetlinkError(operation: operation, object: name, libnlCode: rc) }
+            guard existingID == id else {
+                throw NetlinkError(
+                    operation: operation, object: name, code: NetlinkError.exists,
+                    message: "a vxlan named '\(name)' exists with id \(existingID), not \(id)")
+            }
+        }
     }
 
     /// Creates a veth pair `name` ↔ `peer`, with the peer created directly inside `peerNamespace`
     /// (nil = this session's namespace), and `mtu` on both ends (a mismatch drops large frames
-    /// silently). An existing veth called `name` is left as it is.
-    public func createVethPair(name: String, peer: String, peerNamespace: String? = nil, mtu: Int? = nil) throws {
+    /// silently). `master` and `up` apply to this end (`name`), at creation. An existing veth called
+    /// `name` is enslaved and brought up as asked, and otherwise left as it is.
+    public func createVethPair(
+        name: String, peer: String, peerNamespace: String? = nil, mtu: Int? = nil, master: String? = nil,
+        up: Bool = false
+    ) throws {
         let operation = "create veth pair"
         try validateLinkName(name, operation: operation)
         try validateLinkName(peer, operation: operation)
         try validate(mtu: mtu, operation: operation, object: name)
-        if try existing(name, is: .veth, operation: operation) { return }
         guard let link = rtnl_link_veth_alloc() else {
             throw NetlinkError(operation: operation, object: name, libnlCode: Int32(NLE_NOMEM))
         }
@@ -225,8 +244,9 @@ public actor NetlinkSession {
             rtnl_link_set_ns_fd(peerLink, namespaceFD)
         }
         defer { if namespaceFD >= 0 { close(namespaceFD) } }
+        try setCreateOptions(link, master: master, up: up, operation: operation)
         let rc = rtnl_link_add(try socket(), link, NLM_F_CREATE | NLM_F_EXCL)
-        try finishCreate(rc, name: name, kind: .veth, operation: operation)
+        try finishCreate(rc, name: name, kind: .veth, master: master, up: up, operation: operation)
     }
 
     /// Creates a persistent tap device, owned by no process until one (qemu) opens it by name.
@@ -320,13 +340,14 @@ public actor NetlinkSession {
 
     /// Applies the attributes `configure` sets on an empty `rtnl_link` to the existing link `name`.
     private func changeLink(_ name: String, operation: String, _ configure: (OpaquePointer) -> Void) throws {
-        try validateLinkName(name, operation: operation)
-        guard let original = try fetchLink(name, operation: operation) else {
-            throw NetlinkError(
-                operation: operation, object: name, code: NetlinkError.noDevice,
-                message: "\(String(cString: nl_geterror(NLE_NODEV))): no device named '\(name)'")
+        // The change request needs only the ifindex; fetching and parsing the whole link first
+        // doubled the cost of every change.
+        let linkIndex = try index(of: name, operation: operation)
+        guard let original = rtnl_link_alloc() else {
+            throw NetlinkError(operation: operation, object: name, libnlCode: Int32(NLE_NOMEM))
         }
         defer { rtnl_link_put(original) }
+        rtnl_link_set_ifindex(original, linkIndex)
         guard let changes = rtnl_link_alloc() else {
             throw NetlinkError(operation: operation, object: name, libnlCode: Int32(NLE_NOMEM))
         }
@@ -356,11 +377,29 @@ public actor NetlinkSession {
         }
     }
 
-    /// Turns a create's return code into success, a kind conflict, or an error. `NLE_EXIST` means
-    /// someone else created it since the lookup; that is success only if it has the right kind.
-    private func finishCreate(_ rc: Int32, name: String, kind: LinkKind, operation: String) throws {
-        if rc == -NLE_EXIST {
-            if try existing(name, is: kind, operation: operation) { return }
+    /// Puts the master and the up flag into a create request, so the kernel enslaves and starts the
+    /// link as it creates it instead of in two more requests.
+    private func setCreateOptions(_ link: OpaquePointer, master: String?, up: Bool, operation: String) throws {
+        if let master { rtnl_link_set_master(link, try index(of: master, operation: operation)) }
+        if up { rtnl_link_set_flags(link, UInt32(IFF_UP)) }
+    }
+
+    /// Turns a create's return code into success, a conflict, or an error. Links are created
+    /// without looking first (one request instead of two); `NLE_EXIST` then means the link is already
+    /// there, which is success only if it has the right kind and passes `check`. An existing link is
+    /// then enslaved and brought up as the create asked, so re-running a create converges.
+    private func finishCreate(
+        _ rc: Int32, name: String, kind: LinkKind, master: String?, up: Bool, operation: String,
+        check: (OpaquePointer) throws -> Void = { _ in }
+    ) throws {
+        if rc == -NLE_EXIST, let link = try fetchLink(name, operation: operation) {
+            defer { rtnl_link_put(link) }
+            try checkExisting(link, is: kind, name: name, operation: operation)
+            try check(link)
+            logger.debug("link exists", metadata: ["link.name": "\(name)", "link.kind": "\(kind)"])
+            if let master { try setMaster(name, master: master) }
+            if up { try setLinkUp(name, true) }
+            return
         }
         if rc < 0 { throw NetlinkError(operation: operation, object: name, libnlCode: rc) }
         logger.info("created link", metadata: ["link.name": "\(name)", "link.kind": "\(kind)"])

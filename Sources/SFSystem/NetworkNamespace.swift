@@ -42,30 +42,39 @@ public enum NetworkNamespace {
     /// without a namespace mounted on it (a crash between the two steps) is completed.
     public static func create(named name: String) throws {
         try validate(name: name)
-        try prepareDirectory()
+        if isMountedNamespace(path(of: name)) { return }
+        // unshare(CLONE_NEWNET) moves the calling thread; do it on a thread that ends right after.
+        let outcome = Mutex<(any Error)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        try OSThread.spawn(name: "netns-create") {
+            defer { done.signal() }
+            do { try createAndEnter(named: name) } catch { outcome.withLock { $0 = error } }
+        }
+        done.wait()
+        if let error = outcome.withLock({ $0 }) { throw error }
+    }
+
+    /// Creates the namespace `name` and leaves the calling thread inside it; if it already exists,
+    /// enters it. Only for threads that sfnode dedicates to that namespace.
+    static func createAndEnter(named name: String) throws {
+        try validate(name: name)
         let target = path(of: name)
-        if isMountedNamespace(target) { return }
+        if isMountedNamespace(target) {
+            try enter(named: name)
+            return
+        }
+        try prepareDirectory()
         let fd = open(target, O_RDONLY | O_CREAT | O_CLOEXEC, 0)
         if fd < 0 { throw SystemError.fromErrno("create \(target)") }
         close(fd)
-        // unshare(CLONE_NEWNET) moves the calling thread; do it on a thread that ends right after,
-        // then bind-mount that thread's namespace so it outlives it.
-        let outcome = Mutex<SystemError?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            defer { done.signal() }
-            let rc = csys_unshare_network()
-            if rc != 0 {
-                outcome.withLock { $0 = SystemError("unshare(CLONE_NEWNET)", code: -rc) }
-                return
-            }
-            if mount("/proc/thread-self/ns/net", target, "none", UInt(MS_BIND), nil) != 0 {
-                outcome.withLock { $0 = .fromErrno("mount --bind /proc/thread-self/ns/net \(target)") }
-            }
+        let rc = csys_unshare_network()
+        if rc != 0 {
+            unlink(target)
+            throw SystemError("unshare(CLONE_NEWNET)", code: -rc)
         }
-        thread.start()
-        done.wait()
-        if let error = outcome.withLock({ $0 }) {
+        // The bind mount keeps the namespace alive after this thread ends, and names it for iproute2.
+        if mount("/proc/thread-self/ns/net", target, "none", UInt(MS_BIND), nil) != 0 {
+            let error = SystemError.fromErrno("mount --bind /proc/thread-self/ns/net \(target)")
             unlink(target)
             throw error
         }
@@ -100,19 +109,28 @@ public enum NetworkNamespace {
         }
     }
 
+    /// Whether this process has already made the directory a shared mount point.
+    private static let directoryPrepared = Mutex<Bool>(false)
+
     /// Makes the directory a shared mount point, as iproute2 does, so that namespaces mounted in it
-    /// propagate to other mount namespaces (libvirtd's, for one).
+    /// propagate to other mount namespaces (libvirtd's, for one). Once per process: the mount calls
+    /// cost more than the rest of creating a namespace.
     private static func prepareDirectory() throws {
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw SystemError.fromErrno("mkdir \(directory)")
-        }
-        if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) == 0 { return }
-        guard errno == EINVAL else { throw SystemError.fromErrno("mount --make-rshared \(directory)") }
-        if mount(directory, directory, "none", UInt(MS_BIND | MS_REC), nil) != 0 {
-            throw SystemError.fromErrno("mount --bind \(directory)")
-        }
-        if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) != 0 {
-            throw SystemError.fromErrno("mount --make-rshared \(directory)")
+        try directoryPrepared.withLock { prepared in
+            if prepared { return }
+            if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+                throw SystemError.fromErrno("mkdir \(directory)")
+            }
+            if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) != 0 {
+                guard errno == EINVAL else { throw SystemError.fromErrno("mount --make-rshared \(directory)") }
+                if mount(directory, directory, "none", UInt(MS_BIND | MS_REC), nil) != 0 {
+                    throw SystemError.fromErrno("mount --bind \(directory)")
+                }
+                if mount("", directory, "none", UInt(MS_SHARED | MS_REC), nil) != 0 {
+                    throw SystemError.fromErrno("mount --make-rshared \(directory)")
+                }
+            }
+            prepared = true
         }
     }
 
@@ -147,13 +165,19 @@ public final class NamespaceExecutor: Sendable {
     /// The thread every job runs on.
     public let executor: ThreadExecutor
 
-    /// Starts a thread in `namespace`, or in the process's own namespace when it is nil.
-    public init(namespace: String?) throws {
+    /// Starts a thread in `namespace`, or in the process's own namespace when it is nil. With
+    /// `creating`, a missing namespace is created by the thread itself (one thread start instead of
+    /// two, which matters when realizing hundreds of networks); otherwise a missing one is an error.
+    public init(namespace: String?, creating: Bool = false) throws {
         self.namespace = namespace
         if let namespace {
             try NetworkNamespace.validate(name: namespace)
             executor = try ThreadExecutor(name: "ns-\(namespace.prefix(12))") {
-                try NetworkNamespace.enter(named: namespace)
+                if creating {
+                    try NetworkNamespace.createAndEnter(named: namespace)
+                } else {
+                    try NetworkNamespace.enter(named: namespace)
+                }
             }
         } else {
             executor = try ThreadExecutor(name: "ns-host")

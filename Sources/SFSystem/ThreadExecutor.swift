@@ -32,7 +32,7 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         self.name = name
         let ready = DispatchSemaphore(value: 0)
         let failure = Mutex<(any Error)?>(nil)
-        let thread = Thread { [self] in
+        try OSThread.spawn(name: name) { [self] in
             do {
                 try prepare()
             } catch {
@@ -43,9 +43,6 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
             ready.signal()
             self.runLoop()
         }
-        thread.name = name
-        thread.stackSize = 1 << 20
-        thread.start()
         ready.wait()
         if let error = failure.withLock({ $0 }) {
             throw error
