@@ -30,6 +30,40 @@ struct LinkTests {
         }
     }
 
+    @Test func linksCreatedEnslavedAndUpConvergeWhenCreatedAgain() async throws {
+        try await withSession("mu") { ns, session in
+            let bridge = TestNames.unique("br")
+            let vxlan = TestNames.unique("vx")
+            let veth = TestNames.unique("ve")
+            try await session.createBridge(name: bridge, up: true)
+            try await session.createVXLAN(name: vxlan, id: 77, underlay: nil, local: nil, master: bridge, up: true)
+            try await session.createVethPair(name: veth, peer: TestNames.unique("vp"), master: bridge, up: true)
+            let bridgeInfo = try #require(try await session.link(named: bridge))
+            #expect(bridgeInfo.isUp)
+            for name in [vxlan, veth] {
+                let info = try #require(try await session.link(named: name))
+                #expect(info.isUp, "\(name) is up")
+                #expect(info.masterIndex == bridgeInfo.index, "\(name) is enslaved to the bridge")
+                #expect(try ipLink(ns, name).output.contains("master \(bridge)"))
+            }
+            // Knocked down and released by hand, a second create puts them back.
+            for name in [vxlan, veth] {
+                try await session.setMaster(name, master: nil)
+                try await session.setLinkUp(name, false)
+            }
+            try await session.setLinkUp(bridge, false)
+            try await session.createBridge(name: bridge, up: true)
+            try await session.createVXLAN(name: vxlan, id: 77, underlay: nil, local: nil, master: bridge, up: true)
+            try await session.createVethPair(name: veth, peer: TestNames.unique("vp"), master: bridge, up: true)
+            #expect(try await session.link(named: bridge)?.isUp == true)
+            for name in [vxlan, veth] {
+                let info = try #require(try await session.link(named: name))
+                #expect(info.isUp)
+                #expect(info.masterIndex == bridgeInfo.index)
+            }
+        }
+    }
+
     @Test func creatingOverALinkOfAnotherKindNamesBothKinds() async throws {
         try await withSession("kind") { _, session in
             let name = TestNames.unique("kind")
