@@ -8,11 +8,11 @@ import Glibc
 /// dnsmasq serving DHCP only (no DNS: `--port=0 --no-resolv`) inside a test's network namespace.
 /// It is spawned from a thread that has entered the namespace, so no `ip netns exec` is involved.
 public final class TestDHCPServer: Sendable {
-    private let process: Process
+    private let process: ChildProcess
     /// The lease and pid files, removed on stop.
     private let files: [String]
 
-    private init(process: Process, files: [String]) {
+    private init(process: ChildProcess, files: [String]) {
         self.process = process
         self.files = files
     }
@@ -35,22 +35,19 @@ public final class TestDHCPServer: Sendable {
         arguments += hosts.map { "--dhcp-host=\($0.0),\($0.1)" }
         let argv = arguments
         let thread = try NamespaceExecutor(namespace: namespace)
-        let process = try await thread.executor.run { () throws -> Process in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/dnsmasq")
-            process.arguments = argv
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return process
+        let log = TestGuest.runDirectory + "/\(runID).dnsmasq.log"
+        let process = try await thread.executor.run {
+            try ChildProcess.spawn(["/usr/sbin/dnsmasq"] + argv, outputPath: log)
         }
-        let server = TestDHCPServer(process: process, files: [leases, pidFile])
+        let server = TestDHCPServer(process: process, files: [leases, pidFile, log])
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: pidFile) && process.isRunning {
             try await Task.sleep(for: .milliseconds(50))
         }
         guard process.isRunning else {
+            let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             server.stop()
-            throw TestSocketError.timedOut("dnsmasq in \(namespace) exited at start with status \(process.terminationStatus)")
+            throw TestSocketError.timedOut(
+                "dnsmasq in \(namespace) exited at start with status \(process.terminationStatus ?? -1): \(output)")
         }
         return server
     }

@@ -62,8 +62,8 @@ public enum TestGuest {
         if FileManager.default.fileExists(atPath: overlay) {
             try FileManager.default.removeItem(atPath: overlay)
         }
-        let result = try run(
-            "/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay])
+        let result = try ChildProcess.run(
+            ["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay])
         guard result.status == 0 else {
             throw TestGuestError.commandFailed(
                 "qemu-img create overlay \(overlay) on \(base)", status: result.status, stderr: result.stderr)
@@ -148,16 +148,6 @@ public enum TestGuestError: Error, CustomStringConvertible {
     }
 }
 
-/// What a finished command printed and how it ended.
-public struct NamespaceCommandOutput: Sendable {
-    /// The exit status; 128 + the signal number when a signal killed the command (as a shell reports it).
-    public let status: Int32
-    /// Everything it wrote to standard output.
-    public let stdout: String
-    /// Everything it wrote to standard error.
-    public let stderr: String
-}
-
 /// Runs `ip netns exec <namespace> <command...>` to completion and returns its status and output.
 /// Tests use it to be a client inside a namespace they made (`wget`, `busybox nc`) or to cross-check
 /// state read-only (`ip`, `iptables-legacy-save`). Only namespaces named with ``TestNames/prefix`` are
@@ -166,196 +156,18 @@ public struct NamespaceCommandOutput: Sendable {
 /// ``startInNamespace(_:command:outputPath:)``.
 ///
 /// The `command:` label keeps this apart from test targets' own unlabelled `runInNamespace(_:_:)`.
-public func runInNamespace(_ namespace: String, command: [String]) throws -> NamespaceCommandOutput {
+public func runInNamespace(_ namespace: String, command: [String]) throws -> CommandOutput {
     precondition(namespace.hasPrefix(TestNames.prefix), "tests only run commands in their own namespaces")
-    return try run("/usr/sbin/ip", ["netns", "exec", namespace] + command)
+    return try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace] + command)
 }
 
-/// Starts `ip netns exec <namespace> <command...>` and returns without waiting: for listeners, dnsmasq
-/// and other long-running helpers. `ip netns exec` execs the command, so the returned process is the
-/// command itself. Its standard output and error go to the file `outputPath` (created or truncated)
-/// when given, else nowhere. The caller ends it with ``BackgroundProcess/terminate()`` and
-/// ``BackgroundProcess/waitUntilExit()``; one that is dropped while still running is killed.
+/// Starts `ip netns exec <namespace> <command...>` and returns without waiting: for listeners and
+/// other long-running helpers. `ip netns exec` execs the command, so the returned process is the
+/// command itself. Its standard output and error go to the file `outputPath` when given, else nowhere.
 public func startInNamespace(
     _ namespace: String, command: [String], outputPath: String? = nil
-) throws -> BackgroundProcess {
+) throws -> ChildProcess {
     precondition(namespace.hasPrefix(TestNames.prefix), "tests only run commands in their own namespaces")
-    let output: Int32
-    if let outputPath {
-        output = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if output < 0 { throw SystemError.fromErrno("open \(outputPath)") }
-    } else {
-        output = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        if output < 0 { throw SystemError.fromErrno("open /dev/null") }
-    }
-    defer { close(output) }
-    let pid = try spawn(["/usr/sbin/ip", "netns", "exec", namespace] + command, stdout: output, stderr: output)
-    return BackgroundProcess(pid: pid, command: command.joined(separator: " "))
-}
-
-/// A child process started by ``startInNamespace(_:command:outputPath:)``.
-///
-/// Not a Foundation `Process`, on purpose: Foundation learns that a child ended when a socket the child
-/// inherited closes, and then waits for it without a timeout on the one thread that serves every
-/// `Process`. dnsmasq closes all inherited descriptors at start, so under Foundation a running dnsmasq
-/// stalls `waitUntilExit()` of every later `Process` (qemu-img, ip, ...) until dnsmasq itself exits.
-/// These processes are spawned and reaped directly instead.
-public final class BackgroundProcess: Sendable {
-    /// The child's process id.
-    public let processIdentifier: Int32
-    /// The command line, for messages.
-    public let command: String
-    /// The wait status once the child has been reaped.
-    private let reaped = Mutex<Int32?>(nil)
-
-    fileprivate init(pid: Int32, command: String) {
-        self.processIdentifier = pid
-        self.command = command
-    }
-
-    deinit {
-        if reaped.withLock({ $0 }) == nil {
-            kill(processIdentifier, SIGKILL)
-            waitUntilExit()
-        }
-    }
-
-    /// Whether the child is still running (reaps it if it has ended).
-    public var isRunning: Bool {
-        reaped.withLock { status in
-            if status != nil { return false }
-            var raw: Int32 = 0
-            let rc = waitpid(processIdentifier, &raw, WNOHANG)
-            if rc == processIdentifier { status = raw; return false }
-            return rc == 0
-        }
-    }
-
-    /// Sends SIGTERM, unless the child has already been reaped (its pid may belong to another process).
-    public func terminate() {
-        reaped.withLock { status in
-            if status == nil { kill(processIdentifier, SIGTERM) }
-        }
-    }
-
-    /// Blocks until the child has ended and been reaped.
-    public func waitUntilExit() {
-        if reaped.withLock({ $0 }) != nil { return }
-        let raw = waitForChild(processIdentifier)
-        reaped.withLock { status in
-            if status == nil { status = raw }
-        }
-    }
-
-    /// The exit status, 128 + signal number when a signal ended it, or nil while it runs.
-    public var terminationStatus: Int32? {
-        reaped.withLock { $0 }.map(exitStatus)
-    }
-}
-
-/// Runs a program to completion, capturing its output. Standard error is drained on its own thread so
-/// that a command filling one pipe while the other is read cannot deadlock.
-private func run(_ executable: String, _ arguments: [String]) throws -> NamespaceCommandOutput {
-    let outPipe = try makePipe()
-    let errPipe: [Int32]
-    do {
-        errPipe = try makePipe()
-    } catch {
-        close(outPipe[0])
-        close(outPipe[1])
-        throw error
-    }
-    let pid: Int32
-    do {
-        pid = try spawn([executable] + arguments, stdout: outPipe[1], stderr: errPipe[1])
-    } catch {
-        for fd in outPipe + errPipe { close(fd) }
-        throw error
-    }
-    close(outPipe[1])
-    close(errPipe[1])
-    let errorData = Mutex([UInt8]())
-    let drained = DispatchSemaphore(value: 0)
-    let errorReader = errPipe[0]
-    Thread {
-        let data = readAll(errorReader)
-        errorData.withLock { $0 = data }
-        drained.signal()
-    }.start()
-    let outputData = readAll(outPipe[0])
-    drained.wait()
-    close(outPipe[0])
-    close(errPipe[0])
-    let raw = waitForChild(pid)
-    return NamespaceCommandOutput(
-        status: exitStatus(raw), stdout: String(decoding: outputData, as: UTF8.self),
-        stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
-}
-
-/// posix_spawn with a clean signal state: the spawning thread may be a dispatch worker that blocks
-/// signals, and a child that inherits a blocked SIGTERM could never be terminated.
-private func spawn(_ argv: [String], stdout: Int32, stderr: Int32) throws -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, stdout, 1)
-    posix_spawn_file_actions_adddup2(&actions, stderr, 2)
-
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT] { sigaddset(&defaults, signal) }
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-    let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { for argument in cArguments { free(argument) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArguments, environ)
-    if rc != 0 { throw SystemError("posix_spawn \(argv[0])", code: rc) }
-    return pid
-}
-
-/// A pipe whose ends are not inherited by other children (pipe2 needs _GNU_SOURCE, which Glibc's Swift
-/// module does not define); the window before FD_CLOEXEC is set only matters to a concurrent spawn.
-private func makePipe() throws -> [Int32] {
-    var fds: [Int32] = [-1, -1]
-    guard pipe(&fds) == 0 else { throw SystemError.fromErrno("pipe") }
-    for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-    return fds
-}
-
-private func readAll(_ fd: Int32) -> [UInt8] {
-    var data: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count > 0 {
-            data.append(contentsOf: buffer[0..<count])
-        } else if count == 0 || errno != EINTR {
-            return data
-        }
-    }
-}
-
-/// The raw wait status of `pid`, retrying interrupted waits. A child that someone else reaped reads
-/// as killed by SIGKILL, so callers never hang on it.
-private func waitForChild(_ pid: Int32) -> Int32 {
-    var raw: Int32 = 0
-    while waitpid(pid, &raw, 0) < 0 {
-        if errno != EINTR { return SIGKILL }
-    }
-    return raw
-}
-
-/// A shell's view of a wait status: the exit code, or 128 + the signal number.
-private func exitStatus(_ raw: Int32) -> Int32 {
-    let signal = raw & 0x7f
-    return signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+    if let outputPath { FileManager.default.createFile(atPath: outputPath, contents: nil) }
+    return try ChildProcess.spawn(["/usr/sbin/ip", "netns", "exec", namespace] + command, outputPath: outputPath)
 }
