@@ -31,10 +31,7 @@ extension NetlinkSession {
     public func deleteAddress(_ address: IPv4Prefix, from device: String) throws {
         let operation = "delete address"
         let object = "\(address) on \(device)"
-        try validateLinkName(device, operation: operation)
-        guard let link = try fetchLink(device, operation: operation) else { return }
-        let index = rtnl_link_get_ifindex(link)
-        rtnl_link_put(link)
+        guard let index = try indexIfPresent(of: device, operation: operation) else { return }
         let rc = try withAddress(address, index: index, operation: operation, object: object) { sock, addr in
             rtnl_addr_delete(sock, addr, 0)
         }
@@ -125,9 +122,7 @@ extension NetlinkSession {
     public func deleteRoute(_ route: Route) throws {
         let operation = "delete route"
         if let device = route.device {
-            try validateLinkName(device, operation: operation)
-            guard let link = try fetchLink(device, operation: operation) else { return }
-            rtnl_link_put(link)
+            guard try indexIfPresent(of: device, operation: operation) != nil else { return }
         }
         let rc = try withRoute(route, operation: operation) { sock, object in rtnl_route_delete(sock, object, 0) }
         if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV { return }

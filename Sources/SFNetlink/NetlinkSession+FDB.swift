@@ -32,10 +32,7 @@ extension NetlinkSession {
     public func deleteFloodEntry(device: String, remote: IPv4Address) throws {
         let operation = "delete flood entry"
         let object = "\(remote) on \(device)"
-        try validateLinkName(device, operation: operation)
-        guard let link = try fetchLink(device, operation: operation) else { return }
-        let index = rtnl_link_get_ifindex(link)
-        rtnl_link_put(link)
+        guard let index = try indexIfPresent(of: device, operation: operation) else { return }
         let rc = try sendFloodEntry(
             type: Int32(RTM_DELNEIGH), flags: 0, index: index, remote: remote, operation: operation, object: object)
         if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV { return }

@@ -120,6 +120,16 @@ public actor NetlinkSession {
         return Int32(bitPattern: found)
     }
 
+    /// The ifindex of `name`, or nil when there is no such device: removing something from a device
+    /// that is gone has nothing left to do.
+    func indexIfPresent(of name: String, operation: String) throws -> Int32? {
+        do {
+            return try index(of: name, operation: operation)
+        } catch let error as NetlinkError where error.code == NetlinkError.noDevice {
+            return nil
+        }
+    }
+
     // MARK: - Creating links
 
     /// Creates a bridge with STP off and a forward delay of 0, so ports forward as soon as they are
