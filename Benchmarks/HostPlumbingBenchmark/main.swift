@@ -248,12 +248,12 @@ do {
     for count in floatCounts {
         let moduleNS = "\(runID)fm\(count)"
         let commandNS = "\(runID)fc\(count)"
-        try NetworkNamespace.create(named: moduleNS)
         try NetworkNamespace.create(named: commandNS)
-        let session = try NetlinkSession(namespace: moduleNS, logger: logger)
+        let thread = try NamespaceExecutor(namespace: moduleNS, creating: true)
+        let session = NetlinkSession(thread: thread, logger: logger)
         try await session.createVethPair(name: egressDevice, peer: egressDevice + "p", mtu: 1500)
         try run(["/usr/sbin/ip", "-n", commandNS, "link", "add", egressDevice, "type", "veth", "peer", "name", egressDevice + "p"])
-        let firewall = try Firewall(namespace: moduleNS, logger: logger)
+        let firewall = Firewall(thread: thread, logger: logger)
         let present = floatRules(count)
         try await firewall.apply(FirewallState(rules: present))
         // Populate the commands side in one iptables-legacy-restore, which is fast; only the measured

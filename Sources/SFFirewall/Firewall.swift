@@ -246,11 +246,26 @@ struct ChainEdit: Equatable {
     var isEmpty: Bool { deletions.isEmpty && insertions.isEmpty && inPlace }
 
     /// `current` holds nil for entries that are not a rule sfnode writes.
+    ///
+    /// The common prefix and suffix are matched first with plain comparisons: a float or defloat
+    /// changes one rule among thousands, and hashing every rule of the chain cost more than the rest of
+    /// the apply. Only the part in between is matched by hashing.
     init(current: [FirewallRule?], desired: [FirewallRule]) {
+        var prefix = 0
+        while prefix < current.count, prefix < desired.count, current[prefix] == desired[prefix] { prefix += 1 }
+        var suffix = 0
+        while suffix < current.count - prefix, suffix < desired.count - prefix,
+            current[current.count - 1 - suffix] == desired[desired.count - 1 - suffix]
+        {
+            suffix += 1
+        }
+        let current = current[prefix..<(current.count - suffix)]
+        let desired = desired[prefix..<(desired.count - suffix)]
+        // States hold no duplicates, so no rule wanted in the middle is also kept in the prefix or suffix.
         let wanted = Set(desired)
         var kept: [FirewallRule] = []
         var keptSet = Set<FirewallRule>()
-        for (position, rule) in current.enumerated() {
+        for (position, rule) in zip(current.indices, current) {
             if let rule, wanted.contains(rule), keptSet.insert(rule).inserted {
                 kept.append(rule)
             } else {
@@ -258,7 +273,7 @@ struct ChainEdit: Equatable {
             }
         }
         removed = deletions.count
-        for (position, rule) in desired.enumerated() where !keptSet.contains(rule) {
+        for (position, rule) in zip(desired.indices, desired) where !keptSet.contains(rule) {
             insertions.append((position, rule))
         }
         added = insertions.count

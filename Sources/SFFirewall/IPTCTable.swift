@@ -212,8 +212,9 @@ enum RuleCodec {
         var view = ciptc_rule_view()
         ciptc_view_entry(entry, &view)
         guard view.plain != 0, view.interfaces_canonical != 0, view.match_count == 0 else { return nil }
-        let inInterface = String(cString: view.iniface)
-        let outInterface = String(cString: view.outiface)
+        // Most rules name no interface; skip building empty strings for them.
+        let inInterface = view.iniface.pointee == 0 ? "" : String(cString: view.iniface)
+        let outInterface = view.outiface.pointee == 0 ? "" : String(cString: view.outiface)
         let source = prefix(address: view.src, mask: view.smsk)
         let destination = prefix(address: view.dst, mask: view.dmsk)
         let natAddress: IPv4Address? =
@@ -246,7 +247,7 @@ enum RuleCodec {
         default:
             return nil
         }
-        guard rule.chains.contains(chain) else { return nil }
+        guard rule.chain == chain else { return nil }
         return rule
     }
 

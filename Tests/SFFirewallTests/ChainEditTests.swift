@@ -45,4 +45,20 @@ struct ChainEditTests {
         #expect(!edit.inPlace)
         #expect(!edit.isEmpty)
     }
+
+    @Test func aRepeatOfARuleKeptInThePrefixIsDeleted() {
+        let edit = ChainEdit(current: [dnat(1), dnat(2), dnat(1)], desired: [dnat(1), dnat(2)])
+        #expect(edit.inPlace)
+        #expect(edit.deletions == [2])
+        #expect(edit.insertions.isEmpty)
+    }
+
+    @Test func positionsAreAbsoluteWhenOnlyTheMiddleChanges() {
+        let current: [FirewallRule?] = [dnat(1), dnat(2), nil, dnat(4), masquerade]
+        let edit = ChainEdit(current: current, desired: [dnat(1), dnat(2), dnat(3), dnat(4), masquerade])
+        #expect(edit.inPlace)
+        #expect(edit.deletions == [2])
+        #expect(edit.insertions.map(\.position) == [2])
+        #expect(edit.insertions.map(\.rule) == [dnat(3)])
+    }
 }
