@@ -30,20 +30,14 @@ public actor LibvirtConnection {
     /// Runs isolated methods on the connection's own thread.
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
-    /// A connection to `uri`, opened by the first call that needs it (or ``connect()``).
-    public init(uri: String = "qemu:///system", logger: Logger) {
+    /// A connection to `uri`, opened by the first call that needs it (or ``connect()``). Throws only
+    /// when the connection's thread cannot be started (the process is out of threads or memory).
+    public init(uri: String = "qemu:///system", logger: Logger) throws {
         self.uri = uri
         var logger = logger
         logger[metadataKey: "libvirt.uri"] = "\(uri)"
         self.logger = logger
-        do {
-            thread = try ThreadExecutor(name: "libvirt")
-        } catch {
-            // Without a `prepare` step only thread creation itself can fail (the process is out of
-            // threads or memory). The agent can do nothing without libvirt, and the initialiser
-            // stays non-throwing because every caller would otherwise carry a `try` for this alone.
-            preconditionFailure("cannot start the libvirt connection thread: \(error)")
-        }
+        thread = try ThreadExecutor(name: "libvirt")
     }
 
     // Isolated, so the final libvirt calls also run on the connection's thread.
@@ -54,7 +48,6 @@ public actor LibvirtConnection {
             virConnectClose(handle)
         }
         broadcaster.finishAll()
-        thread.shutdown()
     }
 
     // MARK: Connection

@@ -1,6 +1,7 @@
 import CLibvirt
 import Foundation
 import Logging
+import SFSystem
 import Synchronization
 
 #if canImport(Glibc)
@@ -27,7 +28,7 @@ enum LibvirtRuntime {
         // which just went away raises SIGPIPE, whose default action kills the whole agent. Ignore it
         // process-wide (as libvirt's own tools do) so that the write fails with EPIPE instead and
         // the connection is re-opened. Found by ReconnectTests.aCallWhoseConnectionDiedUnderItIsRetriedOnce.
-        signal(SIGPIPE, SIG_IGN)
+        BrokenPipes.ignore()
         if virInitialize() < 0 {
             return .last("initialize", object: "libvirt")
         }

@@ -57,10 +57,11 @@ public final class ChildProcess: Sendable {
         return try spawn(argv, stdout: output, stderr: output)
     }
 
-    /// Runs `argv` to completion and returns its status and output. Standard error is drained on its
-    /// own thread so that a command filling one pipe while the other is read cannot deadlock.
-    public static func run(_ argv: [String]) throws -> CommandOutput {
-        try runCommand(argv)
+    /// Runs `argv` to completion, with `input` (if any) on its standard input, and returns its
+    /// status and output. Standard error is drained on its own thread so that a command filling one
+    /// pipe while the other is read cannot deadlock.
+    public static func run(_ argv: [String], input: String? = nil) throws -> CommandOutput {
+        try runCommand(argv, input: input)
     }
 
     deinit {
@@ -77,6 +78,8 @@ public final class ChildProcess: Sendable {
             var raw: Int32 = 0
             let rc = waitpid(processIdentifier, &raw, WNOHANG)
             if rc == processIdentifier { status = raw; return false }
+            // Reaped by someone else: record it, so that nothing signals a pid that may be reused.
+            if rc < 0 && errno == ECHILD { status = SIGKILL; return false }
             return rc == 0
         }
     }
@@ -103,37 +106,43 @@ public final class ChildProcess: Sendable {
     }
 }
 
-private func runCommand(_ argv: [String]) throws -> CommandOutput {
-    let outPipe = try makePipe()
-    let errPipe: [Int32]
-    do {
-        errPipe = try makePipe()
-    } catch {
-        close(outPipe[0])
-        close(outPipe[1])
-        throw error
+private func runCommand(_ argv: [String], input: String?) throws -> CommandOutput {
+    var pipes: [Int32] = []
+    defer { for fd in pipes where fd >= 0 { close(fd) } }
+    func closeOnce(_ index: Int) {
+        if pipes[index] >= 0 { close(pipes[index]) }
+        pipes[index] = -1
     }
-    let pid: Int32
-    do {
-        pid = try spawnProcess(argv, stdout: outPipe[1], stderr: errPipe[1])
-    } catch {
-        for fd in outPipe + errPipe { close(fd) }
-        throw error
+    pipes += try makePipe()  // 0, 1: stdout
+    pipes += try makePipe()  // 2, 3: stderr
+    if input != nil { pipes += try makePipe() }  // 4, 5: stdin
+    let pid = try spawnProcess(
+        argv, stdin: input == nil ? nil : pipes[4], stdout: pipes[1], stderr: pipes[3])
+    closeOnce(1)
+    closeOnce(3)
+    if let input {
+        closeOnce(4)
+        // A child that exits without reading must cost EPIPE here, not the whole process.
+        BrokenPipes.ignore()
+        _ = Array(input.utf8).withUnsafeBytes { write(pipes[5], $0.baseAddress, $0.count) }
+        closeOnce(5)
     }
-    close(outPipe[1])
-    close(errPipe[1])
     let errorData = Mutex([UInt8]())
     let drained = DispatchSemaphore(value: 0)
-    let errorReader = errPipe[0]
-    try OSThread.spawn(name: "stderr-drain") {
-        let data = readAll(errorReader)
-        errorData.withLock { $0 = data }
-        drained.signal()
+    let errorReader = pipes[2]
+    do {
+        try OSThread.spawn(name: "stderr-drain") {
+            let data = readAll(errorReader)
+            errorData.withLock { $0 = data }
+            drained.signal()
+        }
+    } catch {
+        kill(pid, SIGKILL)
+        _ = waitForChild(pid)
+        throw error
     }
-    let outputData = readAll(outPipe[0])
+    let outputData = readAll(pipes[0])
     drained.wait()
-    close(outPipe[0])
-    close(errPipe[0])
     let raw = waitForChild(pid)
     return CommandOutput(
         status: exitStatus(raw), stdout: String(decoding: outputData, as: UTF8.self),
@@ -142,14 +151,18 @@ private func runCommand(_ argv: [String]) throws -> CommandOutput {
 
 /// posix_spawn with a clean signal state: the spawning thread may be a dispatch worker that blocks
 /// signals, and a child that inherits a blocked SIGTERM could never be terminated.
-private func spawnProcess(_ argv: [String], stdout: Int32, stderr: Int32) throws -> Int32 {
+private func spawnProcess(_ argv: [String], stdin: Int32? = nil, stdout: Int32, stderr: Int32) throws -> Int32 {
     guard let executable = argv.first, executable.hasPrefix("/") else {
         throw SystemError("posix_spawn \(argv.first ?? "(nothing)"): the executable must be an absolute path", code: EINVAL)
     }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    if let stdin {
+        posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    }
     posix_spawn_file_actions_adddup2(&actions, stdout, 1)
     posix_spawn_file_actions_adddup2(&actions, stderr, 2)
 

@@ -15,7 +15,15 @@ public final class FileLock {
 
     /// Opens (creating it if needed) and locks `path`, waiting for other holders.
     public static func acquire(path: String) throws -> FileLock {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try lock(open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600), path: path)
+    }
+
+    /// Locks the directory `path` itself (`flock` on its descriptor), which needs no lock file in it.
+    public static func acquire(directory path: String) throws -> FileLock {
+        try lock(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), path: path)
+    }
+
+    private static func lock(_ fd: Int32, path: String) throws -> FileLock {
         if fd < 0 { throw SystemError.fromErrno("open \(path)") }
         while flock(fd, LOCK_EX) != 0 {
             if errno == EINTR { continue }

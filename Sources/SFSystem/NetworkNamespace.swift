@@ -64,6 +64,15 @@ public enum NetworkNamespace {
             return
         }
         try prepareDirectory()
+        // Two creators of one name (two threads, or sfnode and `ip netns add`) would both mount, the
+        // second on top of the first, leaving the first one's devices in a namespace nobody can name.
+        // The check is repeated under a lock on the directory; the loser enters the winner's namespace.
+        let lock = try FileLock.acquire(directory: directory)
+        defer { lock.release() }
+        if isMountedNamespace(target) {
+            try enter(named: name)
+            return
+        }
         let fd = open(target, O_RDONLY | O_CREAT | O_CLOEXEC, 0)
         if fd < 0 { throw SystemError.fromErrno("create \(target)") }
         close(fd)
@@ -184,7 +193,21 @@ public final class NamespaceExecutor: Sendable {
         }
     }
 
-    deinit {
-        executor.shutdown()
+    /// Starts a thread in `namespace` (creating the namespace when `creating`) without blocking the
+    /// caller's thread while it comes up: for async code that starts many.
+    public static func start(namespace: String?, creating: Bool = false) async throws -> NamespaceExecutor {
+        guard let namespace else {
+            return NamespaceExecutor(namespace: nil, executor: try await ThreadExecutor.start(name: "ns-host"))
+        }
+        try NetworkNamespace.validate(name: namespace)
+        let executor = try await ThreadExecutor.start(name: "ns-\(namespace.prefix(12))") {
+            try creating ? NetworkNamespace.createAndEnter(named: namespace) : NetworkNamespace.enter(named: namespace)
+        }
+        return NamespaceExecutor(namespace: namespace, executor: executor)
+    }
+
+    private init(namespace: String?, executor: ThreadExecutor) {
+        self.namespace = namespace
+        self.executor = executor
     }
 }

@@ -40,7 +40,7 @@ struct HostCommand: AsyncParsableCommand {
         let logger = Logger(label: "sfnode")
         print("virtualization type: \(virtType.resolved(logger: logger).rawValue) (configured: \(virtType.rawValue))")
 
-        let libvirt = LibvirtConnection(uri: libvirtURI, logger: logger)
+        let libvirt = try LibvirtConnection(uri: libvirtURI, logger: logger)
         do {
             let domains = try await libvirt.domains()
             print("libvirt \(libvirtURI): \(domains.count) domains")

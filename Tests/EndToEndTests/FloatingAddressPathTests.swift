@@ -35,7 +35,7 @@ struct FloatingAddressPathTests {
         )
         let mac = try MACAddress(octets: [0x02, 0x00, 0x00] + (0..<3).map { _ in UInt8.random(in: 0...255) })
         let teardown = Teardown()
-        let libvirt = LibvirtConnection(logger: logger)
+        let libvirt = try LibvirtConnection(logger: logger)
 
         do {
             let baseImage = TestGuest.baseImage

@@ -5,45 +5,19 @@ import SFSystem
 import SFTestSupport
 import Testing
 
-/// What a command printed and how it ended.
-struct CommandResult {
-    let status: Int32
-    let output: String
-    let errors: String
-}
-
 /// Runs `ip netns exec namespace ARGS` to completion. Only used for iptables-legacy inside a test's
 /// own namespace: read-only cross-checks, and foreign rules planted there.
 @discardableResult
-func runInNamespace(_ namespace: String, _ arguments: [String], input: String? = nil) throws -> CommandResult {
+func runInNamespace(_ namespace: String, _ arguments: [String], input: String? = nil) throws -> CommandOutput {
     precondition(namespace.hasPrefix(TestNames.prefix), "tests only touch their own namespaces")
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-    process.arguments = ["netns", "exec", namespace] + arguments
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    let stdin = Pipe()
-    if input != nil { process.standardInput = stdin }
-    try process.run()
-    if let input {
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-    }
-    let outData = output.fileHandleForReading.readDataToEndOfFile()
-    let errData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return CommandResult(
-        status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self),
-        errors: String(decoding: errData, as: UTF8.self))
+    return try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace] + arguments, input: input)
 }
 
 /// Runs `iptables-legacy -w ARGS` inside the test namespace `namespace` and requires success.
 func iptables(_ namespace: String, _ arguments: [String]) throws {
     let result = try runInNamespace(namespace, ["iptables-legacy", "-w"] + arguments)
     guard result.status == 0 else {
-        throw TestFailure("iptables-legacy \(arguments.joined(separator: " ")) in \(namespace): \(result.errors)")
+        throw TestFailure("iptables-legacy \(arguments.joined(separator: " ")) in \(namespace): \(result.stderr)")
     }
 }
 
@@ -52,9 +26,9 @@ func iptables(_ namespace: String, _ arguments: [String]) throws {
 func save(_ namespace: String, table: String) throws -> [String] {
     let result = try runInNamespace(namespace, ["iptables-legacy-save", "-t", table])
     guard result.status == 0 else {
-        throw TestFailure("iptables-legacy-save -t \(table) in \(namespace): \(result.errors)")
+        throw TestFailure("iptables-legacy-save -t \(table) in \(namespace): \(result.stderr)")
     }
-    return result.output.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }.map { line in
+    return result.stdout.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }.map { line in
         // ":PREROUTING ACCEPT [12:345]" -> ":PREROUTING ACCEPT"
         if line.hasPrefix(":"), let bracket = line.range(of: " [") { return String(line[..<bracket.lowerBound]) }
         return line
@@ -64,7 +38,7 @@ func save(_ namespace: String, table: String) throws -> [String] {
 /// Loads `text` with `iptables-legacy-restore -w` (which replaces the tables it names) inside `namespace`.
 func restore(_ namespace: String, _ text: String) throws {
     let result = try runInNamespace(namespace, ["iptables-legacy-restore", "-w"], input: text)
-    guard result.status == 0 else { throw TestFailure("iptables-legacy-restore in \(namespace): \(result.errors)") }
+    guard result.status == 0 else { throw TestFailure("iptables-legacy-restore in \(namespace): \(result.stderr)") }
 }
 
 /// Both tables sfnode writes, nat first.

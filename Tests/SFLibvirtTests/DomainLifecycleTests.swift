@@ -10,7 +10,9 @@ extension LibvirtIntegration {
     /// and the lifecycle events each one raises. One guest boots in the whole suite.
     @Suite(.serialized, .enabled(if: libvirtAvailable, "needs root and a running libvirtd"))
     struct DomainLifecycleTests {
-        let connection = LibvirtConnection(logger: testLogger)
+        let connection: LibvirtConnection
+
+        init() throws { connection = try LibvirtConnection(logger: testLogger) }
 
         private func kinds(_ events: [DomainLifecycleEvent]) -> [DomainLifecycleEvent.Kind] { events.map(\.kind) }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SFSystem
 import Logging
 import SFLibvirt
 import SFTestSupport
@@ -22,16 +23,8 @@ let libvirtAvailable: Bool = runningAsRoot && FileManager.default.fileExists(atP
 /// Runs a tool and returns its exit status and standard output (for read-only cross-checks).
 @discardableResult
 func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: tool)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try ChildProcess.run([tool] + arguments)
+    return (result.status, result.stdout)
 }
 
 /// `virsh domstate`, read-only, to check what the bindings report against libvirt's own client.
@@ -44,15 +37,6 @@ func virshNames() throws -> Set<String> {
     Set(try run("/usr/bin/virsh", ["-c", "qemu:///system", "list", "--all", "--name"]).output.split(separator: "\n").map(String.init))
 }
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}
 
 /// Collects a lifecycle stream in the background so that a test can wait for the events one
 /// operation raised.

@@ -66,7 +66,7 @@ extension LibvirtIntegration {
     struct ReconnectTests {
         @Test func survivesTheDaemonDroppingTheConnection() async throws {
             let before = try clientsOfThisProcess()
-            let connection = LibvirtConnection(logger: testLogger)
+            let connection = try LibvirtConnection(logger: testLogger)
             let log = EventLog(try await connection.lifecycleEvents())
             #expect(await connection.connectionCount == 1)
             #expect(await connection.isConnected)
@@ -101,7 +101,7 @@ extension LibvirtIntegration {
             let store = CapturingLogHandler.Store()
             let logger = Logger(label: "sfnode.test.libvirt.retry") { _ in CapturingLogHandler(store: store) }
             let before = try clientsOfThisProcess()
-            let connection = LibvirtConnection(logger: logger)
+            let connection = try LibvirtConnection(logger: logger)
             try await connection.connect()
             let mine = try clientsOfThisProcess().subtracting(before)
             let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
@@ -118,7 +118,7 @@ extension LibvirtIntegration {
         }
 
         @Test func closeThenCallReconnects() async throws {
-            let connection = LibvirtConnection(logger: testLogger)
+            let connection = try LibvirtConnection(logger: testLogger)
             try await connection.connect()
             try await connection.connect()
             #expect(await connection.connectionCount == 1, "connect is idempotent")
@@ -129,7 +129,7 @@ extension LibvirtIntegration {
         }
 
         @Test func streamsFinishWhenTheConnectionGoesAway() async throws {
-            var connection: LibvirtConnection? = LibvirtConnection(logger: testLogger)
+            var connection: LibvirtConnection? = try LibvirtConnection(logger: testLogger)
             let stream = try await connection?.lifecycleEvents()
             let drained = Task {
                 guard let stream else { return false }
@@ -148,7 +148,7 @@ extension LibvirtIntegration {
         }
 
         @Test func aBadURIFailsWithLibvirtsMessage() async throws {
-            let connection = LibvirtConnection(uri: "sftnosuchdriver:///system", logger: testLogger)
+            let connection = try LibvirtConnection(uri: "sftnosuchdriver:///system", logger: testLogger)
             let error = await #expect(throws: LibvirtError.self) { try await connection.connect() }
             #expect(error?.operation == "connect to")
             #expect(error?.object == "sftnosuchdriver:///system")

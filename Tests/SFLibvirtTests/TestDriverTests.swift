@@ -1,5 +1,6 @@
 import Foundation
 import SFLibvirt
+import SFTestSupport
 import Testing
 
 /// The connection against libvirt's in-process test driver (`test:///default`: no daemon, one running
@@ -7,7 +8,9 @@ import Testing
 /// driver's state is shared by every connection in the process, hence one test at a time, each
 /// leaving the domain running as it found it.
 @Suite(.serialized) struct TestDriverTests {
-    let connection = LibvirtConnection(uri: "test:///default", logger: testLogger)
+    let connection: LibvirtConnection
+
+    init() throws { connection = try LibvirtConnection(uri: "test:///default", logger: testLogger) }
 
     @Test func readsTheTestDriversDomain() async throws {
         let identity = try #require(try await connection.lookup(name: "test"))

@@ -14,7 +14,7 @@ extension LibvirtIntegration {
             let name = TestNames.unique("snap")
             let files = try GuestFiles(name: name)
             defer { files.remove() }
-            let connection = LibvirtConnection(logger: testLogger)
+            let connection = try LibvirtConnection(logger: testLogger)
             let spec = DomainSpec(name: name, type: .qemu, memoryMiB: 64, vcpus: 1, disks: [.init(path: files.overlay)])
             try await withDomain(connection, spec) { identity in
                 let raw = try #require(virConnectOpen("qemu:///system"))

@@ -16,39 +16,23 @@ func withSession<T>(_ role: String, _ body: (String, NetlinkSession) async throw
 }
 
 /// The result of a read-only iproute2 command used to cross-check the bindings.
-struct CommandOutput {
+struct InspectionOutput {
     var status: Int32
+    /// Standard output and standard error together.
     var output: String
 }
 
 /// Runs a read-only inspection command (`ip ... show`, `bridge fdb show`) and captures stdout + stderr.
-func inspect(_ arguments: [String]) throws -> CommandOutput {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return CommandOutput(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+func inspect(_ arguments: [String]) throws -> InspectionOutput {
+    let result = try ChildProcess.run(["/usr/bin/env"] + arguments)
+    return InspectionOutput(status: result.status, output: result.stdout + result.stderr)
 }
 
 /// `ip -n NS -d link show dev NAME`.
-func ipLink(_ namespace: String, _ name: String) throws -> CommandOutput {
+func ipLink(_ namespace: String, _ name: String) throws -> InspectionOutput {
     try inspect(["ip", "-n", namespace, "-d", "link", "show", "dev", name])
 }
 
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}
 
 /// Names of this process's threads, from `/proc/self/task/*/comm`.
 func threadNames() -> [String] {

@@ -29,15 +29,9 @@ struct NetworkNamespaceTests {
             #expect(NetworkNamespace.exists(named: name))
             #expect(NetworkNamespace.list().contains(name))
             // iproute2 reads the same directory.
-            let ip = Process()
-            ip.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            ip.arguments = ["netns", "list"]
-            let pipe = Pipe()
-            ip.standardOutput = pipe
-            try ip.run()
-            ip.waitUntilExit()
-            let listed = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(listed.contains(name))
+            let listed = try ChildProcess.run(["/usr/sbin/ip", "netns", "list"])
+            #expect(listed.status == 0)
+            #expect(listed.stdout.contains(name))
         }
     }
 
@@ -82,16 +76,9 @@ struct NamespaceProcessTests {
         try await withTestNamespace("sp") { name in
             let thread = try NamespaceExecutor(namespace: name)
             let expected = try await thread.executor.run { try currentNamespaceInode() }
-            let child = try await thread.executor.run { () throws -> Int32 in
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sleep")
-                process.arguments = ["5"]
-                try process.run()
-                return process.processIdentifier
-            }
-            defer { kill(child, SIGKILL) }
+            let child = try await thread.executor.run { try ChildProcess.spawn(["/bin/sleep", "5"], outputPath: nil) }
             var info = stat()
-            #expect(stat("/proc/\(child)/ns/net", &info) == 0)
+            #expect(stat("/proc/\(child.processIdentifier)/ns/net", &info) == 0)
             #expect(UInt(info.st_ino) == expected)
             #expect(expected != (try currentNamespaceInode()))
         }
