@@ -13,7 +13,7 @@ public enum NamespaceSockets {
     public static func httpGet(
         from namespace: String, host: IPv4Address, port: UInt16 = 80, path: String = "/", timeoutSeconds: Int = 5
     ) async throws -> String {
-        let thread = try NamespaceExecutor(namespace: namespace)
+        let thread = try await NamespaceExecutor.start(namespace: namespace)
         return try await thread.executor.run {
             let fd = try connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
             defer { close(fd) }
@@ -37,49 +37,7 @@ public enum NamespaceSockets {
         }
     }
 
-    /// Listens on `address:port` inside `namespace`, waits up to `timeoutSeconds` for one connection,
-    /// and returns the address it came from and the first line it sent.
-    public static func acceptOne(
-        in namespace: String, address: IPv4Address, port: UInt16, timeoutSeconds: Int = 20,
-        listening: @escaping @Sendable () -> Void = {}
-    ) async throws -> (peer: IPv4Address, line: String) {
-        let thread = try NamespaceExecutor(namespace: namespace)
-        return try await thread.executor.run {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 { throw SystemError.fromErrno("socket") }
-            defer { close(fd) }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            var local = socketAddress(address, port)
-            let bound = withUnsafePointer(to: &local) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            if bound != 0 { throw SystemError.fromErrno("bind \(address):\(port)") }
-            if listen(fd, 4) != 0 { throw SystemError.fromErrno("listen \(address):\(port)") }
-            listening()
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
-            if ready == 0 { throw TestSocketError.timedOut("no connection to \(address):\(port) within \(timeoutSeconds) s") }
-            if ready < 0 { throw SystemError.fromErrno("poll") }
-            var peer = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let connection = withUnsafeMutablePointer(to: &peer) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &length) }
-            }
-            if connection < 0 { throw SystemError.fromErrno("accept") }
-            defer { close(connection) }
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var buffer = [UInt8](repeating: 0, count: 512)
-            let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
-            let line = count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
-            return (IPv4Address(networkOrder: peer.sin_addr.s_addr), line.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-    }
-
-    private static func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
+    static func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
         var result = sockaddr_in()
         result.sin_family = sa_family_t(AF_INET)
         result.sin_port = port.bigEndian
@@ -106,6 +64,71 @@ public enum NamespaceSockets {
             throw error
         }
         return fd
+    }
+}
+
+/// A TCP listener bound inside a test namespace: bound and listening as soon as ``open(in:address:port:)``
+/// returns, so a test can make something connect to it without racing the bind.
+public final class TestListener: Sendable {
+    private let descriptor: Int32
+
+    private init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    /// Binds `address:port` inside `namespace` and starts listening. The socket belongs to the
+    /// namespace it was opened in, so accepting needs no particular thread.
+    public static func open(in namespace: String, address: IPv4Address, port: UInt16) async throws -> TestListener {
+        let thread = try await NamespaceExecutor.start(namespace: namespace)
+        let fd = try await thread.executor.run { () throws -> Int32 in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            if fd < 0 { throw SystemError.fromErrno("socket") }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var local = NamespaceSockets.socketAddress(address, port)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            if bound != 0 || listen(fd, 4) != 0 {
+                let error = SystemError.fromErrno("bind and listen on \(address):\(port)")
+                close(fd)
+                throw error
+            }
+            return fd
+        }
+        return TestListener(descriptor: fd)
+    }
+
+    /// Waits up to `timeoutSeconds` for one connection and returns where it came from and the first
+    /// line it sent.
+    public func acceptOne(timeoutSeconds: Int = 20) async throws -> (peer: IPv4Address, line: String) {
+        let fd = descriptor
+        let thread = try await ThreadExecutor.start(name: "test-accept")
+        return try await thread.run {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
+            if ready == 0 { throw TestSocketError.timedOut("no connection within \(timeoutSeconds) s") }
+            if ready < 0 { throw SystemError.fromErrno("poll") }
+            var peer = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let connection = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &length) }
+            }
+            if connection < 0 { throw SystemError.fromErrno("accept") }
+            defer { close(connection) }
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 512)
+            let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
+            let line = count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+            return (IPv4Address(networkOrder: peer.sin_addr.s_addr), line.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
     }
 }
 
