@@ -5,7 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
 #include <linux/if_link.h>
@@ -42,12 +41,6 @@ static inline int cnl_create_persistent_tap(const char *name) {
     if (ioctl(fd, TUNSETPERSIST, 1) < 0) { int e = errno; close(fd); return -e; }
     close(fd);
     return 0;
-}
-
-/* Names the calling thread (as /proc/self/task/TID/comm shows it; 15 bytes at most). Foundation's
- * Thread.name does not reach the kernel on Linux, and prctl is variadic. Returns 0 or -errno. */
-static inline int cnl_set_thread_name(const char *name) {
-    return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL) == 0 ? 0 : -errno;
 }
 
 /*

@@ -151,9 +151,7 @@ public actor Firewall {
                 let table = try IPTCTable(name: tableName, namespace: label)
                 var changed = false
                 for chain in chains {
-                    let hooks = table.rules(in: chain.hook).enumerated()
-                        .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
-                    for position in hooks.reversed() {
+                    for position in table.hookPositions(for: chain).reversed() {
                         try table.deleteRule(in: chain.hook, at: position, rule: "jump to \(chain.name)")
                         changed = true
                     }
@@ -187,8 +185,7 @@ public actor Firewall {
             let desired = state.rules(in: chain)
             let exists = table.chainExists(chain.name)
             let current = table.rules(in: chain.name).map { RuleCodec.decode($0.entry, target: $0.target, in: chain) }
-            let hooks = table.rules(in: chain.hook).enumerated()
-                .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
+            let hooks = table.hookPositions(for: chain)
             plans.append((chain, desired, ChainEdit(current: current, desired: desired), hooks, exists))
         }
         guard plans.contains(where: { !$0.exists || $0.hooks.count != 1 || !$0.edit.isEmpty }) else { return nil }

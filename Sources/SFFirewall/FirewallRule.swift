@@ -201,28 +201,25 @@ enum FirewallValidation {
         }
     }
 
-    /// Accepts what iptables and the kernel accept and what can be quoted in a comment: letters,
-    /// digits, `.`, `_`, `-`, and a final `+` for "any interface starting with".
+    /// Accepts a device name as the kernel does (the same rule as SFNetlink's `validateLinkName`: 1 to
+    /// 15 bytes, no `/`, `:`, whitespace or control characters, not `.` or `..`), plus iptables' final
+    /// `+` for "any interface starting with" what precedes it.
     static func validateInterface(_ name: String, role: String, of rule: FirewallRule) throws {
         func refuse(_ reason: String) -> FirewallError {
             .invalidRule(rule: rule.description, reason: "\(role) '\(name)' \(reason)")
         }
-        if name.isEmpty { throw refuse("is empty (use nil in forwardAccept for any interface)") }
-        if name.utf8.count > maximumInterfaceLength {
-            throw refuse("is \(name.utf8.count) bytes long; interface names have at most \(maximumInterfaceLength)")
-        }
         let bytes = Array(name.utf8)
-        for (index, byte) in bytes.enumerated() {
-            let allowed =
-                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
-                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
-                || (byte == UInt8(ascii: "+") && index == bytes.count - 1 && bytes.count > 1)
-            if !allowed {
-                throw refuse("contains a character other than letters, digits, '.', '_', '-' and a final '+'")
-            }
+        if bytes.isEmpty { throw refuse("is empty (use nil in forwardAccept for any interface)") }
+        if bytes.count > maximumInterfaceLength {
+            throw refuse("is \(bytes.count) bytes long; interface names have at most \(maximumInterfaceLength)")
         }
-        if name == "." || name == ".." { throw refuse("is not a valid interface name") }
+        let stem = bytes.last == UInt8(ascii: "+") ? bytes.dropLast() : bytes[...]
+        if stem.isEmpty { throw refuse("is only the wildcard; put at least one character before the '+'") }
+        if stem.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 0x20 || $0 == 0x7f }) {
+            throw refuse("contains '/', ':', whitespace or a control character, which device names cannot")
+        }
+        if stem.elementsEqual(".".utf8) || stem.elementsEqual("..".utf8) {
+            throw refuse("is not a valid interface name")
+        }
     }
 }

@@ -73,6 +73,12 @@ final class IPTCTable {
         return result
     }
 
+    /// Positions (ascending, from 0) of the jumps to `chain` in its built-in chain `chain.hook`.
+    func hookPositions(for chain: OwnedChain) -> [Int] {
+        rules(in: chain.hook).enumerated()
+            .filter { RuleCodec.isHook(target: $0.element.target, for: chain) }.map(\.offset)
+    }
+
     func createChain(_ chain: String) throws {
         try check(iptc_create_chain(chain, handle), "iptc_create_chain", chain: chain)
     }
@@ -183,7 +189,7 @@ enum RuleCodec {
         _ body: (UnsafePointer<ipt_entry>) throws -> T
     ) throws -> T {
         var spec = template
-        let entry: UnsafeMutablePointer<ipt_entry>? = withOptionalCString(inInterface) { inPointer in
+        let (entry, code): (UnsafeMutablePointer<ipt_entry>?, Int32) = withOptionalCString(inInterface) { inPointer in
             withOptionalCString(outInterface) { outPointer in
                 withOptionalCString(comment) { commentPointer in
                     target.withCString { targetPointer in
@@ -191,7 +197,9 @@ enum RuleCodec {
                         spec.outiface = outPointer
                         spec.comment = commentPointer
                         spec.target = targetPointer
-                        return ciptc_entry_new(&spec)
+                        let entry = ciptc_entry_new(&spec)
+                        // Taken here: unwinding the closures and describing the rule may reset errno.
+                        return (entry, entry == nil ? errno : 0)
                     }
                 }
             }
@@ -200,7 +208,7 @@ enum RuleCodec {
             // Validation runs first, so this is an out-of-memory or a bug; still say what it was.
             throw FirewallError.invalidRule(
                 rule: rule(), reason: "cannot build its entry for \(chain.table)/\(chain.name): "
-                    + String(cString: strerror(errno)))
+                    + "\(String(cString: strerror(code))) (errno \(code))")
         }
         defer { free(entry) }
         return try body(UnsafePointer(entry))

@@ -1,5 +1,4 @@
 import CNetlink
-import Foundation
 import Logging
 import SFSystem
 import Synchronization
@@ -49,7 +48,12 @@ extension NetlinkSession {
         let watcher = LinkWatcher(socket: watchSocket, known: known, continuation: continuation, logger: logger)
         continuation.onTermination = { _ in watcher.stop() }
         let suffix = namespace.map { String($0.prefix(11)) } ?? "own"
-        watcher.start(threadName: "nlw-\(suffix)")
+        let threadName = "nlw-\(suffix)"
+        do {
+            try watcher.start(threadName: threadName)
+        } catch let error as SystemError {
+            throw NetlinkError(operation: operation, object: "\(object) (thread \(threadName))", errno: error.code)
+        }
         return stream
     }
 }
@@ -77,15 +81,16 @@ private final class LinkWatcher: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
     }
 
-    func start(threadName: String) {
-        let thread = Thread {
-            // Foundation does not pass Thread.name to the kernel on Linux; name it for /proc and gdb.
-            _ = cnl_set_thread_name(threadName)
-            self.run()
+    /// Starts the reading thread, which from then on owns the socket. If the thread cannot be
+    /// started, the socket is freed and the stream finished here instead.
+    func start(threadName: String) throws {
+        do {
+            try OSThread.spawn(name: threadName) { self.run() }
+        } catch {
+            nl_socket_free(socket)
+            continuation.finish()
+            throw error
         }
-        thread.name = threadName
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     private func run() {
@@ -94,9 +99,12 @@ private final class LinkWatcher: @unchecked Sendable {
         var descriptor = pollfd(fd: nl_socket_get_fd(socket), events: Int16(POLLIN), revents: 0)
         while !stopping.load(ordering: .relaxed) {
             let ready = poll(&descriptor, 1, 100)
+            // Read before anything else can overwrite it (the logger, the metadata string).
+            let code = errno
             if ready < 0 {
-                if errno == EINTR { continue }
-                logger.error("link watch poll failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                if code == EINTR { continue }
+                logger.error(
+                    "link watch poll failed", metadata: ["error": "\(String(cString: strerror(code))) (errno \(code))"])
                 break
             }
             if ready == 0 { continue }

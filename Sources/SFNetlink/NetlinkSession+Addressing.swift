@@ -82,7 +82,10 @@ extension NetlinkSession {
         if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
         rtnl_addr_set_prefixlen(addr, Int32(address.length))
         // /31 and /32 have no broadcast address (RFC 3021).
-        if address.length < 31, let broadcast = makeNLAddress(address.broadcast) {
+        if address.length < 31 {
+            guard let broadcast = makeNLAddress(address.broadcast) else {
+                throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+            }
             rc = rtnl_addr_set_broadcast(addr, broadcast)
             nl_addr_put(broadcast)
             if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
@@ -184,14 +187,21 @@ extension NetlinkSession {
         // The scope is left unset: libnl picks "link" for a route without a gateway, "global" otherwise,
         // as `ip route` does.
         if route.gateway != nil || deviceIndex != nil {
+            // Built before the hop, so that a failure has no hop to free.
+            var gateway: OpaquePointer?
+            if let wanted = route.gateway {
+                guard let address = makeNLAddress(wanted) else {
+                    throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
+                }
+                gateway = address
+            }
+            // The hop takes its own reference to the gateway.
+            defer { if let gateway { nl_addr_put(gateway) } }
             guard let hop = rtnl_route_nh_alloc() else {
                 throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
             }
             if let deviceIndex { rtnl_route_nh_set_ifindex(hop, deviceIndex) }
-            if let gateway = route.gateway, let address = makeNLAddress(gateway) {
-                rtnl_route_nh_set_gateway(hop, address)
-                nl_addr_put(address)
-            }
+            if let gateway { rtnl_route_nh_set_gateway(hop, gateway) }
             // The route owns the next hop from here on.
             rtnl_route_add_nexthop(built, hop)
         }

@@ -56,18 +56,24 @@ extension NetlinkSession {
         guard nlmsg_append(message, &header, MemoryLayout<ndmsg>.size, Int32(NLMSG_ALIGNTO)) == 0 else {
             throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_MSGSIZE))
         }
-        var rc = nl_send_auto(sock, message)
-        if rc < 0 { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
+        // Allocated before sending: failing between the send and the read would leave the dump's
+        // replies queued on the socket for the next request to read as its own.
         guard let callbacks = nl_cb_alloc(NL_CB_DEFAULT) else {
             throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
         }
         defer { nl_cb_put(callbacks) }
+        var rc = nl_send_auto(sock, message)
+        if rc < 0 { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
         let collector = FloodEntryCollector(index: index)
         rc = withExtendedLifetime(collector) {
             nl_cb_set(callbacks, NL_CB_VALID, NL_CB_CUSTOM, collectFloodEntry, Unmanaged.passUnretained(collector).toOpaque())
             return nl_recvmsgs(sock, callbacks)
         }
-        if rc < 0 { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
+        if rc < 0 {
+            // The rest of the dump may still be queued on the socket; a fresh one starts clean.
+            closeSocket()
+            throw NetlinkError(operation: operation, object: device, libnlCode: rc)
+        }
         return collector.remotes
     }
 

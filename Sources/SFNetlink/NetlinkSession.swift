@@ -64,6 +64,15 @@ public actor NetlinkSession {
         return sock
     }
 
+    /// Frees the session's socket, so that the next call opens a fresh one. For after a failure
+    /// that may leave unread replies on it.
+    func closeSocket() {
+        if let open = connection.pointer {
+            nl_socket_free(open)
+            connection.pointer = nil
+        }
+    }
+
     // MARK: - Lookup
 
     /// The link called `name`, or nil if there is none.
@@ -259,17 +268,20 @@ public actor NetlinkSession {
         try finishCreate(rc, name: name, kind: .veth, master: master, up: up, operation: operation)
     }
 
-    /// Creates a persistent tap device, owned by no process until one (qemu) opens it by name.
-    /// An existing tun/tap of that name is left as it is.
+    /// Creates a persistent tap device, owned by no process until one (qemu) opens it by name, with
+    /// `mtu` when given. An existing tun/tap of that name is kept, but still gets `mtu`, so
+    /// re-running a create converges.
     public func createTap(name: String, mtu: Int? = nil) throws {
         let operation = "create tap"
         try validateLinkName(name, operation: operation)
         try validate(mtu: mtu, operation: operation, object: name)
-        if try existing(name, is: .tun, operation: operation) { return }
-        // TUNSETIFF creates the device in the namespace of the thread that opened /dev/net/tun: ours.
-        let rc = cnl_create_persistent_tap(name)
-        if rc < 0 { throw NetlinkError(operation: operation, object: name, errno: -rc) }
-        logger.info("created link", metadata: ["link.name": "\(name)", "link.kind": "tun"])
+        if try !existing(name, is: .tun, operation: operation) {
+            // TUNSETIFF creates the device in the namespace of the thread that opened /dev/net/tun: ours.
+            let rc = cnl_create_persistent_tap(name)
+            if rc < 0 { throw NetlinkError(operation: operation, object: name, errno: -rc) }
+            logger.info("created link", metadata: ["link.name": "\(name)", "link.kind": "tun"])
+        }
+        // The tun ioctls cannot set an MTU, so it is a second request in both cases.
         if let mtu { try setMTU(name, mtu) }
     }
 
@@ -450,8 +462,12 @@ private final class SocketHandle: @unchecked Sendable {
     }
 }
 
-/// Checks a device name the way the kernel's `dev_valid_name` does, so that a bad name fails with a
-/// message saying why rather than a bare "Invalid input data or parameter".
+/// Checks a device name the way the kernel's `dev_valid_name` does (and refuses control characters
+/// too), so that a bad name fails with a message saying why rather than a bare "Invalid input data
+/// or parameter".
+///
+/// SFFirewall's `FirewallValidation.validateInterface` applies the same rule (plus iptables' final
+/// `+` wildcard); the modules share no code, so a change here belongs there too.
 func validateLinkName(_ name: String, operation: String) throws {
     let bytes = Array(name.utf8)
     guard !bytes.isEmpty, bytes.count < 16, name != ".", name != "..",
@@ -459,6 +475,6 @@ func validateLinkName(_ name: String, operation: String) throws {
     else {
         throw NetlinkError(
             operation: operation, object: "'\(name)'", code: NetlinkError.invalid,
-            message: "invalid device name: use 1 to 15 bytes, no '/', ':' or whitespace")
+            message: "invalid device name: use 1 to 15 bytes, no '/', ':', whitespace or control characters")
     }
 }

@@ -28,8 +28,11 @@ import Glibc
 
 /// What kind of device a link is, from its rtnetlink `IFLA_INFO_KIND`.
 public enum LinkKind: Sendable, Hashable, CustomStringConvertible {
+    /// A Linux bridge (`bridge`).
     case bridge
+    /// A VXLAN tunnel device (`vxlan`).
     case vxlan
+    /// One end of a veth pair (`veth`).
     case veth
     /// A tun or tap device (the kernel reports both as `tun`).
     case tun
@@ -65,9 +68,13 @@ public enum LinkKind: Sendable, Hashable, CustomStringConvertible {
 
 /// A network device as rtnetlink reports it.
 public struct LinkInfo: Sendable, Equatable {
+    /// The device name, such as `br0`.
     public var name: String
+    /// The ifindex, unique within the namespace while the link exists.
     public var index: Int32
+    /// The device kind, from `IFLA_INFO_KIND`.
     public var kind: LinkKind
+    /// The MTU in bytes.
     public var mtu: Int
     /// The hardware address; nil for devices without a 6-byte one.
     public var mac: MACAddress?
@@ -76,6 +83,7 @@ public struct LinkInfo: Sendable, Equatable {
     /// The ifindex of the bridge this link is enslaved to, if any.
     public var masterIndex: Int32?
 
+    /// A link with the given fields, for building the value a caller expects rtnetlink to report.
     public init(name: String, index: Int32, kind: LinkKind, mtu: Int, mac: MACAddress?, isUp: Bool, masterIndex: Int32?) {
         self.name = name
         self.index = index
@@ -119,6 +127,7 @@ public struct Route: Sendable, Hashable, CustomStringConvertible {
     /// The outgoing device; nil lets the kernel pick it from the gateway.
     public var device: String?
 
+    /// A route to `destination` through `gateway`, out of `device`, or both.
     public init(destination: IPv4Prefix, gateway: IPv4Address? = nil, device: String? = nil) {
         self.destination = destination
         self.gateway = gateway
@@ -162,6 +171,8 @@ public struct NetlinkError: Error, CustomStringConvertible, Equatable, Sendable 
     /// refusals it makes itself (a link of the wrong kind, an invalid name).
     public let message: String
 
+    /// An error with sfnode's own `message`, for refusals that never reached libnl; `code` is the
+    /// positive `NLE_*` code that fits best.
     public init(operation: String, object: String, code: Int32, message: String) {
         self.operation = operation
         self.object = object
@@ -183,6 +194,7 @@ public struct NetlinkError: Error, CustomStringConvertible, Equatable, Sendable 
             message: String(cString: strerror(code)) + " (errno \(code))")
     }
 
+    /// `operation object: message (libnl error code)`.
     public var description: String { "\(operation) \(object): \(message) (libnl error \(code))" }
 
     /// `NLE_EXIST`: the object exists (or, for a link, exists with another kind).

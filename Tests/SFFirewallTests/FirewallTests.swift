@@ -235,6 +235,8 @@ struct FirewallTests {
                 (.masquerade(source: Sample.prefix("10.0.0.0/24"), outInterface: long), "outInterface '\(long)' is 16 bytes"),
                 (.forwardAccept(inInterface: "br 0", outInterface: nil), "inInterface 'br 0' contains"),
                 (.forwardAccept(inInterface: nil, outInterface: "a/b"), "outInterface 'a/b' contains"),
+                (.forwardAccept(inInterface: "br:0", outInterface: nil), "inInterface 'br:0' contains"),
+                (.forwardAccept(inInterface: nil, outInterface: "+"), "outInterface '+' is only the wildcard"),
                 (.dnat(floating: Sample.address("192.0.2.10"), to: Sample.address("10.0.0.99")), "already DNATed to 10.0.0.5"),
             ]
             for (bad, phrase) in cases {

@@ -11,7 +11,8 @@ struct LinkChangeTests {
         try await withSession("chg") { ns, session in
             let threadName = "nlw-\(ns.prefix(11))"
             let stream = try await session.linkChanges()
-            #expect(threadNames().contains(threadName))
+            // The thread names itself once it runs, which may be after linkChanges returns.
+            #expect(await eventually { threadNames().contains(threadName) })
             let seen = Mutex<[LinkChange]>([])
             let consumer = Task {
                 for await change in stream { seen.withLock { $0.append(change) } }
@@ -48,7 +49,7 @@ struct LinkChangeTests {
             let threadName = "nlw-\(ns.prefix(11))"
             do {
                 let stream = try await session.linkChanges()
-                #expect(threadNames().contains(threadName))
+                #expect(await eventually { threadNames().contains(threadName) })
                 _ = stream
             }
             #expect(await eventually(timeout: .seconds(3)) { !threadNames().contains(threadName) })

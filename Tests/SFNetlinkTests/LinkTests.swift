@@ -156,36 +156,48 @@ struct LinkTests {
     }
 
     @Test func tapIsCreatedOnceAndMovesBetweenNamespaces() async throws {
+        // Three test namespaces, so the tap never passes through the process's own.
         try await withSession("ta") { nsA, sessionA in
-            try await withTestNamespace("tb") { nsB in
-                let sessionB = try NetlinkSession(namespace: nsB, logger: testLogger)
-                let own = try NetlinkSession(namespace: nil, logger: testLogger)
-                let name = TestNames.unique("tap")
-                try await sessionA.createTap(name: name, mtu: 1400)
-                try await sessionA.createTap(name: name, mtu: 1400)
-                let tap = try #require(try await sessionA.link(named: name))
-                #expect(tap.kind == .tun)
-                #expect(tap.mtu == 1400)
-                #expect(try ipLink(nsA, name).output.contains("tun type tap"))
+            try await withSession("tb") { nsB, sessionB in
+                try await withSession("tc") { nsC, sessionC in
+                    let name = TestNames.unique("tap")
+                    try await sessionA.createTap(name: name, mtu: 1400)
+                    try await sessionA.createTap(name: name, mtu: 1400)
+                    let tap = try #require(try await sessionA.link(named: name))
+                    #expect(tap.kind == .tun)
+                    #expect(tap.mtu == 1400)
+                    #expect(try ipLink(nsA, name).output.contains("tun type tap"))
 
-                try await sessionA.moveLink(name, toNamespace: nsB)
-                #expect(try await sessionA.link(named: name) == nil)
-                #expect(try await sessionB.link(named: name)?.kind == .tun)
-                #expect(try ipLink(nsB, name).status == 0)
+                    try await sessionA.moveLink(name, toNamespace: nsB)
+                    #expect(try await sessionA.link(named: name) == nil)
+                    #expect(try await sessionB.link(named: name)?.kind == .tun)
+                    #expect(try ipLink(nsB, name).status == 0)
 
-                // To the process's own namespace and back: a down tap with no address, briefly.
-                try await sessionB.moveLink(name, toNamespace: nil)
-                do {
+                    try await sessionB.moveLink(name, toNamespace: nsC)
                     #expect(try await sessionB.link(named: name) == nil)
-                    #expect(try await own.link(named: name)?.kind == .tun)
-                    try await own.moveLink(name, toNamespace: nsA)
-                } catch {
-                    try? await own.deleteLink(name)
-                    throw error
+                    #expect(try await sessionC.link(named: name)?.kind == .tun)
+                    #expect(try ipLink(nsC, name).status == 0)
+
+                    try await sessionC.moveLink(name, toNamespace: nsA)
+                    #expect(try await sessionC.link(named: name) == nil)
+                    #expect(try await sessionA.link(named: name)?.mtu == 1400)
                 }
-                #expect(try await own.link(named: name) == nil)
-                #expect(try await sessionA.link(named: name)?.mtu == 1400)
             }
+        }
+    }
+
+    @Test func creatingAnExistingTapAppliesTheMTU() async throws {
+        try await withSession("tm") { _, session in
+            let name = TestNames.unique("tap")
+            try await session.createTap(name: name)
+            let index = try #require(try await session.link(named: name)).index
+            try await session.createTap(name: name, mtu: 1300)
+            let tap = try #require(try await session.link(named: name))
+            #expect(tap.index == index)
+            #expect(tap.mtu == 1300)
+            // Without an MTU the existing one is kept.
+            try await session.createTap(name: name)
+            #expect(try await session.link(named: name)?.mtu == 1300)
         }
     }
 
