@@ -3,7 +3,9 @@ import Foundation
 
 /// Names a domain, the way an API request or a log line does.
 public enum DomainReference: Sendable, Hashable, CustomStringConvertible {
+    /// By name: unique on the host at any moment, but a domain can be renamed.
     case name(String)
+    /// By UUID: stable for the domain's whole life.
     case uuid(UUID)
 
     /// `domain 'NAME'` or `domain UUID`, as error messages name it.
@@ -68,7 +70,24 @@ public struct DomainLifecycleEvent: Sendable, Hashable {
 
     /// libvirt's `virDomainEventType`.
     public enum Kind: Sendable, Hashable {
-        case defined, undefined, started, suspended, resumed, stopped, shutdown, pmsuspended, crashed
+        /// A persistent definition was added or changed (`VIR_DOMAIN_EVENT_DEFINED`).
+        case defined
+        /// The persistent definition was removed (`VIR_DOMAIN_EVENT_UNDEFINED`).
+        case undefined
+        /// The domain began running: booted, migrated in or restored (`VIR_DOMAIN_EVENT_STARTED`).
+        case started
+        /// The virtual CPUs were paused (`VIR_DOMAIN_EVENT_SUSPENDED`).
+        case suspended
+        /// The virtual CPUs run again, including when a start sets them going (`VIR_DOMAIN_EVENT_RESUMED`).
+        case resumed
+        /// The domain is no longer running: shut down, destroyed, crashed or saved (`VIR_DOMAIN_EVENT_STOPPED`).
+        case stopped
+        /// The guest or the host began a shutdown; a `stopped` follows once it is off (`VIR_DOMAIN_EVENT_SHUTDOWN`).
+        case shutdown
+        /// The guest put itself into ACPI sleep (`VIR_DOMAIN_EVENT_PMSUSPENDED`).
+        case pmsuspended
+        /// The guest panicked (`VIR_DOMAIN_EVENT_CRASHED`).
+        case crashed
         /// An event type newer than this code.
         case unknown(Int32)
 

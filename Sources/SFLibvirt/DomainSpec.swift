@@ -89,12 +89,27 @@ public struct DomainSpec: Sendable, Equatable {
         }
 
         /// Image formats sfnode accepts.
-        public enum Format: String, Sendable, CaseIterable { case qcow2, raw }
+        public enum Format: String, Sendable, CaseIterable {
+            /// QEMU's copy-on-write format, used for overlays on a shared base image.
+            case qcow2
+            /// A plain image, byte for byte the guest's disk.
+            case raw
+        }
         /// What the guest sees.
-        public enum Device: String, Sendable, CaseIterable { case disk, cdrom }
+        public enum Device: String, Sendable, CaseIterable {
+            /// A hard disk.
+            case disk
+            /// A CD-ROM drive, always read-only.
+            case cdrom
+        }
         /// Disk buses sfnode accepts.
         public enum Bus: String, Sendable, CaseIterable {
-            case virtio, sata, ide
+            /// Paravirtual block device (`vdX`).
+            case virtio
+            /// AHCI SATA (`sdX`).
+            case sata
+            /// Legacy IDE (`hdX`), at most four disks.
+            case ide
 
             /// The guest-visible name prefix libvirt expects for targets on this bus.
             var targetPrefix: String {
@@ -129,7 +144,12 @@ public struct DomainSpec: Sendable, Equatable {
 
     /// NIC models sfnode lets a guest have (an allow-list: anything else is refused).
     public enum NICModel: String, Sendable, CaseIterable {
-        case virtio, e1000, rtl8139
+        /// Paravirtual NIC: fastest, needs a virtio driver in the guest.
+        case virtio
+        /// Emulated Intel e1000, for guests without virtio drivers.
+        case e1000
+        /// Emulated Realtek RTL8139, for very old guests.
+        case rtl8139
 
         /// Parses a model named in a request, refusing anything not on the list.
         public static func parse(_ text: String) throws -> NICModel {
@@ -156,7 +176,16 @@ public struct DomainSpec: Sendable, Equatable {
 
     /// Video models sfnode lets a guest have (an allow-list).
     public enum VideoModel: String, Sendable, CaseIterable {
-        case cirrus, vga, virtio, qxl, none
+        /// Emulated Cirrus Logic card, for old guests.
+        case cirrus
+        /// Standard VGA.
+        case vga
+        /// Paravirtual GPU.
+        case virtio
+        /// QXL, for SPICE.
+        case qxl
+        /// No video device (the guest has only its serial console).
+        case none
 
         /// Parses a model named in a request, refusing anything not on the list.
         public static func parse(_ text: String) throws -> VideoModel {
@@ -293,9 +322,13 @@ public struct DomainSpec: Sendable, Equatable {
 
 /// Why a ``DomainSpec`` cannot become a domain.
 public enum DomainSpecError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The domain name is not one sfnode accepts, and why.
     case invalidName(String, reason: String)
+    /// A field's value is out of range or malformed: the field, the value, and why.
     case invalidValue(field: String, value: String, reason: String)
+    /// A device model outside the allow-list: the kind of device, the model asked for, and the allowed ones.
     case unsupportedModel(kind: String, model: String, allowed: [String])
+    /// The spec still says `auto`; it must be resolved to `kvm` or `qemu` on the node first.
     case unresolvedVirtualizationType
 
     /// What is wrong, naming the field and the value.

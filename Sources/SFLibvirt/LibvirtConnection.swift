@@ -13,7 +13,8 @@ import Glibc
 /// thread, off Swift's cooperative pool (libvirt calls block on RPC). The connection opens on first
 /// use; keepalive and a close callback detect a dead daemon, and the next call reconnects and
 /// re-registers for lifecycle events, so the agent survives a libvirtd restart without restarting
-/// itself. A call that fails because the connection died under it is retried once on a new one.
+/// itself. A call that fails because the connection died under it is retried once on a new one,
+/// unless running it twice could do harm (see ``reset(_:)`` and ``reboot(_:)``).
 public actor LibvirtConnection {
     /// The URI connected to, such as `qemu:///system`.
     public let uri: String
@@ -132,13 +133,27 @@ public actor LibvirtConnection {
     }
 
     /// Runs `body` on the live connection; if it fails because the connection died (libvirtd was
-    /// restarted between two calls), reconnects and runs it once more.
-    private func withConnection<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+    /// restarted between two calls), reconnects and, when `retry` is true, runs it once more.
+    ///
+    /// A call that meets a dead connection may or may not have reached the daemon before it died:
+    /// the request can have been carried out with only the reply lost. Running it again is only
+    /// safe for operations whose second run changes nothing (define, start and destroy check the
+    /// state first, reads change nothing). Pass `retry: false` for the others, such as reset and
+    /// reboot, which would otherwise reset or reboot the guest twice; they reconnect, so the next
+    /// call works, but throw the original error and leave the decision to the caller.
+    private func withConnection<T>(retry: Bool = true, _ body: (OpaquePointer) throws -> T) throws -> T {
         let conn = try connection()
         do {
             return try body(conn)
         } catch let error as LibvirtError {
             guard virConnectIsAlive(conn) != 1 || liveness?.isAlive == false else { throw error }
+            guard retry else {
+                logger.warning(
+                    "libvirt connection died during a call that is not safe to repeat; reconnecting on the next call without retrying",
+                    metadata: ["libvirt.error": "\(error)"])
+                teardown()
+                throw error
+            }
             logger.warning(
                 "libvirt connection died during a call; reconnecting and retrying once",
                 metadata: ["libvirt.error": "\(error)"])
@@ -230,7 +245,9 @@ public actor LibvirtConnection {
     }
 
     /// Asks the guest to shut down by pressing the ACPI power button; the guest decides whether and
-    /// when. Asking a domain that is not running is not an error.
+    /// when. Asking a domain that is not running is not an error. Retried after a dead connection:
+    /// a second press lands while the guest is already shutting down on the first (or finds the
+    /// domain off), so it asks for nothing new, unlike a second reboot.
     public func shutdown(_ reference: DomainReference) throws {
         try withDomain(reference, "shut down") { domain in
             if virDomainIsActive(domain) == 0 { return }
@@ -242,9 +259,11 @@ public actor LibvirtConnection {
     }
 
     /// Asks the guest to reboot by pressing the ACPI power button (libvirt restarts the domain once
-    /// the guest powers off); the guest decides whether and when.
+    /// the guest powers off); the guest decides whether and when. Not retried when the connection
+    /// dies during the call: the request may already have reached the daemon, and a second press
+    /// could reboot the guest twice, so the error is thrown and the caller decides.
     public func reboot(_ reference: DomainReference) throws {
-        try withDomain(reference, "reboot") { domain in
+        try withDomain(reference, "reboot", retry: false) { domain in
             if virDomainReboot(domain, VIR_DOMAIN_REBOOT_ACPI_POWER_BTN.rawValue) < 0 {
                 throw LibvirtError.last("reboot", object: reference.description)
             }
@@ -252,9 +271,11 @@ public actor LibvirtConnection {
         }
     }
 
-    /// Resets the virtual machine at once, like the reset button; the guest gets no say.
+    /// Resets the virtual machine at once, like the reset button; the guest gets no say. Not
+    /// retried when the connection dies during the call: the reset may already have happened, and
+    /// a second one would interrupt the guest's fresh boot, so the error is thrown instead.
     public func reset(_ reference: DomainReference) throws {
-        try withDomain(reference, "reset") { domain in
+        try withDomain(reference, "reset", retry: false) { domain in
             if virDomainReset(domain, 0) < 0 {
                 throw LibvirtError.last("reset", object: reference.description)
             }
@@ -397,18 +418,20 @@ public actor LibvirtConnection {
     }
 
     /// Looks the domain up and runs `body` on it; an absent domain is an error (libvirt's own).
+    /// `retry` is ``withConnection(retry:_:)``'s: false for operations that must not run twice.
     private func withDomain<T>(
-        _ reference: DomainReference, _ operation: String, _ body: (OpaquePointer) throws -> T
+        _ reference: DomainReference, _ operation: String, retry: Bool = true, _ body: (OpaquePointer) throws -> T
     ) throws -> T {
-        try withDomain(reference, operation, ifAbsent: nil, body)
+        try withDomain(reference, operation, retry: retry, ifAbsent: nil, body)
     }
 
     /// Looks the domain up and runs `body` on it, or `ifAbsent` when libvirt says it does not exist
     /// (a nil `ifAbsent` makes that an error).
     private func withDomain<T>(
-        _ reference: DomainReference, _ operation: String, ifAbsent: (() -> T)?, _ body: (OpaquePointer) throws -> T
+        _ reference: DomainReference, _ operation: String, retry: Bool = true, ifAbsent: (() -> T)?,
+        _ body: (OpaquePointer) throws -> T
     ) throws -> T {
-        try withConnection { conn in
+        try withConnection(retry: retry) { conn in
             let found: OpaquePointer?
             switch reference {
             case .name(let name): found = virDomainLookupByName(conn, name)

@@ -36,16 +36,23 @@ enum LibvirtRuntime {
         if virEventRegisterDefaultImpl() < 0 {
             return .last("register the default event loop", object: "libvirt")
         }
-        let thread = Thread {
-            while true {
-                // It only fails on a broken poll set; back off rather than spin a core.
-                if virEventRunDefaultImpl() < 0 {
-                    usleep(100_000)
+        // An OS thread rather than Foundation's Thread, whose name never reaches the kernel: this
+        // one shows as libvirt-events in `top -H` and /proc/<pid>/task/*/comm.
+        do {
+            try OSThread.spawn(name: "libvirt-events") {
+                while true {
+                    // It only fails on a broken poll set; back off rather than spin a core.
+                    if virEventRunDefaultImpl() < 0 {
+                        usleep(100_000)
+                    }
                 }
             }
+        } catch {
+            // Without the loop no keepalive, close callback or event would ever fire.
+            return LibvirtError(
+                operation: "start the event loop thread of", object: "libvirt", code: -1, domain: -1,
+                message: "\(error)")
         }
-        thread.name = "libvirt-events"
-        thread.start()
         return nil
     }
 }

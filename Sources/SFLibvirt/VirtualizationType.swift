@@ -10,8 +10,11 @@ import Logging
 /// It is configuration, never guessed from libvirt's capabilities alone: a host can report `kvm` and
 /// still crash KVM guests (nested virtualisation without the CPU flags), where only `qemu` works.
 public enum VirtualizationType: String, Sendable, CaseIterable, Codable {
+    /// Hardware virtualisation through KVM.
     case kvm
+    /// Software emulation (TCG): works anywhere, much slower.
     case qemu
+    /// Decided on the node by ``resolved(logger:facts:)``: `kvm` when the host can run it, else `qemu`.
     case auto
 
     /// What the host offers that decides `auto`.

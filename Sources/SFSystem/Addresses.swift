@@ -3,16 +3,21 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// The address as a 32-bit number, most significant octet first (192.0.2.1 is 0xC000_0201).
     public let value: UInt32
 
+    /// The address whose 32-bit number (host byte order) is `value`.
     public init(_ value: UInt32) { self.value = value }
 
-    /// Parses dotted-quad notation; nil for anything else.
+    /// Parses dotted-quad notation of four plain decimal octets; nil for anything else.
+    ///
+    /// A leading zero (`010.0.0.1`), a sign (`+1`) or any other spelling is refused rather than
+    /// read as decimal: inet_aton, and so iproute2, read `010` as octal 8, and sfnode must never
+    /// mean a different address than the kernel tools do for the same text.
     public init?(_ text: String) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }
         var value: UInt32 = 0
         for part in parts {
-            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let octet = UInt8(part) else { return nil }
-            value = value << 8 | UInt32(octet)
+            guard let number = plainDecimal(part, maxDigits: 3), number <= 255 else { return nil }
+            value = value << 8 | UInt32(number)
         }
         self.value = value
     }
@@ -28,15 +33,19 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// Builds an address from `in_addr.s_addr` (network byte order).
     public init(networkOrder: UInt32) { self.value = UInt32(bigEndian: networkOrder) }
 
+    /// Dotted-quad notation, such as `192.0.2.1`: what the string initialiser parses back.
     public var description: String { octets.map(String.init).joined(separator: ".") }
 
+    /// Orders addresses numerically, so 10.0.0.9 comes before 10.0.0.10.
     public static func < (lhs: IPv4Address, rhs: IPv4Address) -> Bool { lhs.value < rhs.value }
 }
 
 /// An IPv4 address with a prefix length: `10.0.0.1/24` names both an interface address and,
 /// through ``network``, the network it is in.
 public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible, LosslessStringConvertible {
+    /// The address, host bits included: 10.0.0.1 in 10.0.0.1/24.
     public let address: IPv4Address
+    /// How many leading bits name the network, 0...32.
     public let length: Int
 
     /// Fails with a message naming the bad part when `length` is outside 0...32.
@@ -48,14 +57,15 @@ public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible, LosslessS
         self.length = length
     }
 
-    /// Parses `a.b.c.d/n`; a bare address means /32.
+    /// Parses `a.b.c.d/n`; a bare address means /32. The address is read as ``IPv4Address`` reads
+    /// it, and the length likewise only as plain decimal (`/24`, not `/024` or `/+24`).
     public init?(_ text: String) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), let address = IPv4Address(String(parts[0])) else { return nil }
         var length = 32
         if parts.count == 2 {
-            guard let parsed = Int(parts[1]), (0...32).contains(parsed), parts[1].allSatisfy(\.isASCII) else { return nil }
-            length = parsed
+            guard let parsed = plainDecimal(parts[1], maxDigits: 2), parsed <= 32 else { return nil }
+            length = Int(parsed)
         }
         self.address = address
         self.length = length
@@ -89,11 +99,13 @@ public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible, LosslessS
     /// The address at `index` within the network: index 1 of 10.0.0.0/24 is 10.0.0.1.
     public func host(_ index: UInt32) -> IPv4Address { IPv4Address(network.address.value &+ index) }
 
+    /// `a.b.c.d/n`, with the address as given (host bits kept).
     public var description: String { "\(address)/\(length)" }
 }
 
 /// A 48-bit Ethernet address.
 public struct MACAddress: Hashable, Sendable, CustomStringConvertible, LosslessStringConvertible {
+    /// The six octets, in the order they go on the wire.
     public let octets: [UInt8]
 
     /// Fails unless given exactly six octets.
@@ -102,13 +114,17 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
         self.octets = octets
     }
 
-    /// Parses `aa:bb:cc:dd:ee:ff` (either case).
+    /// Parses `aa:bb:cc:dd:ee:ff` (either case): exactly two hex digits per octet.
     public init?(_ text: String) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 6 else { return nil }
         var octets: [UInt8] = []
         for part in parts {
-            guard part.count == 2, let octet = UInt8(part, radix: 16) else { return nil }
+            // UInt8(_:radix:) alone would take a sign, as in "+f"; two UTF-8 bytes that are hex
+            // digits can only be two ASCII ones.
+            guard part.utf8.count == 2, part.allSatisfy(\.isHexDigit), let octet = UInt8(part, radix: 16) else {
+                return nil
+            }
             octets.append(octet)
         }
         self.octets = octets
@@ -119,6 +135,7 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
 
     private init(unchecked octets: [UInt8]) { self.octets = octets }
 
+    /// Lower-case `aa:bb:cc:dd:ee:ff`, as iproute2 prints it.
     public var description: String {
         octets.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
     }
@@ -126,11 +143,23 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
 
 /// A malformed address, with a message that names what is wrong.
 public enum AddressError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The address is malformed; the message says how, quoting it.
     case invalid(String)
 
+    /// The message.
     public var description: String {
         switch self {
         case .invalid(let message): return message
         }
     }
+}
+
+/// The value of `text` when it is a plain decimal number of at most `maxDigits` ASCII digits with no
+/// leading zero ("0" itself is fine); nil for anything else, signs and octal-looking forms included.
+private func plainDecimal(_ text: Substring, maxDigits: Int) -> UInt32? {
+    let digits = text.utf8
+    guard (1...maxDigits).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+    else { return nil }
+    if digits.count > 1 && digits.first == UInt8(ascii: "0") { return nil }
+    return digits.reduce(0) { $0 * 10 + UInt32($1 - UInt8(ascii: "0")) }
 }

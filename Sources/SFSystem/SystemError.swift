@@ -9,6 +9,7 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The errno value the call left.
     public let code: Int32
 
+    /// An error for `operation` that failed with errno `code` (or a pthread function's return value).
     public init(_ operation: String, code: Int32) {
         self.operation = operation
         self.code = code
@@ -19,6 +20,7 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
         SystemError(operation, code: errno)
     }
 
+    /// `<operation>: <strerror text> (errno <code>)`.
     public var description: String {
         "\(operation): \(String(cString: strerror(code))) (errno \(code))"
     }

@@ -22,20 +22,24 @@ extension LibvirtIntegration {
             let files = try GuestFiles(name: name)
             defer { files.remove() }
             let log = EventLog(try await connection.lifecycleEvents())
+            // The UUID is chosen here so that the define's events can be collected before libvirt
+            // returns the identity.
+            let uuid = UUID()
             let spec = DomainSpec(
-                name: name, type: .qemu, memoryMiB: 128, vcpus: 1, disks: [.init(path: files.overlay)],
+                name: name, uuid: uuid, type: .qemu, memoryMiB: 128, vcpus: 1, disks: [.init(path: files.overlay)],
                 serialLogPath: files.serialLog, video: .init(model: .none))
-    
+
             var defined: DomainIdentity?
-            let definedEvents = try await log.collect(for: spec.uuid ?? UUID(), count: 0) {
+            let definedEvents = try await log.collect(for: uuid, count: 1) {
                 defined = try await connection.define(spec)
             }
-            #expect(definedEvents.isEmpty)
             let identity = try #require(defined)
             let byUUID = DomainReference.uuid(identity.uuid)
             let byName = DomainReference.name(name)
             do {
-                #expect(kinds(log.events(for: identity.uuid)).first == .defined)
+                #expect(identity == DomainIdentity(name: name, uuid: uuid))
+                #expect(kinds(definedEvents) == [.defined])
+                #expect(definedEvents.first?.detail == 0, "VIR_DOMAIN_EVENT_DEFINED_ADDED")
                 #expect(try await connection.state(of: byName) == .off)
                 #expect(try virshState(name) == "shut off")
 

@@ -117,6 +117,43 @@ extension LibvirtIntegration {
             #expect(messages.contains("libvirt connection died during a call; reconnecting and retrying once"), "\(messages)")
         }
 
+        @Test func resetAndRebootAreNotRetriedWhenTheirConnectionDies() async throws {
+            // A reset whose reply was lost may already have happened; running it again would reset
+            // the guest twice. So the caller gets the connection error, and the next call reconnects.
+            for operation in ["reset", "reboot"] {
+                let store = CapturingLogHandler.Store()
+                let logger = Logger(label: "sfnode.test.libvirt.noretry") { _ in CapturingLogHandler(store: store) }
+                let before = try clientsOfThisProcess()
+                let connection = try LibvirtConnection(logger: logger)
+                try await connection.connect()
+                let mine = try clientsOfThisProcess().subtracting(before)
+                let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
+
+                try #require(virEventAddTimeout(0, stallEventLoop, nil, nil) >= 0)
+                try await Task.sleep(for: .milliseconds(200))
+                try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", client]).status == 0)
+                // An absent domain: were the call retried, the caller would see libvirt's "no domain".
+                let missing = DomainReference.name(TestNames.unique("none"))
+                let failed = await #expect(throws: LibvirtError.self, "\(operation)") {
+                    if operation == "reset" {
+                        try await connection.reset(missing)
+                    } else {
+                        try await connection.reboot(missing)
+                    }
+                }
+                #expect(failed?.isNoDomain == false, "the connection's error, not a retry's: \(failed?.description ?? "")")
+                #expect(await connection.connectionCount == 1, "\(operation) did not reconnect to run again")
+                let messages = store.messages.withLock { $0 }
+                #expect(!messages.contains("libvirt connection died during a call; reconnecting and retrying once"), "\(messages)")
+                #expect(messages.contains { $0.hasPrefix("libvirt connection died during a call that is not safe to repeat") }, "\(messages)")
+
+                #expect(try await connection.lookup(missing) == nil, "the next call reconnects")
+                #expect(await connection.connectionCount == 2)
+                // Let the stalled event loop wake before the next round stalls it again.
+                try await Task.sleep(for: .milliseconds(1_500))
+            }
+        }
+
         @Test func closeThenCallReconnects() async throws {
             let connection = try LibvirtConnection(logger: testLogger)
             try await connection.connect()

@@ -39,4 +39,14 @@ import Testing
             "events: \(log.events(for: identity.uuid).map(\.kind))")
         #expect(log.events(for: identity.uuid).map(\.kind).prefix(3) == [.suspended, .resumed, .stopped])
     }
+
+    @Test func theEventLoopThreadIsNamedForTheKernel() async throws {
+        try await connection.connect()
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        let names = tasks.compactMap { task in
+            try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(names.contains("libvirt-events"), "thread names: \(names.sorted())")
+    }
 }
