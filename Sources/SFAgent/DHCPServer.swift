@@ -1,0 +1,127 @@
+import Foundation
+import Logging
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One interface's fixed DHCP lease.
+public struct DHCPHost: Sendable, Equatable, Hashable {
+    public var mac: MACAddress
+    public var address: IPv4Address
+    public var hostname: String?
+
+    public init(mac: MACAddress, address: IPv4Address, hostname: String? = nil) {
+        self.mac = mac
+        self.address = address
+        self.hostname = hostname
+    }
+
+    /// The dnsmasq hosts-file line. Hostnames are reduced to what DHCP allows, so that no user
+    /// string can add fields or lines to the file.
+    var line: String {
+        let name = hostname.map { String($0.lowercased().filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }.prefix(63)) }
+        if let name, !name.isEmpty { return "\(mac),\(address),\(name)" }
+        return "\(mac),\(address)"
+    }
+}
+
+/// dnsmasq serving DHCP (no DNS) for one network, inside the network's namespace.
+///
+/// Its files live in one directory per network: `hosts` (one fixed lease per interface), `leases`
+/// and `pid`. Changing the hosts re-writes the file atomically and sends SIGHUP, which makes dnsmasq
+/// re-read it without dropping leases. A dnsmasq found running from an earlier agent (its pid file
+/// names a live dnsmasq for this directory) is adopted rather than duplicated; one that died is started
+/// again and reaped.
+public actor DHCPServer {
+    public let directory: String
+    private let interface: String
+    private let router: IPv4Prefix
+    private let thread: NamespaceExecutor
+    private let logger: Logger
+    private var child: ChildProcess?
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
+
+    /// A server for the network whose router address is `router` on `interface`, in `thread`'s namespace.
+    public init(directory: String, interface: String, router: IPv4Prefix, thread: NamespaceExecutor, logger: Logger) {
+        self.directory = directory
+        self.interface = interface
+        self.router = router
+        self.thread = thread
+        var logger = logger
+        logger[metadataKey: "dhcp.directory"] = "\(directory)"
+        self.logger = logger
+    }
+
+    private var hostsPath: String { directory + "/hosts" }
+    private var pidPath: String { directory + "/pid" }
+    private var leasesPath: String { directory + "/leases" }
+
+    /// Makes dnsmasq run with exactly `hosts`. Returns what it did, for events.
+    @discardableResult
+    public func ensure(hosts: [DHCPHost]) throws -> DHCPChange {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let text = hosts.map(\.line).sorted().joined(separator: "\n") + "\n"
+        let changed = (try? String(contentsOfFile: hostsPath, encoding: .utf8)) != text
+        if changed {
+            // Write-then-rename: dnsmasq re-reading on SIGHUP never sees half a file.
+            let temporary = hostsPath + ".new"
+            try text.write(toFile: temporary, atomically: false, encoding: .utf8)
+            guard rename(temporary, hostsPath) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
+        }
+        if let pid = runningPID() {
+            if changed {
+                kill(pid, SIGHUP)
+                logger.info("dnsmasq told to re-read its hosts", metadata: ["dhcp.pid": "\(pid)", "dhcp.hosts": "\(hosts.count)"])
+                return .reloaded
+            }
+            return .unchanged
+        }
+        try start()
+        return .started
+    }
+
+    /// Stops dnsmasq and removes its directory. Stopping what is not running is not an error.
+    public func stop() throws {
+        if let pid = runningPID() {
+            kill(pid, SIGTERM)
+            child?.waitUntilExit()
+        }
+        child = nil
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// The pid of the dnsmasq serving this directory, if one runs: our child, or one an earlier agent
+    /// started (found through the pid file and checked against its command line, so a reused pid is
+    /// never mistaken for it).
+    public func runningPID() -> Int32? {
+        if let child, child.isRunning { return child.processIdentifier }
+        child = nil
+        guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+            let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+        else { return nil }
+        let command = String(decoding: raw, as: UTF8.self)
+        return command.hasPrefix("/usr/sbin/dnsmasq") && command.contains("--dhcp-hostsfile=\(hostsPath)") ? pid : nil
+    }
+
+    private func start() throws {
+        let arguments = [
+            "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
+            "--bind-interfaces", "--interface=\(interface)", "--except-interface=lo",
+            "--dhcp-range=\(router.host(2)),static,\(router.netmask),1h", "--dhcp-option=3,\(router.address)",
+            "--dhcp-hostsfile=\(hostsPath)", "--dhcp-leasefile=\(leasesPath)", "--pid-file=\(pidPath)",
+            "--dhcp-authoritative", "--log-facility=-",
+        ]
+        // Spawned from the namespace's thread (this actor's executor), so it runs inside the namespace.
+        child = try ChildProcess.spawn(arguments, outputPath: directory + "/log")
+        logger.info("dnsmasq started", metadata: ["dhcp.pid": "\(child?.processIdentifier ?? 0)"])
+    }
+}
+
+/// What ``DHCPServer/ensure(hosts:)`` did.
+public enum DHCPChange: Sendable, Equatable {
+    case unchanged, reloaded, started
+}

@@ -1,0 +1,56 @@
+import Foundation
+import SFSystem
+
+/// Where and under which names the agent puts what it builds on a host.
+///
+/// Everything sfnode creates carries a name it can recognise as its own, because "remove only what
+/// is provably yours" starts with telling yours apart. Devices live in the host namespace (the root
+/// namespace in production, a test's namespace in tests) under short fixed prefixes; the two kinds of
+/// object that are global to the machine, network namespaces and taps (libvirtd opens a tap by name
+/// in the root namespace), use configurable prefixes so that a test run's objects are its own.
+public struct HostLayout: Sendable, Equatable {
+    /// The namespace that holds bridges, VXLANs and the outer ends of veths; nil for the root namespace.
+    public var hostNamespace: String?
+    /// The prefix of every network namespace and libvirt domain the agent creates (a UUID follows).
+    public var namespacePrefix: String
+    /// The prefix of every tap the agent creates (six hex digits of the interface UUID follow).
+    public var tapPrefix: String
+    /// The MTU of every link the agent creates for guests: the underlay's less VXLAN's 50 bytes.
+    public var mtu: Int
+
+    /// Production defaults: the root namespace, `sfnode-` namespaces, `sfi` taps.
+    public init(hostNamespace: String? = nil, namespacePrefix: String = "sfnode-", tapPrefix: String = "sfi", mtu: Int = 1450) {
+        self.hostNamespace = hostNamespace
+        self.namespacePrefix = namespacePrefix
+        self.tapPrefix = tapPrefix
+        self.mtu = mtu
+    }
+
+    /// The network's namespace on the network node.
+    public func namespace(of network: UUID) -> String { namespacePrefix + network.uuidString.lowercased() }
+
+    /// The VXLAN device of a network, on every node that has it.
+    public func vxlan(_ vxid: UInt32) -> String { "sfvx" + hex6(vxid) }
+    /// The bridge the VXLAN, the router veth and the guests' taps are enslaved to.
+    public func bridge(_ vxid: UInt32) -> String { "sfbr" + hex6(vxid) }
+    /// The host end of the veth whose other end holds the router address in the network namespace.
+    public func routerOuter(_ vxid: UInt32) -> String { "sfro" + hex6(vxid) }
+    /// The network namespace end of that veth.
+    public func routerInner(_ vxid: UInt32) -> String { "sfri" + hex6(vxid) }
+    /// The host end of the egress veth, enslaved to the egress bridge.
+    public func egressOuter(_ vxid: UInt32) -> String { "sfeo" + hex6(vxid) }
+    /// The network namespace end of the egress veth, holding the floating gateway and floats.
+    public func egressInner(_ vxid: UInt32) -> String { "sfei" + hex6(vxid) }
+    /// The bridge in the host namespace that every network's egress veth joins.
+    public var egressBridge: String { "sfegress" }
+
+    /// The tap of one interface.
+    public func tap(of interface: UUID) -> String {
+        tapPrefix + String(interface.uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(6))
+    }
+
+    private func hex6(_ value: UInt32) -> String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, 6 - text.count)) + text
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import Logging
+import SFLibvirt
+import SFNetlink
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What one instance needs on this host.
+public struct InstancePlan: Sendable, Equatable {
+    /// One disk: a copy-on-write layer over a base image, a blank disk, or a CD-ROM of an image.
+    public struct Disk: Sendable, Equatable {
+        public enum Source: Sendable, Equatable {
+            /// A qcow2 overlay over this base image (the blob store's seam: today a path).
+            case base(path: String)
+            /// An empty disk of this many GiB.
+            case blank(sizeGiB: Int)
+            /// A read-only CD-ROM of this image file.
+            case cdrom(path: String)
+        }
+
+        public var source: Source
+        public var bus: DomainSpec.Disk.Bus
+
+        public init(source: Source, bus: DomainSpec.Disk.Bus = .virtio) {
+            self.source = source
+            self.bus = bus
+        }
+    }
+
+    /// One network interface, on the bridge of the network with `vxid`.
+    public struct Interface: Sendable, Equatable {
+        public var uuid: UUID
+        public var mac: MACAddress
+        public var vxid: UInt32
+        public var model: DomainSpec.NICModel
+
+        public init(uuid: UUID, mac: MACAddress, vxid: UInt32, model: DomainSpec.NICModel = .virtio) {
+            self.uuid = uuid
+            self.mac = mac
+            self.vxid = vxid
+            self.model = model
+        }
+    }
+
+    public var uuid: UUID
+    public var cpus: Int
+    public var memoryMiB: Int
+    public var disks: [Disk]
+    public var interfaces: [Interface]
+    public var video: DomainSpec.Video?
+
+    public init(
+        uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil
+    ) {
+        self.uuid = uuid
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.disks = disks
+        self.interfaces = interfaces
+        self.video = video
+    }
+}
+
+/// Makes an instance exist, run, and go away on this host: disks, taps, the domain.
+///
+/// Taps are made in the root namespace, where libvirtd opens an unmanaged tap by name, and moved into
+/// the host namespace (when that is not the root one) once QEMU holds them; a tap that was moved
+/// must be made again before the domain starts again.
+public struct InstanceRealizer: Sendable {
+    public let layout: HostLayout
+    /// The netlink session in the host namespace, where the bridges are.
+    public let host: NetlinkSession
+    /// The netlink session in the root namespace, where taps are made.
+    public let root: NetlinkSession
+    public let libvirt: LibvirtConnection
+    /// Where instance directories (disks, console log) live.
+    public let storagePath: String
+    public let virtualization: VirtualizationType
+    let logger: Logger
+
+    public init(
+        layout: HostLayout, host: NetlinkSession, root: NetlinkSession, libvirt: LibvirtConnection, storagePath: String,
+        virtualization: VirtualizationType, logger: Logger
+    ) {
+        self.layout = layout
+        self.host = host
+        self.root = root
+        self.libvirt = libvirt
+        self.storagePath = storagePath
+        self.virtualization = virtualization
+        self.logger = logger
+    }
+
+    /// The domain's name: recognisably sfnode's, unique per instance.
+    public func domainName(of instance: UUID) -> String { layout.namespacePrefix + instance.uuidString.lowercased() }
+    /// The instance's directory of disks and console log.
+    public func directory(of instance: UUID) -> String { storagePath + "/" + instance.uuidString.lowercased() }
+    /// Where the guest's first serial port is written.
+    public func consoleLog(of instance: UUID) -> String { directory(of: instance) + "/console.log" }
+
+    /// Creates what is missing and starts the domain if it is not running. Re-running it after a
+    /// crash at any point converges: existing disks are kept, existing taps reused, the domain
+    /// redefined with the same XML, and a running domain left alone.
+    public func ensureRunning(_ plan: InstancePlan) async throws {
+        let directory = directory(of: plan.uuid)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var disks: [DomainSpec.Disk] = []
+        for (index, disk) in plan.disks.enumerated() {
+            disks.append(try prepare(disk, index: index, in: directory))
+        }
+        let name = domainName(of: plan.uuid)
+        if try await libvirt.state(of: .name(name)) == .on { return }
+        for interface in plan.interfaces {
+            // A tap left in the host namespace by an earlier run must come back to the root one.
+            let tap = layout.tap(of: interface.uuid)
+            if layout.hostNamespace != nil { try await host.deleteLink(tap) }
+            try await root.createTap(name: tap, mtu: layout.mtu)
+        }
+        let spec = DomainSpec(
+            name: name, uuid: plan.uuid, type: virtualization, memoryMiB: plan.memoryMiB, vcpus: plan.cpus, disks: disks,
+            interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
+            serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
+        try await libvirt.define(spec)
+        try await libvirt.start(.name(name))
+        try await plugTaps(plan)
+    }
+
+    /// Moves the instance's taps into the host namespace if needed and enslaves them to their
+    /// networks' bridges. Also what reconciliation runs when a tap lost its bridge.
+    public func plugTaps(_ plan: InstancePlan) async throws {
+        for interface in plan.interfaces {
+            let tap = layout.tap(of: interface.uuid)
+            if let namespace = layout.hostNamespace, try await root.link(named: tap) != nil {
+                try await root.moveLink(tap, toNamespace: namespace)
+            }
+            try await host.setMaster(tap, master: layout.bridge(interface.vxid))
+            try await host.setMTU(tap, layout.mtu)
+            try await host.setLinkUp(tap, true)
+        }
+    }
+
+    /// Destroys and undefines the domain, removes its taps and its directory. Removing what is gone
+    /// is not an error.
+    public func remove(_ plan: InstancePlan) async throws {
+        let name = domainName(of: plan.uuid)
+        try await libvirt.destroy(.name(name))
+        try await libvirt.undefine(.name(name))
+        for interface in plan.interfaces {
+            let tap = layout.tap(of: interface.uuid)
+            try await host.deleteLink(tap)
+            try await root.deleteLink(tap)
+        }
+        try? FileManager.default.removeItem(atPath: directory(of: plan.uuid))
+    }
+
+    private func prepare(_ disk: InstancePlan.Disk, index: Int, in directory: String) throws -> DomainSpec.Disk {
+        switch disk.source {
+        case .cdrom(let path):
+            return DomainSpec.Disk(path: path, format: .raw, device: .cdrom, bus: disk.bus == .virtio ? .sata : disk.bus)
+        case .base(let base):
+            let path = directory + "/disk\(index).qcow2"
+            try createImage(at: path, arguments: ["-F", "qcow2", "-b", base])
+            return DomainSpec.Disk(path: path, bus: disk.bus)
+        case .blank(let size):
+            guard size > 0 else { throw AgentError.invalid("blank disk \(index) must be at least 1 GiB, not \(size)") }
+            let path = directory + "/disk\(index).qcow2"
+            try createImage(at: path, arguments: [], size: "\(size)G")
+            return DomainSpec.Disk(path: path, bus: disk.bus)
+        }
+    }
+
+    /// qemu-img into a temporary name, then rename: a crash never leaves a half-made disk that a
+    /// later run would take for finished.
+    private func createImage(at path: String, arguments: [String], size: String? = nil) throws {
+        if FileManager.default.fileExists(atPath: path) { return }
+        let temporary = path + ".partial"
+        try? FileManager.default.removeItem(atPath: temporary)
+        let result = try ChildProcess.run(
+            ["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2"] + arguments + [temporary] + (size.map { [$0] } ?? []))
+        guard result.status == 0 else {
+            throw AgentError.commandFailed("qemu-img create \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        guard rename(temporary, path) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
+    }
+}
+
+/// An agent operation that cannot go on, with what was wrong.
+public enum AgentError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalid(String)
+    case commandFailed(String, String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let message): return message
+        case .commandFailed(let command, let output): return "\(command) failed: \(output)"
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import Logging
+import SFFirewall
+import SFNetlink
+import SFSystem
+
+/// What one network needs on this host, derived from the store: the realizer makes the host match it.
+public struct NetworkPlan: Sendable, Equatable {
+    /// A floating address and the private address it stands for.
+    public struct Float: Sendable, Equatable, Hashable {
+        public var floating: IPv4Address
+        public var privateAddress: IPv4Address
+
+        public init(floating: IPv4Address, privateAddress: IPv4Address) {
+            self.floating = floating
+            self.privateAddress = privateAddress
+        }
+    }
+
+    public var uuid: UUID
+    /// The VXLAN network identifier, which also names the network's devices.
+    public var vxid: UInt32
+    /// The network's address range; its index 1 is the router.
+    public var netblock: IPv4Prefix
+    /// Whether the network reaches the outside through NAT on the network node.
+    public var provideNAT: Bool
+    /// The network's own address on the egress side, with the floating range's prefix length.
+    public var floatingGateway: IPv4Prefix?
+    /// The egress bridge's address (the floating range's index 1), the network's default route.
+    public var egressRouter: IPv4Address?
+    /// The floating addresses currently floated to interfaces of this network.
+    public var floats: [Float]
+    /// The underlay addresses of the other nodes with this network; never this node's own.
+    public var meshPeers: [IPv4Address]
+
+    public init(
+        uuid: UUID, vxid: UInt32, netblock: IPv4Prefix, provideNAT: Bool, floatingGateway: IPv4Prefix? = nil,
+        egressRouter: IPv4Address? = nil, floats: [Float] = [], meshPeers: [IPv4Address] = []
+    ) {
+        self.uuid = uuid
+        self.vxid = vxid
+        self.netblock = netblock
+        self.provideNAT = provideNAT
+        self.floatingGateway = floatingGateway
+        self.egressRouter = egressRouter
+        self.floats = floats
+        self.meshPeers = meshPeers
+    }
+
+    /// The router address: index 1 of the netblock, with its prefix length.
+    public var router: IPv4Prefix {
+        // The length comes from a valid prefix, so this cannot fail.
+        (try? IPv4Prefix(address: netblock.host(1), length: netblock.length)) ?? netblock
+    }
+
+    /// Every firewall rule the network's namespace should hold, in order: floats (DNAT in, SNAT
+    /// out) before the masquerade of the whole range, so a floated guest leaves from its own address.
+    public func firewallState(layout: HostLayout) -> FirewallState {
+        guard provideNAT else { return FirewallState() }
+        let inner = layout.routerInner(vxid)
+        let egress = layout.egressInner(vxid)
+        var rules: [FirewallRule] = floats.map { .dnat(floating: $0.floating, to: $0.privateAddress) }
+        rules += floats.map { .snat(source: $0.privateAddress, to: $0.floating) }
+        rules.append(.masquerade(source: netblock.network, outInterface: egress))
+        rules.append(.forwardAccept(inInterface: inner, outInterface: egress))
+        rules.append(.forwardAccept(inInterface: egress, outInterface: inner))
+        return FirewallState(rules: rules)
+    }
+}
+
+/// Makes a host's links, addresses, routes and rules match the networks it should have.
+///
+/// Every method converges: run twice, or after a crash half-way, it ends in the same state and
+/// duplicates nothing, because every step is an idempotent plumbing call.
+public struct NetworkRealizer: Sendable {
+    public let layout: HostLayout
+    /// The netlink session in the host namespace.
+    public let host: NetlinkSession
+    let logger: Logger
+
+    public init(layout: HostLayout, host: NetlinkSession, logger: Logger) {
+        self.layout = layout
+        self.host = host
+        self.logger = logger
+    }
+
+    /// The part every node with the network has: the VXLAN on the bridge, and the flood list naming
+    /// exactly the other nodes (a node in its own list sees every frame twice).
+    public func ensureOnNode(_ plan: NetworkPlan, underlay: String?, local: IPv4Address?) async throws {
+        let bridge = layout.bridge(plan.vxid)
+        let vxlan = layout.vxlan(plan.vxid)
+        try await host.createBridge(name: bridge, mtu: layout.mtu, up: true)
+        try await host.createVXLAN(
+            name: vxlan, id: plan.vxid, underlay: underlay, local: local, mtu: layout.mtu, master: bridge, up: true)
+        let wanted = Set(plan.meshPeers.filter { $0 != local })
+        let present = Set(try await host.floodEntries(device: vxlan))
+        for remote in present.subtracting(wanted) { try await host.deleteFloodEntry(device: vxlan, remote: remote) }
+        for remote in wanted.subtracting(present) { try await host.appendFloodEntry(device: vxlan, remote: remote) }
+    }
+
+    /// The egress bridge every network's egress veth joins, holding the floating range's router
+    /// address. Only on the network node.
+    public func ensureEgress(floatingRange: IPv4Prefix) async throws {
+        try await host.createBridge(name: layout.egressBridge, up: true)
+        try await host.addAddress(try IPv4Prefix(address: floatingRange.host(1), length: floatingRange.length), to: layout.egressBridge)
+        try await host.setSysctl("net/ipv4/ip_forward", "1")
+    }
+
+    /// The network node's part: the namespace, the router veth into the bridge, and with NAT the
+    /// egress veth, the floating gateway and floats, the default route and the firewall state.
+    /// Returns the namespace's thread so that the caller can start dnsmasq there.
+    @discardableResult
+    public func ensureOnNetworkNode(_ plan: NetworkPlan) async throws -> NamespaceExecutor {
+        let namespace = layout.namespace(of: plan.uuid)
+        let thread = try await NamespaceExecutor.start(namespace: namespace, creating: true)
+        let inside = NetlinkSession(thread: thread, logger: logger)
+        let inner = layout.routerInner(plan.vxid)
+        try await host.createVethPair(
+            name: layout.routerOuter(plan.vxid), peer: inner, peerNamespace: namespace, mtu: layout.mtu,
+            master: layout.bridge(plan.vxid), up: true)
+        try await inside.setLinkUp("lo", true)
+        try await inside.setLinkUp(inner, true)
+        try await inside.addAddress(plan.router, to: inner)
+        if plan.provideNAT, let gateway = plan.floatingGateway, let egressRouter = plan.egressRouter {
+            let egress = layout.egressInner(plan.vxid)
+            try await host.createVethPair(
+                name: layout.egressOuter(plan.vxid), peer: egress, peerNamespace: namespace, master: layout.egressBridge,
+                up: true)
+            try await inside.setLinkUp(egress, true)
+            try await inside.addAddress(gateway, to: egress)
+            // Floats are /32s on the egress side, so the namespace answers ARP for them.
+            let wanted = Set(plan.floats.map(\.floating))
+            for address in try await inside.addresses(of: egress) where address.length == 32 && !wanted.contains(address.address) {
+                try await inside.deleteAddress(address, from: egress)
+            }
+            for floating in wanted { try await inside.addAddress(try IPv4Prefix(address: floating, length: 32), to: egress) }
+            try await inside.replaceRoute(.defaultRoute(via: egressRouter, device: egress))
+            try await inside.setSysctl("net/ipv4/ip_forward", "1")
+        }
+        try await Firewall(thread: thread, logger: logger).apply(plan.firewallState(layout: layout))
+        return thread
+    }
+
+    /// Removes the network from this host: its namespace (with everything inside it) and its devices
+    /// in the host namespace. Removing what is gone is not an error.
+    public func remove(_ plan: NetworkPlan) async throws {
+        try NetworkNamespace.delete(named: layout.namespace(of: plan.uuid))
+        for device in [
+            layout.routerOuter(plan.vxid), layout.egressOuter(plan.vxid), layout.vxlan(plan.vxid), layout.bridge(plan.vxid),
+        ] {
+            try await host.deleteLink(device)
+        }
+    }
+}

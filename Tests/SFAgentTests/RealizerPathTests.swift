@@ -1,0 +1,110 @@
+import Foundation
+import Logging
+import SFAgent
+import SFFirewall
+import SFLibvirt
+import SFNetlink
+import SFSystem
+import SFTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The agent's realizers on the real kernel and libvirtd, with the agent's host namespace set to a test
+/// namespace: a network with NAT, a guest on it, a float; reachable from an "outside" namespace hung
+/// off the egress bridge; and everything gone after removal. Realizing twice changes nothing.
+@Suite(.serialized, .enabled(if: runningAsRoot, "needs root, libvirtd and the test guest image"))
+struct RealizerPathTests {
+    static let floatingRange = IPv4Prefix("192.0.2.0/24")!
+    static let outside = IPv4Prefix("192.0.2.254/24")!
+
+    @Test func networkInstanceAndFloatConvergeAndGoAway() async throws {
+        var logger = Logger(label: "sfnode.test.realizer")
+        logger.logLevel = .warning
+        let id = TestNames.unique("")
+        let hostNamespace = id + "host"
+        let outsideNamespace = id + "out"
+        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let teardown = Teardown()
+        let libvirt = try LibvirtConnection(logger: logger)
+        let network = NetworkPlan(
+            uuid: UUID(), vxid: 0x4242, netblock: IPv4Prefix("10.88.0.0/24")!, provideNAT: true,
+            floatingGateway: IPv4Prefix("192.0.2.2/24")!, egressRouter: Self.floatingRange.host(1))
+        let guest = IPv4Address("10.88.0.20")!
+        let floating = IPv4Address("192.0.2.30")!
+        let mac = try MACAddress(octets: [2, 0, 0, 0x88, 0, 0x20])
+        let storage = TestGuest.runDirectory + "/\(id)-instances"
+        let instance = InstancePlan(
+            uuid: UUID(), cpus: 1, memoryMiB: 256, disks: [.init(source: .base(path: TestGuest.baseImage))],
+            interfaces: [.init(uuid: UUID(), mac: mac, vxid: network.vxid)])
+
+        do {
+            for namespace in [hostNamespace, outsideNamespace] {
+                try NetworkNamespace.create(named: namespace)
+                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
+            }
+            let host = try NetlinkSession(namespace: hostNamespace, logger: logger)
+            let root = try NetlinkSession(namespace: nil, logger: logger)
+            let networks = NetworkRealizer(layout: layout, host: host, logger: logger)
+            let instances = InstanceRealizer(
+                layout: layout, host: host, root: root, libvirt: libvirt, storagePath: storage, virtualization: .qemu,
+                logger: logger)
+            teardown.add("storage") { try? FileManager.default.removeItem(atPath: storage) }
+            teardown.add("network") { try await networks.remove(network) }
+            teardown.add("instance") { try await instances.remove(instance) }
+
+            // The outside world: a namespace on the egress bridge.
+            try await networks.ensureEgress(floatingRange: Self.floatingRange)
+            try await host.createVethPair(
+                name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layout.egressBridge, up: true)
+            let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
+            try await outside.addAddress(Self.outside, to: "eth0")
+            try await outside.setLinkUp("eth0", true)
+
+            var plan = network
+            for _ in 0..<2 {
+                try await networks.ensureOnNode(plan, underlay: nil, local: nil)
+                try await networks.ensureOnNetworkNode(plan)
+            }
+            let thread = try await NamespaceExecutor.start(namespace: layout.namespace(of: network.uuid))
+            let dhcp = DHCPServer(
+                directory: storage + "/dhcp-\(network.uuid)", interface: layout.routerInner(network.vxid), router: network.router,
+                thread: thread, logger: logger)
+            teardown.add("dhcp") { try await dhcp.stop() }
+            #expect(try await dhcp.ensure(hosts: [DHCPHost(mac: mac, address: guest, hostname: "guest")]) == .started)
+            #expect(try await dhcp.ensure(hosts: [DHCPHost(mac: mac, address: guest, hostname: "guest")]) == .unchanged)
+
+            try await instances.ensureRunning(instance)
+            try await instances.ensureRunning(instance)
+            let console = try await TestGuest.waitForSerial(
+                path: instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
+            #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == guest.description)
+
+            plan.floats = [.init(floating: floating, privateAddress: guest)]
+            try await networks.ensureOnNetworkNode(plan)
+            let body = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
+            #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
+            // Realizing the same plan again leaves the rules exactly as they are.
+            let firewall = Firewall(thread: thread, logger: logger)
+            let before = try await firewall.currentState()
+            try await networks.ensureOnNetworkNode(plan)
+            #expect(try await firewall.currentState() == before)
+            #expect(before == plan.firewallState(layout: layout))
+
+            plan.floats = []
+            try await networks.ensureOnNetworkNode(plan)
+            await #expect(throws: (any Error).self) {
+                _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 3)
+            }
+        } catch {
+            try await teardown.run()
+            throw error
+        }
+        try await teardown.run()
+        #expect(!NetworkNamespace.exists(named: layout.namespace(of: network.uuid)))
+        #expect(try await libvirt.lookup(uuid: instance.uuid) == nil)
+        #expect(try await NetlinkSession(namespace: nil, logger: logger).links().filter { $0.name.hasPrefix(id) }.isEmpty)
+    }
+}
