@@ -20,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
@@ -39,6 +40,12 @@ let package = Package(
         .target(
             name: "SFLibvirt",
             dependencies: ["CLibvirt", "SFSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "SFStore",
+            dependencies: [
+                "SFSystem", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
 
         .executableTarget(
             name: "sfnode",
@@ -62,6 +69,7 @@ let package = Package(
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
+        .testTarget(name: "SFStoreTests", dependencies: ["SFStore", "SFTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFTestSupport"]),

@@ -1,0 +1,133 @@
+import Foundation
+
+/// Where a job runs: one named node, or whichever node holds the network-node role.
+public enum JobTarget: Hashable, Sendable, CustomStringConvertible, Codable {
+    /// The node with this name (its fqdn).
+    case node(String)
+    /// The network node; Shaken Fist's `networknode` queue.
+    case networkNode
+
+    /// The stored form: `node:<name>` or `role:network-node`.
+    public var description: String {
+        switch self {
+        case .node(let name): return "node:\(name)"
+        case .networkNode: return "role:network-node"
+        }
+    }
+
+    /// Parses the stored form, refusing anything malformed or an unknown role.
+    public static func parse(_ text: String) throws -> JobTarget {
+        if text == "role:network-node" { return .networkNode }
+        if text.hasPrefix("role:") { throw StoreError.invalidTarget("unknown role in '\(text)'") }
+        guard text.hasPrefix("node:") else {
+            throw StoreError.invalidTarget("'\(text)' is neither node:<name> nor role:network-node")
+        }
+        let target = JobTarget.node(String(text.dropFirst("node:".count)))
+        try target.validate()
+        return target
+    }
+
+    /// Refuses a node name that is empty, too long or has characters outside [A-Za-z0-9.-_]: the
+    /// name is matched exactly, so a stray space would make a queue nobody ever reads.
+    public func validate() throws {
+        guard case .node(let name) = self else { return }
+        guard !name.isEmpty else { throw StoreError.invalidTarget("empty node name") }
+        guard name.utf8.count <= 253 else { throw StoreError.invalidTarget("node name longer than 253 bytes") }
+        let allowed = name.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "-._".unicodeScalars.contains(scalar))
+        }
+        guard allowed else { throw StoreError.invalidTarget("node name '\(name)' has characters outside [A-Za-z0-9.-_]") }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        self = try JobTarget.parse(try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// Where a job is in its life.
+public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
+    /// Waiting to be claimed (possibly not before `notBefore`).
+    case queued
+    /// Claimed under a lease. A running job whose lease expired is claimable again.
+    case running
+    case succeeded
+    /// Out of attempts, or failed with a non-retryable error; `lastError` says why.
+    case failed
+}
+
+/// A unit of work for a node agent: delivered at least once, so handlers must be idempotent.
+public struct Job: Codable, Hashable, Sendable, Identifiable {
+    /// Increasing in enqueue order; the queue's FIFO order.
+    public var id: Int64
+    /// What to do, such as "network.create".
+    public var kind: String
+    public var payload: JSONValue
+    public var target: JobTarget
+    /// The object the job acts on, such as "network:<uuid>". Jobs with the same key run one at a
+    /// time in enqueue order; nil means no ordering constraint.
+    public var objectKey: String?
+    public var state: JobState
+    /// How many times the job has been claimed.
+    public var attempts: Int
+    public var maxAttempts: Int
+    /// The job is not claimable before this time (retry backoff).
+    public var notBefore: Date
+    public var leaseOwner: String?
+    public var leaseExpiry: Date?
+    public var lastError: String?
+    public var created: Date
+    public var updated: Date
+
+    public init(
+        id: Int64, kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, state: JobState,
+        attempts: Int, maxAttempts: Int, notBefore: Date, leaseOwner: String?, leaseExpiry: Date?,
+        lastError: String?, created: Date, updated: Date
+    ) {
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.target = target
+        self.objectKey = objectKey
+        self.state = state
+        self.attempts = attempts
+        self.maxAttempts = maxAttempts
+        self.notBefore = notBefore
+        self.leaseOwner = leaseOwner
+        self.leaseExpiry = leaseExpiry
+        self.lastError = lastError
+        self.created = created
+        self.updated = updated
+    }
+
+    /// The delay before a retry after failed attempt number `attempt` (1-based):
+    /// 0.5 s × 2^(attempt-1), capped at 30 s, so a flapping dependency is not hammered but a
+    /// transient one is retried within a second.
+    public static func retryDelay(afterAttempt attempt: Int) -> Duration {
+        let exponent = min(max(attempt - 1, 0), 16)
+        let seconds = min(0.5 * Double(1 << exponent), 30)
+        return .milliseconds(Int64(seconds * 1000))
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, kind, payload, target, state, attempts, created, updated
+        case objectKey = "object_key"
+        case maxAttempts = "max_attempts"
+        case notBefore = "not_before"
+        case leaseOwner = "lease_owner"
+        case leaseExpiry = "lease_expiry"
+        case lastError = "last_error"
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double (SQLite stores times as epoch seconds).
+    var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,426 @@
+import Foundation
+import SFSystem
+
+/// A hypervisor or network node, as it checks in.
+public struct Node: Codable, Hashable, Sendable {
+    /// The node's name (its fqdn in Shaken Fist), unique.
+    public var name: String
+    /// What the node does, such as ``NodeRole/hypervisor`` and ``NodeRole/networkNode``.
+    public var roles: Set<NodeRole>
+    /// When the node last checked in, if ever.
+    public var lastSeen: Date?
+
+    public init(name: String, roles: Set<NodeRole>, lastSeen: Date? = nil) {
+        self.name = name
+        self.roles = roles
+        self.lastSeen = lastSeen
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, roles
+        case lastSeen = "last_seen"
+    }
+}
+
+/// A role a node plays; the raw values are Shaken Fist's role names.
+public enum NodeRole: String, Codable, Hashable, Sendable, CaseIterable {
+    case hypervisor
+    case networkNode = "network_node"
+    case eventlog
+    case etcdMaster = "etcd_master"
+}
+
+/// The lifecycle of a network (API §4.3).
+public enum NetworkState: String, Codable, Hashable, Sendable, CaseIterable {
+    case initial
+    case created
+    /// Waiting for its interfaces to go before it can be removed.
+    case deleteWait = "delete-wait"
+    case deleted
+    case error
+
+    /// Whether `self` → `next` is allowed. Writing the current state again is allowed, so that
+    /// handlers, which run at least once, can repeat themselves.
+    public func canTransition(to next: NetworkState) -> Bool {
+        if next == self { return true }
+        switch self {
+        case .initial: return [.created, .deleteWait, .deleted, .error].contains(next)
+        case .created: return [.deleteWait, .deleted, .error].contains(next)
+        case .deleteWait: return [.deleted, .error].contains(next)
+        case .error: return [.deleteWait, .deleted].contains(next)
+        case .deleted: return false
+        }
+    }
+}
+
+/// A virtual network: one VXLAN, one bridge per node, optionally DHCP and NAT on the network node.
+public struct Network: Codable, Hashable, Sendable {
+    public var uuid: UUID
+    public var name: String
+    public var namespace: String
+    /// The network's address block, such as 10.0.0.0/24 (host bits clear).
+    public var netblock: IPv4Prefix
+    public var provideDHCP: Bool
+    public var provideNAT: Bool
+    /// The VXLAN id, 1...16777215, unique across all networks ever created (deleted ones keep theirs
+    /// so a late packet can never reach a new network).
+    public var vxid: Int
+    public var state: NetworkState
+    /// When `state` last changed.
+    public var stateUpdated: Date
+    /// The network's outside address on the network node, nil until NAT is deployed.
+    public var floatingGateway: IPv4Address?
+
+    public init(
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
+        vxid: Int, state: NetworkState, stateUpdated: Date, floatingGateway: IPv4Address?
+    ) {
+        self.uuid = uuid
+        self.name = name
+        self.namespace = namespace
+        self.netblock = netblock
+        self.provideDHCP = provideDHCP
+        self.provideNAT = provideNAT
+        self.vxid = vxid
+        self.state = state
+        self.stateUpdated = stateUpdated
+        self.floatingGateway = floatingGateway
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case uuid, name, namespace, netblock, state
+        case provideDHCP = "provide_dhcp"
+        case provideNAT = "provide_nat"
+        case vxid = "vxlan_id"
+        case stateUpdated = "state_updated"
+        case floatingGateway = "floating_gateway"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        uuid = try c.decode(UUID.self, forKey: .uuid)
+        name = try c.decode(String.self, forKey: .name)
+        namespace = try c.decode(String.self, forKey: .namespace)
+        netblock = try IPv4Prefix.parse(try c.decode(String.self, forKey: .netblock))
+        provideDHCP = try c.decode(Bool.self, forKey: .provideDHCP)
+        provideNAT = try c.decode(Bool.self, forKey: .provideNAT)
+        vxid = try c.decode(Int.self, forKey: .vxid)
+        state = try c.decode(NetworkState.self, forKey: .state)
+        stateUpdated = try c.decode(Date.self, forKey: .stateUpdated)
+        floatingGateway = try c.decodeIfPresent(String.self, forKey: .floatingGateway).flatMap(IPv4Address.init)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(uuid, forKey: .uuid)
+        try c.encode(name, forKey: .name)
+        try c.encode(namespace, forKey: .namespace)
+        try c.encode(netblock.description, forKey: .netblock)
+        try c.encode(provideDHCP, forKey: .provideDHCP)
+        try c.encode(provideNAT, forKey: .provideNAT)
+        try c.encode(vxid, forKey: .vxid)
+        try c.encode(state, forKey: .state)
+        try c.encode(stateUpdated, forKey: .stateUpdated)
+        try c.encode(floatingGateway?.description, forKey: .floatingGateway)
+    }
+}
+
+/// The instance state machine of node spec §2.6.
+public enum InstanceState: String, Codable, Hashable, Sendable, CaseIterable {
+    case initial
+    case preflight
+    case creating
+    case created
+    case deleteWait = "delete-wait"
+    case deleted
+    case initialError = "initial-error"
+    case preflightError = "preflight-error"
+    case creatingError = "creating-error"
+    case createdError = "created-error"
+    case deleteWaitError = "delete-wait-error"
+    case error
+
+    /// The `<state>-error` state for this state, or nil when it has none (the error states
+    /// themselves and `deleted`).
+    public var errorState: InstanceState? {
+        switch self {
+        case .initial: return .initialError
+        case .preflight: return .preflightError
+        case .creating: return .creatingError
+        case .created: return .createdError
+        case .deleteWait: return .deleteWaitError
+        default: return nil
+        }
+    }
+
+    /// Whether this is one of the `<state>-error` states or `error`.
+    public var isError: Bool { rawValue.hasSuffix("error") }
+
+    /// Whether `self` → `next` is allowed by §2.6:
+    /// `initial → preflight → creating → created`; any of those → `delete-wait`, `deleted` or its
+    /// own `<state>-error`; `delete-wait` → `deleted` or `delete-wait-error`; every `*-error` → `error`;
+    /// `error` → `delete-wait` or `deleted`; `deleted` is terminal. Writing the current state again
+    /// is allowed (a no-op), because job handlers run at least once and must be repeatable.
+    public func canTransition(to next: InstanceState) -> Bool {
+        if next == self { return true }
+        switch self {
+        case .initial, .preflight, .creating, .created:
+            let forward: [InstanceState: InstanceState] = [.initial: .preflight, .preflight: .creating, .creating: .created]
+            return next == forward[self] || next == .deleteWait || next == .deleted || next == errorState
+        case .deleteWait: return next == .deleted || next == .deleteWaitError
+        case .initialError, .preflightError, .creatingError, .createdError, .deleteWaitError: return next == .error
+        case .error: return next == .deleteWait || next == .deleted
+        case .deleted: return false
+        }
+    }
+}
+
+/// What the hypervisor last reported about an instance's domain (API §4.1).
+public enum PowerState: String, Codable, Hashable, Sendable, CaseIterable {
+    /// Set at creation, before the hypervisor has said anything.
+    case initial
+    case on
+    case off
+    case paused
+    case crashed
+}
+
+/// One requested disk of an instance, echoing the API's `disk_spec` entries.
+public struct DiskSpec: Codable, Hashable, Sendable {
+    /// What the disk is.
+    public enum Kind: String, Codable, Hashable, Sendable {
+        case disk
+        case cdrom
+    }
+
+    /// The base image (a path, blob or label) the disk starts from; nil for a blank disk.
+    public var base: String?
+    /// The size in GiB; for a based disk, nil keeps the base's size.
+    public var size: Int?
+    /// The bus, such as "virtio" or "ide"; nil lets the hypervisor choose.
+    public var bus: String?
+    public var type: Kind
+
+    public init(base: String? = nil, size: Int? = nil, bus: String? = nil, type: Kind = .disk) {
+        self.base = base
+        self.size = size
+        self.bus = bus
+        self.type = type
+    }
+}
+
+/// An instance's video device (API §4.1 `video`).
+public struct VideoSpec: Codable, Hashable, Sendable {
+    public var model: String
+    /// Video memory in KiB.
+    public var memory: Int
+    public var vdi: String?
+
+    public init(model: String = "cirrus", memory: Int = 16384, vdi: String? = "spice") {
+        self.model = model
+        self.memory = memory
+        self.vdi = vdi
+    }
+}
+
+/// A virtual machine.
+public struct Instance: Codable, Hashable, Sendable {
+    public var uuid: UUID
+    public var name: String
+    public var namespace: String
+    public var cpus: Int
+    /// Memory in MiB.
+    public var memory: Int
+    public var diskSpec: [DiskSpec]
+    public var video: VideoSpec
+    /// The node the instance is placed on, nil until placed.
+    public var node: String?
+    public var state: InstanceState
+    public var stateUpdated: Date
+    public var powerState: PowerState
+    public var powerStatePrevious: PowerState?
+    public var powerStateUpdated: Date
+    public var errorMessage: String?
+
+    /// A new instance; `state` starts at `initial` and `power_state` at `initial`, as in Shaken Fist.
+    public init(
+        uuid: UUID = UUID(), name: String, namespace: String, cpus: Int, memory: Int, diskSpec: [DiskSpec],
+        video: VideoSpec = VideoSpec(), node: String? = nil, now: Date = Date()
+    ) {
+        self.uuid = uuid
+        self.name = name
+        self.namespace = namespace
+        self.cpus = cpus
+        self.memory = memory
+        self.diskSpec = diskSpec
+        self.video = video
+        self.node = node
+        self.state = .initial
+        self.stateUpdated = now
+        self.powerState = .initial
+        self.powerStatePrevious = nil
+        self.powerStateUpdated = now
+        self.errorMessage = nil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case uuid, name, namespace, cpus, memory, video, node, state
+        case diskSpec = "disk_spec"
+        case stateUpdated = "state_updated"
+        case powerState = "power_state"
+        case powerStatePrevious = "power_state_previous"
+        case powerStateUpdated = "power_state_updated"
+        case errorMessage = "error_message"
+    }
+}
+
+/// The lifecycle of a network interface (API §4.2).
+public enum InterfaceState: String, Codable, Hashable, Sendable, CaseIterable {
+    case initial
+    case created
+    case deleted
+    case error
+}
+
+/// An instance's interface on a network.
+public struct Interface: Codable, Hashable, Sendable {
+    public var uuid: UUID
+    public var instanceUUID: UUID
+    public var networkUUID: UUID
+    public var macaddr: MACAddress
+    /// The interface's address in its network; nil when the request asked for no address.
+    public var ipv4: IPv4Address?
+    /// 0-based, in request order.
+    public var order: Int
+    /// The NIC model, such as "virtio".
+    public var model: String
+    /// The floating (outside) address routed to `ipv4`, nil unless floated.
+    public var floating: IPv4Address?
+    public var state: InterfaceState
+
+    public init(
+        uuid: UUID, instanceUUID: UUID, networkUUID: UUID, macaddr: MACAddress, ipv4: IPv4Address?, order: Int,
+        model: String, floating: IPv4Address?, state: InterfaceState
+    ) {
+        self.uuid = uuid
+        self.instanceUUID = instanceUUID
+        self.networkUUID = networkUUID
+        self.macaddr = macaddr
+        self.ipv4 = ipv4
+        self.order = order
+        self.model = model
+        self.floating = floating
+        self.state = state
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case uuid, macaddr, ipv4, order, model, floating, state
+        case instanceUUID = "instance_uuid"
+        case networkUUID = "network_uuid"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        uuid = try c.decode(UUID.self, forKey: .uuid)
+        instanceUUID = try c.decode(UUID.self, forKey: .instanceUUID)
+        networkUUID = try c.decode(UUID.self, forKey: .networkUUID)
+        let mac = try c.decode(String.self, forKey: .macaddr)
+        guard let parsed = MACAddress(mac) else {
+            throw DecodingError.dataCorruptedError(forKey: .macaddr, in: c, debugDescription: "'\(mac)' is not a MAC address")
+        }
+        macaddr = parsed
+        ipv4 = try c.decodeIfPresent(String.self, forKey: .ipv4).flatMap(IPv4Address.init)
+        order = try c.decode(Int.self, forKey: .order)
+        model = try c.decode(String.self, forKey: .model)
+        floating = try c.decodeIfPresent(String.self, forKey: .floating).flatMap(IPv4Address.init)
+        state = try c.decode(InterfaceState.self, forKey: .state)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(uuid, forKey: .uuid)
+        try c.encode(instanceUUID, forKey: .instanceUUID)
+        try c.encode(networkUUID, forKey: .networkUUID)
+        try c.encode(macaddr.description, forKey: .macaddr)
+        try c.encode(ipv4?.description, forKey: .ipv4)
+        try c.encode(order, forKey: .order)
+        try c.encode(model, forKey: .model)
+        try c.encode(floating?.description, forKey: .floating)
+        try c.encode(state, forKey: .state)
+    }
+}
+
+/// How an interface gets its address in its network.
+public enum AddressRequest: Hashable, Sendable {
+    /// The lowest free address.
+    case any
+    /// Exactly this address, or a clear refusal.
+    case specific(IPv4Address)
+    /// No address (the API's `address: "none"`).
+    case none
+}
+
+/// One metadata entry of an object.
+public struct Metadata: Codable, Hashable, Sendable {
+    public var objectType: String
+    public var objectUUID: String
+    public var key: String
+    public var value: JSONValue
+
+    public init(objectType: String, objectUUID: String, key: String, value: JSONValue) {
+        self.objectType = objectType
+        self.objectUUID = objectUUID
+        self.key = key
+        self.value = value
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case key, value
+        case objectType = "object_type"
+        case objectUUID = "object_uuid"
+    }
+}
+
+/// The kind of an event (node spec §4).
+public enum EventType: String, Codable, Hashable, Sendable, CaseIterable {
+    case audit, mutate, status, usage, resources, prune, historic
+}
+
+/// Something that happened to an object, for its event log.
+public struct Event: Codable, Hashable, Sendable {
+    /// Such as "instance", "network", "interface", "node".
+    public var objectType: String
+    public var objectUUID: String
+    public var type: EventType
+    public var timestamp: Date
+    /// The node that recorded the event.
+    public var fqdn: String
+    /// How long the operation took, in seconds, for `status` "… complete" events.
+    public var duration: Double?
+    public var message: String
+    /// Free-form details; `extra["request-id"]` ties the event to an API request.
+    public var extra: [String: JSONValue]?
+
+    public init(
+        objectType: String, objectUUID: String, type: EventType, timestamp: Date = Date(), fqdn: String,
+        duration: Double? = nil, message: String, extra: [String: JSONValue]? = nil
+    ) {
+        self.objectType = objectType
+        self.objectUUID = objectUUID
+        self.type = type
+        self.timestamp = timestamp
+        self.fqdn = fqdn
+        self.duration = duration
+        self.message = message
+        self.extra = extra
+    }
+
+    /// The request id from `extra`, if any.
+    public var requestID: String? { extra?["request-id"]?.stringValue }
+
+    enum CodingKeys: String, CodingKey {
+        case type, timestamp, fqdn, duration, message, extra
+        case objectType = "object_type"
+        case objectUUID = "object_uuid"
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import SFSystem
+
+/// Everything sfnode keeps: objects, address allocations, events and the work queue.
+///
+/// All access goes through this protocol so that another backend (PostgreSQL) can implement the
+/// same contract; `Tests/SFStoreTests` runs one contract suite against every backend. Each method
+/// is atomic: it either commits completely or changes nothing. Errors are ``StoreError``.
+public protocol NodeStore: Sendable {
+    // MARK: Nodes
+
+    /// Creates or replaces the node named `node.name`.
+    func saveNode(_ node: Node) async throws
+    /// The node named `name`, or nil.
+    func node(named name: String) async throws -> Node?
+    /// All nodes, by name.
+    func nodes() async throws -> [Node]
+
+    // MARK: Networks
+
+    /// Creates a network in state `initial`, giving it a fresh unique VXLAN id. `netblock`'s host
+    /// bits are cleared (10.0.0.7/24 is stored as 10.0.0.0/24).
+    func createNetwork(
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
+    ) async throws -> Network
+    /// The network, or ``StoreError/notFound(type:id:)``.
+    func network(uuid: UUID) async throws -> Network
+    /// Networks, all or of one namespace, oldest first.
+    func networks(namespace: String?) async throws -> [Network]
+    /// Moves the network to `state`, refusing transitions ``NetworkState/canTransition(to:)`` forbids.
+    @discardableResult func setNetworkState(uuid: UUID, to state: NetworkState) async throws -> Network
+    /// Records (or clears) the network's floating gateway address.
+    @discardableResult func setFloatingGateway(networkUUID: UUID, _ address: IPv4Address?) async throws -> Network
+
+    // MARK: Instances
+
+    /// Stores a new instance; it must be in state `initial`.
+    func createInstance(_ instance: Instance) async throws
+    /// The instance, or ``StoreError/notFound(type:id:)``.
+    func instance(uuid: UUID) async throws -> Instance
+    /// Instances, all or those placed on `node`, oldest first.
+    func instances(node: String?) async throws -> [Instance]
+    /// Moves the instance to `state`, refusing what §2.6 forbids with
+    /// ``StoreError/invalidTransition(type:id:from:to:)``. `errorMessage`, when given, replaces the
+    /// stored one (error states carry the reason).
+    @discardableResult func setInstanceState(uuid: UUID, to state: InstanceState, errorMessage: String?)
+        async throws -> Instance
+    /// Records a power state; the old one becomes `powerStatePrevious` when it differs.
+    @discardableResult func setPowerState(uuid: UUID, _ state: PowerState) async throws -> Instance
+    /// Places the instance on `node` (nil unplaces it).
+    @discardableResult func setInstanceNode(uuid: UUID, _ node: String?) async throws -> Instance
+
+    // MARK: Interfaces and addresses
+
+    /// Creates an interface in state `initial`, allocating its address in the network per `address`
+    /// and its MAC (a fresh unique 02:00:00:xx:xx:xx, or `macaddr` if free) in the same transaction.
+    func createInterface(
+        uuid: UUID, instanceUUID: UUID, networkUUID: UUID, order: Int, model: String, address: AddressRequest,
+        macaddr: MACAddress?
+    ) async throws -> Interface
+    /// The interface, or ``StoreError/notFound(type:id:)``.
+    func interface(uuid: UUID) async throws -> Interface
+    /// The interfaces of an instance, by order.
+    func interfaces(instanceUUID: UUID) async throws -> [Interface]
+    /// The interfaces on a network that are not deleted.
+    func interfaces(networkUUID: UUID) async throws -> [Interface]
+    /// Sets the interface's state. Moving to `deleted` releases its address, MAC and floating address.
+    @discardableResult func setInterfaceState(uuid: UUID, to state: InterfaceState) async throws -> Interface
+    /// Allocates a floating address from `range` and records it on the interface, atomically.
+    /// Refuses an interface that is already floating or has no address.
+    @discardableResult func floatInterface(uuid: UUID, range: IPv4Prefix) async throws -> Interface
+    /// Clears and releases the interface's floating address; a no-op when it has none.
+    @discardableResult func defloatInterface(uuid: UUID) async throws -> Interface
+
+    /// Allocates an address in the network for `owner` (free text, such as "interface:<uuid>"):
+    /// the lowest free one, or exactly `requested`. Skips the network address, the broadcast address
+    /// and .1 (the router).
+    func allocateIPv4(networkUUID: UUID, requested: IPv4Address?, owner: String) async throws -> IPv4Address
+    /// Releases an address in the network; a no-op when it is not allocated.
+    func releaseIPv4(networkUUID: UUID, address: IPv4Address) async throws
+    /// The allocated addresses of a network with their owners.
+    func allocatedIPv4(networkUUID: UUID) async throws -> [IPv4Address: String]
+    /// Allocates a floating address from `range` (skipping its network, broadcast and .1 addresses).
+    /// A floating address is unique across all ranges.
+    func allocateFloating(range: IPv4Prefix, requested: IPv4Address?, owner: String) async throws -> IPv4Address
+    /// Releases a floating address; a no-op when it is not allocated.
+    func releaseFloating(_ address: IPv4Address) async throws
+    /// Reserves a MAC address: `requested`, or a fresh random 02:00:00:xx:xx:xx.
+    func allocateMAC(requested: MACAddress?, owner: String) async throws -> MACAddress
+    /// Releases a MAC address; a no-op when it is not allocated.
+    func releaseMAC(_ address: MACAddress) async throws
+
+    // MARK: Metadata
+
+    /// Sets one metadata key of an object.
+    func setMetadata(objectType: String, objectUUID: String, key: String, value: JSONValue) async throws
+    /// All metadata of an object.
+    func metadata(objectType: String, objectUUID: String) async throws -> [String: JSONValue]
+    /// Removes one metadata key; a no-op when absent.
+    func deleteMetadata(objectType: String, objectUUID: String, key: String) async throws
+
+    // MARK: Events
+
+    /// Appends an event to its object's log.
+    func record(_ event: Event) async throws
+    /// An object's events, newest first; `limit` defaults to 100 and is capped at 1000.
+    func events(objectType: String, objectUUID: String, limit: Int) async throws -> [Event]
+
+    // MARK: Work queue
+
+    /// Adds a job in state `queued`. It exists (and can be claimed) only once this returns: the
+    /// insert is committed before the id is handed back.
+    func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int)
+        async throws -> Job
+    /// Atomically claims the oldest claimable job for any of `targets`, or returns nil.
+    ///
+    /// Claimable: queued (or running with an expired lease: its agent died), `notBefore` passed,
+    /// and no earlier job with the same object key is queued or running. The claimed job becomes
+    /// running, leased by `owner` until now + `lease`, with `attempts` + 1. A job reclaimed after its
+    /// lease expired with no attempts left becomes failed instead.
+    func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job?
+    /// Extends the lease to now + `lease`; false when `owner` no longer holds a live lease (it
+    /// expired, or the job was reclaimed or finished): the caller must stop working on it.
+    func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool
+    /// Marks the job succeeded. Only the lease owner may; else ``StoreError/notLeaseOwner(jobID:owner:actual:)``.
+    func complete(jobID: Int64, owner: String) async throws
+    /// Records a failure. A retryable one with attempts left goes back to queued after
+    /// ``Job/retryDelay(afterAttempt:)``; otherwise the job becomes failed. Only the lease owner may.
+    func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws
+    /// Jobs in any of `states` (all when empty), newest first, at most `limit`.
+    func jobs(states: [JobState], limit: Int) async throws -> [Job]
+    /// The job, or ``StoreError/notFound(type:id:)``.
+    func job(id: Int64) async throws -> Job
+
+    /// Fires (coalesced) whenever this process enqueues a job or finishes one (a finished job may
+    /// unblock the next job of its object). For other processes' changes, poll ``changeToken()``.
+    func wakeups() -> AsyncStream<Void>
+    /// An opaque number that changes whenever another process (or another store instance) commits
+    /// anything. Idle agents poll it every 20–50 ms and call ``claimNext(targets:owner:lease:)``
+    /// when it changes; with SQLite it is `PRAGMA data_version` on a dedicated connection, which is
+    /// a read of shared memory and costs microseconds.
+    func changeToken() async throws -> Int64
+}
+
+extension NodeStore {
+    /// ``events(objectType:objectUUID:limit:)`` with the default limit of 100.
+    public func events(objectType: String, objectUUID: String) async throws -> [Event] {
+        try await events(objectType: objectType, objectUUID: objectUUID, limit: 100)
+    }
+
+    /// ``enqueue(kind:payload:target:objectKey:maxAttempts:)`` with 5 attempts.
+    public func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?) async throws -> Job {
+        try await enqueue(kind: kind, payload: payload, target: target, objectKey: objectKey, maxAttempts: 5)
+    }
+
+    /// ``setInstanceState(uuid:to:errorMessage:)`` keeping the stored error message.
+    @discardableResult public func setInstanceState(uuid: UUID, to state: InstanceState) async throws -> Instance {
+        try await setInstanceState(uuid: uuid, to: state, errorMessage: nil)
+    }
+}

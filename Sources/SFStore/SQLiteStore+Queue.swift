@@ -1,0 +1,175 @@
+import Foundation
+import GRDB
+
+/// The work queue. Times are wall-clock epoch seconds because leases are compared by several
+/// processes; a lease is therefore only as good as the node's clock, which is fine for one node.
+extension SQLiteStore {
+    public func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int)
+        async throws -> Job
+    {
+        try target.validate()
+        guard !kind.isEmpty else { throw StoreError.invalidArgument("job kind is empty") }
+        guard maxAttempts >= 1 else { throw StoreError.invalidArgument("maxAttempts \(maxAttempts) is below 1") }
+        let payloadText = try payload.jsonText()
+        let now = Date()
+        let job = try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO job (kind, payload, target, object_key, state, attempts, max_attempts, not_before,
+                                     created, updated)
+                    VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    kind, payloadText, target.description, objectKey, maxAttempts, now.timeIntervalSince1970,
+                    now.timeIntervalSince1970, now.timeIntervalSince1970,
+                ])
+            return try Self.fetchJob(db, db.lastInsertedRowID)
+        }
+        // Only after the commit: a woken claimer must be able to see the job.
+        signal()
+        return job
+    }
+
+    public func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job? {
+        guard !targets.isEmpty else { throw StoreError.invalidTarget("no targets to claim for") }
+        for target in targets { try target.validate() }
+        guard !owner.isEmpty else { throw StoreError.invalidArgument("lease owner is empty") }
+        guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
+        let targetList = try JSONValue.array(targets.map { .string($0.description) }).jsonText()
+        let leaseSeconds = lease.seconds
+        let (job, expiredFailures) = try await write { db -> (Job?, Int) in
+            var expiredFailures = 0
+            // Each pass either claims a job or fails one whose lease lapsed with no attempts left,
+            // so the loop ends; the bound only guards against a logic error spinning forever.
+            for _ in 0..<1000 {
+                let now = Date().timeIntervalSince1970
+                guard
+                    let row = try Row.fetchOne(
+                        db,
+                        sql: """
+                            SELECT * FROM job AS j
+                            WHERE j.target IN (SELECT value FROM json_each(?1))
+                              AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
+                              AND j.not_before <= ?2
+                              AND NOT EXISTS (
+                                  SELECT 1 FROM job AS e
+                                  WHERE e.object_key = j.object_key AND e.id < j.id
+                                    AND e.state IN ('queued', 'running'))
+                            ORDER BY j.id
+                            LIMIT 1
+                            """,
+                        arguments: [targetList, now])
+                else { return (nil, expiredFailures) }
+                let candidate = try Self.decodeJob(row)
+                if candidate.state == .running && candidate.attempts >= candidate.maxAttempts {
+                    // Its agent died on the last allowed attempt: running it again would exceed
+                    // the budget, so record why it stopped.
+                    let message =
+                        "lease of \(candidate.leaseOwner ?? "unknown") expired during attempt \(candidate.attempts) of \(candidate.maxAttempts)"
+                    try db.execute(
+                        sql: "UPDATE job SET state = 'failed', lease_expiry = NULL, last_error = ?, updated = ? WHERE id = ?",
+                        arguments: [message, now, candidate.id])
+                    expiredFailures += 1
+                    continue
+                }
+                try db.execute(
+                    sql: """
+                        UPDATE job SET state = 'running', lease_owner = ?, lease_expiry = ?, attempts = attempts + 1,
+                                       updated = ?
+                        WHERE id = ?
+                        """,
+                    arguments: [owner, now + leaseSeconds, now, candidate.id])
+                return (try Self.fetchJob(db, candidate.id), expiredFailures)
+            }
+            throw StoreError.backend("claimNext did not settle after 1000 passes")
+        }
+        // A job failed here may have unblocked a later job of the same object.
+        if expiredFailures > 0 { signal() }
+        return job
+    }
+
+    public func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool {
+        guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
+        let leaseSeconds = lease.seconds
+        return try await write { db in
+            let now = Date().timeIntervalSince1970
+            // An expired lease is lost even if nobody has reclaimed the job yet: someone may be
+            // about to, and two workers must never both believe they hold it.
+            try db.execute(
+                sql: """
+                    UPDATE job SET lease_expiry = ?, updated = ?
+                    WHERE id = ? AND state = 'running' AND lease_owner = ? AND lease_expiry > ?
+                    """,
+                arguments: [now + leaseSeconds, now, jobID, owner, now])
+            if db.changesCount == 0 {
+                _ = try Self.fetchJob(db, jobID)  // notFound for an unknown id, rather than a silent false
+                return false
+            }
+            return true
+        }
+    }
+
+    /// The running job `jobID` if `owner` holds it; else the error that says why not. A lease that
+    /// expired but that nobody reclaimed still belongs to its owner: the work is done, and running
+    /// it again would only repeat it.
+    static func ownedRunningJob(_ db: Database, jobID: Int64, owner: String) throws -> Job {
+        let job = try fetchJob(db, jobID)
+        guard job.leaseOwner == owner else {
+            throw StoreError.notLeaseOwner(jobID: jobID, owner: owner, actual: job.state == .running ? job.leaseOwner : nil)
+        }
+        guard job.state == .running else { throw StoreError.jobNotRunning(jobID: jobID, state: job.state.rawValue) }
+        return job
+    }
+
+    public func complete(jobID: Int64, owner: String) async throws {
+        try await write { db in
+            _ = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
+            try db.execute(
+                sql: "UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = ? WHERE id = ?",
+                arguments: [Date().timeIntervalSince1970, jobID])
+        }
+        signal()
+    }
+
+    public func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws {
+        try await write { db in
+            let job = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
+            let now = Date().timeIntervalSince1970
+            if retryable && job.attempts < job.maxAttempts {
+                let notBefore = now + Job.retryDelay(afterAttempt: job.attempts).seconds
+                try db.execute(
+                    sql: """
+                        UPDATE job SET state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
+                                       last_error = ?, updated = ?
+                        WHERE id = ?
+                        """,
+                    arguments: [notBefore, error, now, jobID])
+            } else {
+                try db.execute(
+                    sql: "UPDATE job SET state = 'failed', lease_expiry = NULL, last_error = ?, updated = ? WHERE id = ?",
+                    arguments: [error, now, jobID])
+            }
+        }
+        signal()
+    }
+
+    public func jobs(states: [JobState], limit: Int) async throws -> [Job] {
+        let stateList = try JSONValue.array(states.map { .string($0.rawValue) }).jsonText()
+        let capped = min(max(limit, 0), 10_000)
+        return try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM job
+                    WHERE ?1 = '[]' OR state IN (SELECT value FROM json_each(?1))
+                    ORDER BY id DESC LIMIT ?2
+                    """,
+                arguments: [stateList, capped]
+            ).map(Self.decodeJob)
+        }
+    }
+
+    public func job(id: Int64) async throws -> Job {
+        try await read { db in try Self.fetchJob(db, id) }
+    }
+}

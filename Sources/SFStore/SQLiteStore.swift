@@ -1,0 +1,539 @@
+import Foundation
+import GRDB
+import Logging
+import SFSystem
+import Synchronization
+
+/// The embedded ``NodeStore``: one SQLite file in WAL mode, shared by every sfnode process on the
+/// node (agent, operator CLI).
+///
+/// Concurrency: within a process, GRDB's `DatabasePool` serialises writes on one connection and
+/// reads run on a pool of readers that see committed snapshots. Across processes, every write is a
+/// `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock up front (a deferred transaction
+/// that upgrades from read to write can fail with SQLITE_BUSY without waiting), and `busy_timeout`
+/// makes a second writer wait for the lock instead of failing.
+public final class SQLiteStore: NodeStore {
+    /// The database file.
+    public let path: String
+    /// The node name written into events the store records itself (state changes).
+    public let fqdn: String
+
+    private let pool: DatabasePool
+    /// A connection of its own, used only for `PRAGMA data_version`: that value changes for a
+    /// connection when *another* connection commits, and the pool's writer would not see its
+    /// own commits nor would pooled readers give a stable sequence.
+    private let monitor: DatabaseQueue
+    private let logger: Logger
+    private let hub = WakeupHub()
+
+    /// Opens (creating if needed) the store at `path` and applies pending migrations.
+    ///
+    /// - Parameters:
+    ///   - busyTimeout: how long a write waits for another process's write lock before failing.
+    public init(
+        path: String, fqdn: String = ProcessInfo.processInfo.hostName, busyTimeout: Duration = .seconds(10),
+        logger: Logger = Logger(label: "sfnode.store")
+    ) throws {
+        self.path = path
+        self.fqdn = fqdn
+        self.logger = logger
+        var config = Configuration()
+        config.busyMode = .timeout(busyTimeout.seconds)
+        config.label = "sfnode.store"
+        do {
+            // Two processes starting together would both see a migration as unapplied (GRDB reads
+            // the applied list outside the migration's transaction) and the second would fail on
+            // CREATE TABLE; an flock beside the file serialises opening + migrating.
+            let lock = try FileLock.acquire(path: path + ".lock")
+            defer { lock.release() }
+            pool = try DatabasePool(path: path, configuration: config)
+            try Self.migrator.migrate(pool)
+            var monitorConfig = Configuration()
+            monitorConfig.busyMode = .timeout(busyTimeout.seconds)
+            monitorConfig.label = "sfnode.store.monitor"
+            monitor = try DatabaseQueue(path: path, configuration: monitorConfig)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.backend("opening \(path): \(error)")
+        }
+        logger.debug("store open", metadata: ["path": "\(path)"])
+    }
+
+    /// A store in a fresh temporary directory (for tests); remove it with ``removeFiles()``.
+    /// SQLite's `:memory:` cannot be shared by a pool's connections or by a second store, so tests
+    /// use a real file.
+    public static func temporary(fqdn: String = "test-node") throws -> SQLiteStore {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("sfstore-\(UUID().uuidString.lowercased())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return try SQLiteStore(path: directory.appendingPathComponent("store.sqlite").path, fqdn: fqdn)
+    }
+
+    /// Deletes the directory holding a ``temporary(fqdn:)`` store's files.
+    public func removeFiles() {
+        try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent)
+    }
+
+    // MARK: - Schema
+
+    /// Versioned migrations; append new ones, never edit an applied one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE node (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        roles TEXT NOT NULL,
+                        last_seen REAL);
+                    CREATE TABLE network (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        namespace TEXT NOT NULL,
+                        netblock TEXT NOT NULL,
+                        provide_dhcp INTEGER NOT NULL,
+                        provide_nat INTEGER NOT NULL,
+                        vxid INTEGER NOT NULL UNIQUE CHECK (vxid BETWEEN 1 AND 16777215),
+                        state TEXT NOT NULL,
+                        state_updated REAL NOT NULL,
+                        floating_gateway TEXT,
+                        created REAL NOT NULL);
+                    CREATE TABLE instance (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        namespace TEXT NOT NULL,
+                        cpus INTEGER NOT NULL,
+                        memory INTEGER NOT NULL,
+                        disk_spec TEXT NOT NULL,
+                        video TEXT NOT NULL,
+                        node TEXT,
+                        state TEXT NOT NULL,
+                        state_updated REAL NOT NULL,
+                        power_state TEXT NOT NULL,
+                        power_state_previous TEXT,
+                        power_state_updated REAL NOT NULL,
+                        error_message TEXT,
+                        created REAL NOT NULL);
+                    CREATE INDEX instance_node ON instance(node);
+                    CREATE TABLE interface (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        instance_uuid TEXT NOT NULL,
+                        network_uuid TEXT NOT NULL,
+                        macaddr TEXT NOT NULL,
+                        ipv4 TEXT,
+                        "order" INTEGER NOT NULL,
+                        model TEXT NOT NULL,
+                        floating TEXT,
+                        state TEXT NOT NULL);
+                    CREATE INDEX interface_instance ON interface(instance_uuid);
+                    CREATE INDEX interface_network ON interface(network_uuid);
+                    CREATE TABLE ipv4_allocation (
+                        network_uuid TEXT NOT NULL,
+                        address INTEGER NOT NULL,
+                        owner TEXT NOT NULL,
+                        PRIMARY KEY (network_uuid, address)) WITHOUT ROWID;
+                    CREATE TABLE floating_allocation (
+                        address INTEGER PRIMARY KEY NOT NULL,
+                        range TEXT NOT NULL,
+                        owner TEXT NOT NULL);
+                    CREATE TABLE mac_allocation (
+                        macaddr TEXT PRIMARY KEY NOT NULL,
+                        owner TEXT NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE metadata (
+                        object_type TEXT NOT NULL,
+                        object_uuid TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        value TEXT NOT NULL,
+                        PRIMARY KEY (object_type, object_uuid, key)) WITHOUT ROWID;
+                    CREATE TABLE event (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        object_type TEXT NOT NULL,
+                        object_uuid TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        timestamp REAL NOT NULL,
+                        fqdn TEXT NOT NULL,
+                        duration REAL,
+                        message TEXT NOT NULL,
+                        extra TEXT);
+                    CREATE INDEX event_object ON event(object_type, object_uuid, timestamp);
+                    CREATE TABLE job (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        kind TEXT NOT NULL,
+                        payload TEXT NOT NULL,
+                        target TEXT NOT NULL,
+                        object_key TEXT,
+                        state TEXT NOT NULL,
+                        attempts INTEGER NOT NULL,
+                        max_attempts INTEGER NOT NULL,
+                        not_before REAL NOT NULL,
+                        lease_owner TEXT,
+                        lease_expiry REAL,
+                        last_error TEXT,
+                        created REAL NOT NULL,
+                        updated REAL NOT NULL);
+                    CREATE INDEX job_claim ON job(state, target, id);
+                    CREATE INDEX job_unfinished_object ON job(object_key, id) WHERE state IN ('queued', 'running');
+                    """)
+        }
+        return migrator
+    }
+
+    // MARK: - Transactions
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction, mapping foreign errors to ``StoreError``.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                guard let result else { throw StoreError.backend("transaction ended without a result") }
+                return result
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.backend("\(error)")
+        }
+    }
+
+    /// Runs `body` on a reader (a committed snapshot).
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.read(body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.backend("\(error)")
+        }
+    }
+
+    /// Appends an event inside the caller's transaction.
+    func insertEvent(_ db: Database, _ event: Event) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO event (object_type, object_uuid, type, timestamp, fqdn, duration, message, extra)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                event.objectType, event.objectUUID, event.type.rawValue, event.timestamp.timeIntervalSince1970,
+                event.fqdn, event.duration, event.message, try event.extra.map { try JSONValue.object($0).jsonText() },
+            ])
+    }
+
+    /// The "set attribute" mutate event Shaken Fist writes for every attribute change (§4).
+    func recordMutation(_ db: Database, type: String, uuid: String, attribute: String, value: String?) throws {
+        try insertEvent(
+            db,
+            Event(
+                objectType: type, objectUUID: uuid, type: .mutate, fqdn: fqdn, message: "set attribute",
+                extra: ["attribute": .string(attribute), "value": value.map(JSONValue.string) ?? .null]))
+    }
+
+    // MARK: - Nodes
+
+    public func saveNode(_ node: Node) async throws {
+        let roles = try JSONValue.array(node.roles.map(\.rawValue).sorted().map(JSONValue.string)).jsonText()
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO node (name, roles, last_seen) VALUES (?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET roles = excluded.roles, last_seen = excluded.last_seen
+                    """,
+                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970])
+        }
+    }
+
+    public func node(named name: String) async throws -> Node? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM node WHERE name = ?", arguments: [name]).map(Self.decodeNode)
+        }
+    }
+
+    public func nodes() async throws -> [Node] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM node ORDER BY name").map(Self.decodeNode) }
+    }
+
+    // MARK: - Networks
+
+    public func createNetwork(
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
+    ) async throws -> Network {
+        let now = Date()
+        return try await write { db in
+            let id = uuid.storeText
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM network WHERE uuid = ?", arguments: [id]) != nil {
+                throw StoreError.alreadyExists(type: "network", id: id)
+            }
+            // Random like Shaken Fist, retried on collision; the UNIQUE column is the real guard.
+            var vxid = 0
+            for _ in 0..<64 {
+                let candidate = Int.random(in: 1...16_777_215)
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM network WHERE vxid = ?", arguments: [candidate]) == nil {
+                    vxid = candidate
+                    break
+                }
+            }
+            guard vxid != 0 else { throw StoreError.addressesExhausted(pool: "VXLAN ids") }
+            let network = Network(
+                uuid: uuid, name: name, namespace: namespace, netblock: netblock.network, provideDHCP: provideDHCP,
+                provideNAT: provideNAT, vxid: vxid, state: .initial, stateUpdated: now, floatingGateway: nil)
+            try db.execute(
+                sql: """
+                    INSERT INTO network (uuid, name, namespace, netblock, provide_dhcp, provide_nat, vxid, state,
+                                         state_updated, floating_gateway, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+                    """,
+                arguments: [
+                    id, name, namespace, network.netblock.description, provideDHCP, provideNAT, vxid,
+                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970,
+                ])
+            try self.insertEvent(
+                db, Event(objectType: "network", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+            return network
+        }
+    }
+
+    public func network(uuid: UUID) async throws -> Network {
+        try await read { db in try Self.fetchNetwork(db, uuid) }
+    }
+
+    public func networks(namespace: String?) async throws -> [Network] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM network WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid",
+                arguments: [namespace]
+            ).map(Self.decodeNetwork)
+        }
+    }
+
+    public func setNetworkState(uuid: UUID, to state: NetworkState) async throws -> Network {
+        try await write { db in
+            var network = try Self.fetchNetwork(db, uuid)
+            guard network.state.canTransition(to: state) else {
+                throw StoreError.invalidTransition(
+                    type: "network", id: uuid.storeText, from: network.state.rawValue, to: state.rawValue)
+            }
+            guard network.state != state else { return network }
+            network.state = state
+            network.stateUpdated = Date()
+            try db.execute(
+                sql: "UPDATE network SET state = ?, state_updated = ? WHERE uuid = ?",
+                arguments: [state.rawValue, network.stateUpdated.timeIntervalSince1970, uuid.storeText])
+            try self.recordMutation(db, type: "network", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+            return network
+        }
+    }
+
+    public func setFloatingGateway(networkUUID: UUID, _ address: IPv4Address?) async throws -> Network {
+        try await write { db in
+            var network = try Self.fetchNetwork(db, networkUUID)
+            network.floatingGateway = address
+            try db.execute(
+                sql: "UPDATE network SET floating_gateway = ? WHERE uuid = ?",
+                arguments: [address?.description, networkUUID.storeText])
+            try self.recordMutation(
+                db, type: "network", uuid: networkUUID.storeText, attribute: "floating_gateway",
+                value: address?.description)
+            return network
+        }
+    }
+
+    // MARK: - Instances
+
+    public func createInstance(_ instance: Instance) async throws {
+        guard instance.state == .initial else {
+            throw StoreError.invalidArgument("a new instance starts in state initial, not \(instance.state.rawValue)")
+        }
+        let diskSpec = try Self.jsonText(instance.diskSpec)
+        let video = try Self.jsonText(instance.video)
+        try await write { db in
+            let id = instance.uuid.storeText
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM instance WHERE uuid = ?", arguments: [id]) != nil {
+                throw StoreError.alreadyExists(type: "instance", id: id)
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO instance (uuid, name, namespace, cpus, memory, disk_spec, video, node, state,
+                        state_updated, power_state, power_state_previous, power_state_updated, error_message, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    id, instance.name, instance.namespace, instance.cpus, instance.memory, diskSpec, video,
+                    instance.node, instance.state.rawValue, instance.stateUpdated.timeIntervalSince1970,
+                    instance.powerState.rawValue, instance.powerStatePrevious?.rawValue,
+                    instance.powerStateUpdated.timeIntervalSince1970, instance.errorMessage,
+                    Date().timeIntervalSince1970,
+                ])
+            try self.insertEvent(
+                db, Event(objectType: "instance", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+        }
+    }
+
+    public func instance(uuid: UUID) async throws -> Instance {
+        try await read { db in try Self.fetchInstance(db, uuid) }
+    }
+
+    public func instances(node: String?) async throws -> [Instance] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM instance WHERE ?1 IS NULL OR node = ?1 ORDER BY created, uuid", arguments: [node]
+            ).map(Self.decodeInstance)
+        }
+    }
+
+    public func setInstanceState(uuid: UUID, to state: InstanceState, errorMessage: String?) async throws -> Instance {
+        try await write { db in
+            var instance = try Self.fetchInstance(db, uuid)
+            guard instance.state.canTransition(to: state) else {
+                throw StoreError.invalidTransition(
+                    type: "instance", id: uuid.storeText, from: instance.state.rawValue, to: state.rawValue)
+            }
+            if let errorMessage { instance.errorMessage = errorMessage }
+            if instance.state != state {
+                instance.state = state
+                instance.stateUpdated = Date()
+                try self.recordMutation(db, type: "instance", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+            }
+            try db.execute(
+                sql: "UPDATE instance SET state = ?, state_updated = ?, error_message = ? WHERE uuid = ?",
+                arguments: [
+                    state.rawValue, instance.stateUpdated.timeIntervalSince1970, instance.errorMessage, uuid.storeText,
+                ])
+            return instance
+        }
+    }
+
+    public func setPowerState(uuid: UUID, _ state: PowerState) async throws -> Instance {
+        try await write { db in
+            var instance = try Self.fetchInstance(db, uuid)
+            // Repeated reports of the same state (the reconciler polls) change nothing, so
+            // `previous` keeps meaning "the state before the last change".
+            guard instance.powerState != state else { return instance }
+            instance.powerStatePrevious = instance.powerState
+            instance.powerState = state
+            instance.powerStateUpdated = Date()
+            try db.execute(
+                sql: "UPDATE instance SET power_state = ?, power_state_previous = ?, power_state_updated = ? WHERE uuid = ?",
+                arguments: [
+                    state.rawValue, instance.powerStatePrevious?.rawValue,
+                    instance.powerStateUpdated.timeIntervalSince1970, uuid.storeText,
+                ])
+            try self.recordMutation(
+                db, type: "instance", uuid: uuid.storeText, attribute: "power_state", value: state.rawValue)
+            return instance
+        }
+    }
+
+    public func setInstanceNode(uuid: UUID, _ node: String?) async throws -> Instance {
+        try await write { db in
+            var instance = try Self.fetchInstance(db, uuid)
+            instance.node = node
+            try db.execute(sql: "UPDATE instance SET node = ? WHERE uuid = ?", arguments: [node, uuid.storeText])
+            try self.recordMutation(db, type: "instance", uuid: uuid.storeText, attribute: "node", value: node)
+            return instance
+        }
+    }
+
+    // MARK: - Metadata
+
+    public func setMetadata(objectType: String, objectUUID: String, key: String, value: JSONValue) async throws {
+        let text = try value.jsonText()
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO metadata (object_type, object_uuid, key, value) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(object_type, object_uuid, key) DO UPDATE SET value = excluded.value
+                    """,
+                arguments: [objectType, objectUUID, key, text])
+        }
+    }
+
+    public func metadata(objectType: String, objectUUID: String) async throws -> [String: JSONValue] {
+        try await read { db in
+            var result: [String: JSONValue] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT key, value FROM metadata WHERE object_type = ? AND object_uuid = ?",
+                arguments: [objectType, objectUUID])
+            {
+                guard let key: String = row["key"], let value: String = row["value"] else {
+                    throw StoreError.corrupt("metadata row of \(objectType) \(objectUUID) without key or value")
+                }
+                result[key] = try JSONValue.parse(value)
+            }
+            return result
+        }
+    }
+
+    public func deleteMetadata(objectType: String, objectUUID: String, key: String) async throws {
+        try await write { db in
+            try db.execute(
+                sql: "DELETE FROM metadata WHERE object_type = ? AND object_uuid = ? AND key = ?",
+                arguments: [objectType, objectUUID, key])
+        }
+    }
+
+    // MARK: - Events
+
+    public func record(_ event: Event) async throws {
+        try await write { db in try self.insertEvent(db, event) }
+    }
+
+    public func events(objectType: String, objectUUID: String, limit: Int) async throws -> [Event] {
+        let capped = min(max(limit, 0), 1000)
+        return try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM event WHERE object_type = ? AND object_uuid = ?
+                    ORDER BY timestamp DESC, id DESC LIMIT ?
+                    """,
+                arguments: [objectType, objectUUID, capped]
+            ).map(Self.decodeEvent)
+        }
+    }
+
+    // MARK: - Change signals
+
+    public func wakeups() -> AsyncStream<Void> { hub.subscribe() }
+
+    public func changeToken() async throws -> Int64 {
+        do {
+            return try await monitor.read { db in try Int64.fetchOne(db, sql: "PRAGMA data_version") ?? 0 }
+        } catch {
+            throw StoreError.backend("\(error)")
+        }
+    }
+
+    /// Wakes this process's waiters.
+    func signal() { hub.fire() }
+}
+
+/// Fans a "something changed" signal out to every live `wakeups()` stream. Each stream buffers at
+/// most one signal: a waiter only needs to know "look again", not how many times.
+final class WakeupHub: Sendable {
+    private let continuations = Mutex<[UUID: AsyncStream<Void>.Continuation]>([:])
+
+    func subscribe() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = UUID()
+        continuations.withLock { $0[id] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            self?.continuations.withLock { _ = $0.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    func fire() {
+        let all = continuations.withLock { Array($0.values) }
+        for continuation in all { continuation.yield() }
+    }
+}
+
+extension UUID {
+    /// Lower case, as Shaken Fist writes UUIDs.
+    var storeText: String { uuidString.lowercased() }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import SFStore
+import Testing
+
+@Suite("Store contract: work queue")
+struct QueueContractTests {
+    let hv1 = JobTarget.node("sf-1")
+    let hv2 = JobTarget.node("sf-2")
+
+    @Test("jobs for a target come out in enqueue order; other targets are not seen", arguments: Backend.all)
+    func fifo(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let a = try await store.enqueue(kind: "instance.start", payload: ["n": 1], target: hv1, objectKey: "instance:a")
+            _ = try await store.enqueue(kind: "instance.start", payload: ["n": 2], target: hv2, objectKey: "instance:b")
+            let c = try await store.enqueue(kind: "network.create", payload: ["n": 3], target: .networkNode, objectKey: nil)
+            let d = try await store.enqueue(kind: "instance.start", payload: ["n": 4], target: hv1, objectKey: "instance:d")
+            #expect(a.state == .queued && a.attempts == 0)
+            var order: [Int64] = []
+            while let job = try await store.claimNext(targets: [hv1, .networkNode], owner: "w", lease: .seconds(30)) {
+                #expect(job.state == .running && job.attempts == 1 && job.leaseOwner == "w")
+                order.append(job.id)
+            }
+            #expect(order == [a.id, c.id, d.id])
+            #expect(try await store.job(id: c.id).payload == ["n": 3])
+            #expect(try await store.jobs(states: [.queued], limit: 10).map(\.target) == [hv2])
+            #expect(try await store.jobs(states: [], limit: 10).count == 4)
+        }
+    }
+
+    @Test("a later job for the same object waits until the earlier one finishes", arguments: Backend.all)
+    func perObjectOrder(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let create = try await store.enqueue(kind: "network.create", payload: nil, target: hv1, objectKey: "network:x")
+            let delete = try await store.enqueue(kind: "network.delete", payload: nil, target: hv1, objectKey: "network:x")
+            let other = try await store.enqueue(kind: "network.create", payload: nil, target: hv1, objectKey: "network:y")
+            #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: .seconds(30))?.id == create.id)
+            // The delete is blocked by the running create; the unrelated job is not.
+            #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30))?.id == other.id)
+            #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30)) == nil)
+            try await store.complete(jobID: create.id, owner: "w1")
+            #expect(try await store.job(id: create.id).state == .succeeded)
+            #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30))?.id == delete.id)
+        }
+    }
+
+    @Test("an expired lease makes the job claimable again; renewing keeps it", arguments: Backend.all)
+    func leases(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o")
+            let lease = Duration.milliseconds(200)
+            #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: lease)?.id == job.id)
+            for _ in 0..<3 {
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(try await store.renewLease(jobID: job.id, owner: "w1", lease: lease))
+                #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: lease) == nil)
+            }
+            #expect(try await store.renewLease(jobID: job.id, owner: "w2", lease: lease) == false)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await store.renewLease(jobID: job.id, owner: "w1", lease: lease) == false)
+            let reclaimed = try #require(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30)))
+            #expect(reclaimed.id == job.id && reclaimed.attempts == 2 && reclaimed.leaseOwner == "w2")
+            let notOwner = await storeError { try await store.complete(jobID: job.id, owner: "w1") }
+            #expect(notOwner == .notLeaseOwner(jobID: job.id, owner: "w1", actual: "w2"))
+            #expect(notOwner?.description.contains("not leased by w1") == true)
+            #expect(await storeError { try await store.fail(jobID: job.id, owner: "w1", error: "x", retryable: false) } != nil)
+            try await store.complete(jobID: job.id, owner: "w2")
+            #expect(await storeError { try await store.complete(jobID: job.id, owner: "w2") }
+                == .jobNotRunning(jobID: job.id, state: "succeeded"))
+            #expect(await storeError { try await store.complete(jobID: 999_999, owner: "w2") }
+                == .notFound(type: "job", id: "999999"))
+        }
+    }
+
+    @Test("a retryable failure backs off, then the job fails for good after max attempts", arguments: Backend.all)
+    func retries(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            #expect(Job.retryDelay(afterAttempt: 1) == .milliseconds(500))
+            #expect(Job.retryDelay(afterAttempt: 2) == .seconds(1))
+            #expect(Job.retryDelay(afterAttempt: 20) == .seconds(30))
+            let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o", maxAttempts: 3)
+            for attempt in 1...3 {
+                let started = ContinuousClock.now
+                var claimed: Job?
+                while claimed == nil {
+                    claimed = try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))
+                    if claimed == nil { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(claimed?.attempts == attempt)
+                if attempt > 1 {
+                    // Backoff after attempt n-1 is 0.5 s × 2^(n-2); allow scheduling slack only upwards.
+                    #expect(ContinuousClock.now - started >= Job.retryDelay(afterAttempt: attempt - 1) - .milliseconds(50))
+                }
+                try await store.fail(jobID: job.id, owner: "w", error: "boom \(attempt)", retryable: true)
+                let after = try await store.job(id: job.id)
+                #expect(after.state == (attempt < 3 ? .queued : .failed))
+                #expect(after.lastError == "boom \(attempt)")
+            }
+            #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)) == nil)
+
+            let fatal = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil, maxAttempts: 5)
+            _ = try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))
+            try await store.fail(jobID: fatal.id, owner: "w", error: "bad input", retryable: false)
+            let failed = try await store.job(id: fatal.id)
+            #expect(failed.state == .failed && failed.lastError == "bad input" && failed.attempts == 1)
+            #expect(try await store.jobs(states: [.failed], limit: 10).count == 2)
+        }
+    }
+
+    @Test("a job whose agent died on its last attempt fails instead of running again", arguments: Backend.all)
+    func expiredLastAttempt(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o", maxAttempts: 1)
+            let next = try await store.enqueue(kind: "k2", payload: nil, target: hv1, objectKey: "o")
+            _ = try await store.claimNext(targets: [hv1], owner: "dead", lease: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))?.id == next.id)
+            let failed = try await store.job(id: job.id)
+            #expect(failed.state == .failed)
+            #expect(failed.lastError?.contains("expired") == true)
+        }
+    }
+
+    @Test("malformed and unknown targets are refused", arguments: Backend.all)
+    func targets(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            for bad in ["", "sf-1", "role:hypervisor", "node:", "node:has space", "queue:x"] {
+                #expect(throws: StoreError.self, "\(bad)") { try JobTarget.parse(bad) }
+            }
+            let named = try JobTarget.parse("node:sf-1.example.com")
+            let role = try JobTarget.parse("role:network-node")
+            #expect(named == .node("sf-1.example.com"))
+            #expect(role == .networkNode)
+            #expect(await storeError { _ = try await store.enqueue(kind: "k", payload: nil, target: .node(""), objectKey: nil) }
+                == .invalidTarget("empty node name"))
+            #expect(await storeError { _ = try await store.enqueue(kind: "k", payload: nil, target: .node("a b"), objectKey: nil) } != nil)
+            #expect(await storeError { _ = try await store.claimNext(targets: [], owner: "w", lease: .seconds(1)) } != nil)
+            #expect(await storeError { _ = try await store.claimNext(targets: [.node("x/y")], owner: "w", lease: .seconds(1)) } != nil)
+            #expect(await storeError {
+                _ = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil, maxAttempts: 0)
+            } != nil)
+        }
+    }
+
+    @Test("two stores on the same data never claim the same job", arguments: Backend.all)
+    func twoProcesses(backend: Backend) async throws {
+        try await withStore(backend) { store, opened in
+            let other = try opened.reopen()
+            var ids: [Int64] = []
+            for index in 0..<50 {
+                ids.append(try await store.enqueue(kind: "k", payload: ["i": .number(Double(index))], target: hv1, objectKey: nil).id)
+            }
+            let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for (name, claimer) in [("p1", store), ("p2", other)] {
+                    group.addTask {
+                        var mine: [Int64] = []
+                        while let job = try await claimer.claimNext(targets: [.node("sf-1")], owner: name, lease: .seconds(30)) {
+                            mine.append(job.id)
+                            try await claimer.complete(jobID: job.id, owner: name)
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: [[Int64]]()) { $0.append($1) }
+            }
+            let all = claimed.flatMap { $0 }
+            #expect(all.count == 50)
+            #expect(all.sorted() == ids)
+            #expect(try await store.jobs(states: [.succeeded], limit: 100).count == 50)
+        }
+    }
+
+    @Test("enqueue wakes this process; another store's commit changes the change token", arguments: Backend.all)
+    func signals(backend: Backend) async throws {
+        try await withStore(backend) { store, opened in
+            let wakeups = store.wakeups()
+            _ = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil)
+            var iterator = wakeups.makeAsyncIterator()
+            let woke: Void? = await iterator.next()
+            #expect(woke != nil)
+
+            let other = try opened.reopen()
+            let before = try await store.changeToken()
+            #expect(try await store.changeToken() == before)
+            _ = try await other.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil)
+            #expect(try await store.changeToken() != before)
+        }
+    }
+}
