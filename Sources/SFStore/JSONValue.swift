@@ -3,13 +3,20 @@ import Foundation
 /// Any JSON value: metadata values, job payloads and event `extra` objects are free-form JSON that
 /// the store keeps verbatim without knowing their shape.
 public enum JSONValue: Codable, Hashable, Sendable {
+    /// JSON `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// Every JSON number, as a Double (integers up to 2^53 are exact).
     case number(Double)
+    /// A string.
     case string(String)
+    /// An array.
     case array([JSONValue])
+    /// An object; key order is not kept (text is written with sorted keys).
     case object([String: JSONValue])
 
+    /// Decodes whatever JSON value is there; Bool is tried before number so `true` stays a Bool.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
@@ -27,6 +34,7 @@ public enum JSONValue: Codable, Hashable, Sendable {
         }
     }
 
+    /// Encodes the value as the JSON it stands for.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
