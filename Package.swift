@@ -47,6 +47,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        .target(
+            name: "SFAgent",
+            dependencies: [
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", .product(name: "Logging", package: "swift-log"),
+            ]),
+
         .executableTarget(
             name: "sfnode",
             dependencies: [
@@ -70,6 +76,7 @@ let package = Package(
         .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
         .testTarget(name: "SFStoreTests", dependencies: ["SFStore", "SFTestSupport"]),
+        .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFTestSupport"]),

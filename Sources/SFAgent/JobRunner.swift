@@ -1,0 +1,136 @@
+import Foundation
+import Logging
+import SFStore
+
+/// Takes jobs addressed to this node (and to the network-node role, when it has it) from the store
+/// and runs them, one at a time, in the order the store hands them out.
+///
+/// Delivery is at least once: a job is claimed with a lease that a heartbeat renews while it runs,
+/// and a job whose agent died goes back to the queue when its lease lapses. Every handler is
+/// therefore idempotent. Pick-up is prompt: in-process enqueues wake the runner at once, and other
+/// processes' commits are noticed by polling the store's change token every few milliseconds.
+public actor JobRunner {
+    public typealias Handler = @Sendable (Job) async throws -> Void
+
+    private let store: any NodeStore
+    private let targets: [JobTarget]
+    private let owner: String
+    private let lease: Duration
+    private let pollInterval: Duration
+    private let logger: Logger
+    private var handlers: [String: Handler] = [:]
+
+    /// A runner for `targets`, claiming as `owner` (unique per agent process) with leases of `lease`.
+    public init(
+        store: any NodeStore, targets: [JobTarget], owner: String, lease: Duration = .seconds(30),
+        pollInterval: Duration = .milliseconds(20), logger: Logger
+    ) {
+        self.store = store
+        self.targets = targets
+        self.owner = owner
+        self.lease = lease
+        self.pollInterval = pollInterval
+        self.logger = logger
+    }
+
+    /// Registers the handler of one job kind, such as `network.create`.
+    public func register(_ kind: String, _ handler: @escaping Handler) {
+        handlers[kind] = handler
+    }
+
+    /// Set when this process enqueued or finished a job since the runner last looked.
+    private var poked = false
+
+    private func poke() { poked = true }
+
+    /// Runs jobs until the task is cancelled. A job being run when cancellation comes is finished
+    /// (it is idempotent, and leaving it half-done until its lease lapses would only delay it).
+    public func run() async {
+        let wakeups = store.wakeups()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [weak self] in
+                for await _ in wakeups { await self?.poke() }
+            }
+            group.addTask { [weak self] in await self?.loop() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func loop() async {
+        var lastToken = (try? await store.changeToken()) ?? 0
+        while !Task.isCancelled {
+            poked = false
+            do {
+                if try await runOne() { continue }
+            } catch {
+                logger.error("claiming a job failed; retrying", metadata: ["error": "\(error)"])
+            }
+            // Idle until this process enqueues, another process commits, or a delayed job may be due.
+            let deadline = ContinuousClock.now + .milliseconds(250)
+            while !Task.isCancelled && !poked && ContinuousClock.now < deadline {
+                let token = (try? await store.changeToken()) ?? lastToken
+                if token != lastToken {
+                    lastToken = token
+                    break
+                }
+                try? await Task.sleep(for: pollInterval)
+            }
+        }
+    }
+
+    /// Claims and runs one job; false when there was none.
+    public func runOne() async throws -> Bool {
+        guard let job = try await store.claimNext(targets: targets, owner: owner, lease: lease) else { return false }
+        var logger = self.logger
+        logger[metadataKey: "job.id"] = "\(job.id)"
+        logger[metadataKey: "job.kind"] = "\(job.kind)"
+        guard let handler = handlers[job.kind] else {
+            logger.error("unknown job kind; failing it")
+            try await store.fail(
+                jobID: job.id, owner: owner, error: "unknown job kind '\(job.kind)' (known: \(handlers.keys.sorted().joined(separator: ", ")))",
+                retryable: false)
+            return true
+        }
+        let store = self.store
+        let owner = self.owner
+        let lease = self.lease
+        let started = ContinuousClock.now
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // The heartbeat: renew at a third of the lease, so two missed renewals still leave time.
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: lease / 3)
+                        if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
+                            throw AgentError.invalid("job \(job.id) lost its lease")
+                        }
+                    }
+                }
+                try await handler(job)
+                group.cancelAll()
+                // The heartbeat ends with a CancellationError, which is the expected way out.
+                while let _ = try? await group.next() {}
+            }
+            try await store.complete(jobID: job.id, owner: owner)
+            logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
+        } catch let error as JobError {
+            logger.error("job failed", metadata: ["error": "\(error)"])
+            try await store.fail(jobID: job.id, owner: owner, error: error.description, retryable: false)
+        } catch {
+            logger.warning("job attempt failed", metadata: ["error": "\(error)", "job.attempt": "\(job.attempts)"])
+            try await store.fail(jobID: job.id, owner: owner, error: "\(error)", retryable: true)
+        }
+        return true
+    }
+}
+
+/// A job that can never succeed as given (malformed payload, impossible transition): failed at once,
+/// not retried.
+public struct JobError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}

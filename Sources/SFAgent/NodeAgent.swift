@@ -1,0 +1,293 @@
+import Foundation
+import Logging
+import SFLibvirt
+import SFNetlink
+import SFStore
+import SFSystem
+
+/// The node agent's job handlers: each loads the objects a job names from the store, makes the host
+/// match them through the realizers, and records what happened as events.
+///
+/// Every handler converges when re-run after a crash at any point: it derives the host state from the
+/// store rather than from what an earlier attempt did, and every realizer step is idempotent.
+public struct NodeAgent: Sendable {
+    public let store: any NodeStore
+    public let networks: NetworkRealizer
+    public let instances: InstanceRealizer
+    /// This node's name, as jobs address it and events record it.
+    public let nodeName: String
+    /// The range floating addresses and network gateways come from.
+    public let floatingRange: IPv4Prefix
+    /// Where each network's dnsmasq keeps its files.
+    public let dhcpDirectory: String
+    /// The dnsmasq of each network, kept for the agent's lifetime: the server owns its child process,
+    /// and a server dropped after each job would take its dnsmasq with it.
+    private let dhcpServers = DHCPServers()
+    let logger: Logger
+
+    public init(
+        store: any NodeStore, networks: NetworkRealizer, instances: InstanceRealizer, nodeName: String,
+        floatingRange: IPv4Prefix, dhcpDirectory: String, logger: Logger
+    ) {
+        self.store = store
+        self.networks = networks
+        self.instances = instances
+        self.nodeName = nodeName
+        self.floatingRange = floatingRange
+        self.dhcpDirectory = dhcpDirectory
+        self.logger = logger
+    }
+
+    /// Registers every handler with `runner`.
+    public func register(with runner: JobRunner) async {
+        await runner.register("network.create") { try await createNetwork(try uuid($0, "network_uuid")) }
+        await runner.register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
+        await runner.register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
+        await runner.register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
+        await runner.register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
+        await runner.register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
+    }
+
+    // MARK: Networks
+
+    /// Builds the network on this node (which is also the network node): bridge, VXLAN, namespace,
+    /// router, egress with the floating gateway and NAT, dnsmasq.
+    public func createNetwork(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        var network = try await store.network(uuid: uuid)
+        guard network.state == .initial || network.state == .created else {
+            throw JobError("network \(uuid) is \(network.state.rawValue); only an initial or created network can be built")
+        }
+        if network.provideNAT && network.floatingGateway == nil {
+            let gateway = try await store.allocateFloating(range: floatingRange, requested: nil, owner: "network:\(uuid)")
+            network = try await store.setFloatingGateway(networkUUID: uuid, gateway)
+        }
+        let plan = try await plan(for: network)
+        try await networks.ensureEgress(floatingRange: floatingRange)
+        try await networks.ensureOnNode(plan, underlay: nil, local: nil)
+        let thread = try await networks.ensureOnNetworkNode(plan)
+        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
+        if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
+        try await event("network", uuid, .status, "network creation complete", since: started)
+    }
+
+    /// Removes the network from this node and releases its gateway. Interfaces still on it are
+    /// refused: delete their instances first.
+    public func deleteNetwork(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        let network = try await store.network(uuid: uuid)
+        if network.state == .deleted { return }
+        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
+        guard live.isEmpty else {
+            throw JobError("network \(uuid) still has \(live.count) interface(s): delete their instances first")
+        }
+        let plan = try await plan(for: network)
+        if let server = await dhcpServers.remove(uuid) {
+            try await server.stop()
+        } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
+            // One started by an earlier agent: adopt it through its pid file, then stop it.
+            try await dhcp(for: network, thread: thread).stop()
+        }
+        try await networks.remove(plan)
+        if let gateway = network.floatingGateway {
+            try await store.releaseFloating(gateway)
+            try await store.setFloatingGateway(networkUUID: uuid, nil)
+        }
+        try await store.setNetworkState(uuid: uuid, to: .deleted)
+        try await event("network", uuid, .status, "network deletion complete", since: started)
+    }
+
+    // MARK: Instances
+
+    /// Creates and starts the instance: initial → preflight → creating → created, with status events.
+    public func createInstance(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        var instance = try await store.instance(uuid: uuid)
+        if instance.state == .created, try await instances.libvirt.state(of: .uuid(uuid)) == .on { return }
+        do {
+            for next in [InstanceState.preflight, .creating] where instance.state.canTransition(to: next) {
+                instance = try await store.setInstanceState(uuid: uuid, to: next)
+            }
+            guard instance.state == .creating || instance.state == .created else {
+                throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
+            }
+            let plan = try await plan(for: instance)
+            for vxid in Set(plan.interfaces.map(\.vxid)) {
+                // The network's node side must exist before a tap can join its bridge.
+                if let network = try await networkWith(vxid: vxid) {
+                    try await networks.ensureOnNode(try await self.plan(for: network), underlay: nil, local: nil)
+                }
+            }
+            try await instances.ensureRunning(plan)
+            try await store.setInstanceNode(uuid: uuid, nodeName)
+            if instance.state != .created { try await store.setInstanceState(uuid: uuid, to: .created) }
+            try await store.setPowerState(uuid: uuid, .on)
+            for interface in try await store.interfaces(instanceUUID: uuid) where interface.state != .created {
+                try await store.setInterfaceState(uuid: interface.uuid, to: .created)
+            }
+            try await event("instance", uuid, .status, "instance creation complete", since: started)
+        } catch let error as JobError {
+            try? await markError(uuid, error.description)
+            throw error
+        }
+    }
+
+    /// Destroys the instance and everything of it on this host; its interfaces become deleted and
+    /// their addresses and floating addresses are released; the instance stays readable as deleted.
+    public func deleteInstance(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        let instance = try await store.instance(uuid: uuid)
+        if instance.state == .deleted { return }
+        if instance.state.canTransition(to: .deleteWait) { try await store.setInstanceState(uuid: uuid, to: .deleteWait) }
+        try await instances.remove(try await plan(for: instance))
+        var touched = Set<UUID>()
+        for interface in try await store.interfaces(instanceUUID: uuid) where interface.state != .deleted {
+            if interface.floating != nil { try await store.defloatInterface(uuid: interface.uuid) }
+            if let address = interface.ipv4 { try await store.releaseIPv4(networkUUID: interface.networkUUID, address: address) }
+            try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
+            touched.insert(interface.networkUUID)
+        }
+        for network in touched { try await refreshNetwork(network) }
+        try await store.setInstanceState(uuid: uuid, to: .deleted)
+        try await store.setPowerState(uuid: uuid, .off)
+        try await event("instance", uuid, .status, "instance deletion complete", since: started)
+    }
+
+    // MARK: Floating addresses
+
+    /// Allocates a floating address for the interface (unless it has one) and adds its DNAT and SNAT.
+    public func float(_ uuid: UUID) async throws {
+        var interface = try await store.interface(uuid: uuid)
+        guard interface.ipv4 != nil else { throw JobError("interface \(uuid) has no IPv4 address to float") }
+        if interface.floating == nil { interface = try await store.floatInterface(uuid: uuid, range: floatingRange) }
+        try await refreshNetwork(interface.networkUUID)
+        try await event("interface", uuid, .audit, "interface floated as \(interface.floating.map(String.init(describing:)) ?? "?")")
+    }
+
+    /// Removes the interface's DNAT and SNAT and releases its floating address.
+    public func defloat(_ uuid: UUID) async throws {
+        let interface = try await store.interface(uuid: uuid)
+        if interface.floating != nil { try await store.defloatInterface(uuid: uuid) }
+        try await refreshNetwork(interface.networkUUID)
+        try await event("interface", uuid, .audit, "interface defloated")
+    }
+
+    // MARK: Plans from the store
+
+    /// Re-applies a network's namespace state (floats, rules) and DHCP hosts after its interfaces changed.
+    func refreshNetwork(_ uuid: UUID) async throws {
+        let network = try await store.network(uuid: uuid)
+        guard network.state == .created else { return }
+        let thread = try await networks.ensureOnNetworkNode(try await plan(for: network))
+        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
+    }
+
+    func plan(for network: Network) async throws -> NetworkPlan {
+        let interfaces = try await store.interfaces(networkUUID: network.uuid).filter { $0.state != .deleted }
+        let floats = interfaces.compactMap { interface -> NetworkPlan.Float? in
+            guard let floating = interface.floating, let address = interface.ipv4 else { return nil }
+            return NetworkPlan.Float(floating: floating, privateAddress: address)
+        }
+        return NetworkPlan(
+            uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: network.provideNAT,
+            floatingGateway: try network.floatingGateway.map { try IPv4Prefix(address: $0, length: floatingRange.length) },
+            egressRouter: floatingRange.host(1), floats: floats)
+    }
+
+    func plan(for instance: Instance) async throws -> InstancePlan {
+        var disks: [InstancePlan.Disk] = []
+        for (index, spec) in instance.diskSpec.enumerated() {
+            let bus = try spec.bus.map { text -> DomainSpec.Disk.Bus in
+                guard let bus = DomainSpec.Disk.Bus(rawValue: text) else {
+                    throw JobError("disk \(index) of instance \(instance.uuid): unknown bus '\(text)'")
+                }
+                return bus
+            } ?? .virtio
+            switch (spec.type, spec.base) {
+            case (.cdrom, let base?): disks.append(.init(source: .cdrom(path: base), bus: bus == .virtio ? .sata : bus))
+            case (.disk, let base?): disks.append(.init(source: .base(path: base), bus: bus))
+            case (.disk, nil): disks.append(.init(source: .blank(sizeGiB: spec.size ?? 0), bus: bus))
+            case (.cdrom, nil): throw JobError("disk \(index) of instance \(instance.uuid): a cdrom needs a base image")
+            }
+        }
+        var interfaces: [InstancePlan.Interface] = []
+        for interface in try await store.interfaces(instanceUUID: instance.uuid).sorted(by: { $0.order < $1.order }) {
+            let network = try await store.network(uuid: interface.networkUUID)
+            guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
+                throw JobError("interface \(interface.uuid): NIC model '\(interface.model)' is not one of virtio, e1000, rtl8139")
+            }
+            interfaces.append(.init(uuid: interface.uuid, mac: interface.macaddr, vxid: UInt32(network.vxid), model: model))
+        }
+        let video = DomainSpec.VideoModel(rawValue: instance.video.model).map { DomainSpec.Video(model: $0, memoryKiB: instance.video.memory) }
+        return InstancePlan(
+            uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
+            video: video)
+    }
+
+    func dhcpHosts(_ network: UUID) async throws -> [DHCPHost] {
+        var hosts: [DHCPHost] = []
+        for interface in try await store.interfaces(networkUUID: network) where interface.state != .deleted {
+            guard let address = interface.ipv4 else { continue }
+            let name = try? await store.instance(uuid: interface.instanceUUID).name
+            hosts.append(DHCPHost(mac: interface.macaddr, address: address, hostname: name))
+        }
+        return hosts
+    }
+
+    func dhcp(for network: Network, thread: NamespaceExecutor) async -> DHCPServer {
+        let plan = NetworkPlan(uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: false)
+        let directory = dhcpDirectory + "/" + network.uuid.uuidString.lowercased()
+        let interface = networks.layout.routerInner(plan.vxid)
+        let logger = self.logger
+        return await dhcpServers.server(for: network.uuid) {
+            DHCPServer(directory: directory, interface: interface, router: plan.router, thread: thread, logger: logger)
+        }
+    }
+
+    private func networkWith(vxid: UInt32) async throws -> Network? {
+        try await store.networks(namespace: nil).first { $0.vxid == Int(vxid) && $0.state != .deleted }
+    }
+
+    private func markError(_ uuid: UUID, _ message: String) async throws {
+        let instance = try await store.instance(uuid: uuid)
+        if let next = instance.state.errorState { try await store.setInstanceState(uuid: uuid, to: next, errorMessage: message) }
+    }
+
+    private func event(_ type: String, _ uuid: UUID, _ kind: EventType, _ message: String, since start: ContinuousClock.Instant? = nil)
+        async throws
+    {
+        let duration = start.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        try await store.record(
+            Event(objectType: type, objectUUID: uuid.uuidString.lowercased(), type: kind, fqdn: nodeName, duration: duration, message: message))
+    }
+}
+
+/// The UUID a job's payload holds under `key`, or a ``JobError`` that says what is wrong with it.
+func uuid(_ job: Job, _ key: String) throws -> UUID {
+    guard case .object(let fields) = job.payload else {
+        throw JobError("job \(job.id) (\(job.kind)): the payload must be a JSON object with \"\(key)\"")
+    }
+    guard let text = fields[key]?.stringValue else {
+        throw JobError("job \(job.id) (\(job.kind)): the payload has no string \"\(key)\"")
+    }
+    guard let value = UUID(uuidString: text) else {
+        throw JobError("job \(job.id) (\(job.kind)): \"\(key)\" is '\(text)', not a UUID")
+    }
+    return value
+}
+
+/// The agent's DHCP servers, one per network, alive as long as the agent.
+actor DHCPServers {
+    private var servers: [UUID: DHCPServer] = [:]
+
+    func server(for network: UUID, make: () -> DHCPServer) -> DHCPServer {
+        if let server = servers[network] { return server }
+        let server = make()
+        servers[network] = server
+        return server
+    }
+
+    func remove(_ network: UUID) -> DHCPServer? {
+        servers.removeValue(forKey: network)
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import Logging
+import SFAgent
+import SFLibvirt
+import SFNetlink
+import SFStore
+import SFSystem
+import SFTestSupport
+import Testing
+
+/// The floating-address path driven by jobs through the agent's runner, with the agent's host
+/// namespace set to a test namespace: network.create, instance.create and interface.float make the
+/// guest reachable from outside; interface.defloat makes it unreachable; instance.delete and
+/// network.delete leave nothing behind. Bad jobs fail with a clear message and the runner goes on.
+@Suite(.serialized, .enabled(if: runningAsRoot, "needs root, libvirtd and the test guest image"))
+struct JobPathTests {
+    static let floatingRange = IPv4Prefix("192.0.2.0/24")!
+
+    @Test func jobsFloatAGuestAndCleanUp() async throws {
+        var logger = Logger(label: "sfnode.test.jobs")
+        logger.logLevel = .warning
+        let id = TestNames.unique("")
+        let hostNamespace = id + "host"
+        let outsideNamespace = id + "out"
+        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let storage = TestGuest.runDirectory + "/\(id)-agent"
+        let teardown = Teardown()
+        let store = try SQLiteStore.temporary(fqdn: "sft-node")
+        teardown.add("store") { store.removeFiles() }
+        teardown.add("storage") { try? FileManager.default.removeItem(atPath: storage) }
+        let libvirt = try LibvirtConnection(logger: logger)
+
+        do {
+            for namespace in [hostNamespace, outsideNamespace] {
+                try NetworkNamespace.create(named: namespace)
+                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
+            }
+            let host = try NetlinkSession(namespace: hostNamespace, logger: logger)
+            let root = try NetlinkSession(namespace: nil, logger: logger)
+            let agent = NodeAgent(
+                store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+                instances: InstanceRealizer(
+                    layout: layout, host: host, root: root, libvirt: libvirt, storagePath: storage + "/instances",
+                    virtualization: .qemu, logger: logger),
+                nodeName: "sft-node", floatingRange: Self.floatingRange, dhcpDirectory: storage + "/dhcp", logger: logger)
+            let runner = JobRunner(
+                store: store, targets: [.node("sft-node"), .networkNode], owner: "test-\(id)", lease: .seconds(10),
+                logger: logger)
+            await agent.register(with: runner)
+
+            // The outside world on the egress bridge.
+            try await agent.networks.ensureEgress(floatingRange: Self.floatingRange)
+            try await host.createVethPair(
+                name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layout.egressBridge, up: true)
+            let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
+            try await outside.addAddress(IPv4Prefix("192.0.2.254/24")!, to: "eth0")
+            try await outside.setLinkUp("eth0", true)
+
+            // What the API would store: a network, an instance with one interface on it.
+            let network = try await store.createNetwork(
+                uuid: UUID(), name: "net", namespace: "system", netblock: IPv4Prefix("10.99.0.0/24")!, provideDHCP: true,
+                provideNAT: true)
+            let instance = Instance(
+                name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)])
+            try await store.createInstance(instance)
+            let interface = try await store.createInterface(
+                uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,
+                macaddr: nil)
+            teardown.add("jobs cleanup") {
+                // If the test failed half-way, the deletes still run through the same handlers.
+                try? await agent.deleteInstance(instance.uuid)
+                try? await agent.deleteNetwork(network.uuid)
+            }
+
+            func runAll() async throws {
+                while try await runner.runOne() {}
+            }
+            func payload(_ key: String, _ uuid: UUID) -> JSONValue { .object([key: .string(uuid.uuidString)]) }
+
+            _ = try await store.enqueue(
+                kind: "network.create", payload: payload("network_uuid", network.uuid), target: .networkNode,
+                objectKey: "network:\(network.uuid)")
+            _ = try await store.enqueue(
+                kind: "instance.create", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
+                objectKey: "instance:\(instance.uuid)")
+            _ = try await store.enqueue(
+                kind: "interface.float", payload: payload("interface_uuid", interface.uuid), target: .networkNode,
+                objectKey: "interface:\(interface.uuid)")
+            // Bad jobs: they fail with a message naming what is wrong, and the good ones still run.
+            let unknown = try await store.enqueue(kind: "instance.explode", payload: .object([:]), target: .node("sft-node"), objectKey: nil)
+            let malformed = try await store.enqueue(
+                kind: "instance.create", payload: .object(["instance_uuid": .string("not-a-uuid")]), target: .node("sft-node"),
+                objectKey: nil)
+            try await runAll()
+
+            #expect(try await store.job(id: unknown.id).state == .failed)
+            #expect(try await store.job(id: unknown.id).lastError?.contains("unknown job kind 'instance.explode'") == true)
+            #expect(try await store.job(id: malformed.id).lastError?.contains("'not-a-uuid', not a UUID") == true)
+            for job in try await store.jobs(states: [.failed], limit: 10) where job.id != unknown.id && job.id != malformed.id {
+                Issue.record("job \(job.kind) failed: \(job.lastError ?? "")")
+            }
+
+            #expect(try await store.instance(uuid: instance.uuid).state == .created)
+            #expect(try await store.network(uuid: network.uuid).state == .created)
+            let floated = try await store.interface(uuid: interface.uuid)
+            let floating = try #require(floated.floating)
+            let address = try #require(floated.ipv4)
+            let console = try await TestGuest.waitForSerial(
+                path: agent.instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
+            #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == address.description)
+            let body = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
+            #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
+            #expect(try await store.events(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())
+                .contains { $0.message == "instance creation complete" && $0.duration != nil })
+
+            _ = try await store.enqueue(
+                kind: "interface.defloat", payload: payload("interface_uuid", interface.uuid), target: .networkNode,
+                objectKey: "interface:\(interface.uuid)")
+            try await runAll()
+            #expect(try await store.interface(uuid: interface.uuid).floating == nil)
+            await #expect(throws: (any Error).self) {
+                _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 3)
+            }
+
+            _ = try await store.enqueue(
+                kind: "instance.delete", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
+                objectKey: "instance:\(instance.uuid)")
+            _ = try await store.enqueue(
+                kind: "network.delete", payload: payload("network_uuid", network.uuid), target: .networkNode,
+                objectKey: "network:\(network.uuid)")
+            try await runAll()
+            #expect(try await store.instance(uuid: instance.uuid).state == .deleted)
+            #expect(try await store.interface(uuid: interface.uuid).state == .deleted)
+            #expect(try await store.network(uuid: network.uuid).state == .deleted)
+            #expect(try await libvirt.lookup(uuid: instance.uuid) == nil)
+            #expect(!NetworkNamespace.exists(named: layout.namespace(of: network.uuid)))
+            #expect(try await host.links().filter { $0.name.hasPrefix("sfbr") || $0.name.hasPrefix("sfvx") }.isEmpty)
+        } catch {
+            try await teardown.run()
+            throw error
+        }
+        try await teardown.run()
+        #expect(try await NetlinkSession(namespace: nil, logger: logger).links().filter { $0.name.hasPrefix(id) }.isEmpty)
+    }
+}
