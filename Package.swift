@@ -20,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
@@ -45,6 +46,13 @@ let package = Package(
             dependencies: [
                 "SFSystem", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        .target(
+            name: "SFDaemonSupport",
+            dependencies: [
+                "SFSystem", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
         .target(
@@ -76,6 +84,13 @@ let package = Package(
         .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
         .testTarget(name: "SFStoreTests", dependencies: ["SFStore", "SFTestSupport"]),
+        .testTarget(
+            name: "SFDaemonSupportTests",
+            dependencies: [
+                "SFDaemonSupport", "SFSystem", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ]),
         .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFTestSupport"]),
         .testTarget(
             name: "EndToEndTests",

@@ -1,0 +1,419 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import SFSystem
+
+/// The node agent's settings: a JSON file, then `SFNODE_<UPPER_SNAKE>` environment variables over it.
+///
+/// | JSON key | environment | default |
+/// | --- | --- | --- |
+/// | `nodeName` | `SFNODE_NODE_NAME` | the host name |
+/// | `hostNamespace` | `SFNODE_HOST_NAMESPACE` | none: the root namespace (empty text means none) |
+/// | `virtualizationType` | `SFNODE_VIRTUALIZATION_TYPE` | `auto` (`kvm`, `qemu`, `auto`) |
+/// | `storePath` | `SFNODE_STORE_PATH` | `/var/lib/sfnode/sfnode.sqlite` |
+/// | `storagePath` | `SFNODE_STORAGE_PATH` | `/var/lib/sfnode/instances` |
+/// | `floatingRange` | `SFNODE_FLOATING_RANGE` | `192.168.20.0/24` |
+/// | `egressInterface` | `SFNODE_EGRESS_INTERFACE` | none: the interface of the default route |
+/// | `isNetworkNode` | `SFNODE_IS_NETWORK_NODE` | `true` (a single node is its own network node) |
+/// | `mtu` | `SFNODE_MTU` | `1450` (1500 less VXLAN's 50 bytes) |
+/// | `logLevel` | `SFNODE_LOG_LEVEL` | `info` |
+/// | `libvirtURI` | `SFNODE_LIBVIRT_URI` | `qemu:///system` |
+///
+/// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
+public struct AgentConfiguration: Codable, Sendable, Equatable {
+    /// How guests are run.
+    public enum Virtualization: String, Codable, Sendable, CaseIterable {
+        /// Hardware-assisted, through /dev/kvm.
+        case kvm
+        /// Software emulation (TCG): slow, but works without KVM (nested or broken virtualization).
+        case qemu
+        /// KVM when /dev/kvm is usable, else emulation.
+        case auto
+    }
+
+    /// This node's name in the cluster.
+    public var nodeName: String
+    /// The network namespace that stands for the host's own network, nil for the root namespace.
+    /// Tests run a whole node inside a namespace this way.
+    public var hostNamespace: String?
+    /// How guests are run.
+    public var virtualizationType: Virtualization
+    /// The SQLite database holding the node's desired and observed state.
+    public var storePath: String
+    /// The directory holding instance disks and other per-instance files.
+    public var storagePath: String
+    /// The network floating addresses are taken from.
+    ///
+    /// The default, 192.168.20.0/24, is Shaken Fist's: private (RFC 1918) and rarely a LAN's own
+    /// range, so a test node works out of the box without clashing with the usual 192.168.0/1.x
+    /// home networks. Floating addresses are only reachable from elsewhere when this range is
+    /// routed to the network node, so production must set it to its own routed range.
+    public var floatingRange: IPv4Prefix
+    /// The interface floating traffic leaves by; nil picks the interface of the default route.
+    public var egressInterface: String?
+    /// Whether this node carries the cluster's floating and NAT traffic.
+    public var isNetworkNode: Bool
+    /// The MTU of instance-facing interfaces. 1450 leaves room for VXLAN's 50-byte encapsulation on
+    /// a 1500-byte underlay.
+    public var mtu: Int
+    /// The least severe level logged.
+    public var logLevel: Logger.Level
+    /// The libvirt connection URI.
+    public var libvirtURI: String
+
+    /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
+    public static let defaultPath = "/etc/sfnode/agent.json"
+    /// The floating range used unless configured; see ``floatingRange``.
+    public static let defaultFloatingRange = "192.168.20.0/24"
+    /// The environment variable naming the configuration file.
+    public static let pathVariable = "SFNODE_CONFIG"
+
+    private static let defaultFloatingPrefix: IPv4Prefix = {
+        guard let prefix = IPv4Prefix(defaultFloatingRange) else { preconditionFailure("the default floating range parses") }
+        return prefix
+    }()
+
+    /// The defaults, with `nodeName` as this node's name.
+    public static func defaults(nodeName: String = AgentConfiguration.hostname()) -> AgentConfiguration {
+        AgentConfiguration(
+            nodeName: nodeName, hostNamespace: nil, virtualizationType: .auto,
+            storePath: "/var/lib/sfnode/sfnode.sqlite", storagePath: "/var/lib/sfnode/instances",
+            floatingRange: defaultFloatingPrefix,
+            egressInterface: nil, isNetworkNode: true, mtu: 1450, logLevel: .info, libvirtURI: "qemu:///system")
+    }
+
+    /// Every setting given explicitly.
+    public init(
+        nodeName: String, hostNamespace: String?, virtualizationType: Virtualization, storePath: String,
+        storagePath: String, floatingRange: IPv4Prefix, egressInterface: String?, isNetworkNode: Bool, mtu: Int,
+        logLevel: Logger.Level, libvirtURI: String
+    ) {
+        self.nodeName = nodeName
+        self.hostNamespace = hostNamespace
+        self.virtualizationType = virtualizationType
+        self.storePath = storePath
+        self.storagePath = storagePath
+        self.floatingRange = floatingRange
+        self.egressInterface = egressInterface
+        self.isNetworkNode = isNetworkNode
+        self.mtu = mtu
+        self.logLevel = logLevel
+        self.libvirtURI = libvirtURI
+    }
+
+    // MARK: Loading
+
+    /// The configuration file's path, and whether it was named explicitly (`--config` or
+    /// `SFNODE_CONFIG`) rather than being the default.
+    public static func configurationPath(
+        commandLine: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> (path: String, isExplicit: Bool) {
+        if let commandLine, !commandLine.isEmpty { return (commandLine, true) }
+        if let fromEnvironment = environment[pathVariable], !fromEnvironment.isEmpty { return (fromEnvironment, true) }
+        return (defaultPath, false)
+    }
+
+    /// Loads the configuration: defaults, then the file, then the environment.
+    ///
+    /// A missing file at the default path means defaults; a missing file that was named explicitly
+    /// is an error, because a mistyped `--config` must not silently run with defaults.
+    public static func load(
+        commandLinePath: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
+        defaultNodeName: String = AgentConfiguration.hostname()
+    ) throws -> AgentConfiguration {
+        let (path, isExplicit) = configurationPath(commandLine: commandLinePath, environment: environment)
+        var configuration = defaults(nodeName: defaultNodeName)
+        if FileManager.default.fileExists(atPath: path) {
+            let data: Data
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: path))
+            } catch {
+                throw ConfigurationError.unreadableFile(path: path, reason: "\(error.localizedDescription)")
+            }
+            configuration = try decode(json: data, source: path, defaults: configuration)
+        } else if isExplicit {
+            throw ConfigurationError.unreadableFile(path: path, reason: "no such file")
+        }
+        try configuration.applyEnvironment(environment)
+        return configuration
+    }
+
+    /// `defaults` with the settings in the JSON object `data` over them; `source` names the file in errors.
+    public static func decode(json data: Data, source: String, defaults: AgentConfiguration) throws -> AgentConfiguration {
+        let decoder = JSONDecoder()
+        decoder.userInfo[defaultsKey] = DecodingDefaults(configuration: defaults, source: source)
+        do {
+            return try decoder.decode(AgentConfiguration.self, from: data)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch DecodingError.dataCorrupted(let context) {
+            let underlying = context.underlyingError.map { " (\($0.localizedDescription))" } ?? ""
+            throw ConfigurationError.malformedFile(path: source, reason: "not valid JSON\(underlying)")
+        } catch {
+            throw ConfigurationError.malformedFile(path: source, reason: "\(error)")
+        }
+    }
+
+    /// Applies every `SFNODE_<UPPER_SNAKE>` variable present in `environment`.
+    public mutating func applyEnvironment(_ environment: [String: String]) throws {
+        for field in Self.fields {
+            guard let value = environment[field.environmentName] else { continue }
+            do {
+                try field.apply(&self, value)
+            } catch let invalid as InvalidValue {
+                throw ConfigurationError.invalidValue(setting: field.environmentName, value: value, reason: invalid.reason)
+            }
+        }
+    }
+
+    /// The host name, as `gethostname(2)` reports it; `localhost` if that fails.
+    public static func hostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }
+
+    // MARK: Codable
+
+    /// Decodes the file format: every key optional (absent keys keep the defaults), unknown keys
+    /// refused (a misspelt key must not be silently ignored), and each value checked as the
+    /// environment's text is. Defaults come from the decoder's user info when ``decode(json:source:defaults:)``
+    /// set them, else from ``defaults(nodeName:)``.
+    public init(from decoder: any Decoder) throws {
+        let context = decoder.userInfo[Self.defaultsKey] as? DecodingDefaults
+        var configuration = context?.configuration ?? Self.defaults()
+        let source = context?.source ?? "configuration"
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        let known = Dictionary(uniqueKeysWithValues: Self.fields.map { ($0.key, $0) })
+        for key in container.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) {
+            guard let field = known[key.stringValue] else {
+                throw ConfigurationError.unknownKey(path: source, key: key.stringValue, known: Self.fields.map(\.key))
+            }
+            let scalar: JSONScalar
+            do {
+                scalar = try container.decode(JSONScalar.self, forKey: key)
+            } catch {
+                throw ConfigurationError.invalidValue(
+                    setting: "\(source): \(key.stringValue)", value: "(not a scalar)",
+                    reason: "must be a string, a whole number or a boolean")
+            }
+            do {
+                try field.apply(&configuration, scalar.text)
+            } catch let invalid as InvalidValue {
+                throw ConfigurationError.invalidValue(
+                    setting: "\(source): \(key.stringValue)", value: scalar.text ?? "null", reason: invalid.reason)
+            }
+        }
+        self = configuration
+    }
+
+    /// Encodes the file format, every setting present except the absent optional ones.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: AnyKey.self)
+        try container.encode(nodeName, forKey: AnyKey("nodeName"))
+        try container.encodeIfPresent(hostNamespace, forKey: AnyKey("hostNamespace"))
+        try container.encode(virtualizationType.rawValue, forKey: AnyKey("virtualizationType"))
+        try container.encode(storePath, forKey: AnyKey("storePath"))
+        try container.encode(storagePath, forKey: AnyKey("storagePath"))
+        try container.encode(floatingRange.description, forKey: AnyKey("floatingRange"))
+        try container.encodeIfPresent(egressInterface, forKey: AnyKey("egressInterface"))
+        try container.encode(isNetworkNode, forKey: AnyKey("isNetworkNode"))
+        try container.encode(mtu, forKey: AnyKey("mtu"))
+        try container.encode(logLevel.rawValue, forKey: AnyKey("logLevel"))
+        try container.encode(libvirtURI, forKey: AnyKey("libvirtURI"))
+    }
+
+    private static let defaultsKey: CodingUserInfoKey = {
+        guard let key = CodingUserInfoKey(rawValue: "sfnode.configuration.defaults") else {
+            preconditionFailure("a non-empty CodingUserInfoKey is always valid")
+        }
+        return key
+    }()
+
+    private struct DecodingDefaults: Sendable {
+        let configuration: AgentConfiguration
+        let source: String
+    }
+
+    // MARK: Fields
+
+    /// One setting: its JSON key, its environment variable, and how text becomes its value.
+    struct Field: Sendable {
+        let key: String
+        let environmentName: String
+        /// Parses the text (nil for JSON null) into the configuration, throwing ``InvalidValue``.
+        let apply: @Sendable (inout AgentConfiguration, String?) throws -> Void
+    }
+
+    /// Why a value was refused, completed by the caller with the setting's name and the value.
+    struct InvalidValue: Error {
+        let reason: String
+    }
+
+    /// Every setting, in documentation order. The environment name is `SFNODE_` and the key in upper snake case.
+    static let fields: [Field] = [
+        Field(key: "nodeName", environmentName: "SFNODE_NODE_NAME") { configuration, text in
+            let name = try required(text)
+            guard (1...253).contains(name.utf8.count), name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f })
+            else { throw InvalidValue(reason: "is not a node name (1 to 253 printable ASCII characters, no spaces)") }
+            configuration.nodeName = name
+        },
+        Field(key: "hostNamespace", environmentName: "SFNODE_HOST_NAMESPACE") { configuration, text in
+            guard let name = text, !name.isEmpty else {
+                configuration.hostNamespace = nil
+                return
+            }
+            guard (try? NetworkNamespace.validate(name: name)) != nil else {
+                throw InvalidValue(
+                    reason: "is not a network namespace name (1 to \(NetworkNamespace.maximumNameLength) printable ASCII "
+                        + "characters, no '/', no leading '.')")
+            }
+            configuration.hostNamespace = name
+        },
+        Field(key: "virtualizationType", environmentName: "SFNODE_VIRTUALIZATION_TYPE") { configuration, text in
+            guard let type = Virtualization(rawValue: try required(text).lowercased()) else {
+                throw InvalidValue(reason: "is not one of kvm, qemu, auto")
+            }
+            configuration.virtualizationType = type
+        },
+        Field(key: "storePath", environmentName: "SFNODE_STORE_PATH") { configuration, text in
+            configuration.storePath = try absolutePath(text)
+        },
+        Field(key: "storagePath", environmentName: "SFNODE_STORAGE_PATH") { configuration, text in
+            configuration.storagePath = try absolutePath(text)
+        },
+        Field(key: "floatingRange", environmentName: "SFNODE_FLOATING_RANGE") { configuration, text in
+            let value = try required(text)
+            guard value.contains("/"), let prefix = IPv4Prefix(value) else {
+                throw InvalidValue(reason: "is not an IPv4 prefix (a.b.c.d/n)")
+            }
+            guard prefix.network == prefix else {
+                throw InvalidValue(reason: "has host bits set (the network is \(prefix.network))")
+            }
+            // A /31 or /32 leaves no address to float once the network and broadcast are set aside.
+            guard prefix.length <= 30 else { throw InvalidValue(reason: "is too small for floating addresses (at most /30)") }
+            configuration.floatingRange = prefix
+        },
+        Field(key: "egressInterface", environmentName: "SFNODE_EGRESS_INTERFACE") { configuration, text in
+            guard let name = text, !name.isEmpty else {
+                configuration.egressInterface = nil
+                return
+            }
+            // The kernel's own rule (dev_valid_name): under IFNAMSIZ, no '/', ':' or white space, not '.' or '..'.
+            guard name.utf8.count <= 15, name != ".", name != "..",
+                name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != "/" && $0 != ":" })
+            else { throw InvalidValue(reason: "is not an interface name (1 to 15 characters, no '/', ':' or spaces)") }
+            configuration.egressInterface = name
+        },
+        Field(key: "isNetworkNode", environmentName: "SFNODE_IS_NETWORK_NODE") { configuration, text in
+            switch try required(text).lowercased() {
+            case "true", "yes", "on", "1": configuration.isNetworkNode = true
+            case "false", "no", "off", "0": configuration.isNetworkNode = false
+            default: throw InvalidValue(reason: "is not a boolean (true or false)")
+            }
+        },
+        Field(key: "mtu", environmentName: "SFNODE_MTU") { configuration, text in
+            // 576 is the least every IPv4 host must take; 9216 the largest jumbo frame switches carry.
+            guard let mtu = Int(try required(text)), (576...9216).contains(mtu) else {
+                throw InvalidValue(reason: "is not an MTU (a whole number from 576 to 9216)")
+            }
+            configuration.mtu = mtu
+        },
+        Field(key: "logLevel", environmentName: "SFNODE_LOG_LEVEL") { configuration, text in
+            guard let level = Logger.Level(rawValue: try required(text).lowercased()) else {
+                throw InvalidValue(
+                    reason: "is not a log level (\(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            configuration.logLevel = level
+        },
+        Field(key: "libvirtURI", environmentName: "SFNODE_LIBVIRT_URI") { configuration, text in
+            let uri = try required(text)
+            guard isURIWithScheme(uri) else { throw InvalidValue(reason: "is not a libvirt URI (such as qemu:///system)") }
+            configuration.libvirtURI = uri
+        },
+    ]
+
+    private static func required(_ text: String?) throws -> String {
+        guard let text else { throw InvalidValue(reason: "must not be null") }
+        return text
+    }
+
+    private static func absolutePath(_ text: String?) throws -> String {
+        let path = try required(text)
+        guard path.hasPrefix("/"), !path.utf8.contains(0) else { throw InvalidValue(reason: "is not an absolute path") }
+        return path
+    }
+
+    /// `scheme:rest` with an RFC 3986 scheme (a letter, then letters, digits, `+`, `-`, `.`) and no
+    /// white space: what `virConnectOpen` can parse.
+    private static func isURIWithScheme(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0, colon + 1 < bytes.count else { return false }
+        func isLetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }
+        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        guard isLetter(bytes[0]),
+            bytes[..<colon].allSatisfy({ isLetter($0) || isDigit($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") })
+        else { return false }
+        return bytes.allSatisfy { $0 > 0x20 && $0 != 0x7f }
+    }
+}
+
+/// A configuration that cannot be used, with a message naming the setting and the value.
+public enum ConfigurationError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// `setting` (an environment variable, or `file: key`) has the unusable `value`; `reason`
+    /// completes the sentence, such as "is not an IPv4 prefix (a.b.c.d/n)".
+    case invalidValue(setting: String, value: String, reason: String)
+    /// The file names a setting that does not exist.
+    case unknownKey(path: String, key: String, known: [String])
+    /// The file could not be read.
+    case unreadableFile(path: String, reason: String)
+    /// The file is not a JSON object.
+    case malformedFile(path: String, reason: String)
+
+    /// One line, such as `SFNODE_FLOATING_RANGE: '10.0.0.0/33' is not an IPv4 prefix (a.b.c.d/n)`.
+    public var description: String {
+        switch self {
+        case .invalidValue(let setting, let value, let reason): return "\(setting): '\(value)' \(reason)"
+        case .unknownKey(let path, let key, let known):
+            return "\(path): unknown setting '\(key)' (known: \(known.joined(separator: ", ")))"
+        case .unreadableFile(let path, let reason): return "\(path): cannot read the configuration file: \(reason)"
+        case .malformedFile(let path, let reason): return "\(path): \(reason)"
+        }
+    }
+}
+
+/// A JSON string, whole number, boolean or null, kept as the text the environment would give.
+private enum JSONScalar: Decodable {
+    case text(String)
+    case null
+
+    var text: String? {
+        if case .text(let value) = self { return value }
+        return nil
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let flag = try? container.decode(Bool.self) {
+            self = .text(flag ? "true" : "false")
+        } else if let number = try? container.decode(Int.self) {
+            self = .text(String(number))
+        } else {
+            self = .text(try container.decode(String.self))
+        }
+    }
+}
+
+/// A coding key for any string, so the decoder can see (and refuse) keys it does not know.
+private struct AnyKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(_ string: String) { stringValue = string }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
