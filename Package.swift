@@ -64,8 +64,9 @@ let package = Package(
         .executableTarget(
             name: "sfnode",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt",
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent", "SFDaemonSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

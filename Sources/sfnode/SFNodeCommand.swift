@@ -6,15 +6,14 @@ import SFLibvirt
 import SFNetlink
 import SFSystem
 
-/// The one sfnode executable. Subcommands are added as the agent grows; today it reports what the
-/// host plumbing sees, read-only.
+/// The one sfnode executable: the agent daemon (the default) and the operator's commands.
 @main
 struct SFNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfnode",
         abstract: "The node agent of a Shaken Fist-style cloud.",
-        subcommands: [HostCommand.self],
-        defaultSubcommand: HostCommand.self)
+        subcommands: [AgentCommand.self, HostCommand.self, JobCommand.self, EventsCommand.self],
+        defaultSubcommand: AgentCommand.self)
 }
 
 /// `sfnode host`: what libvirt, netlink and the firewall see on this host. Changes nothing.

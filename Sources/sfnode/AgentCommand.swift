@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SFAgent
+import SFDaemonSupport
+import SFLibvirt
+import SFNetlink
+import SFStore
+import SFSystem
+import ServiceLifecycle
+
+/// `sfnode agent`: the daemon. Takes jobs for this node from the store and realizes them, under
+/// swift-service-lifecycle; SIGTERM lets the current job finish and stops within a bound.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Run the node agent (takes jobs from the store and makes the host match).")
+
+    @Option(help: "The configuration file (default: $SFNODE_CONFIG, else /etc/sfnode/agent.json).")
+    var config: String?
+
+    func run() async throws {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        LoggingBootstrap.bootstrap(level: settings.logLevel, identifier: "sfnode-agent")
+        var logger = Logger(label: "sfnode.agent")
+        logger[metadataKey: "node.name"] = "\(settings.nodeName)"
+        let agent = try await AgentAssembly.make(settings: settings, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: JobRunnerService(runner: agent.runner)),
+                    .init(service: SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
+        try await group.run()
+    }
+}
+
+/// The job runner as a service: it stops taking jobs on graceful shutdown, after the one it runs.
+struct JobRunnerService: Service {
+    let runner: JobRunner
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await runner.run()
+        }
+    }
+}
+
+/// Builds the agent from its settings: store, plumbing sessions, realizers, handlers.
+enum AgentAssembly {
+    struct Agent {
+        let store: SQLiteStore
+        let node: NodeAgent
+        let runner: JobRunner
+    }
+
+    static func make(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
+        try FileManager.default.createDirectory(
+            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        let layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
+        let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
+        let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
+        let virtualization = VirtualizationType(rawValue: settings.virtualizationType.rawValue) ?? .auto
+        let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
+        let node = NodeAgent(
+            store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+            instances: InstanceRealizer(
+                layout: layout, host: host, root: root, libvirt: libvirt, storagePath: settings.storagePath,
+                virtualization: virtualization.resolved(logger: logger), logger: logger),
+            nodeName: settings.nodeName, floatingRange: settings.floatingRange,
+            dhcpDirectory: settings.storagePath + "/dhcp", logger: logger)
+        var targets: [JobTarget] = [.node(settings.nodeName)]
+        if settings.isNetworkNode { targets.append(.networkNode) }
+        let runner = JobRunner(
+            store: store, targets: targets, owner: "\(settings.nodeName):\(getpid()):\(UUID().uuidString.prefix(8))",
+            logger: logger)
+        await node.register(with: runner)
+        return Agent(store: store, node: node, runner: runner)
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import SFDaemonSupport
+import SFStore
+
+/// `sfnode job …` and `sfnode events …`: the operator's view of the store the agent works from.
+struct JobCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "job", abstract: "Submit and list jobs.", subcommands: [Submit.self, List.self])
+
+    struct Submit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit a job from JSON: {\"kind\": …, \"target\": \"node:NAME\" | \"role:network-node\", \"payload\": {…}, \"object_key\": …}.")
+
+        @Option(help: "The configuration file.") var config: String?
+        @Argument(help: "The job as JSON, or - to read it from standard input.") var json: String
+
+        func run() async throws {
+            let store = try OperatorStore.open(config)
+            let text = json == "-" ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) : json
+            let request = try JobRequest.parse(text)
+            let job = try await store.enqueue(
+                kind: request.kind, payload: request.payload, target: request.target, objectKey: request.objectKey)
+            print("queued job \(job.id) (\(job.kind) for \(job.target))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
+
+        @Option(help: "The configuration file.") var config: String?
+        @Option(help: "How many jobs to show.") var limit = 50
+
+        func run() async throws {
+            let store = try OperatorStore.open(config)
+            for job in try await store.jobs(states: [], limit: limit) {
+                let error = job.lastError.map { " error: \($0)" } ?? ""
+                print("\(job.id)\t\(job.state.rawValue)\t\(job.kind)\t\(job.target)\tattempts \(job.attempts)/\(job.maxAttempts)\(error)")
+            }
+        }
+    }
+}
+
+/// `sfnode events TYPE UUID`: an object's events, newest first.
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "events", abstract: "Show an object's events, newest first.")
+
+    @Option(help: "The configuration file.") var config: String?
+    @Option(help: "How many events to show (at most 1000).") var limit = 100
+    @Argument(help: "The object type: instance, network, interface, node.") var type: String
+    @Argument(help: "The object's UUID.") var uuid: String
+
+    func run() async throws {
+        let store = try OperatorStore.open(config)
+        let formatter = ISO8601DateFormatter()
+        for event in try await store.events(objectType: type, objectUUID: uuid.lowercased(), limit: limit) {
+            let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
+            print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(event.message)\(duration)")
+        }
+    }
+}
+
+/// The store named by the agent's configuration.
+enum OperatorStore {
+    static func open(_ config: String?) throws -> SQLiteStore {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        return try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
+    }
+}
+
+/// A job as an operator writes it.
+struct JobRequest {
+    var kind: String
+    var target: JobTarget
+    var payload: JSONValue
+    var objectKey: String?
+
+    /// Parses the JSON, naming the field that is missing or wrong.
+    static func parse(_ text: String) throws -> JobRequest {
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        } catch {
+            throw ValidationError("the job is not valid JSON: \(error)")
+        }
+        guard case .object(let fields) = value else { throw ValidationError("the job must be a JSON object") }
+        guard let kind = fields["kind"]?.stringValue, !kind.isEmpty else { throw ValidationError("the job has no \"kind\" string") }
+        guard let targetText = fields["target"]?.stringValue else {
+            throw ValidationError("the job has no \"target\" string (node:NAME or role:network-node)")
+        }
+        let target = try JobTarget.parse(targetText)
+        return JobRequest(
+            kind: kind, target: target, payload: fields["payload"] ?? .object([:]), objectKey: fields["object_key"]?.stringValue)
+    }
+}
