@@ -174,11 +174,17 @@ public struct NodeAgent: Sendable {
 
     // MARK: Plans from the store
 
-    /// Re-applies a network's namespace state (floats, rules) and DHCP hosts after its interfaces changed.
-    func refreshNetwork(_ uuid: UUID) async throws {
+    /// Re-applies a network's namespace state (floats, rules) and DHCP hosts after its interfaces
+    /// changed; with `ensureNodeSide`, also its bridge, VXLAN and egress (reconciliation).
+    func refreshNetwork(_ uuid: UUID, ensureNodeSide: Bool = false) async throws {
         let network = try await store.network(uuid: uuid)
         guard network.state == .created else { return }
-        let thread = try await networks.ensureOnNetworkNode(try await plan(for: network))
+        let plan = try await plan(for: network)
+        if ensureNodeSide {
+            try await networks.ensureEgress(floatingRange: floatingRange)
+            try await networks.ensureOnNode(plan, underlay: nil, local: nil)
+        }
+        let thread = try await networks.ensureOnNetworkNode(plan)
         if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
     }
 

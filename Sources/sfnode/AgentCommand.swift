@@ -27,6 +27,7 @@ struct AgentCommand: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
+                    .init(service: ReconcilerService(reconciler: Reconciler(agent: agent.node, logger: logger), logger: logger)),
                     .init(service: JobRunnerService(runner: agent.runner)),
                     .init(service: SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)),
                 ],
@@ -43,6 +44,41 @@ struct JobRunnerService: Service {
     func run() async throws {
         try await cancelWhenGracefulShutdown {
             await runner.run()
+        }
+    }
+}
+
+/// Reconciliation as a service: a full pass at start, libvirt lifecycle events as they come, and a
+/// backstop pass every 30 s. A failed pass is logged and retried; it never stops the agent.
+struct ReconcilerService: Service {
+    let reconciler: Reconciler
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        do {
+                            try await reconciler.followLifecycleEvents()
+                        } catch {
+                            logger.warning("lifecycle events stopped; following them again", metadata: ["error": "\(error)"])
+                        }
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        do {
+                            let report = try await reconciler.reconcileOnce()
+                            logger.debug("reconciled", metadata: ["reconcile.report": "\(report)"])
+                        } catch {
+                            logger.error("reconciliation pass failed; nothing was removed", metadata: ["error": "\(error)"])
+                        }
+                        try? await Task.sleep(for: .seconds(30))
+                    }
+                }
+            }
         }
     }
 }

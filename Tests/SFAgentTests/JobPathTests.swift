@@ -8,6 +8,10 @@ import SFSystem
 import SFTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The floating-address path driven by jobs through the agent's runner, with the agent's host
 /// namespace set to a test namespace: network.create, instance.create and interface.float make the
 /// guest reachable from outside; interface.defloat makes it unreachable; instance.delete and
@@ -112,6 +116,35 @@ struct JobPathTests {
             #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
             #expect(try await store.events(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())
                 .contains { $0.message == "instance creation complete" && $0.duration != nil })
+
+            // Drift: the bridge deleted, the DNAT rules flushed and dnsmasq killed by hand. One
+            // reconciliation pass restores all three, and a second pass (an agent restart) changes nothing.
+            let reconciler = Reconciler(agent: agent, logger: logger)
+            let namespace = layout.namespace(of: network.uuid)
+            let dhcpPIDFile = storage + "/dhcp/\(network.uuid.uuidString.lowercased())/pid"
+            let dnsmasq = try #require(Int32(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            try await host.deleteLink(layout.bridge(UInt32(network.vxid)))
+            #expect(try runInNamespace(namespace, command: ["iptables-legacy", "-w", "-t", "nat", "-F", "SFNODE-PREROUTING"]).status == 0)
+            kill(dnsmasq, SIGKILL)
+            #expect(await eventually { kill(dnsmasq, 0) != 0 || (try? String(contentsOfFile: "/proc/\(dnsmasq)/stat", encoding: .utf8))?.contains(") Z ") == true })
+            await #expect(throws: (any Error).self) {
+                _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 2)
+            }
+            let repair = try await reconciler.reconcileOnce()
+            #expect(repair.instancesStarted == 0)
+            #expect(try await host.link(named: layout.bridge(UInt32(network.vxid))) != nil)
+            let restoredPID = try #require(Int32(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(restoredPID != dnsmasq)
+            #expect(kill(restoredPID, 0) == 0)
+            let repaired = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
+            #expect(repaired.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
+            let rulesBefore = try runInNamespace(namespace, command: ["iptables-legacy-save", "-t", "nat"]).stdout
+                .split(separator: "\n").filter { $0.hasPrefix("-A") }
+            let again = try await reconciler.reconcileOnce()
+            #expect(again == Reconciler.Report(networksEnsured: 1, instancesStarted: 0, domainsRemoved: 0, namespacesRemoved: 0))
+            #expect(try runInNamespace(namespace, command: ["iptables-legacy-save", "-t", "nat"]).stdout
+                .split(separator: "\n").filter { $0.hasPrefix("-A") } == rulesBefore)
+            #expect(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).contains("\(restoredPID)"))
 
             _ = try await store.enqueue(
                 kind: "interface.defloat", payload: payload("interface_uuid", interface.uuid), target: .networkNode,

@@ -1,0 +1,109 @@
+import Foundation
+import Logging
+import SFLibvirt
+import SFStore
+import SFSystem
+
+/// Makes the host match the store again after crashes, restarts and drift: on start, on every
+/// libvirt lifecycle event, and in a periodic backstop pass.
+///
+/// Unknown is not gone: when the store or libvirt cannot be read, the pass stops without removing
+/// anything, and only objects the store *successfully* says are deleted (or never existed) and that
+/// carry sfnode's mark (the name prefix, the domain metadata) are removed.
+public struct Reconciler: Sendable {
+    public let agent: NodeAgent
+    let logger: Logger
+
+    public init(agent: NodeAgent, logger: Logger) {
+        self.agent = agent
+        self.logger = logger
+    }
+
+    /// What one pass found and did, for events, logs and tests.
+    public struct Report: Sendable, Equatable {
+        public var networksEnsured = 0
+        public var instancesStarted = 0
+        public var domainsRemoved = 0
+        public var namespacesRemoved = 0
+
+        public init(networksEnsured: Int = 0, instancesStarted: Int = 0, domainsRemoved: Int = 0, namespacesRemoved: Int = 0) {
+            self.networksEnsured = networksEnsured
+            self.instancesStarted = instancesStarted
+            self.domainsRemoved = domainsRemoved
+            self.namespacesRemoved = namespacesRemoved
+        }
+    }
+
+    /// One full pass. Everything it does is idempotent: on a host that matches, it changes nothing.
+    @discardableResult
+    public func reconcileOnce() async throws -> Report {
+        var report = Report()
+        let store = agent.store
+        let layout = agent.networks.layout
+        // Read everything first: a failed read ends the pass before anything is removed.
+        let networks = try await store.networks(namespace: nil)
+        let instances = try await store.instances(node: agent.nodeName)
+        let domains = try await agent.instances.libvirt.domains()
+
+        for network in networks where network.state == .created {
+            try await agent.refreshNetwork(network.uuid, ensureNodeSide: true)
+            report.networksEnsured += 1
+        }
+
+        let running = Set(domains.filter { $0.powerState == .on }.map(\.identity.uuid))
+        for instance in instances where instance.state == .created {
+            let plan = try await agent.plan(for: instance)
+            if instance.powerState == .on && !running.contains(instance.uuid) {
+                try await agent.instances.ensureRunning(plan)
+                try await event("instance", instance.uuid, "instance restarted by reconciliation: it should be on")
+                report.instancesStarted += 1
+            } else if running.contains(instance.uuid) {
+                try await agent.instances.plugTaps(plan)
+            }
+        }
+
+        // Orphans: sfnode's domains and namespaces whose owner the store says is deleted or unknown.
+        let known = Dictionary(uniqueKeysWithValues: try await store.instances(node: nil).map { ($0.uuid, $0.state) })
+        for domain in domains where domain.identity.name.hasPrefix(layout.namespacePrefix) {
+            let owner = domain.identity.uuid
+            if known[owner] == nil || known[owner] == .deleted {
+                try await agent.instances.libvirt.destroy(.uuid(owner))
+                try await agent.instances.libvirt.undefine(.uuid(owner))
+                logger.warning("removed a domain that belongs to no live instance", metadata: ["instance.uuid": "\(owner)"])
+                report.domainsRemoved += 1
+            }
+        }
+        let liveNetworks = Set(networks.filter { $0.state != .deleted }.map { layout.namespace(of: $0.uuid) })
+        for namespace in NetworkNamespace.list() where namespace.hasPrefix(layout.namespacePrefix) && !liveNetworks.contains(namespace) {
+            try NetworkNamespace.delete(named: namespace)
+            logger.warning("removed a network namespace that belongs to no live network", metadata: ["netns.name": "\(namespace)"])
+            report.namespacesRemoved += 1
+        }
+        return report
+    }
+
+    /// Follows libvirt's lifecycle events as they happen, so a guest that powers itself off is seen
+    /// at once ("detected poweroff"), not at the next pass. Runs until cancelled.
+    public func followLifecycleEvents() async throws {
+        for await event in try await agent.instances.libvirt.lifecycleEvents() {
+            let uuid = event.identity.uuid
+            guard let instance = try? await agent.store.instance(uuid: uuid), instance.node == agent.nodeName else { continue }
+            let state: SFStore.PowerState?
+            switch event.kind {
+            case .stopped, .shutdown: state = .off
+            case .crashed: state = .crashed
+            case .suspended, .pmsuspended: state = .paused
+            case .started, .resumed: state = .on
+            default: state = nil
+            }
+            guard let state, state != instance.powerState, instance.state == .created else { continue }
+            try await agent.store.setPowerState(uuid: uuid, state)
+            try await self.event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
+        }
+    }
+
+    private func event(_ type: String, _ uuid: UUID, _ message: String) async throws {
+        try await agent.store.record(
+            Event(objectType: type, objectUUID: uuid.uuidString.lowercased(), type: .audit, fqdn: agent.nodeName, message: message))
+    }
+}
