@@ -111,8 +111,13 @@ public struct InstanceRealizer: Sendable {
         for (index, disk) in plan.disks.enumerated() {
             disks.append(try prepare(disk, index: index, in: directory))
         }
+        CrashPoint.reach("instance.create.after-disks")
         let name = domainName(of: plan.uuid)
-        if try await libvirt.state(of: .name(name)) == .on { return }
+        if try await libvirt.state(of: .name(name)) == .on {
+            // Running already (an earlier attempt got this far): its taps may still need plugging.
+            try await plugTaps(plan)
+            return
+        }
         for interface in plan.interfaces {
             // A tap left in the host namespace by an earlier run must come back to the root one.
             let tap = layout.tap(of: interface.uuid)
@@ -124,7 +129,9 @@ public struct InstanceRealizer: Sendable {
             interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
             serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
         try await libvirt.define(spec)
+        CrashPoint.reach("instance.create.after-define")
         try await libvirt.start(.name(name))
+        CrashPoint.reach("instance.create.after-start")
         try await plugTaps(plan)
     }
 

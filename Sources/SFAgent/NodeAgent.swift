@@ -64,9 +64,12 @@ public struct NodeAgent: Sendable {
         }
         let plan = try await plan(for: network)
         try await networks.ensureEgress(floatingRange: floatingRange)
+        CrashPoint.reach("network.create.after-egress")
         try await networks.ensureOnNode(plan, underlay: nil, local: nil)
         let thread = try await networks.ensureOnNetworkNode(plan)
+        CrashPoint.reach("network.create.after-namespace")
         if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
+        CrashPoint.reach("network.create.after-dhcp")
         if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
         try await event("network", uuid, .status, "network creation complete", since: started)
     }
@@ -160,7 +163,9 @@ public struct NodeAgent: Sendable {
         var interface = try await store.interface(uuid: uuid)
         guard interface.ipv4 != nil else { throw JobError("interface \(uuid) has no IPv4 address to float") }
         if interface.floating == nil { interface = try await store.floatInterface(uuid: uuid, range: floatingRange) }
+        CrashPoint.reach("interface.float.after-allocate")
         try await refreshNetwork(interface.networkUUID)
+        CrashPoint.reach("interface.float.after-rules")
         try await event("interface", uuid, .audit, "interface floated as \(interface.floating.map(String.init(describing:)) ?? "?")")
     }
 

@@ -109,9 +109,12 @@ enum AgentAssembly {
             dhcpDirectory: settings.storagePath + "/dhcp", logger: logger)
         var targets: [JobTarget] = [.node(settings.nodeName)]
         if settings.isNetworkNode { targets.append(.networkNode) }
+        // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
+        // job waits before another agent (or this one, restarted) takes it again.
+        let leaseSeconds = ProcessInfo.processInfo.environment["SFNODE_JOB_LEASE_SECONDS"].flatMap(Int.init) ?? 30
         let runner = JobRunner(
             store: store, targets: targets, owner: "\(settings.nodeName):\(getpid()):\(UUID().uuidString.prefix(8))",
-            logger: logger)
+            lease: .seconds(max(1, leaseSeconds)), logger: logger)
         await node.register(with: runner)
         return Agent(store: store, node: node, runner: runner)
     }

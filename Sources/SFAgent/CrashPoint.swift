@@ -1,0 +1,24 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Fault injection for the crash tests: when `SFNODE_CRASH_AT` names a point, the agent kills itself
+/// with SIGKILL on reaching it, exactly as a power cut or the OOM killer would, half-way through a
+/// job. Unset (always, outside those tests) it costs one dictionary lookup made once per process.
+public enum CrashPoint {
+    private static let armed: String? = ProcessInfo.processInfo.environment["SFNODE_CRASH_AT"]
+
+    /// Every point a handler passes, in the order it passes them; tests iterate over these.
+    public static let all = [
+        "network.create.after-egress", "network.create.after-namespace", "network.create.after-dhcp",
+        "instance.create.after-disks", "instance.create.after-define", "instance.create.after-start",
+        "interface.float.after-allocate", "interface.float.after-rules",
+    ]
+
+    /// Dies here if this is the armed point.
+    public static func reach(_ point: String) {
+        if armed == point { kill(getpid(), SIGKILL) }
+    }
+}
