@@ -44,6 +44,15 @@ public struct NodeAgent: Sendable {
         await runner.register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
         await runner.register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
         await runner.register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
+        await runner.register("instance.delete_all") { job in
+            guard case .object(let fields) = job.payload, let namespace = fields["namespace"]?.stringValue, !namespace.isEmpty else {
+                throw JobError("job \(job.id) (instance.delete_all): the payload needs a \"namespace\" string")
+            }
+            try await deleteAllInstances(namespace: namespace)
+        }
+        for operation in PowerOperation.allCases {
+            await runner.register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
+        }
         await runner.register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
         await runner.register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
@@ -154,6 +163,53 @@ public struct NodeAgent: Sendable {
         try await store.setInstanceState(uuid: uuid, to: .deleted)
         try await store.setPowerState(uuid: uuid, .off)
         try await event("instance", uuid, .status, "instance deletion complete", since: started)
+    }
+
+    /// Deletes every instance of a namespace that is not deleted yet.
+    public func deleteAllInstances(namespace: String) async throws {
+        for instance in try await store.instances(node: nil) where instance.namespace == namespace && instance.state != .deleted {
+            try await deleteInstance(instance.uuid)
+        }
+    }
+
+    // MARK: Power
+
+    /// Shaken Fist's power operations. Each checks the domain's actual state first and refuses an
+    /// impossible transition (pausing an instance that is off) with a message that says so.
+    public func power(_ operation: PowerOperation, _ uuid: UUID) async throws {
+        let instance = try await store.instance(uuid: uuid)
+        guard instance.state == .created else {
+            throw JobError("cannot \(operation.verb) instance \(uuid): it is \(instance.state.rawValue), not created")
+        }
+        let libvirt = instances.libvirt
+        let reference = DomainReference.uuid(uuid)
+        let actual = try await libvirt.state(of: reference)
+        func refuse(_ why: String) -> JobError { JobError("cannot \(operation.verb) instance \(uuid): \(why)") }
+        let result: SFStore.PowerState
+        switch operation {
+        case .poweron:
+            if actual != .on { try await instances.ensureRunning(try await plan(for: instance)) }
+            result = .on
+        case .poweroff:
+            try await libvirt.destroy(reference)
+            result = .off
+        case .rebootsoft, .reboothard:
+            guard actual == .on else { throw refuse("it is \(actual.map(\.rawValue) ?? "not defined"), not on") }
+            if operation == .rebootsoft { try await libvirt.reboot(reference) } else { try await libvirt.reset(reference) }
+            result = .on
+        case .pause:
+            guard actual == .on || actual == .paused else { throw refuse("it is \(actual.map(\.rawValue) ?? "not defined"), not on") }
+            try await libvirt.suspend(reference)
+            result = .paused
+        case .unpause:
+            guard actual == .paused || actual == .on else {
+                throw refuse("it is \(actual.map(\.rawValue) ?? "not defined"), not paused")
+            }
+            try await libvirt.resume(reference)
+            result = .on
+        }
+        try await store.setPowerState(uuid: uuid, result)
+        try await event("instance", uuid, .audit, operation.verb)
     }
 
     // MARK: Floating addresses
@@ -300,5 +356,22 @@ actor DHCPServers {
 
     func remove(_ network: UUID) -> DHCPServer? {
         servers.removeValue(forKey: network)
+    }
+}
+
+/// The power operations a job can ask for, named as Shaken Fist's API names them.
+public enum PowerOperation: String, Sendable, CaseIterable {
+    case poweron, poweroff, rebootsoft, reboothard, pause, unpause
+
+    /// The operation in words, for events and errors.
+    public var verb: String {
+        switch self {
+        case .poweron: return "power on"
+        case .poweroff: return "power off"
+        case .rebootsoft: return "soft reboot"
+        case .reboothard: return "hard reboot"
+        case .pause: return "pause"
+        case .unpause: return "unpause"
+        }
     }
 }

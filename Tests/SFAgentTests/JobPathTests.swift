@@ -155,6 +155,29 @@ struct JobPathTests {
                 _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 3)
             }
 
+            // Power: pause and unpause; power off, then pausing is refused by name; power on again.
+            func power(_ operation: String) async throws -> Job {
+                let job = try await store.enqueue(
+                    kind: "instance.\(operation)", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
+                    objectKey: "instance:\(instance.uuid)")
+                try await runAll()
+                return try await store.job(id: job.id)
+            }
+            #expect(try await power("pause").state == .succeeded)
+            #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .paused)
+            #expect(try await store.instance(uuid: instance.uuid).powerState == .paused)
+            #expect(try await power("unpause").state == .succeeded)
+            #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .on)
+            #expect(try await power("poweroff").state == .succeeded)
+            #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .off)
+            let refused = try await power("pause")
+            #expect(refused.state == .failed)
+            #expect(refused.lastError?.contains("cannot pause instance \(instance.uuid): it is off, not on") == true)
+            #expect(try await power("poweron").state == .succeeded)
+            #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .on)
+            let tap = try #require(try await host.link(named: layout.tap(of: interface.uuid)))
+            #expect(tap.masterIndex == (try await host.link(named: layout.bridge(UInt32(network.vxid))))?.index)
+
             _ = try await store.enqueue(
                 kind: "instance.delete", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
                 objectKey: "instance:\(instance.uuid)")
