@@ -107,7 +107,7 @@ public actor JobRunner {
                         }
                     }
                 }
-                try await handler(job)
+                try await JobContext.run(job) { try await handler(job) }
                 group.cancelAll()
                 // The heartbeat ends with a CancellationError, which is the expected way out.
                 while let _ = try? await group.next() {}

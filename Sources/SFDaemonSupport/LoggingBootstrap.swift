@@ -69,10 +69,12 @@ public enum LoggingBootstrap {
     @discardableResult
     public static func bootstrap(
         level: Logger.Level, identifier: String = "sfnode",
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        metadataProvider: Logger.MetadataProvider? = nil
     ) -> Destination {
         let chosen = destination(environment: environment)
-        LoggingSystem.bootstrap(makeFactory(destination: chosen, level: level, identifier: identifier))
+        LoggingSystem.bootstrap(
+            makeFactory(destination: chosen, level: level, identifier: identifier, metadataProvider: metadataProvider))
         return chosen
     }
 

@@ -20,7 +20,8 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try AgentConfiguration.load(commandLinePath: config)
-        LoggingBootstrap.bootstrap(level: settings.logLevel, identifier: "sfnode-agent")
+        LoggingBootstrap.bootstrap(
+            level: settings.logLevel, identifier: "sfnode-agent", metadataProvider: JobContext.metadataProvider)
         var logger = Logger(label: "sfnode.agent")
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let agent = try await AgentAssembly.make(settings: settings, logger: logger)
@@ -95,7 +96,17 @@ enum AgentAssembly {
         try FileManager.default.createDirectory(
             atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
-        let layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
+        // Test and operator knobs: the prefixes of the machine-global names the agent makes (network
+        // namespaces and domains, taps), so that a test's agent (or a second agent on one machine)
+        // only ever sees, makes and removes its own. Unset or empty: the production defaults.
+        let environment = ProcessInfo.processInfo.environment
+        var layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
+        if let prefix = environment["SFNODE_NAME_PREFIX"], !prefix.isEmpty { layout.namespacePrefix = prefix }
+        if let prefix = environment["SFNODE_TAP_PREFIX"], !prefix.isEmpty {
+            // A tap's name is the prefix and six hex digits, within the kernel's 15 bytes.
+            guard prefix.utf8.count <= 9 else { throw AgentError.invalid("SFNODE_TAP_PREFIX '\(prefix)' is longer than 9 bytes") }
+            layout.tapPrefix = prefix
+        }
         let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
         let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
         let virtualization = VirtualizationType(rawValue: settings.virtualizationType.rawValue) ?? .auto
