@@ -1,7 +1,12 @@
 import ArgumentParser
 import Foundation
+import Logging
+import SFAgent
 import SFDaemonSupport
+import SFLibvirt
+import SFNetlink
 import SFStore
+import SFSystem
 
 /// `sfnode job …` and `sfnode events …`: the operator's view of the store the agent works from.
 struct JobCommand: AsyncParsableCommand {
@@ -91,5 +96,40 @@ struct JobRequest {
         let target = try JobTarget.parse(targetText)
         return JobRequest(
             kind: kind, target: target, payload: fields["payload"] ?? .object([:]), objectKey: fields["object_key"]?.stringValue)
+    }
+}
+
+/// `sfnode state`: the node as the reconciler sees it, desired (the store) beside actual (the
+/// host), read-only. A line marked `drift` is what the next reconciliation pass will repair.
+struct StateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "state", abstract: "Show desired (store) against actual (host) state for this node, read-only.")
+
+    @Option(help: "The configuration file.") var config: String?
+
+    func run() async throws {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        var logger = Logger(label: "sfnode.state")
+        logger.logLevel = .warning
+        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
+        let layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
+        let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
+        let links = Set(try await host.links().map(\.name))
+        for network in try await store.networks(namespace: nil) where network.state != .deleted {
+            let vxid = UInt32(network.vxid)
+            let bridge = links.contains(layout.bridge(vxid))
+            let vxlan = links.contains(layout.vxlan(vxid))
+            let namespace = NetworkNamespace.exists(named: layout.namespace(of: network.uuid))
+            let ok = network.state != .created || (bridge && vxlan && namespace)
+            print("network \(network.uuid.uuidString.lowercased()) \(network.state.rawValue) bridge=\(bridge) vxlan=\(vxlan) namespace=\(namespace)\(ok ? "" : " drift")")
+        }
+        let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
+        let domains = Dictionary(
+            (try? await libvirt.domains())?.map { ($0.identity.uuid, $0.powerState.rawValue) } ?? [], uniquingKeysWith: { first, _ in first })
+        for instance in try await store.instances(node: settings.nodeName) where instance.state != .deleted {
+            let actual = domains[instance.uuid] ?? "absent"
+            let ok = instance.state != .created || actual == instance.powerState.rawValue
+            print("instance \(instance.uuid.uuidString.lowercased()) \(instance.state.rawValue) power=\(instance.powerState.rawValue) domain=\(actual)\(ok ? "" : " drift")")
+        }
     }
 }

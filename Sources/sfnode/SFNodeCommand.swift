@@ -12,7 +12,7 @@ struct SFNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfnode",
         abstract: "The node agent of a Shaken Fist-style cloud.",
-        subcommands: [AgentCommand.self, HostCommand.self, JobCommand.self, EventsCommand.self],
+        subcommands: [AgentCommand.self, StateCommand.self, HostCommand.self, JobCommand.self, EventsCommand.self],
         defaultSubcommand: AgentCommand.self)
 }
 
