@@ -83,10 +83,7 @@ let package = Package(
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Benchmarks/AgentBenchmark",
-            // Swift 6.3.1's optimizer stops with "circular reference" (actor isolation of
-            // LibvirtConnection.deinit, cross-module) on this target; the measured modules stay optimized.
-            swiftSettings: [.unsafeFlags(["-Onone"])]),
+            path: "Benchmarks/AgentBenchmark"),
 
         .target(
             name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt"],

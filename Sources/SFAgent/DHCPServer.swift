@@ -116,7 +116,20 @@ public actor DHCPServer {
             "--dhcp-authoritative", "--log-facility=-",
         ]
         // Spawned from the namespace's thread (this actor's executor), so it runs inside the namespace.
-        child = try ChildProcess.spawn(arguments, outputPath: directory + "/log")
+        try? FileManager.default.removeItem(atPath: pidPath)
+        let started = try ChildProcess.spawn(arguments, outputPath: directory + "/log")
+        // dnsmasq serves the network whether or not an agent runs: a restarting agent adopts it.
+        started.keepRunningWhenReleased()
+        child = started
+        // It writes its pid file once it has bound its sockets; one that exits first says why in its log.
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: pidPath) {
+            guard started.isRunning else {
+                let log = (try? String(contentsOfFile: directory + "/log", encoding: .utf8)) ?? ""
+                child = nil
+                throw AgentError.commandFailed("dnsmasq for \(directory)", String(log.suffix(500)))
+            }
+            usleep(10_000)
+        }
         logger.info("dnsmasq started", metadata: ["dhcp.pid": "\(child?.processIdentifier ?? 0)"])
     }
 }

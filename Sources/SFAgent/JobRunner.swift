@@ -43,6 +43,16 @@ public actor JobRunner {
 
     private func poke() { poked = true }
 
+    /// Set by ``stop()``: the runner finishes the job it is running and claims no other.
+    private var stopping = false
+
+    /// Asks the runner to stop after the current job (graceful shutdown). A job cut short anyway (the
+    /// shutdown bound passed) keeps its lease until it lapses and is then taken again.
+    public func stop() {
+        stopping = true
+        poked = true
+    }
+
     /// Runs jobs until the task is cancelled. A job being run when cancellation comes is finished
     /// (it is idempotent, and leaving it half-done until its lease lapses would only delay it).
     public func run() async {
@@ -52,6 +62,7 @@ public actor JobRunner {
                 for await _ in wakeups { await self?.poke() }
             }
             group.addTask { [weak self] in await self?.loop() }
+            // The loop ends on stop() or cancellation; the wakeup listener then goes with the group.
             await group.next()
             group.cancelAll()
         }
@@ -59,11 +70,12 @@ public actor JobRunner {
 
     private func loop() async {
         var lastToken = (try? await store.changeToken()) ?? 0
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stopping {
             poked = false
             do {
                 if try await runOne() { continue }
             } catch {
+                if Task.isCancelled { break }
                 logger.error("claiming a job failed; retrying", metadata: ["error": "\(error)"])
             }
             // Idle until this process enqueues, another process commits, or a delayed job may be due.

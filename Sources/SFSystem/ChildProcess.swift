@@ -64,8 +64,17 @@ public final class ChildProcess: Sendable {
         try runCommand(argv, input: input)
     }
 
+    /// Whether releasing this object leaves the child running (a daemon meant to outlive its
+    /// starter, such as dnsmasq across agent restarts).
+    private let keepsRunning = Mutex(false)
+
+    /// Lets the child outlive this object: releasing it no longer kills the child.
+    public func keepRunningWhenReleased() {
+        keepsRunning.withLock { $0 = true }
+    }
+
     deinit {
-        if reaped.withLock({ $0 }) == nil {
+        if reaped.withLock({ $0 }) == nil && !keepsRunning.withLock({ $0 }) {
             kill(processIdentifier, SIGKILL)
             waitUntilExit()
         }

@@ -25,26 +25,32 @@ struct AgentCommand: AsyncParsableCommand {
         var logger = Logger(label: "sfnode.agent")
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let agent = try await AgentAssembly.make(settings: settings, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: ReconcilerService(reconciler: Reconciler(agent: agent.node, logger: logger), logger: logger)),
-                    .init(service: JobRunnerService(runner: agent.runner)),
-                    .init(service: SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var configuration = ServiceGroupConfiguration(
+            services: [
+                .init(service: ReconcilerService(reconciler: Reconciler(agent: agent.node, logger: logger), logger: logger)),
+                .init(service: JobRunnerService(runner: agent.runner)),
+                .init(service: SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A job still running after this is cancelled (it is re-run when its lease lapses); the
+        // unit's TimeoutStopSec (30 s) is longer.
+        configuration.maximumGracefulShutdownDuration = .seconds(20)
+        let group = ServiceGroup(configuration: configuration)
         logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
         try await group.run()
     }
 }
 
-/// The job runner as a service: it stops taking jobs on graceful shutdown, after the one it runs.
+/// The job runner as a service: on graceful shutdown it finishes the job it runs and takes no other.
 struct JobRunnerService: Service {
     let runner: JobRunner
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        let runner = self.runner
+        await withGracefulShutdownHandler {
             await runner.run()
+        } onGracefulShutdown: {
+            Task { await runner.stop() }
         }
     }
 }

@@ -239,7 +239,7 @@ struct CrashTests {
                 (try? String(contentsOfFile: dhcpDirectory + "/pid", encoding: .utf8))
                     .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
             }
-            func restartChangesNothing(_ round: String, dnsmasqKnownIssue: Comment? = nil) async throws {
+            func restartChangesNothing(_ round: String) async throws {
                 let idBefore = try domainID()
                 let natBefore = try natTable()
                 let dnsmasqBefore = dnsmasqs()
@@ -254,15 +254,8 @@ struct CrashTests {
                 #expect(try natTable() == natBefore, "\(round): the nat table changed on restart")
                 let dnsmasqAfter = dnsmasqs()
                 #expect(dnsmasqAfter.count == 1, "\(round): dnsmasq processes after the restart: \(dnsmasqAfter)")
-                func dnsmasqUntouched() {
-                    #expect(survivors == dnsmasqBefore, "\(round): stopping the agent with SIGTERM ended dnsmasq \(dnsmasqBefore)")
-                    #expect(dnsmasqAfter == dnsmasqBefore, "\(round): dnsmasq changed on restart: \(dnsmasqBefore) → \(dnsmasqAfter)")
-                }
-                if let dnsmasqKnownIssue {
-                    withKnownIssue(dnsmasqKnownIssue) { dnsmasqUntouched() }
-                } else {
-                    dnsmasqUntouched()
-                }
+                #expect(survivors == dnsmasqBefore, "\(round): stopping the agent with SIGTERM ended dnsmasq \(dnsmasqBefore)")
+                #expect(dnsmasqAfter == dnsmasqBefore, "\(round): dnsmasq changed on restart: \(dnsmasqBefore) → \(dnsmasqAfter)")
                 let again = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
                 #expect(again.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
             }
@@ -282,13 +275,7 @@ struct CrashTests {
                     return running.map(parentPID) == [owner] && running.first == dhcpPIDFile()
                 },
                 "the restarted agent \(owner) did not start dnsmasq itself: \(dnsmasqs()) \(agent.logTail())")
-            try await restartChangesNothing(
-                "restart with the agent's own dnsmasq",
-                dnsmasqKnownIssue: """
-                    A gracefully stopped agent takes the dnsmasq it started with it: NodeAgent's DHCPServers \
-                    are released when the agent's run() returns, and ChildProcess.deinit SIGKILLs a child still \
-                    running; the next agent starts a new dnsmasq (adopting only works for orphans of a killed agent).
-                    """)
+            try await restartChangesNothing("restart with the agent's own dnsmasq")
             #expect(await agent.stop(timeout: .seconds(20)) == 0, "SIGTERM did not stop the agent with status 0: \(agent.logTail())")
 
             // Deleting through the real agent leaves nothing behind.
