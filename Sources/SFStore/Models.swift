@@ -245,7 +245,7 @@ public struct Instance: Codable, Hashable, Sendable {
     /// A new instance; `state` starts at `initial` and `power_state` at `initial`, as in Shaken Fist.
     public init(
         uuid: UUID = UUID(), name: String, namespace: String, cpus: Int, memory: Int, diskSpec: [DiskSpec],
-        video: VideoSpec = VideoSpec(), node: String? = nil, now: Date = Date()
+        video: VideoSpec = VideoSpec(), node: String? = nil, now: Date = Date.storableNow()
     ) {
         self.uuid = uuid
         self.name = name
@@ -402,7 +402,7 @@ public struct Event: Codable, Hashable, Sendable {
     public var extra: [String: JSONValue]?
 
     public init(
-        objectType: String, objectUUID: String, type: EventType, timestamp: Date = Date(), fqdn: String,
+        objectType: String, objectUUID: String, type: EventType, timestamp: Date = Date.storableNow(), fqdn: String,
         duration: Double? = nil, message: String, extra: [String: JSONValue]? = nil
     ) {
         self.objectType = objectType
@@ -422,5 +422,14 @@ public struct Event: Codable, Hashable, Sendable {
         case type, timestamp, fqdn, duration, message, extra
         case objectType = "object_type"
         case objectUUID = "object_uuid"
+    }
+}
+
+extension Date {
+    /// Now, rounded to exactly what a REAL seconds-since-1970 column gives back. `Date()` keeps its
+    /// time since 2001; through a since-1970 double and back it can change by one unit in the last
+    /// place, and an object read back would then differ from the one just written.
+    public static func storableNow() -> Date {
+        Date(timeIntervalSince1970: Date().timeIntervalSince1970)
     }
 }

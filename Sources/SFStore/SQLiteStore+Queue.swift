@@ -11,7 +11,7 @@ extension SQLiteStore {
         guard !kind.isEmpty else { throw StoreError.invalidArgument("job kind is empty") }
         guard maxAttempts >= 1 else { throw StoreError.invalidArgument("maxAttempts \(maxAttempts) is below 1") }
         let payloadText = try payload.jsonText()
-        let now = Date()
+        let now = Date.storableNow()
         let job = try await write { db in
             try db.execute(
                 sql: """

@@ -262,7 +262,7 @@ public final class SQLiteStore: NodeStore {
     public func createNetwork(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
     ) async throws -> Network {
-        let now = Date()
+        let now = Date.storableNow()
         return try await write { db in
             let id = uuid.storeText
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM network WHERE uuid = ?", arguments: [id]) != nil {
@@ -319,7 +319,7 @@ public final class SQLiteStore: NodeStore {
             }
             guard network.state != state else { return network }
             network.state = state
-            network.stateUpdated = Date()
+            network.stateUpdated = Date.storableNow()
             try db.execute(
                 sql: "UPDATE network SET state = ?, state_updated = ? WHERE uuid = ?",
                 arguments: [state.rawValue, network.stateUpdated.timeIntervalSince1970, uuid.storeText])
@@ -395,7 +395,7 @@ public final class SQLiteStore: NodeStore {
             if let errorMessage { instance.errorMessage = errorMessage }
             if instance.state != state {
                 instance.state = state
-                instance.stateUpdated = Date()
+                instance.stateUpdated = Date.storableNow()
                 try self.recordMutation(db, type: "instance", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
             }
             try db.execute(
@@ -415,7 +415,7 @@ public final class SQLiteStore: NodeStore {
             guard instance.powerState != state else { return instance }
             instance.powerStatePrevious = instance.powerState
             instance.powerState = state
-            instance.powerStateUpdated = Date()
+            instance.powerStateUpdated = Date.storableNow()
             try db.execute(
                 sql: "UPDATE instance SET power_state = ?, power_state_previous = ?, power_state_updated = ? WHERE uuid = ?",
                 arguments: [
