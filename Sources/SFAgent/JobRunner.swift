@@ -38,6 +38,25 @@ public actor JobRunner {
         handlers[kind] = handler
     }
 
+    private var failureHandler: Handler?
+
+    /// Registers what to do when a job fails for good (not retryable, or out of attempts): the
+    /// agent records it on the job's object and moves the object to its error state.
+    public func onFailure(_ handler: @escaping Handler) {
+        failureHandler = handler
+    }
+
+    private func fail(_ job: Job, error: String, retryable: Bool, logger: Logger) async throws {
+        try await store.fail(jobID: job.id, owner: owner, error: error, retryable: retryable)
+        let after = try await store.job(id: job.id)
+        guard after.state == .failed, let failureHandler else { return }
+        do {
+            try await JobContext.run(after) { try await failureHandler(after) }
+        } catch {
+            logger.error("recording a failed job on its object failed", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Set when this process enqueued or finished a job since the runner last looked.
     private var poked = false
 
@@ -99,9 +118,9 @@ public actor JobRunner {
         logger[metadataKey: "job.kind"] = "\(job.kind)"
         guard let handler = handlers[job.kind] else {
             logger.error("unknown job kind; failing it")
-            try await store.fail(
-                jobID: job.id, owner: owner, error: "unknown job kind '\(job.kind)' (known: \(handlers.keys.sorted().joined(separator: ", ")))",
-                retryable: false)
+            try await fail(
+                job, error: "unknown job kind '\(job.kind)' (known: \(handlers.keys.sorted().joined(separator: ", ")))",
+                retryable: false, logger: logger)
             return true
         }
         let store = self.store
@@ -128,10 +147,10 @@ public actor JobRunner {
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
         } catch let error as JobError {
             logger.error("job failed", metadata: ["error": "\(error)"])
-            try await store.fail(jobID: job.id, owner: owner, error: error.description, retryable: false)
+            try await fail(job, error: error.description, retryable: false, logger: logger)
         } catch {
             logger.warning("job attempt failed", metadata: ["error": "\(error)", "job.attempt": "\(job.attempts)"])
-            try await store.fail(jobID: job.id, owner: owner, error: "\(error)", retryable: true)
+            try await fail(job, error: "\(error)", retryable: true, logger: logger)
         }
         return true
     }

@@ -54,6 +54,7 @@ public struct NodeAgent: Sendable {
             await runner.register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
         }
         await runner.register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
+        await runner.onFailure { try await recordFailure($0) }
         await runner.register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
 
@@ -231,6 +232,33 @@ public struct NodeAgent: Sendable {
         if interface.floating != nil { try await store.defloatInterface(uuid: uuid) }
         try await refreshNetwork(interface.networkUUID)
         try await event("interface", uuid, .audit, "interface defloated")
+    }
+
+    /// A job that failed for good: its error becomes an event on the object it was about, and after
+    /// a failed create or delete the instance or network moves to its error state. Jobs about no object (or a malformed key) only
+    /// keep the error on the job itself.
+    func recordFailure(_ job: Job) async throws {
+        guard let key = job.objectKey, let colon = key.firstIndex(of: ":"),
+            let object = UUID(uuidString: String(key[key.index(after: colon)...]))
+        else { return }
+        let type = String(key[..<colon])
+        let message = "\(job.kind) failed after \(job.attempts) attempt(s): \(job.lastError ?? "unknown error")"
+        // Only a failed create or delete leaves the object half-built; a refused power operation or
+        // float leaves it as it was, so it only gets the event.
+        let lifecycle: Set<String> = ["instance.create", "instance.delete", "network.create", "network.delete"]
+        switch lifecycle.contains(job.kind) ? type : "" {
+        case "instance":
+            if let instance = try? await store.instance(uuid: object), let next = instance.state.errorState {
+                try await store.setInstanceState(uuid: object, to: next, errorMessage: message)
+            }
+        case "network":
+            if let network = try? await store.network(uuid: object), network.state.canTransition(to: .error) {
+                try await store.setNetworkState(uuid: object, to: .error)
+            }
+        default:
+            break
+        }
+        try await event(type, object, .status, message)
     }
 
     // MARK: Plans from the store

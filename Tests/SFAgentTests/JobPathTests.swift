@@ -97,10 +97,26 @@ struct JobPathTests {
                 objectKey: nil)
             try await runAll()
 
+            // A job that fails for good moves its object to its error state and says why in an event.
+            let broken = Instance(
+                name: "broken", namespace: "system", cpus: 1, memory: 64, diskSpec: [DiskSpec(base: "/nonexistent/base.qcow2")])
+            try await store.createInstance(broken)
+            let doomed = try await store.enqueue(
+                kind: "instance.create", payload: payload("instance_uuid", broken.uuid), target: .node("sft-node"),
+                objectKey: "instance:\(broken.uuid)", maxAttempts: 1)
+            try await runAll()
+            #expect(try await store.job(id: doomed.id).state == .failed)
+            let brokenAfter = try await store.instance(uuid: broken.uuid)
+            #expect(brokenAfter.state == .creatingError)
+            #expect(brokenAfter.errorMessage?.contains("/nonexistent/base.qcow2") == true)
+            #expect(try await store.events(objectType: "instance", objectUUID: broken.uuid.uuidString.lowercased())
+                .contains { $0.message.hasPrefix("instance.create failed after 1 attempt(s)") })
+            teardown.add("broken instance") { try? await agent.deleteInstance(broken.uuid) }
+
             #expect(try await store.job(id: unknown.id).state == .failed)
             #expect(try await store.job(id: unknown.id).lastError?.contains("unknown job kind 'instance.explode'") == true)
             #expect(try await store.job(id: malformed.id).lastError?.contains("'not-a-uuid', not a UUID") == true)
-            for job in try await store.jobs(states: [.failed], limit: 10) where job.id != unknown.id && job.id != malformed.id {
+            for job in try await store.jobs(states: [.failed], limit: 10) where ![unknown.id, malformed.id, doomed.id].contains(job.id) {
                 Issue.record("job \(job.kind) failed: \(job.lastError ?? "")")
             }
 
