@@ -23,6 +23,8 @@ public struct NodeAgent: Sendable {
     /// The dnsmasq of each network, kept for the agent's lifetime: the server owns its child process,
     /// and a server dropped after each job would take its dnsmasq with it.
     private let dhcpServers = DHCPServers()
+    /// Held by every job handler and every reconciliation pass (see ``AgentLock``).
+    public let lock = AgentLock()
     let logger: Logger
 
     public init(
@@ -38,24 +40,28 @@ public struct NodeAgent: Sendable {
         self.logger = logger
     }
 
-    /// Registers every handler with `runner`.
+    /// Registers every handler with `runner`, each run holding ``lock``.
     public func register(with runner: JobRunner) async {
-        await runner.register("network.create") { try await createNetwork(try uuid($0, "network_uuid")) }
-        await runner.register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
-        await runner.register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
-        await runner.register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
-        await runner.register("instance.delete_all") { job in
+        let lock = self.lock
+        func register(_ kind: String, _ handler: @escaping JobRunner.Handler) async {
+            await runner.register(kind) { job in try await lock.withLock { try await handler(job) } }
+        }
+        await register("network.create") { try await createNetwork(try uuid($0, "network_uuid")) }
+        await register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
+        await register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
+        await register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
+        await register("instance.delete_all") { job in
             guard case .object(let fields) = job.payload, let namespace = fields["namespace"]?.stringValue, !namespace.isEmpty else {
                 throw JobError("job \(job.id) (instance.delete_all): the payload needs a \"namespace\" string")
             }
             try await deleteAllInstances(namespace: namespace)
         }
         for operation in PowerOperation.allCases {
-            await runner.register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
+            await register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
         }
-        await runner.register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
+        await register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
         await runner.onFailure { try await recordFailure($0) }
-        await runner.register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
+        await register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
 
     // MARK: Networks
@@ -94,6 +100,8 @@ public struct NodeAgent: Sendable {
         guard live.isEmpty else {
             throw JobError("network \(uuid) still has \(live.count) interface(s): delete their instances first")
         }
+        // delete-wait first: reconciliation only rebuilds created networks.
+        if network.state.canTransition(to: .deleteWait) { try await store.setNetworkState(uuid: uuid, to: .deleteWait) }
         let plan = try await plan(for: network)
         if let server = await dhcpServers.remove(uuid) {
             try await server.stop()

@@ -35,8 +35,13 @@ public struct Reconciler: Sendable {
     }
 
     /// One full pass. Everything it does is idempotent: on a host that matches, it changes nothing.
+    /// It holds the agent's lock, so it never runs in the middle of a job.
     @discardableResult
     public func reconcileOnce() async throws -> Report {
+        try await agent.lock.withLock { try await pass() }
+    }
+
+    private func pass() async throws -> Report {
         var report = Report()
         let store = agent.store
         let layout = agent.networks.layout
@@ -99,6 +104,26 @@ public struct Reconciler: Sendable {
             guard let state, state != instance.powerState, instance.state == .created else { continue }
             try await agent.store.setPowerState(uuid: uuid, state)
             try await self.event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
+        }
+    }
+
+    /// Calls `drifted` whenever a link sfnode made in the host namespace is removed or goes down, so
+    /// that a deleted bridge or tap is repaired at once rather than at the next periodic pass.
+    /// Runs until cancelled.
+    public func followLinkChanges(_ drifted: @escaping @Sendable () async -> Void) async throws {
+        let layout = agent.networks.layout
+        let ours = ["sfbr", "sfvx", "sfro", "sfeo", "sfegress", layout.tapPrefix]
+        for await change in try await agent.networks.host.linkChanges() {
+            let name: String
+            switch change {
+            case .removed(let removed, _): name = removed
+            case .changed(let link) where !link.isUp: name = link.name
+            default: continue
+            }
+            if ours.contains(where: { name.hasPrefix($0) }) {
+                logger.info("a link of sfnode's changed under it; reconciling", metadata: ["link.name": "\(name)"])
+                await drifted()
+            }
         }
     }
 

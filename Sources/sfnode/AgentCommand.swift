@@ -86,6 +86,17 @@ struct ReconcilerService: Service {
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
+                let drift = DriftSignal()
+                group.addTask {
+                    while !Task.isCancelled {
+                        do {
+                            try await reconciler.followLinkChanges { await drift.raise() }
+                        } catch {
+                            logger.warning("link changes stopped; following them again", metadata: ["error": "\(error)"])
+                        }
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
                 group.addTask {
                     while !Task.isCancelled {
                         do {
@@ -94,11 +105,28 @@ struct ReconcilerService: Service {
                         } catch {
                             logger.error("reconciliation pass failed; nothing was removed", metadata: ["error": "\(error)"])
                         }
-                        try? await Task.sleep(for: .seconds(30))
+                        // The backstop every 30 s; a link of ours going away brings the next pass forward.
+                        await drift.wait(upTo: .seconds(30))
                     }
                 }
             }
         }
+    }
+}
+
+/// A coalescing "something drifted" flag between the link watcher and the reconciliation loop.
+actor DriftSignal {
+    private var raised = false
+
+    func raise() { raised = true }
+
+    /// Returns when the signal is raised (clearing it) or after `limit`, whichever comes first.
+    func wait(upTo limit: Duration) async {
+        let deadline = ContinuousClock.now + limit
+        while !raised && ContinuousClock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        raised = false
     }
 }
 
