@@ -84,15 +84,8 @@ struct CrashTests {
             let root = try NetlinkSession(namespace: nil, logger: logger)
 
             // What the API would store: a network with NAT and DHCP, an instance with one interface.
-            let network = try await store.createNetwork(
-                uuid: UUID(), name: "net", namespace: "system", netblock: IPv4Prefix("10.98.0.0/24")!, provideDHCP: true,
-                provideNAT: true)
-            let instance = Instance(
-                name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)])
-            try await store.createInstance(instance)
-            let interface = try await store.createInterface(
-                uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,
-                macaddr: nil)
+            let objects = try await GuestObjects.create(in: store, netblock: IPv4Prefix("10.98.0.0/24")!)
+            let (network, instance, interface) = (objects.network, objects.instance, objects.interface)
             teardown.add("in-process cleanup") {
                 // Only matters when the test failed half-way: the same handlers, run in this process.
                 let agent = NodeAgent(

@@ -61,15 +61,8 @@ struct JobPathTests {
             try await outside.setLinkUp("eth0", true)
 
             // What the API would store: a network, an instance with one interface on it.
-            let network = try await store.createNetwork(
-                uuid: UUID(), name: "net", namespace: "system", netblock: IPv4Prefix("10.99.0.0/24")!, provideDHCP: true,
-                provideNAT: true)
-            let instance = Instance(
-                name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)])
-            try await store.createInstance(instance)
-            let interface = try await store.createInterface(
-                uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,
-                macaddr: nil)
+            let objects = try await GuestObjects.create(in: store, netblock: IPv4Prefix("10.99.0.0/24")!)
+            let (network, instance, interface) = (objects.network, objects.instance, objects.interface)
             teardown.add("jobs cleanup") {
                 // If the test failed half-way, the deletes still run through the same handlers.
                 try? await agent.deleteInstance(instance.uuid)

@@ -1,0 +1,24 @@
+import Foundation
+import SFStore
+import SFSystem
+import SFTestSupport
+
+/// What the API would store for the agent tests: a network with NAT and DHCP on `netblock`, and an
+/// instance booting the test guest with one interface on that network.
+struct GuestObjects {
+    let network: Network
+    let instance: Instance
+    let interface: Interface
+
+    static func create(in store: any NodeStore, netblock: IPv4Prefix) async throws -> GuestObjects {
+        let network = try await store.createNetwork(
+            uuid: UUID(), name: "net", namespace: "system", netblock: netblock, provideDHCP: true, provideNAT: true)
+        let instance = Instance(
+            name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)])
+        try await store.createInstance(instance)
+        let interface = try await store.createInterface(
+            uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,
+            macaddr: nil)
+        return GuestObjects(network: network, instance: instance, interface: interface)
+    }
+}
