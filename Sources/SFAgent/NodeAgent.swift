@@ -157,8 +157,12 @@ public struct NodeAgent: Sendable {
     /// their addresses and floating addresses are released; the instance stays readable as deleted.
     public func deleteInstance(_ uuid: UUID) async throws {
         let started = ContinuousClock.now
-        let instance = try await store.instance(uuid: uuid)
+        var instance = try await store.instance(uuid: uuid)
         if instance.state == .deleted { return }
+        // A `<state>-error` instance may only move to `error`, and from there to deletion.
+        if instance.state.isError && instance.state != .error {
+            instance = try await store.setInstanceState(uuid: uuid, to: .error)
+        }
         if instance.state.canTransition(to: .deleteWait) { try await store.setInstanceState(uuid: uuid, to: .deleteWait) }
         try await instances.remove(try await plan(for: instance))
         var touched = Set<UUID>()

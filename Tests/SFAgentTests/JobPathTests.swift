@@ -187,14 +187,16 @@ struct JobPathTests {
             let tap = try #require(try await host.link(named: layout.tap(of: interface.uuid)))
             #expect(tap.masterIndex == (try await host.link(named: layout.bridge(UInt32(network.vxid))))?.index)
 
+            // Every instance of the namespace at once: the guest and the one whose create failed.
             _ = try await store.enqueue(
-                kind: "instance.delete", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
-                objectKey: "instance:\(instance.uuid)")
+                kind: "instance.delete_all", payload: .object(["namespace": .string("system")]), target: .node("sft-node"),
+                objectKey: "namespace:system")
             _ = try await store.enqueue(
                 kind: "network.delete", payload: payload("network_uuid", network.uuid), target: .networkNode,
                 objectKey: "network:\(network.uuid)")
             try await runAll()
             #expect(try await store.instance(uuid: instance.uuid).state == .deleted)
+            #expect(try await store.instance(uuid: broken.uuid).state == .deleted)
             #expect(try await store.interface(uuid: interface.uuid).state == .deleted)
             #expect(try await store.network(uuid: network.uuid).state == .deleted)
             #expect(try await libvirt.lookup(uuid: instance.uuid) == nil)
