@@ -107,4 +107,41 @@ struct RealizerPathTests {
         #expect(try await libvirt.lookup(uuid: instance.uuid) == nil)
         #expect(try await NetlinkSession(namespace: nil, logger: logger).links().filter { $0.name.hasPrefix(id) }.isEmpty)
     }
+
+    @Test func blankDisksAreMadeOnceAndGoWithTheInstance() async throws {
+        var logger = Logger(label: "sfnode.test.realizer")
+        logger.logLevel = .warning
+        let id = TestNames.unique("")
+        let storage = TestGuest.runDirectory + "/\(id)-blank"
+        defer { try? FileManager.default.removeItem(atPath: storage) }
+        let libvirt = try LibvirtConnection(logger: logger)
+        let root = try NetlinkSession(namespace: nil, logger: logger)
+        let layout = HostLayout(hostNamespace: nil, namespacePrefix: id + "-", tapPrefix: id)
+        let instances = InstanceRealizer(
+            layout: layout, host: root, root: root, libvirt: libvirt, storagePath: storage, virtualization: .qemu, logger: logger)
+        // No NIC, so nothing touches the root namespace's network; SeaBIOS just finds no bootable disk.
+        let plan = InstancePlan(
+            uuid: UUID(), cpus: 1, memoryMiB: 64, disks: [.init(source: .blank(sizeGiB: 1))], interfaces: [])
+        do {
+            try await instances.ensureRunning(plan)
+            try await instances.ensureRunning(plan)
+            #expect(try await libvirt.state(of: .uuid(plan.uuid)) == .on)
+            let info = try ChildProcess.run(
+                ["/usr/bin/qemu-img", "info", "--force-share", "--output=json", instances.directory(of: plan.uuid) + "/disk0.qcow2"])
+            #expect(info.stdout.contains("\"virtual-size\": 1073741824"))
+            let refused = await #expect(throws: AgentError.self) {
+                try await instances.ensureRunning(
+                    InstancePlan(uuid: UUID(), cpus: 1, memoryMiB: 64, disks: [.init(source: .blank(sizeGiB: 0))], interfaces: []))
+            }
+            #expect(refused?.description.contains("at least 1 GiB") == true)
+        } catch {
+            try? await instances.remove(plan)
+            await libvirt.close()
+            throw error
+        }
+        try await instances.remove(plan)
+        #expect(try await libvirt.lookup(uuid: plan.uuid) == nil)
+        #expect(!FileManager.default.fileExists(atPath: instances.directory(of: plan.uuid)))
+        await libvirt.close()
+    }
 }
