@@ -41,6 +41,9 @@ public actor DHCPServer {
     private let thread: NamespaceExecutor
     private let logger: Logger
     private var child: ChildProcess?
+    /// Whether the running dnsmasq is known to have read the hosts file as it is now. Not so for one
+    /// adopted from an earlier agent, which may have died between writing the file and the SIGHUP.
+    private var hostsApplied = false
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
 
@@ -72,7 +75,8 @@ public actor DHCPServer {
             guard rename(temporary, hostsPath) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
         }
         if let pid = runningPID() {
-            if changed {
+            if changed || !hostsApplied {
+                hostsApplied = true
                 kill(pid, SIGHUP)
                 logger.info("dnsmasq told to re-read its hosts", metadata: ["dhcp.pid": "\(pid)", "dhcp.hosts": "\(hosts.count)"])
                 return .reloaded
@@ -80,6 +84,7 @@ public actor DHCPServer {
             return .unchanged
         }
         try start()
+        hostsApplied = true
         return .started
     }
 

@@ -113,8 +113,9 @@ public struct InstanceRealizer: Sendable {
         }
         CrashPoint.reach("instance.create.after-disks")
         let name = domainName(of: plan.uuid)
-        if try await libvirt.state(of: .name(name)) == .on {
+        if let state = try await libvirt.state(of: .name(name)), state == .on || state == .paused {
             // Running already (an earlier attempt got this far): its taps may still need plugging.
+            // A paused domain is running too: its taps are in QEMU's hands and must not be remade.
             try await plugTaps(plan)
             return
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFLibvirt
 import SFStore
 
 /// Takes jobs addressed to this node (and to the network-node role, when it has it) from the store
@@ -145,6 +146,9 @@ public actor JobRunner {
             }
             try await store.complete(jobID: job.id, owner: owner)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
+        } catch let error where Self.isPermanent(error) {
+            logger.error("job failed", metadata: ["error": "\(error)"])
+            try await fail(job, error: "\(error)", retryable: false, logger: logger)
         } catch let error as JobError {
             logger.error("job failed", metadata: ["error": "\(error)"])
             try await fail(job, error: error.description, retryable: false, logger: logger)
@@ -153,6 +157,22 @@ public actor JobRunner {
             try await fail(job, error: "\(error)", retryable: true, logger: logger)
         }
         return true
+    }
+}
+
+extension JobRunner {
+    /// Errors that no retry can cure: the object is gone, the transition is forbidden, the input is
+    /// invalid. Retrying them would only repeat side effects five times.
+    static func isPermanent(_ error: any Error) -> Bool {
+        switch error {
+        case let error as StoreError:
+            switch error {
+            case .notFound, .invalidTransition, .invalidArgument: return true
+            default: return false
+            }
+        case is DomainSpecError: return true
+        default: return false
+        }
     }
 }
 

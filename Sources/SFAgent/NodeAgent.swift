@@ -106,8 +106,13 @@ public struct NodeAgent: Sendable {
         if let server = await dhcpServers.remove(uuid) {
             try await server.stop()
         } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
-            // One started by an earlier agent: adopt it through its pid file, then stop it.
-            try await dhcp(for: network, thread: thread).stop()
+            // One started by an earlier agent: adopt it through its pid file, then stop it. Not
+            // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
+            let plan = NetworkPlan(uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: false)
+            try await DHCPServer(
+                directory: dhcpDirectory + "/" + uuid.uuidString.lowercased(), interface: networks.layout.routerInner(plan.vxid),
+                router: plan.router, thread: thread, logger: logger
+            ).stop()
         }
         try await networks.remove(plan)
         if let gateway = network.floatingGateway {
@@ -124,6 +129,10 @@ public struct NodeAgent: Sendable {
     public func createInstance(_ uuid: UUID) async throws {
         let started = ContinuousClock.now
         var instance = try await store.instance(uuid: uuid)
+        // Refused without touching the instance: only these states can (still) be created.
+        guard [.initial, .preflight, .creating, .created].contains(instance.state) else {
+            throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
+        }
         if instance.state == .created, try await instances.libvirt.state(of: .uuid(uuid)) == .on { return }
         do {
             for next in [InstanceState.preflight, .creating] where instance.state.canTransition(to: next) {
@@ -133,11 +142,14 @@ public struct NodeAgent: Sendable {
                 throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
             }
             let plan = try await plan(for: instance)
-            for vxid in Set(plan.interfaces.map(\.vxid)) {
-                // The network's node side must exist before a tap can join its bridge.
-                if let network = try await networkWith(vxid: vxid) {
-                    try await networks.ensureOnNode(try await self.plan(for: network), underlay: nil, local: nil)
+            for networkUUID in Set(try await store.interfaces(instanceUUID: uuid).map(\.networkUUID)) {
+                // The network's node side must exist before a tap can join its bridge; a network not
+                // built yet is a transient failure (its create may still be queued), so retry later.
+                let network = try await store.network(uuid: networkUUID)
+                guard network.state == .created else {
+                    throw AgentError.invalid("network \(networkUUID) is \(network.state.rawValue), not created yet")
                 }
+                try await networks.ensureOnNode(try await self.plan(for: network), underlay: nil, local: nil)
             }
             try await instances.ensureRunning(plan)
             try await store.setInstanceNode(uuid: uuid, nodeName)
@@ -166,11 +178,11 @@ public struct NodeAgent: Sendable {
         if instance.state.canTransition(to: .deleteWait) { try await store.setInstanceState(uuid: uuid, to: .deleteWait) }
         try await instances.remove(try await plan(for: instance))
         var touched = Set<UUID>()
-        for interface in try await store.interfaces(instanceUUID: uuid) where interface.state != .deleted {
-            if interface.floating != nil { try await store.defloatInterface(uuid: interface.uuid) }
-            if let address = interface.ipv4 { try await store.releaseIPv4(networkUUID: interface.networkUUID, address: address) }
-            try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
+        for interface in try await store.interfaces(instanceUUID: uuid) {
             touched.insert(interface.networkUUID)
+            // Deleting releases its address, MAC and floating address by owner, in one transaction:
+            // releasing by address first could free one already handed to someone else after a crash.
+            if interface.state != .deleted { try await store.setInterfaceState(uuid: interface.uuid, to: .deleted) }
         }
         for network in touched { try await refreshNetwork(network) }
         try await store.setInstanceState(uuid: uuid, to: .deleted)
@@ -180,7 +192,9 @@ public struct NodeAgent: Sendable {
 
     /// Deletes every instance of a namespace that is not deleted yet.
     public func deleteAllInstances(namespace: String) async throws {
-        for instance in try await store.instances(node: nil) where instance.namespace == namespace && instance.state != .deleted {
+        // This node's instances and unplaced ones: another node's are that node's to delete.
+        for instance in try await store.instances(node: nil)
+        where instance.namespace == namespace && instance.state != .deleted && (instance.node == nil || instance.node == nodeName) {
             try await deleteInstance(instance.uuid)
         }
     }
@@ -201,7 +215,11 @@ public struct NodeAgent: Sendable {
         let result: SFStore.PowerState
         switch operation {
         case .poweron:
-            if actual != .on { try await instances.ensureRunning(try await plan(for: instance)) }
+            if actual == .paused {
+                try await libvirt.resume(reference)
+            } else if actual != .on {
+                try await instances.ensureRunning(try await plan(for: instance))
+            }
             result = .on
         case .poweroff:
             try await libvirt.destroy(reference)
@@ -257,7 +275,8 @@ public struct NodeAgent: Sendable {
         let message = "\(job.kind) failed after \(job.attempts) attempt(s): \(job.lastError ?? "unknown error")"
         // Only a failed create or delete leaves the object half-built; a refused power operation or
         // float leaves it as it was, so it only gets the event.
-        let lifecycle: Set<String> = ["instance.create", "instance.delete", "network.create", "network.delete"]
+        // A refused network.delete (interfaces remain) changed nothing, so it is not among these.
+        let lifecycle: Set<String> = ["instance.create", "instance.delete", "network.create"]
         switch lifecycle.contains(job.kind) ? type : "" {
         case "instance":
             if let instance = try? await store.instance(uuid: object), let next = instance.state.errorState {
@@ -349,10 +368,6 @@ public struct NodeAgent: Sendable {
         return await dhcpServers.server(for: network.uuid) {
             DHCPServer(directory: directory, interface: interface, router: plan.router, thread: thread, logger: logger)
         }
-    }
-
-    private func networkWith(vxid: UInt32) async throws -> Network? {
-        try await store.networks(namespace: nil).first { $0.vxid == Int(vxid) && $0.state != .deleted }
     }
 
     private func markError(_ uuid: UUID, _ message: String) async throws {

@@ -50,27 +50,40 @@ public struct Reconciler: Sendable {
         let instances = try await store.instances(node: agent.nodeName)
         let domains = try await agent.instances.libvirt.domains()
 
+        // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
         for network in networks where network.state == .created {
-            try await agent.refreshNetwork(network.uuid, ensureNodeSide: true)
-            report.networksEnsured += 1
+            do {
+                try await agent.refreshNetwork(network.uuid, ensureNodeSide: true)
+                report.networksEnsured += 1
+            } catch {
+                logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
+            }
         }
 
-        let running = Set(domains.filter { $0.powerState == .on }.map(\.identity.uuid))
+        // Paused domains are running: their taps are QEMU's, and they must not be started again.
+        let running = Set(domains.filter { $0.powerState == .on || $0.powerState == .paused }.map(\.identity.uuid))
         for instance in instances where instance.state == .created {
-            let plan = try await agent.plan(for: instance)
-            if instance.powerState == .on && !running.contains(instance.uuid) {
-                try await agent.instances.ensureRunning(plan)
-                try await event("instance", instance.uuid, "instance restarted by reconciliation: it should be on")
-                report.instancesStarted += 1
-            } else if running.contains(instance.uuid) {
-                try await agent.instances.plugTaps(plan)
+            do {
+                let plan = try await agent.plan(for: instance)
+                if instance.powerState == .on && !running.contains(instance.uuid) {
+                    try await agent.instances.ensureRunning(plan)
+                    try await event("instance", instance.uuid, "instance restarted by reconciliation: it should be on")
+                    report.instancesStarted += 1
+                } else if running.contains(instance.uuid) {
+                    try await agent.instances.plugTaps(plan)
+                }
+            } catch {
+                logger.error("could not reconcile an instance", metadata: ["instance.uuid": "\(instance.uuid)", "error": "\(error)"])
             }
         }
 
         // Orphans: sfnode's domains and namespaces whose owner the store says is deleted or unknown.
-        let known = Dictionary(uniqueKeysWithValues: try await store.instances(node: nil).map { ($0.uuid, $0.state) })
-        for domain in domains where domain.identity.name.hasPrefix(layout.namespacePrefix) {
+        let known = Dictionary(
+            try await store.instances(node: nil).map { ($0.uuid, $0.state) }, uniquingKeysWith: { first, _ in first })
+        for domain in domains where domain.identity.name == agent.instances.domainName(of: domain.identity.uuid) {
             let owner = domain.identity.uuid
+            // sfnode's own mark, not just the name: its metadata must name the same instance.
+            guard try await agent.instances.libvirt.instanceUUID(of: .uuid(owner)) == owner else { continue }
             if known[owner] == nil || known[owner] == .deleted {
                 try await agent.instances.libvirt.destroy(.uuid(owner))
                 try await agent.instances.libvirt.undefine(.uuid(owner))

@@ -41,9 +41,19 @@ struct AgentCommand: AsyncParsableCommand {
         configuration.maximumGracefulShutdownDuration = .seconds(20)
         let group = ServiceGroup(configuration: configuration)
         logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
-        try await group.run()
+        var failed = false
+        do {
+            try await group.run()
+        } catch {
+            logger.error("agent failed", metadata: ["error": "\(error)"])
+            failed = true
+        }
         logger.info("agent stopped")
         await agent.node.instances.libvirt.close()
+        if failed {
+            fflush(nil)
+            _exit(1)
+        }
         // Leave without running exit()'s destructors: libvirt's event-loop thread is still alive,
         // and tearing its globals down under it crashed the process (malloc_consolidate) on the way
         // out of an otherwise clean stop. Everything the agent owns is already closed or committed,
