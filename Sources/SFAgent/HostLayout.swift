@@ -44,9 +44,11 @@ public struct HostLayout: Sendable, Equatable {
     /// The bridge in the host namespace that every network's egress veth joins.
     public var egressBridge: String { "sfegress" }
 
-    /// The tap of one interface.
+    /// The tap of one interface: the prefix and as many hex digits of its UUID as fit in the kernel's
+    /// 15 bytes (12 with the production prefix, so collisions need about 16 million interfaces).
     public func tap(of interface: UUID) -> String {
-        tapPrefix + String(interface.uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(6))
+        let digits = max(6, min(12, 15 - tapPrefix.utf8.count))
+        return tapPrefix + String(interface.uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(digits))
     }
 
     private func hex6(_ value: UInt32) -> String {

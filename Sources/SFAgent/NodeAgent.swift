@@ -60,7 +60,8 @@ public struct NodeAgent: Sendable {
             await register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
         }
         await register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
-        await runner.onFailure { try await recordFailure($0) }
+        // Under the lock too: a reconciliation pass must not act on an object this is moving to error.
+        await runner.onFailure { job in try await lock.withLock { try await recordFailure(job) } }
         await register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
 
@@ -108,7 +109,7 @@ public struct NodeAgent: Sendable {
         } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
             // One started by an earlier agent: adopt it through its pid file, then stop it. Not
             // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
-            let plan = NetworkPlan(uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: false)
+            let plan = NetworkPlan(uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: false)
             try await DHCPServer(
                 directory: dhcpDirectory + "/" + uuid.uuidString.lowercased(), interface: networks.layout.routerInner(plan.vxid),
                 router: plan.router, thread: thread, logger: logger
@@ -315,7 +316,7 @@ public struct NodeAgent: Sendable {
             return NetworkPlan.Float(floating: floating, privateAddress: address)
         }
         return NetworkPlan(
-            uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: network.provideNAT,
+            uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: network.provideNAT,
             floatingGateway: try network.floatingGateway.map { try IPv4Prefix(address: $0, length: floatingRange.length) },
             egressRouter: floatingRange.host(1), floats: floats)
     }
@@ -342,7 +343,7 @@ public struct NodeAgent: Sendable {
             guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
                 throw JobError("interface \(interface.uuid): NIC model '\(interface.model)' is not one of virtio, e1000, rtl8139")
             }
-            interfaces.append(.init(uuid: interface.uuid, mac: interface.macaddr, vxid: UInt32(network.vxid), model: model))
+            interfaces.append(.init(uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model))
         }
         let video = DomainSpec.VideoModel(rawValue: instance.video.model).map { DomainSpec.Video(model: $0, memoryKiB: instance.video.memory) }
         return InstancePlan(
@@ -360,14 +361,22 @@ public struct NodeAgent: Sendable {
         return hosts
     }
 
-    func dhcp(for network: Network, thread: NamespaceExecutor) async -> DHCPServer {
-        let plan = NetworkPlan(uuid: network.uuid, vxid: UInt32(network.vxid), netblock: network.netblock, provideNAT: false)
+    func dhcp(for network: Network, thread: NamespaceExecutor) async throws -> DHCPServer {
+        let plan = NetworkPlan(uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: false)
         let directory = dhcpDirectory + "/" + network.uuid.uuidString.lowercased()
         let interface = networks.layout.routerInner(plan.vxid)
         let logger = self.logger
         return await dhcpServers.server(for: network.uuid) {
             DHCPServer(directory: directory, interface: interface, router: plan.router, thread: thread, logger: logger)
         }
+    }
+
+    /// The network's VXLAN id, checked: a corrupt store row must fail the job, not crash the agent.
+    func vxlanID(of network: Network) throws -> UInt32 {
+        guard let vxid = UInt32(exactly: network.vxid), (1...16_777_215).contains(vxid) else {
+            throw JobError("network \(network.uuid) has VXLAN id \(network.vxid), outside 1...16777215")
+        }
+        return vxid
     }
 
     private func markError(_ uuid: UUID, _ message: String) async throws {

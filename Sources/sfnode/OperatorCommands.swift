@@ -116,7 +116,7 @@ struct StateCommand: AsyncParsableCommand {
         let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
         let links = Set(try await host.links().map(\.name))
         for network in try await store.networks(namespace: nil) where network.state != .deleted {
-            let vxid = UInt32(network.vxid)
+            let vxid = UInt32(truncatingIfNeeded: network.vxid)
             let bridge = links.contains(layout.bridge(vxid))
             let vxlan = links.contains(layout.vxlan(vxid))
             let namespace = NetworkNamespace.exists(named: layout.namespace(of: network.uuid))
