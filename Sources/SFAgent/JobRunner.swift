@@ -131,11 +131,19 @@ public actor JobRunner {
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // The heartbeat: renew at a third of the lease, so two missed renewals still leave time.
+                // A renewal that fails (a busy store) is retried at the next beat: one error must not
+                // end the heartbeat while the lease still has time.
+                let logger = logger
                 group.addTask {
                     while !Task.isCancelled {
                         try await Task.sleep(for: lease / 3)
-                        if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
-                            throw AgentError.invalid("job \(job.id) lost its lease")
+                        do {
+                            if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
+                                logger.error("the job's lease lapsed; another agent may take it")
+                                return
+                            }
+                        } catch {
+                            logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
                         }
                     }
                 }

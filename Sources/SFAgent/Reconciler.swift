@@ -115,8 +115,13 @@ public struct Reconciler: Sendable {
             default: state = nil
             }
             guard let state, state != instance.powerState, instance.state == .created else { continue }
-            try await agent.store.setPowerState(uuid: uuid, state)
-            try await self.event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
+            // One failed write loses this event only, not the stream.
+            do {
+                try await agent.store.setPowerState(uuid: uuid, state)
+                try await self.event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
+            } catch {
+                logger.warning("recording a power state change failed", metadata: ["instance.uuid": "\(uuid)", "error": "\(error)"])
+            }
         }
     }
 
