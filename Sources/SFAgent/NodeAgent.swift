@@ -177,7 +177,7 @@ public struct NodeAgent: Sendable {
             instance = try await store.setInstanceState(uuid: uuid, to: .error)
         }
         if instance.state.canTransition(to: .deleteWait) { try await store.setInstanceState(uuid: uuid, to: .deleteWait) }
-        try await instances.remove(try await plan(for: instance))
+        try await instances.remove(try await removalPlan(for: instance))
         var touched = Set<UUID>()
         for interface in try await store.interfaces(instanceUUID: uuid) {
             touched.insert(interface.networkUUID)
@@ -349,6 +349,15 @@ public struct NodeAgent: Sendable {
         return InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
             video: video)
+    }
+
+    /// What removing an instance needs: its UUID and its interfaces' taps. Unlike ``plan(for:)`` it
+    /// reads nothing that a bad specification could make invalid, so such an instance can still go.
+    func removalPlan(for instance: Instance) async throws -> InstancePlan {
+        let interfaces = try await store.interfaces(instanceUUID: instance.uuid).map {
+            InstancePlan.Interface(uuid: $0.uuid, mac: $0.macaddr, vxid: 0)
+        }
+        return InstancePlan(uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: [], interfaces: interfaces)
     }
 
     func dhcpHosts(_ network: UUID) async throws -> [DHCPHost] {
