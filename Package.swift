@@ -103,6 +103,6 @@ let package = Package(
         .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFTestSupport"]),
+            dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFAgent", "SFTestSupport"]),
     ]
 )

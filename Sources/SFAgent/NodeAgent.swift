@@ -109,11 +109,7 @@ public struct NodeAgent: Sendable {
         } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
             // One started by an earlier agent: adopt it through its pid file, then stop it. Not
             // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
-            let plan = NetworkPlan(uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: false)
-            try await DHCPServer(
-                directory: dhcpDirectory + "/" + uuid.uuidString.lowercased(), interface: networks.layout.routerInner(plan.vxid),
-                router: plan.router, thread: thread, logger: logger
-            ).stop()
+            try await makeDHCPServer(for: network, thread: thread).stop()
         }
         try await networks.remove(plan)
         if let gateway = network.floatingGateway {
@@ -370,14 +366,18 @@ public struct NodeAgent: Sendable {
         return hosts
     }
 
+    /// The network's cached DHCP server (see ``DHCPServers``).
     func dhcp(for network: Network, thread: NamespaceExecutor) async throws -> DHCPServer {
+        let server = try makeDHCPServer(for: network, thread: thread)
+        return await dhcpServers.server(for: network.uuid) { server }
+    }
+
+    /// A DHCP server object for the network's dnsmasq (which it starts or adopts).
+    func makeDHCPServer(for network: Network, thread: NamespaceExecutor) throws -> DHCPServer {
         let plan = NetworkPlan(uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: false)
-        let directory = dhcpDirectory + "/" + network.uuid.uuidString.lowercased()
-        let interface = networks.layout.routerInner(plan.vxid)
-        let logger = self.logger
-        return await dhcpServers.server(for: network.uuid) {
-            DHCPServer(directory: directory, interface: interface, router: plan.router, thread: thread, logger: logger)
-        }
+        return DHCPServer(
+            directory: dhcpDirectory + "/" + network.uuid.uuidString.lowercased(),
+            interface: networks.layout.routerInner(plan.vxid), router: plan.router, thread: thread, logger: logger)
     }
 
     /// The network's VXLAN id, checked: a corrupt store row must fail the job, not crash the agent.

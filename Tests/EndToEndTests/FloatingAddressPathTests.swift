@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFAgent
 import SFFirewall
 import SFLibvirt
 import SFNetlink
@@ -70,10 +71,12 @@ struct FloatingAddressPathTests {
             for link in ["lo", names.outsideLink] { try await outside.setLinkUp(link, true) }
 
             // DHCP for the guest, inside the network namespace, with no DNS at all.
-            let dhcp = try await TestDHCPServer.start(
-                in: names.network, interface: names.vethRouter, router: Self.router,
-                hosts: [(mac, Self.guestAddress)], runID: id)
-            teardown.add("dnsmasq") { dhcp.stop() }
+            // The agent's own dnsmasq manager, spawning from a thread inside the namespace.
+            let dhcp = DHCPServer(
+                directory: TestGuest.runDirectory + "/\(id)-dhcp", interface: names.vethRouter, router: Self.router,
+                thread: try await NamespaceExecutor.start(namespace: names.network), logger: logger)
+            teardown.add("dnsmasq") { try await dhcp.stop() }
+            #expect(try await dhcp.ensure(hosts: [DHCPHost(mac: mac, address: Self.guestAddress)]) == .started)
 
             // The guest: a tap made through netlink in the root namespace, the one thing a test makes there
             // (libvirtd opens an unmanaged tap by name in its own namespace), moved into the node namespace
@@ -151,6 +154,6 @@ struct FloatingAddressPathTests {
         let host = try NetlinkSession(namespace: nil, logger: logger)
         #expect(try await host.links().filter { $0.name.hasPrefix(id) }.isEmpty)
         #expect(try await libvirt.lookup(name: names.domain) == nil)
-        #expect(TestDHCPServer.runningProcesses(mentioning: id).isEmpty)
+        #expect(dnsmasqProcesses(mentioning: id).isEmpty)
     }
 }

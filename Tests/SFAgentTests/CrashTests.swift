@@ -96,7 +96,7 @@ struct CrashTests {
                     nodeName: nodeName, floatingRange: Self.floatingRange, dhcpDirectory: storage + "/dhcp", logger: logger)
                 try? await agent.deleteInstance(instance.uuid)
                 try? await agent.deleteNetwork(network.uuid)
-                for pid in TestDHCPServer.runningProcesses(mentioning: storage) { Glibc.kill(pid, SIGTERM) }
+                for pid in dnsmasqProcesses(mentioning: storage) { Glibc.kill(pid, SIGTERM) }
             }
 
             func payload(_ key: String, _ uuid: UUID) -> JSONValue { .object([key: .string(uuid.uuidString)]) }
@@ -121,7 +121,7 @@ struct CrashTests {
                 try runInNamespace(namespace, command: ["iptables-legacy-save", "-t", "nat"]).stdout
                     .split(separator: "\n").map(String.init).filter { $0.hasPrefix("-A") }
             }
-            func dnsmasqs() -> [Int32] { TestDHCPServer.runningProcesses(mentioning: "--dhcp-hostsfile=\(dhcpDirectory)/hosts") }
+            func dnsmasqs() -> [Int32] { dnsmasqProcesses(mentioning: "--dhcp-hostsfile=\(dhcpDirectory)/hosts") }
 
             // One agent run per crash point: each dies by SIGKILL at its point, half-way through a job.
             for point in Self.crashPoints {
