@@ -29,6 +29,10 @@ public struct HostLayout: Sendable, Equatable {
     /// The network's namespace on the network node.
     public func namespace(of network: UUID) -> String { namespacePrefix + network.uuidString.lowercased() }
 
+    /// The prefixes of the per-network devices in the host namespace; six hex digits of the VXLAN
+    /// id follow.
+    static let networkDevicePrefixes = ["sfvx", "sfbr", "sfro", "sfeo"]
+
     /// The VXLAN device of a network, on every node that has it.
     public func vxlan(_ vxid: UInt32) -> String { "sfvx" + hex6(vxid) }
     /// The bridge the VXLAN, the router veth and the guests' taps are enslaved to.
@@ -39,6 +43,19 @@ public struct HostLayout: Sendable, Equatable {
     public func routerInner(_ vxid: UInt32) -> String { "sfri" + hex6(vxid) }
     /// The host end of the egress veth, enslaved to the egress bridge.
     public func egressOuter(_ vxid: UInt32) -> String { "sfeo" + hex6(vxid) }
+
+    /// The VXLAN id a per-network device in the host namespace is named for, or nil when `name` is
+    /// not such a device.
+    public func networkDeviceVXID(_ name: String) -> UInt32? {
+        guard Self.networkDevicePrefixes.contains(where: { name.hasPrefix($0) }), name.utf8.count == 10 else { return nil }
+        return UInt32(name.dropFirst(4), radix: 16)
+    }
+
+    /// Whether a link in the host namespace is one the agent makes: a network's device, the egress
+    /// bridge or a tap.
+    public func isAgentLink(_ name: String) -> Bool {
+        networkDeviceVXID(name) != nil || name == egressBridge || name.hasPrefix(tapPrefix)
+    }
     /// The network namespace end of the egress veth, holding the floating gateway and floats.
     public func egressInner(_ vxid: UInt32) -> String { "sfei" + hex6(vxid) }
     /// The bridge in the host namespace that every network's egress veth joins.

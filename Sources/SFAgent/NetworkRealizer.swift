@@ -145,10 +145,13 @@ public struct NetworkRealizer: Sendable {
     /// in the host namespace. Removing what is gone is not an error.
     public func remove(_ plan: NetworkPlan) async throws {
         try NetworkNamespace.delete(named: layout.namespace(of: plan.uuid))
-        for device in [
-            layout.routerOuter(plan.vxid), layout.egressOuter(plan.vxid), layout.vxlan(plan.vxid), layout.bridge(plan.vxid),
-        ] {
-            try await host.deleteLink(device)
-        }
+        for device in [layout.routerOuter(plan.vxid), layout.egressOuter(plan.vxid)] { try await host.deleteLink(device) }
+        try await removeNodeSide(plan)
+    }
+
+    /// Removes what every node with the network has (the VXLAN and the bridge), from a hypervisor
+    /// that no longer hosts any of the network's interfaces.
+    public func removeNodeSide(_ plan: NetworkPlan) async throws {
+        for device in [layout.vxlan(plan.vxid), layout.bridge(plan.vxid)] { try await host.deleteLink(device) }
     }
 }

@@ -20,17 +20,23 @@ public struct NodeAgent: Sendable {
     public let floatingRange: IPv4Prefix
     /// Where each network's dnsmasq keeps its files.
     public let dhcpDirectory: String
+    /// Whether this node is the network node (namespaces, NAT, floats, DHCP) as well as a hypervisor.
+    public let isNetworkNode: Bool
+    /// This node's place on the mesh the VXLANs run over.
+    public let mesh: Mesh
     /// The dnsmasq of each network, kept for the agent's lifetime: the server owns its child process,
     /// and a server dropped after each job would take its dnsmasq with it.
-    private let dhcpServers = DHCPServers()
+    let dhcpServers = DHCPServers()
     /// Held by every job handler and every reconciliation pass (see ``AgentLock``).
     public let lock = AgentLock()
     let logger: Logger
 
     public init(
         store: any NodeStore, networks: NetworkRealizer, instances: InstanceRealizer, nodeName: String,
-        floatingRange: IPv4Prefix, dhcpDirectory: String, logger: Logger
+        floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(), logger: Logger
     ) {
+        self.isNetworkNode = isNetworkNode
+        self.mesh = mesh
         self.store = store
         self.networks = networks
         self.instances = instances
@@ -48,6 +54,7 @@ public struct NodeAgent: Sendable {
         }
         await register("network.create") { try await createNetwork(try uuid($0, "network_uuid")) }
         await register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
+        await register("network.refresh") { try await converge(try uuid($0, "network_uuid")) }
         await register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
         await register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
         await register("instance.delete_all") { job in
@@ -65,61 +72,6 @@ public struct NodeAgent: Sendable {
         await register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
 
-    // MARK: Networks
-
-    /// Builds the network on this node (which is also the network node): bridge, VXLAN, namespace,
-    /// router, egress with the floating gateway and NAT, dnsmasq.
-    public func createNetwork(_ uuid: UUID) async throws {
-        let started = ContinuousClock.now
-        var network = try await store.network(uuid: uuid)
-        guard network.state == .initial || network.state == .created else {
-            throw JobError("network \(uuid) is \(network.state.rawValue); only an initial or created network can be built")
-        }
-        if network.provideNAT && network.floatingGateway == nil {
-            let gateway = try await store.allocateFloating(range: floatingRange, requested: nil, owner: "network:\(uuid)")
-            network = try await store.setFloatingGateway(networkUUID: uuid, gateway)
-        }
-        let plan = try await plan(for: network)
-        try await networks.ensureEgress(floatingRange: floatingRange)
-        CrashPoint.reach("network.create.after-egress")
-        try await networks.ensureOnNode(plan, underlay: nil, local: nil)
-        let thread = try await networks.ensureOnNetworkNode(plan)
-        CrashPoint.reach("network.create.after-namespace")
-        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
-        CrashPoint.reach("network.create.after-dhcp")
-        if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
-        try await event("network", uuid, .status, "network creation complete", since: started)
-    }
-
-    /// Removes the network from this node and releases its gateway. Interfaces still on it are
-    /// refused: delete their instances first.
-    public func deleteNetwork(_ uuid: UUID) async throws {
-        let started = ContinuousClock.now
-        let network = try await store.network(uuid: uuid)
-        if network.state == .deleted { return }
-        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
-        guard live.isEmpty else {
-            throw JobError("network \(uuid) still has \(live.count) interface(s): delete their instances first")
-        }
-        // delete-wait first: reconciliation only rebuilds created networks.
-        if network.state.canTransition(to: .deleteWait) { try await store.setNetworkState(uuid: uuid, to: .deleteWait) }
-        let plan = try await plan(for: network)
-        if let server = await dhcpServers.remove(uuid) {
-            try await server.stop()
-        } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
-            // One started by an earlier agent: adopt it through its pid file, then stop it. Not
-            // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
-            try await makeDHCPServer(for: network, thread: thread).stop()
-        }
-        try await networks.remove(plan)
-        if let gateway = network.floatingGateway {
-            try await store.releaseFloating(gateway)
-            try await store.setFloatingGateway(networkUUID: uuid, nil)
-        }
-        try await store.setNetworkState(uuid: uuid, to: .deleted)
-        try await event("network", uuid, .status, "network deletion complete", since: started)
-    }
-
     // MARK: Instances
 
     /// Creates and starts the instance: initial → preflight → creating → created, with status events.
@@ -130,6 +82,7 @@ public struct NodeAgent: Sendable {
         guard [.initial, .preflight, .creating, .created].contains(instance.state) else {
             throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
         }
+        try refuseIfElsewhere(instance)
         if instance.state == .created, try await instances.libvirt.state(of: .uuid(uuid)) == .on { return }
         do {
             for next in [InstanceState.preflight, .creating] where instance.state.canTransition(to: next) {
@@ -139,17 +92,23 @@ public struct NodeAgent: Sendable {
                 throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
             }
             let plan = try await plan(for: instance)
-            for networkUUID in Set(try await store.interfaces(instanceUUID: uuid).map(\.networkUUID)) {
-                // The network's node side must exist before a tap can join its bridge; a network not
-                // built yet is a transient failure (its create may still be queued), so retry later.
+            let joined = Set(try await store.interfaces(instanceUUID: uuid).map(\.networkUUID))
+            for networkUUID in joined {
                 let network = try await store.network(uuid: networkUUID)
-                guard network.state == .created else {
-                    throw AgentError.invalid("network \(networkUUID) is \(network.state.rawValue), not created yet")
+                switch network.state {
+                case .created: break
+                // Its create may still be queued: a transient failure, retried later.
+                case .initial: throw AgentError.invalid("network \(networkUUID) is initial, not created yet")
+                default: throw JobError("network \(networkUUID) is \(network.state.rawValue); no instance can join it")
                 }
-                try await networks.ensureOnNode(try await self.plan(for: network), underlay: nil, local: nil)
             }
+            // Placed before anything is built: the node that builds an instance is the one that keeps
+            // (and reconciles) its taps, and the other nodes of its networks must flood to it.
+            if instance.node != nodeName { instance = try await store.setInstanceNode(uuid: uuid, nodeName) }
+            // The bridges must exist before a tap can join them, and the network node must know the
+            // new interface (DHCP host, flood list) before the guest asks for an address.
+            try await announce(joined, meshChanged: true)
             try await instances.ensureRunning(plan)
-            try await store.setInstanceNode(uuid: uuid, nodeName)
             if instance.state != .created { try await store.setInstanceState(uuid: uuid, to: .created) }
             try await store.setPowerState(uuid: uuid, .on)
             for interface in try await store.interfaces(instanceUUID: uuid) where interface.state != .created {
@@ -168,6 +127,7 @@ public struct NodeAgent: Sendable {
         let started = ContinuousClock.now
         var instance = try await store.instance(uuid: uuid)
         if instance.state == .deleted { return }
+        try refuseIfElsewhere(instance)
         // A `<state>-error` instance may only move to `error`, and from there to deletion.
         if instance.state.isError && instance.state != .error {
             instance = try await store.setInstanceState(uuid: uuid, to: .error)
@@ -181,7 +141,7 @@ public struct NodeAgent: Sendable {
             // releasing by address first could free one already handed to someone else after a crash.
             if interface.state != .deleted { try await store.setInterfaceState(uuid: interface.uuid, to: .deleted) }
         }
-        for network in touched { try await refreshNetwork(network) }
+        try await announce(touched, meshChanged: true)
         try await store.setInstanceState(uuid: uuid, to: .deleted)
         try await store.setPowerState(uuid: uuid, .off)
         try await event("instance", uuid, .status, "instance deletion complete", since: started)
@@ -205,6 +165,7 @@ public struct NodeAgent: Sendable {
         guard instance.state == .created else {
             throw JobError("cannot \(operation.verb) instance \(uuid): it is \(instance.state.rawValue), not created")
         }
+        try refuseIfElsewhere(instance)
         let libvirt = instances.libvirt
         let reference = DomainReference.uuid(uuid)
         let actual = try await libvirt.state(of: reference)
@@ -248,7 +209,7 @@ public struct NodeAgent: Sendable {
         guard interface.ipv4 != nil else { throw JobError("interface \(uuid) has no IPv4 address to float") }
         if interface.floating == nil { interface = try await store.floatInterface(uuid: uuid, range: floatingRange) }
         CrashPoint.reach("interface.float.after-allocate")
-        try await refreshNetwork(interface.networkUUID)
+        try await announce([interface.networkUUID], meshChanged: false)
         CrashPoint.reach("interface.float.after-rules")
         try await event("interface", uuid, .audit, "interface floated as \(interface.floating.map(String.init(describing:)) ?? "?")")
     }
@@ -257,7 +218,7 @@ public struct NodeAgent: Sendable {
     public func defloat(_ uuid: UUID) async throws {
         let interface = try await store.interface(uuid: uuid)
         if interface.floating != nil { try await store.defloatInterface(uuid: uuid) }
-        try await refreshNetwork(interface.networkUUID)
+        try await announce([interface.networkUUID], meshChanged: false)
         try await event("interface", uuid, .audit, "interface defloated")
     }
 
@@ -290,32 +251,6 @@ public struct NodeAgent: Sendable {
     }
 
     // MARK: Plans from the store
-
-    /// Re-applies a network's namespace state (floats, rules) and DHCP hosts after its interfaces
-    /// changed; with `ensureNodeSide`, also its bridge, VXLAN and egress (reconciliation).
-    func refreshNetwork(_ uuid: UUID, ensureNodeSide: Bool = false) async throws {
-        let network = try await store.network(uuid: uuid)
-        guard network.state == .created else { return }
-        let plan = try await plan(for: network)
-        if ensureNodeSide {
-            try await networks.ensureEgress(floatingRange: floatingRange)
-            try await networks.ensureOnNode(plan, underlay: nil, local: nil)
-        }
-        let thread = try await networks.ensureOnNetworkNode(plan)
-        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(uuid)) }
-    }
-
-    func plan(for network: Network) async throws -> NetworkPlan {
-        let interfaces = try await store.interfaces(networkUUID: network.uuid).filter { $0.state != .deleted }
-        let floats = interfaces.compactMap { interface -> NetworkPlan.Float? in
-            guard let floating = interface.floating, let address = interface.ipv4 else { return nil }
-            return NetworkPlan.Float(floating: floating, privateAddress: address)
-        }
-        return NetworkPlan(
-            uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: network.provideNAT,
-            floatingGateway: try network.floatingGateway.map { try IPv4Prefix(address: $0, length: floatingRange.length) },
-            egressRouter: floatingRange.host(1), floats: floats)
-    }
 
     func plan(for instance: Instance) async throws -> InstancePlan {
         var disks: [InstancePlan.Disk] = []
@@ -388,12 +323,20 @@ public struct NodeAgent: Sendable {
         return vxid
     }
 
+    /// An instance placed on another node is that node's: building or removing it here would leave
+    /// two copies, or none removed.
+    private func refuseIfElsewhere(_ instance: Instance) throws {
+        if let node = instance.node, node != nodeName {
+            throw JobError("instance \(instance.uuid) is placed on node \(node), not on \(nodeName)")
+        }
+    }
+
     private func markError(_ uuid: UUID, _ message: String) async throws {
         let instance = try await store.instance(uuid: uuid)
         if let next = instance.state.errorState { try await store.setInstanceState(uuid: uuid, to: next, errorMessage: message) }
     }
 
-    private func event(_ type: String, _ uuid: UUID, _ kind: EventType, _ message: String, since start: ContinuousClock.Instant? = nil)
+    func event(_ type: String, _ uuid: UUID, _ kind: EventType, _ message: String, since start: ContinuousClock.Instant? = nil)
         async throws
     {
         let duration = start.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
@@ -414,6 +357,19 @@ func uuid(_ job: Job, _ key: String) throws -> UUID {
         throw JobError("job \(job.id) (\(job.kind)): \"\(key)\" is '\(text)', not a UUID")
     }
     return value
+}
+
+/// This node's place on the mesh, the underlay network VXLANs run over.
+public struct Mesh: Sendable, Equatable {
+    /// This node's mesh address, which the other nodes flood to; nil on a single node.
+    public var address: IPv4Address?
+    /// The interface holding it, which VXLANs are bound to; nil lets the kernel route.
+    public var interface: String?
+
+    public init(address: IPv4Address? = nil, interface: String? = nil) {
+        self.address = address
+        self.interface = interface
+    }
 }
 
 /// The agent's DHCP servers, one per network, alive as long as the agent.

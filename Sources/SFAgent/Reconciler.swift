@@ -25,12 +25,18 @@ public struct Reconciler: Sendable {
         public var instancesStarted = 0
         public var domainsRemoved = 0
         public var namespacesRemoved = 0
+        /// Network devices and taps in the host namespace that belonged to no live object.
+        public var linksRemoved = 0
 
-        public init(networksEnsured: Int = 0, instancesStarted: Int = 0, domainsRemoved: Int = 0, namespacesRemoved: Int = 0) {
+        public init(
+            networksEnsured: Int = 0, instancesStarted: Int = 0, domainsRemoved: Int = 0, namespacesRemoved: Int = 0,
+            linksRemoved: Int = 0
+        ) {
             self.networksEnsured = networksEnsured
             self.instancesStarted = instancesStarted
             self.domainsRemoved = domainsRemoved
             self.namespacesRemoved = namespacesRemoved
+            self.linksRemoved = linksRemoved
         }
     }
 
@@ -50,10 +56,20 @@ public struct Reconciler: Sendable {
         let instances = try await store.instances(node: agent.nodeName)
         let domains = try await agent.instances.libvirt.domains()
 
+        // What this node should have: every live network on the network node; on a hypervisor, the
+        // networks its instances' interfaces are on, and those interfaces' taps.
+        var liveInterfaces: [Interface] = []
+        for instance in instances where instance.state != .deleted {
+            liveInterfaces += try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }
+        }
+        let hosted = Set(liveInterfaces.map(\.networkUUID))
+        let kept = networks.filter { $0.state != .deleted && (agent.isNetworkNode || hosted.contains($0.uuid)) }
+        let links = try await agent.networks.host.links()
+
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
-        for network in networks where network.state == .created {
+        for network in kept where network.state == .created || network.state == .deleteWait {
             do {
-                try await agent.refreshNetwork(network.uuid, ensureNodeSide: true)
+                try await agent.converge(network.uuid)
                 report.networksEnsured += 1
             } catch {
                 logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
@@ -91,11 +107,30 @@ public struct Reconciler: Sendable {
                 report.domainsRemoved += 1
             }
         }
+        // Only the network node makes network namespaces, so only it removes them.
         let liveNetworks = Set(networks.filter { $0.state != .deleted }.map { layout.namespace(of: $0.uuid) })
-        for namespace in NetworkNamespace.list() where namespace.hasPrefix(layout.namespacePrefix) && !liveNetworks.contains(namespace) {
+        for namespace in NetworkNamespace.list()
+        where agent.isNetworkNode && namespace.hasPrefix(layout.namespacePrefix) && !liveNetworks.contains(namespace) {
             try NetworkNamespace.delete(named: namespace)
             logger.warning("removed a network namespace that belongs to no live network", metadata: ["netns.name": "\(namespace)"])
             report.namespacesRemoved += 1
+        }
+
+        // Devices and taps in the host namespace that belong to no network or interface kept here.
+        // The list was read before this pass built anything, so nothing it built can be on it.
+        let keptDevices = Set(kept.compactMap { UInt32(exactly: $0.vxid) })
+        let keptTaps = Set(liveInterfaces.map { layout.tap(of: $0.uuid) })
+        for link in links {
+            let orphan: Bool
+            if let vxid = layout.networkDeviceVXID(link.name) {
+                orphan = !keptDevices.contains(vxid)
+            } else {
+                orphan = link.name.hasPrefix(layout.tapPrefix) && !keptTaps.contains(link.name)
+            }
+            guard orphan else { continue }
+            try await agent.networks.host.deleteLink(link.name)
+            logger.warning("removed a link that belongs to no live network or interface", metadata: ["link.name": "\(link.name)"])
+            report.linksRemoved += 1
         }
         return report
     }
@@ -130,7 +165,6 @@ public struct Reconciler: Sendable {
     /// Runs until cancelled.
     public func followLinkChanges(_ drifted: @escaping @Sendable () async -> Void) async throws {
         let layout = agent.networks.layout
-        let ours = ["sfbr", "sfvx", "sfro", "sfeo", "sfegress", layout.tapPrefix]
         for await change in try await agent.networks.host.linkChanges() {
             let name: String
             switch change {
@@ -138,7 +172,7 @@ public struct Reconciler: Sendable {
             case .changed(let link) where !link.isUp: name = link.name
             default: continue
             }
-            if ours.contains(where: { name.hasPrefix($0) }) {
+            if layout.isAgentLink(name) {
                 logger.info("a link of sfnode's changed under it; reconciling", metadata: ["link.name": "\(name)"])
                 await drifted()
             }

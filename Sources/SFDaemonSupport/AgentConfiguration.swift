@@ -17,6 +17,8 @@ import SFSystem
 /// | `floatingRange` | `SFNODE_FLOATING_RANGE` | `192.168.20.0/24` |
 /// | `egressInterface` | `SFNODE_EGRESS_INTERFACE` | none: the interface of the default route |
 /// | `isNetworkNode` | `SFNODE_IS_NETWORK_NODE` | `true` (a single node is its own network node) |
+/// | `meshAddress` | `SFNODE_MESH_ADDRESS` | none: a single node needs no mesh |
+/// | `meshInterface` | `SFNODE_MESH_INTERFACE` | none: the kernel routes to the other nodes |
 /// | `mtu` | `SFNODE_MTU` | `1450` (1500 less VXLAN's 50 bytes) |
 /// | `logLevel` | `SFNODE_LOG_LEVEL` | `info` |
 /// | `libvirtURI` | `SFNODE_LIBVIRT_URI` | `qemu:///system` |
@@ -55,6 +57,11 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var egressInterface: String?
     /// Whether this node carries the cluster's floating and NAT traffic.
     public var isNetworkNode: Bool
+    /// This node's address on the mesh, the underlay VXLANs run over: other nodes send this node's
+    /// share of a network's traffic there. Nil on a single node, which has no one to send to.
+    public var meshAddress: IPv4Address?
+    /// The interface holding ``meshAddress``, which VXLANs are bound to; nil lets the kernel route.
+    public var meshInterface: String?
     /// The MTU of instance-facing interfaces. 1450 leaves room for VXLAN's 50-byte encapsulation on
     /// a 1500-byte underlay.
     public var mtu: Int
@@ -88,8 +95,10 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public init(
         nodeName: String, hostNamespace: String?, virtualizationType: Virtualization, storePath: String,
         storagePath: String, floatingRange: IPv4Prefix, egressInterface: String?, isNetworkNode: Bool, mtu: Int,
-        logLevel: Logger.Level, libvirtURI: String
+        logLevel: Logger.Level, libvirtURI: String, meshAddress: IPv4Address? = nil, meshInterface: String? = nil
     ) {
+        self.meshAddress = meshAddress
+        self.meshInterface = meshInterface
         self.nodeName = nodeName
         self.hostNamespace = hostNamespace
         self.virtualizationType = virtualizationType
@@ -221,6 +230,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(floatingRange.description, forKey: AnyKey("floatingRange"))
         try container.encodeIfPresent(egressInterface, forKey: AnyKey("egressInterface"))
         try container.encode(isNetworkNode, forKey: AnyKey("isNetworkNode"))
+        try container.encodeIfPresent(meshAddress?.description, forKey: AnyKey("meshAddress"))
+        try container.encodeIfPresent(meshInterface, forKey: AnyKey("meshInterface"))
         try container.encode(mtu, forKey: AnyKey("mtu"))
         try container.encode(logLevel.rawValue, forKey: AnyKey("logLevel"))
         try container.encode(libvirtURI, forKey: AnyKey("libvirtURI"))
@@ -298,15 +309,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             configuration.floatingRange = prefix
         },
         Field(key: "egressInterface", environmentName: "SFNODE_EGRESS_INTERFACE") { configuration, text in
-            guard let name = text, !name.isEmpty else {
-                configuration.egressInterface = nil
-                return
-            }
-            // The kernel's own rule (dev_valid_name): under IFNAMSIZ, no '/', ':' or white space, not '.' or '..'.
-            guard name.utf8.count <= 15, name != ".", name != "..",
-                name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != "/" && $0 != ":" })
-            else { throw InvalidValue(reason: "is not an interface name (1 to 15 characters, no '/', ':' or spaces)") }
-            configuration.egressInterface = name
+            configuration.egressInterface = try interfaceName(text)
         },
         Field(key: "isNetworkNode", environmentName: "SFNODE_IS_NETWORK_NODE") { configuration, text in
             switch try required(text).lowercased() {
@@ -314,6 +317,17 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             case "false", "no", "off", "0": configuration.isNetworkNode = false
             default: throw InvalidValue(reason: "is not a boolean (true or false)")
             }
+        },
+        Field(key: "meshAddress", environmentName: "SFNODE_MESH_ADDRESS") { configuration, text in
+            guard let text, !text.isEmpty else {
+                configuration.meshAddress = nil
+                return
+            }
+            guard let address = IPv4Address(text) else { throw InvalidValue(reason: "is not an IPv4 address (a.b.c.d)") }
+            configuration.meshAddress = address
+        },
+        Field(key: "meshInterface", environmentName: "SFNODE_MESH_INTERFACE") { configuration, text in
+            configuration.meshInterface = try interfaceName(text)
         },
         Field(key: "mtu", environmentName: "SFNODE_MTU") { configuration, text in
             // 576 is the least every IPv4 host must take; 9216 the largest jumbo frame switches carry.
@@ -339,6 +353,16 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     private static func required(_ text: String?) throws -> String {
         guard let text else { throw InvalidValue(reason: "must not be null") }
         return text
+    }
+
+    /// An interface name, or nil for null or empty text.
+    private static func interfaceName(_ text: String?) throws -> String? {
+        guard let name = text, !name.isEmpty else { return nil }
+        // The kernel's own rule (dev_valid_name): under IFNAMSIZ, no '/', ':' or white space, not '.' or '..'.
+        guard name.utf8.count <= 15, name != ".", name != "..",
+            name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != "/" && $0 != ":" })
+        else { throw InvalidValue(reason: "is not an interface name (1 to 15 characters, no '/', ':' or spaces)") }
+        return name
     }
 
     private static func absolutePath(_ text: String?) throws -> String {

@@ -9,16 +9,42 @@ public struct Node: Codable, Hashable, Sendable {
     public var roles: Set<NodeRole>
     /// When the node last checked in, if ever.
     public var lastSeen: Date?
+    /// The node's address on the mesh (the VXLAN underlay), which other nodes put in their flood
+    /// lists; nil for a node that has not said (a single all-in-one node needs none).
+    public var meshAddress: IPv4Address?
 
-    public init(name: String, roles: Set<NodeRole>, lastSeen: Date? = nil) {
+    public init(name: String, roles: Set<NodeRole>, lastSeen: Date? = nil, meshAddress: IPv4Address? = nil) {
         self.name = name
         self.roles = roles
         self.lastSeen = lastSeen
+        self.meshAddress = meshAddress
     }
 
     enum CodingKeys: String, CodingKey {
         case name, roles
         case lastSeen = "last_seen"
+        case meshAddress = "mesh_address"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        roles = try c.decode(Set<NodeRole>.self, forKey: .roles)
+        lastSeen = try c.decodeIfPresent(Date.self, forKey: .lastSeen)
+        meshAddress = try c.decodeIfPresent(String.self, forKey: .meshAddress).map { text in
+            guard let address = IPv4Address(text) else {
+                throw DecodingError.dataCorruptedError(forKey: .meshAddress, in: c, debugDescription: "'\(text)' is not an IPv4 address")
+            }
+            return address
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(roles.sorted { $0.rawValue < $1.rawValue }, forKey: .roles)
+        try c.encodeIfPresent(lastSeen, forKey: .lastSeen)
+        try c.encodeIfPresent(meshAddress?.description, forKey: .meshAddress)
     }
 }
 

@@ -29,8 +29,13 @@ public protocol NodeStore: Sendable {
     func networks(namespace: String?) async throws -> [Network]
     /// Moves the network to `state`, refusing transitions ``NetworkState/canTransition(to:)`` forbids.
     @discardableResult func setNetworkState(uuid: UUID, to state: NetworkState) async throws -> Network
-    /// Records (or clears) the network's floating gateway address.
-    @discardableResult func setFloatingGateway(networkUUID: UUID, _ address: IPv4Address?) async throws -> Network
+    /// Allocates the network's floating gateway from `range` and records it, in one transaction; a
+    /// network that has one keeps it. A crash can therefore never leave an allocated gateway that no
+    /// network records, nor a recorded one that is not allocated.
+    @discardableResult func ensureFloatingGateway(networkUUID: UUID, range: IPv4Prefix) async throws -> Network
+    /// Clears the network's floating gateway and releases its address, in one transaction; a no-op
+    /// when it has none.
+    @discardableResult func releaseFloatingGateway(networkUUID: UUID) async throws -> Network
 
     // MARK: Instances
 

@@ -48,7 +48,8 @@ extension SQLiteStore {
         return Node(
             name: try row.required("name", "node"),
             roles: Set(roleNames.compactMap(NodeRole.init(rawValue:))),
-            lastSeen: row.date("last_seen"))
+            lastSeen: row.date("last_seen"),
+            meshAddress: try row.optionalParsed("mesh_address", "node", IPv4Address.init))
     }
 
     static func decodeNetwork(_ row: Row) throws -> Network {

@@ -176,6 +176,9 @@ public final class SQLiteStore: NodeStore {
                     CREATE INDEX job_unfinished_object ON job(object_key, id) WHERE state IN ('queued', 'running');
                     """)
         }
+        migrator.registerMigration("v2: node mesh address") { db in
+            try db.execute(sql: "ALTER TABLE node ADD COLUMN mesh_address TEXT")
+        }
         return migrator
     }
 
@@ -240,10 +243,11 @@ public final class SQLiteStore: NodeStore {
         try await write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO node (name, roles, last_seen) VALUES (?, ?, ?)
-                    ON CONFLICT(name) DO UPDATE SET roles = excluded.roles, last_seen = excluded.last_seen
+                    INSERT INTO node (name, roles, last_seen, mesh_address) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET
+                        roles = excluded.roles, last_seen = excluded.last_seen, mesh_address = excluded.mesh_address
                     """,
-                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970])
+                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970, node.meshAddress?.description])
         }
     }
 
@@ -328,18 +332,34 @@ public final class SQLiteStore: NodeStore {
         }
     }
 
-    public func setFloatingGateway(networkUUID: UUID, _ address: IPv4Address?) async throws -> Network {
+    public func ensureFloatingGateway(networkUUID: UUID, range: IPv4Prefix) async throws -> Network {
         try await write { db in
             var network = try Self.fetchNetwork(db, networkUUID)
-            network.floatingGateway = address
-            try db.execute(
-                sql: "UPDATE network SET floating_gateway = ? WHERE uuid = ?",
-                arguments: [address?.description, networkUUID.storeText])
-            try self.recordMutation(
-                db, type: "network", uuid: networkUUID.storeText, attribute: "floating_gateway",
-                value: address?.description)
+            if network.floatingGateway != nil { return network }
+            let address = try Self.allocateFloating(db, range: range, requested: nil, owner: "network:\(networkUUID.storeText)")
+            try Self.writeFloatingGateway(db, &network, address, recorder: self)
             return network
         }
+    }
+
+    public func releaseFloatingGateway(networkUUID: UUID) async throws -> Network {
+        try await write { db in
+            var network = try Self.fetchNetwork(db, networkUUID)
+            guard let gateway = network.floatingGateway else { return network }
+            try db.execute(sql: "DELETE FROM floating_allocation WHERE address = ?", arguments: [Int64(gateway.value)])
+            try Self.writeFloatingGateway(db, &network, nil, recorder: self)
+            return network
+        }
+    }
+
+    private static func writeFloatingGateway(_ db: Database, _ network: inout Network, _ address: IPv4Address?, recorder: SQLiteStore)
+        throws
+    {
+        network.floatingGateway = address
+        try db.execute(
+            sql: "UPDATE network SET floating_gateway = ? WHERE uuid = ?", arguments: [address?.description, network.uuid.storeText])
+        try recorder.recordMutation(
+            db, type: "network", uuid: network.uuid.storeText, attribute: "floating_gateway", value: address?.description)
     }
 
     // MARK: - Instances

@@ -33,6 +33,7 @@ struct AgentCommand: AsyncParsableCommand {
             services: [
                 .init(service: ReconcilerService(reconciler: Reconciler(agent: agent.node, logger: logger), logger: logger)),
                 .init(service: JobRunnerService(runner: agent.runner)),
+                .init(service: CheckInService(agent: agent.node, logger: logger)),
                 .init(service: SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -124,6 +125,27 @@ struct ReconcilerService: Service {
     }
 }
 
+/// Records this node in the store (roles, mesh address, last seen) at start and every 30 s, so the
+/// other nodes can flood to it and operators can see it is alive. A failed check-in is logged and
+/// retried; it never stops the agent.
+struct CheckInService: Service {
+    let agent: NodeAgent
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await agent.checkIn()
+                } catch {
+                    logger.warning("check-in failed", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .seconds(30))
+            }
+        }
+    }
+}
+
 /// A coalescing "something drifted" flag between the link watcher and the reconciliation loop.
 actor DriftSignal {
     private var raised = false
@@ -173,7 +195,8 @@ enum AgentAssembly {
                 layout: layout, host: host, root: root, libvirt: libvirt, storagePath: settings.storagePath,
                 virtualization: virtualization.resolved(logger: logger), logger: logger),
             nodeName: settings.nodeName, floatingRange: settings.floatingRange,
-            dhcpDirectory: settings.storagePath + "/dhcp", logger: logger)
+            dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
+            mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface), logger: logger)
         var targets: [JobTarget] = [.node(settings.nodeName)]
         if settings.isNetworkNode { targets.append(.networkNode) }
         // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its

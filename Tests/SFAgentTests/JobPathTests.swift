@@ -187,13 +187,33 @@ struct JobPathTests {
             let tap = try #require(try await host.link(named: layout.tap(of: interface.uuid)))
             #expect(tap.masterIndex == (try await host.link(named: layout.bridge(UInt32(network.vxid))))?.index)
 
-            // Every instance of the namespace at once: the guest and the one whose create failed.
+            // Deleting the network while the guest is still on it: it waits in delete-wait, still
+            // serving the guest, and refuses new instances.
+            let deletion = try await store.enqueue(
+                kind: "network.delete", payload: payload("network_uuid", network.uuid), target: .networkNode,
+                objectKey: "network:\(network.uuid)")
+            try await runAll()
+            #expect(try await store.job(id: deletion.id).state == .succeeded)
+            #expect(try await store.network(uuid: network.uuid).state == .deleteWait)
+            #expect(try await store.events(objectType: "network", objectUUID: network.uuid.uuidString.lowercased())
+                .contains { $0.message == "network deletion waits for 1 interface(s) to be deleted" })
+            #expect(NetworkNamespace.exists(named: layout.namespace(of: network.uuid)))
+            #expect(try await reconciler.reconcileOnce().networksEnsured == 1)
+            #expect(NetworkNamespace.exists(named: layout.namespace(of: network.uuid)))
+            let late = Instance(name: "late", namespace: "system", cpus: 1, memory: 64, diskSpec: [])
+            try await store.createInstance(late)
+            let refusal = await #expect(throws: StoreError.self) {
+                _ = try await store.createInterface(
+                    uuid: UUID(), instanceUUID: late.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,
+                    macaddr: nil)
+            }
+            #expect(refusal.map { "\($0)" }?.contains("is delete-wait") == true)
+
+            // Every instance of the namespace at once (the guest, the one whose create failed and the
+            // one with no interface); the last interface going takes the waiting network with it.
             _ = try await store.enqueue(
                 kind: "instance.delete_all", payload: .object(["namespace": .string("system")]), target: .node("sft-node"),
                 objectKey: "namespace:system")
-            _ = try await store.enqueue(
-                kind: "network.delete", payload: payload("network_uuid", network.uuid), target: .networkNode,
-                objectKey: "network:\(network.uuid)")
             try await runAll()
             #expect(try await store.instance(uuid: instance.uuid).state == .deleted)
             #expect(try await store.instance(uuid: broken.uuid).state == .deleted)

@@ -51,6 +51,7 @@ struct AgentConfigurationTests {
             """
             {"nodeName": "hv1", "hostNamespace": "sftnode", "virtualizationType": "qemu", "floatingRange": "10.20.0.0/16",
              "egressInterface": "eth1", "isNetworkNode": false, "mtu": 9000, "logLevel": "debug",
+             "meshAddress": "198.51.100.4", "meshInterface": "mesh0",
              "libvirtURI": "test:///default", "storagePath": "/srv/sfnode"}
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -61,6 +62,8 @@ struct AgentConfigurationTests {
         #expect(configuration.floatingRange.description == "10.20.0.0/16")
         #expect(configuration.egressInterface == "eth1")
         #expect(!configuration.isNetworkNode)
+        #expect(configuration.meshAddress?.description == "198.51.100.4")
+        #expect(configuration.meshInterface == "mesh0")
         #expect(configuration.mtu == 9000)
         #expect(configuration.logLevel == .debug)
         #expect(configuration.libvirtURI == "test:///default")
@@ -105,6 +108,8 @@ struct AgentConfigurationTests {
             ("SFNODE_STORE_PATH", "relative.sqlite", "SFNODE_STORE_PATH: 'relative.sqlite' is not an absolute path"),
             ("SFNODE_HOST_NAMESPACE", "a/b", "SFNODE_HOST_NAMESPACE: 'a/b' is not a network namespace name"),
             ("SFNODE_EGRESS_INTERFACE", "an-interface-name-too-long", "SFNODE_EGRESS_INTERFACE: 'an-interface-name-too-long' is not an interface name"),
+            ("SFNODE_MESH_ADDRESS", "10.0.0.300", "SFNODE_MESH_ADDRESS: '10.0.0.300' is not an IPv4 address"),
+            ("SFNODE_MESH_INTERFACE", "a b", "SFNODE_MESH_INTERFACE: 'a b' is not an interface name"),
             ("SFNODE_NODE_NAME", "has space", "SFNODE_NODE_NAME: 'has space' is not a node name"),
             ("SFNODE_LIBVIRT_URI", "system", "SFNODE_LIBVIRT_URI: 'system' is not a libvirt URI"),
         ])

@@ -9,9 +9,13 @@ struct ObjectContractTests {
     func roundTrips(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
             let seen = Date(timeIntervalSince1970: 1_700_000_000.25)
+            let mesh = try #require(IPv4Address("198.51.100.7"))
             try await store.saveNode(Node(name: "sf-1", roles: [.hypervisor, .networkNode], lastSeen: seen))
             try await store.saveNode(Node(name: "sf-2", roles: [.hypervisor]))
             #expect(try await store.node(named: "sf-1") == Node(name: "sf-1", roles: [.hypervisor, .networkNode], lastSeen: seen))
+            // A check-in replaces the whole row, mesh address included.
+            try await store.saveNode(Node(name: "sf-1", roles: [.hypervisor], lastSeen: seen, meshAddress: mesh))
+            #expect(try await store.node(named: "sf-1") == Node(name: "sf-1", roles: [.hypervisor], lastSeen: seen, meshAddress: mesh))
             #expect(try await store.nodes().map(\.name) == ["sf-1", "sf-2"])
             #expect(try await store.node(named: "nope") == nil)
 
@@ -23,9 +27,16 @@ struct ObjectContractTests {
             #expect((1...16_777_215).contains(network.vxid))
             #expect(network.state == .initial)
             #expect(try await store.network(uuid: netUUID) == network)
-            let gateway = try #require(IPv4Address("192.168.10.16"))
-            #expect(try await store.setFloatingGateway(networkUUID: netUUID, gateway).floatingGateway == gateway)
+            // The gateway is allocated and recorded together, kept when asked again, and released
+            // with the record.
+            let floating = try IPv4Prefix.parse("192.168.10.0/28")
+            let gateway = try #require(try await store.ensureFloatingGateway(networkUUID: netUUID, range: floating).floatingGateway)
+            #expect(gateway.description == "192.168.10.2")
+            #expect(try await store.ensureFloatingGateway(networkUUID: netUUID, range: floating).floatingGateway == gateway)
             #expect(try await store.network(uuid: netUUID).floatingGateway == gateway)
+            #expect(try await store.releaseFloatingGateway(networkUUID: netUUID).floatingGateway == nil)
+            #expect(try await store.releaseFloatingGateway(networkUUID: netUUID).floatingGateway == nil)
+            #expect(try await store.allocateFloating(range: floating, requested: gateway, owner: "again") == gateway)
             #expect(try await store.networks(namespace: "system").count == 1)
             #expect(try await store.networks(namespace: "other").isEmpty)
             #expect(await storeError {

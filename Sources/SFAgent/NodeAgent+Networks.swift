@@ -1,0 +1,163 @@
+import Foundation
+import SFStore
+import SFSystem
+
+/// Networks across nodes.
+///
+/// The network node has every live network: bridge, VXLAN, namespace, router, egress, floats, NAT and
+/// dnsmasq. A hypervisor has a network's bridge and VXLAN exactly while an instance placed on it has an
+/// interface there. Each node's VXLAN floods to the mesh addresses of the other nodes that have the
+/// network, never to its own (a node in its own flood list sees every frame twice). When an instance
+/// joins or leaves a network, the node that did it converges its own share and sends `network.refresh`
+/// to the others, which converge theirs from the store.
+extension NodeAgent {
+    /// Builds the network on the network node: everything but the hypervisors' shares, which they
+    /// build when an instance needs them.
+    public func createNetwork(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        var network = try await store.network(uuid: uuid)
+        guard network.state == .initial || network.state == .created else {
+            throw JobError("network \(uuid) is \(network.state.rawValue); only an initial or created network can be built")
+        }
+        guard isNetworkNode else {
+            throw JobError("network \(uuid): network.create is the network node's job, and \(nodeName) is not the network node")
+        }
+        // Allocated and recorded in one transaction, so a crash cannot leak a gateway.
+        if network.provideNAT { network = try await store.ensureFloatingGateway(networkUUID: uuid, range: floatingRange) }
+        try await realize(network)
+        if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
+        try await event("network", uuid, .status, "network creation complete", since: started)
+    }
+
+    /// Deletes the network from the network node. With interfaces still on it, the network moves to
+    /// delete-wait and keeps working for them; it is removed when the last one goes (see
+    /// ``converge(_:)``), as Shaken Fist's delete-wait does.
+    public func deleteNetwork(_ uuid: UUID) async throws {
+        let started = ContinuousClock.now
+        let network = try await store.network(uuid: uuid)
+        if network.state == .deleted { return }
+        guard isNetworkNode else {
+            throw JobError("network \(uuid): network.delete is the network node's job, and \(nodeName) is not the network node")
+        }
+        // delete-wait first: from here on no instance may join, and a crash resumes the deletion.
+        if network.state != .deleteWait { try await store.setNetworkState(uuid: uuid, to: .deleteWait) }
+        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
+        guard live.isEmpty else {
+            try await event("network", uuid, .status, "network deletion waits for \(live.count) interface(s) to be deleted")
+            return
+        }
+        let plan = try await plan(for: network)
+        if let server = await dhcpServers.remove(uuid) {
+            try await server.stop()
+        } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
+            // One started by an earlier agent: adopt it through its pid file, then stop it. Not
+            // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
+            try await makeDHCPServer(for: network, thread: thread).stop()
+        }
+        try await networks.remove(plan)
+        try await store.releaseFloatingGateway(networkUUID: uuid)
+        try await store.setNetworkState(uuid: uuid, to: .deleted)
+        try await event("network", uuid, .status, "network deletion complete", since: started)
+    }
+
+    /// Brings this node's share of the network in line with the store, after its interfaces changed
+    /// here or on another node (the `network.refresh` job) and in every reconciliation pass:
+    /// - a network this node needs is realized (on the network node this includes its DHCP hosts,
+    ///   floats and rules; on every node the flood list);
+    /// - a hypervisor that no longer needs it removes its bridge and VXLAN;
+    /// - on the network node, a delete-wait network whose last interface has gone is deleted.
+    public func converge(_ uuid: UUID) async throws {
+        let network = try await store.network(uuid: uuid)
+        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
+        if isNetworkNode && network.state == .deleteWait && live.isEmpty {
+            try await deleteNetwork(uuid)
+        } else if try await needs(network) {
+            try await realize(network)
+        } else if !isNetworkNode, !(try await hostingNodes(uuid).contains(nodeName)) {
+            try await networks.removeNodeSide(try await plan(for: network))
+        }
+    }
+
+    /// Converges this node's share of each network, then sends `network.refresh` to the other nodes
+    /// that have it: the network node (for its DHCP hosts and flood list), and with `meshChanged` the
+    /// hypervisors hosting it (for their flood lists).
+    func announce(_ networkUUIDs: some Sequence<UUID>, meshChanged: Bool) async throws {
+        for uuid in Set(networkUUIDs).sorted(by: { $0.uuidString < $1.uuidString }) {
+            try await converge(uuid)
+            let payload = JSONValue.object(["network_uuid": .string(uuid.uuidString.lowercased())])
+            // No object key: a refresh is idempotent and read from the store when it runs, so order
+            // does not matter, and a refresh for a node that is down must not hold up later jobs.
+            if !isNetworkNode {
+                try await store.enqueue(kind: "network.refresh", payload: payload, target: .networkNode, objectKey: nil)
+            }
+            guard meshChanged else { continue }
+            let networkNodes = Set(try await store.nodes().filter { $0.roles.contains(.networkNode) }.map(\.name))
+            for name in try await hostingNodes(uuid).sorted() where name != nodeName && !networkNodes.contains(name) {
+                try await store.enqueue(kind: "network.refresh", payload: payload, target: .node(name), objectKey: nil)
+            }
+        }
+    }
+
+    /// Makes this node's share of the network match the store. Every step is idempotent. The crash
+    /// points are named for network.create, the job that first passes them.
+    func realize(_ network: Network) async throws {
+        let plan = try await plan(for: network)
+        if isNetworkNode {
+            try await networks.ensureEgress(floatingRange: floatingRange)
+            CrashPoint.reach("network.create.after-egress")
+        }
+        try await networks.ensureOnNode(plan, underlay: mesh.interface, local: mesh.address)
+        guard isNetworkNode else { return }
+        let thread = try await networks.ensureOnNetworkNode(plan)
+        CrashPoint.reach("network.create.after-namespace")
+        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(network.uuid)) }
+        CrashPoint.reach("network.create.after-dhcp")
+    }
+
+    /// Whether this node should have the network: the network node every created or delete-wait
+    /// one, a hypervisor those with a live interface of an instance placed on it.
+    func needs(_ network: Network) async throws -> Bool {
+        guard network.state == .created || network.state == .deleteWait else { return false }
+        if isNetworkNode { return true }
+        return try await hostingNodes(network.uuid).contains(nodeName)
+    }
+
+    /// The nodes on which instances with live interfaces on the network are placed.
+    func hostingNodes(_ network: UUID) async throws -> Set<String> {
+        var names = Set<String>()
+        for instanceUUID in Set(try await store.interfaces(networkUUID: network).filter { $0.state != .deleted }.map(\.instanceUUID)) {
+            if let node = try await store.instance(uuid: instanceUUID).node { names.insert(node) }
+        }
+        return names
+    }
+
+    /// The mesh addresses this node's VXLAN for the network floods to: the network node's and those
+    /// of the nodes hosting it, without this node's own. A node that has not recorded a mesh address
+    /// cannot be reached and is left out.
+    func meshPeers(of network: UUID) async throws -> [IPv4Address] {
+        let nodes = try await store.nodes()
+        var names = try await hostingNodes(network)
+        names.formUnion(nodes.filter { $0.roles.contains(.networkNode) }.map(\.name))
+        names.remove(nodeName)
+        let peers = nodes.filter { names.contains($0.name) }.compactMap(\.meshAddress).filter { $0 != mesh.address }
+        return Set(peers).sorted { $0.value < $1.value }
+    }
+
+    /// Records this node in the store, with its roles and mesh address, as alive now.
+    public func checkIn() async throws {
+        let roles: Set<NodeRole> = isNetworkNode ? [.hypervisor, .networkNode] : [.hypervisor]
+        try await store.saveNode(Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address))
+    }
+
+    func plan(for network: Network) async throws -> NetworkPlan {
+        let interfaces = try await store.interfaces(networkUUID: network.uuid).filter { $0.state != .deleted }
+        let floats = interfaces.compactMap { interface -> NetworkPlan.Float? in
+            guard let floating = interface.floating, let address = interface.ipv4 else { return nil }
+            return NetworkPlan.Float(floating: floating, privateAddress: address)
+        }
+        return NetworkPlan(
+            uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: network.provideNAT,
+            floatingGateway: try network.floatingGateway.map { try IPv4Prefix(address: $0, length: floatingRange.length) },
+            egressRouter: floatingRange.host(1), floats: floats, meshPeers: try await meshPeers(of: network.uuid))
+    }
+}
