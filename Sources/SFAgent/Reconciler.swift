@@ -78,10 +78,15 @@ public struct Reconciler: Sendable {
 
         // Paused domains are running: their taps are QEMU's, and they must not be started again.
         let running = Set(domains.filter { $0.powerState == .on || $0.powerState == .paused }.map(\.identity.uuid))
+        // Off on purpose (the guest shut itself down, or someone destroyed it) is what the store
+        // should learn, when the lifecycle event has not said so yet; it is not drift to undo.
+        let stopped = Set(domains.filter(\.isOffOnPurpose).map(\.identity.uuid))
         for instance in instances where instance.state == .created {
             do {
                 let plan = try await agent.plan(for: instance)
-                if instance.powerState == .on && !running.contains(instance.uuid) {
+                if instance.powerState == .on && stopped.contains(instance.uuid) {
+                    try await recordObserved(.off, of: instance.uuid)
+                } else if instance.powerState == .on && !running.contains(instance.uuid) {
                     try await agent.instances.ensureRunning(plan)
                     try await event("instance", instance.uuid, "instance restarted by reconciliation: it should be on")
                     report.instancesStarted += 1
@@ -152,8 +157,7 @@ public struct Reconciler: Sendable {
             guard let state, state != instance.powerState, instance.state == .created else { continue }
             // One failed write loses this event only, not the stream.
             do {
-                try await agent.store.setPowerState(uuid: uuid, state)
-                try await self.event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
+                try await recordObserved(state, of: uuid)
             } catch {
                 logger.warning("recording a power state change failed", metadata: ["instance.uuid": "\(uuid)", "error": "\(error)"])
             }
@@ -177,6 +181,12 @@ public struct Reconciler: Sendable {
                 await drifted()
             }
         }
+    }
+
+    /// Records a power state the instance was seen in, not one sfnode set ("detected poweroff").
+    private func recordObserved(_ state: SFStore.PowerState, of uuid: UUID) async throws {
+        try await agent.store.setPowerState(uuid: uuid, state)
+        try await event("instance", uuid, "detected \(state == .off ? "poweroff" : state.rawValue)")
     }
 
     private func event(_ type: String, _ uuid: UUID, _ message: String) async throws {

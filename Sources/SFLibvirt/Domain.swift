@@ -42,12 +42,23 @@ public struct DomainStatus: Sendable, Hashable {
     public let powerState: PowerState
     /// libvirt's own `virDomainState`, for logs and for the states ``PowerState`` folds together.
     public let libvirtState: Int32
+    /// libvirt's reason for that state (for a shut-off domain, a `virDomainShutoffReason`).
+    public let libvirtReason: Int32
 
-    /// A status from libvirt's `virDomainState`.
-    public init(identity: DomainIdentity, libvirtState: Int32) {
+    /// A status from libvirt's `virDomainState` and its reason.
+    public init(identity: DomainIdentity, libvirtState: Int32, libvirtReason: Int32 = 0) {
         self.identity = identity
         self.libvirtState = libvirtState
+        self.libvirtReason = libvirtReason
         self.powerState = PowerState(libvirtState: libvirtState)
+    }
+
+    /// Whether the domain is off because someone meant it to be: the guest shut itself down, or it
+    /// was destroyed. Not when it crashed, failed, or was never started since the host booted.
+    public var isOffOnPurpose: Bool {
+        guard UInt32(bitPattern: libvirtState) == VIR_DOMAIN_SHUTOFF.rawValue else { return false }
+        let reason = UInt32(bitPattern: libvirtReason)
+        return reason == VIR_DOMAIN_SHUTOFF_SHUTDOWN.rawValue || reason == VIR_DOMAIN_SHUTOFF_DESTROYED.rawValue
     }
 }
 

@@ -412,7 +412,7 @@ public actor LibvirtConnection {
         guard let identity = identity(of: domain) else {
             throw LibvirtError.last("read the identity of", object: object)
         }
-        return DomainStatus(identity: identity, libvirtState: state)
+        return DomainStatus(identity: identity, libvirtState: state, libvirtReason: reason)
     }
 
     /// Looks the domain up and runs `body` on it; an absent domain is an error (libvirt's own).

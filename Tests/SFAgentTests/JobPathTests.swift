@@ -164,7 +164,6 @@ struct JobPathTests {
                 _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 3)
             }
 
-            // Power: pause and unpause; power off, then pausing is refused by name; power on again.
             func power(_ operation: String) async throws -> Job {
                 let job = try await store.enqueue(
                     kind: "instance.\(operation)", payload: payload("instance_uuid", instance.uuid), target: .node("sft-node"),
@@ -172,6 +171,18 @@ struct JobPathTests {
                 try await runAll()
                 return try await store.job(id: job.id)
             }
+            // A guest stopped outside sfnode (here destroyed, as a guest's own shutdown also counts)
+            // is recorded as off by the next pass, not started again behind the operator's back.
+            try await libvirt.destroy(.uuid(instance.uuid))
+            let seen = try await reconciler.reconcileOnce()
+            #expect(seen.instancesStarted == 0)
+            #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .off)
+            #expect(try await store.instance(uuid: instance.uuid).powerState == .off)
+            #expect(try await store.events(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())
+                .contains { $0.message == "detected poweroff" })
+            #expect(try await power("poweron").state == .succeeded)
+
+            // Power: pause and unpause; power off, then pausing is refused by name; power on again.
             #expect(try await power("pause").state == .succeeded)
             #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .paused)
             #expect(try await store.instance(uuid: instance.uuid).powerState == .paused)
