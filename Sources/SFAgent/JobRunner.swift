@@ -129,31 +129,34 @@ public actor JobRunner {
         let lease = self.lease
         let started = ContinuousClock.now
         do {
+            let logger = logger
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // The heartbeat: renew at a third of the lease, so two missed renewals still leave time.
                 // A renewal that fails (a busy store) is retried at the next beat: one error must not
-                // end the heartbeat while the lease still has time.
-                let logger = logger
+                // end the heartbeat while the lease still has time. A lease that has lapsed ends the
+                // job here: another agent may already be running it, and two at once would fight.
                 group.addTask {
-                    while !Task.isCancelled {
+                    while true {
                         try await Task.sleep(for: lease / 3)
                         do {
-                            if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
-                                logger.error("the job's lease lapsed; another agent may take it")
-                                return
-                            }
+                            if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) { throw LeaseLapsed() }
+                        } catch let error as LeaseLapsed {
+                            throw error
                         } catch {
                             logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
                         }
                     }
                 }
-                try await JobContext.run(job) { try await handler(job) }
+                group.addTask { try await JobContext.run(job) { try await handler(job) } }
+                // The handler finishing (or failing) ends the heartbeat; a lapsed lease cancels the
+                // handler, which stops at its next suspension point and converges when re-run.
+                _ = try await group.next()
                 group.cancelAll()
-                // The heartbeat ends with a CancellationError, which is the expected way out.
-                while let _ = try? await group.next() {}
             }
             try await store.complete(jobID: job.id, owner: owner)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
+        } catch is LeaseLapsed {
+            logger.error("the job's lease lapsed, so it was abandoned; the agent holding it now finishes it")
         } catch let error where Self.isPermanent(error) {
             logger.error("job failed", metadata: ["error": "\(error)"])
             try await fail(job, error: "\(error)", retryable: false, logger: logger)
@@ -183,6 +186,9 @@ extension JobRunner {
         }
     }
 }
+
+/// The heartbeat found the job's lease gone (it lapsed and was taken, or the job was finished).
+struct LeaseLapsed: Error {}
 
 /// A job that can never succeed as given (malformed payload, impossible transition): failed at once,
 /// not retried.
