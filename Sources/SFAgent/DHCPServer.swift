@@ -38,7 +38,8 @@ public actor DHCPServer {
     public let directory: String
     private let interface: String
     private let router: IPv4Prefix
-    private let thread: NamespaceExecutor
+    /// The thread in the network's namespace that dnsmasq is started from.
+    public nonisolated let thread: NamespaceExecutor
     private let logger: Logger
     private var child: ChildProcess?
     /// Whether the running dnsmasq is known to have read the hosts file as it is now. Not so for one
@@ -74,6 +75,7 @@ public actor DHCPServer {
             try text.write(toFile: temporary, atomically: false, encoding: .utf8)
             guard rename(temporary, hostsPath) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
         }
+        stopStray()
         if let pid = runningPID() {
             if changed || !hostsApplied {
                 hostsApplied = true
@@ -90,18 +92,20 @@ public actor DHCPServer {
 
     /// Stops dnsmasq and removes its directory. Stopping what is not running is not an error.
     public func stop() throws {
-        if let pid = runningPID() {
-            kill(pid, SIGTERM)
-            child?.waitUntilExit()
-        }
-        child = nil
+        if let pid = recordedPID() { terminate(pid) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// The pid of the dnsmasq serving this directory, if one runs: our child, or one an earlier agent
-    /// started (found through the pid file and checked against its command line, so a reused pid is
-    /// never mistaken for it).
+    /// The pid of the dnsmasq serving this directory in this namespace, if one runs: our child, or
+    /// one an earlier agent started (found through the pid file and checked against its command line,
+    /// so a reused pid is never mistaken for it).
     public func runningPID() -> Int32? {
+        guard let pid = recordedPID() else { return nil }
+        return NetworkNamespace.identity(ofProcess: pid) == thread.identity ? pid : nil
+    }
+
+    /// The live dnsmasq the pid file names for this directory, in whichever namespace.
+    private func recordedPID() -> Int32? {
         if let child, child.isRunning { return child.processIdentifier }
         child = nil
         guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
@@ -110,6 +114,27 @@ public actor DHCPServer {
         else { return nil }
         let command = String(decoding: raw, as: UTF8.self)
         return command.hasPrefix("/usr/sbin/dnsmasq") && command.contains("--dhcp-hostsfile=\(hostsPath)") ? pid : nil
+    }
+
+    /// Stops this directory's dnsmasq when it runs in another namespace: the network's namespace was
+    /// deleted and made again, and the old dnsmasq serves (and keeps alive) one nobody can reach.
+    private func stopStray() {
+        guard let pid = recordedPID(), NetworkNamespace.identity(ofProcess: pid) != thread.identity else { return }
+        terminate(pid)
+        logger.warning("stopped a dnsmasq left in a namespace that no longer has the network's name", metadata: ["dhcp.pid": "\(pid)"])
+    }
+
+    /// Sends SIGTERM and waits (up to 2 s) for the process to go, so that it cannot remove the pid
+    /// file of one started after it. It is reaped when it is this process's child, even one whose
+    /// ``ChildProcess`` was dropped with an earlier server object (it would stay a zombie otherwise).
+    private func terminate(_ pid: Int32) {
+        kill(pid, SIGTERM)
+        if let child, child.processIdentifier == pid {
+            child.waitUntilExit()
+        } else {
+            ChildProcess.waitForExit(pid: pid, upTo: .seconds(2))
+        }
+        child = nil
     }
 
     private func start() throws {

@@ -44,6 +44,19 @@ public struct HostLayout: Sendable, Equatable {
     /// The host end of the egress veth, enslaved to the egress bridge.
     public func egressOuter(_ vxid: UInt32) -> String { "sfeo" + hex6(vxid) }
 
+    /// The router's MAC address in the network: fixed by the VXLAN id, so that a namespace made again
+    /// (after a reboot, or deleted by hand) answers with the MAC the guests' ARP caches already hold.
+    /// Locally administered (06:…), so it never meets an instance's 02:00:00:… or a vendor's.
+    public func routerMAC(_ vxid: UInt32) -> MACAddress { fixedMAC(role: 1, vxid) }
+    /// The MAC address of the network's end of the egress veth, fixed for the same reason: the
+    /// outside's ARP caches hold it for the floating gateway and every floating address.
+    public func egressMAC(_ vxid: UInt32) -> MACAddress { fixedMAC(role: 2, vxid) }
+
+    private func fixedMAC(role: UInt8, _ vxid: UInt32) -> MACAddress {
+        MACAddress(
+            0x06, 0x00, role, UInt8(truncatingIfNeeded: vxid >> 16), UInt8(truncatingIfNeeded: vxid >> 8), UInt8(truncatingIfNeeded: vxid))
+    }
+
     /// The VXLAN id a per-network device in the host namespace is named for, or nil when `name` is
     /// not such a device.
     public func networkDeviceVXID(_ name: String) -> UInt32? {

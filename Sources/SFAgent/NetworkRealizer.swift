@@ -76,6 +76,8 @@ public struct NetworkRealizer: Sendable {
     public let layout: HostLayout
     /// The netlink session in the host namespace.
     public let host: NetlinkSession
+    /// One thread per network namespace, kept while the namespace is the same one.
+    private let namespaceThreads = NamespaceThreads()
     let logger: Logger
 
     public init(layout: HostLayout, host: NetlinkSession, logger: Logger) {
@@ -112,13 +114,20 @@ public struct NetworkRealizer: Sendable {
     @discardableResult
     public func ensureOnNetworkNode(_ plan: NetworkPlan) async throws -> NamespaceExecutor {
         let namespace = layout.namespace(of: plan.uuid)
-        let thread = try await NamespaceExecutor.start(namespace: namespace, creating: true)
+        let thread = try await namespaceThreads.thread(in: namespace)
         let inside = NetlinkSession(thread: thread, logger: logger)
         let inner = layout.routerInner(plan.vxid)
+        // A veth whose inner end is not in the namespace was left by a namespace deleted underneath
+        // it (the end went with the old namespace, or is stuck in it): made again, not kept.
+        for (outer, end) in [(layout.routerOuter(plan.vxid), inner), (layout.egressOuter(plan.vxid), layout.egressInner(plan.vxid))]
+        where try await inside.link(named: end) == nil {
+            try await host.deleteLink(outer)
+        }
         try await host.createVethPair(
             name: layout.routerOuter(plan.vxid), peer: inner, peerNamespace: namespace, mtu: layout.mtu,
             master: layout.bridge(plan.vxid), up: true)
         try await inside.setLinkUp("lo", true)
+        try await ensureMAC(layout.routerMAC(plan.vxid), on: inner, in: inside)
         try await inside.setLinkUp(inner, true)
         try await inside.addAddress(plan.router, to: inner)
         if plan.provideNAT, let gateway = plan.floatingGateway, let egressRouter = plan.egressRouter {
@@ -126,6 +135,7 @@ public struct NetworkRealizer: Sendable {
             try await host.createVethPair(
                 name: layout.egressOuter(plan.vxid), peer: egress, peerNamespace: namespace, master: layout.egressBridge,
                 up: true)
+            try await ensureMAC(layout.egressMAC(plan.vxid), on: egress, in: inside)
             try await inside.setLinkUp(egress, true)
             try await inside.addAddress(gateway, to: egress)
             // Floats are /32s on the egress side, so the namespace answers ARP for them.
@@ -141,9 +151,14 @@ public struct NetworkRealizer: Sendable {
         return thread
     }
 
+    private func ensureMAC(_ mac: MACAddress, on link: String, in session: NetlinkSession) async throws {
+        if try await session.link(named: link)?.mac != mac { try await session.setMAC(link, mac) }
+    }
+
     /// Removes the network from this host: its namespace (with everything inside it) and its devices
     /// in the host namespace. Removing what is gone is not an error.
     public func remove(_ plan: NetworkPlan) async throws {
+        await namespaceThreads.forget(layout.namespace(of: plan.uuid))
         try NetworkNamespace.delete(named: layout.namespace(of: plan.uuid))
         for device in [layout.routerOuter(plan.vxid), layout.egressOuter(plan.vxid)] { try await host.deleteLink(device) }
         try await removeNodeSide(plan)
@@ -153,5 +168,25 @@ public struct NetworkRealizer: Sendable {
     /// that no longer hosts any of the network's interfaces.
     public func removeNodeSide(_ plan: NetworkPlan) async throws {
         for device in [layout.vxlan(plan.vxid), layout.bridge(plan.vxid)] { try await host.deleteLink(device) }
+    }
+}
+
+/// The threads of the network namespaces, so that repeated passes over a network reuse one thread
+/// instead of starting another each time. A namespace deleted (and perhaps made again) underneath
+/// its thread is noticed through its identity, and gets a new thread in the namespace that now has
+/// the name; a stale thread would keep building in a namespace nobody can reach.
+actor NamespaceThreads {
+    private var threads: [String: NamespaceExecutor] = [:]
+
+    /// The thread in `namespace`, creating the namespace when it is missing.
+    func thread(in namespace: String) async throws -> NamespaceExecutor {
+        if let thread = threads[namespace], thread.isCurrent { return thread }
+        let thread = try await NamespaceExecutor.start(namespace: namespace, creating: true)
+        threads[namespace] = thread
+        return thread
+    }
+
+    func forget(_ namespace: String) {
+        threads[namespace] = nil
     }
 }

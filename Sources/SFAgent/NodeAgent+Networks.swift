@@ -49,10 +49,11 @@ extension NodeAgent {
         let plan = try await plan(for: network)
         if let server = await dhcpServers.remove(uuid) {
             try await server.stop()
-        } else if let thread = try? await NamespaceExecutor.start(namespace: networks.layout.namespace(of: uuid)) {
-            // One started by an earlier agent: adopt it through its pid file, then stop it. Not
-            // through the cache, whose entry would keep the namespace's thread (and namespace) alive.
-            try await makeDHCPServer(for: network, thread: thread).stop()
+        } else {
+            // One started by an earlier agent: found through its pid file and stopped. Not through
+            // the cache, whose entry would keep a thread (and the namespace) alive. Stopping needs no
+            // thread in the namespace, which may be gone already.
+            try await makeDHCPServer(for: network, thread: try await NamespaceExecutor.start(namespace: nil)).stop()
         }
         try await networks.remove(plan)
         try await store.releaseFloatingGateway(networkUUID: uuid)

@@ -301,10 +301,11 @@ public struct NodeAgent: Sendable {
         return hosts
     }
 
-    /// The network's cached DHCP server (see ``DHCPServers``).
+    /// The network's cached DHCP server (see ``DHCPServers``), made again when the namespace's thread
+    /// changed (the namespace was made again underneath the old one).
     func dhcp(for network: Network, thread: NamespaceExecutor) async throws -> DHCPServer {
         let server = try makeDHCPServer(for: network, thread: thread)
-        return await dhcpServers.server(for: network.uuid) { server }
+        return await dhcpServers.server(for: network.uuid, thread: thread) { server }
     }
 
     /// A DHCP server object for the network's dnsmasq (which it starts or adopts).
@@ -376,8 +377,8 @@ public struct Mesh: Sendable, Equatable {
 actor DHCPServers {
     private var servers: [UUID: DHCPServer] = [:]
 
-    func server(for network: UUID, make: () -> DHCPServer) -> DHCPServer {
-        if let server = servers[network] { return server }
+    func server(for network: UUID, thread: NamespaceExecutor, make: () -> DHCPServer) -> DHCPServer {
+        if let server = servers[network], server.thread === thread { return server }
         let server = make()
         servers[network] = server
         return server

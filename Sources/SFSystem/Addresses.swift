@@ -108,6 +108,11 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
     /// The six octets, in the order they go on the wire.
     public let octets: [UInt8]
 
+    /// The address of these six octets.
+    public init(_ first: UInt8, _ second: UInt8, _ third: UInt8, _ fourth: UInt8, _ fifth: UInt8, _ sixth: UInt8) {
+        octets = [first, second, third, fourth, fifth, sixth]
+    }
+
     /// Fails unless given exactly six octets.
     public init(octets: [UInt8]) throws {
         guard octets.count == 6 else { throw AddressError.invalid("a MAC address has 6 octets, not \(octets.count)") }

@@ -80,6 +80,17 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Waits until the process `pid` has ended, or `limit` has passed: reaping it if it is a child of
+    /// this process that no ``ChildProcess`` holds any more, polling for its end otherwise.
+    public static func waitForExit(pid: Int32, upTo limit: Duration) {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid || kill(pid, 0) != 0 { return }
+            usleep(10_000)
+        }
+    }
+
     /// Whether the child is still running (reaps it if it has ended).
     public var isRunning: Bool {
         reaped.withLock { status in

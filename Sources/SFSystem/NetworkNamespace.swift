@@ -33,6 +33,24 @@ public enum NetworkNamespace {
     }
 
     /// The names of all namespaces in the directory that are mounted network namespaces.
+    /// The namespace's identity (its nsfs inode number), or nil when no namespace has that name. A
+    /// namespace deleted and created again under the same name has a new identity.
+    public static func identity(named name: String) -> UInt64? {
+        identity(atPath: path(of: name))
+    }
+
+    /// The identity of the network namespace a process is in, or nil when it cannot be read (the
+    /// process is gone).
+    public static func identity(ofProcess pid: Int32) -> UInt64? {
+        identity(atPath: "/proc/\(pid)/ns/net")
+    }
+
+    static func identity(atPath path: String) -> UInt64? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return UInt64(info.st_ino)
+    }
+
     public static func list() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { isMountedNamespace(path(of: $0)) }.sorted()
@@ -179,35 +197,64 @@ public final class NamespaceExecutor: Sendable {
     /// two, which matters when realizing hundreds of networks); otherwise a missing one is an error.
     public init(namespace: String?, creating: Bool = false) throws {
         self.namespace = namespace
-        if let namespace {
-            try NetworkNamespace.validate(name: namespace)
-            executor = try ThreadExecutor(name: "ns-\(namespace.prefix(12))") {
-                if creating {
-                    try NetworkNamespace.createAndEnter(named: namespace)
-                } else {
-                    try NetworkNamespace.enter(named: namespace)
-                }
-            }
-        } else {
+        guard let namespace else {
             executor = try ThreadExecutor(name: "ns-host")
+            identity = nil
+            return
         }
+        try NetworkNamespace.validate(name: namespace)
+        let entered = EnteredNamespace()
+        executor = try ThreadExecutor(name: Self.threadName(namespace), prepare: Self.enter(namespace, creating: creating, recording: entered))
+        identity = entered.identity
     }
 
     /// Starts a thread in `namespace` (creating the namespace when `creating`) without blocking the
     /// caller's thread while it comes up: for async code that starts many.
     public static func start(namespace: String?, creating: Bool = false) async throws -> NamespaceExecutor {
         guard let namespace else {
-            return NamespaceExecutor(namespace: nil, executor: try await ThreadExecutor.start(name: "ns-host"))
+            return NamespaceExecutor(namespace: nil, executor: try await ThreadExecutor.start(name: "ns-host"), identity: nil)
         }
         try NetworkNamespace.validate(name: namespace)
-        let executor = try await ThreadExecutor.start(name: "ns-\(namespace.prefix(12))") {
-            try creating ? NetworkNamespace.createAndEnter(named: namespace) : NetworkNamespace.enter(named: namespace)
-        }
-        return NamespaceExecutor(namespace: namespace, executor: executor)
+        let entered = EnteredNamespace()
+        let executor = try await ThreadExecutor.start(
+            name: threadName(namespace), prepare: enter(namespace, creating: creating, recording: entered))
+        return NamespaceExecutor(namespace: namespace, executor: executor, identity: entered.identity)
     }
 
-    private init(namespace: String?, executor: ThreadExecutor) {
+    private static func threadName(_ namespace: String) -> String { "ns-\(namespace.prefix(12))" }
+
+    /// The new thread's first step: into the namespace (made first, when `creating`), noting which one.
+    private static func enter(_ namespace: String, creating: Bool, recording entered: EnteredNamespace) -> @Sendable () throws -> Void {
+        {
+            try creating ? NetworkNamespace.createAndEnter(named: namespace) : NetworkNamespace.enter(named: namespace)
+            entered.identity = NetworkNamespace.identity(atPath: "/proc/thread-self/ns/net")
+        }
+    }
+
+    /// Whether the thread is still in the namespace its name now stands for: false once the
+    /// namespace was deleted (and perhaps created again) underneath it.
+    public var isCurrent: Bool {
+        guard let namespace else { return true }
+        return identity != nil && NetworkNamespace.identity(named: namespace) == identity
+    }
+
+    /// The identity of the namespace the thread entered (see ``NetworkNamespace/identity(named:)``);
+    /// nil for the process's own namespace.
+    public let identity: UInt64?
+
+    private init(namespace: String?, executor: ThreadExecutor, identity: UInt64?) {
         self.namespace = namespace
         self.executor = executor
+        self.identity = identity
+    }
+}
+
+/// The namespace a new thread entered, handed from the thread back to its creator.
+private final class EnteredNamespace: Sendable {
+    private let value = Mutex<UInt64?>(nil)
+
+    var identity: UInt64? {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }

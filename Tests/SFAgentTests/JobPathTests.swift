@@ -155,6 +155,19 @@ struct JobPathTests {
                 .split(separator: "\n").filter { $0.hasPrefix("-A") } == rulesBefore)
             #expect(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).contains("\(restoredPID)"))
 
+            // The network's namespace deleted by hand while dnsmasq still runs in it: the next pass
+            // makes the namespace again (router, rules, a new dnsmasq) instead of working in the old
+            // one through a stale thread, and stops the stray dnsmasq.
+            try NetworkNamespace.delete(named: namespace)
+            _ = try await reconciler.reconcileOnce()
+            #expect(NetworkNamespace.exists(named: namespace))
+            let freshPID = try #require(Int32(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(freshPID != restoredPID)
+            #expect(NetworkNamespace.identity(ofProcess: freshPID) == NetworkNamespace.identity(named: namespace))
+            #expect(await eventually { kill(restoredPID, 0) != 0 })
+            let rebuilt = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
+            #expect(rebuilt.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
+
             _ = try await store.enqueue(
                 kind: "interface.defloat", payload: payload("interface_uuid", interface.uuid), target: .networkNode,
                 objectKey: "interface:\(interface.uuid)")

@@ -45,8 +45,9 @@ import Testing
         defer { store.removeFiles() }
         var logger = Logger(label: "sfnode.test.runner")
         logger.logLevel = .critical
-        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(150), logger: logger)
-        await runner.register("test.long") { _ in try await Task.sleep(for: .milliseconds(600)) }
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(2), logger: logger)
+        // Longer than the lease: only the renewals (every 2/3 s) keep it.
+        await runner.register("test.long") { _ in try await Task.sleep(for: .seconds(4)) }
         let job = try await store.enqueue(kind: "test.long", payload: .object([:]), target: .node("n1"), objectKey: nil)
         #expect(try await runner.runOne())
         #expect(try await store.job(id: job.id).state == .succeeded)
