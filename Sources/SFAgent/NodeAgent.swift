@@ -223,31 +223,37 @@ public struct NodeAgent: Sendable {
     }
 
     /// A job that failed for good: its error becomes an event on the object it was about, and after
-    /// a failed create or delete the instance or network moves to its error state. Jobs about no object (or a malformed key) only
-    /// keep the error on the job itself.
+    /// a failed create or delete the instance or network moves to its error state. The object is the
+    /// one the payload names for the job's kind (`instance_uuid` for `instance.*`), never what the
+    /// submitter's free-form object key says. Jobs about no object only keep the error on the job.
     func recordFailure(_ job: Job) async throws {
-        guard let key = job.objectKey, let colon = key.firstIndex(of: ":"),
-            let object = UUID(uuidString: String(key[key.index(after: colon)...]))
-        else { return }
-        let type = String(key[..<colon])
+        guard let dot = job.kind.firstIndex(of: ".") else { return }
+        let type = String(job.kind[..<dot])
+        guard ["instance", "network", "interface"].contains(type), let object = try? uuid(job, "\(type)_uuid") else { return }
         let message = "\(job.kind) failed after \(job.attempts) attempt(s): \(job.lastError ?? "unknown error")"
         // Only a failed create or delete leaves the object half-built; a refused power operation or
-        // float leaves it as it was, so it only gets the event.
-        // A refused network.delete (interfaces remain) changed nothing, so it is not among these.
-        let lifecycle: Set<String> = ["instance.create", "instance.delete", "network.create"]
-        switch lifecycle.contains(job.kind) ? type : "" {
-        case "instance":
+        // float leaves it as it was, so it only gets the event. A network.delete only waits or
+        // removes, so it is not among these either.
+        switch job.kind {
+        case "instance.create", "instance.delete":
             if let instance = try? await store.instance(uuid: object), let next = instance.state.errorState {
                 try await store.setInstanceState(uuid: object, to: next, errorMessage: message)
             }
-        case "network":
+        case "network.create":
             if let network = try? await store.network(uuid: object), network.state.canTransition(to: .error) {
                 try await store.setNetworkState(uuid: object, to: .error)
             }
         default:
             break
         }
-        try await event(type, object, .status, message)
+        // An object that does not exist gets no event: events are listed under their object.
+        let exists: Bool
+        switch type {
+        case "instance": exists = (try? await store.instance(uuid: object)) != nil
+        case "network": exists = (try? await store.network(uuid: object)) != nil
+        default: exists = (try? await store.interface(uuid: object)) != nil
+        }
+        if exists { try await event(type, object, .status, message) }
     }
 
     // MARK: Plans from the store

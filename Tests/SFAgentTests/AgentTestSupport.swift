@@ -10,11 +10,13 @@ struct GuestObjects {
     let instance: Instance
     let interface: Interface
 
-    static func create(in store: any NodeStore, netblock: IPv4Prefix) async throws -> GuestObjects {
+    /// A network, and an instance of the test guest on it with one interface; `extraDisks` follow the
+    /// boot disk.
+    static func create(in store: any NodeStore, netblock: IPv4Prefix, extraDisks: [DiskSpec] = []) async throws -> GuestObjects {
         let network = try await store.createNetwork(
             uuid: UUID(), name: "net", namespace: "system", netblock: netblock, provideDHCP: true, provideNAT: true)
         let instance = Instance(
-            name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)])
+            name: "guest", namespace: "system", cpus: 1, memory: 256, diskSpec: [DiskSpec(base: TestGuest.baseImage)] + extraDisks)
         try await store.createInstance(instance)
         let interface = try await store.createInterface(
             uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any,

@@ -61,7 +61,13 @@ struct JobPathTests {
             try await outside.setLinkUp("eth0", true)
 
             // What the API would store: a network, an instance with one interface on it.
-            let objects = try await GuestObjects.create(in: store, netblock: IPv4Prefix("10.99.0.0/24")!)
+            // With a CD-ROM and a blank disk besides the boot disk, as an installer-style instance has.
+            try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
+            let isoPath = storage + "/media.iso"
+            #expect(FileManager.default.createFile(atPath: isoPath, contents: Data(count: 2 << 20)))
+            let objects = try await GuestObjects.create(
+                in: store, netblock: IPv4Prefix("10.99.0.0/24")!,
+                extraDisks: [DiskSpec(base: isoPath, type: .cdrom), DiskSpec(size: 1)])
             let (network, instance, interface) = (objects.network, objects.instance, objects.interface)
             teardown.add("jobs cleanup") {
                 // If the test failed half-way, the deletes still run through the same handlers.
@@ -87,7 +93,8 @@ struct JobPathTests {
             let unknown = try await store.enqueue(kind: "instance.explode", payload: .object([:]), target: .node("sft-node"), objectKey: nil)
             let malformed = try await store.enqueue(
                 kind: "instance.create", payload: .object(["instance_uuid": .string("not-a-uuid")]), target: .node("sft-node"),
-                objectKey: nil)
+                // A misleading key: the failure must not be pinned on the network it names.
+                objectKey: "network:\(network.uuid)")
             try await runAll()
 
             // A job that fails for good moves its object to its error state and says why in an event.
@@ -121,6 +128,16 @@ struct JobPathTests {
             let console = try await TestGuest.waitForSerial(
                 path: agent.instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == address.description)
+            // The CD-ROM is the file itself, read-only on SATA; the blank disk a fresh qcow2 of 1 GiB.
+            let live = try #require(try await libvirt.xmlDescription(of: .uuid(instance.uuid)))
+            let cdrom = try #require(live.range(of: "device='cdrom'").map { String(live[$0.lowerBound...].prefix(600)) })
+            #expect(cdrom.contains("file='\(isoPath)'"))
+            #expect(cdrom.contains("bus='sata'"))
+            #expect(cdrom.contains("<readonly/>"))
+            let blank = agent.instances.directory(of: instance.uuid) + "/disk2.qcow2"
+            #expect(live.contains("file='\(blank)'"))
+            let info = try ChildProcess.run(["/usr/bin/qemu-img", "info", "--force-share", "--output=json", blank])
+            #expect(info.stdout.contains("\"virtual-size\": 1073741824"))
             let body = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
             #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
             #expect(try await store.events(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())
