@@ -76,6 +76,8 @@ public struct NetworkRealizer: Sendable {
     public let layout: HostLayout
     /// The netlink session in the host namespace.
     public let host: NetlinkSession
+    /// The host namespace's rules: forwarding and masquerade between the egress bridge and the uplink.
+    private let hostFirewall: Firewall
     /// One thread per network namespace, kept while the namespace is the same one.
     private let namespaceThreads = NamespaceThreads()
     let logger: Logger
@@ -83,6 +85,7 @@ public struct NetworkRealizer: Sendable {
     public init(layout: HostLayout, host: NetlinkSession, logger: Logger) {
         self.layout = layout
         self.host = host
+        self.hostFirewall = Firewall(thread: host.thread, logger: logger)
         self.logger = logger
     }
 
@@ -101,11 +104,25 @@ public struct NetworkRealizer: Sendable {
     }
 
     /// The egress bridge every network's egress veth joins, holding the floating range's router
-    /// address. Only on the network node.
-    public func ensureEgress(floatingRange: IPv4Prefix) async throws {
+    /// address. Only on the network node. With an `uplink` (the interface towards the outside), the
+    /// host forwards between the two and masquerades the floating range out of the uplink, as Shaken
+    /// Fist does, so guests reach the outside even when the floating range is not routed to the node.
+    public func ensureEgress(floatingRange: IPv4Prefix, uplink: String?) async throws {
         try await host.createBridge(name: layout.egressBridge, up: true)
         try await host.addAddress(try IPv4Prefix(address: floatingRange.host(1), length: floatingRange.length), to: layout.egressBridge)
         try await host.setSysctl("net/ipv4/ip_forward", "1")
+        guard let uplink else { return }
+        try await hostFirewall.apply(
+            FirewallState(rules: [
+                .masquerade(source: floatingRange, outInterface: uplink),
+                .forwardAccept(inInterface: layout.egressBridge, outInterface: uplink),
+                .forwardAccept(inInterface: uplink, outInterface: layout.egressBridge),
+            ]))
+    }
+
+    /// The interface of the host namespace's default route, if it has one.
+    public func defaultRouteInterface() async throws -> String? {
+        try await host.routes().first(where: \.isDefault)?.device
     }
 
     /// The network node's part: the namespace, the router veth into the bridge, and with NAT the

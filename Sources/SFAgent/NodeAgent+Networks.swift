@@ -24,6 +24,8 @@ extension NodeAgent {
         }
         // Allocated and recorded in one transaction, so a crash cannot leak a gateway.
         if network.provideNAT { network = try await store.ensureFloatingGateway(networkUUID: uuid, range: floatingRange) }
+        try await ensureEgress()
+        CrashPoint.reach("network.create.after-egress")
         try await realize(network)
         if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
         try await event("network", uuid, .status, "network creation complete", since: started)
@@ -99,14 +101,19 @@ extension NodeAgent {
         }
     }
 
+    /// The network node's host-wide share: the egress bridge, and forwarding and masquerade out of
+    /// the configured egress interface (else the default route's). Nothing on a hypervisor.
+    public func ensureEgress() async throws {
+        guard isNetworkNode else { return }
+        let uplink: String?
+        if let egressInterface { uplink = egressInterface } else { uplink = try await networks.defaultRouteInterface() }
+        try await networks.ensureEgress(floatingRange: floatingRange, uplink: uplink)
+    }
+
     /// Makes this node's share of the network match the store. Every step is idempotent. The crash
     /// points are named for network.create, the job that first passes them.
     func realize(_ network: Network) async throws {
         let plan = try await plan(for: network)
-        if isNetworkNode {
-            try await networks.ensureEgress(floatingRange: floatingRange)
-            CrashPoint.reach("network.create.after-egress")
-        }
         try await networks.ensureOnNode(plan, underlay: mesh.interface, local: mesh.address)
         guard isNetworkNode else { return }
         let thread = try await networks.ensureOnNetworkNode(plan)

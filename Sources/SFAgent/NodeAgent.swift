@@ -24,6 +24,8 @@ public struct NodeAgent: Sendable {
     public let isNetworkNode: Bool
     /// This node's place on the mesh the VXLANs run over.
     public let mesh: Mesh
+    /// The network node's interface towards the outside; nil means the default route's.
+    public let egressInterface: String?
     /// The dnsmasq of each network, kept for the agent's lifetime: the server owns its child process,
     /// and a server dropped after each job would take its dnsmasq with it.
     let dhcpServers = DHCPServers()
@@ -33,8 +35,10 @@ public struct NodeAgent: Sendable {
 
     public init(
         store: any NodeStore, networks: NetworkRealizer, instances: InstanceRealizer, nodeName: String,
-        floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(), logger: Logger
+        floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(),
+        egressInterface: String? = nil, logger: Logger
     ) {
+        self.egressInterface = egressInterface
         self.isNetworkNode = isNetworkNode
         self.mesh = mesh
         self.store = store

@@ -66,6 +66,11 @@ public struct Reconciler: Sendable {
         let kept = networks.filter { $0.state != .deleted && (agent.isNetworkNode || hosted.contains($0.uuid)) }
         let links = try await agent.networks.host.links()
 
+        do {
+            try await agent.ensureEgress()
+        } catch {
+            logger.error("could not reconcile the egress bridge", metadata: ["error": "\(error)"])
+        }
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
         for network in kept where network.state == .created || network.state == .deleteWait {
             do {

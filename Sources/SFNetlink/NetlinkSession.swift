@@ -21,7 +21,8 @@ import Glibc
 public actor NetlinkSession {
     /// The namespace the session works in; nil for the process's own.
     public nonisolated let namespace: String?
-    private let thread: NamespaceExecutor
+    /// The namespace thread every call runs on, for the namespace's other owners to share.
+    public nonisolated let thread: NamespaceExecutor
     let logger: Logger
     /// Opened lazily by ``socket()``; only ever touched on `thread`.
     private let connection = SocketHandle()

@@ -196,7 +196,8 @@ enum AgentAssembly {
                 virtualization: virtualization.resolved(logger: logger), logger: logger),
             nodeName: settings.nodeName, floatingRange: settings.floatingRange,
             dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
-            mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface), logger: logger)
+            mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),
+            egressInterface: settings.egressInterface, logger: logger)
         var targets: [JobTarget] = [.node(settings.nodeName)]
         if settings.isNetworkNode { targets.append(.networkNode) }
         // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its

@@ -26,6 +26,7 @@ struct JobPathTests {
         let id = TestNames.unique("")
         let hostNamespace = id + "host"
         let outsideNamespace = id + "out"
+        let internetNamespace = id + "inet"
         let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
         let storage = TestGuest.runDirectory + "/\(id)-agent"
         let teardown = Teardown()
@@ -35,7 +36,7 @@ struct JobPathTests {
         let libvirt = try LibvirtConnection(logger: logger)
 
         do {
-            for namespace in [hostNamespace, outsideNamespace] {
+            for namespace in [hostNamespace, outsideNamespace, internetNamespace] {
                 try NetworkNamespace.create(named: namespace)
                 teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
             }
@@ -52,8 +53,17 @@ struct JobPathTests {
                 logger: logger)
             await agent.register(with: runner)
 
+            // The host's uplink, which its default route leaves by: the agent finds it there and
+            // masquerades the floating range out of it.
+            try await host.createVethPair(name: "sfuplink", peer: "eth0", peerNamespace: internetNamespace, up: true)
+            try await host.addAddress(IPv4Prefix("203.0.113.1/24")!, to: "sfuplink")
+            try await host.replaceRoute(.defaultRoute(via: IPv4Address("203.0.113.2")!, device: "sfuplink"))
+            let internet = try NetlinkSession(namespace: internetNamespace, logger: logger)
+            try await internet.addAddress(IPv4Prefix("203.0.113.2/24")!, to: "eth0")
+            try await internet.setLinkUp("eth0", true)
+
             // The outside world on the egress bridge.
-            try await agent.networks.ensureEgress(floatingRange: Self.floatingRange)
+            try await agent.ensureEgress()
             try await host.createVethPair(
                 name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layout.egressBridge, up: true)
             let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
@@ -142,6 +152,14 @@ struct JobPathTests {
             #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
             #expect(try await store.events(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())
                 .contains { $0.message == "instance creation complete" && $0.duration != nil })
+
+            // Out through the uplink: the guest's connection leaves the host from the uplink's address.
+            let uplinkPeer = IPv4Address("203.0.113.2")!
+            let listener = try await TestListener.open(in: internetNamespace, address: uplinkPeer, port: 9000)
+            async let accepted = listener.acceptOne()
+            _ = try await NamespaceSockets.httpGet(
+                from: outsideNamespace, host: floating, path: TestGuest.probePath(to: uplinkPeer, port: 9000), timeoutSeconds: 15)
+            #expect(try await accepted.peer == IPv4Address("203.0.113.1"))
 
             // Drift: the bridge deleted, the DNAT rules flushed and dnsmasq killed by hand. One
             // reconciliation pass restores all three, and a second pass (an agent restart) changes nothing.

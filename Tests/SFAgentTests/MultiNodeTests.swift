@@ -77,7 +77,7 @@ struct MultiNodeTests {
             #expect(try await storeA.node(named: "sft-b")?.roles == [.hypervisor])
 
             // The outside world on A's egress bridge.
-            try await agentA.networks.ensureEgress(floatingRange: Self.floatingRange)
+            try await agentA.ensureEgress()
             try await hostA.createVethPair(
                 name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layoutA.egressBridge, up: true)
             let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)

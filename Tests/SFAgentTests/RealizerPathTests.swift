@@ -56,7 +56,7 @@ struct RealizerPathTests {
             teardown.add("instance") { try await instances.remove(instance) }
 
             // The outside world: a namespace on the egress bridge.
-            try await networks.ensureEgress(floatingRange: Self.floatingRange)
+            try await networks.ensureEgress(floatingRange: Self.floatingRange, uplink: nil)
             try await host.createVethPair(
                 name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layout.egressBridge, up: true)
             let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
