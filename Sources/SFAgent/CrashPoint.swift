@@ -17,8 +17,11 @@ public enum CrashPoint {
         "interface.float.after-allocate", "interface.float.after-rules",
     ]
 
-    /// Dies here if this is the armed point.
-    public static func reach(_ point: String) {
+    /// Dies here if this is the armed point. Every crash point is also a step boundary where a job
+    /// that has been cancelled (its lease lapsed) stops, by throwing `CancellationError`: between
+    /// steps the job converges when re-run, exactly as after a crash there.
+    public static func reach(_ point: String) throws {
         if armed == point { kill(getpid(), SIGKILL) }
+        try Task.checkCancellation()
     }
 }

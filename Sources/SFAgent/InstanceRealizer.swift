@@ -111,7 +111,7 @@ public struct InstanceRealizer: Sendable {
         for (index, disk) in plan.disks.enumerated() {
             disks.append(try prepare(disk, index: index, in: directory))
         }
-        CrashPoint.reach("instance.create.after-disks")
+        try CrashPoint.reach("instance.create.after-disks")
         let name = domainName(of: plan.uuid)
         if let state = try await libvirt.state(of: .name(name)), state == .on || state == .paused {
             // Running already (an earlier attempt got this far): its taps may still need plugging.
@@ -130,9 +130,9 @@ public struct InstanceRealizer: Sendable {
             interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
             serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
         try await libvirt.define(spec)
-        CrashPoint.reach("instance.create.after-define")
+        try CrashPoint.reach("instance.create.after-define")
         try await libvirt.start(.name(name))
-        CrashPoint.reach("instance.create.after-start")
+        try CrashPoint.reach("instance.create.after-start")
         try await plugTaps(plan)
     }
 

@@ -39,20 +39,25 @@ public actor JobRunner {
         handlers[kind] = handler
     }
 
-    private var failureHandler: Handler?
+    /// What to do with a job that failed for good; `refused` when its handler refused it without
+    /// changing anything (``JobError/refusal(_:)``).
+    public typealias FailureHandler = @Sendable (_ job: Job, _ refused: Bool) async throws -> Void
+
+    private var failureHandler: FailureHandler?
 
     /// Registers what to do when a job fails for good (not retryable, or out of attempts): the
-    /// agent records it on the job's object and moves the object to its error state.
-    public func onFailure(_ handler: @escaping Handler) {
+    /// agent records it on the job's object and, unless it was refused, moves the object to its
+    /// error state.
+    public func onFailure(_ handler: @escaping FailureHandler) {
         failureHandler = handler
     }
 
-    private func fail(_ job: Job, error: String, retryable: Bool, logger: Logger) async throws {
+    private func fail(_ job: Job, error: String, retryable: Bool, refused: Bool = false, logger: Logger) async throws {
         try await store.fail(jobID: job.id, owner: owner, error: error, retryable: retryable)
         let after = try await store.job(id: job.id)
         guard after.state == .failed, let failureHandler else { return }
         do {
-            try await JobContext.run(after) { try await failureHandler(after) }
+            try await JobContext.run(after) { try await failureHandler(after, refused) }
         } catch {
             logger.error("recording a failed job on its object failed", metadata: ["error": "\(error)"])
         }
@@ -73,8 +78,9 @@ public actor JobRunner {
         poked = true
     }
 
-    /// Runs jobs until the task is cancelled. A job being run when cancellation comes is finished
-    /// (it is idempotent, and leaving it half-done until its lease lapses would only delay it).
+    /// Runs jobs until the task is cancelled or ``stop()`` is called. A job being run when
+    /// cancellation comes stops at its next step boundary and stays leased, to be run again (and
+    /// converge) when its lease lapses, exactly as after a crash.
     public func run() async {
         let wakeups = store.wakeups()
         await withTaskGroup(of: Void.self) { group in
@@ -130,14 +136,19 @@ public actor JobRunner {
         let started = ContinuousClock.now
         do {
             let logger = logger
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await withThrowingTaskGroup(of: Participant.self) { group in
                 // The heartbeat: renew at a third of the lease, so two missed renewals still leave time.
                 // A renewal that fails (a busy store) is retried at the next beat: one error must not
                 // end the heartbeat while the lease still has time. A lease that has lapsed ends the
                 // job here: another agent may already be running it, and two at once would fight.
                 group.addTask {
                     while true {
-                        try await Task.sleep(for: lease / 3)
+                        do {
+                            try await Task.sleep(for: lease / 3)
+                        } catch {
+                            // Cancelled (shutdown, or the handler is done): the handler's own outcome decides.
+                            return .heartbeat
+                        }
                         do {
                             if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) { throw LeaseLapsed() }
                         } catch let error as LeaseLapsed {
@@ -147,22 +158,29 @@ public actor JobRunner {
                         }
                     }
                 }
-                group.addTask { try await JobContext.run(job) { try await handler(job) } }
-                // The handler finishing (or failing) ends the heartbeat; a lapsed lease cancels the
-                // handler, which stops at its next suspension point and converges when re-run.
-                _ = try await group.next()
+                group.addTask {
+                    try await JobContext.run(job) { try await handler(job) }
+                    return .handler
+                }
+                // Wait for the handler (its error comes through here); a lapsed lease cancels it, and it
+                // stops at its next step boundary, to converge when re-run.
+                while let finished = try await group.next(), finished != .handler {}
                 group.cancelAll()
             }
             try await store.complete(jobID: job.id, owner: owner)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
         } catch is LeaseLapsed {
             logger.error("the job's lease lapsed, so it was abandoned; the agent holding it now finishes it")
+        } catch where Task.isCancelled {
+            // Shutdown cut the job short at a step boundary: as after a crash there, it stays leased
+            // and is taken again (and converges) when its lease lapses. Not a failed attempt.
+            logger.warning("job interrupted by shutdown; it runs again when its lease lapses", metadata: ["error": "\(error)"])
         } catch let error where Self.isPermanent(error) {
             logger.error("job failed", metadata: ["error": "\(error)"])
             try await fail(job, error: "\(error)", retryable: false, logger: logger)
         } catch let error as JobError {
-            logger.error("job failed", metadata: ["error": "\(error)"])
-            try await fail(job, error: error.description, retryable: false, logger: logger)
+            logger.error(error.isRefusal ? "job refused" : "job failed", metadata: ["error": "\(error)"])
+            try await fail(job, error: error.description, retryable: false, refused: error.isRefusal, logger: logger)
         } catch {
             logger.warning("job attempt failed", metadata: ["error": "\(error)", "job.attempt": "\(job.attempts)"])
             try await fail(job, error: "\(error)", retryable: true, logger: logger)
@@ -187,6 +205,11 @@ extension JobRunner {
     }
 }
 
+/// The two tasks running a job: its handler and its lease's heartbeat.
+private enum Participant: Sendable {
+    case handler, heartbeat
+}
+
 /// The heartbeat found the job's lease gone (it lapsed and was taken, or the job was finished).
 struct LeaseLapsed: Error {}
 
@@ -194,8 +217,21 @@ struct LeaseLapsed: Error {}
 /// not retried.
 public struct JobError: Error, CustomStringConvertible, Sendable {
     public let description: String
+    /// Whether the handler refused the job before changing anything (it was sent to the wrong node,
+    /// or asks for what the object's state forbids): its object must not be moved to an error state,
+    /// since nothing about it went wrong.
+    public let isRefusal: Bool
 
     public init(_ description: String) {
         self.description = description
+        self.isRefusal = false
     }
+
+    private init(refusal description: String) {
+        self.description = description
+        self.isRefusal = true
+    }
+
+    /// A refusal: the job fails, and its object stays as it was.
+    public static func refusal(_ description: String) -> JobError { JobError(refusal: description) }
 }

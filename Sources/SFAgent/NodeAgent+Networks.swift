@@ -17,15 +17,15 @@ extension NodeAgent {
         let started = ContinuousClock.now
         var network = try await store.network(uuid: uuid)
         guard network.state == .initial || network.state == .created else {
-            throw JobError("network \(uuid) is \(network.state.rawValue); only an initial or created network can be built")
+            throw JobError.refusal("network \(uuid) is \(network.state.rawValue); only an initial or created network can be built")
         }
         guard isNetworkNode else {
-            throw JobError("network \(uuid): network.create is the network node's job, and \(nodeName) is not the network node")
+            throw JobError.refusal("network \(uuid): network.create is the network node's job, and \(nodeName) is not the network node")
         }
         // Allocated and recorded in one transaction, so a crash cannot leak a gateway.
         if network.provideNAT { network = try await store.ensureFloatingGateway(networkUUID: uuid, range: floatingRange) }
         try await ensureEgress()
-        CrashPoint.reach("network.create.after-egress")
+        try CrashPoint.reach("network.create.after-egress")
         try await realize(network)
         if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
         try await event("network", uuid, .status, "network creation complete", since: started)
@@ -39,7 +39,7 @@ extension NodeAgent {
         let network = try await store.network(uuid: uuid)
         if network.state == .deleted { return }
         guard isNetworkNode else {
-            throw JobError("network \(uuid): network.delete is the network node's job, and \(nodeName) is not the network node")
+            throw JobError.refusal("network \(uuid): network.delete is the network node's job, and \(nodeName) is not the network node")
         }
         // delete-wait first: from here on no instance may join, and a crash resumes the deletion.
         if network.state != .deleteWait { try await store.setNetworkState(uuid: uuid, to: .deleteWait) }
@@ -86,6 +86,7 @@ extension NodeAgent {
     /// hypervisors hosting it (for their flood lists).
     func announce(_ networkUUIDs: some Sequence<UUID>, meshChanged: Bool) async throws {
         for uuid in Set(networkUUIDs).sorted(by: { $0.uuidString < $1.uuidString }) {
+            try Task.checkCancellation()
             try await converge(uuid)
             let payload = JSONValue.object(["network_uuid": .string(uuid.uuidString.lowercased())])
             // No object key: a refresh is idempotent and read from the store when it runs, so order
@@ -117,9 +118,9 @@ extension NodeAgent {
         try await networks.ensureOnNode(plan, underlay: mesh.interface, local: mesh.address)
         guard isNetworkNode else { return }
         let thread = try await networks.ensureOnNetworkNode(plan)
-        CrashPoint.reach("network.create.after-namespace")
+        try CrashPoint.reach("network.create.after-namespace")
         if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(network.uuid)) }
-        CrashPoint.reach("network.create.after-dhcp")
+        try CrashPoint.reach("network.create.after-dhcp")
     }
 
     /// Whether this node should have the network: the network node every created or delete-wait

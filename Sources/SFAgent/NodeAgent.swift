@@ -72,7 +72,7 @@ public struct NodeAgent: Sendable {
         }
         await register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
         // Under the lock too: a reconciliation pass must not act on an object this is moving to error.
-        await runner.onFailure { job in try await lock.withLock { try await recordFailure(job) } }
+        await runner.onFailure { job, refused in try await lock.withLock { try await recordFailure(job, refused: refused) } }
         await register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
     }
 
@@ -84,7 +84,7 @@ public struct NodeAgent: Sendable {
         var instance = try await store.instance(uuid: uuid)
         // Refused without touching the instance: only these states can (still) be created.
         guard [.initial, .preflight, .creating, .created].contains(instance.state) else {
-            throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
+            throw JobError.refusal("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
         }
         try refuseIfElsewhere(instance)
         if instance.state == .created, try await instances.libvirt.state(of: .uuid(uuid)) == .on { return }
@@ -167,13 +167,13 @@ public struct NodeAgent: Sendable {
     public func power(_ operation: PowerOperation, _ uuid: UUID) async throws {
         let instance = try await store.instance(uuid: uuid)
         guard instance.state == .created else {
-            throw JobError("cannot \(operation.verb) instance \(uuid): it is \(instance.state.rawValue), not created")
+            throw JobError.refusal("cannot \(operation.verb) instance \(uuid): it is \(instance.state.rawValue), not created")
         }
         try refuseIfElsewhere(instance)
         let libvirt = instances.libvirt
         let reference = DomainReference.uuid(uuid)
         let actual = try await libvirt.state(of: reference)
-        func refuse(_ why: String) -> JobError { JobError("cannot \(operation.verb) instance \(uuid): \(why)") }
+        func refuse(_ why: String) -> JobError { JobError.refusal("cannot \(operation.verb) instance \(uuid): \(why)") }
         let result: SFStore.PowerState
         switch operation {
         case .poweron:
@@ -210,11 +210,11 @@ public struct NodeAgent: Sendable {
     /// Allocates a floating address for the interface (unless it has one) and adds its DNAT and SNAT.
     public func float(_ uuid: UUID) async throws {
         var interface = try await store.interface(uuid: uuid)
-        guard interface.ipv4 != nil else { throw JobError("interface \(uuid) has no IPv4 address to float") }
+        guard interface.ipv4 != nil else { throw JobError.refusal("interface \(uuid) has no IPv4 address to float") }
         if interface.floating == nil { interface = try await store.floatInterface(uuid: uuid, range: floatingRange) }
-        CrashPoint.reach("interface.float.after-allocate")
+        try CrashPoint.reach("interface.float.after-allocate")
         try await announce([interface.networkUUID], meshChanged: false)
-        CrashPoint.reach("interface.float.after-rules")
+        try CrashPoint.reach("interface.float.after-rules")
         try await event("interface", uuid, .audit, "interface floated as \(interface.floating.map(String.init(describing:)) ?? "?")")
     }
 
@@ -227,10 +227,11 @@ public struct NodeAgent: Sendable {
     }
 
     /// A job that failed for good: its error becomes an event on the object it was about, and after
-    /// a failed create or delete the instance or network moves to its error state. The object is the
-    /// one the payload names for the job's kind (`instance_uuid` for `instance.*`), never what the
-    /// submitter's free-form object key says. Jobs about no object only keep the error on the job.
-    func recordFailure(_ job: Job) async throws {
+    /// a failed create or delete (not a refusal, which changed nothing) the instance or network moves
+    /// to its error state. The object is the one the payload names for the job's kind
+    /// (`instance_uuid` for `instance.*`), never what the submitter's free-form object key says.
+    /// Jobs about no object only keep the error on the job.
+    func recordFailure(_ job: Job, refused: Bool) async throws {
         guard let dot = job.kind.firstIndex(of: ".") else { return }
         let type = String(job.kind[..<dot])
         guard ["instance", "network", "interface"].contains(type), let object = try? uuid(job, "\(type)_uuid") else { return }
@@ -238,7 +239,7 @@ public struct NodeAgent: Sendable {
         // Only a failed create or delete leaves the object half-built; a refused power operation or
         // float leaves it as it was, so it only gets the event. A network.delete only waits or
         // removes, so it is not among these either.
-        switch job.kind {
+        switch refused ? "" : job.kind {
         case "instance.create", "instance.delete":
             if let instance = try? await store.instance(uuid: object), let next = instance.state.errorState {
                 try await store.setInstanceState(uuid: object, to: next, errorMessage: message)
@@ -338,7 +339,7 @@ public struct NodeAgent: Sendable {
     /// two copies, or none removed.
     private func refuseIfElsewhere(_ instance: Instance) throws {
         if let node = instance.node, node != nodeName {
-            throw JobError("instance \(instance.uuid) is placed on node \(node), not on \(nodeName)")
+            throw JobError.refusal("instance \(instance.uuid) is placed on node \(node), not on \(nodeName)")
         }
     }
 
