@@ -75,7 +75,7 @@ public actor DHCPServer {
             try text.write(toFile: temporary, atomically: false, encoding: .utf8)
             guard rename(temporary, hostsPath) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
         }
-        stopStray()
+        try stopStray()
         if let pid = runningPID() {
             if changed || !hostsApplied {
                 hostsApplied = true
@@ -92,7 +92,7 @@ public actor DHCPServer {
 
     /// Stops dnsmasq and removes its directory. Stopping what is not running is not an error.
     public func stop() throws {
-        if let pid = recordedPID() { terminate(pid) }
+        if let pid = recordedPID() { try terminate(pid) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -118,23 +118,27 @@ public actor DHCPServer {
 
     /// Stops this directory's dnsmasq when it runs in another namespace: the network's namespace was
     /// deleted and made again, and the old dnsmasq serves (and keeps alive) one nobody can reach.
-    private func stopStray() {
+    private func stopStray() throws {
         guard let pid = recordedPID(), NetworkNamespace.identity(ofProcess: pid) != thread.identity else { return }
-        terminate(pid)
+        try terminate(pid)
         logger.warning("stopped a dnsmasq left in a namespace that no longer has the network's name", metadata: ["dhcp.pid": "\(pid)"])
     }
 
-    /// Sends SIGTERM and waits (up to 2 s) for the process to go, so that it cannot remove the pid
-    /// file of one started after it. It is reaped when it is this process's child, even one whose
+    /// Sends SIGTERM and waits (up to 2 s) for the process to go, then SIGKILL (up to 2 s more), so
+    /// that it cannot remove the pid file of one started after it, nor live on unseen once its
+    /// directory is gone. It is reaped when it is this process's child, even one whose
     /// ``ChildProcess`` was dropped with an earlier server object (it would stay a zombie otherwise).
-    private func terminate(_ pid: Int32) {
-        kill(pid, SIGTERM)
-        if let child, child.processIdentifier == pid {
-            child.waitUntilExit()
-        } else {
-            ChildProcess.waitForExit(pid: pid, upTo: .seconds(2))
+    private func terminate(_ pid: Int32) throws {
+        for signal in [SIGTERM, SIGKILL] {
+            kill(pid, signal)
+            if let child, child.processIdentifier == pid {
+                child.waitUntilExit()
+                self.child = nil
+                return
+            }
+            if ChildProcess.waitForExit(pid: pid, upTo: .seconds(2)) { return }
         }
-        child = nil
+        throw AgentError.commandFailed("stopping dnsmasq \(pid) for \(directory)", "it is still running after SIGKILL")
     }
 
     private func start() throws {

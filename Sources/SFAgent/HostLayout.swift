@@ -29,10 +29,6 @@ public struct HostLayout: Sendable, Equatable {
     /// The network's namespace on the network node.
     public func namespace(of network: UUID) -> String { namespacePrefix + network.uuidString.lowercased() }
 
-    /// The prefixes of the per-network devices in the host namespace; six hex digits of the VXLAN
-    /// id follow.
-    static let networkDevicePrefixes = ["sfvx", "sfbr", "sfro", "sfeo"]
-
     /// The VXLAN device of a network, on every node that has it.
     public func vxlan(_ vxid: UInt32) -> String { "sfvx" + hex6(vxid) }
     /// The bridge the VXLAN, the router veth and the guests' taps are enslaved to.
@@ -60,8 +56,8 @@ public struct HostLayout: Sendable, Equatable {
     /// The VXLAN id a per-network device in the host namespace is named for, or nil when `name` is
     /// not such a device.
     public func networkDeviceVXID(_ name: String) -> UInt32? {
-        guard Self.networkDevicePrefixes.contains(where: { name.hasPrefix($0) }), name.utf8.count == 10 else { return nil }
-        return UInt32(name.dropFirst(4), radix: 16)
+        guard name.utf8.count > 6, let vxid = UInt32(name.suffix(6), radix: 16) else { return nil }
+        return [vxlan(vxid), bridge(vxid), routerOuter(vxid), egressOuter(vxid)].contains(name) ? vxid : nil
     }
 
     /// Whether a link in the host namespace is one the agent makes: a network's device, the egress

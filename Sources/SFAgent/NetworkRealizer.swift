@@ -175,10 +175,16 @@ public struct NetworkRealizer: Sendable {
     /// Removes the network from this host: its namespace (with everything inside it) and its devices
     /// in the host namespace. Removing what is gone is not an error.
     public func remove(_ plan: NetworkPlan) async throws {
-        await namespaceThreads.forget(layout.namespace(of: plan.uuid))
-        try NetworkNamespace.delete(named: layout.namespace(of: plan.uuid))
+        try await removeNamespace(layout.namespace(of: plan.uuid))
         for device in [layout.routerOuter(plan.vxid), layout.egressOuter(plan.vxid)] { try await host.deleteLink(device) }
         try await removeNodeSide(plan)
+    }
+
+    /// Deletes a network namespace (and everything in it), dropping its cached thread first: the
+    /// thread would otherwise keep the namespace alive after its name is gone.
+    public func removeNamespace(_ namespace: String) async throws {
+        await namespaceThreads.forget(namespace)
+        try NetworkNamespace.delete(named: namespace)
     }
 
     /// Removes what every node with the network has (the VXLAN and the bridge), from a hypervisor
@@ -193,14 +199,21 @@ public struct NetworkRealizer: Sendable {
 /// its thread is noticed through its identity, and gets a new thread in the namespace that now has
 /// the name; a stale thread would keep building in a namespace nobody can reach.
 actor NamespaceThreads {
-    private var threads: [String: NamespaceExecutor] = [:]
+    /// The thread of each namespace, or the start of one still under way: a second caller for the
+    /// same namespace waits for that start instead of making a second thread.
+    private var threads: [String: Task<NamespaceExecutor, any Error>] = [:]
 
     /// The thread in `namespace`, creating the namespace when it is missing.
     func thread(in namespace: String) async throws -> NamespaceExecutor {
-        if let thread = threads[namespace], thread.isCurrent { return thread }
-        let thread = try await NamespaceExecutor.start(namespace: namespace, creating: true)
-        threads[namespace] = thread
-        return thread
+        if let pending = threads[namespace], let thread = try? await pending.value, thread.isCurrent { return thread }
+        let start = Task { try await NamespaceExecutor.start(namespace: namespace, creating: true) }
+        threads[namespace] = start
+        do {
+            return try await start.value
+        } catch {
+            threads[namespace] = nil
+            throw error
+        }
     }
 
     func forget(_ namespace: String) {

@@ -131,13 +131,25 @@ extension NodeAgent {
         return try await hostingNodes(network.uuid).contains(nodeName)
     }
 
-    /// The nodes on which instances with live interfaces on the network are placed.
+    /// The nodes on which live instances with live interfaces on the network are placed (the same
+    /// rule as ``liveInterfacesHere()``, seen from the network).
     func hostingNodes(_ network: UUID) async throws -> Set<String> {
         var names = Set<String>()
         for instanceUUID in Set(try await store.interfaces(networkUUID: network).filter { $0.state != .deleted }.map(\.instanceUUID)) {
-            if let node = try await store.instance(uuid: instanceUUID).node { names.insert(node) }
+            let instance = try await store.instance(uuid: instanceUUID)
+            if instance.state != .deleted, let node = instance.node { names.insert(node) }
         }
         return names
+    }
+
+    /// The live interfaces of the live instances placed on this node: the taps it keeps, and (by
+    /// their networks) the networks a hypervisor keeps.
+    func liveInterfacesHere() async throws -> [Interface] {
+        var interfaces: [Interface] = []
+        for instance in try await store.instances(node: nodeName) where instance.state != .deleted {
+            interfaces += try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }
+        }
+        return interfaces
     }
 
     /// The mesh addresses this node's VXLAN for the network floods to: the network node's and those
@@ -148,14 +160,32 @@ extension NodeAgent {
         var names = try await hostingNodes(network)
         names.formUnion(nodes.filter { $0.roles.contains(.networkNode) }.map(\.name))
         names.remove(nodeName)
-        let peers = nodes.filter { names.contains($0.name) }.compactMap(\.meshAddress).filter { $0 != mesh.address }
-        return Set(peers).sorted { $0.value < $1.value }
+        let peers = nodes.filter { names.contains($0.name) }
+        let unreachable = peers.filter { $0.meshAddress == nil }.map(\.name)
+        // Not yet checked in (a node's first seconds), or configured without one: said, not hidden.
+        if !unreachable.isEmpty {
+            logger.warning(
+                "nodes with the network have no mesh address, so this node cannot flood to them",
+                metadata: ["network.uuid": "\(network)", "node.names": "\(unreachable.sorted())"])
+        }
+        return Set(peers.compactMap(\.meshAddress).filter { $0 != mesh.address }).sorted { $0.value < $1.value }
     }
 
-    /// Records this node in the store, with its roles and mesh address, as alive now.
+    /// The roles this node plays.
+    public var roles: Set<NodeRole> { isNetworkNode ? [.hypervisor, .networkNode] : [.hypervisor] }
+
+    /// The job targets this node takes: its name, and the network-node role when it has it.
+    public var jobTargets: [JobTarget] { isNetworkNode ? [.node(nodeName), .networkNode] : [.node(nodeName)] }
+
+    /// Records this node in the store, with its roles and mesh address, as alive now. When its mesh
+    /// address or roles changed since the last check-in, the other nodes of its networks are told,
+    /// so that they flood to the new address.
     public func checkIn() async throws {
-        let roles: Set<NodeRole> = isNetworkNode ? [.hypervisor, .networkNode] : [.hypervisor]
+        let previous = try await store.node(named: nodeName)
         try await store.saveNode(Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address))
+        guard let previous, previous.meshAddress != mesh.address || previous.roles != roles else { return }
+        logger.info("this node's mesh address or roles changed; telling the other nodes of its networks")
+        try await lock.withLock { try await announce(Set(try await liveInterfacesHere().map(\.networkUUID)), meshChanged: true) }
     }
 
     func plan(for network: Network) async throws -> NetworkPlan {

@@ -58,10 +58,7 @@ public struct Reconciler: Sendable {
 
         // What this node should have: every live network on the network node; on a hypervisor, the
         // networks its instances' interfaces are on, and those interfaces' taps.
-        var liveInterfaces: [Interface] = []
-        for instance in instances where instance.state != .deleted {
-            liveInterfaces += try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }
-        }
+        let liveInterfaces = try await agent.liveInterfacesHere()
         let hosted = Set(liveInterfaces.map(\.networkUUID))
         let kept = networks.filter { $0.state != .deleted && (agent.isNetworkNode || hosted.contains($0.uuid)) }
         let links = try await agent.networks.host.links()
@@ -121,14 +118,14 @@ public struct Reconciler: Sendable {
         let liveNetworks = Set(networks.filter { $0.state != .deleted }.map { layout.namespace(of: $0.uuid) })
         for namespace in NetworkNamespace.list()
         where agent.isNetworkNode && namespace.hasPrefix(layout.namespacePrefix) && !liveNetworks.contains(namespace) {
-            try NetworkNamespace.delete(named: namespace)
+            try await agent.networks.removeNamespace(namespace)
             logger.warning("removed a network namespace that belongs to no live network", metadata: ["netns.name": "\(namespace)"])
             report.namespacesRemoved += 1
         }
 
         // Devices and taps in the host namespace that belong to no network or interface kept here.
         // The list was read before this pass built anything, so nothing it built can be on it.
-        let keptDevices = Set(kept.compactMap { UInt32(exactly: $0.vxid) })
+        let keptDevices = Set(kept.compactMap { try? agent.vxlanID(of: $0) })
         let keptTaps = Set(liveInterfaces.map { layout.tap(of: $0.uuid) })
         for link in links {
             let orphan: Bool

@@ -146,6 +146,11 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             throw ConfigurationError.unreadableFile(path: path, reason: "no such file")
         }
         try configuration.applyEnvironment(environment)
+        if !configuration.isNetworkNode && configuration.meshAddress == nil {
+            throw ConfigurationError.missing(
+                setting: "SFNODE_MESH_ADDRESS (meshAddress)",
+                reason: "when SFNODE_IS_NETWORK_NODE is false: the network node and the other nodes reach this one there")
+        }
         return configuration
     }
 
@@ -396,6 +401,8 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible, Senda
     case unreadableFile(path: String, reason: String)
     /// The file is not a JSON object.
     case malformedFile(path: String, reason: String)
+    /// A setting that the others make necessary is not given.
+    case missing(setting: String, reason: String)
 
     /// One line, such as `SFNODE_FLOATING_RANGE: '10.0.0.0/33' is not an IPv4 prefix (a.b.c.d/n)`.
     public var description: String {
@@ -405,6 +412,7 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible, Senda
             return "\(path): unknown setting '\(key)' (known: \(known.joined(separator: ", ")))"
         case .unreadableFile(let path, let reason): return "\(path): cannot read the configuration file: \(reason)"
         case .malformedFile(let path, let reason): return "\(path): \(reason)"
+        case .missing(let setting, let reason): return "\(setting) must be set \(reason)"
         }
     }
 }

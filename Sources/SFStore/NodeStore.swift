@@ -33,8 +33,8 @@ public protocol NodeStore: Sendable {
     /// network that has one keeps it. A crash can therefore never leave an allocated gateway that no
     /// network records, nor a recorded one that is not allocated.
     @discardableResult func ensureFloatingGateway(networkUUID: UUID, range: IPv4Prefix) async throws -> Network
-    /// Clears the network's floating gateway and releases its address, in one transaction; a no-op
-    /// when it has none.
+    /// Clears the network's floating gateway and releases every floating address the network owns,
+    /// in one transaction.
     @discardableResult func releaseFloatingGateway(networkUUID: UUID) async throws -> Network
 
     // MARK: Instances

@@ -345,9 +345,13 @@ public final class SQLiteStore: NodeStore {
     public func releaseFloatingGateway(networkUUID: UUID) async throws -> Network {
         try await write { db in
             var network = try Self.fetchNetwork(db, networkUUID)
-            guard let gateway = network.floatingGateway else { return network }
-            try db.execute(sql: "DELETE FROM floating_allocation WHERE address = ?", arguments: [Int64(gateway.value)])
-            try Self.writeFloatingGateway(db, &network, nil, recorder: self)
+            // By owner, as interfaces release theirs: a stale record's address may belong to someone
+            // else by now, and an allocation that was never recorded (earlier builds allocated and
+            // recorded in two steps, with an upper-case owner) is released too.
+            try db.execute(
+                sql: "DELETE FROM floating_allocation WHERE owner IN (?, ?)",
+                arguments: ["network:\(networkUUID.storeText)", "network:\(networkUUID.uuidString)"])
+            if network.floatingGateway != nil { try Self.writeFloatingGateway(db, &network, nil, recorder: self) }
             return network
         }
     }

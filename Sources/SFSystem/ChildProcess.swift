@@ -82,13 +82,16 @@ public final class ChildProcess: Sendable {
 
     /// Waits until the process `pid` has ended, or `limit` has passed: reaping it if it is a child of
     /// this process that no ``ChildProcess`` holds any more, polling for its end otherwise.
-    public static func waitForExit(pid: Int32, upTo limit: Duration) {
+    /// Returns whether it ended.
+    @discardableResult
+    public static func waitForExit(pid: Int32, upTo limit: Duration) -> Bool {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid || kill(pid, 0) != 0 { return }
+            if waitpid(pid, &status, WNOHANG) == pid || kill(pid, 0) != 0 { return true }
             usleep(10_000)
         }
+        return false
     }
 
     /// Whether the child is still running (reaps it if it has ended).

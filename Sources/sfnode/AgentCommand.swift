@@ -198,15 +198,19 @@ enum AgentAssembly {
             dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
             mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),
             egressInterface: settings.egressInterface, logger: logger)
-        var targets: [JobTarget] = [.node(settings.nodeName)]
-        if settings.isNetworkNode { targets.append(.networkNode) }
         // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
         // job waits before another agent (or this one, restarted) takes it again.
         let leaseSeconds = ProcessInfo.processInfo.environment["SFNODE_JOB_LEASE_SECONDS"].flatMap(Int.init) ?? 30
         let runner = JobRunner(
-            store: store, targets: targets, owner: "\(settings.nodeName):\(getpid()):\(UUID().uuidString.prefix(8))",
+            store: store, targets: node.jobTargets, owner: "\(settings.nodeName):\(getpid()):\(UUID().uuidString.prefix(8))",
             lease: .seconds(max(1, leaseSeconds)), logger: logger)
         await node.register(with: runner)
+        // Before any job or pass: the other nodes can only flood to a node whose mesh address is stored.
+        do {
+            try await node.checkIn()
+        } catch {
+            logger.warning("first check-in failed; the check-in service retries", metadata: ["error": "\(error)"])
+        }
         return Agent(store: store, node: node, runner: runner)
     }
 }

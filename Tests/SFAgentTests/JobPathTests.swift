@@ -174,8 +174,17 @@ struct JobPathTests {
             await #expect(throws: (any Error).self) {
                 _ = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating, timeoutSeconds: 2)
             }
+            // Strays of sfnode's naming that belong to nothing: a network device and a tap.
+            let strayBridge = layout.bridge(0xFFFFFE)
+            let strayTap = layout.tap(of: UUID())
+            try await host.createBridge(name: strayBridge, up: true)
+            try await host.createTap(name: strayTap)
             let repair = try await reconciler.reconcileOnce()
             #expect(repair.instancesStarted == 0)
+            #expect(repair.linksRemoved == 2)
+            #expect(try await host.link(named: strayBridge) == nil)
+            #expect(try await host.link(named: strayTap) == nil)
+            #expect(try await host.link(named: layout.tap(of: interface.uuid)) != nil)
             #expect(try await host.link(named: layout.bridge(UInt32(network.vxid))) != nil)
             let restoredPID = try #require(Int32(try String(contentsOfFile: dhcpPIDFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
             #expect(restoredPID != dnsmasq)

@@ -80,6 +80,7 @@ struct AgentConfigurationTests {
                 "SFNODE_CONFIG": path, "SFNODE_MTU": "1400", "SFNODE_HOST_NAMESPACE": "", "SFNODE_NODE_NAME": "env-node",
                 "SFNODE_FLOATING_RANGE": "172.16.5.0/24", "SFNODE_IS_NETWORK_NODE": "no", "SFNODE_VIRTUALIZATION_TYPE": "KVM",
                 "SFNODE_STORE_PATH": "/tmp/s.sqlite", "SFNODE_EGRESS_INTERFACE": "bond0", "SFNODE_LIBVIRT_URI": "qemu+ssh://h/system",
+                "SFNODE_MESH_ADDRESS": "198.51.100.9", "SFNODE_MESH_INTERFACE": "",
             ], defaultNodeName: "node1")
         #expect(configuration.mtu == 1400)
         #expect(configuration.hostNamespace == nil)
@@ -91,6 +92,16 @@ struct AgentConfigurationTests {
         #expect(configuration.storePath == "/tmp/s.sqlite")
         #expect(configuration.egressInterface == "bond0")
         #expect(configuration.libvirtURI == "qemu+ssh://h/system")
+        #expect(configuration.meshAddress?.description == "198.51.100.9")
+        #expect(configuration.meshInterface == nil)
+    }
+
+    @Test("a hypervisor that is not the network node needs a mesh address")
+    func hypervisorNeedsMeshAddress() throws {
+        let error = try #require(throws: ConfigurationError.self) {
+            try AgentConfiguration.load(environment: ["SFNODE_CONFIG": "", "SFNODE_IS_NETWORK_NODE": "false"], defaultNodeName: "hv2")
+        }
+        #expect(error.description.hasPrefix("SFNODE_MESH_ADDRESS (meshAddress) must be set when SFNODE_IS_NETWORK_NODE is false"))
     }
 
     @Test(
