@@ -170,14 +170,13 @@ enum AgentAssembly {
         let runner: JobRunner
     }
 
-    static func make(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
-        try FileManager.default.createDirectory(
-            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
-        // Test and operator knobs: the prefixes of the machine-global names the agent makes (network
-        // namespaces and domains, taps), so that a test's agent (or a second agent on one machine)
-        // only ever sees, makes and removes its own. Unset or empty: the production defaults.
-        let environment = ProcessInfo.processInfo.environment
+    /// Where the agent puts things. Two test and operator knobs set the prefixes of the
+    /// machine-global names it makes (network namespaces and domains, taps), so that a test's agent
+    /// (or a second agent on one machine) only ever sees, makes and removes its own. Unset or empty:
+    /// the production defaults.
+    static func layout(settings: AgentConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws -> HostLayout
+    {
         var layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
         if let prefix = environment["SFNODE_NAME_PREFIX"], !prefix.isEmpty { layout.namespacePrefix = prefix }
         if let prefix = environment["SFNODE_TAP_PREFIX"], !prefix.isEmpty {
@@ -185,6 +184,14 @@ enum AgentAssembly {
             guard prefix.utf8.count <= 9 else { throw AgentError.invalid("SFNODE_TAP_PREFIX '\(prefix)' is longer than 9 bytes") }
             layout.tapPrefix = prefix
         }
+        return layout
+    }
+
+    static func make(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
+        try FileManager.default.createDirectory(
+            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        let layout = try layout(settings: settings)
         let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
         let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
         let virtualization = VirtualizationType(rawValue: settings.virtualizationType.rawValue) ?? .auto

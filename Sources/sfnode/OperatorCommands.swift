@@ -112,16 +112,34 @@ struct StateCommand: AsyncParsableCommand {
         var logger = Logger(label: "sfnode.state")
         logger.logLevel = .warning
         let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
-        let layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
+        let layout = try AgentAssembly.layout(settings: settings)
         let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
         let links = Set(try await host.links().map(\.name))
+        for node in try await store.nodes() {
+            let roles = node.roles.map(\.rawValue).sorted().joined(separator: ",")
+            let seen = node.lastSeen.map { "\($0)" } ?? "never"
+            print("node \(node.name) roles=\(roles) mesh=\(node.meshAddress.map(\.description) ?? "none") last-seen=\(seen)")
+        }
+        // What this node should have: the network node every live network, a hypervisor those of
+        // its own live instances (the agent's rule).
+        var hosted = Set<UUID>()
+        for instance in try await store.instances(node: settings.nodeName) where instance.state != .deleted {
+            hosted.formUnion(try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }.map(\.networkUUID))
+        }
         for network in try await store.networks(namespace: nil) where network.state != .deleted {
+            guard settings.isNetworkNode || hosted.contains(network.uuid) else { continue }
             let vxid = UInt32(truncatingIfNeeded: network.vxid)
             let bridge = links.contains(layout.bridge(vxid))
             let vxlan = links.contains(layout.vxlan(vxid))
-            let namespace = NetworkNamespace.exists(named: layout.namespace(of: network.uuid))
-            let ok = network.state != .created || (bridge && vxlan && namespace)
-            print("network \(network.uuid.uuidString.lowercased()) \(network.state.rawValue) bridge=\(bridge) vxlan=\(vxlan) namespace=\(namespace)\(ok ? "" : " drift")")
+            let flood = vxlan ? ((try? await host.floodEntries(device: layout.vxlan(vxid)))?.map(\.description).sorted().joined(separator: ",") ?? "?") : ""
+            var line = "network \(network.uuid.uuidString.lowercased()) \(network.state.rawValue) bridge=\(bridge) vxlan=\(vxlan) flood=[\(flood)]"
+            var ok = network.state != .created || (bridge && vxlan)
+            if settings.isNetworkNode {
+                let namespace = NetworkNamespace.exists(named: layout.namespace(of: network.uuid))
+                line += " namespace=\(namespace)"
+                ok = ok && (network.state != .created || namespace)
+            }
+            print(line + (ok ? "" : " drift"))
         }
         let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
         let domains = Dictionary(

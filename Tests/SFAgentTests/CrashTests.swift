@@ -269,6 +269,15 @@ struct CrashTests {
                 },
                 "the restarted agent \(owner) did not start dnsmasq itself: \(dnsmasqs()) \(agent.logTail())")
             try await restartChangesNothing("restart with the agent's own dnsmasq")
+
+            // The operator's view agrees: the node checked in, and nothing has drifted.
+            let state = try ChildProcess.run(
+                ["/usr/bin/env", "-i"] + environment.map { "\($0.key)=\($0.value)" } + [executable, "state"])
+            #expect(state.status == 0, "sfnode state failed: \(state.stderr)")
+            #expect(state.stdout.contains("node \(nodeName) roles=hypervisor,network_node mesh=none"), "\(state.stdout)")
+            #expect(state.stdout.contains("network \(network.uuid.uuidString.lowercased()) created bridge=true vxlan=true flood=[] namespace=true"), "\(state.stdout)")
+            #expect(state.stdout.contains("instance \(instance.uuid.uuidString.lowercased()) created power=on domain=on"), "\(state.stdout)")
+            #expect(!state.stdout.contains("drift"), "\(state.stdout)")
             #expect(await agent.stop(timeout: .seconds(20)) == 0, "SIGTERM did not stop the agent with status 0: \(agent.logTail())")
 
             // Deleting through the real agent leaves nothing behind.
