@@ -88,40 +88,46 @@ struct ReconcilerService: Service {
         try await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    while !Task.isCancelled {
-                        do {
-                            try await reconciler.followLifecycleEvents()
-                        } catch {
-                            logger.warning("lifecycle events stopped; following them again", metadata: ["error": "\(error)"])
-                        }
+                    await repeatUntilCancelled(logger: logger, failure: "lifecycle events stopped; following them again") {
+                        try await reconciler.followLifecycleEvents()
+                    } pause: {
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
                 let drift = DriftSignal()
                 group.addTask {
-                    while !Task.isCancelled {
-                        do {
-                            try await reconciler.followLinkChanges { await drift.raise() }
-                        } catch {
-                            logger.warning("link changes stopped; following them again", metadata: ["error": "\(error)"])
-                        }
+                    await repeatUntilCancelled(logger: logger, failure: "link changes stopped; following them again") {
+                        try await reconciler.followLinkChanges { await drift.raise() }
+                    } pause: {
                         try? await Task.sleep(for: .seconds(1))
                     }
                 }
                 group.addTask {
-                    while !Task.isCancelled {
-                        do {
-                            let report = try await reconciler.reconcileOnce()
-                            logger.debug("reconciled", metadata: ["reconcile.report": "\(report)"])
-                        } catch {
-                            logger.error("reconciliation pass failed; nothing was removed", metadata: ["error": "\(error)"])
-                        }
+                    await repeatUntilCancelled(logger: logger, failure: "reconciliation pass failed; nothing was removed", level: .error) {
+                        let report = try await reconciler.reconcileOnce()
+                        logger.debug("reconciled", metadata: ["reconcile.report": "\(report)"])
+                    } pause: {
                         // The backstop every 30 s; a link of ours going away brings the next pass forward.
                         await drift.wait(upTo: .seconds(30))
                     }
                 }
             }
         }
+    }
+}
+
+/// Runs `body` again and again until the task is cancelled, with `pause` after each run. A failure
+/// is logged as `failure` with its error, and the loop goes on: none of these may stop the agent.
+func repeatUntilCancelled(
+    logger: Logger, failure: String, level: Logger.Level = .warning, _ body: () async throws -> Void, pause: () async -> Void
+) async {
+    while !Task.isCancelled {
+        do {
+            try await body()
+        } catch {
+            logger.log(level: level, "\(failure)", metadata: ["error": "\(error)"])
+        }
+        await pause()
     }
 }
 
@@ -134,12 +140,9 @@ struct CheckInService: Service {
 
     func run() async throws {
         try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await agent.checkIn()
-                } catch {
-                    logger.warning("check-in failed", metadata: ["error": "\(error)"])
-                }
+            await repeatUntilCancelled(logger: logger, failure: "check-in failed") {
+                try await agent.checkIn()
+            } pause: {
                 try? await Task.sleep(for: .seconds(30))
             }
         }

@@ -41,10 +41,7 @@ struct FloatingAddressPathTests {
         do {
             let baseImage = TestGuest.baseImage
             try #require(FileManager.default.fileExists(atPath: baseImage), "run scripts/build-test-image first")
-            for namespace in [names.node, names.network, names.outside] {
-                try NetworkNamespace.create(named: namespace)
-                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
-            }
+            try teardown.createNamespaces([names.node, names.network, names.outside])
             let node = try NetlinkSession(namespace: names.node, logger: logger)
             let network = try NetlinkSession(namespace: names.network, logger: logger)
             let outside = try NetlinkSession(namespace: names.outside, logger: logger)

@@ -1,4 +1,8 @@
 import Foundation
+import Logging
+import SFAgent
+import SFLibvirt
+import SFNetlink
 import SFStore
 import SFSystem
 import SFTestSupport
@@ -23,4 +27,20 @@ struct GuestObjects {
             macaddr: nil)
         return GuestObjects(network: network, instance: instance, interface: interface)
     }
+}
+
+/// A node agent as the tests build one: its host namespace a test namespace, guests under TCG,
+/// instances in `instances` (default `storage`/instances) and dnsmasq files in `storage`/dhcp.
+func makeTestAgent(
+    nodeName: String, store: any NodeStore, layout: HostLayout, host: NetlinkSession, root: NetlinkSession,
+    libvirt: LibvirtConnection, storage: String, instances: String? = nil, floatingRange: IPv4Prefix, isNetworkNode: Bool = true,
+    mesh: Mesh = Mesh(), logger: Logger
+) -> NodeAgent {
+    NodeAgent(
+        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+        instances: InstanceRealizer(
+            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: instances ?? storage + "/instances", virtualization: .qemu,
+            logger: logger),
+        nodeName: nodeName, floatingRange: floatingRange, dhcpDirectory: storage + "/dhcp", isNetworkNode: isNetworkNode, mesh: mesh,
+        logger: logger)
 }

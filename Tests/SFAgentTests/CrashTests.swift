@@ -76,10 +76,7 @@ struct CrashTests {
         }
 
         do {
-            for namespace in [hostNamespace, outsideNamespace] {
-                try NetworkNamespace.create(named: namespace)
-                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
-            }
+            try teardown.createNamespaces([hostNamespace, outsideNamespace])
             let host = try NetlinkSession(namespace: hostNamespace, logger: logger)
             let root = try NetlinkSession(namespace: nil, logger: logger)
 
@@ -88,12 +85,9 @@ struct CrashTests {
             let (network, instance, interface) = (objects.network, objects.instance, objects.interface)
             teardown.add("in-process cleanup") {
                 // Only matters when the test failed half-way: the same handlers, run in this process.
-                let agent = NodeAgent(
-                    store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-                    instances: InstanceRealizer(
-                        layout: layout, host: host, root: root, libvirt: libvirt, storagePath: storage, virtualization: .qemu,
-                        logger: logger),
-                    nodeName: nodeName, floatingRange: Self.floatingRange, dhcpDirectory: storage + "/dhcp", logger: logger)
+                let agent = makeTestAgent(
+                    nodeName: nodeName, store: store, layout: layout, host: host, root: root, libvirt: libvirt, storage: storage,
+                    instances: storage, floatingRange: Self.floatingRange, logger: logger)
                 try? await agent.deleteInstance(instance.uuid)
                 try? await agent.deleteNetwork(network.uuid)
                 for pid in dnsmasqProcesses(mentioning: storage) { Glibc.kill(pid, SIGTERM) }

@@ -36,18 +36,12 @@ struct JobPathTests {
         let libvirt = try LibvirtConnection(logger: logger)
 
         do {
-            for namespace in [hostNamespace, outsideNamespace, internetNamespace] {
-                try NetworkNamespace.create(named: namespace)
-                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
-            }
+            try teardown.createNamespaces([hostNamespace, outsideNamespace, internetNamespace])
             let host = try NetlinkSession(namespace: hostNamespace, logger: logger)
             let root = try NetlinkSession(namespace: nil, logger: logger)
-            let agent = NodeAgent(
-                store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-                instances: InstanceRealizer(
-                    layout: layout, host: host, root: root, libvirt: libvirt, storagePath: storage + "/instances",
-                    virtualization: .qemu, logger: logger),
-                nodeName: "sft-node", floatingRange: Self.floatingRange, dhcpDirectory: storage + "/dhcp", logger: logger)
+            let agent = makeTestAgent(
+                nodeName: "sft-node", store: store, layout: layout, host: host, root: root, libvirt: libvirt, storage: storage,
+                floatingRange: Self.floatingRange, logger: logger)
             let runner = JobRunner(
                 store: store, targets: [.node("sft-node"), .networkNode], owner: "test-\(id)", lease: .seconds(10),
                 logger: logger)

@@ -38,10 +38,7 @@ struct MultiNodeTests {
         let libvirt = try LibvirtConnection(logger: logger)
 
         do {
-            for namespace in [namespaceA, namespaceB, outsideNamespace] {
-                try NetworkNamespace.create(named: namespace)
-                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
-            }
+            try teardown.createNamespaces([namespaceA, namespaceB, outsideNamespace])
             let hostA = try NetlinkSession(namespace: namespaceA, logger: logger)
             let hostB = try NetlinkSession(namespace: namespaceB, logger: logger)
             let root = try NetlinkSession(namespace: nil, logger: logger)
@@ -55,13 +52,10 @@ struct MultiNodeTests {
             func makeAgent(_ name: String, _ store: SQLiteStore, _ layout: HostLayout, _ host: NetlinkSession, networkNode: Bool, mesh: IPv4Address)
                 -> NodeAgent
             {
-                NodeAgent(
-                    store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-                    instances: InstanceRealizer(
-                        layout: layout, host: host, root: root, libvirt: libvirt, storagePath: storage + "/\(name)/instances",
-                        virtualization: .qemu, logger: logger),
-                    nodeName: name, floatingRange: Self.floatingRange, dhcpDirectory: storage + "/\(name)/dhcp",
-                    isNetworkNode: networkNode, mesh: Mesh(address: mesh, interface: "mesh0"), logger: logger)
+                makeTestAgent(
+                    nodeName: name, store: store, layout: layout, host: host, root: root, libvirt: libvirt,
+                    storage: storage + "/\(name)", floatingRange: Self.floatingRange, isNetworkNode: networkNode,
+                    mesh: Mesh(address: mesh, interface: "mesh0"), logger: logger)
             }
             let agentA = makeAgent("sft-a", storeA, layoutA, hostA, networkNode: true, mesh: Self.meshA)
             let agentB = makeAgent("sft-b", storeB, layoutB, hostB, networkNode: false, mesh: Self.meshB)

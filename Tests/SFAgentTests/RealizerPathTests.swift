@@ -41,10 +41,7 @@ struct RealizerPathTests {
             interfaces: [.init(uuid: UUID(), mac: mac, vxid: network.vxid)])
 
         do {
-            for namespace in [hostNamespace, outsideNamespace] {
-                try NetworkNamespace.create(named: namespace)
-                teardown.add("namespace \(namespace)") { try NetworkNamespace.delete(named: namespace) }
-            }
+            try teardown.createNamespaces([hostNamespace, outsideNamespace])
             let host = try NetlinkSession(namespace: hostNamespace, logger: logger)
             let root = try NetlinkSession(namespace: nil, logger: logger)
             let networks = NetworkRealizer(layout: layout, host: host, logger: logger)

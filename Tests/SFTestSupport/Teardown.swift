@@ -1,4 +1,5 @@
 import Foundation
+import SFSystem
 import Synchronization
 
 /// Cleanup steps a test registers as it creates things, run in reverse order however the test
@@ -11,6 +12,14 @@ public final class Teardown: Sendable {
     /// Registers `step`, named for the error message if it fails.
     public func add(_ name: String, _ step: @escaping @Sendable () async throws -> Void) {
         steps.withLock { $0.append((name, step)) }
+    }
+
+    /// Creates each named network namespace, registering its deletion.
+    public func createNamespaces(_ names: [String]) throws {
+        for name in names {
+            try NetworkNamespace.create(named: name)
+            add("namespace \(name)") { try NetworkNamespace.delete(named: name) }
+        }
     }
 
     /// Runs every registered step once, newest first.
