@@ -132,11 +132,16 @@ public actor DHCPServer {
         for signal in [SIGTERM, SIGKILL] {
             kill(pid, signal)
             if let child, child.processIdentifier == pid {
-                child.waitUntilExit()
-                self.child = nil
+                // Ours: reaped through its ChildProcess (isRunning reaps), never waited for unbounded.
+                let deadline = ContinuousClock.now + .seconds(2)
+                while child.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+                if !child.isRunning {
+                    self.child = nil
+                    return
+                }
+            } else if ChildProcess.waitForExit(pid: pid, upTo: .seconds(2)) {
                 return
             }
-            if ChildProcess.waitForExit(pid: pid, upTo: .seconds(2)) { return }
         }
         throw AgentError.commandFailed("stopping dnsmasq \(pid) for \(directory)", "it is still running after SIGKILL")
     }

@@ -136,37 +136,34 @@ public actor JobRunner {
         let started = ContinuousClock.now
         do {
             let logger = logger
-            try await withThrowingTaskGroup(of: Participant.self) { group in
-                // The heartbeat: renew at a third of the lease, so two missed renewals still leave time.
-                // A renewal that fails (a busy store) is retried at the next beat: one error must not
-                // end the heartbeat while the lease still has time. A lease that has lapsed ends the
-                // job here: another agent may already be running it, and two at once would fight.
-                group.addTask {
-                    while true {
-                        do {
-                            try await Task.sleep(for: lease / 3)
-                        } catch {
-                            // Cancelled (shutdown, or the handler is done): the handler's own outcome decides.
-                            return .heartbeat
+            // The handler and its lease's heartbeat run as tasks of their own, not as children of this
+            // one: the heartbeat must keep renewing while a handler cut short by shutdown runs on to
+            // its next step boundary (C calls do not stop for cancellation). Only a lapsed lease, or
+            // this task's cancellation, cancels the handler.
+            let work = Task.detached { try await JobContext.run(job) { try await handler(job) } }
+            let heartbeat = Task.detached {
+                // Renew at a third of the lease, so two missed renewals still leave time. A renewal
+                // that fails (a busy store) is retried at the next beat. A lease that has lapsed ends
+                // the job: another agent may already run it, and two at once would fight.
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: lease / 3)
+                    if Task.isCancelled { break }
+                    do {
+                        if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
+                            work.cancel()
+                            return true
                         }
-                        do {
-                            if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) { throw LeaseLapsed() }
-                        } catch let error as LeaseLapsed {
-                            throw error
-                        } catch {
-                            logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
-                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
                     }
                 }
-                group.addTask {
-                    try await JobContext.run(job) { try await handler(job) }
-                    return .handler
-                }
-                // Wait for the handler (its error comes through here); a lapsed lease cancels it, and it
-                // stops at its next step boundary, to converge when re-run.
-                while let finished = try await group.next(), finished != .handler {}
-                group.cancelAll()
+                return false
             }
+            let outcome = await withTaskCancellationHandler { await work.result } onCancel: { work.cancel() }
+            heartbeat.cancel()
+            if await heartbeat.value { throw LeaseLapsed() }
+            try outcome.get()
             try await store.complete(jobID: job.id, owner: owner)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
         } catch is LeaseLapsed {
@@ -203,11 +200,6 @@ extension JobRunner {
         default: return false
         }
     }
-}
-
-/// The two tasks running a job: its handler and its lease's heartbeat.
-private enum Participant: Sendable {
-    case handler, heartbeat
 }
 
 /// The heartbeat found the job's lease gone (it lapsed and was taken, or the job was finished).

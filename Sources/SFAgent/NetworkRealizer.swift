@@ -211,7 +211,8 @@ actor NamespaceThreads {
         do {
             return try await start.value
         } catch {
-            threads[namespace] = nil
+            // Only this start's entry: another caller may have begun a newer one meanwhile.
+            if threads[namespace] == start { threads[namespace] = nil }
             throw error
         }
     }

@@ -178,14 +178,22 @@ extension NodeAgent {
     public var jobTargets: [JobTarget] { isNetworkNode ? [.node(nodeName), .networkNode] : [.node(nodeName)] }
 
     /// Records this node in the store, with its roles and mesh address, as alive now. When its mesh
-    /// address or roles changed since the last check-in, the other nodes of its networks are told,
-    /// so that they flood to the new address.
+    /// address or roles changed since the last check-in, the other nodes of every network it has are
+    /// told, so that they flood to the new address; an announcement that fails is tried again at the
+    /// next check-in (and every node's reconciliation pass reads the addresses afresh within 30 s).
     public func checkIn() async throws {
         let previous = try await store.node(named: nodeName)
         try await store.saveNode(Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address))
-        guard let previous, previous.meshAddress != mesh.address || previous.roles != roles else { return }
+        if let previous, previous.meshAddress != mesh.address || previous.roles != roles { await meshAnnouncement.raise() }
+        guard await meshAnnouncement.isRaised else { return }
         logger.info("this node's mesh address or roles changed; telling the other nodes of its networks")
-        try await lock.withLock { try await announce(Set(try await liveInterfacesHere().map(\.networkUUID)), meshChanged: true) }
+        try await lock.withLock {
+            let own = isNetworkNode
+                ? Set(try await store.networks(namespace: nil).filter { $0.state == .created || $0.state == .deleteWait }.map(\.uuid))
+                : Set(try await liveInterfacesHere().map(\.networkUUID))
+            try await announce(own, meshChanged: true)
+        }
+        await meshAnnouncement.clear()
     }
 
     func plan(for network: Network) async throws -> NetworkPlan {

@@ -31,6 +31,8 @@ public struct NodeAgent: Sendable {
     let dhcpServers = DHCPServers()
     /// Held by every job handler and every reconciliation pass (see ``AgentLock``).
     public let lock = AgentLock()
+    /// Set when this node's mesh address or roles changed and the other nodes are still to be told.
+    let meshAnnouncement = PendingFlag()
     let logger: Logger
 
     public init(
@@ -382,6 +384,14 @@ public struct Mesh: Sendable, Equatable {
         self.address = address
         self.interface = interface
     }
+}
+
+/// A flag that stays raised until the work it stands for has been done.
+actor PendingFlag {
+    private(set) var isRaised = false
+
+    func raise() { isRaised = true }
+    func clear() { isRaised = false }
 }
 
 /// The agent's DHCP servers, one per network, alive as long as the agent.

@@ -33,7 +33,7 @@ import Testing
     /// A job whose lease is gone (here: finished under the runner by someone else) is abandoned:
     /// its handler stops at its next step boundary rather than running alongside the agent that now
     /// holds the job, and the runner neither completes nor fails it.
-    @Test func aHandlerStopsWhenItsLeaseLapses() async throws {
+    @Test(.timeLimit(.minutes(1))) func aHandlerStopsWhenItsLeaseLapses() async throws {
         let store = try SQLiteStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(300), logger: Self.quietLogger())
@@ -52,10 +52,12 @@ import Testing
 
     /// Shutdown that cannot wait (the runner's task is cancelled) stops the handler at a step
     /// boundary and leaves the job leased, as a crash would: no attempt is spent and no error recorded.
-    @Test func aCancelledRunnerLeavesItsJobLeased() async throws {
+    @Test(.timeLimit(.minutes(1))) func aCancelledRunnerLeavesItsJobLeased() async throws {
         let store = try SQLiteStore.temporary()
         defer { store.removeFiles() }
-        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(30), logger: Self.quietLogger())
+        let messages = RecordedMessages()
+        let logger = Logger(label: "sfnode.test.runner") { _ in RecordingLogHandler(messages: messages) }
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(30), logger: logger)
         let progress = Mutex<String>("not run")
         await runner.register("test.endless") { _ in try await Self.endlessSteps(progress) }
         let job = try await store.enqueue(
@@ -68,6 +70,8 @@ import Testing
         let after = try await store.job(id: job.id)
         #expect(after.state == .running)
         #expect(after.lastError == nil)
+        #expect(messages.all.contains("job interrupted by shutdown; it runs again when its lease lapses"))
+        #expect(!messages.all.contains("job attempt failed"))
     }
 
     /// A handler that finishes while its lease holds completes the job, and the heartbeat stops with it.
@@ -96,5 +100,32 @@ import Testing
         while try await runner.runOne() {}
         #expect(seen.withLock { $0 } == [true, false])
         #expect(try await store.jobs(states: [.failed], limit: 10).count == 2)
+    }
+}
+
+/// The messages a logger was given, for tests that check what was said.
+final class RecordedMessages: Sendable {
+    private let messages = Mutex<[String]>([])
+
+    func append(_ message: String) { messages.withLock { $0.append(message) } }
+    var all: [String] { messages.withLock { $0 } }
+}
+
+/// A log handler that records every message, at every level.
+struct RecordingLogHandler: LogHandler {
+    let messages: RecordedMessages
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
+        function: String, line: UInt
+    ) {
+        messages.append(message.description)
     }
 }

@@ -145,6 +145,13 @@ struct MultiNodeTests {
             #expect(passA == Reconciler.Report(networksEnsured: 1))
             #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .on)
 
+            // B moves to another mesh address: its next check-in tells A, which floods there at once.
+            let movedMesh = IPv4Address("198.51.100.12")!
+            try await hostB.addAddress(try IPv4Prefix(address: movedMesh, length: 24), to: "mesh0")
+            try await makeAgent("sft-b", storeB, layoutB, hostB, networkNode: false, mesh: movedMesh).checkIn()
+            try await runAll()
+            #expect(try await flood(hostA) == [movedMesh])
+
             // The guest goes: B gives up its share and A stops flooding to B.
             _ = try await storeB.enqueue(
                 kind: "instance.delete", payload: payload("instance_uuid", instance.uuid), target: .node("sft-b"),

@@ -98,8 +98,10 @@ struct AgentConfigurationTests {
 
     @Test("a hypervisor that is not the network node needs a mesh address")
     func hypervisorNeedsMeshAddress() throws {
+        let path = try file("{}")
+        defer { try? FileManager.default.removeItem(atPath: path) }
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(environment: ["SFNODE_CONFIG": "", "SFNODE_IS_NETWORK_NODE": "false"], defaultNodeName: "hv2")
+            try AgentConfiguration.load(environment: ["SFNODE_CONFIG": path, "SFNODE_IS_NETWORK_NODE": "false"], defaultNodeName: "hv2")
         }
         #expect(error.description.hasPrefix("SFNODE_MESH_ADDRESS (meshAddress) must be set when SFNODE_IS_NETWORK_NODE is false"))
     }
