@@ -26,7 +26,7 @@ extension NodeAgent {
         if network.provideNAT { network = try await store.ensureFloatingGateway(networkUUID: uuid, range: floatingRange) }
         try await ensureEgress()
         try CrashPoint.reach("network.create.after-egress")
-        try await realize(network)
+        try await realize(try await view(of: network))
         if network.state == .initial { try await store.setNetworkState(uuid: uuid, to: .created) }
         try await event("network", uuid, .status, "network creation complete", since: started)
     }
@@ -43,12 +43,12 @@ extension NodeAgent {
         }
         // delete-wait first: from here on no instance may join, and a crash resumes the deletion.
         if network.state != .deleteWait { try await store.setNetworkState(uuid: uuid, to: .deleteWait) }
-        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
-        guard live.isEmpty else {
-            try await event("network", uuid, .status, "network deletion waits for \(live.count) interface(s) to be deleted")
+        let view = try await view(of: network)
+        guard view.live.isEmpty else {
+            try await event("network", uuid, .status, "network deletion waits for \(view.live.count) interface(s) to be deleted")
             return
         }
-        let plan = try await plan(for: network)
+        let plan = try await plan(for: view)
         if let server = await dhcpServers.remove(uuid) {
             try await server.stop()
         } else {
@@ -69,25 +69,30 @@ extension NodeAgent {
     ///   floats and rules; on every node the flood list);
     /// - a hypervisor that no longer needs it removes its bridge and VXLAN;
     /// - on the network node, a delete-wait network whose last interface has gone is deleted.
-    public func converge(_ uuid: UUID) async throws {
-        let network = try await store.network(uuid: uuid)
-        let live = try await store.interfaces(networkUUID: uuid).filter { $0.state != .deleted }
-        if isNetworkNode && network.state == .deleteWait && live.isEmpty {
+    ///
+    /// Returns the store's view it acted on.
+    @discardableResult
+    public func converge(_ uuid: UUID) async throws -> NetworkView {
+        let view = try await view(of: try await store.network(uuid: uuid))
+        if isNetworkNode && view.network.state == .deleteWait && view.live.isEmpty {
             try await deleteNetwork(uuid)
-        } else if try await needs(network) {
-            try await realize(network)
-        } else if !isNetworkNode, !(try await hostingNodes(uuid).contains(nodeName)) {
-            try await networks.removeNodeSide(try await plan(for: network))
+        } else if needs(view) {
+            try await realize(view)
+        } else if !isNetworkNode, !view.hosts.contains(nodeName) {
+            try await networks.removeNodeSide(try await plan(for: view))
         }
+        return view
     }
 
     /// Converges this node's share of each network, then sends `network.refresh` to the other nodes
     /// that have it: the network node (for its DHCP hosts and flood list), and with `meshChanged` the
     /// hypervisors hosting it (for their flood lists).
     func announce(_ networkUUIDs: some Sequence<UUID>, meshChanged: Bool) async throws {
+        // The network node takes its refreshes through the role, so it is not also sent one by name.
+        let networkNodes = meshChanged ? Set(try await store.nodes().filter { $0.roles.contains(.networkNode) }.map(\.name)) : []
         for uuid in Set(networkUUIDs).sorted(by: { $0.uuidString < $1.uuidString }) {
             try Task.checkCancellation()
-            try await converge(uuid)
+            let view = try await converge(uuid)
             let payload = JSONValue.object(["network_uuid": .string(uuid.uuidString.lowercased())])
             // No object key: a refresh is idempotent and read from the store when it runs, so order
             // does not matter, and a refresh for a node that is down must not hold up later jobs.
@@ -95,8 +100,7 @@ extension NodeAgent {
                 try await store.enqueue(kind: "network.refresh", payload: payload, target: .networkNode, objectKey: nil)
             }
             guard meshChanged else { continue }
-            let networkNodes = Set(try await store.nodes().filter { $0.roles.contains(.networkNode) }.map(\.name))
-            for name in try await hostingNodes(uuid).sorted() where name != nodeName && !networkNodes.contains(name) {
+            for name in view.hosts.sorted() where name != nodeName && !networkNodes.contains(name) {
                 try await store.enqueue(kind: "network.refresh", payload: payload, target: .node(name), objectKey: nil)
             }
         }
@@ -113,33 +117,31 @@ extension NodeAgent {
 
     /// Makes this node's share of the network match the store. Every step is idempotent. The crash
     /// points are named for network.create, the job that first passes them.
-    func realize(_ network: Network) async throws {
-        let plan = try await plan(for: network)
+    func realize(_ view: NetworkView) async throws {
+        let network = view.network
+        let plan = try await plan(for: view)
         try await networks.ensureOnNode(plan, underlay: mesh.interface, local: mesh.address)
         guard isNetworkNode else { return }
         let thread = try await networks.ensureOnNetworkNode(plan)
         try CrashPoint.reach("network.create.after-namespace")
-        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: try await dhcpHosts(network.uuid)) }
+        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: view.dhcpHosts) }
         try CrashPoint.reach("network.create.after-dhcp")
     }
 
     /// Whether this node should have the network: the network node every created or delete-wait
     /// one, a hypervisor those with a live interface of an instance placed on it.
-    func needs(_ network: Network) async throws -> Bool {
-        guard network.state == .created || network.state == .deleteWait else { return false }
-        if isNetworkNode { return true }
-        return try await hostingNodes(network.uuid).contains(nodeName)
+    func needs(_ view: NetworkView) -> Bool {
+        guard view.network.state == .created || view.network.state == .deleteWait else { return false }
+        return isNetworkNode || view.hosts.contains(nodeName)
     }
 
-    /// The nodes on which live instances with live interfaces on the network are placed (the same
-    /// rule as ``liveInterfacesHere()``, seen from the network).
-    func hostingNodes(_ network: UUID) async throws -> Set<String> {
-        var names = Set<String>()
-        for instanceUUID in Set(try await store.interfaces(networkUUID: network).filter { $0.state != .deleted }.map(\.instanceUUID)) {
-            let instance = try await store.instance(uuid: instanceUUID)
-            if instance.state != .deleted, let node = instance.node { names.insert(node) }
-        }
-        return names
+    /// The network as the store has it now, with its live interfaces and their instances, each read
+    /// once for everything a convergence derives from them.
+    func view(of network: Network) async throws -> NetworkView {
+        let live = try await store.interfaces(networkUUID: network.uuid).filter { $0.state != .deleted }
+        var instances: [UUID: Instance] = [:]
+        for uuid in Set(live.map(\.instanceUUID)) { instances[uuid] = try await store.instance(uuid: uuid) }
+        return NetworkView(network: network, live: live, instances: instances)
     }
 
     /// The live interfaces of the live instances placed on this node: the taps it keeps, and (by
@@ -155,9 +157,10 @@ extension NodeAgent {
     /// The mesh addresses this node's VXLAN for the network floods to: the network node's and those
     /// of the nodes hosting it, without this node's own. A node that has not recorded a mesh address
     /// cannot be reached and is left out.
-    func meshPeers(of network: UUID) async throws -> [IPv4Address] {
+    func meshPeers(of view: NetworkView) async throws -> [IPv4Address] {
+        let network = view.network.uuid
         let nodes = try await store.nodes()
-        var names = try await hostingNodes(network)
+        var names = view.hosts
         names.formUnion(nodes.filter { $0.roles.contains(.networkNode) }.map(\.name))
         names.remove(nodeName)
         let peers = nodes.filter { names.contains($0.name) }
@@ -196,15 +199,37 @@ extension NodeAgent {
         await meshAnnouncement.clear()
     }
 
-    func plan(for network: Network) async throws -> NetworkPlan {
-        let interfaces = try await store.interfaces(networkUUID: network.uuid).filter { $0.state != .deleted }
-        let floats = interfaces.compactMap { interface -> NetworkPlan.Float? in
+    func plan(for view: NetworkView) async throws -> NetworkPlan {
+        let network = view.network
+        let floats = view.live.compactMap { interface -> NetworkPlan.Float? in
             guard let floating = interface.floating, let address = interface.ipv4 else { return nil }
             return NetworkPlan.Float(floating: floating, privateAddress: address)
         }
         return NetworkPlan(
             uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: network.provideNAT,
             floatingGateway: try network.floatingGateway.map { try IPv4Prefix(address: $0, length: floatingRange.length) },
-            egressRouter: floatingRange.host(1), floats: floats, meshPeers: try await meshPeers(of: network.uuid))
+            egressRouter: floatingRange.host(1), floats: floats, meshPeers: try await meshPeers(of: view))
+    }
+}
+
+/// A network and what hangs off it in the store, read once per convergence.
+public struct NetworkView: Sendable {
+    public let network: Network
+    /// Its interfaces that are not deleted.
+    let live: [Interface]
+    /// The instances those interfaces belong to.
+    let instances: [UUID: Instance]
+
+    /// The nodes on which live instances with live interfaces on the network are placed (the same
+    /// rule as ``NodeAgent/liveInterfacesHere()``, seen from the network).
+    var hosts: Set<String> {
+        Set(instances.values.filter { $0.state != .deleted }.compactMap(\.node))
+    }
+
+    /// One fixed lease per live interface with an address, named for its instance.
+    var dhcpHosts: [DHCPHost] {
+        live.compactMap { interface in
+            interface.ipv4.map { DHCPHost(mac: interface.macaddr, address: $0, hostname: instances[interface.instanceUUID]?.name) }
+        }
     }
 }

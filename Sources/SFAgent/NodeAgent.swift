@@ -304,16 +304,6 @@ public struct NodeAgent: Sendable {
         return InstancePlan(uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: [], interfaces: interfaces)
     }
 
-    func dhcpHosts(_ network: UUID) async throws -> [DHCPHost] {
-        var hosts: [DHCPHost] = []
-        for interface in try await store.interfaces(networkUUID: network) where interface.state != .deleted {
-            guard let address = interface.ipv4 else { continue }
-            let name = try? await store.instance(uuid: interface.instanceUUID).name
-            hosts.append(DHCPHost(mac: interface.macaddr, address: address, hostname: name))
-        }
-        return hosts
-    }
-
     /// The network's cached DHCP server (see ``DHCPServers``), made again when the namespace's thread
     /// changed (the namespace was made again underneath the old one).
     func dhcp(for network: Network, thread: NamespaceExecutor) async throws -> DHCPServer {
