@@ -147,8 +147,13 @@ extension NodeAgent {
     /// The live interfaces of the live instances placed on this node: the taps it keeps, and (by
     /// their networks) the networks a hypervisor keeps.
     func liveInterfacesHere() async throws -> [Interface] {
+        try await liveInterfaces(of: try await store.instances(node: nodeName))
+    }
+
+    /// The live interfaces of those of `instances` that are live.
+    func liveInterfaces(of instances: [Instance]) async throws -> [Interface] {
         var interfaces: [Interface] = []
-        for instance in try await store.instances(node: nodeName) where instance.state != .deleted {
+        for instance in instances where instance.state != .deleted {
             interfaces += try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }
         }
         return interfaces

@@ -58,7 +58,7 @@ public struct Reconciler: Sendable {
 
         // What this node should have: every live network on the network node; on a hypervisor, the
         // networks its instances' interfaces are on, and those interfaces' taps.
-        let liveInterfaces = try await agent.liveInterfacesHere()
+        let liveInterfaces = try await agent.liveInterfaces(of: instances)
         let hosted = Set(liveInterfaces.map(\.networkUUID))
         let kept = networks.filter { $0.state != .deleted && (agent.isNetworkNode || hosted.contains($0.uuid)) }
         let links = try await agent.networks.host.links()
