@@ -6,6 +6,11 @@ import PackageDescription
 //   CSystem: the few Linux calls Swift's Glibc module does not import.
 //   SFSystem: Linux process plumbing (namespace threads, network namespaces, locks, errno).
 //   SFNetlink, SFFirewall, SFLibvirt: one thin, typed Swift module per C library.
+//   SFStore: the store contract and its embedded backend.
+//   SFBlobs: blob data on disk, image fetching, inspection and the image cache.
+//   SFControl: the use cases (validation, objects with their jobs, placement) the CLI, the API and
+//   the agent share; never the plumbing, the agent or an HTTP server.
+//   SFAgent: realizers, job handlers, reconciliation.
 //   sfnode: the one executable.
 // Dependencies point one way: towards the plumbing.
 let package = Package(
@@ -22,12 +27,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .systemLibrary(
             name: "CNetlink", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .systemLibrary(name: "CIPTC", pkgConfig: "libiptc", providers: [.apt(["libiptc-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "CSystem"),
 
@@ -49,6 +57,17 @@ let package = Package(
             ]),
 
         .target(
+            name: "SFBlobs",
+            dependencies: [
+                "SFSystem", "SFStore", "CZlib", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]),
+        .target(
+            name: "SFControl",
+            dependencies: ["SFSystem", "SFStore", "SFBlobs", .product(name: "Logging", package: "swift-log")]),
+
+        .target(
             name: "SFDaemonSupport",
             dependencies: [
                 "SFSystem", .product(name: "Logging", package: "swift-log"),
@@ -58,14 +77,15 @@ let package = Package(
         .target(
             name: "SFAgent",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", .product(name: "Logging", package: "swift-log"),
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl",
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         .executableTarget(
             name: "sfnode",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent", "SFDaemonSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
+                "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -93,6 +113,8 @@ let package = Package(
         .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
         .testTarget(name: "SFStoreTests", dependencies: ["SFStore", "SFTestSupport"]),
+        .testTarget(name: "SFBlobsTests", dependencies: ["SFBlobs", "SFStore", "SFTestSupport"]),
+        .testTarget(name: "SFControlTests", dependencies: ["SFControl", "SFStore", "SFTestSupport"]),
         .testTarget(
             name: "SFDaemonSupportTests",
             dependencies: [
@@ -100,7 +122,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
-        .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFTestSupport"]),
+        .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFControl", "SFBlobs", "SFTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFAgent", "SFTestSupport"]),
