@@ -179,6 +179,15 @@ public final class SQLiteStore: NodeStore {
         migrator.registerMigration("v2: node mesh address") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN mesh_address TEXT")
         }
+        migrator.registerMigration("v3: node capacity and job deadlines") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE node ADD COLUMN capacity TEXT;
+                    ALTER TABLE job ADD COLUMN request_id TEXT;
+                    """)
+        }
+        // v4 (blobs, references, artifacts, uploads) is registered by SQLiteStore+Blobs.swift.
+        registerBlobMigrations(&migrator)
         return migrator
     }
 
