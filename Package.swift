@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layout, from the plumbing up:
 //   C targets (CLibvirt, CNetlink, CIPTC): module maps and shims over the system libraries;
-//   CSystem: the few Linux calls Swift's Glibc module does not import.
+//   CLinux: the few Linux calls Swift's Glibc module does not import.
 //   SFSystem: Linux process plumbing (namespace threads, network namespaces, locks, errno).
 //   SFNetlink, SFFirewall, SFLibvirt: one thin, typed Swift module per C library.
 //   SFStore: the store contract and its embedded backend.
@@ -37,9 +37,9 @@ let package = Package(
         .systemLibrary(name: "CIPTC", pkgConfig: "libiptc", providers: [.apt(["libiptc-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "CSystem"),
+        .target(name: "CLinux"),
 
-        .target(name: "SFSystem", dependencies: ["CSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SFSystem", dependencies: ["CLinux", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "SFNetlink",
             dependencies: ["CNetlink", "SFSystem", .product(name: "Logging", package: "swift-log")]),

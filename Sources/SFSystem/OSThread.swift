@@ -1,4 +1,4 @@
-import CSystem
+import CLinux
 
 /// Starting a dedicated OS thread, named so that `top -H` and `/proc/<pid>/task/*/comm` show what
 /// it is for. Foundation's `Thread` takes several times longer to start, which adds up when every

@@ -4,7 +4,7 @@
 #include <pthread.h>
 #include <sys/prctl.h>
 #include <sys/vfs.h>
-#include "csystem.h"
+#include "clinux.h"
 
 #define CSYS_NSFS_MAGIC 0x6e736673
 
