@@ -100,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "AgentBenchmark",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent",
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFControl", "SFAgent",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/AgentBenchmark"),

@@ -8,6 +8,7 @@
 import Foundation
 import Logging
 import SFAgent
+import SFControl
 import SFLibvirt
 import SFNetlink
 import SFStore
@@ -213,7 +214,7 @@ do {
     let pickupNode = "\(runID)-pickup"
     let starts = HandlerStarts()
     let pickupRunner = JobRunner(store: store, targets: [.node(pickupNode)], owner: "\(runID)-pickup", logger: logger)
-    await pickupRunner.register("bench.noop") { job in starts.record(job) }
+    await pickupRunner.register(.networkRefresh) { _, job in starts.record(job) }
     let pickupTask = Task { await pickupRunner.run() }
     let otherStore = try SQLiteStore(path: store.path, fqdn: nodeName, logger: logger)
 
@@ -222,7 +223,8 @@ do {
         for _ in 0..<pickupJobs {
             try await Task.sleep(for: .milliseconds(Int.random(in: 0...50)))
             let before = clock.now
-            let job = try await submitter.enqueue(kind: "bench.noop", payload: .object([:]), target: .node(pickupNode), objectKey: nil)
+            let noop = try JobOrder(.networkRefresh, .network(UUID()))
+            let job = try await submitter.enqueue(kind: noop.kind.rawValue, payload: noop.payload, target: .node(pickupNode), objectKey: nil)
             let start = try await starts.wait(for: job.id)
             latencies.append(seconds(start.at - before))
             _ = try await waitForJob(submitter, job.id)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFControl
 import SFLibvirt
 import SFStore
 
@@ -11,7 +12,8 @@ import SFStore
 /// therefore idempotent. Pick-up is prompt: in-process enqueues wake the runner at once, and other
 /// processes' commits are noticed by polling the store's change token every few milliseconds.
 public actor JobRunner {
-    public typealias Handler = @Sendable (Job) async throws -> Void
+    /// Runs one job, given typed (its kind and payload already checked) and as stored.
+    public typealias Handler = @Sendable (JobOrder, Job) async throws -> Void
 
     private let store: any NodeStore
     private let targets: [JobTarget]
@@ -19,23 +21,32 @@ public actor JobRunner {
     private let lease: Duration
     private let pollInterval: Duration
     private let logger: Logger
-    private var handlers: [String: Handler] = [:]
+    private var handlers: [JobKind: Handler] = [:]
+    /// How long a job whose dependency is not ready keeps waiting for it (without spending
+    /// attempts) before it fails: longer than a lease, so a dependency whose agent died mid-job is
+    /// taken up again and finished first.
+    private let notReadyDeadline: Duration
+    /// How long such a job waits between looks.
+    private let notReadyDelay: Duration
 
     /// A runner for `targets`, claiming as `owner` (unique per agent process) with leases of `lease`.
     public init(
         store: any NodeStore, targets: [JobTarget], owner: String, lease: Duration = .seconds(30),
-        pollInterval: Duration = .milliseconds(20), logger: Logger
+        pollInterval: Duration = .milliseconds(20), notReadyDeadline: Duration = .seconds(600),
+        notReadyDelay: Duration = .seconds(1), logger: Logger
     ) {
         self.store = store
         self.targets = targets
         self.owner = owner
         self.lease = lease
         self.pollInterval = pollInterval
+        self.notReadyDeadline = max(notReadyDeadline, lease * 2)
+        self.notReadyDelay = notReadyDelay
         self.logger = logger
     }
 
-    /// Registers the handler of one job kind, such as `network.create`.
-    public func register(_ kind: String, _ handler: @escaping Handler) {
+    /// Registers the handler of one job kind.
+    public func register(_ kind: JobKind, _ handler: @escaping Handler) {
         handlers[kind] = handler
     }
 
@@ -120,13 +131,28 @@ public actor JobRunner {
     /// Claims and runs one job; false when there was none.
     public func runOne() async throws -> Bool {
         guard let job = try await store.claimNext(targets: targets, owner: owner, lease: lease) else { return false }
+        // From the moment it is claimed, every line about the job names what it is about, so that
+        // `journalctl INSTANCE_UUID=…` finds even a job that fails before its handler starts.
         var logger = self.logger
-        logger[metadataKey: "job.id"] = "\(job.id)"
-        logger[metadataKey: "job.kind"] = "\(job.kind)"
-        guard let handler = handlers[job.kind] else {
-            logger.error("unknown job kind; failing it")
+        for (key, value) in JobContext.metadata(of: job) { logger[metadataKey: key] = value }
+        if job.isExhausted {
+            let error = job.lastError ?? "its last allowed attempt died with its agent"
+            logger.error("the job's last attempt died with its agent; recording its failure", metadata: ["error": "\(error)"])
+            try await fail(job, error: error, retryable: false, logger: logger)
+            return true
+        }
+        let order: JobOrder
+        do {
+            order = try JobOrder.decode(kind: job.kind, payload: job.payload)
+        } catch {
+            logger.error("malformed job; failing it", metadata: ["error": "\(error)"])
+            try await fail(job, error: "\(error)", retryable: false, logger: logger)
+            return true
+        }
+        guard let handler = handlers[order.kind] else {
+            logger.error("no handler for this job kind on this agent; failing it")
             try await fail(
-                job, error: "unknown job kind '\(job.kind)' (known: \(handlers.keys.sorted().joined(separator: ", ")))",
+                job, error: "this agent has no handler for \(job.kind) (it handles: \(handlers.keys.map(\.rawValue).sorted().joined(separator: ", ")))",
                 retryable: false, logger: logger)
             return true
         }
@@ -140,7 +166,7 @@ public actor JobRunner {
             // one: the heartbeat must keep renewing while a handler cut short by shutdown runs on to
             // its next step boundary (C calls do not stop for cancellation). Only a lapsed lease, or
             // this task's cancellation, cancels the handler.
-            let work = Task.detached { try await JobContext.run(job) { try await handler(job) } }
+            let work = Task.detached { try await JobContext.run(job) { try await handler(order, job) } }
             let heartbeat = Task.detached {
                 // Renew at a third of the lease, so two missed renewals still leave time. A renewal
                 // that fails (a busy store) is retried at the next beat. A lease that has lapsed ends
@@ -172,32 +198,35 @@ public actor JobRunner {
             // Shutdown cut the job short at a step boundary: as after a crash there, it stays leased
             // and is taken again (and converges) when its lease lapses. Not a failed attempt.
             logger.warning("job interrupted by shutdown; it runs again when its lease lapses", metadata: ["error": "\(error)"])
-        } catch let error where Self.isPermanent(error) {
-            logger.error("job failed", metadata: ["error": "\(error)"])
-            try await fail(job, error: "\(error)", retryable: false, logger: logger)
-        } catch let error as JobError {
-            logger.error(error.isRefusal ? "job refused" : "job failed", metadata: ["error": "\(error)"])
-            try await fail(job, error: error.description, retryable: false, refused: error.isRefusal, logger: logger)
         } catch {
-            logger.warning("job attempt failed", metadata: ["error": "\(error)", "job.attempt": "\(job.attempts)"])
-            try await fail(job, error: "\(error)", retryable: true, logger: logger)
+            try await settle(job, error: error, logger: logger)
         }
         return true
     }
-}
 
-extension JobRunner {
-    /// Errors that no retry can cure: the object is gone, the transition is forbidden, the input is
-    /// invalid. Retrying them would only repeat side effects five times.
-    static func isPermanent(_ error: any Error) -> Bool {
-        switch error {
-        case let error as StoreError:
-            switch error {
-            case .notFound, .invalidTransition, .invalidArgument: return true
-            default: return false
+    /// Decides what a handler's error means for its job, by the error's code: a dependency that is
+    /// not ready yet postpones the job without spending an attempt (until ``notReadyDeadline``); a
+    /// retryable failure goes back to the queue with backoff; anything else fails the job for good.
+    private func settle(_ job: Job, error: any Error, logger: Logger) async throws {
+        let classified = ControlError(classifying: error)
+        let refused = (error as? JobError)?.isRefusal ?? false
+        switch classified.code {
+        case .notReady:
+            let waited = Date().timeIntervalSince(job.created)
+            if waited < Double(notReadyDeadline.components.seconds) {
+                logger.info("job waits for a dependency", metadata: ["reason": "\(classified.message)"])
+                try await store.postpone(jobID: job.id, owner: owner, delay: notReadyDelay, reason: classified.message)
+            } else {
+                let message = "\(classified.message) (still not ready after \(Int(waited)) s)"
+                logger.error("job failed", metadata: ["error": "\(message)"])
+                try await fail(job, error: message, retryable: false, logger: logger)
             }
-        case is DomainSpecError: return true
-        default: return false
+        case _ where classified.isRetryable:
+            logger.warning("job attempt failed", metadata: ["error": "\(classified.message)", "job.attempt": "\(job.attempts)"])
+            try await fail(job, error: classified.message, retryable: true, logger: logger)
+        default:
+            logger.error(refused ? "job refused" : "job failed", metadata: ["error": "\(classified.message)"])
+            try await fail(job, error: classified.message, retryable: false, refused: refused, logger: logger)
         }
     }
 }
@@ -207,7 +236,7 @@ struct LeaseLapsed: Error {}
 
 /// A job that can never succeed as given (malformed payload, impossible transition): failed at once,
 /// not retried.
-public struct JobError: Error, CustomStringConvertible, Sendable {
+public struct JobError: Error, CustomStringConvertible, Sendable, ControlErrorConvertible {
     public let description: String
     /// Whether the handler refused the job before changing anything (it was sent to the wrong node,
     /// or asks for what the object's state forbids): its object must not be moved to an error state,
@@ -226,4 +255,6 @@ public struct JobError: Error, CustomStringConvertible, Sendable {
 
     /// A refusal: the job fails, and its object stays as it was.
     public static func refusal(_ description: String) -> JobError { JobError(refusal: description) }
+
+    public var controlError: ControlError { ControlError(isRefusal ? .conflict : .invalidArgument, description) }
 }

@@ -191,7 +191,11 @@ extension NodeAgent {
     /// next check-in (and every node's reconciliation pass reads the addresses afresh within 30 s).
     public func checkIn() async throws {
         let previous = try await store.node(named: nodeName)
-        try await store.saveNode(Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address))
+        let capacity = NodeCapacity(
+            cpus: HostCapacity.cpus, memoryMiB: HostCapacity.memoryMiB,
+            diskGiB: HostCapacity.diskGiB(at: instances.storagePath) ?? 0)
+        try await store.saveNode(
+            Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address, capacity: capacity))
         if let previous, previous.meshAddress != mesh.address || previous.roles != roles { await meshAnnouncement.raise() }
         guard await meshAnnouncement.isRaised else { return }
         logger.info("this node's mesh address or roles changed; telling the other nodes of its networks")

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFControl
 import SFLibvirt
 import SFNetlink
 import SFStore
@@ -55,27 +56,30 @@ public struct NodeAgent: Sendable {
     /// Registers every handler with `runner`, each run holding ``lock``.
     public func register(with runner: JobRunner) async {
         let lock = self.lock
-        func register(_ kind: String, _ handler: @escaping JobRunner.Handler) async {
-            await runner.register(kind) { job in try await lock.withLock { try await handler(job) } }
+        for kind in JobKind.allCases {
+            await runner.register(kind) { order, _ in try await lock.withLock { try await handle(order) } }
         }
-        await register("network.create") { try await createNetwork(try uuid($0, "network_uuid")) }
-        await register("network.delete") { try await deleteNetwork(try uuid($0, "network_uuid")) }
-        await register("network.refresh") { try await converge(try uuid($0, "network_uuid")) }
-        await register("instance.create") { try await createInstance(try uuid($0, "instance_uuid")) }
-        await register("instance.delete") { try await deleteInstance(try uuid($0, "instance_uuid")) }
-        await register("instance.delete_all") { job in
-            guard case .object(let fields) = job.payload, let namespace = fields["namespace"]?.stringValue, !namespace.isEmpty else {
-                throw JobError("job \(job.id) (instance.delete_all): the payload needs a \"namespace\" string")
-            }
-            try await deleteAllInstances(namespace: namespace)
-        }
-        for operation in PowerOperation.allCases {
-            await register("instance.\(operation.rawValue)") { try await power(operation, try uuid($0, "instance_uuid")) }
-        }
-        await register("interface.float") { try await float(try uuid($0, "interface_uuid")) }
         // Under the lock too: a reconciliation pass must not act on an object this is moving to error.
         await runner.onFailure { job, refused in try await lock.withLock { try await recordFailure(job, refused: refused) } }
-        await register("interface.defloat") { try await defloat(try uuid($0, "interface_uuid")) }
+    }
+
+    /// Runs one job: the registry of handlers, by kind.
+    func handle(_ order: JobOrder) async throws {
+        switch (order.kind, order.subject) {
+        case (.networkCreate, .network(let uuid)): try await createNetwork(uuid)
+        case (.networkDelete, .network(let uuid)): try await deleteNetwork(uuid)
+        case (.networkRefresh, .network(let uuid)): try await converge(uuid)
+        case (.instanceCreate, .instance(let uuid)): try await createInstance(uuid)
+        case (.instanceDelete, .instance(let uuid)): try await deleteInstance(uuid)
+        case (.instanceDeleteAll, .namespace(let namespace)): try await deleteAllInstances(namespace: namespace)
+        case (.interfaceFloat, .interface(let uuid)): try await float(uuid)
+        case (.interfaceDefloat, .interface(let uuid)): try await defloat(uuid)
+        case (let kind, .instance(let uuid)) where kind.powerOperation != nil:
+            if let operation = kind.powerOperation { try await power(operation, uuid) }
+        default:
+            // JobOrder pairs every kind with its subject, so this is a programming error.
+            throw JobError("\(order.kind.rawValue) cannot be about \(order.subject)")
+        }
     }
 
     // MARK: Instances
@@ -103,8 +107,9 @@ public struct NodeAgent: Sendable {
                 let network = try await store.network(uuid: networkUUID)
                 switch network.state {
                 case .created: break
-                // Its create may still be queued: a transient failure, retried later.
-                case .initial: throw AgentError.invalid("network \(networkUUID) is initial, not created yet")
+                // Its create may still be queued, or held by an agent that died: the job waits for it
+                // without spending attempts.
+                case .initial: throw ControlError.notReady("network \(networkUUID) is initial, not created yet")
                 default: throw JobError("network \(networkUUID) is \(network.state.rawValue); no instance can join it")
                 }
             }
@@ -234,9 +239,8 @@ public struct NodeAgent: Sendable {
     /// (`instance_uuid` for `instance.*`), never what the submitter's free-form object key says.
     /// Jobs about no object only keep the error on the job.
     func recordFailure(_ job: Job, refused: Bool) async throws {
-        guard let dot = job.kind.firstIndex(of: ".") else { return }
-        let type = String(job.kind[..<dot])
-        guard ["instance", "network", "interface"].contains(type), let object = try? uuid(job, "\(type)_uuid") else { return }
+        guard let order = try? JobOrder.decode(kind: job.kind, payload: job.payload), let object = order.objectUUID else { return }
+        let type = order.kind.subject.rawValue
         let message = "\(job.kind) failed after \(job.attempts) attempt(s): \(job.lastError ?? "unknown error")"
         // Only a failed create or delete leaves the object half-built; a refused power operation or
         // float leaves it as it was, so it only gets the event. A network.delete only waits or
@@ -261,6 +265,22 @@ public struct NodeAgent: Sendable {
         default: exists = (try? await store.interface(uuid: object)) != nil
         }
         if exists { try await event(type, object, .status, message) }
+    }
+
+    /// What this node should have of a network: the network node every live network, a hypervisor
+    /// those its own live instances' interfaces are on (`hosted`).
+    public static func keeps(_ network: Network, hosted: Set<UUID>, isNetworkNode: Bool) -> Bool {
+        network.state != .deleted && (isNetworkNode || hosted.contains(network.uuid))
+    }
+
+    /// The instances in a transitional state (preflight, creating, delete-wait) that no queued or
+    /// running job is about: nothing will ever move them on.
+    public static func stuckInstances(_ instances: [Instance], liveJobs: [Job]) -> [Instance] {
+        let busy = Set(liveJobs.filter { $0.state.isLive }.compactMap(\.objectKey))
+        return instances.filter { instance in
+            [.preflight, .creating, .deleteWait].contains(instance.state)
+                && !busy.contains("instance:\(instance.uuid.uuidString.lowercased())")
+        }
     }
 
     // MARK: Plans from the store
@@ -349,20 +369,6 @@ public struct NodeAgent: Sendable {
     }
 }
 
-/// The UUID a job's payload holds under `key`, or a ``JobError`` that says what is wrong with it.
-func uuid(_ job: Job, _ key: String) throws -> UUID {
-    guard case .object(let fields) = job.payload else {
-        throw JobError("job \(job.id) (\(job.kind)): the payload must be a JSON object with \"\(key)\"")
-    }
-    guard let text = fields[key]?.stringValue else {
-        throw JobError("job \(job.id) (\(job.kind)): the payload has no string \"\(key)\"")
-    }
-    guard let value = UUID(uuidString: text) else {
-        throw JobError("job \(job.id) (\(job.kind)): \"\(key)\" is '\(text)', not a UUID")
-    }
-    return value
-}
-
 /// This node's place on the mesh, the underlay network VXLANs run over.
 public struct Mesh: Sendable, Equatable {
     /// This node's mesh address, which the other nodes flood to; nil on a single node.
@@ -397,22 +403,5 @@ actor DHCPServers {
 
     func remove(_ network: UUID) -> DHCPServer? {
         servers.removeValue(forKey: network)
-    }
-}
-
-/// The power operations a job can ask for, named as Shaken Fist's API names them.
-public enum PowerOperation: String, Sendable, CaseIterable {
-    case poweron, poweroff, rebootsoft, reboothard, pause, unpause
-
-    /// The operation in words, for events and errors.
-    public var verb: String {
-        switch self {
-        case .poweron: return "power on"
-        case .poweroff: return "power off"
-        case .rebootsoft: return "soft reboot"
-        case .reboothard: return "hard reboot"
-        case .pause: return "pause"
-        case .unpause: return "unpause"
-        }
     }
 }

@@ -27,6 +27,8 @@ public struct Reconciler: Sendable {
         public var namespacesRemoved = 0
         /// Network devices and taps in the host namespace that belonged to no live object.
         public var linksRemoved = 0
+        /// Instances found in a transitional state with no job left to move them on, now in error.
+        public var stuckInstances = 0
 
         public init(
             networksEnsured: Int = 0, instancesStarted: Int = 0, domainsRemoved: Int = 0, namespacesRemoved: Int = 0,
@@ -55,12 +57,28 @@ public struct Reconciler: Sendable {
         let networks = try await store.networks(namespace: nil)
         let instances = try await store.instances(node: agent.nodeName)
         let domains = try await agent.instances.libvirt.domains()
+        let liveJobs = try await store.jobs(states: [.queued, .running], limit: 10_000)
+
+        // An instance stuck half-way with no job to finish it (its job failed where nobody recorded
+        // it) is drift: it goes to its error state, with a message and an event, so that it can be
+        // deleted and nobody waits on it for ever.
+        for instance in NodeAgent.stuckInstances(instances, liveJobs: liveJobs) {
+            guard let next = instance.state.errorState else { continue }
+            let message = "instance was \(instance.state.rawValue) with no job left to finish it; found by reconciliation"
+            do {
+                try await store.setInstanceState(uuid: instance.uuid, to: next, errorMessage: message)
+                try await event("instance", instance.uuid, message)
+                report.stuckInstances += 1
+            } catch {
+                logger.error("could not record a stuck instance", metadata: ["instance.uuid": "\(instance.uuid)", "error": "\(error)"])
+            }
+        }
 
         // What this node should have: every live network on the network node; on a hypervisor, the
         // networks its instances' interfaces are on, and those interfaces' taps.
         let liveInterfaces = try await agent.liveInterfaces(of: instances)
         let hosted = Set(liveInterfaces.map(\.networkUUID))
-        let kept = networks.filter { $0.state != .deleted && (agent.isNetworkNode || hosted.contains($0.uuid)) }
+        let kept = networks.filter { NodeAgent.keeps($0, hosted: hosted, isNetworkNode: agent.isNetworkNode) }
         let links = try await agent.networks.host.links()
 
         do {

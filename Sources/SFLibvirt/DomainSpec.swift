@@ -102,27 +102,8 @@ public struct DomainSpec: Sendable, Equatable {
             /// A CD-ROM drive, always read-only.
             case cdrom
         }
-        /// Disk buses sfnode accepts.
-        public enum Bus: String, Sendable, CaseIterable {
-            /// Paravirtual block device (`vdX`).
-            case virtio
-            /// AHCI SATA (`sdX`).
-            case sata
-            /// Legacy IDE (`hdX`), at most four disks.
-            case ide
-
-            /// The guest-visible name prefix libvirt expects for targets on this bus.
-            var targetPrefix: String {
-                switch self {
-                case .virtio: return "vd"
-                case .sata: return "sd"
-                case .ide: return "hd"
-                }
-            }
-
-            /// How many disks the bus takes: IDE has two channels of two.
-            var capacity: Int { self == .ide ? 4 : 26 }
-        }
+        /// Disk buses sfnode accepts (SFSystem's allow-list).
+        public typealias Bus = DiskBus
     }
 
     /// A NIC on a tap device sfnode created (`managed='no'`: libvirt must not create or delete it).
@@ -142,23 +123,8 @@ public struct DomainSpec: Sendable, Equatable {
         }
     }
 
-    /// NIC models sfnode lets a guest have (an allow-list: anything else is refused).
-    public enum NICModel: String, Sendable, CaseIterable {
-        /// Paravirtual NIC: fastest, needs a virtio driver in the guest.
-        case virtio
-        /// Emulated Intel e1000, for guests without virtio drivers.
-        case e1000
-        /// Emulated Realtek RTL8139, for very old guests.
-        case rtl8139
-
-        /// Parses a model named in a request, refusing anything not on the list.
-        public static func parse(_ text: String) throws -> NICModel {
-            guard let model = NICModel(rawValue: text) else {
-                throw DomainSpecError.unsupportedModel(kind: "network interface", model: text, allowed: allCases.map(\.rawValue))
-            }
-            return model
-        }
-    }
+    /// NIC models sfnode lets a guest have (SFSystem's allow-list).
+    public typealias NICModel = SFSystem.NICModel
 
     /// The video device.
     public struct Video: Sendable, Equatable {
@@ -174,27 +140,8 @@ public struct DomainSpec: Sendable, Equatable {
         }
     }
 
-    /// Video models sfnode lets a guest have (an allow-list).
-    public enum VideoModel: String, Sendable, CaseIterable {
-        /// Emulated Cirrus Logic card, for old guests.
-        case cirrus
-        /// Standard VGA.
-        case vga
-        /// Paravirtual GPU.
-        case virtio
-        /// QXL, for SPICE.
-        case qxl
-        /// No video device (the guest has only its serial console).
-        case none
-
-        /// Parses a model named in a request, refusing anything not on the list.
-        public static func parse(_ text: String) throws -> VideoModel {
-            guard let model = VideoModel(rawValue: text) else {
-                throw DomainSpecError.unsupportedModel(kind: "video", model: text, allowed: allCases.map(\.rawValue))
-            }
-            return model
-        }
-    }
+    /// Video models sfnode lets a guest have (SFSystem's allow-list).
+    public typealias VideoModel = SFSystem.VideoModel
 
     /// Checks everything libvirt would otherwise reject later with a less helpful message, or
     /// accept and misbehave on.
@@ -343,5 +290,39 @@ public enum DomainSpecError: Error, CustomStringConvertible, Equatable, Sendable
         case .unresolvedVirtualizationType:
             return "virtualization type 'auto' must be resolved to kvm or qemu before writing domain XML"
         }
+    }
+}
+
+extension DiskBus {
+    /// The guest-visible name prefix libvirt expects for targets on this bus.
+    var targetPrefix: String {
+        switch self {
+        case .virtio: return "vd"
+        case .sata: return "sd"
+        case .ide: return "hd"
+        }
+    }
+
+    /// How many disks the bus takes: IDE has two channels of two.
+    var capacity: Int { self == .ide ? 4 : 26 }
+}
+
+extension NICModel {
+    /// Parses a model named in a request, refusing anything not on the list.
+    public static func parse(_ text: String) throws -> NICModel {
+        guard let model = NICModel(rawValue: text) else {
+            throw DomainSpecError.unsupportedModel(kind: "network interface", model: text, allowed: allCases.map(\.rawValue))
+        }
+        return model
+    }
+}
+
+extension VideoModel {
+    /// Parses a model named in a request, refusing anything not on the list.
+    public static func parse(_ text: String) throws -> VideoModel {
+        guard let model = VideoModel(rawValue: text) else {
+            throw DomainSpecError.unsupportedModel(kind: "video", model: text, allowed: allCases.map(\.rawValue))
+        }
+        return model
     }
 }

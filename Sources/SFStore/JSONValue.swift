@@ -48,6 +48,12 @@ public enum JSONValue: Codable, Hashable, Sendable {
     }
 
     /// The string, when this is a JSON string.
+    /// The elements, when this is an array.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let value) = self { return value }
+        return nil
+    }
+
     public var stringValue: String? {
         if case .string(let value) = self { return value }
         return nil

@@ -49,6 +49,27 @@ public enum JobTarget: Hashable, Sendable, CustomStringConvertible, Codable {
     }
 }
 
+/// A job to queue. Store operations that create or change an object take the jobs that carry the
+/// change out, so that the object and its jobs commit together: a crash never leaves an object
+/// whose job was never queued.
+public struct NewJob: Hashable, Sendable {
+    /// What to do, such as "network.create".
+    public var kind: String
+    public var payload: JSONValue
+    public var target: JobTarget
+    /// Jobs with the same key run one at a time in enqueue order; nil means no ordering constraint.
+    public var objectKey: String?
+    public var maxAttempts: Int
+
+    public init(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int = 5) {
+        self.kind = kind
+        self.payload = payload
+        self.target = target
+        self.objectKey = objectKey
+        self.maxAttempts = maxAttempts
+    }
+}
+
 /// Where a job is in its life.
 public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
     /// Waiting to be claimed (possibly not before `notBefore`).
@@ -58,6 +79,9 @@ public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
     case succeeded
     /// Out of attempts, or failed with a non-retryable error; `lastError` says why.
     case failed
+
+    /// Whether the job may still run (queued, or running under a lease).
+    public var isLive: Bool { self == .queued || self == .running }
 }
 
 /// A unit of work for a node agent: delivered at least once, so handlers must be idempotent.
@@ -72,7 +96,9 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
     /// time in enqueue order; nil means no ordering constraint.
     public var objectKey: String?
     public var state: JobState
-    /// How many times the job has been claimed.
+    /// How many times the job has been claimed. A job claimed with `attempts` above `maxAttempts`
+    /// is one whose agent died during its last allowed attempt: the claimer must record it as
+    /// failed (with `lastError`) rather than run it, so that its failure reaches its object.
     public var attempts: Int
     public var maxAttempts: Int
     /// The job is not claimable before this time (retry backoff).
@@ -103,6 +129,10 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
         self.created = created
         self.updated = updated
     }
+
+    /// Whether the claimer got the job only to record that its last allowed attempt died with its
+    /// agent (see ``attempts``).
+    public var isExhausted: Bool { attempts > maxAttempts }
 
     /// The delay before a retry after failed attempt number `attempt` (1-based):
     /// 0.5 s × 2^(attempt-1), capped at 30 s, so a flapping dependency is not hammered but a

@@ -12,16 +12,22 @@ public struct Node: Codable, Hashable, Sendable {
     /// The node's address on the mesh (the VXLAN underlay), which other nodes put in their flood
     /// lists; nil for a node that has not said (a single all-in-one node needs none).
     public var meshAddress: IPv4Address?
+    /// What the node can give instances, as it last said; nil for a node that has not said.
+    public var capacity: NodeCapacity?
 
-    public init(name: String, roles: Set<NodeRole>, lastSeen: Date? = nil, meshAddress: IPv4Address? = nil) {
+    public init(
+        name: String, roles: Set<NodeRole>, lastSeen: Date? = nil, meshAddress: IPv4Address? = nil,
+        capacity: NodeCapacity? = nil
+    ) {
         self.name = name
         self.roles = roles
         self.lastSeen = lastSeen
         self.meshAddress = meshAddress
+        self.capacity = capacity
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, roles
+        case name, roles, capacity
         case lastSeen = "last_seen"
         case meshAddress = "mesh_address"
     }
@@ -37,6 +43,7 @@ public struct Node: Codable, Hashable, Sendable {
             }
             return address
         }
+        capacity = try c.decodeIfPresent(NodeCapacity.self, forKey: .capacity)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -45,6 +52,30 @@ public struct Node: Codable, Hashable, Sendable {
         try c.encode(roles.sorted { $0.rawValue < $1.rawValue }, forKey: .roles)
         try c.encodeIfPresent(lastSeen, forKey: .lastSeen)
         try c.encodeIfPresent(meshAddress?.description, forKey: .meshAddress)
+        try c.encodeIfPresent(capacity, forKey: .capacity)
+    }
+}
+
+/// What a hypervisor has for instances: placement compares it with what its instances ask for.
+public struct NodeCapacity: Codable, Hashable, Sendable {
+    /// Physical CPU threads.
+    public var cpus: Int
+    /// Memory in MiB.
+    public var memoryMiB: Int
+    /// Space for disks under the storage path, in GiB (total, not free: placement counts what its
+    /// instances' disks may grow to).
+    public var diskGiB: Int
+
+    public init(cpus: Int, memoryMiB: Int, diskGiB: Int) {
+        self.cpus = cpus
+        self.memoryMiB = memoryMiB
+        self.diskGiB = diskGiB
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case cpus
+        case memoryMiB = "memory_mib"
+        case diskGiB = "disk_gib"
     }
 }
 

@@ -18,10 +18,12 @@ public protocol NodeStore: Sendable {
 
     // MARK: Networks
 
-    /// Creates a network in state `initial`, giving it a fresh unique VXLAN id. `netblock`'s host
-    /// bits are cleared (10.0.0.7/24 is stored as 10.0.0.0/24).
+    /// Creates a network in state `initial`, giving it a fresh unique VXLAN id, and queues `jobs`
+    /// in the same transaction. `netblock`'s host bits are cleared (10.0.0.7/24 is stored as
+    /// 10.0.0.0/24).
     func createNetwork(
-        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
+        jobs: [NewJob]
     ) async throws -> Network
     /// The network, or ``StoreError/notFound(type:id:)``.
     func network(uuid: UUID) async throws -> Network
@@ -39,8 +41,11 @@ public protocol NodeStore: Sendable {
 
     // MARK: Instances
 
-    /// Stores a new instance; it must be in state `initial`.
-    func createInstance(_ instance: Instance) async throws
+    /// Stores a new instance (in state `initial`) with its interfaces (each allocating its address
+    /// and MAC as ``createInterface(uuid:instanceUUID:networkUUID:order:model:address:macaddr:)``
+    /// does) and queues `jobs`, all in one transaction.
+    @discardableResult func createInstance(_ instance: Instance, interfaces: [NewInterface], jobs: [NewJob])
+        async throws -> [Interface]
     /// The instance, or ``StoreError/notFound(type:id:)``.
     func instance(uuid: UUID) async throws -> Instance
     /// Instances, all or those placed on `node`, oldest first.
@@ -94,6 +99,8 @@ public protocol NodeStore: Sendable {
     func allocateMAC(requested: MACAddress?, owner: String) async throws -> MACAddress
     /// Releases a MAC address; a no-op when it is not allocated.
     func releaseMAC(_ address: MACAddress) async throws
+    /// Who holds a MAC address (such as "interface:<uuid>"), or nil when it is free.
+    func macOwner(_ address: MACAddress) async throws -> String?
 
     // MARK: Metadata
 
@@ -113,16 +120,17 @@ public protocol NodeStore: Sendable {
 
     // MARK: Work queue
 
-    /// Adds a job in state `queued`. It exists (and can be claimed) only once this returns: the
-    /// insert is committed before the id is handed back.
-    func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int)
-        async throws -> Job
+    /// Adds jobs in state `queued`, in order, in one transaction. They exist (and can be claimed)
+    /// only once this returns: the insert is committed before the ids are handed back.
+    func enqueue(_ jobs: [NewJob]) async throws -> [Job]
     /// Atomically claims the oldest claimable job for any of `targets`, or returns nil.
     ///
     /// Claimable: queued (or running with an expired lease: its agent died), `notBefore` passed,
     /// and no earlier job with the same object key is queued or running. The claimed job becomes
     /// running, leased by `owner` until now + `lease`, with `attempts` + 1. A job reclaimed after its
-    /// lease expired with no attempts left becomes failed instead.
+    /// lease expired with no attempts left is handed over all the same, with `attempts` above
+    /// `maxAttempts` and `lastError` saying whose lease lapsed: the claimer records the failure
+    /// (``Job/isExhausted``), so that it reaches the job's object like any other.
     func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job?
     /// Extends the lease to now + `lease`; false when `owner` no longer holds a live lease (it
     /// expired, or the job was reclaimed or finished): the caller must stop working on it.
@@ -132,6 +140,10 @@ public protocol NodeStore: Sendable {
     /// Records a failure. A retryable one with attempts left goes back to queued after
     /// ``Job/retryDelay(afterAttempt:)``; otherwise the job becomes failed. Only the lease owner may.
     func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws
+    /// Puts a running job back in the queue for `delay` without spending its attempt: what it needs
+    /// is not ready yet (another job is still making it), which is no fault of the job. `reason`
+    /// becomes its `lastError`. Only the lease owner may.
+    func postpone(jobID: Int64, owner: String, delay: Duration, reason: String) async throws
     /// Jobs in any of `states` (all when empty), newest first, at most `limit`.
     func jobs(states: [JobState], limit: Int) async throws -> [Job]
     /// The job, or ``StoreError/notFound(type:id:)``.
@@ -147,7 +159,47 @@ public protocol NodeStore: Sendable {
     func changeToken() async throws -> Int64
 }
 
+/// An interface to create with its instance.
+public struct NewInterface: Hashable, Sendable {
+    public var uuid: UUID
+    public var networkUUID: UUID
+    public var model: String
+    public var address: AddressRequest
+    public var macaddr: MACAddress?
+
+    public init(uuid: UUID = UUID(), networkUUID: UUID, model: String, address: AddressRequest, macaddr: MACAddress? = nil) {
+        self.uuid = uuid
+        self.networkUUID = networkUUID
+        self.model = model
+        self.address = address
+        self.macaddr = macaddr
+    }
+}
+
 extension NodeStore {
+    /// ``createNetwork(uuid:name:namespace:netblock:provideDHCP:provideNAT:jobs:)`` queuing nothing.
+    public func createNetwork(
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
+    ) async throws -> Network {
+        try await createNetwork(
+            uuid: uuid, name: name, namespace: namespace, netblock: netblock, provideDHCP: provideDHCP,
+            provideNAT: provideNAT, jobs: [])
+    }
+
+    /// Stores a new instance with no interfaces, queuing nothing.
+    public func createInstance(_ instance: Instance) async throws {
+        try await createInstance(instance, interfaces: [], jobs: [])
+    }
+
+    /// Adds one job (see ``enqueue(_:)``).
+    public func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int)
+        async throws -> Job
+    {
+        let jobs = try await enqueue([NewJob(kind: kind, payload: payload, target: target, objectKey: objectKey, maxAttempts: maxAttempts)])
+        guard let job = jobs.first else { throw StoreError.backend("enqueue returned no job") }
+        return job
+    }
+
     /// ``events(objectType:objectUUID:limit:)`` with the default limit of 100.
     public func events(objectType: String, objectUUID: String) async throws -> [Event] {
         try await events(objectType: objectType, objectUUID: objectUUID, limit: 100)

@@ -162,6 +162,12 @@ extension SQLiteStore {
         try await write { db in try Self.allocateMAC(db, requested: requested, owner: owner) }
     }
 
+    public func macOwner(_ address: MACAddress) async throws -> String? {
+        try await read { db in
+            try String.fetchOne(db, sql: "SELECT owner FROM mac_allocation WHERE macaddr = ?", arguments: [address.description])
+        }
+    }
+
     public func releaseMAC(_ address: MACAddress) async throws {
         try await write { db in
             try db.execute(sql: "DELETE FROM mac_allocation WHERE macaddr = ?", arguments: [address.description])
@@ -175,40 +181,50 @@ extension SQLiteStore {
         macaddr: MACAddress?
     ) async throws -> Interface {
         try await write { db in
-            let id = uuid.storeText
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM interface WHERE uuid = ?", arguments: [id]) != nil {
-                throw StoreError.alreadyExists(type: "interface", id: id)
-            }
-            _ = try Self.fetchInstance(db, instanceUUID)
-            let network = try Self.fetchNetwork(db, networkUUID)
-            guard network.state != .deleted, network.state != .deleteWait else {
-                throw StoreError.invalidArgument("network \(networkUUID.storeText) is \(network.state.rawValue)")
-            }
-            let owner = "interface:\(id)"
-            var ipv4: IPv4Address?
-            switch address {
-            case .any: ipv4 = try Self.allocateIPv4(db, network: network, requested: nil, owner: owner)
-            case .specific(let requested):
-                ipv4 = try Self.allocateIPv4(db, network: network, requested: requested, owner: owner)
-            case .none: ipv4 = nil
-            }
-            let mac = try Self.allocateMAC(db, requested: macaddr, owner: owner)
-            let interface = Interface(
-                uuid: uuid, instanceUUID: instanceUUID, networkUUID: networkUUID, macaddr: mac, ipv4: ipv4, order: order,
-                model: model, floating: nil, state: .initial)
-            try db.execute(
-                sql: """
-                    INSERT INTO interface (uuid, instance_uuid, network_uuid, macaddr, ipv4, "order", model, floating, state)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
-                    """,
-                arguments: [
-                    id, instanceUUID.storeText, networkUUID.storeText, mac.description, ipv4?.description, order, model,
-                    interface.state.rawValue,
-                ])
-            try self.insertEvent(
-                db, Event(objectType: "interface", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
-            return interface
+            try self.insertInterface(
+                db, uuid: uuid, instanceUUID: instanceUUID, networkUUID: networkUUID, order: order, model: model,
+                address: address, macaddr: macaddr)
         }
+    }
+
+    /// Creates an interface inside the caller's transaction (see ``createInterface(uuid:instanceUUID:networkUUID:order:model:address:macaddr:)``).
+    func insertInterface(
+        _ db: Database, uuid: UUID, instanceUUID: UUID, networkUUID: UUID, order: Int, model: String,
+        address: AddressRequest, macaddr: MACAddress?
+    ) throws -> Interface {
+        let id = uuid.storeText
+        if try Bool.fetchOne(db, sql: "SELECT 1 FROM interface WHERE uuid = ?", arguments: [id]) != nil {
+            throw StoreError.alreadyExists(type: "interface", id: id)
+        }
+        _ = try Self.fetchInstance(db, instanceUUID)
+        let network = try Self.fetchNetwork(db, networkUUID)
+        guard network.state != .deleted, network.state != .deleteWait else {
+            throw StoreError.invalidArgument("network \(networkUUID.storeText) is \(network.state.rawValue)")
+        }
+        let owner = "interface:\(id)"
+        var ipv4: IPv4Address?
+        switch address {
+        case .any: ipv4 = try Self.allocateIPv4(db, network: network, requested: nil, owner: owner)
+        case .specific(let requested):
+            ipv4 = try Self.allocateIPv4(db, network: network, requested: requested, owner: owner)
+        case .none: ipv4 = nil
+        }
+        let mac = try Self.allocateMAC(db, requested: macaddr, owner: owner)
+        let interface = Interface(
+            uuid: uuid, instanceUUID: instanceUUID, networkUUID: networkUUID, macaddr: mac, ipv4: ipv4, order: order,
+            model: model, floating: nil, state: .initial)
+        try db.execute(
+            sql: """
+                INSERT INTO interface (uuid, instance_uuid, network_uuid, macaddr, ipv4, "order", model, floating, state)
+                VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
+                """,
+            arguments: [
+                id, instanceUUID.storeText, networkUUID.storeText, mac.description, ipv4?.description, order, model,
+                interface.state.rawValue,
+            ])
+        try self.insertEvent(
+            db, Event(objectType: "interface", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+        return interface
     }
 
     public func interface(uuid: UUID) async throws -> Interface {

@@ -4,30 +4,41 @@ import GRDB
 /// The work queue. Times are wall-clock epoch seconds because leases are compared by several
 /// processes; a lease is therefore only as good as the node's clock, which is fine for one node.
 extension SQLiteStore {
-    public func enqueue(kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, maxAttempts: Int)
-        async throws -> Job
-    {
-        try target.validate()
-        guard !kind.isEmpty else { throw StoreError.invalidArgument("job kind is empty") }
-        guard maxAttempts >= 1 else { throw StoreError.invalidArgument("maxAttempts \(maxAttempts) is below 1") }
-        let payloadText = try payload.jsonText()
-        let now = Date.storableNow()
-        let job = try await write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO job (kind, payload, target, object_key, state, attempts, max_attempts, not_before,
-                                     created, updated)
-                    VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    kind, payloadText, target.description, objectKey, maxAttempts, now.timeIntervalSince1970,
-                    now.timeIntervalSince1970, now.timeIntervalSince1970,
-                ])
-            return try Self.fetchJob(db, db.lastInsertedRowID)
-        }
-        // Only after the commit: a woken claimer must be able to see the job.
-        signal()
-        return job
+    public func enqueue(_ jobs: [NewJob]) async throws -> [Job] {
+        let rows = try jobs.map(Self.validatedRow)
+        let queued = try await write { db in try rows.map { try Self.insertJob(db, $0) } }
+        // Only after the commit: a woken claimer must be able to see the jobs.
+        if !queued.isEmpty { signal() }
+        return queued
+    }
+
+    /// A job checked and with its payload as text, ready for ``insertJob(_:_:)`` inside a transaction.
+    struct JobRow: Sendable {
+        var job: NewJob
+        var payloadText: String
+    }
+
+    static func validatedRow(_ job: NewJob) throws -> JobRow {
+        try job.target.validate()
+        guard !job.kind.isEmpty else { throw StoreError.invalidArgument("job kind is empty") }
+        guard job.maxAttempts >= 1 else { throw StoreError.invalidArgument("maxAttempts \(job.maxAttempts) is below 1") }
+        return JobRow(job: job, payloadText: try job.payload.jsonText())
+    }
+
+    /// Inserts a queued job inside the caller's transaction. The caller signals after the commit.
+    static func insertJob(_ db: Database, _ row: JobRow) throws -> Job {
+        let now = Date.storableNow().timeIntervalSince1970
+        try db.execute(
+            sql: """
+                INSERT INTO job (kind, payload, target, object_key, state, attempts, max_attempts, not_before,
+                                 created, updated)
+                VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)
+                """,
+            arguments: [
+                row.job.kind, row.payloadText, row.job.target.description, row.job.objectKey, row.job.maxAttempts, now,
+                now, now,
+            ])
+        return try fetchJob(db, db.lastInsertedRowID)
     }
 
     public func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job? {
@@ -37,14 +48,10 @@ extension SQLiteStore {
         guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
         let targetList = try JSONValue.array(targets.map { .string($0.description) }).jsonText()
         let leaseSeconds = lease.seconds
-        let (job, expiredFailures) = try await write { db -> (Job?, Int) in
-            var expiredFailures = 0
-            // Each pass either claims a job or fails one whose lease lapsed with no attempts left,
-            // so the loop ends; the bound only guards against a logic error spinning forever.
-            for _ in 0..<1000 {
-                let now = Date().timeIntervalSince1970
-                guard
-                    let row = try Row.fetchOne(
+        return try await write { db -> Job? in
+            let now = Date().timeIntervalSince1970
+            guard
+                let row = try Row.fetchOne(
                         db,
                         sql: """
                             SELECT * FROM job AS j
@@ -58,34 +65,25 @@ extension SQLiteStore {
                             ORDER BY j.id
                             LIMIT 1
                             """,
-                        arguments: [targetList, now])
-                else { return (nil, expiredFailures) }
-                let candidate = try Self.decodeJob(row)
-                if candidate.state == .running && candidate.attempts >= candidate.maxAttempts {
-                    // Its agent died on the last allowed attempt: running it again would exceed
-                    // the budget, so record why it stopped.
-                    let message =
-                        "lease of \(candidate.leaseOwner ?? "unknown") expired during attempt \(candidate.attempts) of \(candidate.maxAttempts)"
-                    try db.execute(
-                        sql: "UPDATE job SET state = 'failed', lease_expiry = NULL, last_error = ?, updated = ? WHERE id = ?",
-                        arguments: [message, now, candidate.id])
-                    expiredFailures += 1
-                    continue
-                }
-                try db.execute(
-                    sql: """
-                        UPDATE job SET state = 'running', lease_owner = ?, lease_expiry = ?, attempts = attempts + 1,
-                                       updated = ?
-                        WHERE id = ?
-                        """,
-                    arguments: [owner, now + leaseSeconds, now, candidate.id])
-                return (try Self.fetchJob(db, candidate.id), expiredFailures)
-            }
-            throw StoreError.backend("claimNext did not settle after 1000 passes")
+                    arguments: [targetList, now])
+            else { return nil }
+            let candidate = try Self.decodeJob(row)
+            // Its agent died on the last allowed attempt: it is handed over only so that the
+            // claimer records the failure on its object (Job.isExhausted); failing it here, out of
+            // the claimer's sight, left the object stuck with no error and no event.
+            let lastError =
+                candidate.state == .running && candidate.attempts >= candidate.maxAttempts
+                ? "lease of \(candidate.leaseOwner ?? "unknown") expired during attempt \(candidate.attempts) of \(candidate.maxAttempts)"
+                : candidate.lastError
+            try db.execute(
+                sql: """
+                    UPDATE job SET state = 'running', lease_owner = ?, lease_expiry = ?, attempts = attempts + 1,
+                                   last_error = ?, updated = ?
+                    WHERE id = ?
+                    """,
+                arguments: [owner, now + leaseSeconds, lastError, now, candidate.id])
+            return try Self.fetchJob(db, candidate.id)
         }
-        // A job failed here may have unblocked a later job of the same object.
-        if expiredFailures > 0 { signal() }
-        return job
     }
 
     public func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool {
@@ -149,6 +147,22 @@ extension SQLiteStore {
                     sql: "UPDATE job SET state = 'failed', lease_expiry = NULL, last_error = ?, updated = ? WHERE id = ?",
                     arguments: [error, now, jobID])
             }
+        }
+        signal()
+    }
+
+    public func postpone(jobID: Int64, owner: String, delay: Duration, reason: String) async throws {
+        guard delay >= .zero else { throw StoreError.invalidArgument("postponing by \(delay), a negative delay") }
+        try await write { db in
+            _ = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
+            let now = Date().timeIntervalSince1970
+            try db.execute(
+                sql: """
+                    UPDATE job SET state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
+                                   attempts = max(attempts - 1, 0), last_error = ?, updated = ?
+                    WHERE id = ?
+                    """,
+                arguments: [now + delay.seconds, reason, now, jobID])
         }
         signal()
     }

@@ -49,7 +49,8 @@ extension SQLiteStore {
             name: try row.required("name", "node"),
             roles: Set(roleNames.compactMap(NodeRole.init(rawValue:))),
             lastSeen: row.date("last_seen"),
-            meshAddress: try row.optionalParsed("mesh_address", "node", IPv4Address.init))
+            meshAddress: try row.optionalParsed("mesh_address", "node", IPv4Address.init),
+            capacity: try (row["capacity"] as String?).map { try jsonValue(NodeCapacity.self, $0, "node capacity") })
     }
 
     static func decodeNetwork(_ row: Row) throws -> Network {

@@ -179,12 +179,8 @@ public final class SQLiteStore: NodeStore {
         migrator.registerMigration("v2: node mesh address") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN mesh_address TEXT")
         }
-        migrator.registerMigration("v3: node capacity and job deadlines") { db in
-            try db.execute(
-                sql: """
-                    ALTER TABLE node ADD COLUMN capacity TEXT;
-                    ALTER TABLE job ADD COLUMN request_id TEXT;
-                    """)
+        migrator.registerMigration("v3: node capacity") { db in
+            try db.execute(sql: "ALTER TABLE node ADD COLUMN capacity TEXT")
         }
         // v4 (blobs, references, artifacts, uploads) is registered by SQLiteStore+Blobs.swift.
         registerBlobMigrations(&migrator)
@@ -249,14 +245,16 @@ public final class SQLiteStore: NodeStore {
 
     public func saveNode(_ node: Node) async throws {
         let roles = try JSONValue.array(node.roles.map(\.rawValue).sorted().map(JSONValue.string)).jsonText()
+        let capacity = try node.capacity.map { try Self.jsonText($0) }
         try await write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO node (name, roles, last_seen, mesh_address) VALUES (?, ?, ?, ?)
+                    INSERT INTO node (name, roles, last_seen, mesh_address, capacity) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT(name) DO UPDATE SET
-                        roles = excluded.roles, last_seen = excluded.last_seen, mesh_address = excluded.mesh_address
+                        roles = excluded.roles, last_seen = excluded.last_seen, mesh_address = excluded.mesh_address,
+                        capacity = excluded.capacity
                     """,
-                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970, node.meshAddress?.description])
+                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970, node.meshAddress?.description, capacity])
         }
     }
 
@@ -273,9 +271,12 @@ public final class SQLiteStore: NodeStore {
     // MARK: - Networks
 
     public func createNetwork(
-        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool
+        uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
+        jobs: [NewJob]
     ) async throws -> Network {
         let now = Date.storableNow()
+        let jobRows = try jobs.map(Self.validatedRow)
+        defer { if !jobRows.isEmpty { signal() } }
         return try await write { db in
             let id = uuid.storeText
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM network WHERE uuid = ?", arguments: [id]) != nil {
@@ -306,6 +307,7 @@ public final class SQLiteStore: NodeStore {
                 ])
             try self.insertEvent(
                 db, Event(objectType: "network", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+            for row in jobRows { _ = try Self.insertJob(db, row) }
             return network
         }
     }
@@ -377,13 +379,15 @@ public final class SQLiteStore: NodeStore {
 
     // MARK: - Instances
 
-    public func createInstance(_ instance: Instance) async throws {
+    public func createInstance(_ instance: Instance, interfaces: [NewInterface], jobs: [NewJob]) async throws -> [Interface] {
         guard instance.state == .initial else {
             throw StoreError.invalidArgument("a new instance starts in state initial, not \(instance.state.rawValue)")
         }
         let diskSpec = try Self.jsonText(instance.diskSpec)
         let video = try Self.jsonText(instance.video)
-        try await write { db in
+        let jobRows = try jobs.map(Self.validatedRow)
+        defer { if !jobRows.isEmpty { signal() } }
+        return try await write { db in
             let id = instance.uuid.storeText
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM instance WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "instance", id: id)
@@ -403,6 +407,13 @@ public final class SQLiteStore: NodeStore {
                 ])
             try self.insertEvent(
                 db, Event(objectType: "instance", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+            let created = try interfaces.enumerated().map { order, interface in
+                try self.insertInterface(
+                    db, uuid: interface.uuid, instanceUUID: instance.uuid, networkUUID: interface.networkUUID, order: order,
+                    model: interface.model, address: interface.address, macaddr: interface.macaddr)
+            }
+            for row in jobRows { _ = try Self.insertJob(db, row) }
+            return created
         }
     }
 

@@ -126,8 +126,8 @@ struct StateCommand: AsyncParsableCommand {
         for instance in try await store.instances(node: settings.nodeName) where instance.state != .deleted {
             hosted.formUnion(try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }.map(\.networkUUID))
         }
-        for network in try await store.networks(namespace: nil) where network.state != .deleted {
-            guard settings.isNetworkNode || hosted.contains(network.uuid) else { continue }
+        for network in try await store.networks(namespace: nil)
+        where NodeAgent.keeps(network, hosted: hosted, isNetworkNode: settings.isNetworkNode) {
             let vxid = UInt32(truncatingIfNeeded: network.vxid)
             let bridge = links.contains(layout.bridge(vxid))
             let vxlan = links.contains(layout.vxlan(vxid))
@@ -141,13 +141,32 @@ struct StateCommand: AsyncParsableCommand {
             }
             print(line + (ok ? "" : " drift"))
         }
-        let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
-        let domains = Dictionary(
-            (try? await libvirt.domains())?.map { ($0.identity.uuid, $0.powerState.rawValue) } ?? [], uniquingKeysWith: { first, _ in first })
-        for instance in try await store.instances(node: settings.nodeName) where instance.state != .deleted {
-            let actual = domains[instance.uuid] ?? "absent"
-            let ok = instance.state != .created || actual == instance.powerState.rawValue
-            print("instance \(instance.uuid.uuidString.lowercased()) \(instance.state.rawValue) power=\(instance.powerState.rawValue) domain=\(actual)\(ok ? "" : " drift")")
+        // Unknown is not gone: when libvirt cannot be read, no domain is reported absent.
+        var domains: [UUID: String]?
+        do {
+            let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
+            domains = Dictionary(
+                try await libvirt.domains().map { ($0.identity.uuid, $0.powerState.rawValue) }, uniquingKeysWith: { first, _ in first })
+        } catch {
+            print("libvirt \(settings.libvirtURI): unreadable: \(error)")
+        }
+        let instances = try await store.instances(node: settings.nodeName)
+        let stuck = Set(NodeAgent.stuckInstances(instances, liveJobs: try await store.jobs(states: [.queued, .running], limit: 10_000)).map(\.uuid))
+        for instance in instances where instance.state != .deleted {
+            var line = "instance \(instance.uuid.uuidString.lowercased()) \(instance.state.rawValue) power=\(instance.powerState.rawValue)"
+            if let domains {
+                let actual = domains[instance.uuid] ?? "absent"
+                line += " domain=\(actual)"
+                if instance.state == .created && actual != instance.powerState.rawValue { line += " drift" }
+            } else {
+                line += " domain=unknown"
+            }
+            if stuck.contains(instance.uuid) { line += " stuck (no job will finish it) drift" }
+            print(line)
+        }
+        if domains == nil {
+            print("state is incomplete: libvirt could not be read; start libvirtd (scripts/setup-host) and run sfnode state again")
+            throw ExitCode(2)
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SFAgent
+import SFControl
 import SFStore
 import SFTestSupport
 import Synchronization
@@ -38,11 +39,11 @@ import Testing
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(300), logger: Self.quietLogger())
         let progress = Mutex<String>("not run")
-        await runner.register("test.endless") { job in
+        await runner.register(.networkRefresh) { _, job in
             try await store.complete(jobID: job.id, owner: "runner-1")
             try await Self.endlessSteps(progress)
         }
-        let job = try await store.enqueue(kind: "test.endless", payload: .object([:]), target: .node("n1"), objectKey: nil)
+        let job = try await enqueueTestJob(store)
         #expect(try await runner.runOne())
         #expect(progress.withLock { $0 } == "stopped at a step boundary")
         let after = try await store.job(id: job.id)
@@ -59,9 +60,8 @@ import Testing
         let logger = Logger(label: "sfnode.test.runner") { _ in RecordingLogHandler(messages: messages) }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(30), logger: logger)
         let progress = Mutex<String>("not run")
-        await runner.register("test.endless") { _ in try await Self.endlessSteps(progress) }
-        let job = try await store.enqueue(
-            kind: "test.endless", payload: .object([:]), target: .node("n1"), objectKey: nil, maxAttempts: 1)
+        await runner.register(.networkRefresh) { _, _ in try await Self.endlessSteps(progress) }
+        let job = try await enqueueTestJob(store, maxAttempts: 1)
         let running = Task { await runner.run() }
         #expect(await eventually { progress.withLock { $0 } == "running" })
         running.cancel()
@@ -80,8 +80,8 @@ import Testing
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(2), logger: Self.quietLogger())
         // Longer than the lease: only the renewals (every 2/3 s) keep it.
-        await runner.register("test.long") { _ in try await Task.sleep(for: .seconds(4)) }
-        let job = try await store.enqueue(kind: "test.long", payload: .object([:]), target: .node("n1"), objectKey: nil)
+        await runner.register(.networkRefresh) { _, _ in try await Task.sleep(for: .seconds(4)) }
+        let job = try await enqueueTestJob(store)
         #expect(try await runner.runOne())
         #expect(try await store.job(id: job.id).state == .succeeded)
     }
@@ -92,15 +92,99 @@ import Testing
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", logger: Self.quietLogger())
         let seen = Mutex<[Bool]>([])
-        await runner.register("test.refused") { _ in throw JobError.refusal("not here") }
-        await runner.register("test.broken") { _ in throw JobError("broken") }
+        await runner.register(.networkRefresh) { _, _ in throw JobError.refusal("not here") }
+        await runner.register(.networkCreate) { _, _ in throw JobError("broken") }
         await runner.onFailure { _, refused in seen.withLock { $0.append(refused) } }
-        _ = try await store.enqueue(kind: "test.refused", payload: .object([:]), target: .node("n1"), objectKey: nil)
-        _ = try await store.enqueue(kind: "test.broken", payload: .object([:]), target: .node("n1"), objectKey: nil)
+        _ = try await enqueueTestJob(store, kind: .networkRefresh)
+        _ = try await enqueueTestJob(store, kind: .networkCreate)
         while try await runner.runOne() {}
         #expect(seen.withLock { $0 } == [true, false])
         #expect(try await store.jobs(states: [.failed], limit: 10).count == 2)
     }
+}
+
+extension JobRunnerTests {
+    /// A dependency that is not ready makes the job wait without spending its attempts; once the
+    /// deadline passes it fails, and the failure reaches its object like any other.
+    @Test(.timeLimit(.minutes(1))) func aJobWaitsForADependencyWithoutSpendingAttempts() async throws {
+        let store = try SQLiteStore.temporary()
+        defer { store.removeFiles() }
+        let runner = JobRunner(
+            store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(5),
+            notReadyDeadline: .zero, notReadyDelay: .zero, logger: Self.quietLogger())
+        let tries = Mutex(0)
+        await runner.register(.networkRefresh) { _, _ in
+            let count = tries.withLock { $0 += 1; return $0 }
+            if count < 12 { throw ControlError.notReady("the network is initial, not created yet") }
+        }
+        let job = try await enqueueTestJob(store, maxAttempts: 2)
+        while try await runner.runOne() {}
+        #expect(tries.withLock { $0 } == 12)
+        let after = try await store.job(id: job.id)
+        #expect(after.state == .succeeded)
+        #expect(after.attempts == 1)
+    }
+
+    /// Past its deadline a job still not ready fails, saying how long it waited.
+    @Test func aDependencyThatNeverComesFailsTheJobAfterTheDeadline() async throws {
+        let store = try SQLiteStore.temporary()
+        defer { store.removeFiles() }
+        // The deadline is at least two leases: here 2 × 10 ms.
+        let runner = JobRunner(
+            store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(10),
+            notReadyDeadline: .zero, notReadyDelay: .milliseconds(5), logger: Self.quietLogger())
+        await runner.register(.networkRefresh) { _, _ in throw ControlError.notReady("network x is initial") }
+        let job = try await enqueueTestJob(store)
+        let failed = await eventually(timeout: .seconds(10)) {
+            _ = try? await runner.runOne()
+            return (try? await store.job(id: job.id).state) == .failed
+        }
+        #expect(failed)
+        let after = try await store.job(id: job.id)
+        #expect(after.lastError?.contains("network x is initial (still not ready after") == true)
+        #expect(after.attempts == 1)
+    }
+
+    /// A job whose agent died during its last allowed attempt is recorded as failed by the next
+    /// claimer, and its failure handler runs (it used to be failed silently inside the claim).
+    @Test func aJobWhoseLastAttemptDiedReachesTheFailureHandler() async throws {
+        let store = try SQLiteStore.temporary()
+        defer { store.removeFiles() }
+        let job = try await enqueueTestJob(store, maxAttempts: 1)
+        // The first agent claims it and dies: its 50 ms lease lapses with no attempt left.
+        _ = try await store.claimNext(targets: [.node("n1")], owner: "dead-agent", lease: .milliseconds(50))
+        try await Task.sleep(for: .milliseconds(100))
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-2", logger: Self.quietLogger())
+        let ran = Mutex(false)
+        let failures = Mutex<[String]>([])
+        await runner.register(.networkRefresh) { _, _ in ran.withLock { $0 = true } }
+        await runner.onFailure { failed, _ in failures.withLock { $0.append(failed.lastError ?? "") } }
+        #expect(try await runner.runOne())
+        #expect(!ran.withLock { $0 })
+        #expect(try await store.job(id: job.id).state == .failed)
+        #expect(failures.withLock { $0 } == ["lease of dead-agent expired during attempt 1 of 1"])
+    }
+
+    /// A stored job whose payload does not decode fails at once, naming the field.
+    @Test func aMalformedJobFailsNamingTheField() async throws {
+        let store = try SQLiteStore.temporary()
+        defer { store.removeFiles() }
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", logger: Self.quietLogger())
+        await runner.register(.instanceCreate) { _, _ in }
+        let job = try await store.enqueue(
+            kind: "instance.create", payload: .object(["instance_uuid": .string("not-a-uuid")]), target: .node("n1"), objectKey: nil)
+        #expect(try await runner.runOne())
+        let after = try await store.job(id: job.id)
+        #expect(after.state == .failed)
+        #expect(after.lastError == "\"instance_uuid\" of a instance.create job is 'not-a-uuid', not a UUID")
+    }
+}
+
+/// Queues a job of `kind` about a fresh UUID for node n1.
+func enqueueTestJob(_ store: any NodeStore, kind: JobKind = .networkRefresh, maxAttempts: Int = 5) async throws -> Job {
+    let order = try JobOrder(kind, .network(UUID()))
+    return try await store.enqueue(
+        kind: kind.rawValue, payload: order.payload, target: .node("n1"), objectKey: nil, maxAttempts: maxAttempts)
 }
 
 /// The messages a logger was given, for tests that check what was said.

@@ -1,5 +1,6 @@
 import Foundation
 import SFStore
+import SFSystem
 import Testing
 
 @Suite("Store contract: work queue")
@@ -111,17 +112,55 @@ struct QueueContractTests {
         }
     }
 
-    @Test("a job whose agent died on its last attempt fails instead of running again", arguments: Backend.all)
+    @Test("a job whose agent died on its last attempt is handed over exhausted, for its claimer to fail", arguments: Backend.all)
     func expiredLastAttempt(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
             let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o", maxAttempts: 1)
             let next = try await store.enqueue(kind: "k2", payload: nil, target: hv1, objectKey: "o")
             _ = try await store.claimNext(targets: [hv1], owner: "dead", lease: .milliseconds(100))
             try await Task.sleep(for: .milliseconds(200))
+            let exhausted = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)))
+            #expect(exhausted.id == job.id && exhausted.isExhausted)
+            #expect(exhausted.lastError == "lease of dead expired during attempt 1 of 1")
+            try await store.fail(jobID: job.id, owner: "w", error: exhausted.lastError ?? "", retryable: true)
+            #expect(try await store.job(id: job.id).state == .failed)
+            // Failing it unblocks the next job of its object.
             #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))?.id == next.id)
-            let failed = try await store.job(id: job.id)
-            #expect(failed.state == .failed)
-            #expect(failed.lastError?.contains("expired") == true)
+        }
+    }
+
+    @Test("a postponed job goes back to the queue without spending its attempt", arguments: Backend.all)
+    func postpone(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o", maxAttempts: 1)
+            _ = try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))
+            try await store.postpone(jobID: job.id, owner: "w", delay: .seconds(60), reason: "network n is initial")
+            let waiting = try await store.job(id: job.id)
+            #expect(waiting.state == .queued && waiting.attempts == 0 && waiting.lastError == "network n is initial")
+            #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)) == nil)
+            #expect(await storeError { try await store.postpone(jobID: job.id, owner: "other", delay: .zero, reason: "") } != nil)
+        }
+    }
+
+    @Test("an object and its jobs are stored in one transaction, or neither is", arguments: Backend.all)
+    func objectWithJobs(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let network = try await store.createNetwork(
+                uuid: UUID(), name: "n", namespace: "ns", netblock: try #require(IPv4Prefix("10.9.0.0/24")), provideDHCP: true,
+                provideNAT: true, jobs: [NewJob(kind: "network.create", payload: nil, target: .networkNode, objectKey: "network:x")])
+            #expect(try await store.jobs(states: [.queued], limit: 10).map(\.kind) == ["network.create"])
+            // An interface that cannot be made (its address is outside the network) takes the
+            // instance and its job with it.
+            let instance = Instance(name: "i", namespace: "ns", cpus: 1, memory: 64, diskSpec: [])
+            let refused = await storeError {
+                try await store.createInstance(
+                    instance,
+                    interfaces: [NewInterface(networkUUID: network.uuid, model: "virtio", address: .specific(try #require(IPv4Address("10.8.0.5"))))],
+                    jobs: [NewJob(kind: "instance.create", payload: nil, target: hv1, objectKey: nil)])
+            }
+            #expect(refused != nil)
+            #expect(await storeError { _ = try await store.instance(uuid: instance.uuid) } == .notFound(type: "instance", id: instance.uuid.uuidString.lowercased()))
+            #expect(try await store.jobs(states: [.queued], limit: 10).count == 1)
         }
     }
 

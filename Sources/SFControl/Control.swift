@@ -1,0 +1,48 @@
+import Foundation
+import Logging
+import SFStore
+import SFSystem
+
+/// The use cases of an sfnode cloud: what a user can ask for, checked, stored and handed to the
+/// agents as jobs. The command line and the REST API are thin layers over this; neither talks to
+/// the agent other than through the jobs queued here.
+///
+/// Every method validates its input before it touches the store, stores the object and queues its
+/// job in one transaction (so a crash never leaves an object without its job), and throws only
+/// ``ControlError``.
+public struct Control: Sendable {
+    public let store: any NodeStore
+    public let settings: ControlSettings
+    let logger: Logger
+
+    public init(store: any NodeStore, settings: ControlSettings = ControlSettings(), logger: Logger) {
+        self.store = store
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Runs `body`, turning whatever it throws into a ``ControlError``.
+    func controlled<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw ControlError(classifying: error)
+        }
+    }
+}
+
+/// The settings the use cases need.
+public struct ControlSettings: Sendable, Equatable {
+    /// The namespace objects go to when a request names none; `system` is the admin namespace.
+    public var defaultNamespace = "system"
+    /// How many vCPUs placement lets a node run per CPU thread (Shaken Fist's CPU_OVERCOMMIT_RATIO).
+    public var cpuOvercommit = 16.0
+    /// How much instance memory placement lets a node have per MiB of its own (RAM_OVERCOMMIT_RATIO).
+    public var memoryOvercommit = 1.5
+    /// A node that has not checked in for this long gets no new instances (Shaken Fist: 120 s).
+    public var checkInTimeout: Duration = .seconds(120)
+    /// Where short image names such as `debian:11` are found: `<url>/<name>/latest.qcow2`.
+    public var imageDownloadURL = "https://images.shakenfist.com"
+
+    public init() {}
+}

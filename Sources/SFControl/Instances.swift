@@ -1,0 +1,161 @@
+import Foundation
+import SFStore
+import SFSystem
+
+extension Control {
+    /// Creates an instance with its interfaces, places it, and queues its `instance.create` for
+    /// the node chosen (and `interface.float` for interfaces asked to float), in one transaction.
+    /// Networks still being created are fine: the job waits for them.
+    public func createInstance(_ request: InstanceRequest) async throws -> (Instance, [Interface]) {
+        let namespace = request.namespace ?? settings.defaultNamespace
+        try Names.checkName(namespace, "namespace")
+        try Names.checkInstanceName(request.name)
+        guard InstanceLimits.cpus.contains(request.cpus) else {
+            throw ControlError.invalid("cpus is \(request.cpus); an instance has \(InstanceLimits.cpus.lowerBound) to \(InstanceLimits.cpus.upperBound)")
+        }
+        guard InstanceLimits.memoryMiB.contains(request.memoryMiB) else {
+            throw ControlError.invalid("memory is \(request.memoryMiB) MiB; an instance has \(InstanceLimits.memoryMiB.lowerBound) MiB to \(InstanceLimits.memoryMiB.upperBound / 1024) GiB")
+        }
+        guard !request.disks.isEmpty else { throw ControlError.invalid("instance must specify at least one disk") }
+        guard InstanceLimits.disks.contains(request.disks.count) else {
+            throw ControlError.invalid("\(request.disks.count) disks asked for; an instance has at most \(InstanceLimits.disks.upperBound)")
+        }
+        for (index, disk) in request.disks.enumerated() { try checkDisk(disk, index: index) }
+        let video = request.video ?? VideoSpec()
+        guard VideoModel(rawValue: video.model) != nil else {
+            throw ControlError.invalid("video model '\(video.model)' is not one of \(VideoModel.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard (0...262_144).contains(video.memory) else { throw ControlError.invalid("video memory \(video.memory) KiB is outside 0...262144") }
+        try checkPlacementMetadata(request.metadata)
+        guard InstanceLimits.interfaces.contains(request.networks.count) else {
+            throw ControlError.invalid("\(request.networks.count) interfaces asked for; an instance has at most \(InstanceLimits.interfaces.upperBound)")
+        }
+        var interfaces: [NewInterface] = []
+        var floats: [UUID] = []
+        for (index, asked) in request.networks.enumerated() {
+            let network = try await self.network(asked.network, namespace: namespace == "system" ? nil : namespace)
+            guard [.initial, .created].contains(network.state) else {
+                throw ControlError.conflict("network \(network.uuid.uuidString.lowercased()) is \(network.state.rawValue); no instance can join it")
+            }
+            let model = asked.model ?? NICModel.virtio.rawValue
+            guard NICModel(rawValue: model) != nil else {
+                throw ControlError.invalid("interface \(index): NIC model '\(model)' is not one of \(NICModel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let address: AddressRequest
+            switch asked.address {
+            case nil: address = .any
+            case "none"?: address = .none
+            case let text?:
+                guard let parsed = IPv4Address(text) else { throw ControlError.invalid("interface \(index): '\(text)' is not an IPv4 address") }
+                guard network.netblock.contains(parsed) else {
+                    throw ControlError.invalid("interface \(index): \(text) is outside the range of network \(network.name) (\(network.netblock))")
+                }
+                address = .specific(parsed)
+            }
+            let mac = try asked.macaddr.map { text in
+                guard let mac = MACAddress(text) else { throw ControlError.invalid("interface \(index): '\(text)' is not a MAC address") }
+                return mac
+            }
+            if asked.float && address == .none {
+                throw ControlError.invalid("interface \(index) asks to float but has no address")
+            }
+            let interface = NewInterface(networkUUID: network.uuid, model: model, address: address, macaddr: mac)
+            interfaces.append(interface)
+            if asked.float { floats.append(interface.uuid) }
+        }
+        return try await controlled {
+            let placement = try await place(request)
+            var instance = Instance(
+                name: request.name, namespace: namespace, cpus: request.cpus, memory: request.memoryMiB, diskSpec: request.disks,
+                video: video, node: placement.node)
+            instance.errorMessage = nil
+            var jobs = [try JobOrder(.instanceCreate, .instance(instance.uuid), requestID: request.requestID).job(for: .node(placement.node))]
+            for uuid in floats {
+                jobs.append(try JobOrder(.interfaceFloat, .interface(uuid), requestID: request.requestID).job(for: .networkNode))
+            }
+            let created = try await store.createInstance(instance, interfaces: interfaces, jobs: jobs)
+            // After the commit: an event for an instance that was never stored would be listed under nothing.
+            for line in placement.audit {
+                try await store.record(
+                    Event(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased(), type: .audit, fqdn: placement.node, message: line,
+                          extra: request.requestID.map { ["request-id": .string($0)] }))
+            }
+            for (key, value) in request.metadata {
+                try await store.setMetadata(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased(), key: key, value: value)
+            }
+            return (instance, created)
+        }
+    }
+
+    func checkDisk(_ disk: DiskSpec, index: Int) throws {
+        if let bus = disk.bus, DiskBus(rawValue: bus) == nil {
+            throw ControlError.invalid("disk \(index): invalid disk bus '\(bus)' (use \(DiskBus.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if let size = disk.size, !InstanceLimits.diskGiB.contains(size) {
+            throw ControlError.invalid("disk \(index): size \(size) GiB is outside \(InstanceLimits.diskGiB.lowerBound)...\(InstanceLimits.diskGiB.upperBound)")
+        }
+        switch (disk.type, disk.base) {
+        case (_, let base?): _ = try ImageReference.parse(base, imageDownloadURL: settings.imageDownloadURL)
+        case (.disk, nil):
+            guard disk.size != nil else { throw ControlError.invalid("disk \(index): a blank disk needs a size in GiB") }
+        case (.cdrom, nil): throw ControlError.invalid("disk \(index): a cdrom needs a base image")
+        }
+    }
+
+    /// The instances of a namespace (all when nil), oldest first; deleted ones only when asked.
+    public func instances(namespace: String?, includeDeleted: Bool = false) async throws -> [Instance] {
+        try await controlled {
+            try await store.instances(node: nil).filter {
+                (namespace == nil || $0.namespace == namespace) && (includeDeleted || $0.state != .deleted)
+            }
+        }
+    }
+
+    /// The instance `reference` names: its UUID, or its name when unique among the live instances
+    /// of `namespace`. A deleted instance is still found by UUID.
+    public func instance(_ reference: String, namespace: String? = nil) async throws -> Instance {
+        try await controlled {
+            if let uuid = UUID(uuidString: reference) {
+                let instance = try await store.instance(uuid: uuid)
+                guard namespace == nil || instance.namespace == namespace else { throw ControlError.notFound("instance \(reference) not found") }
+                return instance
+            }
+            let named = try await instances(namespace: namespace).filter { $0.name == reference }
+            guard let instance = named.first else { throw ControlError.notFound("instance \(reference) not found") }
+            guard named.count == 1 else {
+                throw ControlError.invalid("\(named.count) instances are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.uuidString.lowercased() }.joined(separator: ", "))")
+            }
+            return instance
+        }
+    }
+
+    /// The interfaces of an instance, by order.
+    public func interfaces(ofInstance instance: Instance) async throws -> [Interface] {
+        try await controlled { try await store.interfaces(instanceUUID: instance.uuid) }
+    }
+
+    /// Queues the instance's deletion on its node (or, unplaced, on this cluster's network node).
+    public func deleteInstance(_ reference: String, namespace: String? = nil, requestID: String? = nil) async throws -> Instance {
+        let instance = try await self.instance(reference, namespace: namespace)
+        if instance.state == .deleted { return instance }
+        try await queue(.instanceDelete, for: instance, requestID: requestID)
+        return instance
+    }
+
+    /// Queues a power operation. It is refused now when the instance's state forbids it; the agent
+    /// checks the domain's real state again when it runs.
+    public func power(_ operation: PowerOperation, _ reference: String, namespace: String? = nil, requestID: String? = nil) async throws -> Instance {
+        let instance = try await self.instance(reference, namespace: namespace)
+        guard instance.state == .created || instance.state == .creating || instance.state == .initial || instance.state == .preflight else {
+            throw ControlError.conflict("cannot \(operation.verb) instance \(instance.uuid.uuidString.lowercased()): it is \(instance.state.rawValue)")
+        }
+        try await queue(JobKind(operation), for: instance, requestID: requestID)
+        return instance
+    }
+
+    private func queue(_ kind: JobKind, for instance: Instance, requestID: String?) async throws {
+        let order = try JobOrder(kind, .instance(instance.uuid), requestID: requestID)
+        let target: JobTarget = instance.node.map(JobTarget.node) ?? .networkNode
+        _ = try await controlled { try await store.enqueue([order.job(for: target)]) }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import SFStore
+
+/// Every kind of job an agent runs. A job of any other kind is refused when it is submitted.
+public enum JobKind: String, Sendable, CaseIterable, Codable {
+    case networkCreate = "network.create"
+    case networkDelete = "network.delete"
+    case networkRefresh = "network.refresh"
+    case instanceCreate = "instance.create"
+    case instanceDelete = "instance.delete"
+    case instanceDeleteAll = "instance.delete_all"
+    case instancePoweron = "instance.poweron"
+    case instancePoweroff = "instance.poweroff"
+    case instanceRebootsoft = "instance.rebootsoft"
+    case instanceReboothard = "instance.reboothard"
+    case instancePause = "instance.pause"
+    case instanceUnpause = "instance.unpause"
+    case interfaceFloat = "interface.float"
+    case interfaceDefloat = "interface.defloat"
+
+    /// What the payload names: the object the job is about, or a namespace.
+    public enum Subject: String, Sendable {
+        case network, instance, interface, namespace
+
+        /// The payload key that holds it (`network_uuid`, …, `namespace`).
+        public var payloadKey: String { self == .namespace ? "namespace" : rawValue + "_uuid" }
+    }
+
+    /// What this kind's payload names.
+    public var subject: Subject {
+        switch self {
+        case .networkCreate, .networkDelete, .networkRefresh: return .network
+        case .instanceDeleteAll: return .namespace
+        case .interfaceFloat, .interfaceDefloat: return .interface
+        default: return .instance
+        }
+    }
+
+    /// The power operation of an `instance.power…`/`pause` kind, nil for the others.
+    public var powerOperation: PowerOperation? {
+        switch self {
+        case .instancePoweron: return .poweron
+        case .instancePoweroff: return .poweroff
+        case .instanceRebootsoft: return .rebootsoft
+        case .instanceReboothard: return .reboothard
+        case .instancePause: return .pause
+        case .instanceUnpause: return .unpause
+        default: return nil
+        }
+    }
+
+    /// The kind that carries out `operation`.
+    public init(_ operation: PowerOperation) {
+        switch operation {
+        case .poweron: self = .instancePoweron
+        case .poweroff: self = .instancePoweroff
+        case .rebootsoft: self = .instanceRebootsoft
+        case .reboothard: self = .instanceReboothard
+        case .pause: self = .instancePause
+        case .unpause: self = .instanceUnpause
+        }
+    }
+}
+
+/// The power operations a job can ask for, named as Shaken Fist's API names them.
+public enum PowerOperation: String, Sendable, CaseIterable, Codable {
+    case poweron, poweroff, rebootsoft, reboothard, pause, unpause
+
+    /// The operation in words, for events and errors.
+    public var verb: String {
+        switch self {
+        case .poweron: return "power on"
+        case .poweroff: return "power off"
+        case .rebootsoft: return "soft reboot"
+        case .reboothard: return "hard reboot"
+        case .pause: return "pause"
+        case .unpause: return "unpause"
+        }
+    }
+}
+
+/// A job's kind and payload, typed and checked: what the agent's handlers take, and what every
+/// submitter (the command line, the API, the use cases) builds jobs from.
+public struct JobOrder: Hashable, Sendable {
+    public let kind: JobKind
+    /// The object (or namespace) the job is about.
+    public let subject: Reference
+    /// The request that caused the job, carried into its events and log lines.
+    public let requestID: String?
+
+    /// What a job is about.
+    public enum Reference: Hashable, Sendable {
+        case network(UUID)
+        case instance(UUID)
+        case interface(UUID)
+        case namespace(String)
+    }
+
+    public init(_ kind: JobKind, _ subject: Reference, requestID: String? = nil) throws(ControlError) {
+        switch (kind.subject, subject) {
+        case (.network, .network), (.instance, .instance), (.interface, .interface), (.namespace, .namespace): break
+        default: throw .invalid("a \(kind.rawValue) job is about a \(kind.subject.rawValue), not \(subject)")
+        }
+        if case .namespace(let name) = subject { try Names.checkName(name, "namespace") }
+        self.kind = kind
+        self.subject = subject
+        self.requestID = requestID
+    }
+
+    /// The UUID of the object the job is about; nil for a namespace.
+    public var objectUUID: UUID? {
+        switch subject {
+        case .network(let uuid), .instance(let uuid), .interface(let uuid): return uuid
+        case .namespace: return nil
+        }
+    }
+
+    /// The payload as stored: `{"<subject>_uuid": "…"}` or `{"namespace": "…"}`, plus `request_id`.
+    public var payload: JSONValue {
+        var fields: [String: JSONValue] = [:]
+        switch subject {
+        case .network(let uuid), .instance(let uuid), .interface(let uuid):
+            fields[kind.subject.payloadKey] = .string(uuid.uuidString.lowercased())
+        case .namespace(let name): fields["namespace"] = .string(name)
+        }
+        if let requestID { fields["request_id"] = .string(requestID) }
+        return .object(fields)
+    }
+
+    /// The key that orders jobs about the same object (`instance:<uuid>`); nil for namespace jobs.
+    public var objectKey: String? {
+        objectUUID.map { "\(kind.subject.rawValue):\($0.uuidString.lowercased())" }
+    }
+
+    /// The job to queue for `target`.
+    public func job(for target: JobTarget, maxAttempts: Int = 5) -> NewJob {
+        NewJob(kind: kind.rawValue, payload: payload, target: target, objectKey: objectKey, maxAttempts: maxAttempts)
+    }
+
+    /// Decodes a stored or submitted job, refusing an unknown kind, a payload that is not an object,
+    /// a missing or malformed field, and fields the kind does not have, each by name.
+    public static func decode(kind text: String, payload: JSONValue) throws(ControlError) -> JobOrder {
+        guard let kind = JobKind(rawValue: text) else {
+            throw .invalid("unknown job kind '\(text)' (known: \(JobKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard case .object(let fields) = payload else {
+            throw .invalid("the payload of a \(text) job must be a JSON object with \"\(kind.subject.payloadKey)\"")
+        }
+        let key = kind.subject.payloadKey
+        let unknown = Set(fields.keys).subtracting([key, "request_id"])
+        guard unknown.isEmpty else {
+            throw .invalid("the payload of a \(text) job has unknown field(s) \(unknown.sorted().map { "\"\($0)\"" }.joined(separator: ", ")); it takes \"\(key)\" and \"request_id\"")
+        }
+        guard let value = fields[key] else { throw .invalid("the payload of a \(text) job has no \"\(key)\"") }
+        guard let string = value.stringValue else { throw .invalid("\"\(key)\" of a \(text) job must be a string") }
+        var requestID: String?
+        if let field = fields["request_id"] {
+            guard let text = field.stringValue, !text.isEmpty, text.utf8.count <= 128 else {
+                throw .invalid("\"request_id\" of a \(text) job must be a string of 1 to 128 bytes")
+            }
+            requestID = text
+        }
+        let subject: Reference
+        if kind.subject == .namespace {
+            subject = .namespace(string)
+        } else {
+            guard let uuid = UUID(uuidString: string) else { throw .invalid("\"\(key)\" of a \(text) job is '\(string)', not a UUID") }
+            switch kind.subject {
+            case .network: subject = .network(uuid)
+            case .instance: subject = .instance(uuid)
+            default: subject = .interface(uuid)
+            }
+        }
+        return try JobOrder(kind, subject, requestID: requestID)
+    }
+}

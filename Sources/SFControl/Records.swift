@@ -1,0 +1,85 @@
+import Foundation
+import SFStore
+
+/// The kinds of object events and metadata are kept for.
+public enum ObjectType: String, Sendable, CaseIterable {
+    case instance, network, interface, node, blob, artifact
+}
+
+extension Control {
+    /// An object's events, newest first (at most `limit`, capped at 1000).
+    public func events(_ type: ObjectType, _ uuid: UUID, limit: Int = 100) async throws -> [Event] {
+        guard (1...1000).contains(limit) else { throw ControlError.invalid("limit \(limit) is outside 1...1000") }
+        return try await controlled { try await store.events(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), limit: limit) }
+    }
+
+    /// Follows an object's events as they are recorded, oldest first, starting with the last
+    /// `backlog` ones; the stream ends when the consuming task is cancelled. The store is polled
+    /// every `interval` (events come from other processes too, so there is nothing to wait on).
+    public func followEvents(_ type: ObjectType, _ uuid: UUID, backlog: Int = 10, interval: Duration = .milliseconds(250))
+        -> AsyncThrowingStream<Event, any Error>
+    {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                var seen = Set<Event>()
+                var first = true
+                do {
+                    while !Task.isCancelled {
+                        let recent = try await events(type, uuid, limit: first ? max(backlog, 1) : 1000)
+                        let fresh = recent.reversed().filter { !seen.contains($0) }
+                        for event in first ? Array(fresh.suffix(backlog)) : fresh { continuation.yield(event) }
+                        seen.formUnion(recent)
+                        first = false
+                        try await Task.sleep(for: interval)
+                    }
+                    continuation.finish()
+                } catch is CancellationError {
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// An object's metadata.
+    public func metadata(_ type: ObjectType, _ uuid: UUID) async throws -> [String: JSONValue] {
+        try await controlled { try await store.metadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased()) }
+    }
+
+    /// Sets one metadata key; `tags` and `affinity` of an instance are checked as placement reads them.
+    public func setMetadata(_ type: ObjectType, _ uuid: UUID, key: String, value: JSONValue) async throws {
+        try checkMetadataKey(key)
+        if type == .instance { try checkPlacementMetadata([key: value]) }
+        let size = (try? value.jsonText().utf8.count) ?? 0
+        guard size <= 65_536 else { throw ControlError.invalid("metadata value for \"\(key)\" is \(size) bytes; the limit is 65536") }
+        try await controlled { try await store.setMetadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), key: key, value: value) }
+    }
+
+    /// Removes one metadata key; removing an absent key changes nothing.
+    public func deleteMetadata(_ type: ObjectType, _ uuid: UUID, key: String) async throws {
+        try checkMetadataKey(key)
+        try await controlled { try await store.deleteMetadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), key: key) }
+    }
+
+    func checkMetadataKey(_ key: String) throws {
+        guard !key.isEmpty, key.utf8.count <= Names.metadataKeyLimit,
+            !key.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "/" })
+        else {
+            throw ControlError.invalid("metadata key '\(key.prefix(40))' must be 1 to \(Names.metadataKeyLimit) bytes with no '/' or control characters")
+        }
+    }
+
+    /// Submits a job given as text (an operator's `sfnode job submit`), refusing an unknown kind or a
+    /// payload that does not decode, by name, before anything is queued.
+    public func submit(kind: String, payload: JSONValue, target: JobTarget, maxAttempts: Int = 5) async throws -> Job {
+        let order = try JobOrder.decode(kind: kind, payload: payload)
+        return try await controlled {
+            guard let job = try await store.enqueue([order.job(for: target, maxAttempts: maxAttempts)]).first else {
+                throw ControlError(.internal, "the store queued no job")
+            }
+            return job
+        }
+    }
+}
