@@ -22,6 +22,15 @@ import SFSystem
 /// | `mtu` | `SFNODE_MTU` | `1450` (1500 less VXLAN's 50 bytes) |
 /// | `logLevel` | `SFNODE_LOG_LEVEL` | `info` |
 /// | `libvirtURI` | `SFNODE_LIBVIRT_URI` | `qemu:///system` |
+/// | `cpuOvercommit` | `SFNODE_CPU_OVERCOMMIT` | `16` vCPUs per CPU thread (placement) |
+/// | `memoryOvercommit` | `SFNODE_MEMORY_OVERCOMMIT` | `1.5` (placement) |
+/// | `imageDownloadURL` | `SFNODE_IMAGE_DOWNLOAD_URL` | `https://images.shakenfist.com` (short names such as `debian:12`) |
+/// | `fetchAllow` | `SFNODE_FETCH_ALLOW` | empty: any address the deny list leaves |
+/// | `fetchDeny` | `SFNODE_FETCH_DENY` | `169.254.0.0/16,0.0.0.0/8` (link-local: the cloud metadata address) |
+/// | `imageCacheGiB` | `SFNODE_IMAGE_CACHE_GIB` | `100`: above this the cache evicts unused images, oldest used first |
+/// | `namePrefix` | `SFNODE_NAME_PREFIX` | `sfnode-`: network namespaces and domains (tests set their own) |
+/// | `tapPrefix` | `SFNODE_TAP_PREFIX` | `sfi`: taps (at most 9 bytes) |
+/// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -69,6 +78,27 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var logLevel: Logger.Level
     /// The libvirt connection URI.
     public var libvirtURI: String
+    /// vCPUs placement lets a node run per CPU thread.
+    public var cpuOvercommit = 16.0
+    /// Instance memory placement lets a node have per MiB of its own.
+    public var memoryOvercommit = 1.5
+    /// Where short image names are found: `<url>/<name>/latest.qcow2`.
+    public var imageDownloadURL = "https://images.shakenfist.com"
+    /// The only ranges image downloads may reach (empty: any range not denied).
+    public var fetchAllow: [IPv4Prefix] = []
+    /// Ranges image downloads may never reach, checked on every resolved address and redirect.
+    public var fetchDeny: [IPv4Prefix] = AgentConfiguration.defaultFetchDeny
+    /// The image cache's high-water mark in GiB.
+    public var imageCacheGiB = 100
+    /// The prefix of the network namespaces and domains the agent makes; nil is the agent's default.
+    public var namePrefix: String?
+    /// The prefix of the taps the agent makes (at most 9 bytes); nil is the agent's default.
+    public var tapPrefix: String?
+    /// How long a claimed job stays the agent's without a heartbeat.
+    public var jobLeaseSeconds = 30
+
+    /// Link-local (the cloud metadata address 169.254.169.254 among them) and "this network".
+    public static let defaultFetchDeny: [IPv4Prefix] = ["169.254.0.0/16", "0.0.0.0/8"].compactMap(IPv4Prefix.init)
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -240,6 +270,15 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(mtu, forKey: AnyKey("mtu"))
         try container.encode(logLevel.rawValue, forKey: AnyKey("logLevel"))
         try container.encode(libvirtURI, forKey: AnyKey("libvirtURI"))
+        try container.encode(String(cpuOvercommit), forKey: AnyKey("cpuOvercommit"))
+        try container.encode(String(memoryOvercommit), forKey: AnyKey("memoryOvercommit"))
+        try container.encode(imageDownloadURL, forKey: AnyKey("imageDownloadURL"))
+        try container.encode(fetchAllow.map(\.description).joined(separator: ","), forKey: AnyKey("fetchAllow"))
+        try container.encode(fetchDeny.map(\.description).joined(separator: ","), forKey: AnyKey("fetchDeny"))
+        try container.encode(imageCacheGiB, forKey: AnyKey("imageCacheGiB"))
+        try container.encodeIfPresent(namePrefix, forKey: AnyKey("namePrefix"))
+        try container.encodeIfPresent(tapPrefix, forKey: AnyKey("tapPrefix"))
+        try container.encode(jobLeaseSeconds, forKey: AnyKey("jobLeaseSeconds"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -353,7 +392,77 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             guard isURIWithScheme(uri) else { throw InvalidValue(reason: "is not a libvirt URI (such as qemu:///system)") }
             configuration.libvirtURI = uri
         },
+        Field(key: "cpuOvercommit", environmentName: "SFNODE_CPU_OVERCOMMIT") { configuration, text in
+            configuration.cpuOvercommit = try ratio(text)
+        },
+        Field(key: "memoryOvercommit", environmentName: "SFNODE_MEMORY_OVERCOMMIT") { configuration, text in
+            configuration.memoryOvercommit = try ratio(text)
+        },
+        Field(key: "imageDownloadURL", environmentName: "SFNODE_IMAGE_DOWNLOAD_URL") { configuration, text in
+            let url = try required(text)
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""), parsed.host != nil else {
+                throw InvalidValue(reason: "is not an http or https URL")
+            }
+            configuration.imageDownloadURL = url
+        },
+        Field(key: "fetchAllow", environmentName: "SFNODE_FETCH_ALLOW") { configuration, text in
+            configuration.fetchAllow = try prefixList(text)
+        },
+        Field(key: "fetchDeny", environmentName: "SFNODE_FETCH_DENY") { configuration, text in
+            configuration.fetchDeny = try prefixList(text)
+        },
+        Field(key: "imageCacheGiB", environmentName: "SFNODE_IMAGE_CACHE_GIB") { configuration, text in
+            guard let size = Int(try required(text)), (1...1_000_000).contains(size) else {
+                throw InvalidValue(reason: "is not a size in GiB (1 or more)")
+            }
+            configuration.imageCacheGiB = size
+        },
+        Field(key: "namePrefix", environmentName: "SFNODE_NAME_PREFIX") { configuration, text in
+            guard let prefix = text, !prefix.isEmpty else {
+                configuration.namePrefix = nil
+                return
+            }
+            // A namespace is the prefix and 8 hex digits, within the kernel's limit.
+            guard prefix.utf8.count <= NetworkNamespace.maximumNameLength - 8,
+                prefix.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_".unicodeScalars.contains($0)) })
+            else { throw InvalidValue(reason: "is not a name prefix (letters, digits, '-' and '_', at most \(NetworkNamespace.maximumNameLength - 8) bytes)") }
+            configuration.namePrefix = prefix
+        },
+        Field(key: "tapPrefix", environmentName: "SFNODE_TAP_PREFIX") { configuration, text in
+            guard let prefix = text, !prefix.isEmpty else {
+                configuration.tapPrefix = nil
+                return
+            }
+            // A tap's name is the prefix and six hex digits, within the kernel's 15 bytes.
+            guard prefix.utf8.count <= 9, prefix.unicodeScalars.allSatisfy({ $0.isASCII && CharacterSet.alphanumerics.contains($0) }) else {
+                throw InvalidValue(reason: "is not a tap prefix (letters and digits, at most 9 bytes)")
+            }
+            configuration.tapPrefix = prefix
+        },
+        Field(key: "jobLeaseSeconds", environmentName: "SFNODE_JOB_LEASE_SECONDS") { configuration, text in
+            guard let seconds = Int(try required(text)), (1...3600).contains(seconds) else {
+                throw InvalidValue(reason: "is not a whole number of seconds from 1 to 3600")
+            }
+            configuration.jobLeaseSeconds = seconds
+        },
     ]
+
+    private static func ratio(_ text: String?) throws -> Double {
+        guard let value = Double(try required(text)), value > 0, value <= 64 else {
+            throw InvalidValue(reason: "is not a ratio above 0 and at most 64")
+        }
+        return value
+    }
+
+    private static func prefixList(_ text: String?) throws -> [IPv4Prefix] {
+        let entries = (text ?? "").split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+        return try entries.map { entry in
+            guard entry.contains("/"), let prefix = IPv4Prefix(entry), prefix.network == prefix else {
+                throw InvalidValue(reason: "has '\(entry)', which is not an IPv4 network (a.b.c.d/n, host bits clear)")
+            }
+            return prefix
+        }
+    }
 
     private static func required(_ text: String?) throws -> String {
         guard let text else { throw InvalidValue(reason: "must not be null") }
@@ -434,6 +543,8 @@ private enum JSONScalar: Decodable {
         } else if let flag = try? container.decode(Bool.self) {
             self = .text(flag ? "true" : "false")
         } else if let number = try? container.decode(Int.self) {
+            self = .text(String(number))
+        } else if let number = try? container.decode(Double.self) {
             self = .text(String(number))
         } else {
             self = .text(try container.decode(String.self))

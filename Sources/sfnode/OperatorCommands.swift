@@ -112,7 +112,7 @@ struct StateCommand: AsyncParsableCommand {
         var logger = Logger(label: "sfnode.state")
         logger.logLevel = .warning
         let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
-        let layout = try AgentAssembly.layout(settings: settings)
+        let layout = hostLayout(settings: settings)
         let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
         let links = Set(try await host.links().map(\.name))
         for node in try await store.nodes() {
