@@ -1,0 +1,68 @@
+import Foundation
+import SFStore
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Creates an instance disk as a qcow2 copy-on-write overlay on a cached base image:
+/// `qemu-img create -f qcow2 -o cluster_size=2M -b BASE -F FORMAT PATH [SIZE G]`, written to
+/// `<path>.partial` and renamed, so a crash never leaves a half-made disk that a later run would
+/// take for finished. An existing `path` is kept as it is (the disk of an instance being realized
+/// again).
+///
+/// - Parameters:
+///   - base: the cached image (trusted: sfnode made it), inspected with its format given explicitly.
+///   - baseFormat: the base's format (qcow2 for the image cache's disks).
+///   - sizeGiB: the disk size; nil keeps the base's virtual size. A size below the base's virtual
+///     size is refused with ``ImageError/overlayTooSmall(path:requestedGiB:baseVirtualSize:)``:
+///     shrinking would cut off the end of the guest's file system.
+///   - qemuImg: the qemu-img binary, by absolute path.
+public func createOverlay(
+    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String = "/usr/bin/qemu-img"
+) async throws {
+    try await runBlocking {
+        try createOverlayBlocking(base: base, baseFormat: baseFormat, at: path, sizeGiB: sizeGiB, qemuImg: qemuImg)
+    }
+}
+
+private func createOverlayBlocking(
+    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String
+) throws {
+    if FileManager.default.fileExists(atPath: path) { return }
+    guard let format = baseFormat.qemuFormat else {
+        throw ImageError.unsupportedFormat(path: base, format: baseFormat.rawValue, reason: "an overlay's base must be unpacked first")
+    }
+    if let sizeGiB {
+        guard sizeGiB > 0 else { throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: 0) }
+        let info = try ChildProcess.run([qemuImg, "info", "--output=json", "-f", format, base])
+        guard info.status == 0 else {
+            throw ImageError.qemuImg(operation: "info", path: base, message: info.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        guard case .object(let fields)? = try? JSONValue.parse(info.stdout), case .number(let virtual)? = fields["virtual-size"] else {
+            throw ImageError.qemuImg(operation: "info", path: base, message: "its answer has no virtual-size")
+        }
+        if Int64(sizeGiB) << 30 < Int64(virtual) {
+            throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: Int64(virtual))
+        }
+    }
+    let partial = path + ".partial"
+    unlink(partial)
+    let result = try ChildProcess.run(
+        [qemuImg, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", base, "-F", format, partial]
+            + (sizeGiB.map { ["\($0)G"] } ?? []))
+    guard result.status == 0 else {
+        unlink(partial)
+        let message = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        if mentionsDiskFull(message) { throw ImageError.diskFull(path: path) }
+        throw ImageError.qemuImg(operation: "create", path: path, message: message)
+    }
+    do {
+        try syncFile(partial)
+        try renameFile(partial, to: path)
+    } catch {
+        unlink(partial)
+        throw error
+    }
+}

@@ -1,0 +1,277 @@
+import Dispatch
+import Foundation
+import SFSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 and an ephemeral port, for image-fetch tests: it serves
+/// registered paths from memory or from files (streamed, so a multi-GiB file costs no memory), with
+/// per-path misbehaviour (dropped connections, wrong bytes, error statuses, redirects), and counts
+/// requests per path and method.
+///
+/// Blocking sockets on dedicated threads, one per connection, every response `Connection: close`:
+/// simple enough to trust, and it needs no NIO. It only ever listens on loopback (the network safety
+/// rule: test traffic never leaves the machine). ``stop()`` closes the listener and waits for every
+/// connection thread to finish.
+public final class LoopbackHTTPServer: Sendable {
+    /// How a path answers.
+    public enum Behaviour: Sendable, Equatable {
+        /// 200 with Content-Length and Last-Modified.
+        case normal
+        /// For the first `times` GET requests: the headers (full Content-Length), `bytes` bytes of the
+        /// body, then the connection is closed. Later requests are served normally.
+        case dropAfter(bytes: Int, times: Int)
+        /// The right length, but the first byte of the body is flipped.
+        case wrongBytes
+        /// This status with a short text body.
+        case status(Int)
+        /// 302 to `location` (absolute or relative).
+        case redirect(to: String)
+    }
+
+    /// Where a path's body comes from.
+    public enum Body: Sendable {
+        case data(Data)
+        case file(String)
+    }
+
+    private struct Route: Sendable {
+        var body: Body
+        var behaviour: Behaviour
+        var lastModified: String
+    }
+
+    private struct State: Sendable {
+        var routes: [String: Route] = [:]
+        var counts: [String: Int] = [:]  // "METHOD path" and "path"
+        var stopping = false
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    public let baseURL: String
+    /// The port it listens on.
+    public let port: UInt16
+    private let listener: Int32
+    private let state = Mutex(State())
+    private let connections = DispatchGroup()
+    private let acceptorDone = DispatchSemaphore(value: 0)
+
+    /// Starts listening on 127.0.0.1 and an ephemeral port.
+    public init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if fd < 0 { throw SystemError.fromErrno("socket") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            let error = SystemError.fromErrno("bind/listen 127.0.0.1")
+            close(fd)
+            throw error
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        listener = fd
+        port = UInt16(bigEndian: address.sin_port)
+        baseURL = "http://127.0.0.1:\(port)"
+        try OSThread.spawn(name: "sft-http-accept") { [self] in acceptLoop() }
+    }
+
+    /// Serves `body` at `path` (such as `/image.qcow2`) with `behaviour`.
+    public func register(
+        _ path: String, body: Body, behaviour: Behaviour = .normal,
+        lastModified: String = "Wed, 21 Oct 2015 07:28:00 GMT"
+    ) {
+        state.withLock { $0.routes[path] = Route(body: body, behaviour: behaviour, lastModified: lastModified) }
+    }
+
+    /// Serves `data` at `path`.
+    public func register(_ path: String, data: Data, behaviour: Behaviour = .normal) {
+        register(path, body: .data(data), behaviour: behaviour)
+    }
+
+    /// Serves the file at `filePath` at `path`, streamed from disk.
+    public func register(_ path: String, file filePath: String, behaviour: Behaviour = .normal) {
+        register(path, body: .file(filePath), behaviour: behaviour)
+    }
+
+    /// Requests received for `path`, all methods, or only `method` (`GET`, `HEAD`).
+    public func requestCount(_ path: String, method: String? = nil) -> Int {
+        state.withLock { $0.counts[method.map { "\($0) \(path)" } ?? path] ?? 0 }
+    }
+
+    /// The full URL of `path`.
+    public func url(_ path: String) -> String { baseURL + path }
+
+    /// Stops listening and waits (up to 10 s) for the connection threads to end. Idempotent.
+    public func stop() {
+        let first = state.withLock { state -> Bool in
+            defer { state.stopping = true }
+            return !state.stopping
+        }
+        guard first else { return }
+        acceptorDone.wait()
+        close(listener)
+        _ = connections.wait(timeout: .now() + 10)
+    }
+
+    deinit { stop() }
+
+    private func acceptLoop() {
+        defer { acceptorDone.signal() }
+        while !state.withLock({ $0.stopping }) {
+            var poller = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 100) > 0 else { continue }
+            let client = accept(listener, nil, nil)
+            if client < 0 { continue }
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            connections.enter()
+            do {
+                try OSThread.spawn(name: "sft-http-conn") { [self] in
+                    serve(client)
+                    close(client)
+                    connections.leave()
+                }
+            } catch {
+                close(client)
+                connections.leave()
+            }
+        }
+    }
+
+    private func serve(_ client: Int32) {
+        guard let (method, path) = readRequestHead(client) else { return }
+        let route = state.withLock { state -> (Route, Int)? in
+            state.counts[path, default: 0] += 1
+            state.counts["\(method) \(path)", default: 0] += 1
+            guard let route = state.routes[path] else { return nil }
+            return (route, state.counts["GET \(path)"] ?? 0)
+        }
+        guard let (route, getCount) = route else {
+            respond(client, status: 404, reason: "Not Found", body: "no such path\n")
+            return
+        }
+        switch route.behaviour {
+        case .status(let code):
+            respond(client, status: code, reason: code == 404 ? "Not Found" : "Error", body: "status \(code)\n")
+            return
+        case .redirect(let location):
+            respond(client, status: 302, reason: "Found", body: "", extra: ["Location: \(location)"])
+            return
+        default:
+            break
+        }
+        guard let length = bodyLength(route.body) else {
+            respond(client, status: 500, reason: "Internal Server Error", body: "cannot read the file\n")
+            return
+        }
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Length: \(length)\r\nLast-Modified: \(route.lastModified)\r\n"
+            + "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        guard send(client, Array(head.utf8)), method != "HEAD" else { return }
+        var limit = Int64.max
+        if case .dropAfter(let bytes, let times) = route.behaviour, getCount <= times { limit = Int64(bytes) }
+        streamBody(route.body, to: client, limit: limit, corruptFirstByte: route.behaviour == .wrongBytes)
+        if limit != Int64.max { shutdown(client, Int32(SHUT_RDWR)) }
+    }
+
+    private func bodyLength(_ body: Body) -> Int64? {
+        switch body {
+        case .data(let data): return Int64(data.count)
+        case .file(let path):
+            var info = stat()
+            return stat(path, &info) == 0 ? Int64(info.st_size) : nil
+        }
+    }
+
+    private func streamBody(_ body: Body, to client: Int32, limit: Int64, corruptFirstByte: Bool) {
+        var sent: Int64 = 0
+        var first = corruptFirstByte
+        func emit(_ chunk: [UInt8]) -> Bool {
+            var chunk = Array(chunk.prefix(Int(min(Int64(chunk.count), limit - sent))))
+            if first, !chunk.isEmpty {
+                chunk[0] ^= 0xff
+                first = false
+            }
+            sent += Int64(chunk.count)
+            return send(client, chunk) && sent < limit
+        }
+        switch body {
+        case .data(let data):
+            var offset = 0
+            while offset < data.count {
+                let end = min(data.count, offset + (1 << 20))
+                if !emit([UInt8](data[data.startIndex + offset..<data.startIndex + end])) { return }
+                offset = end
+            }
+        case .file(let path):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count <= 0 { return }
+                if !emit(Array(buffer[0..<count])) { return }
+            }
+        }
+    }
+
+    private func respond(_ client: Int32, status: Int, reason: String, body: String, extra: [String] = []) {
+        let bytes = Array(body.utf8)
+        var head = "HTTP/1.1 \(status) \(reason)\r\nContent-Length: \(bytes.count)\r\nConnection: close\r\n"
+        for line in extra { head += line + "\r\n" }
+        head += "\r\n"
+        _ = send(client, Array(head.utf8) + bytes)
+    }
+
+    /// Reads up to the blank line; returns the method and the path (query removed).
+    private func readRequestHead(_ client: Int32) -> (String, String)? {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let end = Array("\r\n\r\n".utf8)
+        while received.count < 65536 {
+            let count = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return nil }
+            received += buffer[0..<count]
+            if received.count >= 4, (0...(received.count - 4)).contains(where: { Array(received[$0..<$0 + 4]) == end }) {
+                break
+            }
+        }
+        let text = String(decoding: received, as: UTF8.self)
+        guard let line = text.split(separator: "\r\n").first else { return nil }
+        let words = line.split(separator: " ")
+        guard words.count >= 2 else { return nil }
+        let path = words[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? String(words[1])
+        return (String(words[0]), path)
+    }
+
+    /// Sends all of `bytes`; false when the peer is gone. MSG_NOSIGNAL: a client that hung up must
+    /// cost an error here, not a SIGPIPE to the test process.
+    private func send(_ client: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeBytes {
+                Glibc.send(client, $0.baseAddress.map { $0 + offset }, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += count
+        }
+        return true
+    }
+}
