@@ -4,5 +4,411 @@ import GRDB
 extension SQLiteStore {
     /// Registers the blob, reference, artifact and upload tables ("v4: blobs"). Append later blob
     /// migrations here, never edit an applied one.
-    static func registerBlobMigrations(_ migrator: inout DatabaseMigrator) {}
+    static func registerBlobMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v4: blobs") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE blob (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        size INTEGER NOT NULL,
+                        sha512 TEXT,
+                        state TEXT NOT NULL,
+                        modified REAL NOT NULL,
+                        fetched_at REAL,
+                        last_used REAL,
+                        locations TEXT NOT NULL,
+                        info TEXT NOT NULL,
+                        created REAL NOT NULL);
+                    CREATE INDEX blob_sha512 ON blob(sha512);
+                    CREATE TABLE blob_reference (
+                        blob_uuid TEXT NOT NULL,
+                        holder_type TEXT NOT NULL,
+                        holder_uuid TEXT NOT NULL,
+                        relationship TEXT NOT NULL,
+                        created REAL NOT NULL,
+                        PRIMARY KEY (blob_uuid, holder_type, holder_uuid, relationship)) WITHOUT ROWID;
+                    CREATE INDEX blob_reference_holder ON blob_reference(holder_type, holder_uuid);
+                    CREATE TABLE artifact (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        type TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        source_url TEXT,
+                        namespace TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        max_versions INTEGER NOT NULL CHECK (max_versions >= 1),
+                        highest_index INTEGER NOT NULL,
+                        created REAL NOT NULL);
+                    CREATE UNIQUE INDEX artifact_live ON artifact(type, namespace, name) WHERE state != 'deleted';
+                    CREATE TABLE artifact_version (
+                        artifact_uuid TEXT NOT NULL,
+                        "index" INTEGER NOT NULL,
+                        blob_uuid TEXT NOT NULL,
+                        created REAL NOT NULL,
+                        last_modified TEXT,
+                        content_length INTEGER,
+                        PRIMARY KEY (artifact_uuid, "index")) WITHOUT ROWID;
+                    CREATE INDEX artifact_version_blob ON artifact_version(blob_uuid);
+                    CREATE TABLE upload (
+                        uuid TEXT PRIMARY KEY NOT NULL,
+                        node TEXT NOT NULL,
+                        namespace TEXT NOT NULL,
+                        received INTEGER NOT NULL,
+                        created REAL NOT NULL);
+                    """)
+        }
+    }
+}
+
+// MARK: - Blobs
+
+extension SQLiteStore: BlobRecords {
+    public func createBlob(_ blob: Blob) async throws {
+        guard blob.state == .initial || blob.state == .created else {
+            throw StoreError.invalidArgument("a new blob starts initial or created, not \(blob.state.rawValue)")
+        }
+        let sha512 = try blob.sha512.map(Self.normalisedSHA512)
+        let locations = try Self.jsonText(Set(blob.locations).sorted())
+        let info = try JSONValue.object(blob.info).jsonText()
+        try await write { db in
+            let id = blob.uuid.storeText
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM blob WHERE uuid = ?", arguments: [id]) != nil {
+                throw StoreError.alreadyExists(type: "blob", id: id)
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO blob (uuid, size, sha512, state, modified, fetched_at, last_used, locations, info, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    id, blob.size, sha512, blob.state.rawValue, blob.modified.timeIntervalSince1970,
+                    blob.fetchedAt?.timeIntervalSince1970, blob.lastUsed?.timeIntervalSince1970, locations, info,
+                    blob.created.timeIntervalSince1970,
+                ])
+            try self.insertEvent(
+                db, Event(objectType: "blob", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+        }
+    }
+
+    public func blob(uuid: UUID) async throws -> Blob {
+        try await read { db in try Self.fetchBlob(db, uuid) }
+    }
+
+    public func blob(sha512: String) async throws -> Blob? {
+        let hash = try Self.normalisedSHA512(sha512)
+        return try await read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM blob WHERE sha512 = ? AND state = 'created' ORDER BY created, uuid LIMIT 1",
+                arguments: [hash]
+            ).map(Self.decodeBlob)
+        }
+    }
+
+    public func blobs() async throws -> [Blob] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM blob ORDER BY created, uuid").map(Self.decodeBlob) }
+    }
+
+    @discardableResult public func setBlobState(uuid: UUID, to state: BlobState) async throws -> Blob {
+        try await write { db in
+            let blob = try Self.fetchBlob(db, uuid)
+            guard blob.state.canTransition(to: state) else {
+                throw StoreError.invalidTransition(type: "blob", id: uuid.storeText, from: blob.state.rawValue, to: state.rawValue)
+            }
+            guard blob.state != state else { return blob }
+            if state == .deleted {
+                // Deleting drops what the blob itself holds, as its last reference going would.
+                try self.markBlobDeleted(db, uuid)
+            } else {
+                try self.updateBlobState(db, uuid, state)
+            }
+            return try Self.fetchBlob(db, uuid)
+        }
+    }
+
+    @discardableResult public func completeBlob(
+        uuid: UUID, size: Int64, sha512: String, info: [String: JSONValue], node: String
+    ) async throws -> Blob {
+        guard size >= 0 else { throw StoreError.invalidArgument("blob \(uuid.storeText): size \(size) is negative") }
+        let hash = try Self.normalisedSHA512(sha512)
+        let infoText = try JSONValue.object(info).jsonText()
+        return try await write { db in
+            var blob = try Self.fetchBlob(db, uuid)
+            switch blob.state {
+            case .created:
+                guard blob.sha512 == hash else {
+                    throw StoreError.invalidArgument(
+                        "blob \(uuid.storeText) is already created with sha512 \(blob.sha512 ?? "none"), not \(hash)")
+                }
+            case .initial:
+                let now = Date.storableNow()
+                try db.execute(
+                    sql: "UPDATE blob SET size = ?, sha512 = ?, info = ?, fetched_at = ? WHERE uuid = ?",
+                    arguments: [size, hash, infoText, now.timeIntervalSince1970, uuid.storeText])
+                try self.recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "sha512", value: hash)
+                try self.updateBlobState(db, uuid, .created)
+            case .deleted, .error:
+                throw StoreError.invalidTransition(
+                    type: "blob", id: uuid.storeText, from: blob.state.rawValue, to: BlobState.created.rawValue)
+            }
+            blob = try Self.fetchBlob(db, uuid)
+            if !blob.locations.contains(node) { try self.writeLocations(db, &blob, blob.locations + [node]) }
+            return blob
+        }
+    }
+
+    @discardableResult public func setBlobInfo(uuid: UUID, info: [String: JSONValue]) async throws -> Blob {
+        let infoText = try JSONValue.object(info).jsonText()
+        return try await write { db in
+            var blob = try Self.fetchBlob(db, uuid)
+            blob.info = info
+            try db.execute(sql: "UPDATE blob SET info = ? WHERE uuid = ?", arguments: [infoText, uuid.storeText])
+            try self.recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "info", value: infoText)
+            return blob
+        }
+    }
+
+    @discardableResult public func addBlobLocation(uuid: UUID, node: String) async throws -> Blob {
+        try await write { db in
+            var blob = try Self.fetchBlob(db, uuid)
+            if !blob.locations.contains(node) { try self.writeLocations(db, &blob, blob.locations + [node]) }
+            return blob
+        }
+    }
+
+    @discardableResult public func removeBlobLocation(uuid: UUID, node: String) async throws -> Blob {
+        try await write { db in
+            var blob = try Self.fetchBlob(db, uuid)
+            if blob.locations.contains(node) { try self.writeLocations(db, &blob, blob.locations.filter { $0 != node }) }
+            return blob
+        }
+    }
+
+    public func touchBlob(uuid: UUID) async throws {
+        try await write { db in
+            _ = try Self.fetchBlob(db, uuid)
+            // No mutate event: Shaken Fist exempts last_used, which changes on every use.
+            try db.execute(
+                sql: "UPDATE blob SET last_used = ? WHERE uuid = ?",
+                arguments: [Date.storableNow().timeIntervalSince1970, uuid.storeText])
+        }
+    }
+
+    // MARK: - References
+
+    public func addReference(_ reference: BlobReference) async throws {
+        try await write { db in
+            let blob = try Self.fetchBlob(db, reference.blobUUID)
+            guard blob.state != .deleted else {
+                throw StoreError.invalidArgument(
+                    "blob \(blob.uuid.storeText) is deleted and cannot be referenced by "
+                        + "\(reference.holderType) \(reference.holderUUID)")
+            }
+            try Self.insertReference(db, reference)
+        }
+    }
+
+    @discardableResult public func removeReference(_ reference: BlobReference) async throws -> Int {
+        try await write { db in
+            _ = try Self.fetchBlob(db, reference.blobUUID)
+            return try self.dropReference(db, reference)
+        }
+    }
+
+    public func references(to blobUUID: UUID) async throws -> [BlobReference] {
+        try await read { db in
+            _ = try Self.fetchBlob(db, blobUUID)
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM blob_reference WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
+                arguments: [blobUUID.storeText]
+            ).map(Self.decodeReference)
+        }
+    }
+
+    public func references(holderType: String, holderUUID: String) async throws -> [BlobReference] {
+        try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM blob_reference WHERE holder_type = ? AND holder_uuid = ?
+                    ORDER BY blob_uuid, relationship
+                    """,
+                arguments: [holderType, holderUUID.lowercased()]
+            ).map(Self.decodeReference)
+        }
+    }
+
+    // MARK: - Artifacts
+
+    public func createArtifact(_ artifact: Artifact) async throws {
+        guard artifact.state == .initial else {
+            throw StoreError.invalidArgument("a new artifact starts in state initial, not \(artifact.state.rawValue)")
+        }
+        guard artifact.maxVersions >= 1 else {
+            throw StoreError.invalidArgument("artifact \(artifact.name): max_versions \(artifact.maxVersions) is below 1")
+        }
+        try await write { db in
+            let id = artifact.uuid.storeText
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM artifact WHERE uuid = ?", arguments: [id]) != nil {
+                throw StoreError.alreadyExists(type: "artifact", id: id)
+            }
+            if let live = try Self.liveArtifact(db, artifact.type, artifact.name, artifact.namespace) {
+                throw StoreError.alreadyExists(
+                    type: "artifact",
+                    id: "\(artifact.type.rawValue) \(artifact.name) in namespace \(artifact.namespace) (\(live.uuid.storeText))")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO artifact (uuid, type, name, source_url, namespace, state, max_versions, highest_index, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)
+                    """,
+                arguments: [
+                    id, artifact.type.rawValue, artifact.name, artifact.sourceURL, artifact.namespace,
+                    artifact.state.rawValue, artifact.maxVersions, artifact.created.timeIntervalSince1970,
+                ])
+            try self.insertEvent(
+                db, Event(objectType: "artifact", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
+        }
+    }
+
+    public func artifact(uuid: UUID) async throws -> Artifact {
+        try await read { db in try Self.fetchArtifact(db, uuid) }
+    }
+
+    public func artifact(type: ArtifactType, name: String, namespace: String) async throws -> Artifact? {
+        try await read { db in try Self.liveArtifact(db, type, name, namespace) }
+    }
+
+    public func artifacts(namespace: String?) async throws -> [Artifact] {
+        try await read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM artifact WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid",
+                arguments: [namespace]
+            ).map(Self.decodeArtifact)
+        }
+    }
+
+    @discardableResult public func addArtifactVersion(artifactUUID: UUID, blobUUID: UUID, lastModified: String?, contentLength: Int64?)
+        async throws -> ArtifactVersion
+    {
+        try await write { db in
+            let artifact = try Self.fetchArtifact(db, artifactUUID)
+            guard artifact.state == .initial || artifact.state == .created else {
+                throw StoreError.invalidTransition(
+                    type: "artifact", id: artifactUUID.storeText, from: artifact.state.rawValue,
+                    to: ArtifactState.created.rawValue)
+            }
+            let blob = try Self.fetchBlob(db, blobUUID)
+            guard blob.state == .created else {
+                throw StoreError.invalidArgument(
+                    "blob \(blobUUID.storeText) is \(blob.state.rawValue), not created, so it cannot be a version of "
+                        + "artifact \(artifactUUID.storeText)")
+            }
+            if let newest = try Self.fetchVersions(db, artifactUUID).last, newest.blobUUID == blobUUID {
+                return newest
+            }
+            let highest = try Int.fetchOne(
+                db, sql: "SELECT highest_index FROM artifact WHERE uuid = ?", arguments: [artifactUUID.storeText]) ?? 0
+            let version = ArtifactVersion(
+                artifactUUID: artifactUUID, index: highest + 1, blobUUID: blobUUID, created: Date.storableNow(),
+                lastModified: lastModified, contentLength: contentLength)
+            try db.execute(
+                sql: """
+                    INSERT INTO artifact_version (artifact_uuid, "index", blob_uuid, created, last_modified, content_length)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    artifactUUID.storeText, version.index, blobUUID.storeText, version.created.timeIntervalSince1970,
+                    lastModified, contentLength,
+                ])
+            try db.execute(
+                sql: "UPDATE artifact SET highest_index = ? WHERE uuid = ?", arguments: [version.index, artifactUUID.storeText])
+            try self.recordMutation(
+                db, type: "artifact", uuid: artifactUUID.storeText, attribute: "index_\(Self.paddedIndex(version.index))",
+                value: blobUUID.storeText)
+            try Self.insertReference(db, Self.indexReference(artifactUUID, blobUUID))
+            if artifact.state == .initial {
+                try db.execute(
+                    sql: "UPDATE artifact SET state = ? WHERE uuid = ?",
+                    arguments: [ArtifactState.created.rawValue, artifactUUID.storeText])
+                try self.recordMutation(
+                    db, type: "artifact", uuid: artifactUUID.storeText, attribute: "state", value: ArtifactState.created.rawValue)
+            }
+            try self.trimVersions(db, artifactUUID, keep: artifact.maxVersions)
+            return version
+        }
+    }
+
+    public func artifactVersions(artifactUUID: UUID) async throws -> [ArtifactVersion] {
+        try await read { db in
+            _ = try Self.fetchArtifact(db, artifactUUID)
+            return try Self.fetchVersions(db, artifactUUID)
+        }
+    }
+
+    @discardableResult public func setArtifactMaxVersions(uuid: UUID, _ maxVersions: Int) async throws -> Artifact {
+        guard maxVersions >= 1 else {
+            throw StoreError.invalidArgument("artifact \(uuid.storeText): max_versions \(maxVersions) is below 1")
+        }
+        return try await write { db in
+            var artifact = try Self.fetchArtifact(db, uuid)
+            artifact.maxVersions = maxVersions
+            try db.execute(sql: "UPDATE artifact SET max_versions = ? WHERE uuid = ?", arguments: [maxVersions, uuid.storeText])
+            try self.recordMutation(db, type: "artifact", uuid: uuid.storeText, attribute: "max_versions", value: "\(maxVersions)")
+            try self.trimVersions(db, uuid, keep: maxVersions)
+            return artifact
+        }
+    }
+
+    @discardableResult public func deleteArtifact(uuid: UUID) async throws -> Artifact {
+        try await write { db in
+            var artifact = try Self.fetchArtifact(db, uuid)
+            guard artifact.state != .deleted else { return artifact }
+            try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.storeText])
+            try self.dropHeldReferences(db, holderType: "artifact", holderUUID: uuid.storeText)
+            artifact.state = .deleted
+            try db.execute(
+                sql: "UPDATE artifact SET state = ? WHERE uuid = ?", arguments: [ArtifactState.deleted.rawValue, uuid.storeText])
+            try self.recordMutation(
+                db, type: "artifact", uuid: uuid.storeText, attribute: "state", value: ArtifactState.deleted.rawValue)
+            return artifact
+        }
+    }
+
+    // MARK: - Uploads
+
+    public func createUpload(_ upload: Upload) async throws {
+        try await write { db in
+            let id = upload.uuid.storeText
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM upload WHERE uuid = ?", arguments: [id]) != nil {
+                throw StoreError.alreadyExists(type: "upload", id: id)
+            }
+            try db.execute(
+                sql: "INSERT INTO upload (uuid, node, namespace, received, created) VALUES (?, ?, ?, ?, ?)",
+                arguments: [id, upload.node, upload.namespace, upload.received, upload.created.timeIntervalSince1970])
+        }
+    }
+
+    public func upload(uuid: UUID) async throws -> Upload {
+        try await read { db in try Self.fetchUpload(db, uuid) }
+    }
+
+    public func uploads() async throws -> [Upload] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM upload ORDER BY created, uuid").map(Self.decodeUpload) }
+    }
+
+    @discardableResult public func setUploadReceived(uuid: UUID, _ received: Int64) async throws -> Upload {
+        guard received >= 0 else { throw StoreError.invalidArgument("upload \(uuid.storeText): received \(received) is negative") }
+        return try await write { db in
+            var upload = try Self.fetchUpload(db, uuid)
+            upload.received = received
+            try db.execute(sql: "UPDATE upload SET received = ? WHERE uuid = ?", arguments: [received, uuid.storeText])
+            return upload
+        }
+    }
+
+    public func deleteUpload(uuid: UUID) async throws {
+        try await write { db in
+            _ = try Self.fetchUpload(db, uuid)
+            try db.execute(sql: "DELETE FROM upload WHERE uuid = ?", arguments: [uuid.storeText])
+        }
+    }
 }

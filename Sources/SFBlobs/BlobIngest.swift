@@ -1,0 +1,131 @@
+import Crypto
+import Foundation
+import SFStore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One blob's data being written: bytes go to `<uuid>.partial` and into a running sha512, and
+/// ``finish(info:)`` turns the file into a blob (or finds the blob that already has this content).
+/// Call ``finish(info:)`` or ``abandon()`` once; an ingest dropped without either removes its
+/// partial file.
+///
+/// `@unchecked Sendable` is safe because every access to the mutable state (descriptor, hash,
+/// count) holds `lock`: appends from different tasks are serialised, one writer at a time, so the
+/// file and the hash always agree. (A `Mutex<State>` cannot be used: region checking ties the
+/// caller's byte buffer to the state once the hasher has read it.)
+public final class BlobIngest: @unchecked Sendable {
+    /// The UUID the blob gets unless its content is already a blob.
+    public let uuid: UUID
+    /// The file being written.
+    public let partialPath: String
+    let store: BlobStore
+    let expectedSHA512: String?
+    private let lock = Mutex(())
+    private var state: State
+
+    private struct State {
+        var fd: Int32
+        var hasher = SHA512()
+        var written: Int64 = 0
+        /// False once finished or abandoned: the descriptor is closed.
+        var open = true
+    }
+
+    init(store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, fd: Int32) {
+        self.store = store
+        self.uuid = uuid
+        self.partialPath = partialPath
+        self.expectedSHA512 = expectedSHA512
+        self.state = State(fd: fd)
+    }
+
+    /// Runs `body` on the state while holding the lock.
+    private func locked<T>(_ body: (inout State) throws -> T) rethrows -> T {
+        try lock.withLock { _ in try body(&state) }
+    }
+
+    deinit {
+        locked { state in
+            guard state.open else { return }
+            close(state.fd)
+            unlink(partialPath)
+        }
+    }
+
+    /// Bytes appended so far.
+    public var bytesWritten: Int64 { locked { $0.written } }
+
+    /// Appends `bytes` to the file and the hash. A full disk is ``BlobError/diskFull(path:)``.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        try locked { state in
+            guard state.open else { throw BlobError.io("blob \(BlobStore.fileName(for: uuid)): append after finish or abandon") }
+            guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+            var done = 0
+            while done < bytes.count {
+                let n = write(state.fd, base + done, bytes.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw BlobError.system("write", partialPath, code: errno)
+                }
+                done += n
+            }
+            state.hasher.update(bufferPointer: bytes)
+            state.written += Int64(bytes.count)
+        }
+    }
+
+    /// Appends `bytes` to the file and the hash.
+    public func append(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try append($0) }
+    }
+
+    /// Appends `bytes` (such as `Data`) to the file and the hash, without copying when they are
+    /// contiguous.
+    public func append(contentsOf bytes: some Sequence<UInt8>) throws {
+        let done: Void? = try bytes.withContiguousStorageIfAvailable { try append(UnsafeRawBufferPointer($0)) }
+        if done == nil { try append(Array(bytes)) }
+    }
+
+    /// Syncs the file and makes it a blob: checks it against the expected sha512 (a mismatch is
+    /// ``BlobError/checksumMismatch(expected:actual:)`` and leaves neither file nor blob), then
+    /// returns the created blob that already has this content, or records a new one with `info`,
+    /// moves the file into place and marks it created on this node.
+    public func finish(info: [String: JSONValue] = [:]) async throws -> Blob {
+        let (sha512, size) = try locked { state -> (String, Int64) in
+            guard state.open else { throw BlobError.io("blob \(BlobStore.fileName(for: uuid)): finished twice or after abandon") }
+            state.open = false
+            defer { close(state.fd) }
+            if fsync(state.fd) != 0 {
+                let error = BlobError.system("fsync", partialPath, code: errno)
+                unlink(partialPath)
+                throw error
+            }
+            return (Self.hex(state.hasher.finalize()), state.written)
+        }
+        return try await store.commit(
+            uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info)
+    }
+
+    /// Stops writing and removes the partial file. Idempotent.
+    public func abandon() {
+        locked { state in
+            guard state.open else { return }
+            state.open = false
+            close(state.fd)
+            unlink(partialPath)
+        }
+    }
+
+    static func hex(_ digest: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        for byte in digest {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import SFStore
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shaken Fist's upload API on this node: `POST /upload` makes an empty file, each
+/// `POST /upload/<uuid>` appends a chunk, `POST /upload/<uuid>/truncate/<offset>` cuts back to a
+/// point a client resumes from, and the finished file becomes a blob (then an artifact version).
+///
+/// Files are `<directory>/<uuid>`; the upload records say which node holds them.
+public struct UploadSessions: Sendable {
+    public let blobs: BlobStore
+    public let records: any BlobRecords
+    /// Where upload files are, such as `<storage>/uploads`.
+    public let directory: String
+
+    /// How long Shaken Fist keeps an upload that never became a blob.
+    public static let lifetime: TimeInterval = 7 * 24 * 3600
+
+    public init(blobs: BlobStore, records: any BlobRecords, directory: String) {
+        self.blobs = blobs
+        self.records = records
+        self.directory = directory
+    }
+
+    /// The file of upload `uuid`.
+    public func path(of uuid: UUID) -> String { directory + "/" + BlobStore.fileName(for: uuid) }
+
+    /// Starts an empty upload on this node.
+    public func create(namespace: String) async throws -> Upload {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw BlobError.io("creating the upload directory \(directory): \(error)")
+        }
+        let upload = Upload(node: blobs.nodeName, namespace: namespace)
+        let path = path(of: upload.uuid)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 { throw BlobError.system("open", path, code: errno) }
+        close(fd)
+        do {
+            try await records.createUpload(upload)
+        } catch {
+            unlink(path)
+            throw error
+        }
+        return upload
+    }
+
+    /// Appends `bytes` at the end of the upload's file and records its new size.
+    @discardableResult public func append(uuid: UUID, bytes: some Sequence<UInt8>) async throws -> Upload {
+        _ = try await localUpload(uuid)
+        let path = path(of: uuid)
+        let size = try Self.withFile(path, flags: O_WRONLY | O_APPEND) { fd in
+            let contiguous: Void? = try bytes.withContiguousStorageIfAvailable { try Self.write(fd, UnsafeRawBufferPointer($0), path) }
+            if contiguous == nil { try Array(bytes).withUnsafeBytes { try Self.write(fd, $0, path) } }
+            return try Self.size(fd, path)
+        }
+        return try await records.setUploadReceived(uuid: uuid, size)
+    }
+
+    /// Cuts the upload's file back to `offset` bytes, for a client resuming after a failed chunk.
+    /// An offset past the end is ``BlobError/invalidRange(_:)`` (Shaken Fist would pad with zeros,
+    /// which no resuming client wants).
+    @discardableResult public func truncate(uuid: UUID, to offset: Int64) async throws -> Upload {
+        _ = try await localUpload(uuid)
+        let path = path(of: uuid)
+        let size = try Self.withFile(path, flags: O_WRONLY) { fd in
+            let size = try Self.size(fd, path)
+            guard offset >= 0, offset <= size else {
+                throw BlobError.invalidRange(
+                    "upload \(BlobStore.fileName(for: uuid)) holds \(size) bytes; cannot truncate to \(offset)")
+            }
+            if ftruncate(fd, off_t(offset)) != 0 { throw BlobError.system("ftruncate", path, code: errno) }
+            return offset
+        }
+        return try await records.setUploadReceived(uuid: uuid, size)
+    }
+
+    /// Makes the uploaded bytes a blob through a ``BlobIngest`` (so identical content gives the
+    /// existing blob), then forgets the upload and removes its file. The upload stays as it was
+    /// when that fails.
+    public func finish(uuid: UUID) async throws -> Blob {
+        _ = try await localUpload(uuid)
+        let path = path(of: uuid)
+        let ingest = try blobs.beginIngest()
+        do {
+            try Self.withFile(path, flags: O_RDONLY) { fd in
+                var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw BlobError.system("read", path, code: errno)
+                    }
+                    if n == 0 { break }
+                    try buffer.withUnsafeBytes { try ingest.append(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                }
+            }
+        } catch {
+            ingest.abandon()
+            throw error
+        }
+        let blob = try await ingest.finish()
+        try await abandon(uuid: uuid)
+        return blob
+    }
+
+    /// Forgets the upload and removes its file.
+    public func abandon(uuid: UUID) async throws {
+        try await records.deleteUpload(uuid: uuid)
+        let path = path(of: uuid)
+        if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
+    }
+
+    /// Abandons this node's uploads older than ``lifetime`` (as of `now`) and removes upload files
+    /// that no upload record names. Returns the UUIDs and paths removed.
+    public func expire(now: Date = Date()) async throws -> [String] {
+        var removed: [String] = []
+        // Listed before the records are read: a file made after the listing is not looked at, and
+        // one listed already had its record unless its create failed.
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let uploads = try await records.uploads()
+        for upload in uploads where upload.node == blobs.nodeName && now.timeIntervalSince(upload.created) > Self.lifetime {
+            try await abandon(uuid: upload.uuid)
+            removed.append(path(of: upload.uuid))
+        }
+        let known = Set(uploads.map(\.uuid))
+        for name in names.sorted() {
+            guard let uuid = UUID(uuidString: name), name == BlobStore.fileName(for: uuid), !known.contains(uuid) else { continue }
+            if unlink(path(of: uuid)) == 0 { removed.append(path(of: uuid)) }
+        }
+        return removed
+    }
+
+    /// The upload, which must be on this node.
+    private func localUpload(_ uuid: UUID) async throws -> Upload {
+        let upload = try await records.upload(uuid: uuid)
+        guard upload.node == blobs.nodeName else {
+            throw BlobError.io("upload \(BlobStore.fileName(for: uuid)) is on node \(upload.node), not \(blobs.nodeName)")
+        }
+        return upload
+    }
+
+    private static func withFile<T>(_ path: String, flags: Int32, _ body: (Int32) throws -> T) throws -> T {
+        let fd = open(path, flags | O_CLOEXEC)
+        if fd < 0 { throw BlobError.system("open", path, code: errno) }
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, base + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BlobError.system("write", path, code: errno)
+            }
+            done += n
+        }
+    }
+
+    private static func size(_ fd: Int32, _ path: String) throws -> Int64 {
+        var info = stat()
+        if fstat(fd, &info) != 0 { throw BlobError.system("fstat", path, code: errno) }
+        return Int64(info.st_size)
+    }
+}

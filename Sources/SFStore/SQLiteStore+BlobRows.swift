@@ -1,0 +1,197 @@
+import Foundation
+import GRDB
+
+/// Row conversions and the in-transaction steps the blob records share: the reference rule and the
+/// trimming of artifact versions.
+extension SQLiteStore {
+    // MARK: - The reference rule
+
+    /// Removes `reference` and returns how many references its blob has left; when the reference
+    /// existed and none are left, the blob is deleted.
+    func dropReference(_ db: Database, _ reference: BlobReference) throws -> Int {
+        try db.execute(
+            sql: "DELETE FROM blob_reference WHERE blob_uuid = ? AND holder_type = ? AND holder_uuid = ? AND relationship = ?",
+            arguments: [
+                reference.blobUUID.storeText, reference.holderType, reference.holderUUID.lowercased(),
+                reference.relationship.rawValue,
+            ])
+        let removed = db.changesCount > 0
+        let remaining = try Int.fetchOne(
+            db, sql: "SELECT count(*) FROM blob_reference WHERE blob_uuid = ?", arguments: [reference.blobUUID.storeText]) ?? 0
+        // Only a removal deletes: a blob just made and not yet referenced must survive a stray
+        // release of a reference it never had.
+        if removed && remaining == 0 { try markBlobDeleted(db, reference.blobUUID) }
+        return remaining
+    }
+
+    /// Drops every reference `holderUUID` holds, with the rule for each blob.
+    func dropHeldReferences(_ db: Database, holderType: String, holderUUID: String) throws {
+        let held = try Row.fetchAll(
+            db, sql: "SELECT * FROM blob_reference WHERE holder_type = ? AND holder_uuid = ?", arguments: [holderType, holderUUID]
+        ).map(Self.decodeReference)
+        for reference in held { _ = try dropReference(db, reference) }
+    }
+
+    /// Moves the blob to `deleted` and drops what it held itself (`depends_on`, `transcode`), as
+    /// Shaken Fist decrements a deleted blob's dependencies. The state is written first, so a
+    /// reference cycle ends when it comes back to a blob already deleted.
+    func markBlobDeleted(_ db: Database, _ uuid: UUID) throws {
+        let blob = try Self.fetchBlob(db, uuid)
+        guard blob.state != .deleted else { return }
+        try updateBlobState(db, uuid, .deleted)
+        try dropHeldReferences(db, holderType: "blob", holderUUID: uuid.storeText)
+    }
+
+    func updateBlobState(_ db: Database, _ uuid: UUID, _ state: BlobState) throws {
+        try db.execute(sql: "UPDATE blob SET state = ? WHERE uuid = ?", arguments: [state.rawValue, uuid.storeText])
+        try recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+    }
+
+    func writeLocations(_ db: Database, _ blob: inout Blob, _ locations: [String]) throws {
+        blob.locations = Set(locations).sorted()
+        let text = try Self.jsonText(blob.locations)
+        try db.execute(sql: "UPDATE blob SET locations = ? WHERE uuid = ?", arguments: [text, blob.uuid.storeText])
+        try recordMutation(db, type: "blob", uuid: blob.uuid.storeText, attribute: "locations", value: text)
+    }
+
+    static func insertReference(_ db: Database, _ reference: BlobReference) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO blob_reference (blob_uuid, holder_type, holder_uuid, relationship, created) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT DO NOTHING
+                """,
+            arguments: [
+                reference.blobUUID.storeText, reference.holderType, reference.holderUUID.lowercased(),
+                reference.relationship.rawValue, Date.storableNow().timeIntervalSince1970,
+            ])
+    }
+
+    // MARK: - Artifact versions
+
+    static func indexReference(_ artifactUUID: UUID, _ blobUUID: UUID) -> BlobReference {
+        BlobReference(blobUUID: blobUUID, holderType: "artifact", holderUUID: artifactUUID, relationship: .artifactIndex)
+    }
+
+    /// Shaken Fist's `index_%012d` spelling, used in the artifact's mutate events.
+    static func paddedIndex(_ index: Int) -> String {
+        let digits = String(index)
+        return String(repeating: "0", count: max(0, 12 - digits.count)) + digits
+    }
+
+    /// Drops the oldest versions beyond `keep`. One reference covers every version of the artifact
+    /// on the same blob, so it goes only with the last of them.
+    func trimVersions(_ db: Database, _ artifactUUID: UUID, keep: Int) throws {
+        let versions = try Self.fetchVersions(db, artifactUUID)
+        guard versions.count > keep else { return }
+        let dropped = versions.prefix(versions.count - keep)
+        let kept = Set(versions.suffix(keep).map(\.blobUUID))
+        for version in dropped {
+            try db.execute(
+                sql: "DELETE FROM artifact_version WHERE artifact_uuid = ? AND \"index\" = ?",
+                arguments: [artifactUUID.storeText, version.index])
+            try recordMutation(
+                db, type: "artifact", uuid: artifactUUID.storeText, attribute: "index_\(Self.paddedIndex(version.index))",
+                value: nil)
+        }
+        for blobUUID in Set(dropped.map(\.blobUUID)).subtracting(kept) {
+            _ = try dropReference(db, Self.indexReference(artifactUUID, blobUUID))
+        }
+    }
+
+    static func fetchVersions(_ db: Database, _ artifactUUID: UUID) throws -> [ArtifactVersion] {
+        try Row.fetchAll(
+            db, sql: "SELECT * FROM artifact_version WHERE artifact_uuid = ? ORDER BY \"index\"", arguments: [artifactUUID.storeText]
+        ).map(decodeVersion)
+    }
+
+    // MARK: - Rows
+
+    /// Lower-case hex of exactly 128 digits, or ``StoreError/invalidArgument(_:)``.
+    static func normalisedSHA512(_ text: String) throws -> String {
+        let hash = text.lowercased()
+        guard hash.utf8.count == 128, hash.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            throw StoreError.invalidArgument("'\(text)' is not a sha512 (128 hex digits)")
+        }
+        return hash
+    }
+
+    static func fetchBlob(_ db: Database, _ uuid: UUID) throws -> Blob {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM blob WHERE uuid = ?", arguments: [uuid.storeText])
+        else { throw StoreError.notFound(type: "blob", id: uuid.storeText) }
+        return try decodeBlob(row)
+    }
+
+    static func fetchArtifact(_ db: Database, _ uuid: UUID) throws -> Artifact {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM artifact WHERE uuid = ?", arguments: [uuid.storeText])
+        else { throw StoreError.notFound(type: "artifact", id: uuid.storeText) }
+        return try decodeArtifact(row)
+    }
+
+    static func liveArtifact(_ db: Database, _ type: ArtifactType, _ name: String, _ namespace: String) throws -> Artifact? {
+        try Row.fetchOne(
+            db, sql: "SELECT * FROM artifact WHERE type = ? AND name = ? AND namespace = ? AND state != 'deleted'",
+            arguments: [type.rawValue, name, namespace]
+        ).map(decodeArtifact)
+    }
+
+    static func fetchUpload(_ db: Database, _ uuid: UUID) throws -> Upload {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM upload WHERE uuid = ?", arguments: [uuid.storeText])
+        else { throw StoreError.notFound(type: "upload", id: uuid.storeText) }
+        return try decodeUpload(row)
+    }
+
+    static func decodeBlob(_ row: Row) throws -> Blob {
+        let info = try JSONValue.parse(try row.required("info", "blob") as String)
+        guard case .object(let infoObject) = info else { throw StoreError.corrupt("blob.info is not a JSON object") }
+        return Blob(
+            uuid: try row.uuid("uuid", "blob"),
+            size: try row.required("size", "blob"),
+            sha512: row["sha512"],
+            state: try row.parsed("state", "blob", BlobState.init(rawValue:)),
+            modified: try row.requiredDate("modified", "blob"),
+            fetchedAt: row.date("fetched_at"),
+            lastUsed: row.date("last_used"),
+            locations: try jsonValue([String].self, try row.required("locations", "blob"), "blob.locations"),
+            info: infoObject,
+            created: try row.requiredDate("created", "blob"))
+    }
+
+    static func decodeReference(_ row: Row) throws -> BlobReference {
+        BlobReference(
+            blobUUID: try row.uuid("blob_uuid", "blob_reference"),
+            holderType: try row.required("holder_type", "blob_reference"),
+            holderUUID: try row.required("holder_uuid", "blob_reference") as String,
+            relationship: try row.parsed("relationship", "blob_reference", BlobRelationship.init(rawValue:)))
+    }
+
+    static func decodeArtifact(_ row: Row) throws -> Artifact {
+        Artifact(
+            uuid: try row.uuid("uuid", "artifact"),
+            type: try row.parsed("type", "artifact", ArtifactType.init(rawValue:)),
+            name: try row.required("name", "artifact"),
+            sourceURL: row["source_url"],
+            namespace: try row.required("namespace", "artifact"),
+            state: try row.parsed("state", "artifact", ArtifactState.init(rawValue:)),
+            maxVersions: try row.required("max_versions", "artifact"),
+            created: try row.requiredDate("created", "artifact"))
+    }
+
+    static func decodeVersion(_ row: Row) throws -> ArtifactVersion {
+        ArtifactVersion(
+            artifactUUID: try row.uuid("artifact_uuid", "artifact_version"),
+            index: try row.required("index", "artifact_version"),
+            blobUUID: try row.uuid("blob_uuid", "artifact_version"),
+            created: try row.requiredDate("created", "artifact_version"),
+            lastModified: row["last_modified"],
+            contentLength: row["content_length"])
+    }
+
+    static func decodeUpload(_ row: Row) throws -> Upload {
+        Upload(
+            uuid: try row.uuid("uuid", "upload"),
+            node: try row.required("node", "upload"),
+            namespace: try row.required("namespace", "upload"),
+            received: try row.required("received", "upload"),
+            created: try row.requiredDate("created", "upload"))
+    }
+}
