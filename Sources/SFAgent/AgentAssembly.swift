@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFBlobs
 import SFDaemonSupport
 import SFLibvirt
 import SFNetlink
@@ -57,7 +58,12 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
         nodeName: settings.nodeName, floatingRange: settings.floatingRange,
         dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
         mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),
-        egressInterface: settings.egressInterface, logger: logger)
+        egressInterface: settings.egressInterface,
+        images: ImageResolver(
+            records: store, storagePath: settings.storagePath, nodeName: settings.nodeName,
+            rules: DestinationRules(allow: settings.fetchAllow, deny: DestinationRules.defaultDeny + settings.fetchDeny),
+            cacheHighWaterBytes: Int64(settings.imageCacheGiB) << 30, imageDownloadURL: settings.imageDownloadURL, logger: logger),
+        logger: logger)
     // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
     // job waits before another agent (or this one, restarted) takes it again.
     let runner = JobRunner(

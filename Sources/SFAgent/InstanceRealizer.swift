@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFBlobs
 import SFLibvirt
 import SFNetlink
 import SFSystem
@@ -13,8 +14,8 @@ public struct InstancePlan: Sendable, Equatable {
     /// One disk: a copy-on-write layer over a base image, a blank disk, or a CD-ROM of an image.
     public struct Disk: Sendable, Equatable {
         public enum Source: Sendable, Equatable {
-            /// A qcow2 overlay over this base image (the blob store's seam: today a path).
-            case base(path: String)
+            /// A qcow2 overlay of `sizeGiB` (nil: the base's size) over a base image in `format`.
+            case overlay(base: String, format: ImageFormat, sizeGiB: Int?)
             /// An empty disk of this many GiB.
             case blank(sizeGiB: Int)
             /// A read-only CD-ROM of this image file.
@@ -109,7 +110,7 @@ public struct InstanceRealizer: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var disks: [DomainSpec.Disk] = []
         for (index, disk) in plan.disks.enumerated() {
-            disks.append(try prepare(disk, index: index, in: directory))
+            disks.append(try await prepare(disk, index: index, in: directory))
         }
         try CrashPoint.reach("instance.create.after-disks")
         let name = domainName(of: plan.uuid)
@@ -164,13 +165,13 @@ public struct InstanceRealizer: Sendable {
         try? FileManager.default.removeItem(atPath: directory(of: plan.uuid))
     }
 
-    private func prepare(_ disk: InstancePlan.Disk, index: Int, in directory: String) throws -> DomainSpec.Disk {
+    private func prepare(_ disk: InstancePlan.Disk, index: Int, in directory: String) async throws -> DomainSpec.Disk {
         switch disk.source {
         case .cdrom(let path):
             return DomainSpec.Disk(path: path, format: .raw, device: .cdrom, bus: disk.bus == .virtio ? .sata : disk.bus)
-        case .base(let base):
+        case .overlay(let base, let format, let sizeGiB):
             let path = directory + "/disk\(index).qcow2"
-            try createImage(at: path, arguments: ["-F", "qcow2", "-b", base])
+            try await createOverlay(base: base, baseFormat: format, at: path, sizeGiB: sizeGiB)
             return DomainSpec.Disk(path: path, bus: disk.bus)
         case .blank(let size):
             guard size > 0 else { throw AgentError.invalid("blank disk \(index) must be at least 1 GiB, not \(size)") }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFBlobs
 import SFControl
 import SFLibvirt
 import SFNetlink
@@ -32,6 +33,9 @@ public struct NodeAgent: Sendable {
     let dhcpServers = DHCPServers()
     /// Held by every job handler and every reconciliation pass (see ``AgentLock``).
     public let lock = AgentLock()
+    /// Where disk bases come from (blobs, the image cache); nil for an agent that only takes bases
+    /// that are already files on the node.
+    public let images: ImageResolver?
     /// Set when this node's mesh address or roles changed and the other nodes are still to be told.
     let meshAnnouncement = PendingFlag()
     let logger: Logger
@@ -39,8 +43,9 @@ public struct NodeAgent: Sendable {
     public init(
         store: any NodeStore, networks: NetworkRealizer, instances: InstanceRealizer, nodeName: String,
         floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(),
-        egressInterface: String? = nil, logger: Logger
+        egressInterface: String? = nil, images: ImageResolver? = nil, logger: Logger
     ) {
+        self.images = images
         self.egressInterface = egressInterface
         self.isNetworkNode = isNetworkNode
         self.mesh = mesh
@@ -74,6 +79,7 @@ public struct NodeAgent: Sendable {
         case (.instanceDeleteAll, .namespace(let namespace)): try await deleteAllInstances(namespace: namespace)
         case (.interfaceFloat, .interface(let uuid)): try await float(uuid)
         case (.interfaceDefloat, .interface(let uuid)): try await defloat(uuid)
+        case (.artifactFetch, .artifact(let uuid)): try await fetchArtifact(uuid)
         case (let kind, .instance(let uuid)) where kind.powerOperation != nil:
             if let operation = kind.powerOperation { try await power(operation, uuid) }
         default:
@@ -101,7 +107,6 @@ public struct NodeAgent: Sendable {
             guard instance.state == .creating || instance.state == .created else {
                 throw JobError("instance \(uuid) is \(instance.state.rawValue); it cannot be created")
             }
-            let plan = try await plan(for: instance)
             let joined = Set(try await store.interfaces(instanceUUID: uuid).map(\.networkUUID))
             for networkUUID in joined {
                 let network = try await store.network(uuid: networkUUID)
@@ -113,6 +118,9 @@ public struct NodeAgent: Sendable {
                 default: throw JobError("network \(networkUUID) is \(network.state.rawValue); no instance can join it")
                 }
             }
+            // Images are fetched (or found) once the networks are known to be ready: a job that waits
+            // for a network must not hold a download.
+            let plan = try await plan(for: instance, images: .fetchIfStale)
             // Placed before anything is built: the node that builds an instance is the one that keeps
             // (and reconciles) its taps, and the other nodes of its networks must flood to it.
             if instance.node != nodeName { instance = try await store.setInstanceNode(uuid: uuid, nodeName) }
@@ -153,6 +161,10 @@ public struct NodeAgent: Sendable {
             if interface.state != .deleted { try await store.setInterfaceState(uuid: interface.uuid, to: .deleted) }
         }
         try await announce(touched, meshChanged: true)
+        if let images {
+            let live = try await store.instances(node: nodeName).filter { $0.state != .deleted && $0.uuid != uuid }.map(\.uuid)
+            try await images.release(instance: uuid, liveInstances: live)
+        }
         try await store.setInstanceState(uuid: uuid, to: .deleted)
         try await store.setPowerState(uuid: uuid, .off)
         try await event("instance", uuid, .status, "instance deletion complete", since: started)
@@ -165,6 +177,17 @@ public struct NodeAgent: Sendable {
         where instance.namespace == namespace && instance.state != .deleted && (instance.node == nil || instance.node == nodeName) {
             try await deleteInstance(instance.uuid)
         }
+    }
+
+    // MARK: Artifacts
+
+    /// Fetches an image artifact's URL into a blob here (again only when the server's copy
+    /// changed), recording progress and the outcome as events on the artifact.
+    public func fetchArtifact(_ uuid: UUID) async throws {
+        guard let images else { throw JobError.refusal("this agent was built without the image store") }
+        let started = ContinuousClock.now
+        let blob = try await images.fetchArtifact(uuid) { line in try? await event("artifact", uuid, .status, line) }
+        try await event("artifact", uuid, .status, "artifact fetch complete: blob \(blob.uuid.uuidString.lowercased())", since: started)
     }
 
     // MARK: Power
@@ -262,6 +285,7 @@ public struct NodeAgent: Sendable {
         switch type {
         case "instance": exists = (try? await store.instance(uuid: object)) != nil
         case "network": exists = (try? await store.network(uuid: object)) != nil
+        case "artifact": exists = await images?.hasArtifact(object) ?? false
         default: exists = (try? await store.interface(uuid: object)) != nil
         }
         if exists { try await event(type, object, .status, message) }
@@ -285,7 +309,9 @@ public struct NodeAgent: Sendable {
 
     // MARK: Plans from the store
 
-    func plan(for instance: Instance) async throws -> InstancePlan {
+    /// What the instance needs on this host, from the store. `images` says whether its disks'
+    /// bases may be fetched (instance.create) or must already be on the node (everything else).
+    func plan(for instance: Instance, images mode: ImageResolver.Mode = .cachedOnly) async throws -> InstancePlan {
         var disks: [InstancePlan.Disk] = []
         for (index, spec) in instance.diskSpec.enumerated() {
             let bus = try spec.bus.map { text -> DomainSpec.Disk.Bus in
@@ -295,8 +321,12 @@ public struct NodeAgent: Sendable {
                 return bus
             } ?? .virtio
             switch (spec.type, spec.base) {
-            case (.cdrom, let base?): disks.append(.init(source: .cdrom(path: base), bus: bus == .virtio ? .sata : bus))
-            case (.disk, let base?): disks.append(.init(source: .base(path: base), bus: bus))
+            case (.cdrom, let text?):
+                let image = try await base(text, cdrom: true, of: instance, mode: mode)
+                disks.append(.init(source: .cdrom(path: image.path), bus: bus == .virtio ? .sata : bus))
+            case (.disk, let text?):
+                let image = try await base(text, cdrom: false, of: instance, mode: mode)
+                disks.append(.init(source: .overlay(base: image.path, format: image.format, sizeGiB: spec.size), bus: bus))
             case (.disk, nil): disks.append(.init(source: .blank(sizeGiB: spec.size ?? 0), bus: bus))
             case (.cdrom, nil): throw JobError("disk \(index) of instance \(instance.uuid): a cdrom needs a base image")
             }
@@ -313,6 +343,20 @@ public struct NodeAgent: Sendable {
         return InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
             video: video)
+    }
+
+    /// One disk's base as a file on this node, its download reported as events on the instance.
+    private func base(_ text: String, cdrom: Bool, of instance: Instance, mode: ImageResolver.Mode) async throws -> ImageResolver.Base {
+        if let images {
+            let uuid = instance.uuid
+            return try await images.base(text, cdrom: cdrom, instance: uuid, mode: mode) { line in
+                try? await event("instance", uuid, .status, line)
+            }
+        }
+        guard text.hasPrefix("/") else {
+            throw ControlError.invalid("disk base '\(text)' needs the image store, which this agent was built without")
+        }
+        return ImageResolver.Base(path: text, format: cdrom ? .iso : .qcow2, blobUUID: nil)
     }
 
     /// What removing an instance needs: its UUID and its interfaces' taps. Unlike ``plan(for:)`` it

@@ -17,10 +17,12 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
     case instanceUnpause = "instance.unpause"
     case interfaceFloat = "interface.float"
     case interfaceDefloat = "interface.defloat"
+    /// Fetch (or refresh) an image artifact's URL into a blob on the node the job is sent to.
+    case artifactFetch = "artifact.fetch"
 
     /// What the payload names: the object the job is about, or a namespace.
     public enum Subject: String, Sendable {
-        case network, instance, interface, namespace
+        case network, instance, interface, artifact, namespace
 
         /// The payload key that holds it (`network_uuid`, …, `namespace`).
         public var payloadKey: String { self == .namespace ? "namespace" : rawValue + "_uuid" }
@@ -32,6 +34,7 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
         case .networkCreate, .networkDelete, .networkRefresh: return .network
         case .instanceDeleteAll: return .namespace
         case .interfaceFloat, .interfaceDefloat: return .interface
+        case .artifactFetch: return .artifact
         default: return .instance
         }
     }
@@ -93,12 +96,14 @@ public struct JobOrder: Hashable, Sendable {
         case network(UUID)
         case instance(UUID)
         case interface(UUID)
+        case artifact(UUID)
         case namespace(String)
     }
 
     public init(_ kind: JobKind, _ subject: Reference, requestID: String? = nil) throws(ControlError) {
         switch (kind.subject, subject) {
-        case (.network, .network), (.instance, .instance), (.interface, .interface), (.namespace, .namespace): break
+        case (.network, .network), (.instance, .instance), (.interface, .interface), (.artifact, .artifact), (.namespace, .namespace):
+            break
         default: throw .invalid("a \(kind.rawValue) job is about a \(kind.subject.rawValue), not \(subject)")
         }
         if case .namespace(let name) = subject { try Names.checkName(name, "namespace") }
@@ -110,7 +115,7 @@ public struct JobOrder: Hashable, Sendable {
     /// The UUID of the object the job is about; nil for a namespace.
     public var objectUUID: UUID? {
         switch subject {
-        case .network(let uuid), .instance(let uuid), .interface(let uuid): return uuid
+        case .network(let uuid), .instance(let uuid), .interface(let uuid), .artifact(let uuid): return uuid
         case .namespace: return nil
         }
     }
@@ -119,7 +124,7 @@ public struct JobOrder: Hashable, Sendable {
     public var payload: JSONValue {
         var fields: [String: JSONValue] = [:]
         switch subject {
-        case .network(let uuid), .instance(let uuid), .interface(let uuid):
+        case .network(let uuid), .instance(let uuid), .interface(let uuid), .artifact(let uuid):
             fields[kind.subject.payloadKey] = .string(uuid.uuidString.lowercased())
         case .namespace(let name): fields["namespace"] = .string(name)
         }
@@ -168,6 +173,7 @@ public struct JobOrder: Hashable, Sendable {
             switch kind.subject {
             case .network: subject = .network(uuid)
             case .instance: subject = .instance(uuid)
+            case .artifact: subject = .artifact(uuid)
             default: subject = .interface(uuid)
             }
         }

@@ -26,7 +26,7 @@ import SFSystem
 /// | `memoryOvercommit` | `SFNODE_MEMORY_OVERCOMMIT` | `1.5` (placement) |
 /// | `imageDownloadURL` | `SFNODE_IMAGE_DOWNLOAD_URL` | `https://images.shakenfist.com` (short names such as `debian:12`) |
 /// | `fetchAllow` | `SFNODE_FETCH_ALLOW` | empty: any address the deny list leaves |
-/// | `fetchDeny` | `SFNODE_FETCH_DENY` | `169.254.0.0/16,0.0.0.0/8` (link-local: the cloud metadata address) |
+/// | `fetchDeny` | `SFNODE_FETCH_DENY` | empty; link-local 169.254.0.0/16 (the cloud metadata address) and 0.0.0.0/8 are always denied |
 /// | `imageCacheGiB` | `SFNODE_IMAGE_CACHE_GIB` | `100`: above this the cache evicts unused images, oldest used first |
 /// | `namePrefix` | `SFNODE_NAME_PREFIX` | `sfnode-`: network namespaces and domains (tests set their own) |
 /// | `tapPrefix` | `SFNODE_TAP_PREFIX` | `sfi`: taps (at most 9 bytes) |
@@ -86,8 +86,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var imageDownloadURL = "https://images.shakenfist.com"
     /// The only ranges image downloads may reach (empty: any range not denied).
     public var fetchAllow: [IPv4Prefix] = []
-    /// Ranges image downloads may never reach, checked on every resolved address and redirect.
-    public var fetchDeny: [IPv4Prefix] = AgentConfiguration.defaultFetchDeny
+    /// Ranges image downloads may never reach, checked on every resolved address and redirect, on
+    /// top of link-local and 0.0.0.0/8, which are always denied.
+    public var fetchDeny: [IPv4Prefix] = []
     /// The image cache's high-water mark in GiB.
     public var imageCacheGiB = 100
     /// The prefix of the network namespaces and domains the agent makes; nil is the agent's default.
@@ -96,9 +97,6 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var tapPrefix: String?
     /// How long a claimed job stays the agent's without a heartbeat.
     public var jobLeaseSeconds = 30
-
-    /// Link-local (the cloud metadata address 169.254.169.254 among them) and "this network".
-    public static let defaultFetchDeny: [IPv4Prefix] = ["169.254.0.0/16", "0.0.0.0/8"].compactMap(IPv4Prefix.init)
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -455,12 +453,10 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     }
 
     private static func prefixList(_ text: String?) throws -> [IPv4Prefix] {
-        let entries = (text ?? "").split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
-        return try entries.map { entry in
-            guard entry.contains("/"), let prefix = IPv4Prefix(entry), prefix.network == prefix else {
-                throw InvalidValue(reason: "has '\(entry)', which is not an IPv4 network (a.b.c.d/n, host bits clear)")
-            }
-            return prefix
+        do {
+            return try IPv4Prefix.parseList(text)
+        } catch {
+            throw InvalidValue(reason: "is not a list of IPv4 networks (a.b.c.d/n, separated by commas): \(error)")
         }
     }
 

@@ -71,6 +71,13 @@ public struct IPv4Prefix: Hashable, Sendable, CustomStringConvertible, LosslessS
         self.length = length
     }
 
+    /// Parses a list of prefixes separated by commas and/or white space (a bare address means /32);
+    /// nil or blank is an empty list. The error quotes the first entry that is not a prefix.
+    public static func parseList(_ text: String?) throws -> [IPv4Prefix] {
+        let entries = (text ?? "").split(whereSeparator: { $0 == "," || $0.isWhitespace })
+        return try entries.map { try parse(String($0)) }
+    }
+
     /// Parses `text`, or throws an error that quotes it.
     public static func parse(_ text: String) throws -> IPv4Prefix {
         guard let prefix = IPv4Prefix(text) else {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SFAgent
+import SFControl
 import SFDaemonSupport
 import SFLibvirt
 import SFNetlink
@@ -15,7 +16,7 @@ struct JobCommand: AsyncParsableCommand {
 
     struct Submit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Submit a job from JSON: {\"kind\": …, \"target\": \"node:NAME\" | \"role:network-node\", \"payload\": {…}, \"object_key\": …}.")
+            abstract: "Submit a job from JSON: {\"kind\": …, \"target\": \"node:NAME\" | \"role:network-node\", \"payload\": {…}}; jobs about one object run in order.")
 
         @Option(help: "The configuration file.") var config: String?
         @Argument(help: "The job as JSON, or - to read it from standard input.") var json: String
@@ -24,8 +25,9 @@ struct JobCommand: AsyncParsableCommand {
             let store = try OperatorStore.open(config)
             let text = json == "-" ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) : json
             let request = try JobRequest.parse(text)
-            let job = try await store.enqueue(
-                kind: request.kind, payload: request.payload, target: request.target, objectKey: request.objectKey)
+            // Checked here, by name: an unknown kind or a payload that does not decode is never queued.
+            let control = Control(store: store, logger: Logger(label: "sfnode.job"))
+            let job = try await control.submit(kind: request.kind, payload: request.payload, target: request.target)
             print("queued job \(job.id) (\(job.kind) for \(job.target))")
         }
     }
@@ -46,21 +48,43 @@ struct JobCommand: AsyncParsableCommand {
     }
 }
 
-/// `sfnode events TYPE UUID`: an object's events, newest first.
+/// `sfnode events TYPE UUID`: an object's events, newest first, or followed live.
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "events", abstract: "Show an object's events, newest first.")
 
-    @Option(help: "The configuration file.") var config: String?
+    @OptionGroup var options: ClientOptions
     @Option(help: "How many events to show (at most 1000).") var limit = 100
-    @Argument(help: "The object type: instance, network, interface, node.") var type: String
+    @Flag(help: "Keep printing new events as they are recorded, oldest first (Ctrl-C to stop).") var follow = false
+    @Argument(help: "The object type: instance, network, interface, node, blob, artifact.") var type: String
     @Argument(help: "The object's UUID.") var uuid: String
 
     func run() async throws {
-        let store = try OperatorStore.open(config)
+        guard let objectType = ObjectType(rawValue: type) else {
+            throw ValidationError("'\(type)' is not an object type (\(ObjectType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        try await Self.printEvents(objectType, try parseUUID(uuid, "object UUID"), control: try options.control(), limit: limit, follow: follow, json: options.json)
+    }
+
+    static func printEvents(_ type: ObjectType, _ uuid: UUID, control: Control, limit: Int, follow: Bool, json: Bool) async throws {
         let formatter = ISO8601DateFormatter()
-        for event in try await store.events(objectType: type, objectUUID: uuid.lowercased(), limit: limit) {
-            let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
-            print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(event.message)\(duration)")
+        func line(_ event: Event) throws {
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                encoder.dateEncodingStrategy = .iso8601
+                print(String(decoding: try encoder.encode(event), as: UTF8.self))
+            } else {
+                let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
+                print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(event.message)\(duration)")
+            }
+        }
+        if follow {
+            for try await event in control.followEvents(type, uuid, backlog: limit) {
+                try line(event)
+                fflush(nil)
+            }
+        } else {
+            for event in try await control.events(type, uuid, limit: limit) { try line(event) }
         }
     }
 }
@@ -78,7 +102,6 @@ struct JobRequest {
     var kind: String
     var target: JobTarget
     var payload: JSONValue
-    var objectKey: String?
 
     /// Parses the JSON, naming the field that is missing or wrong.
     static func parse(_ text: String) throws -> JobRequest {
@@ -95,7 +118,7 @@ struct JobRequest {
         }
         let target = try JobTarget.parse(targetText)
         return JobRequest(
-            kind: kind, target: target, payload: fields["payload"] ?? .object([:]), objectKey: fields["object_key"]?.stringValue)
+            kind: kind, target: target, payload: fields["payload"] ?? .object([:]))
     }
 }
 

@@ -12,7 +12,10 @@ struct SFNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfnode",
         abstract: "The node agent of a Shaken Fist-style cloud.",
-        subcommands: [AgentCommand.self, StateCommand.self, HostCommand.self, JobCommand.self, EventsCommand.self],
+        subcommands: [
+            AgentCommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
+            StateCommand.self, HostCommand.self, JobCommand.self,
+        ],
         defaultSubcommand: AgentCommand.self)
 }
 

@@ -37,7 +37,7 @@ struct RealizerPathTests {
         let mac = try MACAddress(octets: [2, 0, 0, 0x88, 0, 0x20])
         let storage = TestGuest.runDirectory + "/\(id)-instances"
         let instance = InstancePlan(
-            uuid: UUID(), cpus: 1, memoryMiB: 256, disks: [.init(source: .base(path: TestGuest.baseImage))],
+            uuid: UUID(), cpus: 1, memoryMiB: 256, disks: [.init(source: .overlay(base: TestGuest.baseImage, format: .qcow2, sizeGiB: nil))],
             interfaces: [.init(uuid: UUID(), mac: mac, vxid: network.vxid)])
 
         do {

@@ -48,13 +48,10 @@ public struct DestinationRules: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static func parseList(_ text: String?, setting: String) throws -> [IPv4Prefix] {
-        guard let text else { return [] }
-        let entries = text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" })
-        return try entries.map { entry in
-            guard let prefix = IPv4Prefix(String(entry)) else {
-                throw FetchError.invalidRule(setting: setting, entry: String(entry))
-            }
-            return prefix
+        do {
+            return try IPv4Prefix.parseList(text)
+        } catch {
+            throw FetchError.invalidRule(setting: setting, entry: "\(error)")
         }
     }
 

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SFControl
+import SFDaemonSupport
+import SFStore
+
+/// The options every user command takes: the configuration (which names the store), the
+/// namespace, and `--json` for scripts.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The configuration file (default: $SFNODE_CONFIG, else /etc/sfnode/agent.json).")
+    var config: String?
+
+    @Option(help: "The namespace (default: system, the admin namespace).")
+    var namespace: String?
+
+    @Flag(help: "Print JSON instead of text, for scripts.")
+    var json = false
+
+    /// The use cases over the store the configuration names.
+    func control() throws -> Control {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        guard FileManager.default.fileExists(atPath: settings.storePath) else {
+            throw ValidationError(
+                "no store at \(settings.storePath): start sfnode first (scripts/setup-host && swift run -c release sfnode), or point --config or SFNODE_STORE_PATH at its store")
+        }
+        var logger = Logger(label: "sfnode.client")
+        logger.logLevel = .warning
+        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        return Control(store: store, settings: settings.controlSettings, logger: logger)
+    }
+}
+
+extension AgentConfiguration {
+    /// What the use cases need of the settings.
+    var controlSettings: ControlSettings {
+        var control = ControlSettings()
+        control.cpuOvercommit = cpuOvercommit
+        control.memoryOvercommit = memoryOvercommit
+        control.imageDownloadURL = imageDownloadURL
+        return control
+    }
+}
+
+/// How a command prints: JSON for scripts, aligned `key: value` lines for people.
+struct Output {
+    let json: Bool
+
+    /// Prints `value` as JSON (sorted keys, so scripts and diffs see a stable order).
+    func printJSON(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+
+    /// Prints `fields` as aligned `key: value` lines.
+    func printFields(_ fields: [(String, String)]) {
+        let width = fields.map(\.0.count).max() ?? 0
+        for (key, value) in fields { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + " : " + value) }
+    }
+
+    /// Prints rows as a table with a header, columns padded to their widest cell.
+    func printTable(_ header: [String], _ rows: [[String]]) {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                .trimmingCharacters(in: .whitespaces))
+        }
+    }
+}
+
+/// Shows how far a long operation is: a bar redrawn in place on a terminal, and a plain line per
+/// change when the output is a pipe or a file (so logs and scripts get readable text).
+final class ProgressDisplay {
+    private let isTerminal = isatty(STDOUT_FILENO) == 1
+    private var lastLine = ""
+    private var drawn = false
+
+    /// Shows `message`, with a bar when `fraction` (0...1) is known.
+    func update(_ message: String, fraction: Double? = nil) {
+        let line: String
+        if let fraction {
+            let clamped = min(max(fraction, 0), 1)
+            let filled = Int(clamped * 30)
+            line = "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: 30 - filled) + "] "
+                + String(format: "%3.0f%% ", clamped * 100) + message
+        } else {
+            line = message
+        }
+        guard line != lastLine else { return }
+        lastLine = line
+        if isTerminal {
+            // \r and clear-to-end-of-line: redraw in place.
+            FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + line.prefix(120)).utf8))
+            drawn = true
+        } else {
+            print(line)
+        }
+    }
+
+    /// Ends the bar's line on a terminal.
+    func finish() {
+        if isTerminal && drawn { print("") }
+        drawn = false
+    }
+}
+
+/// Converts a text UUID argument, naming it when it is not one.
+func parseUUID(_ text: String, _ what: String) throws -> UUID {
+    guard let uuid = UUID(uuidString: text) else { throw ValidationError("\(what) '\(text)' is not a UUID") }
+    return uuid
+}
+
+extension UUID {
+    /// Lowercase text, as Shaken Fist and the store write UUIDs.
+    var text: String { uuidString.lowercased() }
+}
+
+extension Optional where Wrapped: CustomStringConvertible {
+    /// The value as text, or `none`.
+    var orNone: String { map(\.description) ?? "none" }
+}

@@ -1,0 +1,206 @@
+import ArgumentParser
+import Foundation
+import SFControl
+import SFStore
+
+/// `sfnode instance …`: sf-client's instance verbs, with its argument syntax.
+struct InstanceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "instance", abstract: "Create, list, show, delete and power instances.",
+        subcommands: [
+            Create.self, List.self, Show.self, Delete.self, PowerOn.self, PowerOff.self, Reboot.self, Pause.self,
+            Unpause.self, Events.self,
+        ])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an instance and wait until it runs.",
+            discussion: "Example: sfnode instance create web 1 1024 -d 8@debian:12 -f mynet")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's name (a DNS label).") var name: String
+        @Argument(help: "vCPUs.") var cpus: Int
+        @Argument(help: "Memory in MiB.") var memory: Int
+        @Option(name: .short, help: "A disk: SIZE (GiB, blank) or SIZE@BASE (a URL, label:NAME, sf://blob/UUID, debian:12 …).")
+        var disk: [String] = []
+        @Option(name: .short, help: "An interface on a network: NET or NET@ADDRESS.") var network: [String] = []
+        @Option(name: .short, help: "An interface on a network with a floating address: NET or NET@ADDRESS.") var floated: [String] = []
+        @Option(help: "Place the instance on this node.") var forcePlacement: String?
+        @Flag(help: "Return once the instance is queued instead of waiting until it runs.") var noWait = false
+        @Option(help: "How long to wait, in seconds.") var timeout = 900
+
+        func run() async throws {
+            let control = try options.control()
+            let request = InstanceRequest(
+                name: name, cpus: cpus, memoryMiB: memory, disks: try disk.map(DiskSpec.parse(commandLine:)),
+                networks: try network.map { try NetworkRequest.parse(commandLine: $0) }
+                    + floated.map { try NetworkRequest.parse(commandLine: $0, float: true) },
+                namespace: options.namespace, forcePlacement: forcePlacement)
+            var (instance, _) = try await control.createInstance(request)
+            if !noWait { instance = try await InstanceCommand.waitUntilSettled(instance, control, options, timeout: timeout) }
+            try await InstanceCommand.show(instance, control, options)
+            if instance.state.isError { throw ExitCode(1) }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List instances.")
+        @OptionGroup var options: ClientOptions
+        @Flag(help: "Include deleted instances.") var all = false
+
+        func run() async throws {
+            let instances = try await options.control().instances(namespace: options.namespace, includeDeleted: all)
+            let output = Output(json: options.json)
+            if options.json { return try output.printJSON(instances) }
+            output.printTable(
+                ["uuid", "name", "namespace", "cpus", "memory", "node", "state", "power"],
+                instances.map {
+                    [$0.uuid.text, $0.name, $0.namespace, "\($0.cpus)", "\($0.memory)", $0.node ?? "-", $0.state.rawValue, $0.powerState.rawValue]
+                })
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show an instance and its interfaces.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+
+        func run() async throws {
+            let control = try options.control()
+            try await InstanceCommand.show(try await control.instance(instance, namespace: options.namespace), control, options)
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an instance and wait until it is gone.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+        @Flag(help: "Return once the deletion is queued.") var noWait = false
+        @Option(help: "How long to wait, in seconds.") var timeout = 300
+
+        func run() async throws {
+            let control = try options.control()
+            var deleted = try await control.deleteInstance(instance, namespace: options.namespace)
+            if !noWait { deleted = try await InstanceCommand.waitUntilSettled(deleted, control, options, timeout: timeout, deleting: true) }
+            if options.json { return try Output(json: true).printJSON(deleted) }
+            print("instance \(deleted.uuid.text) (\(deleted.name)) is \(deleted.state.rawValue)")
+        }
+    }
+
+    struct Reboot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Reboot an instance (soft unless --hard).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+        @Flag(help: "Reset the instance instead of asking its OS to reboot.") var hard = false
+
+        func run() async throws { try await InstanceCommand.power(hard ? .reboothard : .rebootsoft, instance, options) }
+    }
+
+    struct Events: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show an instance's events, newest first.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+        @Option(help: "How many events to show (at most 1000).") var limit = 100
+        @Flag(help: "Keep printing new events as they are recorded (Ctrl-C to stop).") var follow = false
+
+        func run() async throws {
+            let control = try options.control()
+            let found = try await control.instance(instance, namespace: options.namespace)
+            try await EventsCommand.printEvents(.instance, found.uuid, control: control, limit: limit, follow: follow, json: options.json)
+        }
+    }
+
+    static func power(_ operation: PowerOperation, _ reference: String, _ options: ClientOptions) async throws {
+        let instance = try await options.control().power(operation, reference, namespace: options.namespace)
+        if options.json { return try Output(json: true).printJSON(["instance_uuid": instance.uuid.text, "operation": operation.rawValue, "queued": "true"]) }
+        print("\(operation.verb) of instance \(instance.uuid.text) (\(instance.name)) queued")
+    }
+
+    /// Waits until the instance leaves its transitional states (or is deleted, when `deleting`),
+    /// showing the progress its events report ("fetching …, 30 %").
+    static func waitUntilSettled(
+        _ instance: Instance, _ control: Control, _ options: ClientOptions, timeout: Int, deleting: Bool = false
+    ) async throws -> Instance {
+        let progress = options.json ? nil : ProgressDisplay()
+        defer { progress?.finish() }
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        var current = instance
+        while ContinuousClock.now < deadline {
+            current = try await control.instance(current.uuid.text)
+            let settled = deleting ? (current.state == .deleted || current.state.isError) : (current.state == .created || current.state.isError || current.state == .deleted)
+            if settled { return current }
+            let latest = try await control.events(.instance, current.uuid, limit: 1).first
+            let message = latest.map { "\(current.state.rawValue): \($0.message)" } ?? current.state.rawValue
+            progress?.update(message, fraction: latest.flatMap { percent(in: $0.message) })
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw ValidationError(
+            "instance \(current.uuid.text) is still \(current.state.rawValue) after \(timeout) s; follow it with sfnode instance events --follow \(current.uuid.text)")
+    }
+
+    /// The percentage an event message reports, such as "fetching blob …, 30 %", as a fraction.
+    static func percent(in message: String) -> Double? {
+        guard let range = message.range(of: #"(\d{1,3}(\.\d+)?) ?%"#, options: .regularExpression) else { return nil }
+        return Double(message[range].filter { $0.isNumber || $0 == "." }).map { $0 / 100 }
+    }
+
+    static func show(_ instance: Instance, _ control: Control, _ options: ClientOptions) async throws {
+        let interfaces = try await control.interfaces(ofInstance: instance)
+        let metadata = try await control.metadata(.instance, instance.uuid)
+        let output = Output(json: options.json)
+        if options.json { return try output.printJSON(InstanceView(instance: instance, interfaces: interfaces, metadata: metadata)) }
+        output.printFields([
+            ("uuid", instance.uuid.text), ("name", instance.name), ("namespace", instance.namespace), ("cpus", "\(instance.cpus)"),
+            ("memory", "\(instance.memory)"), ("node", instance.node ?? "none"), ("state", instance.state.rawValue),
+            ("power state", instance.powerState.rawValue), ("error message", instance.errorMessage ?? "none"),
+        ] + instance.diskSpec.enumerated().map { index, disk in
+            ("disk \(index)", "\(disk.type.rawValue) \(disk.size.map { "\($0) GiB" } ?? "base size") \(disk.base.map { "from \($0)" } ?? "blank")")
+        } + interfaces.map { interface in
+            ("interface \(interface.order)", "\(interface.uuid.text) \(interface.macaddr) \(interface.ipv4.orNone) floating \(interface.floating.orNone) \(interface.state.rawValue)")
+        } + metadata.keys.sorted().map { ("metadata \($0)", (try? metadata[$0]?.jsonText()) .flatMap { $0 } ?? "") })
+    }
+}
+
+/// An instance with its interfaces and metadata, as `--json` prints it.
+struct InstanceView: Encodable {
+    let instance: Instance
+    let interfaces: [Interface]
+    let metadata: [String: JSONValue]
+
+    enum CodingKeys: String, CodingKey { case interfaces, metadata }
+
+    func encode(to encoder: any Encoder) throws {
+        try instance.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(interfaces, forKey: .interfaces)
+        try container.encode(metadata, forKey: .metadata)
+    }
+}
+
+/// sf-client's one-word power verbs: `sfnode instance poweron INSTANCE` and so on.
+struct PowerOn: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "poweron", abstract: "Power an instance on.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The instance's UUID or name.") var instance: String
+    func run() async throws { try await InstanceCommand.power(.poweron, instance, options) }
+}
+
+struct PowerOff: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "poweroff", abstract: "Power an instance off.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The instance's UUID or name.") var instance: String
+    func run() async throws { try await InstanceCommand.power(.poweroff, instance, options) }
+}
+
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Pause an instance.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The instance's UUID or name.") var instance: String
+    func run() async throws { try await InstanceCommand.power(.pause, instance, options) }
+}
+
+struct Unpause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unpause", abstract: "Unpause an instance.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The instance's UUID or name.") var instance: String
+    func run() async throws { try await InstanceCommand.power(.unpause, instance, options) }
+}
