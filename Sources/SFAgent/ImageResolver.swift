@@ -31,8 +31,8 @@ public actor ImageResolver {
     }
 
     let records: any BlobRecords
-    public let blobs: BlobStore
-    public let cache: ImageCache
+    public nonisolated let blobs: BlobStore
+    public nonisolated let cache: ImageCache
     let fetcher: HTTPFetcher
     let inspector: ImageInspector
     let nodeName: String

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 
 /// What this machine has to give guests, as a node reports it at check-in.
@@ -19,8 +16,9 @@ public enum HostCapacity {
             candidate = (candidate as NSString).deletingLastPathComponent
             if candidate.isEmpty { candidate = "/" }
         }
-        var fs = statvfs()
-        guard statvfs(candidate, &fs) == 0 else { return nil }
-        return Int(UInt64(fs.f_blocks) * UInt64(fs.f_frsize) >> 30)
+        guard let size = (try? FileManager.default.attributesOfFileSystem(forPath: candidate))?[.systemSize] as? NSNumber else {
+            return nil
+        }
+        return Int(size.uint64Value >> 30)
     }
 }

@@ -46,12 +46,23 @@ extension AgentConfiguration {
 struct Output {
     let json: Bool
 
-    /// Prints `value` as JSON (sorted keys, so scripts and diffs see a stable order).
+    /// Prints `value` as JSON (sorted keys, so scripts and diffs see a stable order), with UUIDs in
+    /// lowercase as Shaken Fist and the store write them (Foundation's encoder writes uppercase).
     func printJSON(_ value: some Encodable) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+        let decoded = try JSONDecoder().decode(JSONValue.self, from: try encoder.encode(value))
+        print(String(decoding: try encoder.encode(Self.lowercasingUUIDs(decoded)), as: UTF8.self))
+    }
+
+    static func lowercasingUUIDs(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let text) where UUID(uuidString: text) != nil: return .string(text.lowercased())
+        case .array(let items): return .array(items.map(lowercasingUUIDs))
+        case .object(let fields): return .object(fields.mapValues(lowercasingUUIDs))
+        default: return value
+        }
     }
 
     /// Prints `fields` as aligned `key: value` lines.

@@ -1,0 +1,113 @@
+import Foundation
+import SFNetlink
+import SFSystem
+import SFTestSupport
+
+/// The world of a command-line test: a real `sfnode agent` whose host namespace is a test
+/// namespace, its store and storage in a test directory, a loopback server with the test guest,
+/// and a runner for `sfnode` commands with the same environment as the agent.
+final class CommandLineFlow: Sendable {
+    let id: String
+    let hostNamespace: String
+    let outsideNamespace: String
+    let directory: String
+    let storage: String
+    let nodeName: String
+    let executable: String
+    let environment: [String: String]
+    let server: LoopbackHTTPServer
+    let teardown = Teardown()
+    static let floatingRange = "192.0.2.0/24"
+
+    private init(id: String, executable: String, server: LoopbackHTTPServer) {
+        self.id = id
+        self.executable = executable
+        self.server = server
+        hostNamespace = id + "host"
+        outsideNamespace = id + "out"
+        directory = TestGuest.runDirectory + "/\(id)-cli"
+        storage = directory + "/storage"
+        nodeName = id + "-node"
+        environment = [
+            "SFNODE_STORE_PATH": directory + "/store.sqlite", "SFNODE_HOST_NAMESPACE": hostNamespace,
+            "SFNODE_STORAGE_PATH": storage, "SFNODE_NODE_NAME": nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
+            "SFNODE_FLOATING_RANGE": Self.floatingRange, "SFNODE_JOB_LEASE_SECONDS": "5",
+            "SFNODE_NAME_PREFIX": id + "-", "SFNODE_TAP_PREFIX": id,
+            // Tests fetch only from loopback, whatever URL they are handed.
+            "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": server.baseURL,
+        ]
+    }
+
+    /// Makes the namespaces and directory, serves the guest image, and starts the agent.
+    static func start(withAgent: Bool = true) async throws -> CommandLineFlow {
+        let server = try LoopbackHTTPServer()
+        server.register("/images/guest.qcow2", file: TestGuest.baseImage)
+        let flow = CommandLineFlow(id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server)
+        flow.teardown.add("image server") { server.stop() }
+        try FileManager.default.createDirectory(atPath: flow.directory, withIntermediateDirectories: true)
+        flow.teardown.add("test directory") { try? FileManager.default.removeItem(atPath: flow.directory) }
+        try flow.teardown.createNamespaces([flow.hostNamespace, flow.outsideNamespace])
+        if withAgent {
+            let agent = try AgentProcess.start(executable: flow.executable, environment: flow.environment, log: flow.directory + "/agent.log")
+            // Whatever the test left: delete it through the agent, then stop it.
+            flow.teardown.add("agent") {
+                _ = try? flow.run(["instance", "delete", "web", "--timeout", "120"], allowFailure: true)
+                _ = try? flow.run(["network", "delete", "net"], allowFailure: true)
+                _ = await eventually(timeout: .seconds(60)) { flow.networksLeft() <= 0 }
+                _ = await agent.stop(timeout: .seconds(20))
+                await agent.kill()
+                for pid in dnsmasqProcesses(mentioning: flow.storage) { kill(pid, SIGTERM) }
+            }
+        }
+        return flow
+    }
+
+    /// Runs `sfnode ARGS` with the agent's environment; a non-zero exit throws unless allowed.
+    @discardableResult
+    func run(_ arguments: [String], allowFailure: Bool = false) throws -> CommandOutput {
+        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let output = try ChildProcess.run(["/usr/bin/env", "-i"] + variables + [executable] + arguments)
+        if output.status != 0 && !allowFailure {
+            throw AgentProcessError("sfnode \(arguments.joined(separator: " ")) exited \(output.status): \(output.stderr)\(output.stdout)")
+        }
+        return output
+    }
+
+    /// Runs `sfnode ARGS --json` and parses its output, a JSON object.
+    func json(_ arguments: [String]) throws -> [String: Any] {
+        let output = try run(arguments + ["--json"])
+        guard let object = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any] else {
+            throw AgentProcessError("sfnode \(arguments) printed no JSON object: \(output.stdout)")
+        }
+        return object
+    }
+
+    /// How many networks are not deleted yet (-1 when they cannot be listed).
+    func networksLeft() -> Int {
+        guard let output = try? run(["network", "list", "--json"]),
+            let list = try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [Any]
+        else { return -1 }
+        return list.count
+    }
+
+    /// An "outside" host on the network node's egress bridge, to reach floating addresses from.
+    func connectOutside() async throws {
+        let host = try NetlinkSession(namespace: hostNamespace, logger: .init(label: "sfnode.test.cli"))
+        try await host.createVethPair(name: id + "o", peer: "eth0", peerNamespace: outsideNamespace, master: "sfegress", up: true)
+        let outside = try NetlinkSession(namespace: outsideNamespace, logger: .init(label: "sfnode.test.cli"))
+        try await outside.addAddress(IPv4Prefix.parse("192.0.2.254/24"), to: "eth0")
+        try await outside.setLinkUp("eth0", true)
+    }
+
+    func finish() async throws { try await teardown.run() }
+
+    /// What `scripts/cleanup-test-leftovers --check` finds of this test.
+    func leftovers() -> String {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/cleanup-test-leftovers").path
+        guard let check = try? ChildProcess.run(["/bin/bash", script, "--check", "--prefix", id]) else { return "the check did not run" }
+        if check.status == 0 { return "" }
+        _ = try? ChildProcess.run(["/bin/bash", script, "--prefix", id])
+        return check.stdout + check.stderr
+    }
+}
