@@ -101,13 +101,20 @@ let package = Package(
         .executableTarget(
             name: "AgentBenchmark",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFControl", "SFAgent",
-                .product(name: "Logging", package: "swift-log"),
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
+                "SFTestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/AgentBenchmark"),
 
+        .executableTarget(
+            name: "ImageBenchmark",
+            dependencies: [
+                "SFSystem", "SFStore", "SFBlobs", "SFTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/ImageBenchmark"),
+
         .target(
-            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt"],
+            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore"],
             path: "Tests/SFTestSupport"),
         .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),

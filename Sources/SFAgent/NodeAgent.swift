@@ -298,12 +298,21 @@ public struct NodeAgent: Sendable {
     }
 
     /// The instances in a transitional state (preflight, creating, delete-wait) that no queued or
-    /// running job is about: nothing will ever move them on.
+    /// running job is about (by its payload, not its free-form object key): nothing will ever move
+    /// them on.
     public static func stuckInstances(_ instances: [Instance], liveJobs: [Job]) -> [Instance] {
-        let busy = Set(liveJobs.filter { $0.state.isLive }.compactMap(\.objectKey))
+        var busy = Set<UUID>()
+        var busyNamespaces = Set<String>()
+        for job in liveJobs where job.state.isLive {
+            switch (try? JobOrder.decode(kind: job.kind, payload: job.payload))?.subject {
+            case .instance(let uuid)?: busy.insert(uuid)
+            case .namespace(let namespace)?: busyNamespaces.insert(namespace)
+            default: break
+            }
+        }
         return instances.filter { instance in
-            [.preflight, .creating, .deleteWait].contains(instance.state)
-                && !busy.contains("instance:\(instance.uuid.uuidString.lowercased())")
+            [.preflight, .creating, .deleteWait].contains(instance.state) && !busy.contains(instance.uuid)
+                && !busyNamespaces.contains(instance.namespace)
         }
     }
 

@@ -213,3 +213,23 @@ struct RecordingLogHandler: LogHandler {
         messages.append(message.description)
     }
 }
+
+/// What counts as an instance stuck half-way: a transitional state and no live job about it, by
+/// its payload (object keys are free-form and may be written in either case).
+@Test func stuckInstancesAreThoseNoLiveJobIsAbout() async throws {
+    let store = try SQLiteStore.temporary()
+    defer { store.removeFiles() }
+    func instance(_ state: InstanceState, namespace: String = "ns") -> Instance {
+        var instance = Instance(name: "i", namespace: namespace, cpus: 1, memory: 64, diskSpec: [])
+        instance.state = state
+        return instance
+    }
+    let creating = instance(.creating), deleting = instance(.deleteWait), created = instance(.created)
+    let covered = instance(.creating), byNamespace = instance(.deleteWait, namespace: "gone")
+    let order = try JobOrder(.instanceCreate, .instance(covered.uuid))
+    let job = try await store.enqueue(
+        kind: order.kind.rawValue, payload: order.payload, target: .node("n1"), objectKey: "instance:\(covered.uuid)")
+    let all = try await store.enqueue(kind: "instance.delete_all", payload: .object(["namespace": .string("gone")]), target: .node("n1"), objectKey: nil)
+    let stuck = NodeAgent.stuckInstances([creating, deleting, created, covered, byNamespace], liveJobs: [job, all])
+    #expect(Set(stuck.map(\.uuid)) == [creating.uuid, deleting.uuid])
+}
