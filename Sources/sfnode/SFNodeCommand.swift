@@ -15,6 +15,7 @@ struct SFNodeCommand: AsyncParsableCommand {
         subcommands: [
             AgentCommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
             StateCommand.self, HostCommand.self, JobCommand.self,
+            ArtifactCommand.self, BlobCommand.self, LabelCommand.self,
         ],
         defaultSubcommand: AgentCommand.self)
 }
