@@ -141,8 +141,7 @@ public final class BlobStore: Sendable {
 
     private func ensureDirectory() throws {
         do {
-            try FileManager.default.createDirectory(
-                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try createPrivateDirectory(directory)
         } catch {
             throw BlobError.io("creating the blob directory \(directory): \(error)")
         }

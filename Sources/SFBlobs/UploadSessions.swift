@@ -32,8 +32,7 @@ public struct UploadSessions: Sendable {
     /// Starts an empty upload on this node.
     public func create(namespace: String) async throws -> Upload {
         do {
-            try FileManager.default.createDirectory(
-                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try createPrivateDirectory(directory)
         } catch {
             throw BlobError.io("creating the upload directory \(directory): \(error)")
         }

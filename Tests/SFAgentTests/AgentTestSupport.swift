@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SFAgent
+import SFBlobs
 import SFLibvirt
 import SFNetlink
 import SFStore
@@ -31,10 +32,12 @@ struct GuestObjects {
 
 /// A node agent as the tests build one: its host namespace a test namespace, guests under TCG,
 /// instances in `instances` (default `storage`/instances) and dnsmasq files in `storage`/dhcp.
+/// Without `images` (see ``makeTestImageResolver(store:storage:nodeName:imageDownloadURL:cacheHighWaterBytes:logger:)``)
+/// it only takes disk bases that are files on the node.
 func makeTestAgent(
     nodeName: String, store: any NodeStore, layout: HostLayout, host: NetlinkSession, root: NetlinkSession,
     libvirt: LibvirtConnection, storage: String, instances: String? = nil, floatingRange: IPv4Prefix, isNetworkNode: Bool = true,
-    mesh: Mesh = Mesh(), logger: Logger
+    mesh: Mesh = Mesh(), images: ImageResolver? = nil, logger: Logger
 ) -> NodeAgent {
     NodeAgent(
         store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
@@ -42,5 +45,22 @@ func makeTestAgent(
             layout: layout, host: host, root: root, libvirt: libvirt, storagePath: instances ?? storage + "/instances", virtualization: .qemu,
             logger: logger),
         nodeName: nodeName, floatingRange: floatingRange, dhcpDirectory: storage + "/dhcp", isNetworkNode: isNetworkNode, mesh: mesh,
-        logger: logger)
+        images: images, logger: logger)
+}
+
+/// The only destinations a test's image fetches may reach: loopback (the network safety rule), with
+/// the default deny list (link-local, 0/8) still in force, and checked first, as in production.
+let loopbackFetchRules = DestinationRules(allow: [IPv4Prefix("127.0.0.0/8")].compactMap { $0 }, deny: DestinationRules.defaultDeny)
+
+/// The image path as ``buildAgent(settings:logger:)`` assembles it, for a test: blobs in
+/// `storage`/blobs and bases in `storage`/image-cache, records in the test's `store`, fetches only
+/// from loopback, and short names resolved against `imageDownloadURL` (a ``LoopbackHTTPServer``'s
+/// base URL). `cacheHighWaterBytes` 0 makes every release evict whatever no live instance uses.
+func makeTestImageResolver(
+    store: SQLiteStore, storage: String, nodeName: String, imageDownloadURL: String, cacheHighWaterBytes: Int64 = 1 << 40,
+    logger: Logger
+) -> ImageResolver {
+    ImageResolver(
+        records: store, storagePath: storage, nodeName: nodeName, rules: loopbackFetchRules, cacheHighWaterBytes: cacheHighWaterBytes,
+        imageDownloadURL: imageDownloadURL, logger: logger)
 }

@@ -9,8 +9,8 @@ import Glibc
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 and an ephemeral port, for image-fetch tests: it serves
 /// registered paths from memory or from files (streamed, so a multi-GiB file costs no memory), with
-/// per-path misbehaviour (dropped connections, wrong bytes, error statuses, redirects), and counts
-/// requests per path and method.
+/// per-path misbehaviour (dropped connections, wrong bytes, error statuses, redirects, a slow link),
+/// and counts requests per path and method and the body bytes sent per path.
 ///
 /// Blocking sockets on dedicated threads, one per connection, every response `Connection: close`:
 /// simple enough to trust, and it needs no NIO. It only ever listens on loopback (the network safety
@@ -30,6 +30,9 @@ public final class LoopbackHTTPServer: Sendable {
         case status(Int)
         /// 302 to `location` (absolute or relative).
         case redirect(to: String)
+        /// 200 as `normal`, but the body trickles out at about `bytesPerSecond`: a download that
+        /// lasts long enough for a test to act in the middle of it (kill the client, say).
+        case throttled(bytesPerSecond: Int)
     }
 
     /// Where a path's body comes from.
@@ -47,6 +50,7 @@ public final class LoopbackHTTPServer: Sendable {
     private struct State: Sendable {
         var routes: [String: Route] = [:]
         var counts: [String: Int] = [:]  // "METHOD path" and "path"
+        var bytesSent: [String: Int64] = [:]  // body bytes, by path
         var stopping = false
     }
 
@@ -108,6 +112,12 @@ public final class LoopbackHTTPServer: Sendable {
     /// Requests received for `path`, all methods, or only `method` (`GET`, `HEAD`).
     public func requestCount(_ path: String, method: String? = nil) -> Int {
         state.withLock { $0.counts[method.map { "\($0) \(path)" } ?? path] ?? 0 }
+    }
+
+    /// Body bytes sent so far for `path`, over all its requests (what reached the socket, not
+    /// necessarily the client).
+    public func bytesSent(_ path: String) -> Int64 {
+        state.withLock { $0.bytesSent[path] ?? 0 }
     }
 
     /// The full URL of `path`.
@@ -183,7 +193,10 @@ public final class LoopbackHTTPServer: Sendable {
         guard send(client, Array(head.utf8)), method != "HEAD" else { return }
         var limit = Int64.max
         if case .dropAfter(let bytes, let times) = route.behaviour, getCount <= times { limit = Int64(bytes) }
-        streamBody(route.body, to: client, limit: limit, corruptFirstByte: route.behaviour == .wrongBytes)
+        var rate: Int?
+        if case .throttled(let bytesPerSecond) = route.behaviour { rate = max(1, bytesPerSecond) }
+        streamBody(
+            route.body, path: path, to: client, limit: limit, corruptFirstByte: route.behaviour == .wrongBytes, bytesPerSecond: rate)
         if limit != Int64.max { shutdown(client, Int32(SHUT_RDWR)) }
     }
 
@@ -196,17 +209,39 @@ public final class LoopbackHTTPServer: Sendable {
         }
     }
 
-    private func streamBody(_ body: Body, to client: Int32, limit: Int64, corruptFirstByte: Bool) {
+    private func streamBody(
+        _ body: Body, path: String, to client: Int32, limit: Int64, corruptFirstByte: Bool, bytesPerSecond: Int?
+    ) {
         var sent: Int64 = 0
         var first = corruptFirstByte
-        func emit(_ chunk: [UInt8]) -> Bool {
+        let started = ContinuousClock.now
+        func emitNow(_ chunk: [UInt8]) -> Bool {
             var chunk = Array(chunk.prefix(Int(min(Int64(chunk.count), limit - sent))))
             if first, !chunk.isEmpty {
                 chunk[0] ^= 0xff
                 first = false
             }
             sent += Int64(chunk.count)
-            return send(client, chunk) && sent < limit
+            guard send(client, chunk) else { return false }
+            state.withLock { $0.bytesSent[path, default: 0] += Int64(chunk.count) }
+            return sent < limit
+        }
+        func emit(_ chunk: [UInt8]) -> Bool {
+            guard let bytesPerSecond else { return emitNow(chunk) }
+            // Pieces of a twentieth of a second's worth, each sent once the schedule allows it.
+            let piece = max(1, bytesPerSecond / 20)
+            var offset = 0
+            while offset < chunk.count {
+                // A slow body must not hold up stop().
+                if state.withLock({ $0.stopping }) { return false }
+                let due = started + .milliseconds(sent * 1000 / Int64(bytesPerSecond))
+                let wait = due - ContinuousClock.now
+                if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) / 1e18 + Double(wait.components.seconds)) }
+                let end = min(chunk.count, offset + piece)
+                if !emitNow(Array(chunk[offset..<end])) { return false }
+                offset = end
+            }
+            return true
         }
         switch body {
         case .data(let data):

@@ -48,10 +48,11 @@ public struct DestinationRules: Sendable, Equatable, CustomStringConvertible {
     }
 
     private static func parseList(_ text: String?, setting: String) throws -> [IPv4Prefix] {
-        do {
-            return try IPv4Prefix.parseList(text)
-        } catch {
-            throw FetchError.invalidRule(setting: setting, entry: "\(error)")
+        // Entry by entry, so the error names the entry itself: IPv4Prefix.parseList's own error is
+        // a sentence, which quoted inside this one read "''10.0.0.0/33' is not …' is not …".
+        try (text ?? "").split(whereSeparator: { $0 == "," || $0.isWhitespace }).map { entry in
+            guard let prefix = IPv4Prefix(String(entry)) else { throw FetchError.invalidRule(setting: setting, entry: String(entry)) }
+            return prefix
         }
     }
 

@@ -17,6 +17,17 @@ func runBlocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async 
     }
 }
 
+/// Creates `path` with mode 0700 (if missing), and any missing parents with the default mode.
+/// Foundation's `createDirectory(withIntermediateDirectories:attributes:)` gives the intermediate
+/// directories the same attributes: a storage path that does not exist yet, made on the way to
+/// its `blobs` directory, would become 0700 itself, and libvirt's qemu user could then no longer
+/// reach the instance disks under it ("Permission denied" when the domain starts).
+func createPrivateDirectory(_ path: String) throws {
+    let parent = (path as NSString).deletingLastPathComponent
+    if !parent.isEmpty { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+}
+
 /// A file being written: raw descriptor writes (no buffering layer to flush or lose), ENOSPC
 /// reported as ``ImageError/diskFull(path:)``.
 final class OutputFile: @unchecked Sendable {

@@ -1,0 +1,113 @@
+import Foundation
+import SFStore
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real `sfnode agent` executable run as a child process, configured by its environment alone,
+/// for tests that must kill the agent (SIGKILL at a crash point, or in the middle of a download)
+/// and start it again against the same store.
+///
+/// Every run's output goes to its own log file, whose end ``logTail()`` adds to failure messages.
+/// The test owns the process: it must ``kill()`` or ``stop(timeout:)`` it in its teardown.
+public final class AgentProcess: Sendable {
+    /// The child process (for its pid, say).
+    public let process: ChildProcess
+    /// The file the agent's standard output and error go to.
+    public let log: String
+
+    private init(process: ChildProcess, log: String) {
+        self.process = process
+        self.log = log
+    }
+
+    /// The `sfnode` that `swift build` put beside this test bundle (the same scratch path), or
+    /// `$SFNODE_TEST_AGENT`.
+    public static func executable() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["SFNODE_TEST_AGENT"], !path.isEmpty { return path }
+        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let candidates = [bundle + "/sfnode", Bundle.main.bundlePath + "/sfnode"]
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw AgentProcessError(
+                "the sfnode executable is not beside the test bundle (looked at \(candidates.joined(separator: ", "))): "
+                    + "build it with the tests, `swift build --build-tests` with the same --scratch-path, or set SFNODE_TEST_AGENT")
+        }
+        return found
+    }
+
+    /// Starts `sfnode agent` with exactly `environment` (and a PATH): nothing of the test's own
+    /// environment, so no configuration file, notify socket or crash point leaks in. Its output goes
+    /// to the file `log`.
+    public static func start(executable: String, environment: [String: String], log: String) throws -> AgentProcess {
+        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let process = try ChildProcess.spawn(["/usr/bin/env", "-i"] + variables + [executable, "agent"], outputPath: log)
+        return AgentProcess(process: process, log: log)
+    }
+
+    /// Whether the agent still runs.
+    public var isRunning: Bool { process.isRunning }
+
+    /// The exit status (137 for SIGKILL), or nil if it still runs after `timeout`.
+    public func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// SIGTERM, then the exit status, or nil if it did not exit within `timeout` (then it is killed).
+    public func stop(timeout: Duration) async -> Int32? {
+        process.terminate()
+        let status = await waitForExit(timeout: timeout)
+        if status == nil { await kill() }
+        return status
+    }
+
+    /// SIGKILL unless it has ended; reaps it. Idempotent, so teardown can always call it.
+    public func kill() async {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        _ = await waitForExit(timeout: .seconds(10))
+    }
+
+    /// Waits until every job in `ids` succeeded; fails at once when one failed or the agent exited.
+    public func waitForJobs(_ ids: [Int64], in store: any NodeStore, timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            var pending: [String] = []
+            for id in ids {
+                let job = try await store.job(id: id)
+                if job.state == .failed {
+                    throw AgentProcessError("job \(job.kind) failed: \(job.lastError ?? "?"); agent log: \(logTail())")
+                }
+                if job.state != .succeeded { pending.append("\(job.kind) \(job.state.rawValue) (attempt \(job.attempts))") }
+            }
+            if pending.isEmpty { return }
+            if !process.isRunning {
+                throw AgentProcessError("the agent exited (\(process.terminationStatus ?? -1)) with \(pending) unfinished: \(logTail())")
+            }
+            if ContinuousClock.now >= deadline {
+                throw AgentProcessError("jobs unfinished after \(timeout): \(pending); agent log: \(logTail())")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// The last 3000 characters of the agent's output, headed by the log's path, for failure messages.
+    public func logTail() -> String {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return "\n--- \(log) ---\n" + String(text.suffix(3000))
+    }
+}
+
+/// Why an ``AgentProcess`` helper gave up: the executable is missing, a job failed, the agent
+/// exited or time ran out. The message says which, with the end of the agent's log.
+public struct AgentProcessError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
