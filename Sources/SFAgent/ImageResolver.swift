@@ -74,8 +74,13 @@ public actor ImageResolver {
                 let newest = try await records.artifactVersions(artifactUUID: label.uuid).last
             else { throw ControlError.notFound("Could not resolve label \(name) to a blob") }
             blob = try await records.blob(uuid: newest.blobUUID)
+        case .uploadArtifact(let namespace, let name):
+            guard let artifact = try await records.artifact(type: .image, name: name, namespace: namespace),
+                let newest = try await records.artifactVersions(artifactUUID: artifact.uuid).last
+            else { throw ControlError.notFound("no uploaded artifact \(name) in namespace \(namespace)") }
+            blob = try await records.blob(uuid: newest.blobUUID)
         case .upload(let uuid):
-            throw ControlError.invalid("disk base sf://upload/\(uuid.uuidString.lowercased()): make an artifact of the upload first (sfnode artifact upload)")
+            throw ControlError.invalid("disk base sf://upload/\(uuid.uuidString.lowercased()) is an upload session: make it an artifact first (sfnode artifact upload NAME FILE) and use sf://upload/NAMESPACE/NAME")
         }
         guard blob.state == .created else {
             throw ControlError.conflict("blob \(blob.uuid.uuidString.lowercased()) is \(blob.state.rawValue), not created")

@@ -230,7 +230,7 @@ extension Control {
         try Self.checkOwned(artifact, by: namespace, reference)
         if artifact.state == .deleted { return artifact }
         let blobs = try blobStore(storage)
-        return try await blobControlled {
+        return try await controlled {
             let held = try await blobs.records.references(holderType: "artifact", holderUUID: artifact.uuid.uuidString).map(\.blobUUID)
             let deleted = try await blobs.records.deleteArtifact(uuid: artifact.uuid)
             try await removeDataOfDeletedBlobs(held, blobs)
@@ -250,7 +250,7 @@ extension Control {
             throw ControlError.conflict("artifact \(reference) is deleted; its max_versions cannot change")
         }
         let blobs = try blobStore(storage)
-        return try await blobControlled {
+        return try await controlled {
             let held = try await blobs.records.artifactVersions(artifactUUID: artifact.uuid).map(\.blobUUID)
             let changed = try await blobs.records.setArtifactMaxVersions(uuid: artifact.uuid, maxVersions)
             try await removeDataOfDeletedBlobs(held, blobs)
@@ -274,7 +274,7 @@ extension Control {
         }
         let namespace = namespace ?? upload.namespace
         let artifact = try await imageArtifact(name: name, namespace: namespace)
-        return try await blobControlled {
+        return try await controlled {
             // A crash between these leaves a blob that no version holds yet (and the upload gone);
             // uploading the same file again finds that blob by its content and adds it then.
             let blob = try await uploads.finish(uuid: uploadUUID)
@@ -291,7 +291,7 @@ extension Control {
         let blob = try await createdBlob(blobUUID)
         let artifact = try await imageArtifact(name: name, namespace: namespace)
         let blobs = try blobStore(storage)
-        return try await blobControlled { try await addVersion(blob, to: artifact, blobs) }
+        return try await controlled { try await addVersion(blob, to: artifact, blobs) }
     }
 
     /// Points the label `name` in `namespace` at a blob: its `label` artifact (source URL
@@ -304,7 +304,7 @@ extension Control {
         let blob = try await createdBlob(blobUUID)
         let records = try blobRecords()
         let blobs = try blobStore(storage)
-        return try await blobControlled {
+        return try await controlled {
             let label = try await Self.findOrCreate(
                 Artifact(type: .label, name: name, sourceURL: "sf://label/\(namespace)/\(name)", namespace: namespace), in: records)
             return try await addVersion(blob, to: label, blobs).artifact

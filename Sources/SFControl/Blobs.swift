@@ -121,7 +121,7 @@ extension Control {
         try Self.checkRange(offset: offset, limit: limit)
         guard chunkSize > 0 else { throw ControlError.invalid("chunk size \(chunkSize) is not positive") }
         let blobs = try blobStore(storage)
-        return try await blobControlled {
+        return try await controlled {
             let blob = try await blobs.records.blob(uuid: uuid)
             guard blob.state == .created else {
                 throw ControlError.conflict("blob \(uuid.uuidString.lowercased()) is \(blob.state.rawValue); only a created blob has data to read")
@@ -134,7 +134,7 @@ extension Control {
     /// ranges only, since the whole range is held in memory.
     public func readBlobData(uuid: UUID, offset: Int64 = 0, limit: Int64? = nil, storage: BlobStorage) async throws -> Data {
         let chunks = try await readBlob(uuid: uuid, offset: offset, limit: limit, storage: storage)
-        return try await blobControlled {
+        return try await controlled {
             var data = Data()
             for try await chunk in chunks { data.append(chunk) }
             return data
@@ -155,7 +155,7 @@ extension Control {
         let namespace = namespace ?? settings.defaultNamespace
         try Names.checkName(namespace, "namespace")
         let uploads = try uploadSessions(storage)
-        return try await blobControlled { try await uploads.create(namespace: namespace) }
+        return try await controlled { try await uploads.create(namespace: namespace) }
     }
 
     /// The upload, with how many bytes it holds so far.
@@ -169,7 +169,7 @@ extension Control {
     @discardableResult public func appendUpload(uuid: UUID, bytes: some Sequence<UInt8>, storage: BlobStorage) async throws -> Upload {
         let uploads = try uploadSessions(storage)
         try await checkLocal(upload: uuid, storage)
-        return try await blobControlled { try await uploads.append(uuid: uuid, bytes: bytes) }
+        return try await controlled { try await uploads.append(uuid: uuid, bytes: bytes) }
     }
 
     /// Cuts the upload back to `offset` bytes, where a client resumes after a chunk failed. An
@@ -182,14 +182,14 @@ extension Control {
             throw ControlError.invalid(
                 "truncate offset \(offset) is past the end of upload \(uuid.uuidString.lowercased()), which holds \(upload.received) bytes")
         }
-        return try await blobControlled { try await uploads.truncate(uuid: uuid, to: offset) }
+        return try await controlled { try await uploads.truncate(uuid: uuid, to: offset) }
     }
 
     /// Forgets the upload and removes its file (a client giving up).
     public func abandonUpload(uuid: UUID, storage: BlobStorage) async throws {
         let uploads = try uploadSessions(storage)
         try await checkLocal(upload: uuid, storage)
-        try await blobControlled { try await uploads.abandon(uuid: uuid) }
+        try await controlled { try await uploads.abandon(uuid: uuid) }
     }
 
     /// The upload, which must be on this node: its file is on that node's disk only.
@@ -230,29 +230,5 @@ extension Control {
             throw ControlError(.internal, "storage path '\(storage.path)' is not absolute; set storagePath (SFNODE_STORAGE_PATH)")
         }
         guard !storage.nodeName.isEmpty else { throw ControlError(.internal, "the node name is empty; set nodeName (SFNODE_NODE_NAME)") }
-    }
-
-    /// Runs `body`, turning blob data errors into ControlErrors by their kind (SFControl cannot see
-    /// the agent's conformance of BlobError, and must classify the same way without it), and
-    /// anything else as ``controlled(_:)`` does.
-    func blobControlled<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch let error as BlobError {
-            throw Self.controlError(error)
-        } catch {
-            throw ControlError(classifying: error)
-        }
-    }
-
-    /// A blob data error by its kind: a full disk cannot be retried into room, a bad range or
-    /// checksum never succeeds, missing data is not found, anything else is the host's failure.
-    static func controlError(_ error: BlobError) -> ControlError {
-        switch error {
-        case .diskFull: return ControlError(.insufficientResources, error.description)
-        case .checksumMismatch, .invalidRange: return .invalid(error.description)
-        case .missing: return .notFound(error.description)
-        case .io: return ControlError(.internal, error.description)
-        }
     }
 }

@@ -8,8 +8,10 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
     case blob(UUID)
     /// The newest version of a label (`label:NAME`, `sf://label/NAME` or `sf://label/NAMESPACE/NAME`).
     case label(namespace: String?, name: String)
-    /// A finished upload (`sf://upload/UUID`).
+    /// An upload session (`sf://upload/UUID`): it must be made an artifact first.
     case upload(UUID)
+    /// The newest version of an uploaded artifact (`sf://upload/NAMESPACE/NAME`).
+    case uploadArtifact(namespace: String, name: String)
     /// A file already on the node (tests and operators only: the use cases refuse it from users,
     /// since it would let a request read any host file).
     case localPath(String)
@@ -21,6 +23,7 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
         case .label(let namespace?, let name): return "sf://label/\(namespace)/\(name)"
         case .label(nil, let name): return "label:\(name)"
         case .upload(let uuid): return "sf://upload/\(uuid.uuidString.lowercased())"
+        case .uploadArtifact(let namespace, let name): return "sf://upload/\(namespace)/\(name)"
         case .localPath(let path): return path
         }
     }
@@ -28,7 +31,7 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
     /// Parses a disk's `base`. A short name such as `debian:11` becomes
     /// `<imageDownloadURL>/debian:11/latest.qcow2`.
     public static func parse(_ text: String, imageDownloadURL: String) throws(ControlError) -> ImageReference {
-        let why = "use an http(s) URL, sf://blob/UUID, sf://upload/UUID, label:NAME, sf://label/[NAMESPACE/]NAME or a short name such as debian:12"
+        let why = "use an http(s) URL, sf://blob/UUID, sf://upload/NAMESPACE/NAME, label:NAME, sf://label/[NAMESPACE/]NAME or a short name such as debian:12"
         guard !text.isEmpty, text.utf8.count <= 2048 else { throw .invalid("disk base '\(text.prefix(64))' is empty or longer than 2048 bytes") }
         guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == " " }) else {
             throw .invalid("disk base '\(text)' contains a space or a control character")
@@ -44,6 +47,10 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
             case ("blob", 2), ("upload", 2):
                 guard let uuid = UUID(uuidString: parts[1]) else { throw .invalid("disk base '\(text)': '\(parts[1])' is not a UUID") }
                 return parts[0] == "blob" ? .blob(uuid) : .upload(uuid)
+            case ("upload", 3):
+                try Names.checkName(parts[1], "namespace")
+                try Names.checkName(parts[2], "artifact name")
+                return .uploadArtifact(namespace: parts[1], name: parts[2])
             case ("label", 2):
                 try Names.checkName(parts[1], "label name")
                 return .label(namespace: nil, name: parts[1])

@@ -468,10 +468,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     /// An interface name, or nil for null or empty text.
     private static func interfaceName(_ text: String?) throws -> String? {
         guard let name = text, !name.isEmpty else { return nil }
-        // The kernel's own rule (dev_valid_name): under IFNAMSIZ, no '/', ':' or white space, not '.' or '..'.
-        guard name.utf8.count <= 15, name != ".", name != "..",
-            name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != "/" && $0 != ":" })
-        else { throw InvalidValue(reason: "is not an interface name (1 to 15 characters, no '/', ':' or spaces)") }
+        if let problem = LinkName.problem(with: name) { throw InvalidValue(reason: "is not an interface name: it \(problem)") }
         return name
     }
 

@@ -170,8 +170,6 @@ struct OwnedChain: Hashable, Sendable {
 
 /// Checks everything about a state that the kernel or libiptc would otherwise refuse half-way.
 enum FirewallValidation {
-    /// The kernel's IFNAMSIZ less the terminating NUL.
-    static let maximumInterfaceLength = 15
 
     static func validate(_ state: FirewallState) throws {
         // Sized up front: a network with a thousand floats otherwise spends more time growing these
@@ -201,25 +199,18 @@ enum FirewallValidation {
         }
     }
 
-    /// Accepts a device name as the kernel does (the same rule as SFNetlink's `validateLinkName`: 1 to
-    /// 15 bytes, no `/`, `:`, whitespace or control characters, not `.` or `..`), plus iptables' final
-    /// `+` for "any interface starting with" what precedes it.
+    /// Accepts a device name by the kernel's rule (``LinkName``), plus iptables' final `+` for "any
+    /// interface starting with" what precedes it.
     static func validateInterface(_ name: String, role: String, of rule: FirewallRule) throws {
         func refuse(_ reason: String) -> FirewallError {
             .invalidRule(rule: rule.description, reason: "\(role) '\(name)' \(reason)")
         }
-        let bytes = Array(name.utf8)
-        if bytes.isEmpty { throw refuse("is empty (use nil in forwardAccept for any interface)") }
-        if bytes.count > maximumInterfaceLength {
-            throw refuse("is \(bytes.count) bytes long; interface names have at most \(maximumInterfaceLength)")
+        if name.isEmpty { throw refuse("is empty (use nil in forwardAccept for any interface)") }
+        if name == "+" { throw refuse("is only the wildcard; put at least one character before the '+'") }
+        let stem = name.hasSuffix("+") ? String(name.dropLast()) : name
+        if name.utf8.count > LinkName.maximumLength {
+            throw refuse("is \(name.utf8.count) bytes long; interface names have at most \(LinkName.maximumLength)")
         }
-        let stem = bytes.last == UInt8(ascii: "+") ? bytes.dropLast() : bytes[...]
-        if stem.isEmpty { throw refuse("is only the wildcard; put at least one character before the '+'") }
-        if stem.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 0x20 || $0 == 0x7f }) {
-            throw refuse("contains '/', ':', whitespace or a control character, which device names cannot")
-        }
-        if stem.elementsEqual(".".utf8) || stem.elementsEqual("..".utf8) {
-            throw refuse("is not a valid interface name")
-        }
+        if let problem = LinkName.problem(with: stem) { throw refuse(problem) }
     }
 }

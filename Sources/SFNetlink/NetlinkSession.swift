@@ -463,19 +463,9 @@ private final class SocketHandle: @unchecked Sendable {
     }
 }
 
-/// Checks a device name the way the kernel's `dev_valid_name` does (and refuses control characters
-/// too), so that a bad name fails with a message saying why rather than a bare "Invalid input data
-/// or parameter".
-///
-/// SFFirewall's `FirewallValidation.validateInterface` applies the same rule (plus iptables' final
-/// `+` wildcard); the modules share no code, so a change here belongs there too.
+/// Checks a device name by the kernel's rule (``LinkName``).
 func validateLinkName(_ name: String, operation: String) throws {
-    let bytes = Array(name.utf8)
-    guard !bytes.isEmpty, bytes.count < 16, name != ".", name != "..",
-        !bytes.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 0x20 || $0 == 0x7f })
-    else {
-        throw NetlinkError(
-            operation: operation, object: "'\(name)'", code: NetlinkError.invalid,
-            message: "invalid device name: use 1 to 15 bytes, no '/', ':', whitespace or control characters")
+    if let problem = LinkName.problem(with: name) {
+        throw NetlinkError(operation: operation, object: "'\(name)'", code: NetlinkError.invalid, message: "invalid device name: it \(problem)")
     }
 }
