@@ -48,13 +48,12 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     let layout = hostLayout(settings: settings)
     let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
     let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
-    let virtualization = VirtualizationType(rawValue: settings.virtualizationType.rawValue) ?? .auto
     let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
     let node = NodeAgent(
         store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
         instances: InstanceRealizer(
             layout: layout, host: host, root: root, libvirt: libvirt, storagePath: settings.storagePath,
-            virtualization: virtualization.resolved(logger: logger), logger: logger),
+            virtualization: settings.virtualizationType.resolved(logger: logger), logger: logger),
         nodeName: settings.nodeName, floatingRange: settings.floatingRange,
         dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
         mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),

@@ -27,7 +27,7 @@ public struct HostLayout: Sendable, Equatable {
     }
 
     /// The network's namespace on the network node.
-    public func namespace(of network: UUID) -> String { namespacePrefix + network.uuidString.lowercased() }
+    public func namespace(of network: UUID) -> String { namespacePrefix + network.lowercasedString }
 
     /// The VXLAN device of a network, on every node that has it.
     public func vxlan(_ vxid: UInt32) -> String { "sfvx" + hex6(vxid) }
@@ -74,7 +74,7 @@ public struct HostLayout: Sendable, Equatable {
     /// 15 bytes (12 with the production prefix, so collisions need about 16 million interfaces).
     public func tap(of interface: UUID) -> String {
         let digits = max(6, min(12, 15 - tapPrefix.utf8.count))
-        return tapPrefix + String(interface.uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(digits))
+        return tapPrefix + String(interface.lowercasedString.replacingOccurrences(of: "-", with: "").prefix(digits))
     }
 
     private func hex6(_ value: UInt32) -> String {

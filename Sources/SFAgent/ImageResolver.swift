@@ -80,13 +80,13 @@ public actor ImageResolver {
             else { throw ControlError.notFound("no uploaded artifact \(name) in namespace \(namespace)") }
             blob = try await records.blob(uuid: newest.blobUUID)
         case .upload(let uuid):
-            throw ControlError.invalid("disk base sf://upload/\(uuid.uuidString.lowercased()) is an upload session: make it an artifact first (sfnode artifact upload NAME FILE) and use sf://upload/NAMESPACE/NAME")
+            throw ControlError.invalid("disk base sf://upload/\(uuid.lowercasedString) is an upload session: make it an artifact first (sfnode artifact upload NAME FILE) and use sf://upload/NAMESPACE/NAME")
         }
         guard blob.state == .created else {
-            throw ControlError.conflict("blob \(blob.uuid.uuidString.lowercased()) is \(blob.state.rawValue), not created")
+            throw ControlError.conflict("blob \(blob.uuid.lowercasedString) is \(blob.state.rawValue), not created")
         }
         guard blobs.hasData(blob.uuid) else {
-            throw ControlError.notFound("blob \(blob.uuid.uuidString.lowercased()) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
+            throw ControlError.notFound("blob \(blob.uuid.lowercasedString) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
         }
         try await records.addReference(BlobReference(blobUUID: blob.uuid, holderType: "instance", holderUUID: instance, relationship: .disk))
         try await records.touchBlob(uuid: blob.uuid)
@@ -100,7 +100,7 @@ public actor ImageResolver {
     public func fetchArtifact(_ uuid: UUID, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {
         let artifact = try await records.artifact(uuid: uuid)
         guard artifact.type == .image, let url = artifact.sourceURL else {
-            throw ControlError.invalid("artifact \(uuid.uuidString.lowercased()) is a \(artifact.type.rawValue) with no source URL; only image artifacts are fetched")
+            throw ControlError.invalid("artifact \(uuid.lowercasedString) is a \(artifact.type.rawValue) with no source URL; only image artifacts are fetched")
         }
         return try await blobForURL(url, mode: .fetchIfStale, progress: progress)
     }

@@ -96,9 +96,9 @@ public struct InstanceRealizer: Sendable {
     }
 
     /// The domain's name: recognisably sfnode's, unique per instance.
-    public func domainName(of instance: UUID) -> String { layout.namespacePrefix + instance.uuidString.lowercased() }
+    public func domainName(of instance: UUID) -> String { layout.namespacePrefix + instance.lowercasedString }
     /// The instance's directory of disks and console log.
-    public func directory(of instance: UUID) -> String { storagePath + "/" + instance.uuidString.lowercased() }
+    public func directory(of instance: UUID) -> String { storagePath + "/" + instance.lowercasedString }
     /// Where the guest's first serial port is written.
     public func consoleLog(of instance: UUID) -> String { directory(of: instance) + "/console.log" }
 

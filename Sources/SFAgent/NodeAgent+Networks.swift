@@ -93,7 +93,7 @@ extension NodeAgent {
         for uuid in Set(networkUUIDs).sorted(by: { $0.uuidString < $1.uuidString }) {
             try Task.checkCancellation()
             let view = try await converge(uuid)
-            let payload = JSONValue.object(["network_uuid": .string(uuid.uuidString.lowercased())])
+            let payload = JSONValue.object(["network_uuid": .string(uuid.lowercasedString)])
             // No object key: a refresh is idempotent and read from the store when it runs, so order
             // does not matter, and a refresh for a node that is down must not hold up later jobs.
             if !isNetworkNode {

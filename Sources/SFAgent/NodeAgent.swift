@@ -187,7 +187,7 @@ public struct NodeAgent: Sendable {
         guard let images else { throw JobError.refusal("this agent was built without the image store") }
         let started = ContinuousClock.now
         let blob = try await images.fetchArtifact(uuid) { line in try? await event("artifact", uuid, .status, line) }
-        try await event("artifact", uuid, .status, "artifact fetch complete: blob \(blob.uuid.uuidString.lowercased())", since: started)
+        try await event("artifact", uuid, .status, "artifact fetch complete: blob \(blob.uuid.lowercasedString)", since: started)
     }
 
     // MARK: Power
@@ -388,7 +388,7 @@ public struct NodeAgent: Sendable {
     func makeDHCPServer(for network: Network, thread: NamespaceExecutor) throws -> DHCPServer {
         let plan = NetworkPlan(uuid: network.uuid, vxid: try vxlanID(of: network), netblock: network.netblock, provideNAT: false)
         return DHCPServer(
-            directory: dhcpDirectory + "/" + network.uuid.uuidString.lowercased(),
+            directory: dhcpDirectory + "/" + network.uuid.lowercasedString,
             interface: networks.layout.routerInner(plan.vxid), router: plan.router, thread: thread, logger: logger)
     }
 
@@ -418,43 +418,6 @@ public struct NodeAgent: Sendable {
     {
         let duration = start.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         try await store.record(
-            Event(objectType: type, objectUUID: uuid.uuidString.lowercased(), type: kind, fqdn: nodeName, duration: duration, message: message))
-    }
-}
-
-/// This node's place on the mesh, the underlay network VXLANs run over.
-public struct Mesh: Sendable, Equatable {
-    /// This node's mesh address, which the other nodes flood to; nil on a single node.
-    public var address: IPv4Address?
-    /// The interface holding it, which VXLANs are bound to; nil lets the kernel route.
-    public var interface: String?
-
-    public init(address: IPv4Address? = nil, interface: String? = nil) {
-        self.address = address
-        self.interface = interface
-    }
-}
-
-/// A flag that stays raised until the work it stands for has been done.
-actor PendingFlag {
-    private(set) var isRaised = false
-
-    func raise() { isRaised = true }
-    func clear() { isRaised = false }
-}
-
-/// The agent's DHCP servers, one per network, alive as long as the agent.
-actor DHCPServers {
-    private var servers: [UUID: DHCPServer] = [:]
-
-    func server(for network: UUID, thread: NamespaceExecutor, make: () -> DHCPServer) -> DHCPServer {
-        if let server = servers[network], server.thread === thread { return server }
-        let server = make()
-        servers[network] = server
-        return server
-    }
-
-    func remove(_ network: UUID) -> DHCPServer? {
-        servers.removeValue(forKey: network)
+            Event(objectType: type, objectUUID: uuid.lowercasedString, type: kind, fqdn: nodeName, duration: duration, message: message))
     }
 }

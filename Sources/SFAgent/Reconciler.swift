@@ -211,6 +211,6 @@ public struct Reconciler: Sendable {
 
     private func event(_ type: String, _ uuid: UUID, _ message: String) async throws {
         try await agent.store.record(
-            Event(objectType: type, objectUUID: uuid.uuidString.lowercased(), type: .audit, fqdn: agent.nodeName, message: message))
+            Event(objectType: type, objectUUID: uuid.lowercasedString, type: .audit, fqdn: agent.nodeName, message: message))
     }
 }

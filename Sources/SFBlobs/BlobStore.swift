@@ -68,7 +68,7 @@ public final class BlobStore: Sendable {
     }
 
     /// A UUID as blob files and records spell it: lower case.
-    static func fileName(for uuid: UUID) -> String { uuid.uuidString.lowercased() }
+    static func fileName(for uuid: UUID) -> String { uuid.lowercasedString }
 
     /// The data file of blob `uuid` (whether or not it exists).
     public func path(of uuid: UUID) -> String { directory + "/" + Self.fileName(for: uuid) }

@@ -61,12 +61,12 @@ public struct ArtifactView: Sendable, Equatable, Encodable {
         try artifact.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(index, forKey: .index)
-        try container.encodeIfPresent(blobUUID?.uuidString.lowercased(), forKey: .blobUUID)
+        try container.encodeIfPresent(blobUUID?.lowercasedString, forKey: .blobUUID)
         let blobs = Dictionary(uniqueKeysWithValues: versions.map { version in
             (
                 String(version.version.index),
                 Summary(
-                    uuid: version.blob.blob.uuid.uuidString.lowercased(), size: version.blob.blob.size,
+                    uuid: version.blob.blob.uuid.lowercasedString, size: version.blob.blob.size,
                     referenceCount: version.blob.referenceCount, instances: version.blob.instances)
             )
         })
@@ -194,7 +194,7 @@ extension Control {
             guard let artifact = named.first else { throw ControlError.notFound("artifact \(reference) not found") }
             guard named.count == 1 else {
                 throw ControlError.invalid(
-                    "\(named.count) artifacts are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.uuidString.lowercased() }.joined(separator: ", "))")
+                    "\(named.count) artifacts are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.lowercasedString }.joined(separator: ", "))")
             }
             return artifact
         }
@@ -270,7 +270,7 @@ extension Control {
         let uploads = try uploadSessions(storage)
         let upload = try await checkLocal(upload: uploadUUID, storage)
         guard upload.received > 0 else {
-            throw ControlError.invalid("upload \(uploadUUID.uuidString.lowercased()) is empty; append its data before making it an artifact")
+            throw ControlError.invalid("upload \(uploadUUID.lowercasedString) is empty; append its data before making it an artifact")
         }
         let namespace = namespace ?? upload.namespace
         let artifact = try await imageArtifact(name: name, namespace: namespace)
@@ -375,7 +375,7 @@ extension Control {
                 Artifact(type: .image, name: name, sourceURL: "sf://upload/\(namespace)/\(name)", namespace: namespace), in: records)
             guard artifact.state != .error else {
                 throw ControlError.conflict(
-                    "artifact \(name) (\(artifact.uuid.uuidString.lowercased())) is in error; delete it (sfnode artifact delete \(artifact.uuid.uuidString.lowercased())) and upload again")
+                    "artifact \(name) (\(artifact.uuid.lowercasedString)) is in error; delete it (sfnode artifact delete \(artifact.uuid.lowercasedString)) and upload again")
             }
             return artifact
         }
@@ -385,7 +385,7 @@ extension Control {
     func createdBlob(_ uuid: UUID) async throws -> Blob {
         let blob = try await self.blob(uuid: uuid).blob
         guard blob.state == .created else {
-            throw ControlError.conflict("blob \(uuid.uuidString.lowercased()) is \(blob.state.rawValue), not created")
+            throw ControlError.conflict("blob \(uuid.lowercasedString) is \(blob.state.rawValue), not created")
         }
         return blob
     }

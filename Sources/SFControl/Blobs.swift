@@ -70,7 +70,7 @@ public struct BlobView: Sendable, Equatable, Encodable {
             group.map {
                 [
                     "source_object_type": $0.holderType, "source_uuid": $0.holderUUID, "relationship": $0.relationship.rawValue,
-                    "target_object_type": "blob", "target_uuid": $0.blobUUID.uuidString.lowercased(),
+                    "target_object_type": "blob", "target_uuid": $0.blobUUID.lowercasedString,
                 ]
             }
         }
@@ -124,7 +124,7 @@ extension Control {
         return try await controlled {
             let blob = try await blobs.records.blob(uuid: uuid)
             guard blob.state == .created else {
-                throw ControlError.conflict("blob \(uuid.uuidString.lowercased()) is \(blob.state.rawValue); only a created blob has data to read")
+                throw ControlError.conflict("blob \(uuid.lowercasedString) is \(blob.state.rawValue); only a created blob has data to read")
             }
             return try blobs.chunks(uuid, offset: offset, limit: limit, chunkSize: chunkSize)
         }
@@ -180,7 +180,7 @@ extension Control {
         let upload = try await checkLocal(upload: uuid, storage)
         guard offset <= upload.received else {
             throw ControlError.invalid(
-                "truncate offset \(offset) is past the end of upload \(uuid.uuidString.lowercased()), which holds \(upload.received) bytes")
+                "truncate offset \(offset) is past the end of upload \(uuid.lowercasedString), which holds \(upload.received) bytes")
         }
         return try await controlled { try await uploads.truncate(uuid: uuid, to: offset) }
     }
@@ -197,7 +197,7 @@ extension Control {
         let upload = try await self.upload(uuid: uuid)
         guard upload.node == storage.nodeName else {
             throw ControlError.conflict(
-                "upload \(uuid.uuidString.lowercased()) is on node \(upload.node), not \(storage.nodeName); send its chunks to \(upload.node)")
+                "upload \(uuid.lowercasedString) is on node \(upload.node), not \(storage.nodeName); send its chunks to \(upload.node)")
         }
         return upload
     }

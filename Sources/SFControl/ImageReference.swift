@@ -19,10 +19,10 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .url(let url): return url
-        case .blob(let uuid): return "sf://blob/\(uuid.uuidString.lowercased())"
+        case .blob(let uuid): return "sf://blob/\(uuid.lowercasedString)"
         case .label(let namespace?, let name): return "sf://label/\(namespace)/\(name)"
         case .label(nil, let name): return "label:\(name)"
-        case .upload(let uuid): return "sf://upload/\(uuid.uuidString.lowercased())"
+        case .upload(let uuid): return "sf://upload/\(uuid.lowercasedString)"
         case .uploadArtifact(let namespace, let name): return "sf://upload/\(namespace)/\(name)"
         case .localPath(let path): return path
         }

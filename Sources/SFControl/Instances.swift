@@ -35,7 +35,7 @@ extension Control {
         for (index, asked) in request.networks.enumerated() {
             let network = try await self.network(asked.network, namespace: namespace == "system" ? nil : namespace)
             guard [.initial, .created].contains(network.state) else {
-                throw ControlError.conflict("network \(network.uuid.uuidString.lowercased()) is \(network.state.rawValue); no instance can join it")
+                throw ControlError.conflict("network \(network.uuid.lowercasedString) is \(network.state.rawValue); no instance can join it")
             }
             let model = asked.model ?? NICModel.virtio.rawValue
             guard NICModel(rawValue: model) != nil else {
@@ -77,11 +77,11 @@ extension Control {
             // After the commit: an event for an instance that was never stored would be listed under nothing.
             for line in placement.audit {
                 try await store.record(
-                    Event(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased(), type: .audit, fqdn: placement.node, message: line,
+                    Event(objectType: "instance", objectUUID: instance.uuid.lowercasedString, type: .audit, fqdn: placement.node, message: line,
                           extra: request.requestID.map { ["request-id": .string($0)] }))
             }
             for (key, value) in request.metadata {
-                try await store.setMetadata(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased(), key: key, value: value)
+                try await store.setMetadata(objectType: "instance", objectUUID: instance.uuid.lowercasedString, key: key, value: value)
             }
             return (instance, created)
         }
@@ -123,7 +123,7 @@ extension Control {
             let named = try await instances(namespace: namespace).filter { $0.name == reference }
             guard let instance = named.first else { throw ControlError.notFound("instance \(reference) not found") }
             guard named.count == 1 else {
-                throw ControlError.invalid("\(named.count) instances are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.uuidString.lowercased() }.joined(separator: ", "))")
+                throw ControlError.invalid("\(named.count) instances are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.lowercasedString }.joined(separator: ", "))")
             }
             return instance
         }
@@ -147,7 +147,7 @@ extension Control {
     public func power(_ operation: PowerOperation, _ reference: String, namespace: String? = nil, requestID: String? = nil) async throws -> Instance {
         let instance = try await self.instance(reference, namespace: namespace)
         guard instance.state == .created || instance.state == .creating || instance.state == .initial || instance.state == .preflight else {
-            throw ControlError.conflict("cannot \(operation.verb) instance \(instance.uuid.uuidString.lowercased()): it is \(instance.state.rawValue)")
+            throw ControlError.conflict("cannot \(operation.verb) instance \(instance.uuid.lowercasedString): it is \(instance.state.rawValue)")
         }
         try await queue(JobKind(operation), for: instance, requestID: requestID)
         return instance

@@ -125,7 +125,7 @@ public struct JobOrder: Hashable, Sendable {
         var fields: [String: JSONValue] = [:]
         switch subject {
         case .network(let uuid), .instance(let uuid), .interface(let uuid), .artifact(let uuid):
-            fields[kind.subject.payloadKey] = .string(uuid.uuidString.lowercased())
+            fields[kind.subject.payloadKey] = .string(uuid.lowercasedString)
         case .namespace(let name): fields["namespace"] = .string(name)
         }
         if let requestID { fields["request_id"] = .string(requestID) }
@@ -134,7 +134,7 @@ public struct JobOrder: Hashable, Sendable {
 
     /// The key that orders jobs about the same object (`instance:<uuid>`); nil for namespace jobs.
     public var objectKey: String? {
-        objectUUID.map { "\(kind.subject.rawValue):\($0.uuidString.lowercased())" }
+        objectUUID.map { "\(kind.subject.rawValue):\($0.lowercasedString)" }
     }
 
     /// The job to queue for `target`.

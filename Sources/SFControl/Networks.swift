@@ -50,7 +50,7 @@ extension Control {
             let named = try await store.networks(namespace: namespace).filter { $0.name == reference && $0.state != .deleted }
             guard let network = named.first else { throw ControlError.notFound("network \(reference) not found") }
             guard named.count == 1 else {
-                throw ControlError.invalid("\(named.count) networks are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.uuidString.lowercased() }.joined(separator: ", "))")
+                throw ControlError.invalid("\(named.count) networks are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.lowercasedString }.joined(separator: ", "))")
             }
             return network
         }

@@ -76,7 +76,7 @@ extension Control {
             var score = 0
             if !affinity.isEmpty {
                 for instance in live where instance.node == node.name {
-                    let tags = try await store.metadata(objectType: "instance", objectUUID: instance.uuid.uuidString.lowercased())["tags"]
+                    let tags = try await store.metadata(objectType: "instance", objectUUID: instance.uuid.lowercasedString)["tags"]
                     for case .string(let tag) in tags?.arrayValue ?? [] { score += affinity[tag] ?? 0 }
                 }
             }

@@ -10,7 +10,7 @@ extension Control {
     /// An object's events, newest first (at most `limit`, capped at 1000).
     public func events(_ type: ObjectType, _ uuid: UUID, limit: Int = 100) async throws -> [Event] {
         guard (1...1000).contains(limit) else { throw ControlError.invalid("limit \(limit) is outside 1...1000") }
-        return try await controlled { try await store.events(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), limit: limit) }
+        return try await controlled { try await store.events(objectType: type.rawValue, objectUUID: uuid.lowercasedString, limit: limit) }
     }
 
     /// Follows an object's events as they are recorded, oldest first, starting with the last
@@ -45,7 +45,7 @@ extension Control {
 
     /// An object's metadata.
     public func metadata(_ type: ObjectType, _ uuid: UUID) async throws -> [String: JSONValue] {
-        try await controlled { try await store.metadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased()) }
+        try await controlled { try await store.metadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString) }
     }
 
     /// Sets one metadata key; `tags` and `affinity` of an instance are checked as placement reads them.
@@ -54,13 +54,13 @@ extension Control {
         if type == .instance { try checkPlacementMetadata([key: value]) }
         let size = (try? value.jsonText().utf8.count) ?? 0
         guard size <= 65_536 else { throw ControlError.invalid("metadata value for \"\(key)\" is \(size) bytes; the limit is 65536") }
-        try await controlled { try await store.setMetadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), key: key, value: value) }
+        try await controlled { try await store.setMetadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString, key: key, value: value) }
     }
 
     /// Removes one metadata key; removing an absent key changes nothing.
     public func deleteMetadata(_ type: ObjectType, _ uuid: UUID, key: String) async throws {
         try checkMetadataKey(key)
-        try await controlled { try await store.deleteMetadata(objectType: type.rawValue, objectUUID: uuid.uuidString.lowercased(), key: key) }
+        try await controlled { try await store.deleteMetadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString, key: key) }
     }
 
     func checkMetadataKey(_ key: String) throws {

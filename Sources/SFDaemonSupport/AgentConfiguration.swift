@@ -34,15 +34,8 @@ import SFSystem
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
-    /// How guests are run.
-    public enum Virtualization: String, Codable, Sendable, CaseIterable {
-        /// Hardware-assisted, through /dev/kvm.
-        case kvm
-        /// Software emulation (TCG): slow, but works without KVM (nested or broken virtualization).
-        case qemu
-        /// KVM when /dev/kvm is usable, else emulation.
-        case auto
-    }
+    /// How guests are run: `kvm`, `qemu` (TCG) or `auto` (SFSystem's ``VirtualizationType``).
+    public typealias Virtualization = VirtualizationType
 
     /// This node's name in the cluster.
     public var nodeName: String

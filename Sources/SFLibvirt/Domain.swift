@@ -12,7 +12,7 @@ public enum DomainReference: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .name(let name): return "domain '\(name)'"
-        case .uuid(let uuid): return "domain \(uuid.uuidString.lowercased())"
+        case .uuid(let uuid): return "domain \(uuid.lowercasedString)"
         }
     }
 }
@@ -31,7 +31,7 @@ public struct DomainIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `domain 'NAME' (UUID)`.
-    public var description: String { "domain '\(name)' (\(uuid.uuidString.lowercased()))" }
+    public var description: String { "domain '\(name)' (\(uuid.lowercasedString))" }
 }
 
 /// A domain and its power state at the moment it was read.

@@ -205,10 +205,10 @@ public struct DomainSpec: Sendable, Equatable {
         var writer = XMLWriter()
         writer.element("domain", ["type": type.rawValue]) { w in
             w.element("name", text: name)
-            if let uuid { w.element("uuid", text: uuid.uuidString.lowercased()) }
+            if let uuid { w.element("uuid", text: uuid.lowercasedString) }
             if let instanceUUID {
                 w.element("metadata") { w in
-                    w.element("sfnode:instance", ["xmlns:sfnode": Self.metadataNamespace, "uuid": instanceUUID.uuidString.lowercased()])
+                    w.element("sfnode:instance", ["xmlns:sfnode": Self.metadataNamespace, "uuid": instanceUUID.lowercasedString])
                 }
             }
             w.element("memory", ["unit": "MiB"], text: String(memoryMiB))

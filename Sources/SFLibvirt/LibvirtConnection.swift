@@ -433,7 +433,7 @@ public actor LibvirtConnection {
             let found: OpaquePointer?
             switch reference {
             case .name(let name): found = virDomainLookupByName(conn, name)
-            case .uuid(let uuid): found = virDomainLookupByUUIDString(conn, uuid.uuidString.lowercased())
+            case .uuid(let uuid): found = virDomainLookupByUUIDString(conn, uuid.lowercasedString)
             }
             guard let domain = found else {
                 let error = LibvirtError.last(operation, object: reference.description)
@@ -448,7 +448,7 @@ public actor LibvirtConnection {
     private func metadata(_ reference: DomainReference) -> Logger.Metadata {
         switch reference {
         case .name(let name): return ["domain.name": "\(name)"]
-        case .uuid(let uuid): return ["domain.uuid": "\(uuid.uuidString.lowercased())"]
+        case .uuid(let uuid): return ["domain.uuid": "\(uuid.lowercasedString)"]
         }
     }
 }

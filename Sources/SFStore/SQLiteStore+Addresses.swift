@@ -29,8 +29,8 @@ extension SQLiteStore {
     static func allocateIPv4(
         _ db: Database, network: Network, requested: IPv4Address?, owner: String
     ) throws -> IPv4Address {
-        let pool = "network \(network.uuid.storeText)"
-        let id = network.uuid.storeText
+        let pool = "network \(network.uuid.lowercasedString)"
+        let id = network.uuid.lowercasedString
         if let requested {
             if let reason = unusableReason(requested, in: network.netblock, pool: pool) {
                 throw StoreError.addressUnavailable(reason)
@@ -127,7 +127,7 @@ extension SQLiteStore {
         try await write { db in
             try db.execute(
                 sql: "DELETE FROM ipv4_allocation WHERE network_uuid = ? AND address = ?",
-                arguments: [networkUUID.storeText, Int64(address.value)])
+                arguments: [networkUUID.lowercasedString, Int64(address.value)])
         }
     }
 
@@ -136,7 +136,7 @@ extension SQLiteStore {
             var result: [IPv4Address: String] = [:]
             for row in try Row.fetchAll(
                 db, sql: "SELECT address, owner FROM ipv4_allocation WHERE network_uuid = ?",
-                arguments: [networkUUID.storeText])
+                arguments: [networkUUID.lowercasedString])
             {
                 let address: Int64 = try row.required("address", "ipv4_allocation")
                 guard let value = UInt32(exactly: address) else {
@@ -192,14 +192,14 @@ extension SQLiteStore {
         _ db: Database, uuid: UUID, instanceUUID: UUID, networkUUID: UUID, order: Int, model: String,
         address: AddressRequest, macaddr: MACAddress?
     ) throws -> Interface {
-        let id = uuid.storeText
+        let id = uuid.lowercasedString
         if try Bool.fetchOne(db, sql: "SELECT 1 FROM interface WHERE uuid = ?", arguments: [id]) != nil {
             throw StoreError.alreadyExists(type: "interface", id: id)
         }
         _ = try Self.fetchInstance(db, instanceUUID)
         let network = try Self.fetchNetwork(db, networkUUID)
         guard network.state != .deleted, network.state != .deleteWait else {
-            throw StoreError.invalidArgument("network \(networkUUID.storeText) is \(network.state.rawValue)")
+            throw StoreError.invalidArgument("network \(networkUUID.lowercasedString) is \(network.state.rawValue)")
         }
         let owner = "interface:\(id)"
         var ipv4: IPv4Address?
@@ -219,7 +219,7 @@ extension SQLiteStore {
                 VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
                 """,
             arguments: [
-                id, instanceUUID.storeText, networkUUID.storeText, mac.description, ipv4?.description, order, model,
+                id, instanceUUID.lowercasedString, networkUUID.lowercasedString, mac.description, ipv4?.description, order, model,
                 interface.state.rawValue,
             ])
         try self.insertEvent(
@@ -235,7 +235,7 @@ extension SQLiteStore {
         try await read { db in
             try Row.fetchAll(
                 db, sql: #"SELECT * FROM interface WHERE instance_uuid = ? ORDER BY "order", uuid"#,
-                arguments: [instanceUUID.storeText]
+                arguments: [instanceUUID.lowercasedString]
             ).map(Self.decodeInterface)
         }
     }
@@ -244,7 +244,7 @@ extension SQLiteStore {
         try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT * FROM interface WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid",
-                arguments: [networkUUID.storeText]
+                arguments: [networkUUID.lowercasedString]
             ).map(Self.decodeInterface)
         }
     }
@@ -255,7 +255,7 @@ extension SQLiteStore {
             if interface.state == state { return interface }
             guard interface.state != .deleted else {
                 throw StoreError.invalidTransition(
-                    type: "interface", id: uuid.storeText, from: interface.state.rawValue, to: state.rawValue)
+                    type: "interface", id: uuid.lowercasedString, from: interface.state.rawValue, to: state.rawValue)
             }
             if state == .deleted {
                 // Deleting gives every address back in the same transaction: no window where the
@@ -266,17 +266,17 @@ extension SQLiteStore {
             interface.state = state
             try db.execute(
                 sql: "UPDATE interface SET state = ?, floating = ? WHERE uuid = ?",
-                arguments: [state.rawValue, interface.floating?.description, uuid.storeText])
-            try self.recordMutation(db, type: "interface", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+                arguments: [state.rawValue, interface.floating?.description, uuid.lowercasedString])
+            try self.recordMutation(db, type: "interface", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
             return interface
         }
     }
 
     static func releaseAddresses(_ db: Database, _ interface: Interface) throws {
-        let owner = "interface:\(interface.uuid.storeText)"
+        let owner = "interface:\(interface.uuid.lowercasedString)"
         try db.execute(
             sql: "DELETE FROM ipv4_allocation WHERE network_uuid = ? AND owner = ?",
-            arguments: [interface.networkUUID.storeText, owner])
+            arguments: [interface.networkUUID.lowercasedString, owner])
         try db.execute(sql: "DELETE FROM mac_allocation WHERE owner = ?", arguments: [owner])
         try db.execute(sql: "DELETE FROM floating_allocation WHERE owner = ?", arguments: [owner])
     }
@@ -285,21 +285,21 @@ extension SQLiteStore {
         try await write { db in
             var interface = try Self.fetchInterface(db, uuid)
             guard interface.state != .deleted else {
-                throw StoreError.invalidArgument("interface \(uuid.storeText) is deleted")
+                throw StoreError.invalidArgument("interface \(uuid.lowercasedString) is deleted")
             }
             if let floating = interface.floating {
-                throw StoreError.invalidArgument("interface \(uuid.storeText) already floats \(floating)")
+                throw StoreError.invalidArgument("interface \(uuid.lowercasedString) already floats \(floating)")
             }
             guard interface.ipv4 != nil else {
-                throw StoreError.invalidArgument("interface \(uuid.storeText) has no address to float")
+                throw StoreError.invalidArgument("interface \(uuid.lowercasedString) has no address to float")
             }
             let address = try Self.allocateFloating(
-                db, range: range, requested: nil, owner: "interface:\(uuid.storeText)")
+                db, range: range, requested: nil, owner: "interface:\(uuid.lowercasedString)")
             interface.floating = address
             try db.execute(
-                sql: "UPDATE interface SET floating = ? WHERE uuid = ?", arguments: [address.description, uuid.storeText])
+                sql: "UPDATE interface SET floating = ? WHERE uuid = ?", arguments: [address.description, uuid.lowercasedString])
             try self.recordMutation(
-                db, type: "interface", uuid: uuid.storeText, attribute: "floating", value: address.description)
+                db, type: "interface", uuid: uuid.lowercasedString, attribute: "floating", value: address.description)
             return interface
         }
     }
@@ -309,8 +309,8 @@ extension SQLiteStore {
             var interface = try Self.fetchInterface(db, uuid)
             guard let floating = interface.floating else { return interface }
             try db.execute(sql: "DELETE FROM floating_allocation WHERE address = ?", arguments: [Int64(floating.value)])
-            try db.execute(sql: "UPDATE interface SET floating = NULL WHERE uuid = ?", arguments: [uuid.storeText])
-            try self.recordMutation(db, type: "interface", uuid: uuid.storeText, attribute: "floating", value: nil)
+            try db.execute(sql: "UPDATE interface SET floating = NULL WHERE uuid = ?", arguments: [uuid.lowercasedString])
+            try self.recordMutation(db, type: "interface", uuid: uuid.lowercasedString, attribute: "floating", value: nil)
             interface.floating = nil
             return interface
         }

@@ -12,12 +12,12 @@ extension SQLiteStore {
         try db.execute(
             sql: "DELETE FROM blob_reference WHERE blob_uuid = ? AND holder_type = ? AND holder_uuid = ? AND relationship = ?",
             arguments: [
-                reference.blobUUID.storeText, reference.holderType, reference.holderUUID.lowercased(),
+                reference.blobUUID.lowercasedString, reference.holderType, reference.holderUUID.lowercased(),
                 reference.relationship.rawValue,
             ])
         let removed = db.changesCount > 0
         let remaining = try Int.fetchOne(
-            db, sql: "SELECT count(*) FROM blob_reference WHERE blob_uuid = ?", arguments: [reference.blobUUID.storeText]) ?? 0
+            db, sql: "SELECT count(*) FROM blob_reference WHERE blob_uuid = ?", arguments: [reference.blobUUID.lowercasedString]) ?? 0
         // Only a removal deletes: a blob just made and not yet referenced must survive a stray
         // release of a reference it never had.
         if removed && remaining == 0 { try markBlobDeleted(db, reference.blobUUID) }
@@ -39,19 +39,19 @@ extension SQLiteStore {
         let blob = try Self.fetchBlob(db, uuid)
         guard blob.state != .deleted else { return }
         try updateBlobState(db, uuid, .deleted)
-        try dropHeldReferences(db, holderType: "blob", holderUUID: uuid.storeText)
+        try dropHeldReferences(db, holderType: "blob", holderUUID: uuid.lowercasedString)
     }
 
     func updateBlobState(_ db: Database, _ uuid: UUID, _ state: BlobState) throws {
-        try db.execute(sql: "UPDATE blob SET state = ? WHERE uuid = ?", arguments: [state.rawValue, uuid.storeText])
-        try recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+        try db.execute(sql: "UPDATE blob SET state = ? WHERE uuid = ?", arguments: [state.rawValue, uuid.lowercasedString])
+        try recordMutation(db, type: "blob", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
     }
 
     func writeLocations(_ db: Database, _ blob: inout Blob, _ locations: [String]) throws {
         blob.locations = Set(locations).sorted()
         let text = try Self.jsonText(blob.locations)
-        try db.execute(sql: "UPDATE blob SET locations = ? WHERE uuid = ?", arguments: [text, blob.uuid.storeText])
-        try recordMutation(db, type: "blob", uuid: blob.uuid.storeText, attribute: "locations", value: text)
+        try db.execute(sql: "UPDATE blob SET locations = ? WHERE uuid = ?", arguments: [text, blob.uuid.lowercasedString])
+        try recordMutation(db, type: "blob", uuid: blob.uuid.lowercasedString, attribute: "locations", value: text)
     }
 
     static func insertReference(_ db: Database, _ reference: BlobReference) throws {
@@ -61,7 +61,7 @@ extension SQLiteStore {
                 ON CONFLICT DO NOTHING
                 """,
             arguments: [
-                reference.blobUUID.storeText, reference.holderType, reference.holderUUID.lowercased(),
+                reference.blobUUID.lowercasedString, reference.holderType, reference.holderUUID.lowercased(),
                 reference.relationship.rawValue, Date.storableNow().timeIntervalSince1970,
             ])
     }
@@ -88,9 +88,9 @@ extension SQLiteStore {
         for version in dropped {
             try db.execute(
                 sql: "DELETE FROM artifact_version WHERE artifact_uuid = ? AND \"index\" = ?",
-                arguments: [artifactUUID.storeText, version.index])
+                arguments: [artifactUUID.lowercasedString, version.index])
             try recordMutation(
-                db, type: "artifact", uuid: artifactUUID.storeText, attribute: "index_\(Self.paddedIndex(version.index))",
+                db, type: "artifact", uuid: artifactUUID.lowercasedString, attribute: "index_\(Self.paddedIndex(version.index))",
                 value: nil)
         }
         for blobUUID in Set(dropped.map(\.blobUUID)).subtracting(kept) {
@@ -100,7 +100,7 @@ extension SQLiteStore {
 
     static func fetchVersions(_ db: Database, _ artifactUUID: UUID) throws -> [ArtifactVersion] {
         try Row.fetchAll(
-            db, sql: "SELECT * FROM artifact_version WHERE artifact_uuid = ? ORDER BY \"index\"", arguments: [artifactUUID.storeText]
+            db, sql: "SELECT * FROM artifact_version WHERE artifact_uuid = ? ORDER BY \"index\"", arguments: [artifactUUID.lowercasedString]
         ).map(decodeVersion)
     }
 
@@ -116,14 +116,14 @@ extension SQLiteStore {
     }
 
     static func fetchBlob(_ db: Database, _ uuid: UUID) throws -> Blob {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM blob WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "blob", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM blob WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "blob", id: uuid.lowercasedString) }
         return try decodeBlob(row)
     }
 
     static func fetchArtifact(_ db: Database, _ uuid: UUID) throws -> Artifact {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM artifact WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "artifact", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM artifact WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "artifact", id: uuid.lowercasedString) }
         return try decodeArtifact(row)
     }
 
@@ -135,8 +135,8 @@ extension SQLiteStore {
     }
 
     static func fetchUpload(_ db: Database, _ uuid: UUID) throws -> Upload {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM upload WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "upload", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM upload WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "upload", id: uuid.lowercasedString) }
         return try decodeUpload(row)
     }
 

@@ -70,7 +70,7 @@ extension SQLiteStore: BlobRecords {
         let locations = try Self.jsonText(Set(blob.locations).sorted())
         let info = try JSONValue.object(blob.info).jsonText()
         try await write { db in
-            let id = blob.uuid.storeText
+            let id = blob.uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM blob WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "blob", id: id)
             }
@@ -111,7 +111,7 @@ extension SQLiteStore: BlobRecords {
         try await write { db in
             let blob = try Self.fetchBlob(db, uuid)
             guard blob.state.canTransition(to: state) else {
-                throw StoreError.invalidTransition(type: "blob", id: uuid.storeText, from: blob.state.rawValue, to: state.rawValue)
+                throw StoreError.invalidTransition(type: "blob", id: uuid.lowercasedString, from: blob.state.rawValue, to: state.rawValue)
             }
             guard blob.state != state else { return blob }
             if state == .deleted {
@@ -127,7 +127,7 @@ extension SQLiteStore: BlobRecords {
     @discardableResult public func completeBlob(
         uuid: UUID, size: Int64, sha512: String, info: [String: JSONValue], node: String
     ) async throws -> Blob {
-        guard size >= 0 else { throw StoreError.invalidArgument("blob \(uuid.storeText): size \(size) is negative") }
+        guard size >= 0 else { throw StoreError.invalidArgument("blob \(uuid.lowercasedString): size \(size) is negative") }
         let hash = try Self.normalisedSHA512(sha512)
         let infoText = try JSONValue.object(info).jsonText()
         return try await write { db in
@@ -136,18 +136,18 @@ extension SQLiteStore: BlobRecords {
             case .created:
                 guard blob.sha512 == hash else {
                     throw StoreError.invalidArgument(
-                        "blob \(uuid.storeText) is already created with sha512 \(blob.sha512 ?? "none"), not \(hash)")
+                        "blob \(uuid.lowercasedString) is already created with sha512 \(blob.sha512 ?? "none"), not \(hash)")
                 }
             case .initial:
                 let now = Date.storableNow()
                 try db.execute(
                     sql: "UPDATE blob SET size = ?, sha512 = ?, info = ?, fetched_at = ? WHERE uuid = ?",
-                    arguments: [size, hash, infoText, now.timeIntervalSince1970, uuid.storeText])
-                try self.recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "sha512", value: hash)
+                    arguments: [size, hash, infoText, now.timeIntervalSince1970, uuid.lowercasedString])
+                try self.recordMutation(db, type: "blob", uuid: uuid.lowercasedString, attribute: "sha512", value: hash)
                 try self.updateBlobState(db, uuid, .created)
             case .deleted, .error:
                 throw StoreError.invalidTransition(
-                    type: "blob", id: uuid.storeText, from: blob.state.rawValue, to: BlobState.created.rawValue)
+                    type: "blob", id: uuid.lowercasedString, from: blob.state.rawValue, to: BlobState.created.rawValue)
             }
             blob = try Self.fetchBlob(db, uuid)
             if !blob.locations.contains(node) { try self.writeLocations(db, &blob, blob.locations + [node]) }
@@ -160,8 +160,8 @@ extension SQLiteStore: BlobRecords {
         return try await write { db in
             var blob = try Self.fetchBlob(db, uuid)
             blob.info = info
-            try db.execute(sql: "UPDATE blob SET info = ? WHERE uuid = ?", arguments: [infoText, uuid.storeText])
-            try self.recordMutation(db, type: "blob", uuid: uuid.storeText, attribute: "info", value: infoText)
+            try db.execute(sql: "UPDATE blob SET info = ? WHERE uuid = ?", arguments: [infoText, uuid.lowercasedString])
+            try self.recordMutation(db, type: "blob", uuid: uuid.lowercasedString, attribute: "info", value: infoText)
             return blob
         }
     }
@@ -188,7 +188,7 @@ extension SQLiteStore: BlobRecords {
             // No mutate event: Shaken Fist exempts last_used, which changes on every use.
             try db.execute(
                 sql: "UPDATE blob SET last_used = ? WHERE uuid = ?",
-                arguments: [Date.storableNow().timeIntervalSince1970, uuid.storeText])
+                arguments: [Date.storableNow().timeIntervalSince1970, uuid.lowercasedString])
         }
     }
 
@@ -199,7 +199,7 @@ extension SQLiteStore: BlobRecords {
             let blob = try Self.fetchBlob(db, reference.blobUUID)
             guard blob.state != .deleted else {
                 throw StoreError.invalidArgument(
-                    "blob \(blob.uuid.storeText) is deleted and cannot be referenced by "
+                    "blob \(blob.uuid.lowercasedString) is deleted and cannot be referenced by "
                         + "\(reference.holderType) \(reference.holderUUID)")
             }
             try Self.insertReference(db, reference)
@@ -218,7 +218,7 @@ extension SQLiteStore: BlobRecords {
             _ = try Self.fetchBlob(db, blobUUID)
             return try Row.fetchAll(
                 db, sql: "SELECT * FROM blob_reference WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
-                arguments: [blobUUID.storeText]
+                arguments: [blobUUID.lowercasedString]
             ).map(Self.decodeReference)
         }
     }
@@ -246,14 +246,14 @@ extension SQLiteStore: BlobRecords {
             throw StoreError.invalidArgument("artifact \(artifact.name): max_versions \(artifact.maxVersions) is below 1")
         }
         try await write { db in
-            let id = artifact.uuid.storeText
+            let id = artifact.uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM artifact WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "artifact", id: id)
             }
             if let live = try Self.liveArtifact(db, artifact.type, artifact.name, artifact.namespace) {
                 throw StoreError.alreadyExists(
                     type: "artifact",
-                    id: "\(artifact.type.rawValue) \(artifact.name) in namespace \(artifact.namespace) (\(live.uuid.storeText))")
+                    id: "\(artifact.type.rawValue) \(artifact.name) in namespace \(artifact.namespace) (\(live.uuid.lowercasedString))")
             }
             try db.execute(
                 sql: """
@@ -293,20 +293,20 @@ extension SQLiteStore: BlobRecords {
             let artifact = try Self.fetchArtifact(db, artifactUUID)
             guard artifact.state == .initial || artifact.state == .created else {
                 throw StoreError.invalidTransition(
-                    type: "artifact", id: artifactUUID.storeText, from: artifact.state.rawValue,
+                    type: "artifact", id: artifactUUID.lowercasedString, from: artifact.state.rawValue,
                     to: ArtifactState.created.rawValue)
             }
             let blob = try Self.fetchBlob(db, blobUUID)
             guard blob.state == .created else {
                 throw StoreError.invalidArgument(
-                    "blob \(blobUUID.storeText) is \(blob.state.rawValue), not created, so it cannot be a version of "
-                        + "artifact \(artifactUUID.storeText)")
+                    "blob \(blobUUID.lowercasedString) is \(blob.state.rawValue), not created, so it cannot be a version of "
+                        + "artifact \(artifactUUID.lowercasedString)")
             }
             if let newest = try Self.fetchVersions(db, artifactUUID).last, newest.blobUUID == blobUUID {
                 return newest
             }
             let highest = try Int.fetchOne(
-                db, sql: "SELECT highest_index FROM artifact WHERE uuid = ?", arguments: [artifactUUID.storeText]) ?? 0
+                db, sql: "SELECT highest_index FROM artifact WHERE uuid = ?", arguments: [artifactUUID.lowercasedString]) ?? 0
             let version = ArtifactVersion(
                 artifactUUID: artifactUUID, index: highest + 1, blobUUID: blobUUID, created: Date.storableNow(),
                 lastModified: lastModified, contentLength: contentLength)
@@ -316,21 +316,21 @@ extension SQLiteStore: BlobRecords {
                     VALUES (?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    artifactUUID.storeText, version.index, blobUUID.storeText, version.created.timeIntervalSince1970,
+                    artifactUUID.lowercasedString, version.index, blobUUID.lowercasedString, version.created.timeIntervalSince1970,
                     lastModified, contentLength,
                 ])
             try db.execute(
-                sql: "UPDATE artifact SET highest_index = ? WHERE uuid = ?", arguments: [version.index, artifactUUID.storeText])
+                sql: "UPDATE artifact SET highest_index = ? WHERE uuid = ?", arguments: [version.index, artifactUUID.lowercasedString])
             try self.recordMutation(
-                db, type: "artifact", uuid: artifactUUID.storeText, attribute: "index_\(Self.paddedIndex(version.index))",
-                value: blobUUID.storeText)
+                db, type: "artifact", uuid: artifactUUID.lowercasedString, attribute: "index_\(Self.paddedIndex(version.index))",
+                value: blobUUID.lowercasedString)
             try Self.insertReference(db, Self.indexReference(artifactUUID, blobUUID))
             if artifact.state == .initial {
                 try db.execute(
                     sql: "UPDATE artifact SET state = ? WHERE uuid = ?",
-                    arguments: [ArtifactState.created.rawValue, artifactUUID.storeText])
+                    arguments: [ArtifactState.created.rawValue, artifactUUID.lowercasedString])
                 try self.recordMutation(
-                    db, type: "artifact", uuid: artifactUUID.storeText, attribute: "state", value: ArtifactState.created.rawValue)
+                    db, type: "artifact", uuid: artifactUUID.lowercasedString, attribute: "state", value: ArtifactState.created.rawValue)
             }
             try self.trimVersions(db, artifactUUID, keep: artifact.maxVersions)
             return version
@@ -346,13 +346,13 @@ extension SQLiteStore: BlobRecords {
 
     @discardableResult public func setArtifactMaxVersions(uuid: UUID, _ maxVersions: Int) async throws -> Artifact {
         guard maxVersions >= 1 else {
-            throw StoreError.invalidArgument("artifact \(uuid.storeText): max_versions \(maxVersions) is below 1")
+            throw StoreError.invalidArgument("artifact \(uuid.lowercasedString): max_versions \(maxVersions) is below 1")
         }
         return try await write { db in
             var artifact = try Self.fetchArtifact(db, uuid)
             artifact.maxVersions = maxVersions
-            try db.execute(sql: "UPDATE artifact SET max_versions = ? WHERE uuid = ?", arguments: [maxVersions, uuid.storeText])
-            try self.recordMutation(db, type: "artifact", uuid: uuid.storeText, attribute: "max_versions", value: "\(maxVersions)")
+            try db.execute(sql: "UPDATE artifact SET max_versions = ? WHERE uuid = ?", arguments: [maxVersions, uuid.lowercasedString])
+            try self.recordMutation(db, type: "artifact", uuid: uuid.lowercasedString, attribute: "max_versions", value: "\(maxVersions)")
             try self.trimVersions(db, uuid, keep: maxVersions)
             return artifact
         }
@@ -362,13 +362,13 @@ extension SQLiteStore: BlobRecords {
         try await write { db in
             var artifact = try Self.fetchArtifact(db, uuid)
             guard artifact.state != .deleted else { return artifact }
-            try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.storeText])
-            try self.dropHeldReferences(db, holderType: "artifact", holderUUID: uuid.storeText)
+            try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.lowercasedString])
+            try self.dropHeldReferences(db, holderType: "artifact", holderUUID: uuid.lowercasedString)
             artifact.state = .deleted
             try db.execute(
-                sql: "UPDATE artifact SET state = ? WHERE uuid = ?", arguments: [ArtifactState.deleted.rawValue, uuid.storeText])
+                sql: "UPDATE artifact SET state = ? WHERE uuid = ?", arguments: [ArtifactState.deleted.rawValue, uuid.lowercasedString])
             try self.recordMutation(
-                db, type: "artifact", uuid: uuid.storeText, attribute: "state", value: ArtifactState.deleted.rawValue)
+                db, type: "artifact", uuid: uuid.lowercasedString, attribute: "state", value: ArtifactState.deleted.rawValue)
             return artifact
         }
     }
@@ -377,7 +377,7 @@ extension SQLiteStore: BlobRecords {
 
     public func createUpload(_ upload: Upload) async throws {
         try await write { db in
-            let id = upload.uuid.storeText
+            let id = upload.uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM upload WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "upload", id: id)
             }
@@ -396,11 +396,11 @@ extension SQLiteStore: BlobRecords {
     }
 
     @discardableResult public func setUploadReceived(uuid: UUID, _ received: Int64) async throws -> Upload {
-        guard received >= 0 else { throw StoreError.invalidArgument("upload \(uuid.storeText): received \(received) is negative") }
+        guard received >= 0 else { throw StoreError.invalidArgument("upload \(uuid.lowercasedString): received \(received) is negative") }
         return try await write { db in
             var upload = try Self.fetchUpload(db, uuid)
             upload.received = received
-            try db.execute(sql: "UPDATE upload SET received = ? WHERE uuid = ?", arguments: [received, uuid.storeText])
+            try db.execute(sql: "UPDATE upload SET received = ? WHERE uuid = ?", arguments: [received, uuid.lowercasedString])
             return upload
         }
     }
@@ -408,7 +408,7 @@ extension SQLiteStore: BlobRecords {
     public func deleteUpload(uuid: UUID) async throws {
         try await write { db in
             _ = try Self.fetchUpload(db, uuid)
-            try db.execute(sql: "DELETE FROM upload WHERE uuid = ?", arguments: [uuid.storeText])
+            try db.execute(sql: "DELETE FROM upload WHERE uuid = ?", arguments: [uuid.lowercasedString])
         }
     }
 }

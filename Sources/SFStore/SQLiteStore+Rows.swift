@@ -20,20 +20,20 @@ extension SQLiteStore {
     }
 
     static func fetchNetwork(_ db: Database, _ uuid: UUID) throws -> Network {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM network WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "network", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM network WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "network", id: uuid.lowercasedString) }
         return try decodeNetwork(row)
     }
 
     static func fetchInstance(_ db: Database, _ uuid: UUID) throws -> Instance {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM instance WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "instance", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM instance WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "instance", id: uuid.lowercasedString) }
         return try decodeInstance(row)
     }
 
     static func fetchInterface(_ db: Database, _ uuid: UUID) throws -> Interface {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM interface WHERE uuid = ?", arguments: [uuid.storeText])
-        else { throw StoreError.notFound(type: "interface", id: uuid.storeText) }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM interface WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        else { throw StoreError.notFound(type: "interface", id: uuid.lowercasedString) }
         return try decodeInterface(row)
     }
 

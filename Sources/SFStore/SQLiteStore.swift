@@ -65,7 +65,7 @@ public final class SQLiteStore: NodeStore {
     /// use a real file.
     public static func temporary(fqdn: String = "test-node") throws -> SQLiteStore {
         let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("sfstore-\(UUID().uuidString.lowercased())")
+            .appendingPathComponent("sfstore-\(UUID().lowercasedString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         return try SQLiteStore(path: directory.appendingPathComponent("store.sqlite").path, fqdn: fqdn)
     }
@@ -278,7 +278,7 @@ public final class SQLiteStore: NodeStore {
         let jobRows = try jobs.map(Self.validatedRow)
         defer { if !jobRows.isEmpty { signal() } }
         return try await write { db in
-            let id = uuid.storeText
+            let id = uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM network WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "network", id: id)
             }
@@ -330,15 +330,15 @@ public final class SQLiteStore: NodeStore {
             var network = try Self.fetchNetwork(db, uuid)
             guard network.state.canTransition(to: state) else {
                 throw StoreError.invalidTransition(
-                    type: "network", id: uuid.storeText, from: network.state.rawValue, to: state.rawValue)
+                    type: "network", id: uuid.lowercasedString, from: network.state.rawValue, to: state.rawValue)
             }
             guard network.state != state else { return network }
             network.state = state
             network.stateUpdated = Date.storableNow()
             try db.execute(
                 sql: "UPDATE network SET state = ?, state_updated = ? WHERE uuid = ?",
-                arguments: [state.rawValue, network.stateUpdated.timeIntervalSince1970, uuid.storeText])
-            try self.recordMutation(db, type: "network", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+                arguments: [state.rawValue, network.stateUpdated.timeIntervalSince1970, uuid.lowercasedString])
+            try self.recordMutation(db, type: "network", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
             return network
         }
     }
@@ -347,7 +347,7 @@ public final class SQLiteStore: NodeStore {
         try await write { db in
             var network = try Self.fetchNetwork(db, networkUUID)
             if network.floatingGateway != nil { return network }
-            let address = try Self.allocateFloating(db, range: range, requested: nil, owner: "network:\(networkUUID.storeText)")
+            let address = try Self.allocateFloating(db, range: range, requested: nil, owner: "network:\(networkUUID.lowercasedString)")
             try Self.writeFloatingGateway(db, &network, address, recorder: self)
             return network
         }
@@ -361,7 +361,7 @@ public final class SQLiteStore: NodeStore {
             // recorded in two steps, with an upper-case owner) is released too.
             try db.execute(
                 sql: "DELETE FROM floating_allocation WHERE owner IN (?, ?)",
-                arguments: ["network:\(networkUUID.storeText)", "network:\(networkUUID.uuidString)"])
+                arguments: ["network:\(networkUUID.lowercasedString)", "network:\(networkUUID.uuidString)"])
             if network.floatingGateway != nil { try Self.writeFloatingGateway(db, &network, nil, recorder: self) }
             return network
         }
@@ -372,9 +372,9 @@ public final class SQLiteStore: NodeStore {
     {
         network.floatingGateway = address
         try db.execute(
-            sql: "UPDATE network SET floating_gateway = ? WHERE uuid = ?", arguments: [address?.description, network.uuid.storeText])
+            sql: "UPDATE network SET floating_gateway = ? WHERE uuid = ?", arguments: [address?.description, network.uuid.lowercasedString])
         try recorder.recordMutation(
-            db, type: "network", uuid: network.uuid.storeText, attribute: "floating_gateway", value: address?.description)
+            db, type: "network", uuid: network.uuid.lowercasedString, attribute: "floating_gateway", value: address?.description)
     }
 
     // MARK: - Instances
@@ -388,7 +388,7 @@ public final class SQLiteStore: NodeStore {
         let jobRows = try jobs.map(Self.validatedRow)
         defer { if !jobRows.isEmpty { signal() } }
         return try await write { db in
-            let id = instance.uuid.storeText
+            let id = instance.uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM instance WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "instance", id: id)
             }
@@ -434,18 +434,18 @@ public final class SQLiteStore: NodeStore {
             var instance = try Self.fetchInstance(db, uuid)
             guard instance.state.canTransition(to: state) else {
                 throw StoreError.invalidTransition(
-                    type: "instance", id: uuid.storeText, from: instance.state.rawValue, to: state.rawValue)
+                    type: "instance", id: uuid.lowercasedString, from: instance.state.rawValue, to: state.rawValue)
             }
             if let errorMessage { instance.errorMessage = errorMessage }
             if instance.state != state {
                 instance.state = state
                 instance.stateUpdated = Date.storableNow()
-                try self.recordMutation(db, type: "instance", uuid: uuid.storeText, attribute: "state", value: state.rawValue)
+                try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
             }
             try db.execute(
                 sql: "UPDATE instance SET state = ?, state_updated = ?, error_message = ? WHERE uuid = ?",
                 arguments: [
-                    state.rawValue, instance.stateUpdated.timeIntervalSince1970, instance.errorMessage, uuid.storeText,
+                    state.rawValue, instance.stateUpdated.timeIntervalSince1970, instance.errorMessage, uuid.lowercasedString,
                 ])
             return instance
         }
@@ -464,10 +464,10 @@ public final class SQLiteStore: NodeStore {
                 sql: "UPDATE instance SET power_state = ?, power_state_previous = ?, power_state_updated = ? WHERE uuid = ?",
                 arguments: [
                     state.rawValue, instance.powerStatePrevious?.rawValue,
-                    instance.powerStateUpdated.timeIntervalSince1970, uuid.storeText,
+                    instance.powerStateUpdated.timeIntervalSince1970, uuid.lowercasedString,
                 ])
             try self.recordMutation(
-                db, type: "instance", uuid: uuid.storeText, attribute: "power_state", value: state.rawValue)
+                db, type: "instance", uuid: uuid.lowercasedString, attribute: "power_state", value: state.rawValue)
             return instance
         }
     }
@@ -476,8 +476,8 @@ public final class SQLiteStore: NodeStore {
         try await write { db in
             var instance = try Self.fetchInstance(db, uuid)
             instance.node = node
-            try db.execute(sql: "UPDATE instance SET node = ? WHERE uuid = ?", arguments: [node, uuid.storeText])
-            try self.recordMutation(db, type: "instance", uuid: uuid.storeText, attribute: "node", value: node)
+            try db.execute(sql: "UPDATE instance SET node = ? WHERE uuid = ?", arguments: [node, uuid.lowercasedString])
+            try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "node", value: node)
             return instance
         }
     }
@@ -575,9 +575,4 @@ final class WakeupHub: Sendable {
         let all = continuations.withLock { Array($0.values) }
         for continuation in all { continuation.yield() }
     }
-}
-
-extension UUID {
-    /// Lower case, as Shaken Fist writes UUIDs.
-    var storeText: String { uuidString.lowercased() }
 }

@@ -23,9 +23,9 @@ struct ArtifactCommand: AsyncParsableCommand {
             let control = try options.control()
             var fetch = try await control.cacheArtifactFetch(url: url, namespace: options.namespace)
             if !noWait { fetch = try await ArtifactCommand.waitForFetch(fetch, control, options, timeout: timeout) }
-            try await ArtifactCommand.show(fetch.artifact.uuid.text, control, options)
+            try await ArtifactCommand.show(fetch.artifact.uuid.lowercasedString, control, options)
             if noWait && !options.json {
-                print("fetch queued as job \(fetch.job.id); follow it with sfnode events artifact \(fetch.artifact.uuid.text) --follow")
+                print("fetch queued as job \(fetch.job.id); follow it with sfnode events artifact \(fetch.artifact.uuid.lowercasedString) --follow")
             }
         }
     }
@@ -61,8 +61,8 @@ struct ArtifactCommand: AsyncParsableCommand {
                 return try output.printJSON(UploadResult(artifact: result.artifact, index: result.version.index, blob: result.blob))
             }
             output.printFields([
-                ("artifact", result.artifact.uuid.text), ("name", result.artifact.name), ("namespace", result.artifact.namespace),
-                ("version", "\(result.version.index)"), ("blob", result.blob.uuid.text), ("size", "\(result.blob.size)"),
+                ("artifact", result.artifact.uuid.lowercasedString), ("name", result.artifact.name), ("namespace", result.artifact.namespace),
+                ("version", "\(result.version.index)"), ("blob", result.blob.uuid.lowercasedString), ("size", "\(result.blob.size)"),
                 ("sha512", result.blob.sha512.orNone),
             ])
         }
@@ -77,15 +77,15 @@ struct ArtifactCommand: AsyncParsableCommand {
             let control = try options.control()
             let artifacts = try await control.artifacts(namespace: options.namespace, includeDeleted: all)
             var views: [ArtifactView] = []
-            for artifact in artifacts { views.append(try await control.artifactView(artifact.uuid.text)) }
+            for artifact in artifacts { views.append(try await control.artifactView(artifact.uuid.lowercasedString)) }
             let output = Output(json: options.json)
             if options.json { return try output.printJSON(views) }
             output.printTable(
                 ["uuid", "type", "name", "namespace", "state", "versions", "newest blob"],
                 views.map {
                     [
-                        $0.artifact.uuid.text, $0.artifact.type.rawValue, $0.artifact.name, $0.artifact.namespace, $0.artifact.state.rawValue,
-                        "\($0.versions.count) of \($0.index)", $0.blobUUID?.text ?? "-",
+                        $0.artifact.uuid.lowercasedString, $0.artifact.type.rawValue, $0.artifact.name, $0.artifact.namespace, $0.artifact.state.rawValue,
+                        "\($0.versions.count) of \($0.index)", $0.blobUUID?.lowercasedString ?? "-",
                     ]
                 })
         }
@@ -112,7 +112,7 @@ struct ArtifactCommand: AsyncParsableCommand {
             if options.json { return try output.printJSON(versions) }
             output.printTable(
                 ["index", "blob", "size", "references", "created"],
-                versions.map { ["\($0.version.index)", $0.blob.blob.uuid.text, "\($0.blob.blob.size)", "\($0.blob.referenceCount)", "\($0.version.created)"] })
+                versions.map { ["\($0.version.index)", $0.blob.blob.uuid.lowercasedString, "\($0.blob.blob.size)", "\($0.blob.referenceCount)", "\($0.version.created)"] })
         }
     }
 
@@ -144,7 +144,7 @@ struct ArtifactCommand: AsyncParsableCommand {
                 try await control.deleteArtifact(artifact, namespace: options.namespace, storage: storage)
             }
             if options.json { return try Output(json: true).printJSON(deleted) }
-            print("artifact \(deleted.uuid.text) (\(deleted.name)) is \(deleted.state.rawValue)")
+            print("artifact \(deleted.uuid.lowercasedString) (\(deleted.name)) is \(deleted.state.rawValue)")
         }
     }
 
@@ -158,14 +158,14 @@ struct ArtifactCommand: AsyncParsableCommand {
         let artifact = view.artifact
         output.printFields(
             [
-                ("uuid", artifact.uuid.text), ("type", artifact.type.rawValue), ("name", artifact.name),
+                ("uuid", artifact.uuid.lowercasedString), ("type", artifact.type.rawValue), ("name", artifact.name),
                 ("namespace", artifact.namespace), ("state", artifact.state.rawValue), ("source url", artifact.sourceURL.orNone),
                 ("max versions", "\(artifact.maxVersions)"), ("index", "\(view.index)"),
             ]
                 + view.versions.map { version in
                     (
                         "version \(version.version.index)",
-                        "blob \(version.blob.blob.uuid.text), \(version.blob.blob.size) bytes, \(version.blob.referenceCount) references"
+                        "blob \(version.blob.blob.uuid.lowercasedString), \(version.blob.blob.size) bytes, \(version.blob.referenceCount) references"
                             + (version.blob.instances.isEmpty ? "" : ", instances \(version.blob.instances.joined(separator: " "))")
                     )
                 })
@@ -195,7 +195,7 @@ struct ArtifactCommand: AsyncParsableCommand {
                 progress?.finish()
                 throw CommandFailure(
                     "fetching \(fetch.artifact.name) failed: \(current.job.lastError ?? "no reason recorded"); "
-                        + "see sfnode events artifact \(fetch.artifact.uuid.text)")
+                        + "see sfnode events artifact \(fetch.artifact.uuid.lowercasedString)")
             case .queued, .running:
                 let latest = try await control.events(.artifact, fetch.artifact.uuid, limit: 1).first
                 let state = current.job.state == .queued ? "queued" : "fetching"
@@ -205,7 +205,7 @@ struct ArtifactCommand: AsyncParsableCommand {
         }
         throw CommandFailure(
             "job \(current.job.id) fetching \(fetch.artifact.name) is still \(current.job.state.rawValue) after \(timeout) s: "
-                + "is the agent running (sfnode job list)? Follow it with sfnode events artifact \(fetch.artifact.uuid.text) --follow")
+                + "is the agent running (sfnode job list)? Follow it with sfnode events artifact \(fetch.artifact.uuid.lowercasedString) --follow")
     }
 
     /// The size of a regular, non-empty file, or an error saying what is wrong with it.
@@ -274,7 +274,7 @@ struct LabelCommand: AsyncParsableCommand {
             let (control, storage) = try options.blobControl()
             let label = try await control.setLabel(
                 name: name, blobUUID: try parseUUID(blob, "blob UUID"), namespace: options.namespace, storage: storage)
-            try await ArtifactCommand.show(label.uuid.text, control, options)
+            try await ArtifactCommand.show(label.uuid.lowercasedString, control, options)
         }
     }
 

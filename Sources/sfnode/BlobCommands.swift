@@ -24,7 +24,7 @@ struct BlobCommand: AsyncParsableCommand {
                 ["uuid", "state", "size", "references", "locations", "sha512"],
                 views.map {
                     [
-                        $0.blob.uuid.text, $0.blob.state.rawValue, "\($0.blob.size)", "\($0.referenceCount)",
+                        $0.blob.uuid.lowercasedString, $0.blob.state.rawValue, "\($0.blob.size)", "\($0.referenceCount)",
                         $0.blob.locations.joined(separator: ","), $0.blob.sha512.map { String($0.prefix(16)) + "…" } ?? "-",
                     ]
                 })
@@ -96,13 +96,13 @@ struct BlobCommand: AsyncParsableCommand {
         let blob = view.blob
         output.printFields(
             [
-                ("uuid", blob.uuid.text), ("state", blob.state.rawValue), ("size", "\(blob.size)"), ("sha512", blob.sha512.orNone),
+                ("uuid", blob.uuid.lowercasedString), ("state", blob.state.rawValue), ("size", "\(blob.size)"), ("sha512", blob.sha512.orNone),
                 ("modified", "\(blob.modified)"), ("fetched at", blob.fetchedAt.orNone), ("last used", blob.lastUsed.orNone),
                 ("locations", blob.locations.isEmpty ? "none" : blob.locations.joined(separator: ", ")),
                 ("reference count", "\(view.referenceCount)"),
             ]
                 + view.referencesTo.map { ("referenced by", "\($0.holderType) \($0.holderUUID) (\($0.relationship.rawValue))") }
-                + view.referencesFrom.map { ("references", "blob \($0.blobUUID.text) (\($0.relationship.rawValue))") }
+                + view.referencesFrom.map { ("references", "blob \($0.blobUUID.lowercasedString) (\($0.relationship.rawValue))") }
                 + blob.info.keys.sorted().map { ("info \($0)", (try? blob.info[$0]?.jsonText()).flatMap { $0 } ?? "") })
     }
 

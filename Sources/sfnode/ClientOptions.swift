@@ -123,10 +123,6 @@ func parseUUID(_ text: String, _ what: String) throws -> UUID {
     return uuid
 }
 
-extension UUID {
-    /// Lowercase text, as Shaken Fist and the store write UUIDs.
-    var text: String { uuidString.lowercased() }
-}
 
 extension Optional where Wrapped: CustomStringConvertible {
     /// The value as text, or `none`.

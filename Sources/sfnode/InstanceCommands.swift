@@ -54,7 +54,7 @@ struct InstanceCommand: AsyncParsableCommand {
             output.printTable(
                 ["uuid", "name", "namespace", "cpus", "memory", "node", "state", "power"],
                 instances.map {
-                    [$0.uuid.text, $0.name, $0.namespace, "\($0.cpus)", "\($0.memory)", $0.node ?? "-", $0.state.rawValue, $0.powerState.rawValue]
+                    [$0.uuid.lowercasedString, $0.name, $0.namespace, "\($0.cpus)", "\($0.memory)", $0.node ?? "-", $0.state.rawValue, $0.powerState.rawValue]
                 })
         }
     }
@@ -82,7 +82,7 @@ struct InstanceCommand: AsyncParsableCommand {
             var deleted = try await control.deleteInstance(instance, namespace: options.namespace)
             if !noWait { deleted = try await InstanceCommand.waitUntilSettled(deleted, control, options, timeout: timeout, deleting: true) }
             if options.json { return try Output(json: true).printJSON(deleted) }
-            print("instance \(deleted.uuid.text) (\(deleted.name)) is \(deleted.state.rawValue)")
+            print("instance \(deleted.uuid.lowercasedString) (\(deleted.name)) is \(deleted.state.rawValue)")
         }
     }
 
@@ -111,8 +111,8 @@ struct InstanceCommand: AsyncParsableCommand {
 
     static func power(_ operation: PowerOperation, _ reference: String, _ options: ClientOptions) async throws {
         let instance = try await options.control().power(operation, reference, namespace: options.namespace)
-        if options.json { return try Output(json: true).printJSON(["instance_uuid": instance.uuid.text, "operation": operation.rawValue, "queued": "true"]) }
-        print("\(operation.verb) of instance \(instance.uuid.text) (\(instance.name)) queued")
+        if options.json { return try Output(json: true).printJSON(["instance_uuid": instance.uuid.lowercasedString, "operation": operation.rawValue, "queued": "true"]) }
+        print("\(operation.verb) of instance \(instance.uuid.lowercasedString) (\(instance.name)) queued")
     }
 
     /// Waits until the instance leaves its transitional states (or is deleted, when `deleting`),
@@ -125,7 +125,7 @@ struct InstanceCommand: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(timeout)
         var current = instance
         while ContinuousClock.now < deadline {
-            current = try await control.instance(current.uuid.text)
+            current = try await control.instance(current.uuid.lowercasedString)
             let settled = deleting ? (current.state == .deleted || current.state.isError) : (current.state == .created || current.state.isError || current.state == .deleted)
             if settled { return current }
             let latest = try await control.events(.instance, current.uuid, limit: 1).first
@@ -134,7 +134,7 @@ struct InstanceCommand: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(250))
         }
         throw ValidationError(
-            "instance \(current.uuid.text) is still \(current.state.rawValue) after \(timeout) s; follow it with sfnode instance events --follow \(current.uuid.text)")
+            "instance \(current.uuid.lowercasedString) is still \(current.state.rawValue) after \(timeout) s; follow it with sfnode instance events --follow \(current.uuid.lowercasedString)")
     }
 
     /// The percentage an event message reports, such as "fetching blob …, 30 %", as a fraction.
@@ -149,13 +149,13 @@ struct InstanceCommand: AsyncParsableCommand {
         let output = Output(json: options.json)
         if options.json { return try output.printJSON(InstanceView(instance: instance, interfaces: interfaces, metadata: metadata)) }
         output.printFields([
-            ("uuid", instance.uuid.text), ("name", instance.name), ("namespace", instance.namespace), ("cpus", "\(instance.cpus)"),
+            ("uuid", instance.uuid.lowercasedString), ("name", instance.name), ("namespace", instance.namespace), ("cpus", "\(instance.cpus)"),
             ("memory", "\(instance.memory)"), ("node", instance.node ?? "none"), ("state", instance.state.rawValue),
             ("power state", instance.powerState.rawValue), ("error message", instance.errorMessage ?? "none"),
         ] + instance.diskSpec.enumerated().map { index, disk in
             ("disk \(index)", "\(disk.type.rawValue) \(disk.size.map { "\($0) GiB" } ?? "base size") \(disk.base.map { "from \($0)" } ?? "blank")")
         } + interfaces.map { interface in
-            ("interface \(interface.order)", "\(interface.uuid.text) \(interface.macaddr) \(interface.ipv4.orNone) floating \(interface.floating.orNone) \(interface.state.rawValue)")
+            ("interface \(interface.order)", "\(interface.uuid.lowercasedString) \(interface.macaddr) \(interface.ipv4.orNone) floating \(interface.floating.orNone) \(interface.state.rawValue)")
         } + metadata.keys.sorted().map { ("metadata \($0)", (try? metadata[$0]?.jsonText()) .flatMap { $0 } ?? "") })
     }
 }

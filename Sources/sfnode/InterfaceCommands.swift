@@ -52,20 +52,20 @@ struct InterfaceCommand: AsyncParsableCommand {
     static func wait(for interface: Interface, _ control: Control, timeout: Int, until done: (Interface) -> Bool) async throws -> Interface {
         let deadline = ContinuousClock.now + .seconds(timeout)
         while ContinuousClock.now < deadline {
-            let current = try await control.interface(interface.uuid.text)
+            let current = try await control.interface(interface.uuid.lowercasedString)
             let jobs = try await control.store.jobs(states: [.queued, .running], limit: 10_000)
-            let busy = jobs.contains { $0.objectKey == "interface:\(interface.uuid.text)" }
+            let busy = jobs.contains { $0.objectKey == "interface:\(interface.uuid.lowercasedString)" }
             if done(current) && !busy { return current }
             try await Task.sleep(for: .milliseconds(200))
         }
-        throw ValidationError("interface \(interface.uuid.text) did not change within \(timeout) s; see sfnode job list for its job's error")
+        throw ValidationError("interface \(interface.uuid.lowercasedString) did not change within \(timeout) s; see sfnode job list for its job's error")
     }
 
     static func show(_ interface: Interface, _ options: ClientOptions) throws {
         let output = Output(json: options.json)
         if options.json { return try output.printJSON(interface) }
         output.printFields([
-            ("uuid", interface.uuid.text), ("instance", interface.instanceUUID.text), ("network", interface.networkUUID.text),
+            ("uuid", interface.uuid.lowercasedString), ("instance", interface.instanceUUID.lowercasedString), ("network", interface.networkUUID.lowercasedString),
             ("macaddr", interface.macaddr.description), ("ipv4", interface.ipv4.orNone), ("floating", interface.floating.orNone),
             ("model", interface.model), ("order", "\(interface.order)"), ("state", interface.state.rawValue),
         ])

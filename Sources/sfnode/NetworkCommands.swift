@@ -35,7 +35,7 @@ struct NetworkCommand: AsyncParsableCommand {
             if options.json { return try output.printJSON(networks) }
             output.printTable(
                 ["uuid", "name", "namespace", "netblock", "state"],
-                networks.map { [$0.uuid.text, $0.name, $0.namespace, $0.netblock.description, $0.state.rawValue] })
+                networks.map { [$0.uuid.lowercasedString, $0.name, $0.namespace, $0.netblock.description, $0.state.rawValue] })
         }
     }
 
@@ -59,7 +59,7 @@ struct NetworkCommand: AsyncParsableCommand {
         func run() async throws {
             let deleted = try await options.control().deleteNetwork(network, namespace: options.namespace)
             if options.json { return try Output(json: true).printJSON(deleted) }
-            print("deleting network \(deleted.uuid.text) (\(deleted.name))")
+            print("deleting network \(deleted.uuid.lowercasedString) (\(deleted.name))")
         }
     }
 
@@ -67,7 +67,7 @@ struct NetworkCommand: AsyncParsableCommand {
         let output = Output(json: options.json)
         if options.json { return try output.printJSON(network) }
         output.printFields([
-            ("uuid", network.uuid.text), ("name", network.name), ("namespace", network.namespace),
+            ("uuid", network.uuid.lowercasedString), ("name", network.name), ("namespace", network.namespace),
             ("netblock", network.netblock.description), ("provide dhcp", "\(network.provideDHCP)"),
             ("provide nat", "\(network.provideNAT)"), ("vxlan id", "\(network.vxid)"), ("state", network.state.rawValue),
             ("floating gateway", network.floatingGateway.orNone),

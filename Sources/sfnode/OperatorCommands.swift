@@ -155,7 +155,7 @@ struct StateCommand: AsyncParsableCommand {
             let bridge = links.contains(layout.bridge(vxid))
             let vxlan = links.contains(layout.vxlan(vxid))
             let flood = vxlan ? ((try? await host.floodEntries(device: layout.vxlan(vxid)))?.map(\.description).sorted().joined(separator: ",") ?? "?") : ""
-            var line = "network \(network.uuid.uuidString.lowercased()) \(network.state.rawValue) bridge=\(bridge) vxlan=\(vxlan) flood=[\(flood)]"
+            var line = "network \(network.uuid.lowercasedString) \(network.state.rawValue) bridge=\(bridge) vxlan=\(vxlan) flood=[\(flood)]"
             var ok = network.state != .created || (bridge && vxlan)
             if settings.isNetworkNode {
                 let namespace = NetworkNamespace.exists(named: layout.namespace(of: network.uuid))
@@ -176,7 +176,7 @@ struct StateCommand: AsyncParsableCommand {
         let instances = try await store.instances(node: settings.nodeName)
         let stuck = Set(NodeAgent.stuckInstances(instances, liveJobs: try await store.jobs(states: [.queued, .running], limit: 10_000)).map(\.uuid))
         for instance in instances where instance.state != .deleted {
-            var line = "instance \(instance.uuid.uuidString.lowercased()) \(instance.state.rawValue) power=\(instance.powerState.rawValue)"
+            var line = "instance \(instance.uuid.lowercasedString) \(instance.state.rawValue) power=\(instance.powerState.rawValue)"
             if let domains {
                 let actual = domains[instance.uuid] ?? "absent"
                 line += " domain=\(actual)"

@@ -7,6 +7,7 @@ import SFNetlink
 import SFStore
 import SFSystem
 import SFTestSupport
+import Testing
 
 /// What the API would store for the agent tests: a network with NAT and DHCP on `netblock`, and an
 /// instance booting the test guest with one interface on that network.
@@ -63,4 +64,47 @@ func makeTestImageResolver(
     ImageResolver(
         records: store, storagePath: storage, nodeName: nodeName, rules: loopbackFetchRules, cacheHighWaterBytes: cacheHighWaterBytes,
         imageDownloadURL: imageDownloadURL, logger: logger)
+}
+
+/// A job payload naming one object: `{"<key>": "<UUID>"}`.
+func jobPayload(_ key: String, _ uuid: UUID) -> JSONValue { .object([key: .string(uuid.uuidString)]) }
+
+/// What a scenario's gate step leaves for the steps after it: the guest's interface as floated,
+/// its floating address and the fixed address behind it.
+struct FloatedGuest {
+    let floating: IPv4Address
+    let address: IPv4Address
+}
+
+/// Runs one scenario step whose failure leaves the later steps meaningful: an error it throws is
+/// recorded as an issue naming the step and the scenario goes on, so that one early failure does
+/// not hide the rest. A failed `#require` was recorded where it failed and is not recorded again.
+/// Steps that later ones cannot do without (they make what those use) throw instead.
+func independentStep(_ name: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+    } catch is ExpectationFailedError {
+    } catch {
+        Issue.record(error, "step '\(name)' failed", sourceLocation: sourceLocation)
+    }
+}
+
+/// Runs a scenario whose names all start with `id`: `body` registers its cleanup in the teardown
+/// as it makes things, and the teardown runs however `body` ends. After a run that did not throw,
+/// `scripts/cleanup-test-leftovers --check --prefix <id>` must find nothing of it on the machine;
+/// what it finds is reported, then removed, so one leak does not fail later runs as well.
+func withCheckedTeardown(id: String, _ body: (Teardown) async throws -> Void) async throws {
+    let teardown = Teardown()
+    do {
+        try await body(teardown)
+    } catch {
+        try await teardown.run()
+        throw error
+    }
+    try await teardown.run()
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/cleanup-test-leftovers").path
+    let check = try ChildProcess.run(["/bin/bash", script, "--check", "--prefix", id])
+    #expect(check.status == 0, "leftovers: \(check.stdout)\(check.stderr)")
+    if check.status != 0 { _ = try ChildProcess.run(["/bin/bash", script, "--prefix", id]) }
 }

@@ -61,7 +61,7 @@ public actor ImageCache {
 
     /// The cache path a blob's base has for `purpose`, whether or not it exists yet.
     public nonisolated func path(for blobUUID: UUID, purpose: Purpose) -> String {
-        "\(directory)/\(blobUUID.uuidString.lowercased()).\(purpose == .disk ? "qcow2" : "iso")"
+        "\(directory)/\(blobUUID.lowercasedString).\(purpose == .disk ? "qcow2" : "iso")"
     }
 
     /// Makes sure the base for `blobUUID`, whose data is the file `dataPath`, is in the cache, and
@@ -122,7 +122,7 @@ public actor ImageCache {
                 if total <= highWater { break }
                 // Under the blob's lock, so no other process is between its existence check and
                 // its use of the file.
-                let lock = try FileLock.acquire(path: "\(directory)/\(entry.blobUUID.uuidString.lowercased()).lock")
+                let lock = try FileLock.acquire(path: "\(directory)/\(entry.blobUUID.lowercasedString).lock")
                 defer { lock.release() }
                 if unlink(entry.path) != 0 && errno != ENOENT { throw fileError("unlink", entry.path) }
                 total -= entry.bytes
@@ -195,7 +195,7 @@ private struct Job: Sendable {
         } catch {
             throw ImageError.unreadable(path: directory, message: "cannot create the image cache directory: \(error)")
         }
-        let lock = try FileLock.acquire(path: "\(directory)/\(blobUUID.uuidString.lowercased()).lock")
+        let lock = try FileLock.acquire(path: "\(directory)/\(blobUUID.lowercasedString).lock")
         defer { lock.release() }
         // Another process may have finished it while this one waited for the lock.
         if FileManager.default.fileExists(atPath: finalPath) {
@@ -203,7 +203,7 @@ private struct Job: Sendable {
             return (image, .present)
         }
         let partial = finalPath + ".partial"
-        let unpacked = "\(directory)/\(blobUUID.uuidString.lowercased()).unpacked.partial"
+        let unpacked = "\(directory)/\(blobUUID.lowercasedString).unpacked.partial"
         unlink(partial)
         unlink(unpacked)
         defer {
