@@ -45,7 +45,9 @@ public actor ImageResolver {
         imageDownloadURL: String, logger: Logger
     ) {
         self.records = records
-        self.blobs = BlobStore(records: records, directory: storagePath + "/blobs", nodeName: nodeName, logger: logger)
+        // The same directory the use cases write uploads' blobs to.
+        let storage = BlobStorage(path: storagePath, nodeName: nodeName)
+        self.blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
         self.cache = ImageCache(directory: storagePath + "/image-cache", highWaterBytes: cacheHighWaterBytes, logger: logger)
         self.fetcher = HTTPFetcher(configuration: HTTPFetcher.Configuration(rules: rules), logger: logger)
         self.inspector = ImageInspector(logger: logger)
@@ -88,9 +90,11 @@ public actor ImageResolver {
         guard blobs.hasData(blob.uuid) else {
             throw ControlError.notFound("blob \(blob.uuid.lowercasedString) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
         }
+        let cached = try await cache.ensureBase(blobUUID: blob.uuid, dataPath: blobs.path(of: blob.uuid), for: cdrom ? .cdrom : .disk)
+        // Referenced once its base exists: an image the cache refused is no disk of the instance.
+        // Nothing evicts in between, since eviction runs under the same agent lock as this job.
         try await records.addReference(BlobReference(blobUUID: blob.uuid, holderType: "instance", holderUUID: instance, relationship: .disk))
         try await records.touchBlob(uuid: blob.uuid)
-        let cached = try await cache.ensureBase(blobUUID: blob.uuid, dataPath: blobs.path(of: blob.uuid), for: cdrom ? .cdrom : .disk)
         await cache.markUsed(blob.uuid)
         return Base(path: cached.path, format: cached.format, blobUUID: blob.uuid)
     }
@@ -178,7 +182,7 @@ public actor ImageResolver {
         let result: FetchResult
         do {
             result = try await fetcher.fetch(
-                url,
+                url, hashing: false,  // the blob ingest hashes every byte already
                 progress: { report in
                     // An event per 10 %, as Shaken Fist's "fetching required blob".
                     guard let percent = report.percent else { return }

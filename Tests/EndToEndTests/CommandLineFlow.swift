@@ -64,8 +64,9 @@ final class CommandLineFlow: Sendable {
 
     /// Runs `sfnode ARGS` with the agent's environment; a non-zero exit throws unless allowed.
     @discardableResult
-    func run(_ arguments: [String], allowFailure: Bool = false) throws -> CommandOutput {
-        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    func run(_ arguments: [String], environment extra: [String: String] = [:], allowFailure: Bool = false) throws -> CommandOutput {
+        let settings = environment.merging(extra) { _, given in given }
+        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + settings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let output = try ChildProcess.run(["/usr/bin/env", "-i"] + variables + [executable] + arguments)
         if output.status != 0 && !allowFailure {
             throw AgentProcessError("sfnode \(arguments.joined(separator: " ")) exited \(output.status): \(output.stderr)\(output.stdout)")

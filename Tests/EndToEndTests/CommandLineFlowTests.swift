@@ -65,6 +65,11 @@ struct CommandLineFlowTests {
         #expect(submitted.status != 0 && submitted.stderr.contains("\"instance_uuid\" of a instance.create job is 'x', not a UUID"), "\(submitted.stderr)")
         let metadata = try flow.run(["instance", "create", "web", "1", "256", "-d", "1@169.254.169.254/x"], allowFailure: true)
         #expect(metadata.status != 0 && metadata.stderr.contains("is not a form sfnode knows"), "\(metadata.stderr)")
+        // Unknown is not gone: with libvirt unreadable, `sfnode state` says so and fails, rather
+        // than reporting every domain absent.
+        let state = try flow.run(["state"], environment: ["SFNODE_LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/\(flow.id)"], allowFailure: true)
+        #expect(state.status == 2, "\(state.stdout)\(state.stderr)")
+        #expect(state.stdout.contains("unreadable") && state.stdout.contains("state is incomplete"), "\(state.stdout)")
         try await flow.finish()
     }
 }

@@ -44,8 +44,9 @@ public struct FetchResult: Sendable, Equatable {
     public let finalURL: String
     /// Bytes received (and handed to the sink) in the successful attempt.
     public let size: Int64
-    /// Lower-case hex sha512 of those bytes.
-    public let sha512: String
+    /// Lower-case hex sha512 of those bytes; nil when the fetch was asked not to hash (its sink
+    /// hashes them already, and sha512 on one core is what bounds a download).
+    public let sha512: String?
     /// Last-Modified, when sent and readable.
     public let lastModified: Date?
     /// Content-Length, when sent.
@@ -138,17 +139,22 @@ public struct HTTPFetcher: Sendable {
     /// truncates whatever it wrote. An error thrown by `sink` or `restart` (a full disk, say) ends
     /// the fetch at once, unchanged, without retries.
     ///
-    /// - Parameter expectedSHA512: when given (hex, either case), a body with another hash fails with
-    ///   ``FetchError/checksumMismatch(url:expected:actual:)``, which is not retried.
+    /// - Parameters:
+    ///   - expectedSHA512: when given (hex, either case), a body with another hash fails with
+    ///     ``FetchError/checksumMismatch(url:expected:actual:)``, which is not retried.
+    ///   - hashing: false when the sink hashes the bytes itself (a ``BlobIngest`` does), so that each
+    ///     byte is hashed once; an expected sha512 turns hashing on again.
     /// - Returns: the size, the sha512 and the headers of the successful attempt.
     public func fetch(
-        _ url: String, expectedSHA512: String? = nil, progress: @Sendable (FetchProgress) -> Void = { _ in },
+        _ url: String, expectedSHA512: String? = nil, hashing: Bool = true, progress: @Sendable (FetchProgress) -> Void = { _ in },
         restart: () throws -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
         try await withRetries(url: url, restart: restart) { attempt in
             let hop = try await open(url, method: .GET)
             do {
-                let result = try await read(hop, url: url, attempt: attempt, expectedSHA512: expectedSHA512, progress: progress, into: sink)
+                let result = try await read(
+                    hop, url: url, attempt: attempt, expectedSHA512: expectedSHA512, hashing: hashing || expectedSHA512 != nil,
+                    progress: progress, into: sink)
                 await hop.close()
                 return result
             } catch {
@@ -160,7 +166,7 @@ public struct HTTPFetcher: Sendable {
 
     /// Streams one response's body to `sink`, hashing it, and checks its length and hash.
     private func read(
-        _ hop: Hop, url: String, attempt: Int, expectedSHA512: String?, progress: @Sendable (FetchProgress) -> Void,
+        _ hop: Hop, url: String, attempt: Int, expectedSHA512: String?, hashing: Bool, progress: @Sendable (FetchProgress) -> Void,
         into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
             let headers = hop.response.headers
@@ -171,7 +177,7 @@ public struct HTTPFetcher: Sendable {
             do {
                 for try await buffer in hop.response.body {
                     try buffer.withUnsafeReadableBytes { bytes in
-                        hasher.update(bufferPointer: bytes)
+                        if hashing { hasher.update(bufferPointer: bytes) }
                         do { try sink(bytes) } catch { throw CallerFailure(underlying: error) }
                     }
                     received += Int64(buffer.readableBytes)
@@ -186,8 +192,8 @@ public struct HTTPFetcher: Sendable {
                 throw FetchError.shortBody(url: url, received: received, expected: total)
             }
             progress(FetchProgress(bytes: received, total: total))
-            let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-            if let expected = expectedSHA512, expected.lowercased() != digest {
+            let digest = hashing ? hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
+            if let expected = expectedSHA512, let digest, expected.lowercased() != digest {
                 throw FetchError.checksumMismatch(url: url, expected: expected.lowercased(), actual: digest)
             }
             return FetchResult(

@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// Creates an instance disk as a qcow2 copy-on-write overlay on a cached base image:
-/// `qemu-img create -f qcow2 -o cluster_size=2M -b BASE -F FORMAT PATH [SIZE G]`, written to
+/// `qemu-img create -f qcow2 -b BASE -F FORMAT PATH [SIZE G]`, written to
 /// `<path>.partial` and renamed, so a crash never leaves a half-made disk that a later run would
 /// take for finished. An existing `path` is kept as it is (the disk of an instance being realized
 /// again).
@@ -50,7 +50,7 @@ private func createOverlayBlocking(
     let partial = path + ".partial"
     unlink(partial)
     let result = try ChildProcess.run(
-        [qemuImg, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", base, "-F", format, partial]
+        [qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", format, partial]
             + (sizeGiB.map { ["\($0)G"] } ?? []))
     guard result.status == 0 else {
         unlink(partial)
