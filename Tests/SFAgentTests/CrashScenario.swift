@@ -123,10 +123,10 @@ final class CrashScenario {
     // MARK: What the agent makes, by name
 
     var namespace: String { layout.namespace(of: network.uuid) }
-    var domainName: String { layout.namespacePrefix + instance.uuid.uuidString.lowercased() }
+    var domainName: String { layout.namespacePrefix + instance.uuid.lowercasedString }
     var tap: String { layout.tap(of: interface.uuid) }
     var bridge: String { layout.bridge(UInt32(network.vxid)) }
-    var dhcpDirectory: String { storage + "/dhcp/" + network.uuid.uuidString.lowercased() }
+    var dhcpDirectory: String { storage + "/dhcp/" + network.uuid.lowercasedString }
 
     /// The `-A` lines of the network namespace's nat table.
     func natRules() throws -> [String] {

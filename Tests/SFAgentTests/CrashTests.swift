@@ -87,7 +87,7 @@ extension CrashScenario {
             #expect(dnsmasqs().count == 1, "dnsmasq at \(point): \(dnsmasqs())")
             #expect(try await store.network(uuid: network.uuid).state == .initial, "the network is created at \(point)")
         case "instance.create.after-disks":
-            #expect(FileManager.default.fileExists(atPath: storage + "/\(instance.uuid.uuidString.lowercased())/disk0.qcow2"))
+            #expect(FileManager.default.fileExists(atPath: storage + "/\(instance.uuid.lowercasedString)/disk0.qcow2"))
             #expect(try await libvirt.lookup(uuid: instance.uuid) == nil, "a domain is defined at \(point)")
         case "instance.create.after-define":
             #expect(try await libvirt.lookup(uuid: instance.uuid) != nil, "no domain defined at \(point)")
@@ -157,7 +157,7 @@ extension CrashScenario {
     func guestAnswersOnItsFloatingAddress(_ guest: FloatedGuest) async {
         await independentStep("the guest answers on its floating address") {
             let console = try await TestGuest.waitForSerial(
-                path: storage + "/\(instance.uuid.uuidString.lowercased())/console.log", containing: TestGuest.readyMarker,
+                path: storage + "/\(instance.uuid.lowercasedString)/console.log", containing: TestGuest.readyMarker,
                 timeout: .seconds(240))
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == guest.address.description)
             let body = try await NamespaceSockets.httpGet(from: outsideNamespace, host: guest.floating)
@@ -218,9 +218,9 @@ extension CrashScenario {
             #expect(state.stdout.contains("node \(nodeName) roles=hypervisor,network_node mesh=none"), "\(state.stdout)")
             #expect(
                 state.stdout.contains(
-                    "network \(network.uuid.uuidString.lowercased()) created bridge=true vxlan=true flood=[] namespace=true"),
+                    "network \(network.uuid.lowercasedString) created bridge=true vxlan=true flood=[] namespace=true"),
                 "\(state.stdout)")
-            #expect(state.stdout.contains("instance \(instance.uuid.uuidString.lowercased()) created power=on domain=on"), "\(state.stdout)")
+            #expect(state.stdout.contains("instance \(instance.uuid.lowercasedString) created power=on domain=on"), "\(state.stdout)")
             #expect(!state.stdout.contains("drift"), "\(state.stdout)")
         }
         await stopAgent()

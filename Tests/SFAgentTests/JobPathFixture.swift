@@ -122,7 +122,7 @@ final class JobPathFixture {
 
     /// The pid in the network's dnsmasq pid file.
     func dnsmasqPID() throws -> Int32 {
-        let path = storage + "/dhcp/\(network.uuid.uuidString.lowercased())/pid"
+        let path = storage + "/dhcp/\(network.uuid.lowercasedString)/pid"
         return try #require(Int32(try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
     }
 
@@ -139,6 +139,6 @@ final class JobPathFixture {
 
     /// Whether the messages of `uuid`'s events include one satisfying `predicate`.
     func hasEvent(_ type: String, _ uuid: UUID, where predicate: (Event) -> Bool) async throws -> Bool {
-        try await store.events(objectType: type, objectUUID: uuid.uuidString.lowercased()).contains(where: predicate)
+        try await store.events(objectType: type, objectUUID: uuid.lowercasedString).contains(where: predicate)
     }
 }
