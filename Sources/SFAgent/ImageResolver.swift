@@ -39,11 +39,18 @@ public actor ImageResolver {
     let imageDownloadURL: String
     let logger: Logger
     private var inFlight: [String: Task<Blob, any Error>] = [:]
+    /// When each URL was last found unchanged on its server (or fetched). Within
+    /// ``recheckInterval`` of that, the cached copy is used without asking the server again: a burst
+    /// of instances from one image costs one HEAD, not one each.
+    private var checked: [String: ContinuousClock.Instant] = [:]
+    /// How long a check of a URL's server stands.
+    let recheckInterval: Duration
 
     public init(
         records: any BlobRecords, storagePath: String, nodeName: String, rules: DestinationRules, cacheHighWaterBytes: Int64,
-        imageDownloadURL: String, logger: Logger
+        imageDownloadURL: String, recheckInterval: Duration = .seconds(60), logger: Logger
     ) {
+        self.recheckInterval = recheckInterval
         self.records = records
         // The same directory the use cases write uploads' blobs to.
         let storage = BlobStorage(path: storagePath, nodeName: nodeName)
@@ -157,9 +164,11 @@ public actor ImageResolver {
             return cachedBlob
         }
         if let cachedBlob, let newest {
+            if let last = checked[url], ContinuousClock.now - last < recheckInterval { return cachedBlob }
             do {
                 let remote = try await fetcher.head(url)
                 if remote.contentLength == newest.contentLength && Self.text(remote.lastModified) == newest.lastModified {
+                    checked[url] = .now
                     return cachedBlob
                 }
                 logger.info("image changed on its server; fetching it again", metadata: ["image.url": "\(url)"])
@@ -170,6 +179,7 @@ public actor ImageResolver {
             }
         }
         let blob = try await fetch(url, artifact: artifact, progress: progress)
+        checked[url] = .now
         return blob
     }
 

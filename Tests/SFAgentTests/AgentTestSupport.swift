@@ -59,11 +59,11 @@ let loopbackFetchRules = DestinationRules(allow: [IPv4Prefix("127.0.0.0/8")].com
 /// base URL). `cacheHighWaterBytes` 0 makes every release evict whatever no live instance uses.
 func makeTestImageResolver(
     store: SQLiteStore, storage: String, nodeName: String, imageDownloadURL: String, cacheHighWaterBytes: Int64 = 1 << 40,
-    logger: Logger
+    recheckInterval: Duration = .seconds(60), logger: Logger
 ) -> ImageResolver {
     ImageResolver(
         records: store, storagePath: storage, nodeName: nodeName, rules: loopbackFetchRules, cacheHighWaterBytes: cacheHighWaterBytes,
-        imageDownloadURL: imageDownloadURL, logger: logger)
+        imageDownloadURL: imageDownloadURL, recheckInterval: recheckInterval, logger: logger)
 }
 
 /// A job payload naming one object: `{"<key>": "<UUID>"}`.

@@ -47,10 +47,10 @@ final class ImageLab: Sendable {
     var storage: String { directory + "/storage" }
 
     /// An image resolver on `storage` (default ``storage``) fetching from this lab's server only.
-    func resolver(storage: String? = nil, cacheHighWaterBytes: Int64 = 1 << 40) -> ImageResolver {
+    func resolver(storage: String? = nil, cacheHighWaterBytes: Int64 = 1 << 40, recheckInterval: Duration = .seconds(60)) -> ImageResolver {
         makeTestImageResolver(
             store: store, storage: storage ?? self.storage, nodeName: nodeName, imageDownloadURL: server.baseURL,
-            cacheHighWaterBytes: cacheHighWaterBytes, logger: logger)
+            cacheHighWaterBytes: cacheHighWaterBytes, recheckInterval: recheckInterval, logger: logger)
     }
 
     // MARK: An agent in a test namespace

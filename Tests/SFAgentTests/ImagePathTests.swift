@@ -50,7 +50,7 @@ struct ImagePathTests {
             #expect(try await lab.store.instance(uuid: a.uuid).state == .created)
             #expect(try await lab.events(of: a.uuid).contains("fetching image \(url), 100 %"))
 
-            // B from the same URL: a HEAD finds the image unchanged, so no second GET. B's guest is
+            // B from the same URL, within the recheck interval: no second GET (nor HEAD). B's guest is
             // not needed (its disk is the point): powered off at once, so only A boots under TCG.
             let b = try await lab.instance("b", base: url, network: network)
             try await agent.createInstance(b.uuid)
@@ -105,6 +105,29 @@ struct ImagePathTests {
             #expect(lab.server.requestCount("/disk.raw.gz", method: "HEAD") == 0)
             #expect(await resolver.cache.conversions == 1)
             #expect(try lab.qemuInfo(one.path)["cluster-size"] == .number(2_097_152))
+        }
+    }
+
+    // (j) The server is asked again once the recheck interval has passed: an unchanged image costs
+    // a HEAD, a changed one (another Content-Length) is fetched again as a new version.
+    @Test func anImageIsFetchedAgainOnlyWhenItChanged() async throws {
+        try await withImageLab { lab in
+            let url = lab.server.url("/disk.raw")
+            lab.server.register("/disk.raw", file: try lab.rawImage("disk.raw", megabytes: 2))
+            let burst = lab.resolver()
+            let first = try await burst.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            _ = try await burst.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            #expect(lab.server.requestCount("/disk.raw", method: "GET") == 1)
+            #expect(lab.server.requestCount("/disk.raw", method: "HEAD") == 0, "within the interval the server is not asked")
+            let eager = lab.resolver(recheckInterval: .zero)
+            let unchanged = try await eager.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            #expect(unchanged.blobUUID == first.blobUUID)
+            #expect(lab.server.requestCount("/disk.raw", method: "HEAD") == 1)
+            #expect(lab.server.requestCount("/disk.raw", method: "GET") == 1)
+            lab.server.register("/disk.raw", file: try lab.rawImage("disk2.raw", megabytes: 3))
+            let changed = try await eager.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            #expect(lab.server.requestCount("/disk.raw", method: "GET") == 2)
+            #expect(changed.blobUUID != first.blobUUID)
         }
     }
 
