@@ -113,21 +113,8 @@ public enum ArtifactType: String, Codable, Sendable, CaseIterable {
     case image, snapshot, label, other
 }
 
-/// An artifact's lifecycle; the same machine as ``BlobState``.
-public enum ArtifactState: String, Codable, Sendable, CaseIterable {
-    case initial, created, deleted, error
-
-    /// Whether an artifact in this state may move to `next`; staying put is always allowed.
-    public func canTransition(to next: ArtifactState) -> Bool {
-        if next == self { return true }
-        switch self {
-        case .initial: return [.created, .error, .deleted].contains(next)
-        case .created: return [.deleted, .error].contains(next)
-        case .error: return next == .deleted
-        case .deleted: return false
-        }
-    }
-}
+/// An artifact's lifecycle: the same machine as ``BlobState``.
+public typealias ArtifactState = BlobState
 
 /// A named, versioned series of blobs: an image URL, a snapshot, a label.
 public struct Artifact: Codable, Hashable, Sendable {

@@ -58,6 +58,12 @@ final class CommandLineFlow: Sendable {
                 await agent.kill()
                 for pid in dnsmasqProcesses(mentioning: flow.storage) { kill(pid, SIGTERM) }
             }
+            // Ready once it has made its store and checked in: placement only uses nodes that have.
+            let ready = await eventually(timeout: .seconds(60)) {
+                FileManager.default.fileExists(atPath: flow.directory + "/store.sqlite")
+                    && ((try? flow.run(["state"], allowFailure: true))?.stdout.contains("node \(flow.nodeName) ") ?? false)
+            }
+            guard ready else { throw AgentProcessError("the agent did not check in within 60 s: \(agent.logTail())") }
         }
         return flow
     }
