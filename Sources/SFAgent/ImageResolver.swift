@@ -33,6 +33,7 @@ public actor ImageResolver {
     let records: any BlobRecords
     public nonisolated let blobs: BlobStore
     public nonisolated let cache: ImageCache
+    let uploads: UploadSessions
     let fetcher: HTTPFetcher
     let inspector: ImageInspector
     let nodeName: String
@@ -52,8 +53,11 @@ public actor ImageResolver {
     ) {
         self.recheckInterval = recheckInterval
         self.records = records
-        // The same directory the use cases write uploads' blobs to.
+        // The same directories the use cases write uploads and their blobs to.
         let storage = BlobStorage(path: storagePath, nodeName: nodeName)
+        self.uploads = UploadSessions(
+            blobs: BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger),
+            records: records, directory: storage.uploadDirectory)
         self.blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
         self.cache = ImageCache(directory: storagePath + "/image-cache", highWaterBytes: cacheHighWaterBytes, logger: logger)
         self.fetcher = HTTPFetcher(configuration: HTTPFetcher.Configuration(rules: rules), logger: logger)
@@ -114,6 +118,13 @@ public actor ImageResolver {
             throw ControlError.invalid("artifact \(uuid.lowercasedString) is a \(artifact.type.rawValue) with no source URL; only image artifacts are fetched")
         }
         return try await blobForURL(url, mode: .fetchIfStale, progress: progress)
+    }
+
+    /// Removes what no record stands for: `.partial` files older than five minutes (a download or
+    /// upload whose agent died), data of deleted or unknown blobs, and uploads abandoned for a week.
+    /// Nothing is removed when the records cannot be read. Returns the paths removed.
+    public func sweep() async throws -> [String] {
+        try await blobs.sweep() + uploads.expire()
     }
 
     /// Whether the artifact exists (for recording a failed job on it).

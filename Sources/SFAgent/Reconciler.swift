@@ -29,6 +29,8 @@ public struct Reconciler: Sendable {
         public var linksRemoved = 0
         /// Instances found in a transitional state with no job left to move them on, now in error.
         public var stuckInstances = 0
+        /// Blob and upload files removed because no record stands for them.
+        public var filesSwept = 0
 
         public init(
             networksEnsured: Int = 0, instancesStarted: Int = 0, domainsRemoved: Int = 0, namespacesRemoved: Int = 0,
@@ -139,6 +141,15 @@ public struct Reconciler: Sendable {
             try await agent.networks.removeNamespace(namespace)
             logger.warning("removed a network namespace that belongs to no live network", metadata: ["netns.name": "\(namespace)"])
             report.namespacesRemoved += 1
+        }
+
+        // Blob files and uploads no record stands for (a download cut short by a crash, say).
+        if let images = agent.images {
+            do {
+                report.filesSwept = try await images.sweep().count
+            } catch {
+                logger.error("could not sweep blob files; nothing was removed", metadata: ["error": "\(error)"])
+            }
         }
 
         // Devices and taps in the host namespace that belong to no network or interface kept here.

@@ -131,6 +131,25 @@ struct ImagePathTests {
         }
     }
 
+    // What a crash leaves behind (a stale partial, a file no record names) is swept; blobs stay.
+    @Test func sweepingRemovesOnlyWhatNoRecordStandsFor() async throws {
+        try await withImageLab { lab in
+            let resolver = lab.resolver()
+            lab.server.register("/disk.raw", file: try lab.rawImage("disk.raw", megabytes: 1))
+            let base = try await resolver.base(lab.server.url("/disk.raw"), cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            let directory = resolver.blobs.directory
+            let stale = directory + "/\(UUID().lowercasedString).partial"
+            let unknown = directory + "/\(UUID().lowercasedString)"
+            let fresh = directory + "/\(UUID().lowercasedString).partial"
+            for path in [stale, unknown, fresh] { try Data("x".utf8).write(to: URL(fileURLWithPath: path)) }
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -3600)], ofItemAtPath: stale)
+            #expect(Set(try await resolver.sweep()) == [stale, unknown])
+            #expect(FileManager.default.fileExists(atPath: fresh), "a partial still being written is kept")
+            #expect(resolver.blobs.hasData(try #require(base.blobUUID)))
+            try? FileManager.default.removeItem(atPath: fresh)
+        }
+    }
+
     // (c) A connection dropped mid-body is retried, and the blob is the server's bytes exactly.
     @Test func aDroppedConnectionIsRetriedAndTheImageArrivesIntact() async throws {
         try await withImageLab { lab in
