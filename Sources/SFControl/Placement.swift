@@ -35,7 +35,7 @@ extension Control {
             audit.append("schedule forced to \(forced)")
         }
         guard !candidates.isEmpty else {
-            throw ControlError(.insufficientResources, "no hypervisor has checked in: start an agent (sfnode serve or sfnode agent) first")
+            throw ControlError(.insufficientResources, "no hypervisor has checked in: start the agent first (sfnode agent, as the README's first command does)")
         }
         let timeout = settings.checkInTimeout.components.seconds
         var fits: [(node: Node, load: NodeLoad)] = []
