@@ -55,10 +55,9 @@ public actor ImageResolver {
         self.records = records
         // The same directories the use cases write uploads and their blobs to.
         let storage = BlobStorage(path: storagePath, nodeName: nodeName)
-        self.uploads = UploadSessions(
-            blobs: BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger),
-            records: records, directory: storage.uploadDirectory)
-        self.blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
+        let blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
+        self.blobs = blobs
+        self.uploads = UploadSessions(blobs: blobs, records: records, directory: storage.uploadDirectory)
         self.cache = ImageCache(directory: storagePath + "/image-cache", highWaterBytes: cacheHighWaterBytes, logger: logger)
         self.fetcher = HTTPFetcher(configuration: HTTPFetcher.Configuration(rules: rules), logger: logger)
         self.inspector = ImageInspector(logger: logger)

@@ -49,11 +49,18 @@ struct Output {
     /// Prints `value` as JSON (sorted keys, so scripts and diffs see a stable order), with UUIDs in
     /// lowercase as Shaken Fist and the store write them (Foundation's encoder writes uppercase).
     func printJSON(_ value: some Encodable) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
+        let encoder = Self.encoder(pretty: true)
         let decoded = try JSONDecoder().decode(JSONValue.self, from: try encoder.encode(value))
         print(String(decoding: try encoder.encode(Self.lowercasingUUIDs(decoded)), as: UTF8.self))
+    }
+
+    /// The encoder of every JSON sfnode prints: sorted keys, ISO 8601 dates; `pretty` spreads it
+    /// over lines, else it is one line (as `events --follow --json` prints each event).
+    static func encoder(pretty: Bool) -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
     }
 
     static func lowercasingUUIDs(_ value: JSONValue) -> JSONValue {

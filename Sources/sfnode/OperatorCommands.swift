@@ -69,10 +69,7 @@ struct EventsCommand: AsyncParsableCommand {
         let formatter = ISO8601DateFormatter()
         func line(_ event: Event) throws {
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                encoder.dateEncodingStrategy = .iso8601
-                print(String(decoding: try encoder.encode(event), as: UTF8.self))
+                print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
             } else {
                 let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
                 print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(event.message)\(duration)")

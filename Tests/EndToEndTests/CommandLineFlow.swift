@@ -28,14 +28,13 @@ final class CommandLineFlow: Sendable {
         directory = TestGuest.runDirectory + "/\(id)-cli"
         storage = directory + "/storage"
         nodeName = id + "-node"
-        environment = [
-            "SFNODE_STORE_PATH": directory + "/store.sqlite", "SFNODE_HOST_NAMESPACE": hostNamespace,
-            "SFNODE_STORAGE_PATH": storage, "SFNODE_NODE_NAME": nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
-            "SFNODE_FLOATING_RANGE": Self.floatingRange, "SFNODE_JOB_LEASE_SECONDS": "5",
-            "SFNODE_NAME_PREFIX": id + "-", "SFNODE_TAP_PREFIX": id,
+        environment = AgentProcess.environment(
+            directory: directory, storage: storage, hostNamespace: hostNamespace, nodeName: nodeName, prefix: id,
+            floatingRange: Self.floatingRange, leaseSeconds: 5
+        ).merging([
             // Tests fetch only from loopback, whatever URL they are handed.
             "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": server.baseURL,
-        ]
+        ]) { _, added in added }
     }
 
     /// Makes the namespaces and directory, serves the guest image, and starts the agent.
@@ -71,9 +70,8 @@ final class CommandLineFlow: Sendable {
     /// Runs `sfnode ARGS` with the agent's environment; a non-zero exit throws unless allowed.
     @discardableResult
     func run(_ arguments: [String], environment extra: [String: String] = [:], allowFailure: Bool = false) throws -> CommandOutput {
-        let settings = environment.merging(extra) { _, given in given }
-        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + settings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let output = try ChildProcess.run(["/usr/bin/env", "-i"] + variables + [executable] + arguments)
+        let output = try ChildProcess.run(
+            AgentProcess.command(executable, arguments, environment: environment.merging(extra) { _, given in given }))
         if output.status != 0 && !allowFailure {
             throw AgentProcessError("sfnode \(arguments.joined(separator: " ")) exited \(output.status): \(output.stderr)\(output.stdout)")
         }

@@ -76,13 +76,9 @@ final class CrashScenario {
         // Closed before the test returns: a connection left to its deinit may close while the
         // process exits, which has ended the test process with a double free in libvirt.
         teardown.add("libvirt connection") { await libvirt.close() }
-        environment = [
-            "SFNODE_STORE_PATH": directory + "/store.sqlite", "SFNODE_HOST_NAMESPACE": hostNamespace,
-            "SFNODE_STORAGE_PATH": storage, "SFNODE_NODE_NAME": nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
-            "SFNODE_FLOATING_RANGE": Self.floatingRange.description, "SFNODE_IS_NETWORK_NODE": "true",
-            "SFNODE_LOG_LEVEL": "debug", "SFNODE_JOB_LEASE_SECONDS": "\(Self.leaseSeconds)",
-            "SFNODE_NAME_PREFIX": layout.namespacePrefix, "SFNODE_TAP_PREFIX": layout.tapPrefix,
-        ]
+        environment = AgentProcess.environment(
+            directory: directory, storage: storage, hostNamespace: hostNamespace, nodeName: nodeName, prefix: id,
+            floatingRange: Self.floatingRange.description, leaseSeconds: Self.leaseSeconds)
         try teardown.createNamespaces([hostNamespace, outsideNamespace])
         host = try NetlinkSession(namespace: hostNamespace, logger: logger)
         root = try NetlinkSession(namespace: nil, logger: logger)

@@ -213,7 +213,7 @@ extension CrashScenario {
     func operatorSeesNoDrift() async {
         await independentStep("sfnode state") {
             let state = try ChildProcess.run(
-                ["/usr/bin/env", "-i"] + environment.map { "\($0.key)=\($0.value)" } + [executable, "state"])
+                AgentProcess.command(executable, ["state"], environment: environment))
             #expect(state.status == 0, "sfnode state failed: \(state.stderr)")
             #expect(state.stdout.contains("node \(nodeName) roles=hypervisor,network_node mesh=none"), "\(state.stdout)")
             #expect(

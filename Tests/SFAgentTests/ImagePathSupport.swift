@@ -206,15 +206,11 @@ final class AgentRuns {
     init(lab: ImageLab, executable: String, hostNamespace: String) {
         self.lab = lab
         self.executable = executable
-        environment = [
-            "SFNODE_STORE_PATH": lab.directory + "/store.sqlite", "SFNODE_HOST_NAMESPACE": hostNamespace,
-            "SFNODE_STORAGE_PATH": lab.storage, "SFNODE_NODE_NAME": lab.nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
-            "SFNODE_FLOATING_RANGE": "192.0.2.0/24", "SFNODE_IS_NETWORK_NODE": "true", "SFNODE_LOG_LEVEL": "debug",
-            // A killed agent's job is taken again 2 s later.
-            "SFNODE_JOB_LEASE_SECONDS": "2",
-            "SFNODE_NAME_PREFIX": lab.id + "-", "SFNODE_TAP_PREFIX": lab.id,
-            "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": lab.server.baseURL,
-        ]
+        // A killed agent's job is taken again 2 s later.
+        environment = AgentProcess.environment(
+            directory: lab.directory, storage: lab.storage, hostNamespace: hostNamespace, nodeName: lab.nodeName, prefix: lab.id,
+            floatingRange: "192.0.2.0/24", leaseSeconds: 2
+        ).merging(["SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": lab.server.baseURL]) { _, added in added }
     }
 
     /// Starts the next run of the agent.

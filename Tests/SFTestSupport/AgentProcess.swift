@@ -41,9 +41,31 @@ public final class AgentProcess: Sendable {
     /// environment, so no configuration file, notify socket or crash point leaks in. Its output goes
     /// to the file `log`.
     public static func start(executable: String, environment: [String: String], log: String) throws -> AgentProcess {
-        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let process = try ChildProcess.spawn(["/usr/bin/env", "-i"] + variables + [executable, "agent"], outputPath: log)
+        let process = try ChildProcess.spawn(command(executable, ["agent"], environment: environment), outputPath: log)
         return AgentProcess(process: process, log: log)
+    }
+
+    /// `sfnode ARGUMENTS` run with exactly `environment` (and a PATH), as an argv for
+    /// ``ChildProcess``: the agent and the commands a test runs beside it see the same settings.
+    public static func command(_ executable: String, _ arguments: [String], environment: [String: String]) -> [String] {
+        let variables = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return ["/usr/bin/env", "-i"] + variables + [executable] + arguments
+    }
+
+    /// The settings of a test's agent: its store in `directory`, its instances and blobs in
+    /// `storage`, its host namespace a test namespace, guests under TCG, the network node's role,
+    /// every machine-global name it makes starting with `prefix`, and a short lease so that a killed
+    /// agent's job is taken again quickly. Tests add what they need on top.
+    public static func environment(
+        directory: String, storage: String, hostNamespace: String, nodeName: String, prefix: String, floatingRange: String,
+        leaseSeconds: Int
+    ) -> [String: String] {
+        [
+            "SFNODE_STORE_PATH": directory + "/store.sqlite", "SFNODE_HOST_NAMESPACE": hostNamespace,
+            "SFNODE_STORAGE_PATH": storage, "SFNODE_NODE_NAME": nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
+            "SFNODE_FLOATING_RANGE": floatingRange, "SFNODE_IS_NETWORK_NODE": "true", "SFNODE_LOG_LEVEL": "debug",
+            "SFNODE_JOB_LEASE_SECONDS": "\(leaseSeconds)", "SFNODE_NAME_PREFIX": prefix + "-", "SFNODE_TAP_PREFIX": prefix,
+        ]
     }
 
     /// Whether the agent still runs.
