@@ -11,6 +11,8 @@ import PackageDescription
 //   SFControl: the use cases (validation, objects with their jobs, placement) the CLI, the API and
 //   the agent share; never the plumbing, the agent or an HTTP server.
 //   SFAgent: realizers, job handlers, reconciliation.
+//   SFAPI: the Shaken Fist REST API on Hummingbird, over SFControl; reaches agents only through the
+//   store and its queue.
 //   sfnode: the one executable.
 // Dependencies point one way: towards the plumbing.
 let package = Package(
@@ -27,8 +29,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
     ],
     targets: [
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
@@ -82,11 +87,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
+        .target(
+            name: "SFAPI",
+            dependencies: [
+                "SFSystem", "SFStore", "SFBlobs", "SFControl", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
         .executableTarget(
             name: "sfnode",
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
-                "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
+                "SFAPI", "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -131,6 +147,12 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFControl", "SFBlobs", "SFTestSupport"]),
+        .testTarget(
+            name: "SFAPITests",
+            dependencies: [
+                "SFAPI", "SFControl", "SFStore", "SFTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SFNetlink", "SFFirewall", "SFLibvirt", "SFSystem", "SFAgent", "SFTestSupport"]),

@@ -17,11 +17,14 @@ public struct InstanceRequest: Sendable, Equatable {
     public var forcePlacement: String?
     /// Metadata to set with it; `tags` (a list) and `affinity` (tag → integer) steer placement.
     public var metadata: [String: JSONValue]
+    /// The ssh key, user data and config drive the guest is given, and machine options.
+    public var config: InstanceConfig
     public var requestID: String?
 
     public init(
         name: String, cpus: Int, memoryMiB: Int, disks: [DiskSpec], networks: [NetworkRequest] = [], video: VideoSpec? = nil,
-        namespace: String? = nil, forcePlacement: String? = nil, metadata: [String: JSONValue] = [:], requestID: String? = nil
+        namespace: String? = nil, forcePlacement: String? = nil, metadata: [String: JSONValue] = [:],
+        config: InstanceConfig = InstanceConfig(), requestID: String? = nil
     ) {
         self.name = name
         self.cpus = cpus
@@ -32,6 +35,7 @@ public struct InstanceRequest: Sendable, Equatable {
         self.namespace = namespace
         self.forcePlacement = forcePlacement
         self.metadata = metadata
+        self.config = config
         self.requestID = requestID
     }
 }
@@ -86,4 +90,8 @@ public enum InstanceLimits {
     public static let diskGiB = 1...16384
     public static let disks = 1...16
     public static let interfaces = 0...16
+    /// Decoded user data, in bytes (Nova's limit).
+    public static let userDataBytes = 65_535
+    /// Shaken Fist's side channel names.
+    public static let sideChannels: Set<String> = ["sf-agent", "sf-agent2"]
 }

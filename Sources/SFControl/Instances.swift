@@ -27,6 +27,7 @@ extension Control {
         }
         guard (0...262_144).contains(video.memory) else { throw ControlError.invalid("video memory \(video.memory) KiB is outside 0...262144") }
         try checkPlacementMetadata(request.metadata)
+        try checkConfig(request.config)
         guard InstanceLimits.interfaces.contains(request.networks.count) else {
             throw ControlError.invalid("\(request.networks.count) interfaces asked for; an instance has at most \(InstanceLimits.interfaces.upperBound)")
         }
@@ -67,7 +68,7 @@ extension Control {
             let placement = try await place(request)
             var instance = Instance(
                 name: request.name, namespace: namespace, cpus: request.cpus, memory: request.memoryMiB, diskSpec: request.disks,
-                video: video, node: placement.node)
+                video: video, node: placement.node, config: request.config)
             instance.errorMessage = nil
             var jobs = [try JobOrder(.instanceCreate, .instance(instance.uuid), requestID: request.requestID).job(for: .node(placement.node))]
             for uuid in floats {
@@ -84,6 +85,29 @@ extension Control {
                 try await store.setMetadata(objectType: "instance", objectUUID: instance.uuid.lowercasedString, key: key, value: value)
             }
             return (instance, created)
+        }
+    }
+
+    func checkConfig(_ config: InstanceConfig) throws(ControlError) {
+        if config.secureBoot && !config.uefi { throw ControlError.invalid("secure boot requires UEFI be enabled") }
+        // Refused rather than ignored: a guest built for UEFI does not boot from BIOS.
+        if config.uefi { throw ControlError.invalid("uefi: this node boots guests with BIOS only; UEFI is not supported yet") }
+        if config.nvramTemplate != nil { throw ControlError.invalid("nvram_template needs UEFI, which this node does not support yet") }
+        for channel in config.sideChannels where !InstanceLimits.sideChannels.contains(channel) {
+            throw ControlError.invalid("\(channel) is not a known side channel type (use \(InstanceLimits.sideChannels.sorted().joined(separator: " or ")))")
+        }
+        if let key = config.sshKey {
+            let fields = key.split(separator: " ")
+            guard !key.contains("\n"), fields.count >= 2, fields[0].hasPrefix("ssh-") || fields[0].hasPrefix("ecdsa-") || fields[0].hasPrefix("sk-")
+            else { throw ControlError.invalid("ssh_key is not one OpenSSH public key line (such as 'ssh-ed25519 AAAA… user@host')") }
+        }
+        if let userData = config.userData {
+            guard let decoded = Data(base64Encoded: userData, options: .ignoreUnknownCharacters) else {
+                throw ControlError.invalid("user_data is not base64; send the user data base64 encoded")
+            }
+            guard decoded.count <= InstanceLimits.userDataBytes else {
+                throw ControlError.invalid("user_data is \(decoded.count) bytes decoded; at most \(InstanceLimits.userDataBytes) are allowed")
+            }
         }
     }
 

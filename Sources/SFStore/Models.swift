@@ -298,11 +298,14 @@ public struct Instance: Codable, Hashable, Sendable {
     public var powerStatePrevious: PowerState?
     public var powerStateUpdated: Date
     public var errorMessage: String?
+    /// What the guest is told at boot (ssh key, user data, config drive) and machine options.
+    public var config: InstanceConfig
 
     /// A new instance; `state` starts at `initial` and `power_state` at `initial`, as in Shaken Fist.
     public init(
         uuid: UUID = UUID(), name: String, namespace: String, cpus: Int, memory: Int, diskSpec: [DiskSpec],
-        video: VideoSpec = VideoSpec(), node: String? = nil, now: Date = Date.storableNow()
+        video: VideoSpec = VideoSpec(), node: String? = nil, config: InstanceConfig = InstanceConfig(),
+        now: Date = Date.storableNow()
     ) {
         self.uuid = uuid
         self.name = name
@@ -318,10 +321,11 @@ public struct Instance: Codable, Hashable, Sendable {
         self.powerStatePrevious = nil
         self.powerStateUpdated = now
         self.errorMessage = nil
+        self.config = config
     }
 
     enum CodingKeys: String, CodingKey {
-        case uuid, name, namespace, cpus, memory, video, node, state
+        case uuid, name, namespace, cpus, memory, video, node, state, config
         case diskSpec = "disk_spec"
         case stateUpdated = "state_updated"
         case powerState = "power_state"
@@ -488,5 +492,101 @@ extension Date {
     /// place, and an object read back would then differ from the one just written.
     public static func storableNow() -> Date {
         Date(timeIntervalSince1970: Date().timeIntervalSince1970)
+    }
+}
+
+/// What an instance's guest is told at boot, and how its machine is built, beyond its size and
+/// devices: Shaken Fist's ssh_key, user_data, configdrive, side_channels, uefi and friends.
+public struct InstanceConfig: Codable, Hashable, Sendable {
+    /// How the guest gets its metadata.
+    public enum ConfigDrive: String, Codable, Hashable, Sendable, CaseIterable {
+        /// A config-2 ISO 9660 disk with OpenStack's meta_data.json, network_data.json and user data.
+        case openstackDisk = "openstack-disk"
+        /// No config drive.
+        case none
+    }
+
+    /// An OpenSSH public key for the guest's default user.
+    public var sshKey: String?
+    /// User data, base64 encoded as the API receives it.
+    public var userData: String?
+    public var configDrive: ConfigDrive
+    /// Shaken Fist's side channels (`sf-agent`, `sf-agent2`); recorded, not yet served.
+    public var sideChannels: [String]
+    public var uefi: Bool
+    public var secureBoot: Bool
+    public var nvramTemplate: String?
+
+    public init(
+        sshKey: String? = nil, userData: String? = nil, configDrive: ConfigDrive = .openstackDisk,
+        sideChannels: [String] = ["sf-agent"], uefi: Bool = false, secureBoot: Bool = false, nvramTemplate: String? = nil
+    ) {
+        self.sshKey = sshKey
+        self.userData = userData
+        self.configDrive = configDrive
+        self.sideChannels = sideChannels
+        self.uefi = uefi
+        self.secureBoot = secureBoot
+        self.nvramTemplate = nvramTemplate
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case uefi
+        case sshKey = "ssh_key"
+        case userData = "user_data"
+        case configDrive = "configdrive"
+        case sideChannels = "side_channels"
+        case secureBoot = "secure_boot"
+        case nvramTemplate = "nvram_template"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        // Rows written before a key existed decode with its default.
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        sshKey = try container.decodeIfPresent(String.self, forKey: .sshKey)
+        userData = try container.decodeIfPresent(String.self, forKey: .userData)
+        configDrive = try container.decodeIfPresent(ConfigDrive.self, forKey: .configDrive) ?? .openstackDisk
+        sideChannels = try container.decodeIfPresent([String].self, forKey: .sideChannels) ?? ["sf-agent"]
+        uefi = try container.decodeIfPresent(Bool.self, forKey: .uefi) ?? false
+        secureBoot = try container.decodeIfPresent(Bool.self, forKey: .secureBoot) ?? false
+        nvramTemplate = try container.decodeIfPresent(String.self, forKey: .nvramTemplate)
+    }
+}
+
+/// A namespace: the unit of ownership and authentication. `system` is the admin namespace.
+public struct Namespace: Codable, Hashable, Sendable {
+    public var name: String
+    public var state: NamespaceState
+    public var created: Date
+
+    public init(name: String, state: NamespaceState = .created, created: Date = Date.storableNow()) {
+        self.name = name
+        self.state = state
+        self.created = created
+    }
+}
+
+/// The lifecycle of a namespace.
+public enum NamespaceState: String, Codable, Hashable, Sendable {
+    case created
+    case deleted
+}
+
+/// A named key of a namespace, as stored: only a salted slow hash of the secret, and a nonce that
+/// tokens minted from the key carry, so that replacing the key revokes them.
+public struct NamespaceKey: Codable, Hashable, Sendable {
+    public var namespace: String
+    public var name: String
+    /// The bcrypt hash of the secret (it embeds its salt and cost).
+    public var hash: String
+    public var nonce: String
+    public var created: Date
+
+    public init(namespace: String, name: String, hash: String, nonce: String = UUID().lowercasedString, created: Date = Date.storableNow()) {
+        self.namespace = namespace
+        self.name = name
+        self.hash = hash
+        self.nonce = nonce
+        self.created = created
     }
 }

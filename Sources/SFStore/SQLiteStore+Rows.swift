@@ -83,6 +83,9 @@ extension SQLiteStore {
         instance.powerStatePrevious = try row.optionalParsed("power_state_previous", "instance", PowerState.init(rawValue:))
         instance.powerStateUpdated = try row.requiredDate("power_state_updated", "instance")
         instance.errorMessage = row["error_message"]
+        if let config: String = row["config"] {
+            instance.config = try jsonValue(InstanceConfig.self, config, "instance config")
+        }
         return instance
     }
 

@@ -184,6 +184,8 @@ public final class SQLiteStore: NodeStore {
         }
         // v4 (blobs, references, artifacts, uploads) is registered by SQLiteStore+Blobs.swift.
         registerBlobMigrations(&migrator)
+        // v5 (instance config, namespaces, keys, settings) by SQLiteStore+Namespaces.swift.
+        registerNamespaceMigrations(&migrator)
         return migrator
     }
 
@@ -385,6 +387,7 @@ public final class SQLiteStore: NodeStore {
         }
         let diskSpec = try Self.jsonText(instance.diskSpec)
         let video = try Self.jsonText(instance.video)
+        let config = try Self.jsonText(instance.config)
         let jobRows = try jobs.map(Self.validatedRow)
         defer { if !jobRows.isEmpty { signal() } }
         return try await write { db in
@@ -395,15 +398,15 @@ public final class SQLiteStore: NodeStore {
             try db.execute(
                 sql: """
                     INSERT INTO instance (uuid, name, namespace, cpus, memory, disk_spec, video, node, state,
-                        state_updated, power_state, power_state_previous, power_state_updated, error_message, created)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        state_updated, power_state, power_state_previous, power_state_updated, error_message, created, config)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     id, instance.name, instance.namespace, instance.cpus, instance.memory, diskSpec, video,
                     instance.node, instance.state.rawValue, instance.stateUpdated.timeIntervalSince1970,
                     instance.powerState.rawValue, instance.powerStatePrevious?.rawValue,
                     instance.powerStateUpdated.timeIntervalSince1970, instance.errorMessage,
-                    Date().timeIntervalSince1970,
+                    Date().timeIntervalSince1970, config,
                 ])
             try self.insertEvent(
                 db, Event(objectType: "instance", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))

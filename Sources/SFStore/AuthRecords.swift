@@ -1,0 +1,32 @@
+import Foundation
+
+/// Namespaces, their keys, and the few cluster-wide settings the API servers share (the secret
+/// their tokens are signed with), so that any API server of the cluster accepts any other's tokens.
+///
+/// Each method is atomic. Errors are ``StoreError``; a missing namespace or key is
+/// ``StoreError/notFound(type:id:)`` ("namespace", "key").
+public protocol AuthRecords: Sendable {
+    /// Creates a namespace, or ``StoreError/alreadyExists(type:id:)`` when a live one has the name.
+    /// A deleted namespace of the same name is brought back, with no keys.
+    @discardableResult func createNamespace(_ name: String) async throws -> Namespace
+    /// The namespace, deleted ones included.
+    func namespace(named name: String) async throws -> Namespace
+    /// Every namespace that is not deleted, by name.
+    func namespaces() async throws -> [Namespace]
+    /// Marks the namespace deleted and removes its keys (every token minted from them stops working).
+    func deleteNamespace(_ name: String) async throws
+
+    /// Adds or replaces a named key of a live namespace. Replacing gives it a new nonce, which
+    /// revokes the tokens minted from the old one.
+    @discardableResult func saveKey(namespace: String, name: String, hash: String) async throws -> NamespaceKey
+    /// The keys of a namespace, by name.
+    func keys(namespace: String) async throws -> [NamespaceKey]
+    /// Removes a key, or ``StoreError/notFound(type:id:)``.
+    func deleteKey(namespace: String, name: String) async throws
+
+    /// A cluster-wide setting, or nil.
+    func setting(_ key: String) async throws -> String?
+    /// Stores `value` under `key` unless the key already has one, and returns whichever is stored:
+    /// two processes starting at once agree on one value.
+    func settingCreatingIfAbsent(_ key: String, value: String) async throws -> String
+}

@@ -1,0 +1,126 @@
+import Foundation
+import GRDB
+
+extension SQLiteStore {
+    /// Registers "v5: namespaces": the instance's config column, namespaces, their keys and the
+    /// cluster settings. Append later migrations here, never edit an applied one.
+    static func registerNamespaceMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v5: namespaces") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE instance ADD COLUMN config TEXT;
+                    CREATE TABLE namespace (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        state TEXT NOT NULL,
+                        created REAL NOT NULL);
+                    CREATE TABLE namespace_key (
+                        namespace TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        hash TEXT NOT NULL,
+                        nonce TEXT NOT NULL,
+                        created REAL NOT NULL,
+                        PRIMARY KEY (namespace, name)) WITHOUT ROWID;
+                    CREATE TABLE setting (
+                        key TEXT PRIMARY KEY NOT NULL,
+                        value TEXT NOT NULL) WITHOUT ROWID;
+                    """)
+        }
+    }
+
+    fileprivate static func namespace(_ row: Row) throws -> Namespace {
+        Namespace(
+            name: try row.required("name", "namespace"),
+            state: try row.parsed("state", "namespace", NamespaceState.init(rawValue:)),
+            created: try row.requiredDate("created", "namespace"))
+    }
+
+    fileprivate static func key(_ row: Row) throws -> NamespaceKey {
+        NamespaceKey(
+            namespace: try row.required("namespace", "key"), name: try row.required("name", "key"),
+            hash: try row.required("hash", "key"), nonce: try row.required("nonce", "key"),
+            created: try row.requiredDate("created", "key"))
+    }
+
+    fileprivate static func fetchNamespace(_ db: Database, _ name: String) throws -> Namespace {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM namespace WHERE name = ?", arguments: [name]) else {
+            throw StoreError.notFound(type: "namespace", id: name)
+        }
+        return try namespace(row)
+    }
+}
+
+extension SQLiteStore: AuthRecords {
+    public func createNamespace(_ name: String) async throws -> Namespace {
+        guard !name.isEmpty else { throw StoreError.invalidArgument("a namespace needs a name") }
+        return try await write { db in
+            if let existing = try? Self.fetchNamespace(db, name), existing.state != .deleted {
+                throw StoreError.alreadyExists(type: "namespace", id: name)
+            }
+            let created = Namespace(name: name)
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO namespace (name, state, created) VALUES (?, ?, ?)",
+                arguments: [name, created.state.rawValue, created.created.timeIntervalSince1970])
+            return created
+        }
+    }
+
+    public func namespace(named name: String) async throws -> Namespace {
+        try await read { db in try Self.fetchNamespace(db, name) }
+    }
+
+    public func namespaces() async throws -> [Namespace] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM namespace WHERE state != 'deleted' ORDER BY name").map(Self.namespace)
+        }
+    }
+
+    public func deleteNamespace(_ name: String) async throws {
+        try await write { db in
+            _ = try Self.fetchNamespace(db, name)
+            try db.execute(sql: "UPDATE namespace SET state = 'deleted' WHERE name = ?", arguments: [name])
+            try db.execute(sql: "DELETE FROM namespace_key WHERE namespace = ?", arguments: [name])
+        }
+    }
+
+    public func saveKey(namespace: String, name: String, hash: String) async throws -> NamespaceKey {
+        guard !name.isEmpty else { throw StoreError.invalidArgument("a key needs a name") }
+        return try await write { db in
+            guard try Self.fetchNamespace(db, namespace).state != .deleted else {
+                throw StoreError.notFound(type: "namespace", id: namespace)
+            }
+            let key = NamespaceKey(namespace: namespace, name: name, hash: hash)
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO namespace_key (namespace, name, hash, nonce, created) VALUES (?, ?, ?, ?, ?)",
+                arguments: [namespace, name, hash, key.nonce, key.created.timeIntervalSince1970])
+            return key
+        }
+    }
+
+    public func keys(namespace: String) async throws -> [NamespaceKey] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM namespace_key WHERE namespace = ? ORDER BY name", arguments: [namespace])
+                .map(Self.key)
+        }
+    }
+
+    public func deleteKey(namespace: String, name: String) async throws {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM namespace_key WHERE namespace = ? AND name = ?", arguments: [namespace, name])
+            if db.changesCount == 0 { throw StoreError.notFound(type: "key", id: "\(namespace)/\(name)") }
+        }
+    }
+
+    public func setting(_ key: String) async throws -> String? {
+        try await read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+    }
+
+    public func settingCreatingIfAbsent(_ key: String, value: String) async throws -> String {
+        try await write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO setting (key, value) VALUES (?, ?)", arguments: [key, value])
+            guard let stored = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) else {
+                throw StoreError.backend("setting \(key) vanished inside its own transaction")
+            }
+            return stored
+        }
+    }
+}
