@@ -65,7 +65,7 @@ public struct BlobView: Sendable, Equatable, Encodable {
 
     /// Shaken Fist's shape: `{"disk": [{"source_object_type": "instance", "source_uuid": …,
     /// "relationship": "disk", "target_object_type": "blob", "target_uuid": …}]}`.
-    static func grouped(_ references: [BlobReference]) -> [String: [[String: String]]] {
+    public static func grouped(_ references: [BlobReference]) -> [String: [[String: String]]] {
         Dictionary(grouping: references, by: \.relationship.rawValue).mapValues { group in
             group.map {
                 [

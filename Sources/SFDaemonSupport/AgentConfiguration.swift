@@ -31,6 +31,8 @@ import SFSystem
 /// | `namePrefix` | `SFNODE_NAME_PREFIX` | `sfnode-`: network namespaces and domains (tests set their own) |
 /// | `tapPrefix` | `SFNODE_TAP_PREFIX` | `sfi`: taps (at most 9 bytes) |
 /// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
+/// | `apiListen` | `SFNODE_API_LISTEN` | `127.0.0.1:13000`: where `sfnode serve` and `sfnode api` listen |
+/// | `clientConfig` | `SFNODE_CLIENT_CONFIG` | `/etc/sf/shakenfist.json`: the client configuration `sfnode serve` writes |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -90,6 +92,10 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var tapPrefix: String?
     /// How long a claimed job stays the agent's without a heartbeat.
     public var jobLeaseSeconds = 30
+    /// Where the REST API listens, `HOST:PORT` (Shaken Fist's port, on loopback).
+    public var apiListen = "127.0.0.1:13000"
+    /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
+    public var clientConfig = "/etc/sf/shakenfist.json"
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -382,6 +388,18 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             let uri = try required(text)
             guard isURIWithScheme(uri) else { throw InvalidValue(reason: "is not a libvirt URI (such as qemu:///system)") }
             configuration.libvirtURI = uri
+        },
+        Field(key: "apiListen", environmentName: "SFNODE_API_LISTEN") { configuration, text in
+            let listen = try required(text)
+            guard let colon = listen.lastIndex(of: ":"), colon != listen.startIndex,
+                let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port)
+            else { throw InvalidValue(reason: "is not HOST:PORT (such as 127.0.0.1:13000)") }
+            configuration.apiListen = listen
+        },
+        Field(key: "clientConfig", environmentName: "SFNODE_CLIENT_CONFIG") { configuration, text in
+            let path = try required(text)
+            guard path.hasPrefix("/") else { throw InvalidValue(reason: "is not an absolute path") }
+            configuration.clientConfig = path
         },
         Field(key: "cpuOvercommit", environmentName: "SFNODE_CPU_OVERCOMMIT") { configuration, text in
             configuration.cpuOvercommit = try ratio(text)

@@ -29,35 +29,41 @@ struct AgentCommand: AsyncParsableCommand {
         var logger = Logger(label: "sfnode.agent")
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let agent = try await buildAgent(settings: settings, logger: logger)
-        var configuration = ServiceGroupConfiguration(
-            services: (agent.services + [SystemdService.fromEnvironment(readyStatus: "taking jobs", logger: logger)]).map {
-                ServiceGroupConfiguration.ServiceConfiguration(service: $0)
-            },
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        // A job still running after this is cancelled (it is re-run when its lease lapses); the
-        // unit's TimeoutStopSec (30 s) is longer.
-        configuration.maximumGracefulShutdownDuration = .seconds(20)
-        let group = ServiceGroup(configuration: configuration)
         logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
-        var failed = false
-        do {
-            try await group.run()
-        } catch {
-            logger.error("agent failed", metadata: ["error": "\(error)"])
-            failed = true
+        await runDaemon(services: agent.services, readyStatus: "taking jobs", logger: logger) {
+            await agent.node.instances.libvirt.close()
         }
-        logger.info("agent stopped")
-        await agent.node.instances.libvirt.close()
-        if failed {
-            fflush(nil)
-            _exit(1)
-        }
-        // Leave without running exit()'s destructors: libvirt's event-loop thread is still alive,
-        // and tearing its globals down under it crashed the process (malloc_consolidate) on the way
-        // out of an otherwise clean stop. Everything the agent owns is already closed or committed,
-        // and its log lines are sent as they are written.
-        fflush(nil)
-        _exit(0)
     }
+}
+
+/// Runs a daemon's services under swift-service-lifecycle until SIGTERM or SIGINT, telling systemd
+/// when it is ready, then runs `cleanup` and leaves the process (status 1 if a service failed).
+func runDaemon(
+    services: [any Service], readyStatus: String, logger: Logger, cleanup: () async -> Void = {}
+) async -> Never {
+    var configuration = ServiceGroupConfiguration(
+        services: (services + [SystemdService.fromEnvironment(readyStatus: readyStatus, logger: logger)]).map {
+            ServiceGroupConfiguration.ServiceConfiguration(service: $0)
+        },
+        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    // A job still running after this is cancelled (it is re-run when its lease lapses); the
+    // units' TimeoutStopSec (30 s) is longer.
+    configuration.maximumGracefulShutdownDuration = .seconds(20)
+    let group = ServiceGroup(configuration: configuration)
+    var failed = false
+    do {
+        try await group.run()
+    } catch {
+        logger.error("service failed", metadata: ["error": "\(error)"])
+        failed = true
+    }
+    logger.info("stopped")
+    await cleanup()
+    // Leave without running exit()'s destructors: libvirt's event-loop thread is still alive,
+    // and tearing its globals down under it crashed the process (malloc_consolidate) on the way
+    // out of an otherwise clean stop. Everything the daemon owns is already closed or committed,
+    // and its log lines are sent as they are written.
+    fflush(nil)
+    _exit(failed ? 1 : 0)
 }
 

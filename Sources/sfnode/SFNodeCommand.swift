@@ -13,7 +13,7 @@ struct SFNodeCommand: AsyncParsableCommand {
         commandName: "sfnode",
         abstract: "The node agent of a Shaken Fist-style cloud.",
         subcommands: [
-            AgentCommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
+            AgentCommand.self, ServeCommand.self, APICommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
             StateCommand.self, HostCommand.self, JobCommand.self,
             ArtifactCommand.self, BlobCommand.self, LabelCommand.self,
         ],

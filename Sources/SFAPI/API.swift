@@ -1,0 +1,141 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SFControl
+import SFStore
+
+/// What every controller shares: the use cases, this node's blob storage, and the authenticator.
+struct API: Sendable {
+    let control: Control
+    let auth: any AuthRecords
+    let authenticator: Authenticator
+    let storage: BlobStorage
+    let logger: Logger
+
+    /// The namespace a request acts in: the body's `namespace` when given (which must exist and be
+    /// the caller's, or any for the admin), else the caller's own. Another namespace is
+    /// `namespace not found`, never forbidden.
+    func targetNamespace(_ asked: String?, caller: Caller) async throws -> String {
+        guard let asked, asked != caller.namespace else { return caller.namespace }
+        guard caller.isAdmin else { throw APIError(.notFound, "namespace not found") }
+        try await requireNamespace(asked)
+        return asked
+    }
+
+    /// 404 `namespace not found` unless the namespace exists and is not deleted.
+    func requireNamespace(_ name: String) async throws {
+        guard let found = try? await auth.namespace(named: name), found.state != .deleted else {
+            throw APIError(.notFound, "namespace not found")
+        }
+    }
+
+    /// The scope of a lookup: the body's `namespace` narrows it (get-instance-namespace), else the
+    /// caller's own, or everything for the admin.
+    func lookupScope(_ asked: String?, caller: Caller) async throws -> String? {
+        guard let asked else { return caller.scope }
+        return try await targetNamespace(asked, caller: caller)
+    }
+}
+
+extension Request {
+    /// A path parameter the route declares.
+    func parameter(_ name: String, _ context: APIContext) throws -> String {
+        guard let value = context.parameters.get(name) else { throw APIError(.badRequest, "missing path parameter \(name)") }
+        return value.removingPercentEncoding ?? value
+    }
+
+    /// A path parameter that must be a UUID.
+    func uuidParameter(_ name: String, _ context: APIContext, what: String) throws -> UUID {
+        let text = try parameter(name, context)
+        guard let uuid = UUID(uuidString: text) else { throw APIError(.notFound, "\(what) not found") }
+        return uuid
+    }
+
+    /// A query parameter as a non-negative integer, or nil when absent.
+    func integerQuery(_ name: String) throws -> Int64? {
+        guard let text = uri.queryParameters.get(name) else { return nil }
+        guard let value = Int64(text) else { throw APIError(.badRequest, "\(name) '\(text.prefix(40))' is not an integer") }
+        return value
+    }
+}
+
+/// Responses as the client expects them: 200 with JSON, `null` for nothing.
+enum Reply {
+    static func json(_ value: some Encodable) throws -> Response {
+        let data = try JSONCoding.encoder.encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// JSON `null`, Shaken Fist's "nothing" (never an empty body: the client parses every reply).
+    static var null: Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "null\n")))
+    }
+}
+
+/// The metadata endpoints every object type has: `GET …/metadata`, `POST …/metadata` with
+/// `{"key", "value"}`, and `PUT` / `DELETE …/metadata/<key>`.
+struct MetadataRoutes: Sendable {
+    let type: ObjectType
+    /// Resolves the path's object to its UUID (checking the caller may see it).
+    let resolve: @Sendable (Request, APIContext) async throws -> UUID
+    let control: Control
+
+    func add(to group: RouterGroup<APIContext>, path: RouterPath) {
+        group.get("\(path)/metadata") { request, context in
+            let uuid = try await resolve(request, context)
+            return try Reply.json(try await control.metadata(type, uuid))
+        }
+        group.post("\(path)/metadata") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["key", "value"])
+            guard let key = try body.string("key") else { throw APIError(.badRequest, "no key specified") }
+            try await set(request, context, key: key, body: body)
+            return Reply.null
+        }
+        group.put("\(path)/metadata/:key") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["value"])
+            try await set(request, context, key: try request.parameter("key", context), body: body)
+            return Reply.null
+        }
+        group.delete("\(path)/metadata/:key") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let uuid = try await resolve(request, context)
+            try await control.deleteMetadata(type, uuid, key: try request.parameter("key", context))
+            return Reply.null
+        }
+    }
+
+    private func set(_ request: Request, _ context: APIContext, key: String, body: RequestBody) async throws {
+        guard let value = body.value("value"), Self.isTruthy(value) else { throw APIError(.badRequest, "no value specified") }
+        let uuid = try await resolve(request, context)
+        try await control.setMetadata(type, uuid, key: key, value: value)
+    }
+
+    /// Python truthiness, which Shaken Fist's check uses: "", 0, false, [] and {} are "no value".
+    static func isTruthy(_ value: JSONValue) -> Bool {
+        switch value {
+        case .null: return false
+        case .bool(let flag): return flag
+        case .number(let number): return number != 0
+        case .string(let text): return !text.isEmpty
+        case .array(let items): return !items.isEmpty
+        case .object(let members): return !members.isEmpty
+        }
+    }
+}
+
+/// `GET …/events` with the optional body `{"event_type", "limit"}`.
+func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ request: Request, _ context: APIContext) async throws -> Response {
+    let body = try await RequestBody.read(request, context: context, allowed: ["event_type", "limit"])
+    let limit = try body.int("limit") ?? 100
+    guard (1...1000).contains(limit) else { throw APIError(.badRequest, "limit \(limit) is outside 1...1000") }
+    var events = try await control.events(type, uuid, limit: try body.string("event_type") == nil ? limit : 1000)
+    if let name = try body.string("event_type") {
+        guard let wanted = EventType(rawValue: name) else {
+            throw APIError(.badRequest, "invalid event type \(name) (use \(EventType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        events = Array(events.filter { $0.type == wanted }.prefix(limit))
+    }
+    return try Reply.json(events.map(EventView.init))
+}

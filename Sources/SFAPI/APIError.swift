@@ -1,0 +1,105 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SFControl
+
+/// An error as the API answers it: a status and Shaken Fist's body `{"error": …, "status": …}`.
+public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
+    public let status: HTTPResponse.Status
+    public let message: String
+    /// Extra members of the error body (delete-all's `{"deleted", "unable"}`), as JSON.
+    let detail: Data?
+
+    public init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+        self.detail = nil
+    }
+
+    init(_ status: HTTPResponse.Status, detail: some Encodable, message: String) {
+        self.status = status
+        self.message = message
+        self.detail = try? JSONCoding.encoder.encode(detail)
+    }
+
+    /// A use-case error, by its code: the mapping the client's exceptions expect (406 makes it
+    /// retry, 507 is insufficient resources).
+    public init(_ error: ControlError) {
+        self.init(Self.status(of: error.code), error.message)
+    }
+
+    /// The status a ControlError code is answered with.
+    public static func status(of code: ControlError.Code) -> HTTPResponse.Status {
+        switch code {
+        case .invalidArgument: return .badRequest
+        case .notFound: return .notFound
+        case .conflict: return .conflict
+        case .notReady: return .notAcceptable
+        case .insufficientResources: return .init(code: 507, reasonPhrase: "Insufficient Storage")
+        case .internal: return .internalServerError
+        }
+    }
+
+    public var description: String { "\(status.code) \(message)" }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body = ByteBuffer()
+        if let detail {
+            body.writeString("{\"error\":")
+            body.writeBytes(detail)
+            body.writeString(",\"status\":\(status.code)}")
+        } else {
+            body.writeBytes((try? JSONCoding.encoder.encode(ErrorBody(error: message, status: status.code))) ?? Data())
+        }
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
+    struct ErrorBody: Encodable {
+        let error: String
+        let status: Int
+    }
+}
+
+/// Turns whatever a handler throws into an ``APIError`` response, so that every failure has
+/// Shaken Fist's JSON shape and no internal error escapes as a bare 500.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+
+    func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let mapped = Self.map(error)
+            if mapped.status.code >= 500 {
+                context.logger.error("request failed", metadata: ["error": "\(error)"])
+            }
+            return try mapped.response(from: request, context: context)
+        }
+    }
+
+    static func map(_ error: any Error) -> APIError {
+        switch error {
+        case let error as APIError: return error
+        case let error as ControlError: return APIError(error)
+        case is NIOTooManyBytesError:
+            return APIError(.contentTooLarge, "the request body is larger than \(APIConfiguration.maxBodyBytes) bytes")
+        case let error as HTTPError:
+            return APIError(error.status, error.body ?? error.status.reasonPhrase)
+        case let error as any HTTPResponseError:
+            return APIError(error.status, "\(error)")
+        default:
+            return APIError(ControlError(classifying: error))
+        }
+    }
+}
+
+/// The encoder and decoder of every body: dates as float seconds since 1970, Shaken Fist's form.
+enum JSONCoding {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }()
+}

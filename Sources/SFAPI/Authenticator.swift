@@ -1,0 +1,146 @@
+import Crypto
+import Foundation
+import HummingbirdBcrypt
+import JWTKit
+import Logging
+import NIOPosix
+import SFStore
+import Synchronization
+
+/// Issues and checks bearer tokens, as Shaken Fist's `POST /auth` does.
+///
+/// A namespace's keys are stored only as bcrypt hashes (salted, cost 12: about a quarter second of
+/// one core per check, which bounds guessing). `POST /auth` with a namespace and a key that matches
+/// one of them gets a JWT signed with HS256 under the cluster's secret, naming the namespace, the
+/// key and the key's nonce, and expiring after ``tokenLifetime``. Every request then verifies the
+/// signature and expiry, and that the namespace still exists and the key still has that nonce:
+/// deleting or replacing a key revokes its tokens. That last check is cached for a few seconds so
+/// that a busy client does not cost a store read per request.
+public final class Authenticator: Sendable {
+    /// How long a token lasts (Shaken Fist: 15 minutes).
+    public let tokenLifetime: Duration
+    /// The issuer claim (Shaken Fist's ZONE).
+    public static let issuer = "sfnode"
+    /// bcrypt's cost factor for new keys.
+    public static let bcryptCost: UInt8 = 12
+    /// The store setting holding the signing secret, shared by every API server of the cluster.
+    static let secretSetting = "api.jwt-secret"
+    /// How long a confirmed (namespace, key, nonce) is trusted before the store is asked again.
+    static let confirmationLifetime: Duration = .seconds(5)
+
+    private let records: any AuthRecords
+    private let keys: JWTKeyCollection
+    private let confirmed = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let logger: Logger
+
+    private init(records: any AuthRecords, keys: JWTKeyCollection, tokenLifetime: Duration, logger: Logger) {
+        self.records = records
+        self.keys = keys
+        self.tokenLifetime = tokenLifetime
+        self.logger = logger
+    }
+
+    /// An authenticator signing with the cluster's secret, made (once, for the whole cluster) on
+    /// first use.
+    public static func make(records: any AuthRecords, tokenLifetime: Duration = .seconds(900), logger: Logger) async throws -> Authenticator {
+        let fresh = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
+        let secret = try await records.settingCreatingIfAbsent(secretSetting, value: fresh)
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        return Authenticator(records: records, keys: keys, tokenLifetime: tokenLifetime, logger: logger)
+    }
+
+    /// A bcrypt hash of `secret` for storing, computed off the cooperative pool.
+    public static func hash(_ secret: String) async throws -> String {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(secret, cost: bcryptCost) }
+    }
+
+    /// Whether `secret` matches a stored hash, checked off the cooperative pool.
+    public static func verify(_ secret: String, hash: String) async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
+    }
+
+    /// A token for whoever holds a key of `namespace`, or a 401/404 as Shaken Fist answers.
+    public func issueToken(namespace: String, secret: String) async throws -> IssuedToken {
+        let found: Namespace
+        do {
+            found = try await records.namespace(named: namespace)
+        } catch StoreError.notFound {
+            throw APIError(.notFound, "namespace not found")
+        }
+        guard found.state != .deleted else { throw APIError(.notFound, "namespace not found") }
+        for key in try await records.keys(namespace: namespace) where try await Self.verify(secret, hash: key.hash) {
+            let now = Date()
+            let claims = TokenClaims(
+                sub: SubjectClaim(value: namespace), key: key.name, nonce: key.nonce, iss: IssuerClaim(value: Self.issuer),
+                iat: IssuedAtClaim(value: now), exp: ExpirationClaim(value: now.addingTimeInterval(Double(tokenLifetime.components.seconds))))
+            let token = try await keys.sign(claims)
+            logger.info("token issued", metadata: ["namespace": "\(namespace)", "key.name": "\(key.name)"])
+            return IssuedToken(accessToken: token, tokenType: "Bearer", expiresIn: Int(tokenLifetime.components.seconds))
+        }
+        logger.notice("authentication refused", metadata: ["namespace": "\(namespace)"])
+        throw APIError(.unauthorized, "unauthorized")
+    }
+
+    /// The caller a bearer token stands for, or 401 (which makes the client authenticate again).
+    public func caller(bearer token: String) async throws -> Caller {
+        let claims: TokenClaims
+        do {
+            claims = try await keys.verify(token, as: TokenClaims.self)
+        } catch let error as JWTError where error.errorType == .claimVerificationFailure {
+            throw APIError(.unauthorized, "token has expired")
+        } catch {
+            throw APIError(.unauthorized, "invalid JWT in Authorization header")
+        }
+        let caller = Caller(namespace: claims.sub.value, keyName: claims.key)
+        let confirmation = "\(caller.namespace)\u{0}\(caller.keyName)\u{0}\(claims.nonce)"
+        let now = ContinuousClock.now
+        if let until = confirmed.withLock({ $0[confirmation] }), until > now { return caller }
+        guard try await isLive(namespace: caller.namespace, key: caller.keyName, nonce: claims.nonce) else {
+            throw APIError(.unauthorized, "token revoked: its namespace or key no longer exists")
+        }
+        confirmed.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[confirmation] = now + Self.confirmationLifetime
+        }
+        return caller
+    }
+
+    private func isLive(namespace: String, key: String, nonce: String) async throws -> Bool {
+        guard let found = try? await records.namespace(named: namespace), found.state != .deleted else { return false }
+        return try await records.keys(namespace: namespace).contains { $0.name == key && $0.nonce == nonce }
+    }
+
+    /// Forgets confirmations, so a deleted key's tokens stop working at once in this process.
+    public func forgetConfirmations() {
+        confirmed.withLock { $0.removeAll() }
+    }
+}
+
+/// `POST /auth`'s answer.
+public struct IssuedToken: Encodable, Sendable {
+    public let accessToken: String
+    public let tokenType: String
+    public let expiresIn: Int
+
+    enum CodingKeys: String, CodingKey {
+        case accessToken = "access_token"
+        case tokenType = "token_type"
+        case expiresIn = "expires_in"
+    }
+}
+
+/// What a token says: who (namespace and key), which incarnation of the key (nonce), and until when.
+struct TokenClaims: JWTPayload {
+    var sub: SubjectClaim
+    var key: String
+    var nonce: String
+    var iss: IssuerClaim
+    var iat: IssuedAtClaim
+    var exp: ExpirationClaim
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        try exp.verifyNotExpired()
+        guard iss.value == Authenticator.issuer else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not issued by sfnode") }
+    }
+}

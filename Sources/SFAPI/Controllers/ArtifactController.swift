@@ -1,0 +1,144 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import SFControl
+import SFStore
+
+/// `/artifacts`, `/label` and `/upload`: images by URL or upload, their versions, labels, and
+/// chunked uploads (the reference's §12).
+struct ArtifactController {
+    let api: API
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/artifacts") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: ["node"])
+            let caller = try context.authenticated()
+            var views: [ArtifactWireView] = []
+            for artifact in try await api.control.artifacts(namespace: caller.scope) {
+                views.append(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), instances: false))
+            }
+            return try Reply.json(views)
+        }
+        group.post("/artifacts") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["url", "shared", "namespace"])
+            let caller = try context.authenticated()
+            let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
+            guard let url = try body.string("url") else { throw APIError(.badRequest, "url is required") }
+            let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, requestID: context.requestID)
+            return try Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
+        }
+        group.delete("/artifacts") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
+            let caller = try context.authenticated()
+            let namespace = try deleteAllNamespace(body, caller: caller)
+            var deleted: [String] = []
+            for artifact in try await api.control.artifacts(namespace: namespace) where artifact.namespace == namespace {
+                _ = try await api.control.deleteArtifact(artifact.uuid.lowercasedString, namespace: namespace, storage: api.storage)
+                deleted.append(artifact.uuid.lowercasedString)
+            }
+            return try Reply.json(deleted)
+        }
+        group.post("/artifacts/upload/:name") { request, context in
+            let body = try await RequestBody.read(
+                request, context: context, allowed: ["namespace", "shared", "source_url", "upload_uuid", "blob_uuid", "artifact_type"])
+            let caller = try context.authenticated()
+            let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
+            let name = try request.parameter("name", context)
+            if let type = try body.string("artifact_type"), type != "image" {
+                throw APIError(.forbidden, "invalid artifact type specified")
+            }
+            let uploaded: UploadedArtifact
+            switch (try body.string("upload_uuid"), try body.string("blob_uuid")) {
+            case (let upload?, nil):
+                guard let uuid = UUID(uuidString: upload) else { throw APIError(.notFound, "upload not found") }
+                uploaded = try await api.control.uploadArtifact(name: name, uploadUUID: uuid, namespace: namespace, storage: api.storage)
+            case (nil, let blob?):
+                guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
+                uploaded = try await api.control.blobArtifact(name: name, blobUUID: uuid, namespace: namespace, storage: api.storage)
+            case (nil, nil): throw APIError(.badRequest, "specify one of upload_uuid and blob_uuid")
+            default: throw APIError(.badRequest, "only specify one of upload_uuid and blob_uuid")
+            }
+            return try Reply.json(try await view(try await api.control.artifactView(uploaded.artifact.uuid.lowercasedString), instances: false))
+        }
+        group.get("/artifacts/:ref") { request, context in
+            try Reply.json(try await view(try await resolve(request, context), instances: true))
+        }
+        group.delete("/artifacts/:ref") { request, context in
+            let caller = try context.authenticated()
+            let reference = try request.parameter("ref", context)
+            let before = try await api.control.artifact(reference, namespace: caller.scope)
+            if before.state == .deleted { return Reply.null }
+            let deleted = try await api.control.deleteArtifact(reference, namespace: caller.scope, storage: api.storage)
+            return try Reply.json(try await view(try await api.control.artifactView(deleted.uuid.lowercasedString), instances: false))
+        }
+        group.get("/artifacts/:ref/versions") { request, context in
+            let caller = try context.authenticated()
+            let versions = try await api.control.artifactVersions(try request.parameter("ref", context), namespace: caller.scope)
+            return try Reply.json(versions.map(ArtifactVersionWireView.init))
+        }
+        group.post("/artifacts/:ref/versions") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["max_versions"])
+            let caller = try context.authenticated()
+            guard let value = body.value("max_versions"), let count = RequestBody.integer(value) else {
+                throw APIError(.badRequest, "max version is not an integer")
+            }
+            _ = try await api.control.setMaxVersions(try request.parameter("ref", context), count, namespace: caller.scope, storage: api.storage)
+            return Reply.null
+        }
+        group.get("/artifacts/:ref/events") { request, context in
+            try await eventsResponse(api.control, .artifact, try await resolve(request, context).artifact.uuid, request, context)
+        }
+        MetadataRoutes(type: .artifact, resolve: { request, context in try await resolve(request, context).artifact.uuid }, control: api.control)
+            .add(to: group, path: "/artifacts/:ref")
+
+        group.post("/label/**") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["blob_uuid"])
+            let caller = try context.authenticated()
+            let segments = context.parameters.getCatchAll().map(String.init)
+            let namespace: String
+            let name: String
+            switch segments.count {
+            case 1: (namespace, name) = (caller.namespace, segments[0])
+            case 2: (namespace, name) = (try await api.targetNamespace(segments[0], caller: caller), segments[1])
+            default: throw APIError(.badRequest, "a label is NAME or NAMESPACE/NAME")
+            }
+            guard let blob = try body.string("blob_uuid") else { throw APIError(.badRequest, "blob_uuid is required") }
+            guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
+            let label = try await api.control.setLabel(name: name, blobUUID: uuid, namespace: namespace, storage: api.storage)
+            return try Reply.json(try await view(try await api.control.artifactView(label.uuid.lowercasedString), instances: false))
+        }
+
+        group.post("/upload") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let caller = try context.authenticated()
+            return try Reply.json(UploadView(upload: try await api.control.createUpload(namespace: caller.namespace, storage: api.storage)))
+        }
+        group.post("/upload/:uuid") { request, context in
+            _ = try context.authenticated()
+            let uuid = try request.uuidParameter("uuid", context, what: "upload")
+            // Chunks are opaque bytes, never parsed as JSON (upstream's hazard).
+            let chunk = try await request.body.collect(upTo: context.maxUploadSize)
+            let upload = try await api.control.appendUpload(uuid: uuid, bytes: chunk.readableBytesView, storage: api.storage)
+            return try Reply.json(upload.received)
+        }
+        group.post("/upload/:uuid/truncate/:offset") { request, context in
+            _ = try context.authenticated()
+            let uuid = try request.uuidParameter("uuid", context, what: "upload")
+            let text = try request.parameter("offset", context)
+            guard let offset = Int64(text) else { throw APIError(.badRequest, "offset '\(text.prefix(40))' is not an integer") }
+            _ = try await api.control.truncateUpload(uuid: uuid, to: offset, storage: api.storage)
+            return Reply.null
+        }
+    }
+
+    func resolve(_ request: Request, _ context: APIContext) async throws -> ArtifactView {
+        let caller = try context.authenticated()
+        return try await api.control.artifactView(try request.parameter("ref", context), namespace: caller.scope)
+    }
+
+    func view(_ view: ArtifactView, instances: Bool) async throws -> ArtifactWireView {
+        ArtifactWireView(
+            view: view, metadata: try await api.control.metadata(.artifact, view.artifact.uuid),
+            instances: instances ? Array(Set(view.versions.flatMap(\.blob.instances))).sorted() : nil)
+    }
+}

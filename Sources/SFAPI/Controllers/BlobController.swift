@@ -1,0 +1,93 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import SFControl
+import SFStore
+
+/// `/blobs` and `/blob_checksums`: blobs by UUID (not namespaced: knowing the UUID grants reading),
+/// their data by offset and limit, and lookup by sha512 (the reference's §8).
+struct BlobController {
+    let api: API
+
+    /// The client's loop asks for 512 MiB at a time; data is streamed in chunks of this size.
+    static let chunkBytes = 1 << 20
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/blobs") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: ["node"])
+            try context.authenticated().requireAdmin()
+            var views: [BlobWireView] = []
+            for blob in try await api.control.blobs() {
+                views.append(BlobWireView(view: try await api.control.blob(uuid: blob.uuid), metadata: try await api.control.metadata(.blob, blob.uuid), withInstances: false))
+            }
+            return try Reply.json(views)
+        }
+        group.get("/blobs/:uuid") { request, context in
+            let uuid = try await resolve(request, context)
+            return try Reply.json(try await view(uuid))
+        }
+        group.get("/blobs/:uuid/data") { request, context in
+            let uuid = try await resolve(request, context)
+            let offset = try request.integerQuery("offset") ?? 0
+            // Shaken Fist's limit=0 means "to the end".
+            let limit = try request.integerQuery("limit").flatMap { $0 == 0 ? nil : $0 }
+            let chunks = try await api.control.readBlob(uuid: uuid, offset: offset, limit: limit, storage: api.storage, chunkSize: Self.chunkBytes)
+            // 200 and streamed, never 206: the client accepts only 200 and 202, and ends its loop on
+            // a short (or empty) reply.
+            return Response(
+                status: .ok, headers: [.contentType: "application/octet-stream"],
+                body: ResponseBody { writer in
+                    for try await chunk in chunks { try await writer.write(ByteBuffer(bytes: chunk)) }
+                    try await writer.finish(nil)
+                })
+        }
+        group.get("/blob_checksums/:algorithm/:hash") { request, context in
+            _ = try context.authenticated()
+            let algorithm = try request.parameter("algorithm", context)
+            guard algorithm == "sha512" else {
+                throw APIError(.badRequest, ["sha1", "sha256", "xxh128"].contains(algorithm)
+                    ? "this cluster records sha512 only; search by sha512" : "unknown hash algorithm")
+            }
+            guard let blob = try await api.control.blob(sha512: try request.parameter("hash", context)) else { return Reply.null }
+            return try Reply.json(try await view(blob.uuid))
+        }
+        MetadataRoutes(type: .blob, resolve: { request, context in try await resolve(request, context) }, control: api.control)
+            .add(to: group, path: "/blobs/:uuid")
+    }
+
+    func resolve(_ request: Request, _ context: APIContext) async throws -> UUID {
+        _ = try context.authenticated()
+        return try request.uuidParameter("uuid", context, what: "blob")
+    }
+
+    func view(_ uuid: UUID) async throws -> BlobWireView {
+        BlobWireView(view: try await api.control.blob(uuid: uuid), metadata: try await api.control.metadata(.blob, uuid), withInstances: true)
+    }
+}
+
+/// `/nodes`: the cluster's nodes, admin only (the reference's §12.7).
+struct NodeController {
+    let api: API
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/nodes") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            try context.authenticated().requireAdmin()
+            var views: [NodeView] = []
+            for node in try await api.control.store.nodes() { views.append(try await view(node)) }
+            return try Reply.json(views)
+        }
+        group.get("/nodes/:name") { request, context in
+            try context.authenticated().requireAdmin()
+            let name = try request.parameter("name", context)
+            guard let node = try await api.control.store.node(named: name) else { throw APIError(.notFound, "node not found") }
+            return try Reply.json(try await view(node))
+        }
+    }
+
+    func view(_ node: Node) async throws -> NodeView {
+        let timeout = Double(api.control.settings.checkInTimeout.components.seconds)
+        let live = node.lastSeen.map { Date().timeIntervalSince($0) <= timeout } ?? false
+        return NodeView(node: node, metadata: try await api.control.store.metadata(objectType: "node", objectUUID: node.name), isLive: live)
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import Hummingbird
+import SFControl
+import SFStore
+
+/// `/instances`: Shaken Fist's instance endpoints (the reference's §5).
+struct InstanceController {
+    let api: API
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/instances") { request, context in try await list(request, context) }
+        group.post("/instances") { request, context in try await create(request, context) }
+        group.delete("/instances") { request, context in try await deleteAll(request, context) }
+        group.get("/instances/:ref") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
+            return try Reply.json(try await view(try await resolve(request, context, namespace: try body.string("namespace"))))
+        }
+        group.delete("/instances/:ref") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
+            let instance = try await resolve(request, context, namespace: try body.string("namespace"))
+            guard instance.state != .deleted else { throw APIError(.notFound, "instance not found") }
+            let deleted = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
+            return try Reply.json(try await view(deleted))
+        }
+        // The paths are the operations' names: rebootsoft, reboothard, poweroff, poweron, pause, unpause.
+        for operation in PowerOperation.allCases {
+            group.post("/instances/:ref/\(operation.rawValue)") { request, context in
+                _ = try await RequestBody.read(request, context: context, allowed: [])
+                let instance = try await resolve(request, context)
+                guard [.created, .initial, .preflight, .creating].contains(instance.state) else {
+                    throw APIError(.conflict, "instance \(instance.uuid.lowercasedString) is \(instance.state.rawValue); it cannot \(operation.verb)")
+                }
+                _ = try await api.control.power(operation, instance.uuid.lowercasedString, requestID: context.requestID)
+                return Reply.null
+            }
+        }
+        group.get("/instances/:ref/interfaces") { request, context in
+            let instance = try await resolve(request, context)
+            return try Reply.json(try await interfaceViews(try await api.control.interfaces(ofInstance: instance)))
+        }
+        group.get("/instances/:ref/events") { request, context in
+            try await eventsResponse(api.control, .instance, try await resolve(request, context).uuid, request, context)
+        }
+        group.get("/instances/:ref/consoledata") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["length"])
+            let instance = try await resolve(request, context)
+            guard instance.node != nil else { return Reply.null }
+            let length: Int?
+            switch body.value("length") {
+            case nil: length = nil
+            case let value?:
+                guard let number = RequestBody.integer(value) else { throw APIError(.badRequest, "length is not an integer") }
+                length = number
+            }
+            let data = try await api.control.consoleData(instance.uuid.lowercasedString, length: length)
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: .init(bytes: data)))
+        }
+        group.delete("/instances/:ref/consoledata") { request, context in
+            let instance = try await resolve(request, context)
+            try await api.control.clearConsoleData(instance.uuid.lowercasedString)
+            return Reply.null
+        }
+        MetadataRoutes(type: .instance, resolve: { request, context in try await resolve(request, context).uuid }, control: api.control)
+            .add(to: group, path: "/instances/:ref")
+    }
+
+    /// The instance the path's `ref` names (UUID in any state, or unique live name) that the
+    /// caller may see; another namespace's is 404.
+    func resolve(_ request: Request, _ context: APIContext, namespace: String? = nil) async throws -> Instance {
+        let caller = try context.authenticated()
+        let scope = try await api.lookupScope(namespace, caller: caller)
+        return try await api.control.instance(try request.parameter("ref", context), namespace: scope)
+    }
+
+    func view(_ instance: Instance) async throws -> InstanceView {
+        let interfaces = try await interfaceViews(try await api.control.interfaces(ofInstance: instance))
+        return InstanceView(instance: instance, interfaces: interfaces, metadata: try await api.control.metadata(.instance, instance.uuid))
+    }
+
+    func interfaceViews(_ interfaces: [Interface]) async throws -> [InterfaceView] {
+        var views: [InterfaceView] = []
+        for interface in interfaces {
+            views.append(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
+        }
+        return views
+    }
+
+    func list(_ request: Request, _ context: APIContext) async throws -> Response {
+        let body = try await RequestBody.read(request, context: context, allowed: ["all"])
+        let caller = try context.authenticated()
+        let instances = try await api.control.instances(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
+        var views: [InstanceView] = []
+        for instance in instances { views.append(try await view(instance)) }
+        return try Reply.json(views)
+    }
+
+    func create(_ request: Request, _ context: APIContext) async throws -> Response {
+        let body = try await RequestBody.read(request, context: context, allowed: Self.createMembers)
+        let caller = try context.authenticated()
+        let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
+        var instanceRequest = try Self.instanceRequest(body)
+        instanceRequest.namespace = namespace
+        instanceRequest.requestID = context.requestID
+        let (instance, _) = try await api.control.createInstance(instanceRequest)
+        context.logger.info("instance create accepted", metadata: ["instance.uuid": "\(instance.uuid.lowercasedString)"])
+        return try Reply.json(try await view(instance))
+    }
+
+    func deleteAll(_ request: Request, _ context: APIContext) async throws -> Response {
+        let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
+        let caller = try context.authenticated()
+        let namespace = try await deleteAllNamespace(body, caller: caller)
+        var deleted: [String] = []
+        for instance in try await api.control.instances(namespace: namespace) {
+            _ = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
+            deleted.append(instance.uuid.lowercasedString)
+        }
+        return try Reply.json(deleted)
+    }
+
+    static let createMembers: Set<String> = [
+        "name", "cpus", "memory", "network", "disk", "ssh_key", "user_data", "namespace", "video", "configdrive", "metadata",
+        "side_channels", "uefi", "secure_boot", "nvram_template", "placed_on",
+    ]
+
+    /// Shaken Fist's create body as an ``InstanceRequest``, each malformed member refused by name.
+    static func instanceRequest(_ body: RequestBody) throws -> InstanceRequest {
+        guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+        guard let cpus = try body.int("cpus") else { throw APIError(.badRequest, "cpus is required") }
+        guard let memory = try body.int("memory") else { throw APIError(.badRequest, "memory is required") }
+        guard let disks = try body.array("disk"), !disks.isEmpty else { throw APIError(.badRequest, "instance must specify at least one disk") }
+        var request = InstanceRequest(
+            name: name, cpus: cpus, memoryMiB: memory, disks: try disks.map(diskSpec),
+            networks: try (body.array("network") ?? []).map(networkRequest))
+        if let video = try body.object("video") {
+            let video = try RequestBody(members: video, allowed: ["model", "memory", "vdi"], what: "video specification")
+            guard let model = try video.string("model") else { throw APIError(.badRequest, "video specification requires \"model\"") }
+            guard let memory = try video.int("memory") else { throw APIError(.badRequest, "video specification requires \"memory\"") }
+            request.video = VideoSpec(model: model, memory: memory, vdi: try video.string("vdi") ?? "spice")
+        }
+        request.forcePlacement = try body.string("placed_on")
+        request.metadata = try body.object("metadata") ?? [:]
+        var config = InstanceConfig()
+        config.sshKey = try body.string("ssh_key")
+        config.userData = try body.string("user_data")
+        if let drive = try body.string("configdrive") {
+            guard let parsed = InstanceConfig.ConfigDrive(rawValue: drive) else { throw APIError(.badRequest, "invalid config drive type: \"\(drive)\"") }
+            config.configDrive = parsed
+        }
+        if let channels = try body.array("side_channels") {
+            config.sideChannels = try channels.map {
+                guard let channel = $0.stringValue else { throw APIError(.badRequest, "side_channels must be a list of strings") }
+                return channel
+            }
+        }
+        config.uefi = try body.bool("uefi") ?? false
+        config.secureBoot = try body.bool("secure_boot") ?? false
+        config.nvramTemplate = try body.string("nvram_template")
+        request.config = config
+        return request
+    }
+
+    static func diskSpec(_ value: JSONValue) throws -> DiskSpec {
+        guard case .object(let members) = value else { throw APIError(.badRequest, "disk specification should contain JSON objects") }
+        let disk = try RequestBody(members: members, allowed: ["size", "base", "bus", "type"], what: "disk specification")
+        var spec = DiskSpec(size: try disk.int("size"), bus: try disk.string("bus"))
+        if let base = try disk.string("base"), base != "none", !base.isEmpty { spec.base = base }
+        if let type = try disk.string("type") {
+            guard let kind = DiskSpec.Kind(rawValue: type) else { throw APIError(.badRequest, "disk type '\(type)' is not disk or cdrom") }
+            spec.type = kind
+        }
+        if spec.bus == "ide" { throw APIError(.badRequest, "IDE disks are no longer supported") }
+        return spec
+    }
+
+    static func networkRequest(_ value: JSONValue) throws -> NetworkRequest {
+        guard case .object(let members) = value else { throw APIError(.badRequest, "network specification should contain JSON objects") }
+        let network = try RequestBody(
+            members: members, allowed: ["network_uuid", "address", "macaddress", "model", "float"], what: "network specification")
+        guard let reference = try network.string("network_uuid") else {
+            throw APIError(.badRequest, "network specification is missing network_uuid")
+        }
+        return NetworkRequest(
+            network: reference, address: try network.string("address"), macaddr: try network.string("macaddress"),
+            model: try network.string("model"), float: try network.bool("float") ?? false)
+    }
+}
+
+/// The namespace a delete-all acts on, by Shaken Fist's rules: `confirm` must be true, the admin
+/// must name the namespace, and anyone else may only name their own.
+func deleteAllNamespace(_ body: RequestBody, caller: Caller) throws -> String {
+    guard try body.bool("confirm") == true else { throw APIError(.badRequest, "parameter confirm is not set true") }
+    let asked = try body.string("namespace")
+    if caller.isAdmin {
+        guard let asked else { throw APIError(.badRequest, "system user must specify parameter namespace") }
+        return asked
+    }
+    if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
+    return caller.namespace
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Hummingbird
+import SFControl
+import SFStore
+
+/// `/networks`: Shaken Fist's network endpoints (the reference's §7).
+struct NetworkController {
+    let api: API
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/networks") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["all"])
+            let caller = try context.authenticated()
+            let networks = try await api.control.networks(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
+            var views: [NetworkView] = []
+            for network in networks { views.append(try await view(network)) }
+            return try Reply.json(views)
+        }
+        group.post("/networks") { request, context in
+            let body = try await RequestBody.read(
+                request, context: context, allowed: ["netblock", "provide_dhcp", "provide_nat", "provide_dns", "name", "namespace"])
+            let caller = try context.authenticated()
+            let namespace: String
+            if let asked = try body.string("namespace"), asked != caller.namespace {
+                guard caller.isAdmin else { throw APIError(.unauthorized, "only admins can create resources in a different namespace") }
+                namespace = try await api.targetNamespace(asked, caller: caller)
+            } else {
+                namespace = caller.namespace
+            }
+            guard let netblock = try body.string("netblock") else { throw APIError(.badRequest, "netblock is required") }
+            guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+            if try body.bool("provide_dns") == true { throw APIError(.badRequest, "provide_dns is not supported by this cluster") }
+            let network = try await api.control.createNetwork(
+                name: name, netblock: netblock, provideDHCP: try body.bool("provide_dhcp") ?? true,
+                provideNAT: try body.bool("provide_nat") ?? true, namespace: namespace, requestID: context.requestID)
+            return try Reply.json(try await view(network))
+        }
+        group.delete("/networks") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace", "clean_wait"])
+            let caller = try context.authenticated()
+            let namespace = try deleteAllNamespace(body, caller: caller)
+            let cleanWait = try body.bool("clean_wait") ?? false
+            var deleted: [String] = []
+            var unable: [String] = []
+            for network in try await api.control.networks(namespace: namespace) {
+                if !cleanWait, !(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)).isEmpty {
+                    unable.append(network.uuid.lowercasedString)
+                    continue
+                }
+                _ = try await api.control.deleteNetwork(network.uuid.lowercasedString, requestID: context.requestID)
+                deleted.append(network.uuid.lowercasedString)
+            }
+            guard unable.isEmpty else {
+                throw APIError(.forbidden, detail: ["deleted": deleted, "unable": unable], message: "networks still have interfaces")
+            }
+            return try Reply.json(deleted)
+        }
+        group.get("/networks/:ref") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
+            return try Reply.json(try await view(try await resolve(request, context, namespace: try body.string("namespace"))))
+        }
+        group.delete("/networks/:ref") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
+            let network = try await resolve(request, context, namespace: try body.string("namespace"))
+            if network.state == .deleted { return Reply.null }
+            let deleting = try await api.control.deleteNetwork(network.uuid.lowercasedString, requestID: context.requestID)
+            return try Reply.json(try await view(deleting))
+        }
+        group.get("/networks/:ref/interfaces") { request, context in
+            let network = try await resolve(request, context)
+            var views: [InterfaceView] = []
+            for interface in try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString) {
+                views.append(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
+            }
+            return try Reply.json(views)
+        }
+        group.get("/networks/:ref/events") { request, context in
+            try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
+        }
+        MetadataRoutes(type: .network, resolve: { request, context in try await resolve(request, context).uuid }, control: api.control)
+            .add(to: group, path: "/networks/:ref")
+    }
+
+    func resolve(_ request: Request, _ context: APIContext, namespace: String? = nil) async throws -> Network {
+        let caller = try context.authenticated()
+        let scope = try await api.lookupScope(namespace, caller: caller)
+        return try await api.control.network(try request.parameter("ref", context), namespace: scope)
+    }
+
+    func view(_ network: Network) async throws -> NetworkView {
+        NetworkView(network: network, metadata: try await api.control.metadata(.network, network.uuid))
+    }
+}
+
+/// `/interfaces`: get, float, defloat and metadata, by UUID or MAC address (the reference's §6).
+struct InterfaceController {
+    let api: API
+
+    func add(to group: RouterGroup<APIContext>) {
+        group.get("/interfaces/:ref") { request, context in
+            let interface = try await resolve(request, context)
+            return try Reply.json(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
+        }
+        group.post("/interfaces/:ref/float") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let interface = try await resolve(request, context)
+            guard interface.floating == nil else {
+                throw APIError(.conflict, "interface \(interface.uuid.lowercasedString) is already floating (\(interface.floating?.description ?? ""))")
+            }
+            _ = try await api.control.float(interface.uuid.lowercasedString, requestID: context.requestID)
+            return Reply.null
+        }
+        group.post("/interfaces/:ref/defloat") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let interface = try await resolve(request, context)
+            _ = try await api.control.defloat(interface.uuid.lowercasedString, requestID: context.requestID)
+            return Reply.null
+        }
+        MetadataRoutes(type: .interface, resolve: { request, context in try await resolve(request, context).uuid }, control: api.control)
+            .add(to: group, path: "/interfaces/:ref")
+    }
+
+    /// The interface by UUID or MAC; one whose instance the caller does not own is 404.
+    func resolve(_ request: Request, _ context: APIContext) async throws -> Interface {
+        let caller = try context.authenticated()
+        do {
+            return try await api.control.interface(try request.parameter("ref", context), namespace: caller.scope)
+        } catch let error as ControlError where error.code == .invalidArgument {
+            throw APIError(.notFound, "interface not found")
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Crypto
+import Foundation
+import Logging
+import SFControl
+import SFStore
+
+/// Namespaces and keys as an operator manages them, shared by the API and `sfnode namespace`.
+public struct NamespaceAdministration: Sendable {
+    let records: any AuthRecords
+
+    public init(records: any AuthRecords) {
+        self.records = records
+    }
+
+    /// The key name `sfnode serve` gives the key it writes into the local client configuration.
+    public static let localKeyName = "sfnode-local"
+
+    /// Creates a namespace, with a first key when one is given.
+    @discardableResult public func create(_ name: String, keyName: String? = nil, secret: String? = nil) async throws -> Namespace {
+        try Names.checkName(name, "namespace")
+        let namespace: Namespace
+        do {
+            namespace = try await records.createNamespace(name)
+        } catch StoreError.alreadyExists {
+            throw APIError(.forbidden, "namespace exists")
+        }
+        if let keyName, let secret { try await addKey(namespace: name, name: keyName, secret: secret) }
+        return namespace
+    }
+
+    /// Deletes a namespace that holds no live instances or networks; `system` cannot be deleted.
+    public func delete(_ name: String, control: Control) async throws {
+        guard name != Caller.adminNamespace else { throw APIError(.forbidden, "you cannot delete the system namespace") }
+        let instances = try await control.instances(namespace: name)
+        let networks = try await control.networks(namespace: name)
+        guard instances.isEmpty, networks.isEmpty else {
+            throw APIError(.badRequest, "namespace \(name) still has \(instances.count) instances and \(networks.count) networks; delete them first")
+        }
+        do {
+            try await records.deleteNamespace(name)
+        } catch StoreError.notFound {
+            throw APIError(.notFound, "namespace not found")
+        }
+    }
+
+    /// Adds (or replaces) a key, storing only its bcrypt hash.
+    @discardableResult public func addKey(namespace: String, name: String, secret: String) async throws -> NamespaceKey {
+        guard !name.hasPrefix("_service_key") else { throw APIError(.forbidden, "illegal key name") }
+        try Names.checkName(name, "key name")
+        guard (8...256).contains(secret.utf8.count) else { throw APIError(.badRequest, "a key is 8 to 256 bytes") }
+        do {
+            return try await records.saveKey(namespace: namespace, name: name, hash: try await Authenticator.hash(secret))
+        } catch StoreError.notFound {
+            throw APIError(.notFound, "namespace not found")
+        }
+    }
+
+    /// A new random key: 32 bytes from the system's CSPRNG, base64url.
+    public static func generateSecret() -> String {
+        SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+}
+
+/// The client's configuration file (`/etc/sf/shakenfist.json`, `~/.shakenfist`), in its own format.
+public struct ClientConfiguration: Codable, Equatable, Sendable {
+    public var namespace: String
+    public var key: String
+    public var apiurl: String
+
+    public init(namespace: String, key: String, apiurl: String) {
+        self.namespace = namespace
+        self.key = key
+        self.apiurl = apiurl
+    }
+
+    /// Makes sure the local client can reach this store: the `system` namespace exists, and the file
+    /// at `path` holds a system key this store accepts and this server's URL. A file that does not
+    /// (left from another store, unreadable, or pointing elsewhere) is replaced with a warning,
+    /// never trusted; a valid one is kept. The file is written atomically with mode 0600, since
+    /// it holds an admin key.
+    public static func prepare(at path: String, apiURL: String, records: any AuthRecords, logger: Logger) async throws {
+        if (try? await records.namespace(named: Caller.adminNamespace)) == nil {
+            try await records.createNamespace(Caller.adminNamespace)
+            logger.notice("created the system namespace")
+        }
+        if let data = FileManager.default.contents(atPath: path) {
+            if let existing = try? JSONDecoder().decode(ClientConfiguration.self, from: data), existing.namespace == Caller.adminNamespace,
+                try await accepts(existing.key, records: records)
+            {
+                if existing.apiurl == apiURL { return }
+                try write(ClientConfiguration(namespace: existing.namespace, key: existing.key, apiurl: apiURL), to: path)
+                logger.notice("client configuration now points at this server", metadata: ["path": "\(path)", "apiurl": "\(apiURL)"])
+                return
+            }
+            logger.warning(
+                "replacing a client configuration this store does not accept (left from another store?)", metadata: ["path": "\(path)"])
+        }
+        let secret = NamespaceAdministration.generateSecret()
+        try await NamespaceAdministration(records: records).addKey(
+            namespace: Caller.adminNamespace, name: NamespaceAdministration.localKeyName, secret: secret)
+        try write(ClientConfiguration(namespace: Caller.adminNamespace, key: secret, apiurl: apiURL), to: path)
+        logger.notice("wrote the client configuration with a new system key", metadata: ["path": "\(path)", "apiurl": "\(apiURL)"])
+    }
+
+    static func accepts(_ secret: String, records: any AuthRecords) async throws -> Bool {
+        for key in try await records.keys(namespace: Caller.adminNamespace) where try await Authenticator.verify(secret, hash: key.hash) {
+            return true
+        }
+        return false
+    }
+
+    static func write(_ configuration: ClientConfiguration, to path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(configuration)
+        let temporary = path + ".partial-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw ControlError(.internal, "cannot create \(temporary): check that \(directory) is writable")
+        }
+        do {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
+            try handle.write(contentsOf: data)
+            try handle.synchronize()
+            try handle.close()
+            guard rename(temporary, path) == 0 else { throw ControlError(.internal, "cannot rename \(temporary) to \(path): errno \(errno)") }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SFAPI
+import SFAgent
+import SFControl
+import SFDaemonSupport
+import SFStore
+import ServiceLifecycle
+
+/// `sfnode serve`: the all-in-one node, the REST API and the agent in one process on the embedded
+/// store. After it starts, the local `sf-client` works with no set-up (see ``ClientConfiguration``).
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the REST API and the node agent together (the all-in-one node).")
+
+    @Option(help: "The configuration file (default: $SFNODE_CONFIG, else /etc/sfnode/agent.json).")
+    var config: String?
+
+    func run() async throws {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
+        let agent = try await buildAgent(settings: settings, logger: logger)
+        let api = try await buildAPI(settings: settings, store: agent.store, logger: logger)
+        logger.info("serving", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
+        await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {
+            await agent.node.instances.libvirt.close()
+        }
+    }
+}
+
+/// `sfnode api`: the REST API alone, over the store the configuration names; agents elsewhere (or
+/// `sfnode agent` beside it) take the jobs it queues.
+struct APICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "api", abstract: "Run the Shaken Fist REST API alone.")
+
+    @Option(help: "The configuration file (default: $SFNODE_CONFIG, else /etc/sfnode/agent.json).")
+    var config: String?
+
+    func run() async throws {
+        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
+        try FileManager.default.createDirectory(
+            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        let api = try await buildAPI(settings: settings, store: store, logger: logger)
+        logger.info("serving the API", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
+        await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
+    }
+}
+
+func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, label: String) -> Logger {
+    LoggingBootstrap.bootstrap(level: settings.logLevel, identifier: identifier, metadataProvider: JobContext.metadataProvider)
+    var logger = Logger(label: label)
+    logger[metadataKey: "node.name"] = "\(settings.nodeName)"
+    return logger
+}
+
+/// The API service over `store`, after making sure the local client can reach it.
+func buildAPI(settings: AgentConfiguration, store: SQLiteStore, logger: Logger) async throws -> any Service {
+    let configuration = try APIConfiguration(listen: settings.apiListen)
+    try await ClientConfiguration.prepare(at: settings.clientConfig, apiURL: configuration.localURL, records: store, logger: logger)
+    let control = Control(store: store, settings: settings.controlSettings, logger: logger)
+    return try await buildApplication(
+        configuration: configuration, control: control, auth: store,
+        storage: BlobStorage(path: settings.storagePath, nodeName: settings.nodeName), logger: logger)
+}
