@@ -35,7 +35,7 @@ extension Control {
             audit.append("schedule forced to \(forced)")
         }
         guard !candidates.isEmpty else {
-            throw ControlError(.insufficientResources, "no hypervisor has checked in: start the agent first (sfnode agent, as the README's first command does)")
+            throw ControlError(.insufficientResources, "no hypervisor has checked in: start the agent first (sfnode serve, the README's first command, or sfnode agent)")
         }
         let timeout = settings.checkInTimeout.components.seconds
         var fits: [(node: Node, load: NodeLoad)] = []
