@@ -52,9 +52,12 @@ public struct InstancePlan: Sendable, Equatable {
     public var disks: [Disk]
     public var interfaces: [Interface]
     public var video: DomainSpec.Video?
+    /// What the config drive tells the guest; nil for an instance without one (`configdrive: none`).
+    public var configDrive: ConfigDrive?
 
     public init(
-        uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil
+        uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil,
+        configDrive: ConfigDrive? = nil
     ) {
         self.uuid = uuid
         self.cpus = cpus
@@ -62,6 +65,7 @@ public struct InstancePlan: Sendable, Equatable {
         self.disks = disks
         self.interfaces = interfaces
         self.video = video
+        self.configDrive = configDrive
     }
 }
 
@@ -80,12 +84,15 @@ public struct InstanceRealizer: Sendable {
     /// Where instance directories (disks, console log) live.
     public let storagePath: String
     public let virtualization: VirtualizationType
+    /// Builds config drives.
+    public let configDrives: ConfigDriveWriter
     let logger: Logger
 
     public init(
         layout: HostLayout, host: NetlinkSession, root: NetlinkSession, libvirt: LibvirtConnection, storagePath: String,
-        virtualization: VirtualizationType, logger: Logger
+        virtualization: VirtualizationType, configDrives: ConfigDriveWriter = ConfigDriveWriter(), logger: Logger
     ) {
+        self.configDrives = configDrives
         self.layout = layout
         self.host = host
         self.root = root
@@ -97,14 +104,22 @@ public struct InstanceRealizer: Sendable {
 
     /// The domain's name: recognisably sfnode's, unique per instance.
     public func domainName(of instance: UUID) -> String { layout.namespacePrefix + instance.lowercasedString }
-    /// The instance's directory of disks and console log.
-    public func directory(of instance: UUID) -> String { storagePath + "/" + instance.lowercasedString }
-    /// Where the guest's first serial port is written.
-    public func consoleLog(of instance: UUID) -> String { directory(of: instance) + "/console.log" }
+    /// Where each instance's files are (the rule SFControl reads console logs by, too).
+    public var files: InstanceFiles { InstanceFiles(storagePath: storagePath) }
+    /// The instance's directory of disks, config drive and console log.
+    public func directory(of instance: UUID) -> String { files.directory(of: instance) }
+    /// Where virtlogd writes the guest's first serial port.
+    public func consoleLog(of instance: UUID) -> String { files.consoleLog(of: instance) }
+    /// The instance's config drive image.
+    public func configDrive(of instance: UUID) -> String { files.configDrive(of: instance) }
 
     /// Creates what is missing and starts the domain if it is not running. Re-running it after a
-    /// crash at any point converges: existing disks are kept, existing taps reused, the domain
-    /// redefined with the same XML, and a running domain left alone.
+    /// crash at any point converges: existing disks are kept, existing taps reused, the config drive
+    /// built again, the domain redefined with the same XML, and a running domain left alone.
+    ///
+    /// The config drive is built afresh whenever the domain is about to start (create, power on,
+    /// a restart by reconciliation), as Shaken Fist rebuilds it on every power on: the guest then
+    /// always boots with the instance's current interfaces and a new random seed.
     public func ensureRunning(_ plan: InstancePlan) async throws {
         let directory = directory(of: plan.uuid)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -119,6 +134,17 @@ public struct InstanceRealizer: Sendable {
             // A paused domain is running too: its taps are in QEMU's hands and must not be remade.
             try await plugTaps(plan)
             return
+        }
+        let drivePath = configDrive(of: plan.uuid)
+        if let drive = plan.configDrive {
+            // After the instance's own disks, so that their device names (vda, vdb, …) do not depend
+            // on whether there is a config drive; raw and read-only, as the guest only reads it.
+            let writer = configDrives
+            try await runBlocking { try writer.write(drive, to: drivePath) }
+            disks.append(DomainSpec.Disk(path: drivePath, format: .raw, device: .disk, bus: .virtio, readonly: true))
+        } else {
+            // A drive left from when the instance had one is not attached; it should not linger either.
+            unlink(drivePath)
         }
         for interface in plan.interfaces {
             // A tap left in the host namespace by an earlier run must come back to the root one.

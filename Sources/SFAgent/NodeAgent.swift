@@ -341,17 +341,21 @@ public struct NodeAgent: Sendable {
             }
         }
         var interfaces: [InstancePlan.Interface] = []
+        var told: [ConfigDrive.Interface] = []
         for interface in try await store.interfaces(instanceUUID: instance.uuid).sorted(by: { $0.order < $1.order }) {
             let network = try await store.network(uuid: interface.networkUUID)
             guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
                 throw JobError("interface \(interface.uuid): NIC model '\(interface.model)' is not one of virtio, e1000, rtl8139")
             }
             interfaces.append(.init(uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model))
+            told.append(.init(
+                uuid: interface.uuid, mac: interface.macaddr, order: interface.order, networkUUID: network.uuid,
+                netblock: network.netblock, address: interface.ipv4))
         }
         let video = DomainSpec.VideoModel(rawValue: instance.video.model).map { DomainSpec.Video(model: $0, memoryKiB: instance.video.memory) }
         return InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
-            video: video)
+            video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: instances.layout.mtu))
     }
 
     /// One disk's base as a file on this node, its download reported as events on the instance.

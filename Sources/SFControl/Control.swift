@@ -43,6 +43,12 @@ public struct ControlSettings: Sendable, Equatable {
     public var checkInTimeout: Duration = .seconds(120)
     /// Where short image names such as `debian:11` are found: `<url>/<name>/latest.qcow2`.
     public var imageDownloadURL = "https://images.shakenfist.com"
+    /// This node's storage path (`SFNODE_STORAGE_PATH`), under which the agent keeps each instance's
+    /// directory (``InstanceFiles``): the console log is read from there.
+    public var storagePath = "/var/lib/sfnode/instances"
+    /// This node's name (`SFNODE_NODE_NAME`): only the console of an instance placed here can be
+    /// read here. Empty when this process is not on a node (reading a console then fails).
+    public var nodeName = ""
 
     public init() {}
 }

@@ -22,8 +22,9 @@ public struct DomainSpec: Sendable, Equatable {
     public var disks: [Disk]
     /// Network interfaces, each on a tap device that sfnode created beforehand.
     public var interfaces: [NetworkInterface]
-    /// Where the first serial port is written, or nil for no serial port. This file is how sfnode
-    /// (and tests) see a guest's console without a graphics client.
+    /// Where the first serial port is logged, or nil for no serial port. The port is a pty (the
+    /// guest's console, for `virsh console`) whose output virtlogd appends to this file: the file is
+    /// how sfnode (its console data use case) and tests see a guest's console without a client.
     public var serialLogPath: String?
     /// The video device, or nil for libvirt's default.
     public var video: Video?
@@ -247,9 +248,15 @@ public struct DomainSpec: Sendable, Equatable {
                     }
                 }
                 if let serialLogPath {
-                    w.element("serial", ["type": "file"]) { w in
-                        w.element("source", ["path": serialLogPath, "append": "on"])
+                    // A pty with a log, as Shaken Fist's console (without its telnet port): virtlogd
+                    // writes the log, so it survives a QEMU restart and is rotated rather than
+                    // growing without bound, and the pty stays free for an interactive console.
+                    w.element("serial", ["type": "pty"]) { w in
+                        w.element("log", ["file": serialLogPath, "append": "on"])
                         w.element("target", ["port": "0"])
+                    }
+                    w.element("console", ["type": "pty"]) { w in
+                        w.element("target", ["type": "serial", "port": "0"])
                     }
                 }
                 if let video {

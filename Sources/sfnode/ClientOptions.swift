@@ -38,6 +38,8 @@ extension AgentConfiguration {
         control.cpuOvercommit = cpuOvercommit
         control.memoryOvercommit = memoryOvercommit
         control.imageDownloadURL = imageDownloadURL
+        control.storagePath = storagePath
+        control.nodeName = nodeName
         return control
     }
 }

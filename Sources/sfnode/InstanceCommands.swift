@@ -9,7 +9,7 @@ struct InstanceCommand: AsyncParsableCommand {
         commandName: "instance", abstract: "Create, list, show, delete and power instances.",
         subcommands: [
             Create.self, List.self, Show.self, Delete.self, PowerOn.self, PowerOff.self, Reboot.self, Pause.self,
-            Unpause.self, Events.self,
+            Unpause.self, Events.self, ConsoleData.self, ConsoleDelete.self,
         ])
 
     struct Create: AsyncParsableCommand {
@@ -24,6 +24,16 @@ struct InstanceCommand: AsyncParsableCommand {
         var disk: [String] = []
         @Option(name: .short, help: "An interface on a network: NET or NET@ADDRESS.") var network: [String] = []
         @Option(name: .short, help: "An interface on a network with a floating address: NET or NET@ADDRESS.") var floated: [String] = []
+        @Option(name: [.customShort("i"), .long], help: "A file holding the ssh public key the config drive gives the guest.")
+        var sshkey: String?
+        @Option(name: [.customShort("I"), .long], help: "The ssh public key the config drive gives the guest, as text.")
+        var sshkeydata: String?
+        @Option(name: [.customShort("u"), .long], help: "A file of user data the config drive gives the guest.")
+        var userdata: String?
+        @Option(name: [.customShort("U"), .long], help: "The user data, base64 encoded.")
+        var encodeduserdata: String?
+        @Option(help: "The config drive: openstack-disk (a config-2 disk) or none.")
+        var configdrive = InstanceConfig.ConfigDrive.openstackDisk.rawValue
         @Option(help: "Place the instance on this node.") var forcePlacement: String?
         @Flag(help: "Return once the instance is queued instead of waiting until it runs.") var noWait = false
         @Option(help: "How long to wait, in seconds.") var timeout = 900
@@ -34,11 +44,79 @@ struct InstanceCommand: AsyncParsableCommand {
                 name: name, cpus: cpus, memoryMiB: memory, disks: try disk.map(DiskSpec.parse(commandLine:)),
                 networks: try network.map { try NetworkRequest.parse(commandLine: $0) }
                     + floated.map { try NetworkRequest.parse(commandLine: $0, float: true) },
-                namespace: options.namespace, forcePlacement: forcePlacement)
+                namespace: options.namespace, forcePlacement: forcePlacement, config: try config())
             var (instance, _) = try await control.createInstance(request)
             if !noWait { instance = try await InstanceCommand.waitUntilSettled(instance, control, options, timeout: timeout) }
             try await InstanceCommand.show(instance, control, options)
             if instance.state.isError { throw ExitCode(1) }
+        }
+
+        /// The guest's configuration from sf-client's options: the data options win over the file
+        /// ones, as in sf-client; checking the key and the user data is the use case's job.
+        func config() throws -> InstanceConfig {
+            guard let drive = InstanceConfig.ConfigDrive(rawValue: configdrive.lowercased()) else {
+                throw ValidationError("--configdrive '\(configdrive)' is not one of openstack-disk, none")
+            }
+            var config = InstanceConfig(configDrive: drive)
+            if let sshkey {
+                // A key file ends with a newline; the key itself is the one line.
+                config.sshKey = String(decoding: try Self.read(sshkey, "--sshkey"), as: UTF8.self)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            if let sshkeydata { config.sshKey = sshkeydata }
+            if let userdata { config.userData = try Self.read(userdata, "--userdata").base64EncodedString() }
+            if let encodeduserdata { config.userData = encodeduserdata }
+            return config
+        }
+
+        static func read(_ path: String, _ option: String) throws -> Data {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("\(option) \(path): no such readable file")
+            }
+            return data
+        }
+    }
+
+    struct ConsoleData: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "consoledata", abstract: "Print the end of an instance's serial console log.",
+            discussion: "Read on the instance's node. LENGTH bytes from the end (default 10240); -1 prints the whole log (write it as `-- -1` or `--length -1`).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+        @Argument(help: "How many bytes from the end (sf-client's LENGTH).") var length: Int?
+        // Unconditional, so that `--length -1` takes -1 as its value rather than as an option.
+        @Option(name: .customLong("length"), parsing: .unconditional, help: "The same as LENGTH (-1: the whole log).")
+        var lengthOption: Int?
+
+        func run() async throws {
+            let control = try options.control()
+            let found = try await control.instance(instance, namespace: options.namespace)
+            let data = try await control.consoleData(found.uuid.lowercasedString, length: lengthOption ?? length)
+            if options.json {
+                return try Output(json: true).printJSON(["instance_uuid": found.uuid.lowercasedString, "data": String(decoding: data, as: UTF8.self)])
+            }
+            // On a terminal, as sf-client does: a guest's escape sequences must not drive the user's terminal.
+            FileHandle.standardOutput.write(isatty(STDOUT_FILENO) == 1 ? Self.sanitized(data) : data)
+        }
+
+        /// Control characters other than newline, carriage return and tab become `?`.
+        static func sanitized(_ data: Data) -> Data {
+            Data(data.map { byte in byte < 0x20 && byte != 0x0a && byte != 0x0d && byte != 0x09 || byte == 0x7f ? UInt8(ascii: "?") : byte })
+        }
+    }
+
+    struct ConsoleDelete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "consoledelete", abstract: "Clear an instance's serial console log (on its node).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+
+        func run() async throws {
+            let control = try options.control()
+            let found = try await control.instance(instance, namespace: options.namespace)
+            try await control.clearConsoleData(found.uuid.lowercasedString)
+            if options.json { return try Output(json: true).printJSON(["instance_uuid": found.uuid.lowercasedString, "console": "cleared"]) }
+            print("console log of instance \(found.uuid.lowercasedString) (\(found.name)) cleared")
         }
     }
 

@@ -78,6 +78,9 @@ struct RealizerPathTests {
             let console = try await TestGuest.waitForSerial(
                 path: instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == guest.description)
+            // A plan without a config drive gets none: no image, no disk, and the guest finds no drive.
+            #expect(console.contains("\(TestGuest.configDriveMarker) none"), "\(console.suffix(2048))")
+            #expect(!FileManager.default.fileExists(atPath: instances.configDrive(of: instance.uuid)))
 
             plan.floats = [.init(floating: floating, privateAddress: guest)]
             try await networks.ensureOnNetworkNode(plan)

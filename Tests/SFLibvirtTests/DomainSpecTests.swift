@@ -92,9 +92,15 @@ private func fullSpec(name: String = "sft-web") throws -> DomainSpec {
         #expect(nics.map { $0.elements(forName: "target").first?.attribute(forName: "managed")?.stringValue } == ["no", "no"])
         #expect(nics.map { $0.elements(forName: "model").first?.attribute(forName: "type")?.stringValue } == ["virtio", "e1000"])
 
+        // A pty whose output virtlogd appends to the log file, and the console on that serial port.
         let serial = try #require(devices.elements(forName: "serial").first)
-        #expect(serial.attribute(forName: "type")?.stringValue == "file")
-        #expect(serial.elements(forName: "source").first?.attribute(forName: "path")?.stringValue == "/var/lib/sfnode/console.log")
+        #expect(serial.attribute(forName: "type")?.stringValue == "pty")
+        let log = try #require(serial.elements(forName: "log").first)
+        #expect(log.attribute(forName: "file")?.stringValue == "/var/lib/sfnode/console.log")
+        #expect(log.attribute(forName: "append")?.stringValue == "on")
+        let console = try #require(devices.elements(forName: "console").first)
+        #expect(console.attribute(forName: "type")?.stringValue == "pty")
+        #expect(console.elements(forName: "target").first?.attribute(forName: "type")?.stringValue == "serial")
         let video = try #require(devices.elements(forName: "video").first?.elements(forName: "model").first)
         #expect(video.attribute(forName: "type")?.stringValue == "cirrus")
         #expect(video.attribute(forName: "vram")?.stringValue == "8192")

@@ -13,7 +13,9 @@ import Glibc
 /// one `SFNODE-GUEST-IP <ifname> <mac> <ip>` line per NIC (ip is `none` when no DHCP lease came within
 /// 60 s) and then `SFNODE-GUEST-READY`. It serves ``bodyText`` on port 80 and, on
 /// `GET /cgi-bin/probe?<ipv4>:<port>` (see ``probePath(to:port:)``), connects to that address and sends
-/// the line `sfnode-probe`. The ACPI power button powers it off.
+/// the line `sfnode-probe`. The ACPI power button powers it off. At boot it mounts its config drive
+/// (the disk labelled config-2), serves that drive's `openstack/latest/meta_data.json` at
+/// ``metaDataPath`` and prints `SFNODE-GUEST-CONFIG-DRIVE <device>` (`none` without a drive).
 public enum TestGuest {
     /// Where `scripts/build-test-image` puts the image unless `SFNODE_TEST_IMAGE` says otherwise.
     public static let defaultBaseImage = "/var/lib/sfnode/test/guest.qcow2"
@@ -40,6 +42,12 @@ public enum TestGuest {
 
     /// The prefix of the serial console lines that report each NIC's address.
     public static let addressMarker = "SFNODE-GUEST-IP"
+
+    /// The serial console line's prefix that names the config drive's device (or `none`).
+    public static let configDriveMarker = "SFNODE-GUEST-CONFIG-DRIVE"
+
+    /// Where the guest's web server serves the meta_data.json of its config drive (404 without one).
+    public static let metaDataPath = "/meta_data.json"
 
     /// The request path that makes the guest connect to `address:port` and send `sfnode-probe\n`.
     /// The guest answers `probed` (200) when the connection was made, `probe-failed` (502) otherwise.

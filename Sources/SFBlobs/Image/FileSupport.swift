@@ -1,21 +1,9 @@
-import Dispatch
 import Foundation
 import SFSystem
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Runs blocking work (getaddrinfo, qemu-img, a gunzip of gigabytes, fsync) on a Dispatch worker
-/// thread and awaits it, so that it never occupies one of the few cooperative-pool threads that
-/// every other task in the agent needs.
-func runBlocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try work() })
-        }
-    }
-}
 
 /// Creates `path` with mode 0700 (if missing), and any missing parents with the default mode.
 /// Foundation's `createDirectory(withIntermediateDirectories:attributes:)` gives the intermediate
