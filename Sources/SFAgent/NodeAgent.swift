@@ -421,7 +421,11 @@ public struct NodeAgent: Sendable {
         async throws
     {
         let duration = start.map { ContinuousClock.now - $0 }.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        // The request that caused the job, so that one API request can be followed through its events.
+        let requestID = JobContext.metadata["request.id"].map { "\($0)" }
         try await store.record(
-            Event(objectType: type, objectUUID: uuid.lowercasedString, type: kind, fqdn: nodeName, duration: duration, message: message))
+            Event(
+                objectType: type, objectUUID: uuid.lowercasedString, type: kind, fqdn: nodeName, duration: duration, message: message,
+                extra: requestID.map { ["request-id": .string($0)] }))
     }
 }

@@ -19,8 +19,14 @@ final class CommandLineFlow: Sendable {
     let teardown = Teardown()
     static let floatingRange = "192.0.2.0/24"
 
-    private init(id: String, executable: String, server: LoopbackHTTPServer) {
+    /// Where `sfnode serve` listens when the flow serves the API (a free loopback port).
+    let apiURL: String
+    /// The client configuration `sfnode serve` writes.
+    let clientConfig: String
+
+    private init(id: String, executable: String, server: LoopbackHTTPServer, apiPort: Int) {
         self.id = id
+        apiURL = "http://127.0.0.1:\(apiPort)"
         self.executable = executable
         self.server = server
         hostNamespace = id + "host"
@@ -28,26 +34,32 @@ final class CommandLineFlow: Sendable {
         directory = TestGuest.runDirectory + "/\(id)-cli"
         storage = directory + "/storage"
         nodeName = id + "-node"
+        clientConfig = directory + "/shakenfist.json"
         environment = AgentProcess.environment(
             directory: directory, storage: storage, hostNamespace: hostNamespace, nodeName: nodeName, prefix: id,
             floatingRange: Self.floatingRange, leaseSeconds: 5
         ).merging([
             // Tests fetch only from loopback, whatever URL they are handed.
             "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": server.baseURL,
+            "SFNODE_API_LISTEN": "127.0.0.1:\(apiPort)", "SFNODE_CLIENT_CONFIG": clientConfig,
         ]) { _, added in added }
     }
 
     /// Makes the namespaces and directory, serves the guest image, and starts the agent.
-    static func start(withAgent: Bool = true) async throws -> CommandLineFlow {
+    /// With `serving`, the agent is `sfnode serve`: the REST API and the agent in one process.
+    static func start(withAgent: Bool = true, serving: Bool = false) async throws -> CommandLineFlow {
         let server = try LoopbackHTTPServer()
         server.register("/images/guest.qcow2", file: TestGuest.baseImage)
-        let flow = CommandLineFlow(id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server)
+        let flow = CommandLineFlow(
+            id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server, apiPort: try freeLoopbackPort())
         flow.teardown.add("image server") { server.stop() }
         try FileManager.default.createDirectory(atPath: flow.directory, withIntermediateDirectories: true)
         flow.teardown.add("test directory") { try? FileManager.default.removeItem(atPath: flow.directory) }
         try flow.teardown.createNamespaces([flow.hostNamespace, flow.outsideNamespace])
         if withAgent {
-            let agent = try AgentProcess.start(executable: flow.executable, environment: flow.environment, log: flow.directory + "/agent.log")
+            let agent = try AgentProcess.start(
+                executable: flow.executable, arguments: [serving ? "serve" : "agent"], environment: flow.environment,
+                log: flow.directory + "/agent.log")
             // Whatever the test left: delete it through the agent, then stop it.
             flow.teardown.add("agent") {
                 _ = try? flow.run(["instance", "delete", "web", "--timeout", "120"], allowFailure: true)
@@ -61,6 +73,7 @@ final class CommandLineFlow: Sendable {
             let ready = await eventually(timeout: .seconds(60)) {
                 FileManager.default.fileExists(atPath: flow.directory + "/store.sqlite")
                     && ((try? flow.run(["state"], allowFailure: true))?.stdout.contains("node \(flow.nodeName) ") ?? false)
+                    && (!serving || (FileManager.default.fileExists(atPath: flow.clientConfig) && isListening(flow.apiURL)))
             }
             guard ready else { throw AgentProcessError("the agent did not check in within 60 s: \(agent.logTail())") }
         }

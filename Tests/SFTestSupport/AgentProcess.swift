@@ -37,11 +37,11 @@ public final class AgentProcess: Sendable {
         return found
     }
 
-    /// Starts `sfnode agent` with exactly `environment` (and a PATH): nothing of the test's own
+    /// Starts `sfnode agent` (or `sfnode ARGUMENTS`, such as `serve`) with exactly `environment` (and a PATH): nothing of the test's own
     /// environment, so no configuration file, notify socket or crash point leaks in. Its output goes
     /// to the file `log`.
-    public static func start(executable: String, environment: [String: String], log: String) throws -> AgentProcess {
-        let process = try ChildProcess.spawn(command(executable, ["agent"], environment: environment), outputPath: log)
+    public static func start(executable: String, arguments: [String] = ["agent"], environment: [String: String], log: String) throws -> AgentProcess {
+        let process = try ChildProcess.spawn(command(executable, arguments, environment: environment), outputPath: log)
         return AgentProcess(process: process, log: log)
     }
 

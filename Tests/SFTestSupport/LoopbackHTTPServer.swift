@@ -65,28 +65,9 @@ public final class LoopbackHTTPServer: Sendable {
 
     /// Starts listening on 127.0.0.1 and an ephemeral port.
     public init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        if fd < 0 { throw SystemError.fromErrno("socket") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 64) == 0 else {
-            let error = SystemError.fromErrno("bind/listen 127.0.0.1")
-            close(fd)
-            throw error
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
+        let (fd, port) = try bindLoopbackListener()
         listener = fd
-        port = UInt16(bigEndian: address.sin_port)
+        self.port = port
         baseURL = "http://127.0.0.1:\(port)"
         try OSThread.spawn(name: "sft-http-accept") { [self] in acceptLoop() }
     }
@@ -309,4 +290,51 @@ public final class LoopbackHTTPServer: Sendable {
         }
         return true
     }
+}
+
+/// A TCP socket listening on 127.0.0.1 at an ephemeral port, and that port.
+func bindLoopbackListener() throws -> (fd: Int32, port: UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    if fd < 0 { throw SystemError.fromErrno("socket") }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0, listen(fd, 64) == 0 else {
+        let error = SystemError.fromErrno("bind/listen 127.0.0.1")
+        close(fd)
+        throw error
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return (fd, UInt16(bigEndian: address.sin_port))
+}
+
+/// A loopback port free a moment ago, for a server a test starts (`sfnode serve`'s API).
+public func freeLoopbackPort() throws -> Int {
+    let (fd, port) = try bindLoopbackListener()
+    close(fd)
+    return Int(port)
+}
+
+/// Whether something accepts TCP connections at `url`'s loopback port (`http://127.0.0.1:PORT`).
+public func isListening(_ url: String) -> Bool {
+    guard let port = url.split(separator: ":").last.flatMap({ UInt16($0) }) else { return false }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
 }

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import SFAPI
+import SFControl
+import SFStore
+
+/// `sfnode namespace`: namespaces and their keys, for operators on a node with the store.
+struct NamespaceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "namespace", abstract: "Manage namespaces and the keys that authenticate to them.",
+        subcommands: [List.self, Create.self, Delete.self, Key.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List namespaces and their key names.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let records = try options.authRecords()
+            var rows: [[String]] = []
+            var listed: [NamespaceListing] = []
+            for namespace in try await records.namespaces() {
+                let keys = try await records.keys(namespace: namespace.name).map(\.name)
+                rows.append([namespace.name, namespace.state.rawValue, keys.joined(separator: ",")])
+                listed.append(NamespaceListing(name: namespace.name, state: namespace.state.rawValue, keys: keys))
+            }
+            let output = Output(json: options.json)
+            if options.json { try output.printJSON(listed) } else { output.printTable(["name", "state", "keys"], rows) }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a namespace, optionally with a first key.",
+            discussion: "Example: sfnode namespace create ci --key-name deploy (prints the generated key once)")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace's name.") var name: String
+        @Option(help: "A first key's name.") var keyName: String?
+        @Option(help: "The key itself (default: a generated one, printed once).") var key: String?
+
+        func run() async throws {
+            let administration = NamespaceAdministration(records: try options.authRecords())
+            try await administering { try await administration.create(name) }
+            if let keyName { try await addKey(administration, namespace: name, name: keyName, given: key, options: options) }
+            if !options.json { print("namespace \(name) created") }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a namespace that holds no instances or networks.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace's name.") var name: String
+
+        func run() async throws {
+            let control = try options.control()
+            try await administering { try await NamespaceAdministration(records: try options.authRecords()).delete(name, control: control) }
+            print("namespace \(name) deleted; tokens of its keys no longer work")
+        }
+    }
+
+    struct Key: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add or delete a namespace's keys.", subcommands: [Add.self, Remove.self])
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "add", abstract: "Add (or replace) a key; replacing revokes the old key's tokens.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "The namespace.") var namespace: String
+            @Argument(help: "The key's name.") var name: String
+            @Argument(help: "The key itself (default: a generated one, printed once).") var key: String?
+
+            func run() async throws {
+                try await addKey(NamespaceAdministration(records: try options.authRecords()), namespace: namespace, name: name, given: key, options: options)
+            }
+        }
+
+        struct Remove: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a key; its tokens stop working.")
+            @OptionGroup var options: ClientOptions
+            @Argument(help: "The namespace.") var namespace: String
+            @Argument(help: "The key's name.") var name: String
+
+            func run() async throws {
+                do {
+                    try await options.authRecords().deleteKey(namespace: namespace, name: name)
+                } catch StoreError.notFound {
+                    throw CommandFailure("namespace \(namespace) has no key \(name); see sfnode namespace list")
+                }
+                print("key \(name) of namespace \(namespace) deleted")
+            }
+        }
+    }
+}
+
+/// Adds a key, generating it when none is given, and prints it once (it is stored only hashed).
+private func addKey(_ administration: NamespaceAdministration, namespace: String, name: String, given: String?, options: ClientOptions) async throws {
+    let secret = given ?? NamespaceAdministration.generateSecret()
+    try await administering { try await administration.addKey(namespace: namespace, name: name, secret: secret) }
+    if options.json {
+        try Output(json: true).printJSON(["namespace": namespace, "key_name": name, "key": given == nil ? secret : nil])
+    } else if given == nil {
+        print("key \(name) of namespace \(namespace): \(secret)")
+        print("(stored only as a hash: keep it now; sf-client uses it with --namespace \(namespace) --key ...)")
+    } else {
+        print("key \(name) of namespace \(namespace) saved")
+    }
+}
+
+/// Runs an administration step, turning its API-shaped errors into the command line's.
+private func administering(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as APIError {
+        throw CommandFailure(error.message)
+    }
+}
+
+struct NamespaceListing: Encodable {
+    let name: String
+    let state: String
+    let keys: [String]
+}
+
+extension ClientOptions {
+    /// The store's namespaces and keys.
+    func authRecords() throws -> any AuthRecords {
+        guard let records = try control().store as? any AuthRecords else { throw CommandFailure("this store keeps no namespaces") }
+        return records
+    }
+}

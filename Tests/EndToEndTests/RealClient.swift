@@ -1,0 +1,72 @@
+import Foundation
+import SFSystem
+import SFTestSupport
+
+/// The real, unmodified Shaken Fist client (`shakenfist-client==0.8.3` from PyPI, in the virtualenv
+/// `scripts/client-venv` makes) pointed at a flow's `sfnode serve`: its `sf-client` command line and
+/// its Python API through `Tests/Acceptance/client_api.py`.
+struct RealClient {
+    let flow: CommandLineFlow
+    let venv: String
+    let environment: [String: String]
+
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    /// The client configured from the file `sfnode serve` wrote, as a local user's client is.
+    init(flow: CommandLineFlow) throws {
+        self.flow = flow
+        let made = try ChildProcess.run(["/bin/bash", Self.repository + "/scripts/client-venv"])
+        guard made.status == 0 else { throw AgentProcessError("scripts/client-venv failed: \(made.stderr)") }
+        venv = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let data = FileManager.default.contents(atPath: flow.clientConfig),
+            let config = try JSONSerialization.jsonObject(with: data) as? [String: String]
+        else { throw AgentProcessError("sfnode serve wrote no client configuration at \(flow.clientConfig)") }
+        environment = [
+            "HOME": flow.directory, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+            "SHAKENFIST_API_URL": config["apiurl"] ?? "", "SHAKENFIST_NAMESPACE": config["namespace"] ?? "",
+            "SHAKENFIST_KEY": config["key"] ?? "",
+        ]
+    }
+
+    /// `sf-client --json ARGS`, parsed; a failure throws with what the client printed.
+    func sfClient(_ arguments: [String]) throws -> Any {
+        try parse(run([venv + "/bin/sf-client", "--json"] + arguments), "sf-client \(arguments.joined(separator: " "))")
+    }
+
+    /// One step over the client's Python API (`client_api.py SUBCOMMAND ARGS`), parsed.
+    func python(_ arguments: [String]) throws -> Any {
+        try parse(
+            run([venv + "/bin/python", Self.repository + "/Tests/Acceptance/client_api.py", "--timeout", "300"] + arguments),
+            "client_api.py \(arguments.joined(separator: " "))")
+    }
+
+    private func run(_ argv: [String]) throws -> CommandOutput {
+        try ChildProcess.run(["/usr/bin/env", "-i"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } + argv)
+    }
+
+    private func parse(_ output: CommandOutput, _ what: String) throws -> Any {
+        guard output.status == 0 else { throw AgentProcessError("\(what) exited \(output.status): \(output.stdout)\(output.stderr)") }
+        let text = output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
+            throw AgentProcessError("\(what) printed no JSON: \(output.stdout)\(output.stderr)")
+        }
+        return parsed
+    }
+
+    /// `sf-client instance show REF` until `condition` holds of it, or throws with the last one.
+    func waitForInstance(_ reference: String, timeout: Duration = .seconds(240), _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        let met = await eventually(timeout: timeout) {
+            last = ((try? python(["show-instance", reference])) as? [String: Any]) ?? last
+            return condition(last)
+        }
+        guard met else { throw AgentProcessError("instance \(reference) did not settle: \(last)") }
+        return last
+    }
+}
+
+/// The first interface of an instance object.
+func firstInterface(_ instance: [String: Any]) -> [String: Any]? {
+    (instance["interfaces"] as? [[String: Any]])?.first
+}
