@@ -24,6 +24,15 @@ struct API: Sendable {
         return asked
     }
 
+    /// Interfaces as the API shows them, each with its metadata.
+    func interfaceViews(_ interfaces: [Interface]) async throws -> [InterfaceView] {
+        var views: [InterfaceView] = []
+        for interface in interfaces {
+            views.append(InterfaceView(interface: interface, metadata: try await control.metadata(.interface, interface.uuid)))
+        }
+        return views
+    }
+
     /// 404 `namespace not found` unless the namespace exists and is not deleted.
     func requireNamespace(_ name: String) async throws {
         guard let found = try? await auth.namespace(named: name), found.state != .deleted else {

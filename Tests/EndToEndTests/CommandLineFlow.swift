@@ -111,7 +111,10 @@ final class CommandLineFlow: Sendable {
     /// An "outside" host on the network node's egress bridge, to reach floating addresses from.
     func connectOutside() async throws {
         let host = try NetlinkSession(namespace: hostNamespace, logger: .init(label: "sfnode.test.cli"))
-        try await host.createVethPair(name: id + "o", peer: "eth0", peerNamespace: outsideNamespace, master: "sfegress", up: true)
+        // Not named with the test's prefix: that is the agent's tap prefix, and its reconciler removes
+        // links with it that no interface stands for. The veth lives in the test's host namespace and
+        // goes with it.
+        try await host.createVethPair(name: "x" + id + "o", peer: "eth0", peerNamespace: outsideNamespace, master: "sfegress", up: true)
         let outside = try NetlinkSession(namespace: outsideNamespace, logger: .init(label: "sfnode.test.cli"))
         try await outside.addAddress(IPv4Prefix.parse("192.0.2.254/24"), to: "eth0")
         try await outside.setLinkUp("eth0", true)

@@ -42,11 +42,23 @@ struct RealClient {
     }
 
     private func run(_ argv: [String]) throws -> CommandOutput {
-        try ChildProcess.run(["/usr/bin/env", "-i"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } + argv)
+        try ChildProcess.run(command(argv))
+    }
+
+    /// `argv` with exactly the client's environment, in the test process's own network namespace
+    /// (its main thread's), where the API listens on loopback. A child inherits the namespace of
+    /// the thread that spawns it, and a test's threads also enter its namespaces: a client spawned
+    /// from one of those found 127.0.0.1 unreachable.
+    func command(_ argv: [String]) -> [String] {
+        ["/usr/bin/nsenter", "--net=/proc/\(getpid())/ns/net", "--", "/usr/bin/env", "-i"]
+            + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } + argv
     }
 
     private func parse(_ output: CommandOutput, _ what: String) throws -> Any {
-        guard output.status == 0 else { throw AgentProcessError("\(what) exited \(output.status): \(output.stdout)\(output.stderr)") }
+        guard output.status == 0 else {
+            let log = (try? String(contentsOfFile: flow.directory + "/agent.log", encoding: .utf8)).map { String($0.suffix(4000)) } ?? ""
+            throw AgentProcessError("\(what) exited \(output.status): \(output.stdout)\(output.stderr)\n--- sfnode serve ---\n\(log)")
+        }
         let text = output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
             throw AgentProcessError("\(what) printed no JSON: \(output.stdout)\(output.stderr)")

@@ -123,9 +123,7 @@ enum APIRequest {
             r = requests.post(sys.argv[1], headers={'Authorization': 'Bearer ' + token, 'X-Request-ID': sys.argv[2]})
             print(json.dumps(r.status_code if r.headers.get('X-Request-ID') == sys.argv[2] else -r.status_code))
             """
-        let output = try ChildProcess.run(
-            ["/usr/bin/env", "-i"] + client.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-                + [client.venv + "/bin/python", "-c", script, url, requestID])
+        let output = try ChildProcess.run(client.command([client.venv + "/bin/python", "-c", script, url, requestID]))
         guard output.status == 0, let status = Int(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw AgentProcessError("the traced request failed: \(output.stdout)\(output.stderr)")
         }

@@ -36,7 +36,7 @@ struct InstanceController {
         }
         group.get("/instances/:ref/interfaces") { request, context in
             let instance = try await resolve(request, context)
-            return try Reply.json(try await interfaceViews(try await api.control.interfaces(ofInstance: instance)))
+            return try Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance)))
         }
         group.get("/instances/:ref/events") { request, context in
             try await eventsResponse(api.control, .instance, try await resolve(request, context).uuid, request, context)
@@ -73,16 +73,8 @@ struct InstanceController {
     }
 
     func view(_ instance: Instance) async throws -> InstanceView {
-        let interfaces = try await interfaceViews(try await api.control.interfaces(ofInstance: instance))
+        let interfaces = try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance))
         return InstanceView(instance: instance, interfaces: interfaces, metadata: try await api.control.metadata(.instance, instance.uuid))
-    }
-
-    func interfaceViews(_ interfaces: [Interface]) async throws -> [InterfaceView] {
-        var views: [InterfaceView] = []
-        for interface in interfaces {
-            views.append(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
-        }
-        return views
     }
 
     func list(_ request: Request, _ context: APIContext) async throws -> Response {

@@ -68,11 +68,7 @@ struct NetworkController {
         }
         group.get("/networks/:ref/interfaces") { request, context in
             let network = try await resolve(request, context)
-            var views: [InterfaceView] = []
-            for interface in try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString) {
-                views.append(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
-            }
-            return try Reply.json(views)
+            return try Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)))
         }
         group.get("/networks/:ref/events") { request, context in
             try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
