@@ -129,6 +129,15 @@ let package = Package(
             ],
             path: "Benchmarks/ImageBenchmark"),
 
+        .executableTarget(
+            name: "APIBenchmark",
+            dependencies: [
+                "SFSystem", "SFStore", "SFControl", "SFLibvirt", "SFTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Benchmarks/APIBenchmark"),
+
         .target(
             name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore"],
             path: "Tests/SFTestSupport"),
