@@ -89,7 +89,20 @@ struct MetadataRoutes: Sendable {
     let type: ObjectType
     /// Resolves the path's object to its UUID (checking the caller may see it).
     let resolve: @Sendable (Request, APIContext) async throws -> UUID
+    /// Resolves it for a change (checking the caller may change it); `resolve` when nil, for the
+    /// objects whose visibility already is ownership.
+    let resolveForChange: (@Sendable (Request, APIContext) async throws -> UUID)?
     let control: Control
+
+    init(
+        type: ObjectType, resolve: @escaping @Sendable (Request, APIContext) async throws -> UUID,
+        resolveForChange: (@Sendable (Request, APIContext) async throws -> UUID)? = nil, control: Control
+    ) {
+        self.type = type
+        self.resolve = resolve
+        self.resolveForChange = resolveForChange
+        self.control = control
+    }
 
     func add(to group: RouterGroup<APIContext>, path: RouterPath) {
         group.get("\(path)/metadata") { request, context in
@@ -109,7 +122,7 @@ struct MetadataRoutes: Sendable {
         }
         group.delete("\(path)/metadata/:key") { request, context in
             _ = try await RequestBody.read(request, context: context, allowed: [])
-            let uuid = try await resolve(request, context)
+            let uuid = try await (resolveForChange ?? resolve)(request, context)
             try await control.deleteMetadata(type, uuid, key: try request.parameter("key", context))
             return Reply.null
         }
@@ -117,7 +130,7 @@ struct MetadataRoutes: Sendable {
 
     private func set(_ request: Request, _ context: APIContext, key: String, body: RequestBody) async throws {
         guard let value = body.value("value"), Self.isTruthy(value) else { throw APIError(.badRequest, "no value specified") }
-        let uuid = try await resolve(request, context)
+        let uuid = try await (resolveForChange ?? resolve)(request, context)
         try await control.setMetadata(type, uuid, key: key, value: value)
     }
 
@@ -137,8 +150,9 @@ struct MetadataRoutes: Sendable {
 /// `GET …/events` with the optional body `{"event_type", "limit"}`.
 func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ request: Request, _ context: APIContext) async throws -> Response {
     let body = try await RequestBody.read(request, context: context, allowed: ["event_type", "limit"])
-    let limit = try body.int("limit") ?? 100
-    guard (1...1000).contains(limit) else { throw APIError(.badRequest, "limit \(limit) is outside 1...1000") }
+    // Upstream has no cap; more than the store keeps per read is simply all of them.
+    let limit = min(try body.int("limit") ?? 100, 1000)
+    guard limit >= 1 else { throw APIError(.badRequest, "limit \(limit) is not a positive number of events") }
     var events = try await control.events(type, uuid, limit: try body.string("event_type") == nil ? limit : 1000)
     if let name = try body.string("event_type") {
         guard let wanted = EventType(rawValue: name) else {

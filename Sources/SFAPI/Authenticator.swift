@@ -55,10 +55,22 @@ public final class Authenticator: Sendable {
         try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(secret, cost: bcryptCost) }
     }
 
-    /// Whether `secret` matches a stored hash, checked off the cooperative pool.
+    /// Whether `secret` matches a stored hash, checked off the cooperative pool. At most one check
+    /// per core runs at once: `POST /auth` needs no token, and a flood of guesses must queue rather
+    /// than take every thread the server has.
     public static func verify(_ secret: String, hash: String) async throws -> Bool {
-        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
+        await verifications.acquire()
+        do {
+            let matches = try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
+            await verifications.release()
+            return matches
+        } catch {
+            await verifications.release()
+            throw error
+        }
     }
+
+    private static let verifications = AsyncGate(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
 
     /// A token for whoever holds a key of `namespace`, or a 401/404 as Shaken Fist answers.
     public func issueToken(namespace: String, secret: String) async throws -> IssuedToken {
@@ -142,5 +154,33 @@ struct TokenClaims: JWTPayload {
     func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
         guard iss.value == Authenticator.issuer else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not issued by sfnode") }
+    }
+}
+
+/// A counting semaphore for async code: at most `limit` holders at once, the others wait in order.
+actor AsyncGate {
+    private let limit: Int
+    private var holders = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func acquire() async {
+        if holders < limit {
+            holders += 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty {
+            holders -= 1
+        } else {
+            // The slot passes straight to the next waiter.
+            waiting.removeFirst().resume()
+        }
     }
 }

@@ -5,8 +5,9 @@ import HummingbirdAuth
 import Logging
 
 extension HTTPField.Name {
-    /// The request id header, taken from the caller or made here, and always returned.
-    static let requestID = HTTPField.Name("X-Request-ID")!
+    /// The request id header, taken from the caller or made here, and always returned. The name is
+    /// a valid token, so this is never nil in practice.
+    static let requestID = HTTPField.Name("X-Request-ID")
 }
 
 /// Gives every request its id: the caller's `X-Request-ID` when it is a sensible token, else a new
@@ -17,10 +18,11 @@ struct RequestIDMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         var context = context
-        context.requestID = Self.accept(request.headers[.requestID]) ?? "req-\(UUID().uuidString.lowercased())"
+        let given = HTTPField.Name.requestID.flatMap { request.headers[$0] }
+        context.requestID = Self.accept(given) ?? "req-\(UUID().uuidString.lowercased())"
         context.logger[metadataKey: "request.id"] = .string(context.requestID)
         var response = try await next(request, context)
-        response.headers[.requestID] = context.requestID
+        if let name = HTTPField.Name.requestID { response.headers[name] = context.requestID }
         return response
     }
 
@@ -41,9 +43,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
     let authenticator: Authenticator
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.authorization] else { throw APIError(.unauthorized, "Missing Authorization Header") }
+        guard request.headers[.authorization] != nil else { throw APIError(.unauthorized, "Missing Authorization Header") }
         guard let bearer = request.headers.bearer else {
-            _ = header
             throw APIError(.unauthorized, "Missing 'Bearer' type in 'Authorization' header. Expected 'Authorization: Bearer <JWT>'")
         }
         var context = context

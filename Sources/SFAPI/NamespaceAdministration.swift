@@ -18,6 +18,12 @@ public struct NamespaceAdministration: Sendable {
     /// Creates a namespace, with a first key when one is given.
     @discardableResult public func create(_ name: String, keyName: String? = nil, secret: String? = nil) async throws -> Namespace {
         try Names.checkName(name, "namespace")
+        switch (keyName, secret) {
+        case (nil, nil): break
+        case (let keyName?, let secret?): try Self.checkKey(name: keyName, secret: secret)
+        case (nil, _?): throw APIError(.badRequest, "no key name specified")
+        case (_?, nil): throw APIError(.badRequest, "no key specified")
+        }
         let namespace: Namespace
         do {
             namespace = try await records.createNamespace(name)
@@ -33,8 +39,11 @@ public struct NamespaceAdministration: Sendable {
         guard name != Caller.adminNamespace else { throw APIError(.forbidden, "you cannot delete the system namespace") }
         let instances = try await control.instances(namespace: name)
         let networks = try await control.networks(namespace: name)
-        guard instances.isEmpty, networks.isEmpty else {
-            throw APIError(.badRequest, "namespace \(name) still has \(instances.count) instances and \(networks.count) networks; delete them first")
+        let artifacts = try await control.artifacts(namespace: name).filter { $0.namespace == name }
+        guard instances.isEmpty, networks.isEmpty, artifacts.isEmpty else {
+            throw APIError(
+                .badRequest,
+                "namespace \(name) still has \(instances.count) instances, \(networks.count) networks and \(artifacts.count) artifacts; delete them first")
         }
         do {
             try await records.deleteNamespace(name)
@@ -45,14 +54,19 @@ public struct NamespaceAdministration: Sendable {
 
     /// Adds (or replaces) a key, storing only its bcrypt hash.
     @discardableResult public func addKey(namespace: String, name: String, secret: String) async throws -> NamespaceKey {
-        guard !name.hasPrefix("_service_key") else { throw APIError(.forbidden, "illegal key name") }
-        try Names.checkName(name, "key name")
-        guard (8...256).contains(secret.utf8.count) else { throw APIError(.badRequest, "a key is 8 to 256 bytes") }
+        try Self.checkKey(name: name, secret: secret)
         do {
             return try await records.saveKey(namespace: namespace, name: name, hash: try await Authenticator.hash(secret))
         } catch StoreError.notFound {
             throw APIError(.notFound, "namespace not found")
         }
+    }
+
+    /// Refuses a reserved or malformed key name and a key too short to be a secret.
+    static func checkKey(name: String, secret: String) throws {
+        guard !name.hasPrefix("_service_key") else { throw APIError(.forbidden, "illegal key name") }
+        try Names.checkName(name, "key name")
+        guard (8...256).contains(secret.utf8.count) else { throw APIError(.badRequest, "a key is 8 to 256 bytes") }
     }
 
     /// A new random key: 32 bytes from the system's CSPRNG, base64url.
@@ -88,6 +102,8 @@ public struct ClientConfiguration: Codable, Equatable, Sendable {
             if let existing = try? JSONDecoder().decode(ClientConfiguration.self, from: data), existing.namespace == Caller.adminNamespace,
                 try await accepts(existing.key, records: records)
             {
+                // It holds an admin key: whatever mode it was left with, only root reads it.
+                chmod(path, 0o600)
                 if existing.apiurl == apiURL { return }
                 try write(ClientConfiguration(namespace: existing.namespace, key: existing.key, apiurl: apiURL), to: path)
                 logger.notice("client configuration now points at this server", metadata: ["path": "\(path)", "apiurl": "\(apiURL)"])

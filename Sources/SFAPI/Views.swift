@@ -29,6 +29,12 @@ struct InstanceView: Encodable {
     let interfaces: [InterfaceView]
     let metadata: [String: JSONValue]
 
+    init(_ record: InstanceRecord) {
+        instance = record.instance
+        interfaces = record.interfaces.map { InterfaceView(interface: $0, metadata: record.interfaceMetadata[$0.uuid] ?? [:]) }
+        metadata = record.metadata
+    }
+
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
         let config = instance.config
@@ -51,7 +57,8 @@ struct InstanceView: Encodable {
         try c.put("configdrive", config.configDrive.rawValue)
         try c.put("machine_type", "pc")
         try c.put("side_channels", config.sideChannels)
-        try c.put("agent_state", String?.none)
+        // No in-guest agent answers yet; a string, since the client calls startswith on it.
+        try c.put("agent_state", config.sideChannels.isEmpty ? nil : "not ready (no contact)")
         try c.put("agent_start_time", Double?.none)
         try c.put("agent_system_boot_time", Double?.none)
         try c.put("error_message", instance.errorMessage)
@@ -148,8 +155,6 @@ struct EventView: Encodable {
 struct BlobWireView: Encodable {
     let view: BlobView
     let metadata: [String: JSONValue]
-    /// Whether to include `instances` (Shaken Fist leaves it out of the list).
-    let withInstances: Bool
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
@@ -175,7 +180,8 @@ struct BlobWireView: Encodable {
         try c.put("locations", blob.locations)
         try c.put("reference_count", view.referenceCount)
         try c.put("sha512", blob.sha512)
-        if withInstances { try c.put("instances", view.instances) }
+        // Always present: sf-client's blob list iterates it.
+        try c.put("instances", view.instances)
         try c.put("references_to", BlobView.grouped(view.referencesTo))
         try c.put("references_from", BlobView.grouped(view.referencesFrom))
     }
@@ -200,7 +206,7 @@ struct ArtifactWireView: Encodable {
         try c.put("source_url", artifact.sourceURL)
         try c.put("max_versions", artifact.maxVersions)
         try c.put("namespace", artifact.namespace)
-        try c.put("shared", artifact.namespace == Caller.adminNamespace)
+        try c.put("shared", Control.isSharedURLCache(artifact))
         try c.put("index", view.index)
         if let blob = view.blobUUID { try c.put("blob_uuid", blob.lowercasedString) }
         var blobs: [String: VersionSummary] = [:]
@@ -235,7 +241,7 @@ struct ArtifactVersionWireView: Encodable {
     let version: ArtifactVersionView
 
     func encode(to encoder: any Encoder) throws {
-        try BlobWireView(view: version.blob, metadata: [:], withInstances: true).encode(to: encoder)
+        try BlobWireView(view: version.blob, metadata: [:]).encode(to: encoder)
         var c = encoder.container(keyedBy: Key.self)
         try c.put("index", version.version.index)
     }

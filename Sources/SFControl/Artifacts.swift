@@ -340,7 +340,8 @@ extension Control {
         return artifact.namespace == namespace || isSharedURLCache(artifact)
     }
 
-    static func isSharedURLCache(_ artifact: Artifact) -> Bool {
+    /// Whether the artifact is the cluster's shared cache of an image URL, which every namespace sees.
+    public static func isSharedURLCache(_ artifact: Artifact) -> Bool {
         artifact.namespace == sharedNamespace && artifact.type == .image && artifact.name == artifact.sourceURL
             && (artifact.name.lowercased().hasPrefix("http://") || artifact.name.lowercased().hasPrefix("https://"))
     }

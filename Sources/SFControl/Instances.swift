@@ -153,6 +153,31 @@ extension Control {
         }
     }
 
+    /// ``instance(_:namespace:)`` with its interfaces and the metadata of both, read at once: what
+    /// the API shows of an instance.
+    public func instanceRecord(_ reference: String, namespace: String? = nil) async throws -> InstanceRecord {
+        try await controlled {
+            var uuid = UUID(uuidString: reference)
+            if uuid == nil { uuid = try await instance(reference, namespace: namespace).uuid }
+            guard let uuid else { throw ControlError.notFound("instance \(reference) not found") }
+            let record: InstanceRecord
+            do {
+                record = try await store.instanceRecord(uuid: uuid)
+            } catch StoreError.notFound {
+                throw ControlError.notFound("instance \(reference) not found")
+            }
+            guard namespace == nil || record.instance.namespace == namespace else { throw ControlError.notFound("instance \(reference) not found") }
+            return record
+        }
+    }
+
+    /// The records of a namespace's instances (all when nil), oldest first; deleted ones only when asked.
+    public func instanceRecords(namespace: String?, includeDeleted: Bool = false) async throws -> [InstanceRecord] {
+        try await controlled {
+            try await store.instanceRecords(namespace: namespace).filter { includeDeleted || $0.instance.state != .deleted }
+        }
+    }
+
     /// The interfaces of an instance, by order.
     public func interfaces(ofInstance instance: Instance) async throws -> [Interface] {
         try await controlled { try await store.interfaces(instanceUUID: instance.uuid) }

@@ -57,6 +57,11 @@ public protocol NodeStore: Sendable {
         async throws -> Instance
     /// Records a power state; the old one becomes `powerStatePrevious` when it differs.
     @discardableResult func setPowerState(uuid: UUID, _ state: PowerState) async throws -> Instance
+    /// The instance with its interfaces and their metadata, in one read; ``StoreError/notFound(type:id:)``
+    /// when there is no such instance.
+    func instanceRecord(uuid: UUID) async throws -> InstanceRecord
+    /// The records of the instances of a namespace (all when nil), oldest first, in one read.
+    func instanceRecords(namespace: String?) async throws -> [InstanceRecord]
     /// Places the instance on `node` (nil unplaces it).
     @discardableResult func setInstanceNode(uuid: UUID, _ node: String?) async throws -> Instance
 

@@ -46,6 +46,12 @@ public final class SQLiteStore: NodeStore {
             // CREATE TABLE; an flock beside the file serialises opening + migrating.
             let lock = try FileLock.acquire(path: path + ".lock")
             defer { lock.release() }
+            // Only root reads the store: it holds key hashes and the API's token-signing secret.
+            // SQLite gives the -wal and -shm files the database's mode; a store made before this
+            // rule is brought into line too.
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            if fd >= 0 { close(fd) }
+            for file in [path, path + "-wal", path + "-shm"] { chmod(file, 0o600) }
             pool = try DatabasePool(path: path, configuration: config)
             try Self.migrator.migrate(pool)
             var monitorConfig = Configuration()
@@ -501,17 +507,7 @@ public final class SQLiteStore: NodeStore {
 
     public func metadata(objectType: String, objectUUID: String) async throws -> [String: JSONValue] {
         try await read { db in
-            var result: [String: JSONValue] = [:]
-            for row in try Row.fetchAll(
-                db, sql: "SELECT key, value FROM metadata WHERE object_type = ? AND object_uuid = ?",
-                arguments: [objectType, objectUUID])
-            {
-                guard let key: String = row["key"], let value: String = row["value"] else {
-                    throw StoreError.corrupt("metadata row of \(objectType) \(objectUUID) without key or value")
-                }
-                result[key] = try JSONValue.parse(value)
-            }
-            return result
+            try Self.metadata(db, objectType, objectUUID)
         }
     }
 

@@ -59,7 +59,14 @@ func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, 
 /// The API service over `store`, after making sure the local client can reach it.
 func buildAPI(settings: AgentConfiguration, store: SQLiteStore, logger: Logger) async throws -> any Service {
     let configuration = try APIConfiguration(listen: settings.apiListen)
-    try await ClientConfiguration.prepare(at: settings.clientConfig, apiURL: configuration.localURL, records: store, logger: logger)
+    do {
+        try await ClientConfiguration.prepare(at: settings.clientConfig, apiURL: configuration.localURL, records: store, logger: logger)
+    } catch {
+        // The API is still useful to clients configured some other way.
+        logger.warning(
+            "could not write the client configuration; set SFNODE_CLIENT_CONFIG to a writable path",
+            metadata: ["path": "\(settings.clientConfig)", "error": "\(error)"])
+    }
     let control = Control(store: store, settings: settings.controlSettings, logger: logger)
     return try await buildApplication(
         configuration: configuration, control: control, auth: store,

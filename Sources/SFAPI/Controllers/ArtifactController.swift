@@ -23,6 +23,9 @@ struct ArtifactController {
             let body = try await RequestBody.read(request, context: context, allowed: ["url", "shared", "namespace"])
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
+            if try body.bool("shared") == true && !caller.isAdmin {
+                throw APIError(.forbidden, "only the system namespace can create shared artifacts")
+            }
             guard let url = try body.string("url") else { throw APIError(.badRequest, "url is required") }
             let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, requestID: context.requestID)
             return try Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
@@ -30,7 +33,7 @@ struct ArtifactController {
         group.delete("/artifacts") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
             let caller = try context.authenticated()
-            let namespace = try deleteAllNamespace(body, caller: caller)
+            let namespace = try await api.deleteAllNamespace(body, caller: caller)
             var deleted: [String] = []
             for artifact in try await api.control.artifacts(namespace: namespace) where artifact.namespace == namespace {
                 _ = try await api.control.deleteArtifact(artifact.uuid.lowercasedString, namespace: namespace, storage: api.storage)
@@ -44,13 +47,16 @@ struct ArtifactController {
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
             let name = try request.parameter("name", context)
-            if let type = try body.string("artifact_type"), type != "image" {
+            if try body.bool("shared") == true && !caller.isAdmin {
+                throw APIError(.forbidden, "only the system namespace can create shared artifacts")
+            }
+            if let type = try body.string("artifact_type"), !["image", "other"].contains(type) {
                 throw APIError(.forbidden, "invalid artifact type specified")
             }
             let uploaded: UploadedArtifact
             switch (try body.string("upload_uuid"), try body.string("blob_uuid")) {
             case (let upload?, nil):
-                guard let uuid = UUID(uuidString: upload) else { throw APIError(.notFound, "upload not found") }
+                let uuid = try await ownedUpload(upload, caller: caller)
                 uploaded = try await api.control.uploadArtifact(name: name, uploadUUID: uuid, namespace: namespace, storage: api.storage)
             case (nil, let blob?):
                 guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
@@ -88,8 +94,10 @@ struct ArtifactController {
         group.get("/artifacts/:ref/events") { request, context in
             try await eventsResponse(api.control, .artifact, try await resolve(request, context).artifact.uuid, request, context)
         }
-        MetadataRoutes(type: .artifact, resolve: { request, context in try await resolve(request, context).artifact.uuid }, control: api.control)
-            .add(to: group, path: "/artifacts/:ref")
+        MetadataRoutes(
+            type: .artifact, resolve: { request, context in try await resolve(request, context).artifact.uuid },
+            resolveForChange: { request, context in try await resolveOwned(request, context).artifact.uuid }, control: api.control
+        ).add(to: group, path: "/artifacts/:ref")
 
         group.post("/label/**") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["blob_uuid"])
@@ -114,21 +122,35 @@ struct ArtifactController {
             return try Reply.json(UploadView(upload: try await api.control.createUpload(namespace: caller.namespace, storage: api.storage)))
         }
         group.post("/upload/:uuid") { request, context in
-            _ = try context.authenticated()
-            let uuid = try request.uuidParameter("uuid", context, what: "upload")
+            let uuid = try await ownedUpload(try request.parameter("uuid", context), caller: try context.authenticated())
             // Chunks are opaque bytes, never parsed as JSON (upstream's hazard).
             let chunk = try await request.body.collect(upTo: context.maxUploadSize)
             let upload = try await api.control.appendUpload(uuid: uuid, bytes: chunk.readableBytesView, storage: api.storage)
             return try Reply.json(upload.received)
         }
         group.post("/upload/:uuid/truncate/:offset") { request, context in
-            _ = try context.authenticated()
-            let uuid = try request.uuidParameter("uuid", context, what: "upload")
+            let uuid = try await ownedUpload(try request.parameter("uuid", context), caller: try context.authenticated())
             let text = try request.parameter("offset", context)
             guard let offset = Int64(text) else { throw APIError(.badRequest, "offset '\(text.prefix(40))' is not an integer") }
             _ = try await api.control.truncateUpload(uuid: uuid, to: offset, storage: api.storage)
             return Reply.null
         }
+    }
+
+    /// The upload `text` names, if it is the caller's (any for the admin); another namespace's is 404.
+    func ownedUpload(_ text: String, caller: Caller) async throws -> UUID {
+        guard let uuid = UUID(uuidString: text), let upload = try? await api.control.upload(uuid: uuid),
+            caller.isAdmin || upload.namespace == caller.namespace
+        else { throw APIError(.notFound, "upload not found") }
+        return uuid
+    }
+
+    /// The artifact of the path, for a change: the caller must own it (the admin owns all).
+    func resolveOwned(_ request: Request, _ context: APIContext) async throws -> ArtifactView {
+        let view = try await resolve(request, context)
+        let caller = try context.authenticated()
+        guard caller.isAdmin || view.artifact.namespace == caller.namespace else { throw APIError(.notFound, "artifact not found") }
+        return view
     }
 
     func resolve(_ request: Request, _ context: APIContext) async throws -> ArtifactView {

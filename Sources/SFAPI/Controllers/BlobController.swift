@@ -18,7 +18,7 @@ struct BlobController {
             try context.authenticated().requireAdmin()
             var views: [BlobWireView] = []
             for blob in try await api.control.blobs() {
-                views.append(BlobWireView(view: try await api.control.blob(uuid: blob.uuid), metadata: try await api.control.metadata(.blob, blob.uuid), withInstances: false))
+                views.append(try await view(blob.uuid))
             }
             return try Reply.json(views)
         }
@@ -51,8 +51,15 @@ struct BlobController {
             guard let blob = try await api.control.blob(sha512: try request.parameter("hash", context)) else { return Reply.null }
             return try Reply.json(try await view(blob.uuid))
         }
-        MetadataRoutes(type: .blob, resolve: { request, context in try await resolve(request, context) }, control: api.control)
-            .add(to: group, path: "/blobs/:uuid")
+        // Blobs are read by whoever knows the UUID, as in Shaken Fist; their metadata is changed
+        // by the admin only, since no namespace owns a blob.
+        MetadataRoutes(
+            type: .blob, resolve: { request, context in try await existing(request, context) },
+            resolveForChange: { request, context in
+                try context.authenticated().requireAdmin()
+                return try await existing(request, context)
+            }, control: api.control
+        ).add(to: group, path: "/blobs/:uuid")
     }
 
     func resolve(_ request: Request, _ context: APIContext) async throws -> UUID {
@@ -60,8 +67,15 @@ struct BlobController {
         return try request.uuidParameter("uuid", context, what: "blob")
     }
 
+    /// A blob that exists (404 `blob not found` otherwise).
+    func existing(_ request: Request, _ context: APIContext) async throws -> UUID {
+        let uuid = try await resolve(request, context)
+        _ = try await api.control.blob(uuid: uuid)
+        return uuid
+    }
+
     func view(_ uuid: UUID) async throws -> BlobWireView {
-        BlobWireView(view: try await api.control.blob(uuid: uuid), metadata: try await api.control.metadata(.blob, uuid), withInstances: true)
+        BlobWireView(view: try await api.control.blob(uuid: uuid), metadata: try await api.control.metadata(.blob, uuid))
     }
 }
 

@@ -13,7 +13,9 @@ struct InstanceController {
         group.delete("/instances") { request, context in try await deleteAll(request, context) }
         group.get("/instances/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
-            return try Reply.json(try await view(try await resolve(request, context, namespace: try body.string("namespace"))))
+            let caller = try context.authenticated()
+            let scope = try await api.lookupScope(try body.string("namespace"), caller: caller)
+            return try Reply.json(InstanceView(try await api.control.instanceRecord(try request.parameter("ref", context), namespace: scope)))
         }
         group.delete("/instances/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
@@ -27,9 +29,6 @@ struct InstanceController {
             group.post("/instances/:ref/\(operation.rawValue)") { request, context in
                 _ = try await RequestBody.read(request, context: context, allowed: [])
                 let instance = try await resolve(request, context)
-                guard [.created, .initial, .preflight, .creating].contains(instance.state) else {
-                    throw APIError(.conflict, "instance \(instance.uuid.lowercasedString) is \(instance.state.rawValue); it cannot \(operation.verb)")
-                }
                 _ = try await api.control.power(operation, instance.uuid.lowercasedString, requestID: context.requestID)
                 return Reply.null
             }
@@ -73,17 +72,14 @@ struct InstanceController {
     }
 
     func view(_ instance: Instance) async throws -> InstanceView {
-        let interfaces = try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance))
-        return InstanceView(instance: instance, interfaces: interfaces, metadata: try await api.control.metadata(.instance, instance.uuid))
+        InstanceView(try await api.control.instanceRecord(instance.uuid.lowercasedString))
     }
 
     func list(_ request: Request, _ context: APIContext) async throws -> Response {
         let body = try await RequestBody.read(request, context: context, allowed: ["all"])
         let caller = try context.authenticated()
-        let instances = try await api.control.instances(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
-        var views: [InstanceView] = []
-        for instance in instances { views.append(try await view(instance)) }
-        return try Reply.json(views)
+        let records = try await api.control.instanceRecords(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
+        return try Reply.json(records.map(InstanceView.init))
     }
 
     func create(_ request: Request, _ context: APIContext) async throws -> Response {
@@ -101,7 +97,7 @@ struct InstanceController {
     func deleteAll(_ request: Request, _ context: APIContext) async throws -> Response {
         let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
         let caller = try context.authenticated()
-        let namespace = try await deleteAllNamespace(body, caller: caller)
+        let namespace = try await api.deleteAllNamespace(body, caller: caller)
         var deleted: [String] = []
         for instance in try await api.control.instances(namespace: namespace) {
             _ = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
@@ -178,15 +174,18 @@ struct InstanceController {
     }
 }
 
-/// The namespace a delete-all acts on, by Shaken Fist's rules: `confirm` must be true, the admin
-/// must name the namespace, and anyone else may only name their own.
-func deleteAllNamespace(_ body: RequestBody, caller: Caller) throws -> String {
-    guard try body.bool("confirm") == true else { throw APIError(.badRequest, "parameter confirm is not set true") }
-    let asked = try body.string("namespace")
-    if caller.isAdmin {
-        guard let asked else { throw APIError(.badRequest, "system user must specify parameter namespace") }
-        return asked
+extension API {
+    /// The namespace a delete-all acts on, by Shaken Fist's rules: `confirm` must be true, the admin
+    /// must name an existing namespace, and anyone else may only name their own.
+    func deleteAllNamespace(_ body: RequestBody, caller: Caller) async throws -> String {
+        guard try body.bool("confirm") == true else { throw APIError(.badRequest, "parameter confirm is not set true") }
+        let asked = try body.string("namespace")
+        if caller.isAdmin {
+            guard let asked else { throw APIError(.badRequest, "system user must specify parameter namespace") }
+            try await requireNamespace(asked)
+            return asked
+        }
+        if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
+        return caller.namespace
     }
-    if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
-    return caller.namespace
 }

@@ -38,7 +38,7 @@ struct NetworkController {
         group.delete("/networks") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace", "clean_wait"])
             let caller = try context.authenticated()
-            let namespace = try deleteAllNamespace(body, caller: caller)
+            let namespace = try await api.deleteAllNamespace(body, caller: caller)
             let cleanWait = try body.bool("clean_wait") ?? false
             var deleted: [String] = []
             var unable: [String] = []
