@@ -35,9 +35,7 @@ struct API: Sendable {
 
     /// 404 `namespace not found` unless the namespace exists and is not deleted.
     func requireNamespace(_ name: String) async throws {
-        guard let found = try? await auth.namespace(named: name), found.state != .deleted else {
-            throw APIError(.notFound, "namespace not found")
-        }
+        guard try await auth.liveNamespace(name) != nil else { throw APIError(.notFound, "namespace not found") }
     }
 
     /// The scope of a lookup: the body's `namespace` narrows it (get-instance-namespace), else the

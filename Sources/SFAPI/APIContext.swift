@@ -5,12 +5,14 @@ import Logging
 /// What one request carries through the middleware to its handler: the request id (given by the
 /// caller as `X-Request-ID`, or made here) and, once authenticated, who is calling.
 public struct APIContext: RequestContext {
+    /// Hummingbird's own per-request state (logger, parameters).
     public var coreContext: CoreRequestContextStorage
     /// The request id, returned as `X-Request-ID` and carried into the jobs and events it causes.
     public var requestID: String
     /// The authenticated caller; nil on the unauthenticated routes (`/`, `/auth`, `/openapi.json`).
     public var caller: Caller?
 
+    /// A context for a new request, before the middleware fills in its id and caller.
     public init(source: Source) {
         coreContext = .init(source: source)
         requestID = ""
@@ -30,7 +32,9 @@ public struct APIContext: RequestContext {
 
 /// Who is calling: the namespace and key of the token.
 public struct Caller: Sendable, Equatable {
+    /// The namespace the token's key belongs to.
     public var namespace: String
+    /// The key's name within it.
     public var keyName: String
 
     /// The `system` namespace sees and manages everything.

@@ -6,11 +6,14 @@ import SFControl
 
 /// An error as the API answers it: a status and Shaken Fist's body `{"error": …, "status": …}`.
 public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
+    /// The HTTP status.
     public let status: HTTPResponse.Status
+    /// What went wrong, the body's `error`.
     public let message: String
     /// Extra members of the error body (delete-all's `{"deleted", "unable"}`), as JSON.
     let detail: Data?
 
+    /// An error with `status` and `message`.
     public init(_ status: HTTPResponse.Status, _ message: String) {
         self.status = status
         self.message = message
@@ -43,6 +46,7 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 
     public var description: String { "\(status.code) \(message)" }
 
+    /// The JSON response: `{"error": message, "status": code}`.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var body = ByteBuffer()
         if let detail {

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import SFControl
@@ -9,6 +10,7 @@ public struct APIConfiguration: Sendable, Equatable {
     /// The listening address (`SFNODE_API_LISTEN`), `127.0.0.1:13000` by default: Shaken Fist's port,
     /// on loopback until an operator opens it.
     public var host: String
+    /// The TCP port.
     public var port: Int
     /// How long a token lasts.
     public var tokenLifetime: Duration
@@ -16,6 +18,7 @@ public struct APIConfiguration: Sendable, Equatable {
     /// The largest request body: above the client's 2 MiB upload chunk, far above any JSON body.
     public static let maxBodyBytes = 4 << 20
 
+    /// A configuration; the defaults are Shaken Fist's port on loopback and 15-minute tokens.
     public init(host: String = "127.0.0.1", port: Int = 13000, tokenLifetime: Duration = .seconds(900)) {
         self.host = host
         self.port = port
@@ -55,6 +58,16 @@ public func buildApplication(
         logger: logger)
 }
 
+/// The client's calls sfnode answers with "not supported".
+let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
+    (.delete, "/artifacts/:ref/versions/:version", "deleting one artifact version"),
+    (.post, "/artifacts/:ref/share", "sharing an artifact"), (.post, "/artifacts/:ref/unshare", "unsharing an artifact"),
+    (.get, "/auth/namespaces/:namespace/metadata", "namespace metadata"),
+    (.put, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
+    (.delete, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
+    (.delete, "/nodes/:name", "deleting a node"), (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
+]
+
 /// The router alone, for tests that drive it without a socket (`app.test(.router)`).
 public func buildRouter(
     configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage, logger: Logger
@@ -73,5 +86,12 @@ public func buildRouter(
     BlobController(api: api).add(to: authenticated)
     ArtifactController(api: api).add(to: authenticated)
     NodeController(api: api).add(to: authenticated)
+    // Calls the client can make that sfnode does not implement: a 400 that says so, rather than a
+    // 404 the client would report as "not found".
+    for (method, path, what) in unsupportedCalls {
+        authenticated.on(RouterPath(stringLiteral: path), method: method) { _, _ -> Response in
+            throw APIError(.badRequest, "\(what) is not supported by sfnode")
+        }
+    }
     return router
 }

@@ -74,13 +74,7 @@ public final class Authenticator: Sendable {
 
     /// A token for whoever holds a key of `namespace`, or a 401/404 as Shaken Fist answers.
     public func issueToken(namespace: String, secret: String) async throws -> IssuedToken {
-        let found: Namespace
-        do {
-            found = try await records.namespace(named: namespace)
-        } catch StoreError.notFound {
-            throw APIError(.notFound, "namespace not found")
-        }
-        guard found.state != .deleted else { throw APIError(.notFound, "namespace not found") }
+        guard try await records.liveNamespace(namespace) != nil else { throw APIError(.notFound, "namespace not found") }
         for key in try await records.keys(namespace: namespace) where try await Self.verify(secret, hash: key.hash) {
             let now = Date()
             let claims = TokenClaims(
@@ -119,7 +113,7 @@ public final class Authenticator: Sendable {
     }
 
     private func isLive(namespace: String, key: String, nonce: String) async throws -> Bool {
-        guard let found = try? await records.namespace(named: namespace), found.state != .deleted else { return false }
+        guard try await records.liveNamespace(namespace) != nil else { return false }
         return try await records.keys(namespace: namespace).contains { $0.name == key && $0.nonce == nonce }
     }
 
@@ -131,8 +125,11 @@ public final class Authenticator: Sendable {
 
 /// `POST /auth`'s answer.
 public struct IssuedToken: Encodable, Sendable {
+    /// The bearer token.
     public let accessToken: String
+    /// Always `Bearer`.
     public let tokenType: String
+    /// Seconds until it expires.
     public let expiresIn: Int
 
     enum CodingKeys: String, CodingKey {

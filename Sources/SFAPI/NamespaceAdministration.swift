@@ -8,6 +8,7 @@ import SFStore
 public struct NamespaceAdministration: Sendable {
     let records: any AuthRecords
 
+    /// Administration over the store's namespaces and keys.
     public init(records: any AuthRecords) {
         self.records = records
     }
@@ -78,10 +79,14 @@ public struct NamespaceAdministration: Sendable {
 
 /// The client's configuration file (`/etc/sf/shakenfist.json`, `~/.shakenfist`), in its own format.
 public struct ClientConfiguration: Codable, Equatable, Sendable {
+    /// The namespace the key belongs to (`system` for the one sfnode writes).
     public var namespace: String
+    /// The key itself.
     public var key: String
+    /// The API's base URL, without a trailing slash.
     public var apiurl: String
 
+    /// A configuration naming a namespace, its key and the API.
     public init(namespace: String, key: String, apiurl: String) {
         self.namespace = namespace
         self.key = key

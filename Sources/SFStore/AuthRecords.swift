@@ -30,3 +30,15 @@ public protocol AuthRecords: Sendable {
     /// two processes starting at once agree on one value.
     func settingCreatingIfAbsent(_ key: String, value: String) async throws -> String
 }
+
+extension AuthRecords {
+    /// The namespace if it exists and is not deleted, else nil.
+    public func liveNamespace(_ name: String) async throws -> Namespace? {
+        do {
+            let found = try await namespace(named: name)
+            return found.state == .deleted ? nil : found
+        } catch StoreError.notFound {
+            return nil
+        }
+    }
+}

@@ -104,9 +104,9 @@ struct NamespaceController {
     func visible(_ request: Request, _ context: APIContext) async throws -> Namespace {
         let caller = try context.authenticated()
         let name = try request.parameter("namespace", context)
-        guard caller.isAdmin || caller.namespace == name, let namespace = try? await api.auth.namespace(named: name),
-            namespace.state != .deleted
-        else { throw APIError(.notFound, "namespace not found") }
+        guard caller.isAdmin || caller.namespace == name, let namespace = try await api.auth.liveNamespace(name) else {
+            throw APIError(.notFound, "namespace not found")
+        }
         return namespace
     }
 
