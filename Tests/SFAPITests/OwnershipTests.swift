@@ -37,6 +37,8 @@ struct OwnershipTests {
             #expect(listed.text.contains("\"instances\""), "sf-client's blob list iterates instances: \(listed.text)")
             #expect(try await api.send(.delete, "/instances", token: admin, body: ["confirm": true, "namespace": "nowhere"]).status == .notFound)
             #expect(try await api.send(.delete, "/auth/namespaces/ci", token: admin).status == .badRequest, "ci still has an artifact")
+            let unsupported = try await api.send(.delete, "/nodes/hv1", token: admin)
+            #expect(unsupported.status == .badRequest && unsupported.text.contains("not supported by sfnode"), "\(unsupported.text)")
         }
         let mode = try FileManager.default.attributesOfItem(atPath: fixture.store.path)[.posixPermissions] as? Int
         #expect(mode == 0o600, "the store holds the token-signing secret")
