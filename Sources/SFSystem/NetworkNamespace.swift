@@ -120,6 +120,16 @@ public enum NetworkNamespace {
         }
     }
 
+    /// Moves the calling thread into the process's own network namespace (its main thread's), which
+    /// a thread need not be in when it was created by a thread that had entered another one.
+    static func enterProcessNamespace() throws {
+        let fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/self/ns/net") }
+        defer { close(fd) }
+        let rc = csys_enter_network(fd)
+        if rc != 0 { throw SystemError("setns(/proc/self/ns/net)", code: -rc) }
+    }
+
     /// Enters the namespace `name` on the calling thread. Only for threads that sfnode owns and
     /// dedicates to that namespace (see ``NamespaceExecutor``).
     static func enter(named name: String) throws {
@@ -198,7 +208,8 @@ public final class NamespaceExecutor: Sendable {
     public init(namespace: String?, creating: Bool = false) throws {
         self.namespace = namespace
         guard let namespace else {
-            executor = try ThreadExecutor(name: "ns-host")
+            // Explicitly, not by inheritance: the creating thread may have entered another namespace.
+            executor = try ThreadExecutor(name: "ns-host", prepare: NetworkNamespace.enterProcessNamespace)
             identity = nil
             return
         }
@@ -212,7 +223,9 @@ public final class NamespaceExecutor: Sendable {
     /// caller's thread while it comes up: for async code that starts many.
     public static func start(namespace: String?, creating: Bool = false) async throws -> NamespaceExecutor {
         guard let namespace else {
-            return NamespaceExecutor(namespace: nil, executor: try await ThreadExecutor.start(name: "ns-host"), identity: nil)
+            return NamespaceExecutor(
+                namespace: nil, executor: try await ThreadExecutor.start(name: "ns-host", prepare: NetworkNamespace.enterProcessNamespace),
+                identity: nil)
         }
         try NetworkNamespace.validate(name: namespace)
         let entered = EnteredNamespace()

@@ -54,7 +54,7 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             do {
                 try spawn(name: name, queue: queue, prepare: prepare) { error in
-                    if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+                    HomeThread.resume { if let error { continuation.resume(throwing: error) } else { continuation.resume() } }
                 }
             } catch {
                 continuation.resume(throwing: error)
@@ -98,8 +98,33 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
     /// (its namespace, for one) but no actor state, such as spawning a process inside a namespace.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.submit { continuation.resume(with: Result(catching: body)) }
+            queue.submit {
+                let result = Result(catching: body)
+                HomeThread.resume { continuation.resume(with: result) }
+            }
         }
+    }
+
+    /// Runs `work` on the thread, after what is queued already.
+    func submit(_ work: @escaping @Sendable () -> Void) {
+        queue.submit(work)
+    }
+}
+
+/// A thread in the process's own network namespace (its main thread's), from which threads that
+/// entered another namespace resume the tasks waiting for them.
+///
+/// A new thread inherits the namespace of the thread that creates it, and resuming a continuation
+/// can make Dispatch create a worker thread for Swift's global executor right there. Resumed from
+/// a namespace thread, that worker (and every task it later runs, every socket it opens, every
+/// process it spawns) would live in the other namespace. Resuming from here keeps the pool home.
+enum HomeThread {
+    private static let thread: ThreadExecutor? = try? ThreadExecutor(name: "ns-home", prepare: NetworkNamespace.enterProcessNamespace)
+
+    /// Runs `resumption` on the home thread (or here, if it could not be started).
+    static func resume(_ resumption: @escaping @Sendable () -> Void) {
+        guard let thread else { return resumption() }
+        thread.submit(resumption)
     }
 }
 
