@@ -23,9 +23,7 @@ struct ArtifactController {
             let body = try await RequestBody.read(request, context: context, allowed: ["url", "shared", "namespace"])
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
-            if try body.bool("shared") == true && !caller.isAdmin {
-                throw APIError(.forbidden, "only the system namespace can create shared artifacts")
-            }
+            try Self.checkShared(body, caller: caller)
             guard let url = try body.string("url") else { throw APIError(.badRequest, "url is required") }
             let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, requestID: context.requestID)
             return try Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
@@ -47,9 +45,7 @@ struct ArtifactController {
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
             let name = try request.parameter("name", context)
-            if try body.bool("shared") == true && !caller.isAdmin {
-                throw APIError(.forbidden, "only the system namespace can create shared artifacts")
-            }
+            try Self.checkShared(body, caller: caller)
             if let type = try body.string("artifact_type"), !["image", "other"].contains(type) {
                 throw APIError(.forbidden, "invalid artifact type specified")
             }
@@ -134,6 +130,13 @@ struct ArtifactController {
             guard let offset = Int64(text) else { throw APIError(.badRequest, "offset '\(text.prefix(40))' is not an integer") }
             _ = try await api.control.truncateUpload(uuid: uuid, to: offset, storage: api.storage)
             return Reply.null
+        }
+    }
+
+    /// Only the admin makes shared artifacts (Shaken Fist's 403).
+    static func checkShared(_ body: RequestBody, caller: Caller) throws {
+        if try body.bool("shared") == true && !caller.isAdmin {
+            throw APIError(.forbidden, "only the system namespace can create shared artifacts")
         }
     }
 
