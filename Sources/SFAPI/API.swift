@@ -38,6 +38,20 @@ struct API: Sendable {
         guard try await auth.liveNamespace(name) != nil else { throw APIError(.notFound, "namespace not found") }
     }
 
+    /// The namespace a delete-all acts on, by Shaken Fist's rules: `confirm` must be true, the admin
+    /// must name an existing namespace, and anyone else may only name their own.
+    func deleteAllNamespace(_ body: RequestBody, caller: Caller) async throws -> String {
+        guard try body.bool("confirm") == true else { throw APIError(.badRequest, "parameter confirm is not set true") }
+        let asked = try body.string("namespace")
+        if caller.isAdmin {
+            guard let asked else { throw APIError(.badRequest, "system user must specify parameter namespace") }
+            try await requireNamespace(asked)
+            return asked
+        }
+        if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
+        return caller.namespace
+    }
+
     /// The scope of a lookup: the body's `namespace` narrows it (get-instance-namespace), else the
     /// caller's own, or everything for the admin.
     func lookupScope(_ asked: String?, caller: Caller) async throws -> String? {
@@ -60,9 +74,17 @@ extension Request {
         return uuid
     }
 
-    /// A query parameter as a non-negative integer, or nil when absent.
+    /// A query parameter as an integer, or nil when absent (the use case checks its range).
     func integerQuery(_ name: String) throws -> Int64? {
-        guard let text = uri.queryParameters.get(name) else { return nil }
+        try uri.queryParameters.get(name).map { try Self.integer($0, name) }
+    }
+
+    /// A path parameter that must be an integer.
+    func integerParameter(_ name: String, _ context: APIContext) throws -> Int64 {
+        try Self.integer(try parameter(name, context), name)
+    }
+
+    private static func integer(_ text: String, _ name: String) throws -> Int64 {
         guard let value = Int64(text) else { throw APIError(.badRequest, "\(name) '\(text.prefix(40))' is not an integer") }
         return value
     }

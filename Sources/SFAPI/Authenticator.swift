@@ -84,17 +84,23 @@ public final class Authenticator: Sendable {
     /// A token for whoever holds a key of `namespace`, or a 401/404 as Shaken Fist answers.
     public func issueToken(namespace: String, secret: String) async throws -> IssuedToken {
         guard try await records.liveNamespace(namespace) != nil else { throw APIError(.notFound, "namespace not found") }
-        for key in try await records.keys(namespace: namespace) where try await Self.verify(secret, hash: key.hash) {
-            let now = Date()
-            let claims = TokenClaims(
-                sub: SubjectClaim(value: namespace), key: key.name, nonce: key.nonce, iss: IssuerClaim(value: Self.issuer),
-                iat: IssuedAtClaim(value: now), exp: ExpirationClaim(value: now.addingTimeInterval(Double(tokenLifetime.components.seconds))))
-            let token = try await keys.sign(claims)
-            logger.info("token issued", metadata: ["namespace": "\(namespace)", "key.name": "\(key.name)"])
-            return IssuedToken(accessToken: token, tokenType: "Bearer", expiresIn: Int(tokenLifetime.components.seconds))
+        guard let key = try await Self.key(matching: secret, namespace: namespace, in: records) else {
+            logger.notice("authentication refused", metadata: ["namespace": "\(namespace)"])
+            throw APIError(.unauthorized, "unauthorized")
         }
-        logger.notice("authentication refused", metadata: ["namespace": "\(namespace)"])
-        throw APIError(.unauthorized, "unauthorized")
+        let now = Date()
+        let claims = TokenClaims(
+            sub: SubjectClaim(value: namespace), key: key.name, nonce: key.nonce, iss: IssuerClaim(value: Self.issuer),
+            iat: IssuedAtClaim(value: now), exp: ExpirationClaim(value: now.addingTimeInterval(Double(tokenLifetime.components.seconds))))
+        let token = try await keys.sign(claims)
+        logger.info("token issued", metadata: ["namespace": "\(namespace)", "key.name": "\(key.name)"])
+        return IssuedToken(accessToken: token, tokenType: "Bearer", expiresIn: Int(tokenLifetime.components.seconds))
+    }
+
+    /// The key of `namespace` whose stored hash `secret` matches, or nil.
+    static func key(matching secret: String, namespace: String, in records: any AuthRecords) async throws -> NamespaceKey? {
+        for key in try await records.keys(namespace: namespace) where try await verify(secret, hash: key.hash) { return key }
+        return nil
     }
 
     /// The caller a bearer token stands for, or 401 (which makes the client authenticate again).

@@ -105,7 +105,7 @@ public struct ClientConfiguration: Codable, Equatable, Sendable {
         }
         if let data = FileManager.default.contents(atPath: path) {
             if let existing = try? JSONDecoder().decode(ClientConfiguration.self, from: data), existing.namespace == Caller.adminNamespace,
-                try await accepts(existing.key, records: records)
+                try await Authenticator.key(matching: existing.key, namespace: Caller.adminNamespace, in: records) != nil
             {
                 // It holds an admin key: whatever mode it was left with, only root reads it.
                 chmod(path, 0o600)
@@ -124,12 +124,6 @@ public struct ClientConfiguration: Codable, Equatable, Sendable {
         logger.notice("wrote the client configuration with a new system key", metadata: ["path": "\(path)", "apiurl": "\(apiURL)"])
     }
 
-    static func accepts(_ secret: String, records: any AuthRecords) async throws -> Bool {
-        for key in try await records.keys(namespace: Caller.adminNamespace) where try await Authenticator.verify(secret, hash: key.hash) {
-            return true
-        }
-        return false
-    }
 
     static func write(_ configuration: ClientConfiguration, to path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent

@@ -2,6 +2,7 @@ import Foundation
 import SFNetlink
 import SFSystem
 import SFTestSupport
+import Testing
 
 /// The world of a command-line test: a real `sfnode agent` whose host namespace is a test
 /// namespace, its store and storage in a test directory, a loopback server with the test guest,
@@ -121,6 +122,20 @@ final class CommandLineFlow: Sendable {
     }
 
     func finish() async throws { try await teardown.run() }
+
+    /// Runs a test's `steps`, then tears the flow down whether they threw or not, and expects that
+    /// nothing of the test is left (the check runs once: it also removes what it finds).
+    func finishing(_ steps: () async throws -> Void) async throws {
+        do {
+            try await steps()
+        } catch {
+            try await finish()
+            throw error
+        }
+        try await finish()
+        let left = leftovers()
+        #expect(left.isEmpty, "leftovers: \(left)")
+    }
 
     /// What `scripts/cleanup-test-leftovers --check` finds of this test.
     func leftovers() -> String {

@@ -13,7 +13,7 @@ import Testing
 struct CommandLineFlowTests {
     @Test func aUserRunsAGuestFromAURLWithTheCommandLineAlone() async throws {
         let flow = try await CommandLineFlow.start()
-        do {
+        try await flow.finishing {
             let network = try flow.json(["network", "create", "net", "10.97.0.0/24"])
             #expect(network["state"] as? String == "initial")
             let guestURL = flow.server.url("/images/guest.qcow2")
@@ -83,12 +83,7 @@ struct CommandLineFlowTests {
             #expect(deleted.stdout.contains("is deleted"), "\(deleted.stdout)\(deleted.stderr)")
             _ = try flow.run(["network", "delete", "net"])
             #expect(await eventually(timeout: .seconds(60)) { flow.networksLeft() == 0 }, "the network was not deleted")
-        } catch {
-            try await flow.finish()
-            throw error
         }
-        try await flow.finish()
-        #expect(flow.leftovers().isEmpty, "leftovers: \(flow.leftovers())")
     }
 
     static let sshKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGNsaUZsb3dUZXN0S2V5Rm9yU2Zub2RlR3Vlc3Q test@sfnode"

@@ -11,7 +11,7 @@ import Testing
 struct RealClientFlowTests {
     @Test func theRealClientDrivesSfnodeServe() async throws {
         let flow = try await CommandLineFlow.start(serving: true)
-        do {
+        try await flow.finishing {
             let client = try RealClient(flow: flow)
             // sf-client --json wraps the list: {"instances": [...]}.
             #expect((try client.sfClient(["instance", "list"]) as? [String: Any])?["instances"] as? [Any] != nil)
@@ -47,12 +47,7 @@ struct RealClientFlowTests {
             _ = try await client.waitForInstance(uuid) { $0["state"] as? String == "deleted" }
             _ = try client.sfClient(["network", "delete", "net"])
             #expect(await eventually(timeout: .seconds(60)) { flow.networksLeft() == 0 }, "the network was not deleted")
-        } catch {
-            try await flow.finish()
-            throw error
         }
-        try await flow.finish()
-        #expect(flow.leftovers().isEmpty, "leftovers: \(flow.leftovers())")
     }
 
     /// The guest's web server answers on `floating` from the test's outside namespace.

@@ -298,10 +298,7 @@ func bindLoopbackListener() throws -> (fd: Int32, port: UInt16) {
     if fd < 0 { throw SystemError.fromErrno("socket") }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
+    var address = NamespaceSockets.socketAddress(.loopback, 0)
     let bound = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
@@ -330,11 +327,13 @@ public func isListening(_ url: String) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = IPv4Address(0x7f00_0001).networkOrder
+    var address = NamespaceSockets.socketAddress(.loopback, port)
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0
+}
+
+extension IPv4Address {
+    /// 127.0.0.1.
+    static let loopback = IPv4Address(0x7f00_0001)
 }

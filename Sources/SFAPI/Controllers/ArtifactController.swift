@@ -126,8 +126,7 @@ struct ArtifactController {
         }
         group.post("/upload/:uuid/truncate/:offset") { request, context in
             let uuid = try await ownedUpload(try request.parameter("uuid", context), caller: try context.authenticated())
-            let text = try request.parameter("offset", context)
-            guard let offset = Int64(text) else { throw APIError(.badRequest, "offset '\(text.prefix(40))' is not an integer") }
+            let offset = try request.integerParameter("offset", context)
             _ = try await api.control.truncateUpload(uuid: uuid, to: offset, storage: api.storage)
             return Reply.null
         }

@@ -173,19 +173,3 @@ struct InstanceController {
             model: try network.string("model"), float: try network.bool("float") ?? false)
     }
 }
-
-extension API {
-    /// The namespace a delete-all acts on, by Shaken Fist's rules: `confirm` must be true, the admin
-    /// must name an existing namespace, and anyone else may only name their own.
-    func deleteAllNamespace(_ body: RequestBody, caller: Caller) async throws -> String {
-        guard try body.bool("confirm") == true else { throw APIError(.badRequest, "parameter confirm is not set true") }
-        let asked = try body.string("namespace")
-        if caller.isAdmin {
-            guard let asked else { throw APIError(.badRequest, "system user must specify parameter namespace") }
-            try await requireNamespace(asked)
-            return asked
-        }
-        if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
-        return caller.namespace
-    }
-}
