@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "SFStore",
             dependencies: [
-                "SFSystem", .product(name: "GRDB", package: "GRDB.swift"),
+                "SFSystem", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
 

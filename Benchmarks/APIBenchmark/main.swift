@@ -14,7 +14,8 @@
 // SFNODE_BENCH_REPOSITORY (for Tests/Acceptance/client_api.py; default: the working directory),
 // SFNODE_CLIENT_VENV (the real client's virtualenv, from scripts/client-venv), SFNODE_BENCH_WRK_SECONDS
 // (10), SFNODE_BENCH_INSTANCES (1000), SFNODE_BENCH_CONNECTIONS (16; the list uses a quarter),
-// SFNODE_BENCH_CREATE_REPS (5), SFNODE_BENCH_RUN_ID (the names' prefix: sft and up to 6 letters or digits;
+// SFNODE_BENCH_CREATE_REPS (5), SFNODE_BENCH_HOLD (seconds to hold the seeded servers up before measuring,
+// printing how to reach them, for profiling by hand), SFNODE_BENCH_RUN_ID (the names' prefix: sft and up to 6 letters or digits;
 // default random).
 import AsyncHTTPClient
 import Foundation
@@ -301,6 +302,11 @@ do {
     teardown.add("constant server") { constantServer.cancel() }
     try await waitUntil("the constant server listening", timeout: .seconds(10)) { isListening(constantURL) }
 
+    // For profiling by hand: hold the seeded servers up and say how to reach them.
+    if let hold = Int(environment["SFNODE_BENCH_HOLD"] ?? "") {
+        FileHandle.standardError.write(Data("holding \(hold) s: api \(apiURL) pid \(apiProcess.process.processIdentifier) constant \(constantURL) one /instances/\(one) token \(api.token)\n".utf8))
+        try await Task.sleep(for: .seconds(hold))
+    }
     // wrk: a short untimed warm-up of each, then the measured runs, sfnode and constant interleaved.
     let bearer = "Authorization: Bearer \(api.token)"
     func measureGet(_ path: String, connections: Int) throws -> (sfnode: WrkResult, constant: WrkResult) {

@@ -64,6 +64,8 @@ extension Request {
     /// A path parameter the route declares.
     func parameter(_ name: String, _ context: APIContext) throws -> String {
         guard let value = context.parameters.get(name) else { throw APIError(.badRequest, "missing path parameter \(name)") }
+        // Foundation's decoding goes through CoreFoundation even when there is nothing to decode.
+        guard value.utf8.contains(UInt8(ascii: "%")) else { return value }
         return value.removingPercentEncoding ?? value
     }
 
@@ -92,9 +94,8 @@ extension Request {
 
 /// Responses as the client expects them: 200 with JSON, `null` for nothing.
 enum Reply {
-    static func json(_ value: some Encodable) throws -> Response {
-        let data = try JSONCoding.encoder.encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    static func json(_ value: some WireValue) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.encode(value))))
     }
 
     /// JSON `null`, Shaken Fist's "nothing" (never an empty body: the client parses every reply).
@@ -127,7 +128,7 @@ struct MetadataRoutes: Sendable {
     func add(to group: RouterGroup<APIContext>, path: RouterPath) {
         group.get("\(path)/metadata") { request, context in
             let uuid = try await resolve(request, context)
-            return try Reply.json(try await control.metadata(type, uuid))
+            return Reply.json(try await control.metadata(type, uuid))
         }
         group.post("\(path)/metadata") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["key", "value"])
@@ -180,5 +181,5 @@ func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ requ
         }
         events = Array(events.filter { $0.type == wanted }.prefix(limit))
     }
-    return try Reply.json(events.map(EventView.init))
+    return Reply.json(events.map(EventView.init))
 }

@@ -11,7 +11,7 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
     /// What went wrong, the body's `error`.
     public let message: String
     /// Extra members of the error body (delete-all's `{"deleted", "unable"}`), as JSON.
-    let detail: Data?
+    let detail: RawJSON?
 
     /// An error with `status` and `message`.
     public init(_ status: HTTPResponse.Status, _ message: String) {
@@ -20,10 +20,10 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         self.detail = nil
     }
 
-    init(_ status: HTTPResponse.Status, detail: some Encodable, message: String) {
+    init(_ status: HTTPResponse.Status, detail: some WireValue, message: String) {
         self.status = status
         self.message = message
-        self.detail = try? JSONCoding.encoder.encode(detail)
+        self.detail = RawJSON(JSONWriter.encode(detail))
     }
 
     /// A use-case error, by its code: the mapping the client's exceptions expect (406 makes it
@@ -48,20 +48,12 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 
     /// The JSON response: `{"error": message, "status": code}`.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var body = ByteBuffer()
-        if let detail {
-            body.writeString("{\"error\":")
-            body.writeBytes(detail)
-            body.writeString(",\"status\":\(status.code)}")
-        } else {
-            body.writeBytes((try? JSONCoding.encoder.encode(ErrorBody(error: message, status: status.code))) ?? Data())
+        var json = JSONWriter(reservingCapacity: 128)
+        json.object { json in
+            if let detail { json.put("error", detail) } else { json.put("error", message) }
+            json.put("status", Int(status.code))
         }
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
-    }
-
-    struct ErrorBody: Encodable {
-        let error: String
-        let status: Int
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json.bytes)))
     }
 }
 
@@ -96,14 +88,4 @@ struct ErrorMiddleware: RouterMiddleware {
             return APIError(ControlError(classifying: error))
         }
     }
-}
-
-/// The encoder and decoder of every body: dates as float seconds since 1970, Shaken Fist's form.
-enum JSONCoding {
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        return encoder
-    }()
 }

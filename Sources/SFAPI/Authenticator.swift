@@ -138,18 +138,22 @@ public final class Authenticator: Sendable {
 }
 
 /// `POST /auth`'s answer.
-public struct IssuedToken: Encodable, Sendable {
+public struct IssuedToken: Sendable {
     /// The bearer token.
     public let accessToken: String
     /// Always `Bearer`.
     public let tokenType: String
     /// Seconds until it expires.
     public let expiresIn: Int
+}
 
-    enum CodingKeys: String, CodingKey {
-        case accessToken = "access_token"
-        case tokenType = "token_type"
-        case expiresIn = "expires_in"
+extension IssuedToken: WireValue {
+    func write(to json: inout JSONWriter) {
+        json.object { json in
+            json.put("access_token", accessToken)
+            json.put("token_type", tokenType)
+            json.put("expires_in", expiresIn)
+        }
     }
 }
 

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdAuth
 import Logging
+import SFSystem
 
 extension HTTPField.Name {
     /// The request id header, taken from the caller or made here, and always returned. The name is
@@ -19,7 +20,7 @@ struct RequestIDMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         var context = context
         let given = HTTPField.Name.requestID.flatMap { request.headers[$0] }
-        context.requestID = Self.accept(given) ?? "req-\(UUID().uuidString.lowercased())"
+        context.requestID = Self.accept(given) ?? "req-\(UUID.random().lowercasedString)"
         context.logger[metadataKey: "request.id"] = .string(context.requestID)
         var response = try await next(request, context)
         if let name = HTTPField.Name.requestID { response.headers[name] = context.requestID }

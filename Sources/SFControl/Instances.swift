@@ -157,7 +157,7 @@ extension Control {
     /// the API shows of an instance.
     public func instanceRecord(_ reference: String, namespace: String? = nil) async throws -> InstanceRecord {
         try await controlled {
-            var uuid = UUID(uuidString: reference)
+            var uuid = UUID(parsing: reference)
             if uuid == nil { uuid = try await instance(reference, namespace: namespace).uuid }
             guard let uuid else { throw ControlError.notFound("instance \(reference) not found") }
             let record: InstanceRecord

@@ -19,25 +19,22 @@ public struct InstanceRecord: Sendable, Equatable {
 }
 
 extension SQLiteStore {
-    /// The instance's record in one read (one hop to a reader, cached statements): a busy API's
-    /// GET of one instance costs a single round trip to the store.
+    /// The instance's record in one read by key, on the calling thread when a connection is idle
+    /// (``readByKey(_:)``), decoded by column position: a busy API's GET of one instance costs a
+    /// few index lookups.
     public func instanceRecord(uuid: UUID) async throws -> InstanceRecord {
-        try await read { db in
-            let instance = try Self.decodeInstance(
-                try Self.requireRow(
-                    Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM instance WHERE uuid = ?"), arguments: [uuid.lowercasedString]),
-                    "instance", uuid))
-            let interfaces = try Row.fetchAll(
-                db.cachedStatement(sql: #"SELECT * FROM interface WHERE instance_uuid = ? ORDER BY "order", uuid"#),
-                arguments: [uuid.lowercasedString]
-            ).map(Self.decodeInterface)
+        try await readByKey { db in
+            let key = uuid.lowercasedString
+            guard let instance = try Self.allRows(db, Self.selectInstanceByUUID, [key], Self.decodeInstance).first else {
+                throw StoreError.notFound(type: "instance", id: key)
+            }
+            let interfaces = try Self.allRows(db, Self.selectInterfacesOfInstance, [key], Self.decodeInterface)
             var interfaceMetadata: [UUID: [String: JSONValue]] = [:]
             for interface in interfaces {
                 interfaceMetadata[interface.uuid] = try Self.metadata(db, "interface", interface.uuid.lowercasedString)
             }
             return InstanceRecord(
-                instance: instance, interfaces: interfaces, metadata: try Self.metadata(db, "instance", uuid.lowercasedString),
-                interfaceMetadata: interfaceMetadata)
+                instance: instance, interfaces: interfaces, metadata: try Self.metadata(db, "instance", key), interfaceMetadata: interfaceMetadata)
         }
     }
 
@@ -45,21 +42,19 @@ extension SQLiteStore {
     /// list of a thousand instances is four queries, not thousands.
     public func instanceRecords(namespace: String?) async throws -> [InstanceRecord] {
         try await read { db in
-            let instances = try Row.fetchAll(
-                db, sql: "SELECT * FROM instance WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", arguments: [namespace]
-            ).map(Self.decodeInstance)
+            let instances = try Self.allRows(
+                db, Self.selectInstances + "WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", [namespace], Self.decodeInstance)
             let wanted = Set(instances.map(\.uuid))
             var interfaces: [UUID: [Interface]] = [:]
-            for row in try Row.fetchAll(db, sql: #"SELECT * FROM interface ORDER BY "order", uuid"#) {
+            try Self.eachRow(db, Self.selectInterfaces + #"ORDER BY "order", uuid"#) { (row: RawRow<InterfaceColumn>) in
                 let interface = try Self.decodeInterface(row)
                 if wanted.contains(interface.instanceUUID) { interfaces[interface.instanceUUID, default: []].append(interface) }
             }
             var metadata: [String: [String: [String: JSONValue]]] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT object_type, object_uuid, key, value FROM metadata WHERE object_type IN ('instance', 'interface')") {
-                guard let type: String = row["object_type"], let uuid: String = row["object_uuid"], let key: String = row["key"],
-                    let value: String = row["value"]
-                else { throw StoreError.corrupt("metadata row without type, object, key or value") }
-                metadata[type, default: [:]][uuid, default: [:]][key] = try JSONValue.parse(value)
+            try Self.eachRow(db, Self.selectMetadata + "WHERE object_type IN ('instance', 'interface')") {
+                (row: RawRow<MetadataColumn>) in
+                metadata[try row.requiredText(.objectType), default: [:]][try row.requiredText(.objectUUID), default: [:]][try row.requiredText(.key)] =
+                    try row.requiredJSON(JSONValue.self, .value)
             }
             return instances.map { instance in
                 let own = interfaces[instance.uuid] ?? []
@@ -70,22 +65,12 @@ extension SQLiteStore {
         }
     }
 
-    static func requireRow(_ row: Row?, _ type: String, _ uuid: UUID) throws -> Row {
-        guard let row else { throw StoreError.notFound(type: type, id: uuid.lowercasedString) }
-        return row
-    }
-
     /// One object's metadata inside the caller's read.
     static func metadata(_ db: Database, _ objectType: String, _ objectUUID: String) throws -> [String: JSONValue] {
         var result: [String: JSONValue] = [:]
-        for row in try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT key, value FROM metadata WHERE object_type = ? AND object_uuid = ?"),
-            arguments: [objectType, objectUUID])
-        {
-            guard let key: String = row["key"], let value: String = row["value"] else {
-                throw StoreError.corrupt("metadata row of \(objectType) \(objectUUID) without key or value")
-            }
-            result[key] = try JSONValue.parse(value)
+        try eachRow(db, selectMetadataOfObject, [objectType, objectUUID]) {
+            (row: RawRow<MetadataColumn>) in
+            result[try row.requiredText(.key)] = try row.requiredJSON(JSONValue.self, .value)
         }
         return result
     }

@@ -233,19 +233,16 @@ extension SQLiteStore {
 
     public func interfaces(instanceUUID: UUID) async throws -> [Interface] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: #"SELECT * FROM interface WHERE instance_uuid = ? ORDER BY "order", uuid"#,
-                arguments: [instanceUUID.lowercasedString]
-            ).map(Self.decodeInterface)
+            try Self.allRows(
+                db, Self.selectInterfacesOfInstance, [instanceUUID.lowercasedString], Self.decodeInterface)
         }
     }
 
     public func interfaces(networkUUID: UUID) async throws -> [Interface] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM interface WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid",
-                arguments: [networkUUID.lowercasedString]
-            ).map(Self.decodeInterface)
+            try Self.allRows(
+                db, Self.selectInterfaces + "WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid", [networkUUID.lowercasedString],
+                Self.decodeInterface)
         }
     }
 

@@ -11,9 +11,9 @@ extension SQLiteStore {
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    static func jsonValue<T: Decodable>(_ type: T.Type, _ text: String, _ what: String) throws -> T {
+    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: String) throws -> T {
         do {
-            return try JSONDecoder().decode(type, from: Data(text.utf8))
+            return try DecodedColumns.shared.value(type, text)
         } catch {
             throw StoreError.corrupt("\(what): \(error)")
         }
@@ -26,15 +26,15 @@ extension SQLiteStore {
     }
 
     static func fetchInstance(_ db: Database, _ uuid: UUID) throws -> Instance {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM instance WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        guard let instance = try allRows(db, selectInstanceByUUID, [uuid.lowercasedString], decodeInstance).first
         else { throw StoreError.notFound(type: "instance", id: uuid.lowercasedString) }
-        return try decodeInstance(row)
+        return instance
     }
 
     static func fetchInterface(_ db: Database, _ uuid: UUID) throws -> Interface {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM interface WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        guard let interface = try allRows(db, selectInterfaces + "WHERE uuid = ?", [uuid.lowercasedString], decodeInterface).first
         else { throw StoreError.notFound(type: "interface", id: uuid.lowercasedString) }
-        return try decodeInterface(row)
+        return interface
     }
 
     static func fetchJob(_ db: Database, _ id: Int64) throws -> Job {
@@ -67,40 +67,108 @@ extension SQLiteStore {
             floatingGateway: try row.optionalParsed("floating_gateway", "network", IPv4Address.init))
     }
 
-    static func decodeInstance(_ row: Row) throws -> Instance {
-        var instance = Instance(
-            uuid: try row.uuid("uuid", "instance"),
-            name: try row.required("name", "instance"),
-            namespace: try row.required("namespace", "instance"),
-            cpus: try row.required("cpus", "instance"),
-            memory: try row.required("memory", "instance"),
-            diskSpec: try jsonValue([DiskSpec].self, try row.required("disk_spec", "instance"), "instance disk_spec"),
-            video: try jsonValue(VideoSpec.self, try row.required("video", "instance"), "instance video"),
-            node: row["node"])
-        instance.state = try row.parsed("state", "instance", InstanceState.init(rawValue:))
-        instance.stateUpdated = try row.requiredDate("state_updated", "instance")
-        instance.powerState = try row.parsed("power_state", "instance", PowerState.init(rawValue:))
-        instance.powerStatePrevious = try row.optionalParsed("power_state_previous", "instance", PowerState.init(rawValue:))
-        instance.powerStateUpdated = try row.requiredDate("power_state_updated", "instance")
-        instance.errorMessage = row["error_message"]
-        if let config: String = row["config"] {
-            instance.config = try jsonValue(InstanceConfig.self, config, "instance config")
+    /// The instance table's columns, as ``decodeInstance(_:)`` reads them.
+    enum InstanceColumn: Int32, TableColumn {
+        case uuid, name, namespace, cpus, memory, diskSpec, video, node, state, stateUpdated
+        case powerState, powerStatePrevious, powerStateUpdated, errorMessage, config
+        static let table = "instance"
+        var sqlName: String {
+            switch self {
+            case .uuid: "uuid"
+            case .name: "name"
+            case .namespace: "namespace"
+            case .cpus: "cpus"
+            case .memory: "memory"
+            case .diskSpec: "disk_spec"
+            case .video: "video"
+            case .node: "node"
+            case .state: "state"
+            case .stateUpdated: "state_updated"
+            case .powerState: "power_state"
+            case .powerStatePrevious: "power_state_previous"
+            case .powerStateUpdated: "power_state_updated"
+            case .errorMessage: "error_message"
+            case .config: "config"
+            }
         }
+    }
+
+    /// `SELECT <every instance column> FROM instance `, to be followed by the query's clauses.
+    static let selectInstances = "SELECT \(InstanceColumn.selectList) FROM instance "
+    static let selectInstanceByUUID = selectInstances + "WHERE uuid = ?"
+
+    static func decodeInstance(_ row: RawRow<InstanceColumn>) throws -> Instance {
+        var instance = Instance(
+            uuid: try row.uuid(.uuid),
+            name: try row.requiredText(.name),
+            namespace: try row.requiredText(.namespace),
+            cpus: try row.requiredInt(.cpus),
+            memory: try row.requiredInt(.memory),
+            diskSpec: try row.requiredJSON([DiskSpec].self, .diskSpec),
+            video: try row.requiredJSON(VideoSpec.self, .video),
+            node: try row.text(.node))
+        instance.state = try row.parsed(.state, InstanceState.init(rawValue:))
+        instance.stateUpdated = try row.requiredDate(.stateUpdated)
+        instance.powerState = try row.parsed(.powerState, PowerState.init(rawValue:))
+        instance.powerStatePrevious = try row.optionalParsed(.powerStatePrevious, PowerState.init(rawValue:))
+        instance.powerStateUpdated = try row.requiredDate(.powerStateUpdated)
+        instance.errorMessage = try row.text(.errorMessage)
+        if let config = try row.json(InstanceConfig.self, .config) { instance.config = config }
         return instance
     }
 
-    static func decodeInterface(_ row: Row) throws -> Interface {
-        Interface(
-            uuid: try row.uuid("uuid", "interface"),
-            instanceUUID: try row.uuid("instance_uuid", "interface"),
-            networkUUID: try row.uuid("network_uuid", "interface"),
-            macaddr: try row.parsed("macaddr", "interface", MACAddress.init),
-            ipv4: try row.optionalParsed("ipv4", "interface", IPv4Address.init),
-            order: try row.required("order", "interface"),
-            model: try row.required("model", "interface"),
-            floating: try row.optionalParsed("floating", "interface", IPv4Address.init),
-            state: try row.parsed("state", "interface", InterfaceState.init(rawValue:)))
+    /// The interface table's columns, as ``decodeInterface(_:)`` reads them.
+    enum InterfaceColumn: Int32, TableColumn {
+        case uuid, instanceUUID, networkUUID, macaddr, ipv4, order, model, floating, state
+        static let table = "interface"
+        var sqlName: String {
+            switch self {
+            case .uuid: "uuid"
+            case .instanceUUID: "instance_uuid"
+            case .networkUUID: "network_uuid"
+            case .macaddr: "macaddr"
+            case .ipv4: "ipv4"
+            case .order: "order"
+            case .model: "model"
+            case .floating: "floating"
+            case .state: "state"
+            }
+        }
     }
+
+    /// `SELECT <every interface column> FROM interface `, to be followed by the query's clauses.
+    static let selectInterfaces = "SELECT \(InterfaceColumn.selectList) FROM interface "
+    static let selectInterfacesOfInstance = selectInterfaces + #"WHERE instance_uuid = ? ORDER BY "order", uuid"#
+
+    static func decodeInterface(_ row: RawRow<InterfaceColumn>) throws -> Interface {
+        Interface(
+            uuid: try row.uuid(.uuid),
+            instanceUUID: try row.uuid(.instanceUUID),
+            networkUUID: try row.uuid(.networkUUID),
+            macaddr: try row.parsed(.macaddr, MACAddress.init),
+            ipv4: try row.optionalParsed(.ipv4, IPv4Address.init),
+            order: try row.requiredInt(.order),
+            model: try row.requiredText(.model),
+            floating: try row.optionalParsed(.floating, IPv4Address.init),
+            state: try row.parsed(.state, InterfaceState.init(rawValue:)))
+    }
+
+    /// The metadata table's columns, as the metadata reads use them.
+    enum MetadataColumn: Int32, TableColumn {
+        case objectType, objectUUID, key, value
+        static let table = "metadata"
+        var sqlName: String {
+            switch self {
+            case .objectType: "object_type"
+            case .objectUUID: "object_uuid"
+            case .key: "key"
+            case .value: "value"
+            }
+        }
+    }
+
+    static let selectMetadata = "SELECT \(MetadataColumn.selectList) FROM metadata "
+    static let selectMetadataOfObject = selectMetadata + "WHERE object_type = ? AND object_uuid = ?"
 
     static func decodeEvent(_ row: Row) throws -> Event {
         let extraText: String? = row["extra"]
@@ -156,7 +224,7 @@ extension Row {
     }
 
     func uuid(_ column: String, _ table: String) throws -> UUID {
-        try parsed(column, table, UUID.init(uuidString:))
+        try parsed(column, table, UUID.init(parsing:))
     }
 
     func parsed<T>(_ column: String, _ table: String, _ parse: (String) -> T?) throws -> T {

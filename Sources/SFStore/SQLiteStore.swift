@@ -23,6 +23,8 @@ public final class SQLiteStore: NodeStore {
     /// connection when *another* connection commits, and the pool's writer would not see its
     /// own commits nor would pooled readers give a stable sequence.
     private let monitor: DatabaseQueue
+    /// For short reads by key, without a thread switch (``readByKey(_:)``).
+    private let inPlaceReaders: InPlaceReaders
     private let logger: Logger
     private let hub = WakeupHub()
 
@@ -58,6 +60,8 @@ public final class SQLiteStore: NodeStore {
             monitorConfig.busyMode = .timeout(busyTimeout.seconds)
             monitorConfig.label = "sfnode.store.monitor"
             monitor = try DatabaseQueue(path: path, configuration: monitorConfig)
+            config.label = "sfnode.store.in-place"
+            inPlaceReaders = try InPlaceReaders(path: path, configuration: config)
         } catch let error as StoreError {
             throw error
         } catch {
@@ -209,10 +213,8 @@ public final class SQLiteStore: NodeStore {
                 guard let result else { throw StoreError.backend("transaction ended without a result") }
                 return result
             }
-        } catch let error as StoreError {
-            throw error
         } catch {
-            throw StoreError.backend("\(error)")
+            throw StoreError(backendFailure: error)
         }
     }
 
@@ -220,11 +222,23 @@ public final class SQLiteStore: NodeStore {
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.read(body)
-        } catch let error as StoreError {
-            throw error
         } catch {
-            throw StoreError.backend("\(error)")
+            throw StoreError(backendFailure: error)
         }
+    }
+
+    /// Runs `body` in one snapshot on the calling thread when a connection for that is idle, on a
+    /// pool reader otherwise (``InPlaceReaders``). Only for reads of a few rows by key: anything
+    /// that may scan uses ``read(_:)``.
+    func readByKey<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let inPlace: T?
+        do {
+            inPlace = try inPlaceReaders.read(body)
+        } catch {
+            throw StoreError(backendFailure: error)
+        }
+        if let inPlace { return inPlace }
+        return try await read(body)
     }
 
     /// Appends an event inside the caller's transaction.
@@ -432,9 +446,7 @@ public final class SQLiteStore: NodeStore {
 
     public func instances(node: String?) async throws -> [Instance] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM instance WHERE ?1 IS NULL OR node = ?1 ORDER BY created, uuid", arguments: [node]
-            ).map(Self.decodeInstance)
+            try Self.allRows(db, Self.selectInstances + "WHERE ?1 IS NULL OR node = ?1 ORDER BY created, uuid", [node], Self.decodeInstance)
         }
     }
 

@@ -44,3 +44,10 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
         }
     }
 }
+
+extension StoreError {
+    /// `error` itself when it is a StoreError, else the backend's failure with its message.
+    init(backendFailure error: any Error) {
+        self = error as? StoreError ?? .backend("\(error)")
+    }
+}

@@ -17,7 +17,7 @@ struct ArtifactController {
             for artifact in try await api.control.artifacts(namespace: caller.scope) {
                 views.append(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), instances: false))
             }
-            return try Reply.json(views)
+            return Reply.json(views)
         }
         group.post("/artifacts") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["url", "shared", "namespace"])
@@ -26,7 +26,7 @@ struct ArtifactController {
             try Self.checkShared(body, caller: caller)
             guard let url = try body.string("url") else { throw APIError(.badRequest, "url is required") }
             let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, requestID: context.requestID)
-            return try Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
+            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
         }
         group.delete("/artifacts") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
@@ -37,7 +37,7 @@ struct ArtifactController {
                 _ = try await api.control.deleteArtifact(artifact.uuid.lowercasedString, namespace: namespace, storage: api.storage)
                 deleted.append(artifact.uuid.lowercasedString)
             }
-            return try Reply.json(deleted)
+            return Reply.json(deleted)
         }
         group.post("/artifacts/upload/:name") { request, context in
             let body = try await RequestBody.read(
@@ -60,10 +60,10 @@ struct ArtifactController {
             case (nil, nil): throw APIError(.badRequest, "specify one of upload_uuid and blob_uuid")
             default: throw APIError(.badRequest, "only specify one of upload_uuid and blob_uuid")
             }
-            return try Reply.json(try await view(try await api.control.artifactView(uploaded.artifact.uuid.lowercasedString), instances: false))
+            return Reply.json(try await view(try await api.control.artifactView(uploaded.artifact.uuid.lowercasedString), instances: false))
         }
         group.get("/artifacts/:ref") { request, context in
-            try Reply.json(try await view(try await resolve(request, context), instances: true))
+            Reply.json(try await view(try await resolve(request, context), instances: true))
         }
         group.delete("/artifacts/:ref") { request, context in
             let caller = try context.authenticated()
@@ -71,12 +71,12 @@ struct ArtifactController {
             let before = try await api.control.artifact(reference, namespace: caller.scope)
             if before.state == .deleted { return Reply.null }
             let deleted = try await api.control.deleteArtifact(reference, namespace: caller.scope, storage: api.storage)
-            return try Reply.json(try await view(try await api.control.artifactView(deleted.uuid.lowercasedString), instances: false))
+            return Reply.json(try await view(try await api.control.artifactView(deleted.uuid.lowercasedString), instances: false))
         }
         group.get("/artifacts/:ref/versions") { request, context in
             let caller = try context.authenticated()
             let versions = try await api.control.artifactVersions(try request.parameter("ref", context), namespace: caller.scope)
-            return try Reply.json(versions.map(ArtifactVersionWireView.init))
+            return Reply.json(versions.map(ArtifactVersionWireView.init))
         }
         group.post("/artifacts/:ref/versions") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["max_versions"])
@@ -109,20 +109,20 @@ struct ArtifactController {
             guard let blob = try body.string("blob_uuid") else { throw APIError(.badRequest, "blob_uuid is required") }
             guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
             let label = try await api.control.setLabel(name: name, blobUUID: uuid, namespace: namespace, storage: api.storage)
-            return try Reply.json(try await view(try await api.control.artifactView(label.uuid.lowercasedString), instances: false))
+            return Reply.json(try await view(try await api.control.artifactView(label.uuid.lowercasedString), instances: false))
         }
 
         group.post("/upload") { request, context in
             _ = try await RequestBody.read(request, context: context, allowed: [])
             let caller = try context.authenticated()
-            return try Reply.json(UploadView(upload: try await api.control.createUpload(namespace: caller.namespace, storage: api.storage)))
+            return Reply.json(UploadView(upload: try await api.control.createUpload(namespace: caller.namespace, storage: api.storage)))
         }
         group.post("/upload/:uuid") { request, context in
             let uuid = try await ownedUpload(try request.parameter("uuid", context), caller: try context.authenticated())
             // Chunks are opaque bytes, never parsed as JSON (upstream's hazard).
             let chunk = try await request.body.collect(upTo: context.maxUploadSize)
             let upload = try await api.control.appendUpload(uuid: uuid, bytes: chunk.readableBytesView, storage: api.storage)
-            return try Reply.json(upload.received)
+            return Reply.json(upload.received)
         }
         group.post("/upload/:uuid/truncate/:offset") { request, context in
             let uuid = try await ownedUpload(try request.parameter("uuid", context), caller: try context.authenticated())

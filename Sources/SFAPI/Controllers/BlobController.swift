@@ -20,11 +20,11 @@ struct BlobController {
             for blob in try await api.control.blobs() {
                 views.append(try await view(blob.uuid))
             }
-            return try Reply.json(views)
+            return Reply.json(views)
         }
         group.get("/blobs/:uuid") { request, context in
             let uuid = try await resolve(request, context)
-            return try Reply.json(try await view(uuid))
+            return Reply.json(try await view(uuid))
         }
         group.get("/blobs/:uuid/data") { request, context in
             let uuid = try await resolve(request, context)
@@ -49,7 +49,7 @@ struct BlobController {
                     ? "this cluster records sha512 only; search by sha512" : "unknown hash algorithm")
             }
             guard let blob = try await api.control.blob(sha512: try request.parameter("hash", context)) else { return Reply.null }
-            return try Reply.json(try await view(blob.uuid))
+            return Reply.json(try await view(blob.uuid))
         }
         // Blobs are read by whoever knows the UUID, as in Shaken Fist; their metadata is changed
         // by the admin only, since no namespace owns a blob.
@@ -89,13 +89,13 @@ struct NodeController {
             try context.authenticated().requireAdmin()
             var views: [NodeView] = []
             for node in try await api.control.store.nodes() { views.append(try await view(node)) }
-            return try Reply.json(views)
+            return Reply.json(views)
         }
         group.get("/nodes/:name") { request, context in
             try context.authenticated().requireAdmin()
             let name = try request.parameter("name", context)
             guard let node = try await api.control.store.node(named: name) else { throw APIError(.notFound, "node not found") }
-            return try Reply.json(try await view(node))
+            return Reply.json(try await view(node))
         }
     }
 

@@ -15,14 +15,14 @@ struct InstanceController {
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
             let caller = try context.authenticated()
             let scope = try await api.lookupScope(try body.string("namespace"), caller: caller)
-            return try Reply.json(InstanceView(try await api.control.instanceRecord(try request.parameter("ref", context), namespace: scope)))
+            return Reply.json(InstanceView(try await api.control.instanceRecord(try request.parameter("ref", context), namespace: scope)))
         }
         group.delete("/instances/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
             let instance = try await resolve(request, context, namespace: try body.string("namespace"))
             guard instance.state != .deleted else { throw APIError(.notFound, "instance not found") }
             let deleted = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
-            return try Reply.json(try await view(deleted))
+            return Reply.json(try await view(deleted))
         }
         // The paths are the operations' names: rebootsoft, reboothard, poweroff, poweron, pause, unpause.
         for operation in PowerOperation.allCases {
@@ -35,7 +35,7 @@ struct InstanceController {
         }
         group.get("/instances/:ref/interfaces") { request, context in
             let instance = try await resolve(request, context)
-            return try Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance)))
+            return Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance)))
         }
         group.get("/instances/:ref/events") { request, context in
             try await eventsResponse(api.control, .instance, try await resolve(request, context).uuid, request, context)
@@ -79,7 +79,7 @@ struct InstanceController {
         let body = try await RequestBody.read(request, context: context, allowed: ["all"])
         let caller = try context.authenticated()
         let records = try await api.control.instanceRecords(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
-        return try Reply.json(records.map(InstanceView.init))
+        return Reply.json(records.map(InstanceView.init))
     }
 
     func create(_ request: Request, _ context: APIContext) async throws -> Response {
@@ -91,7 +91,7 @@ struct InstanceController {
         instanceRequest.requestID = context.requestID
         let (instance, _) = try await api.control.createInstance(instanceRequest)
         context.logger.info("instance create accepted", metadata: ["instance.uuid": "\(instance.uuid.lowercasedString)"])
-        return try Reply.json(try await view(instance))
+        return Reply.json(try await view(instance))
     }
 
     func deleteAll(_ request: Request, _ context: APIContext) async throws -> Response {
@@ -103,7 +103,7 @@ struct InstanceController {
             _ = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
             deleted.append(instance.uuid.lowercasedString)
         }
-        return try Reply.json(deleted)
+        return Reply.json(deleted)
     }
 
     static let createMembers: Set<String> = [

@@ -14,7 +14,7 @@ struct NetworkController {
             let networks = try await api.control.networks(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
             var views: [NetworkView] = []
             for network in networks { views.append(try await view(network)) }
-            return try Reply.json(views)
+            return Reply.json(views)
         }
         group.post("/networks") { request, context in
             let body = try await RequestBody.read(
@@ -33,7 +33,7 @@ struct NetworkController {
             let network = try await api.control.createNetwork(
                 name: name, netblock: netblock, provideDHCP: try body.bool("provide_dhcp") ?? true,
                 provideNAT: try body.bool("provide_nat") ?? true, namespace: namespace, requestID: context.requestID)
-            return try Reply.json(try await view(network))
+            return Reply.json(try await view(network))
         }
         group.delete("/networks") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace", "clean_wait"])
@@ -53,22 +53,22 @@ struct NetworkController {
             guard unable.isEmpty else {
                 throw APIError(.forbidden, detail: ["deleted": deleted, "unable": unable], message: "networks still have interfaces")
             }
-            return try Reply.json(deleted)
+            return Reply.json(deleted)
         }
         group.get("/networks/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
-            return try Reply.json(try await view(try await resolve(request, context, namespace: try body.string("namespace"))))
+            return Reply.json(try await view(try await resolve(request, context, namespace: try body.string("namespace"))))
         }
         group.delete("/networks/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
             let network = try await resolve(request, context, namespace: try body.string("namespace"))
             if network.state == .deleted { return Reply.null }
             let deleting = try await api.control.deleteNetwork(network.uuid.lowercasedString, requestID: context.requestID)
-            return try Reply.json(try await view(deleting))
+            return Reply.json(try await view(deleting))
         }
         group.get("/networks/:ref/interfaces") { request, context in
             let network = try await resolve(request, context)
-            return try Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)))
+            return Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)))
         }
         group.get("/networks/:ref/events") { request, context in
             try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
@@ -95,7 +95,7 @@ struct InterfaceController {
     func add(to group: RouterGroup<APIContext>) {
         group.get("/interfaces/:ref") { request, context in
             let interface = try await resolve(request, context)
-            return try Reply.json(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
+            return Reply.json(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
         }
         group.post("/interfaces/:ref/float") { request, context in
             _ = try await RequestBody.read(request, context: context, allowed: [])

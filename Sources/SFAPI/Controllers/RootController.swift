@@ -35,7 +35,7 @@ struct RootController {
             guard let namespace = try body.string("namespace") else { throw APIError(.badRequest, "missing namespace in request") }
             guard let key = body.value("key") else { throw APIError(.badRequest, "missing key in request") }
             guard let secret = key.stringValue else { throw APIError(.badRequest, "key is not a string") }
-            return try Reply.json(try await api.authenticator.issueToken(namespace: namespace, secret: secret))
+            return Reply.json(try await api.authenticator.issueToken(namespace: namespace, secret: secret))
         }
         router.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
@@ -54,7 +54,7 @@ struct NamespaceController {
             for namespace in try await api.auth.namespaces() where caller.isAdmin || namespace.name == caller.namespace {
                 views.append(try await view(namespace))
             }
-            return try Reply.json(views)
+            return Reply.json(views)
         }
         group.post("/auth/namespaces") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace", "key_name", "key"])
@@ -62,10 +62,10 @@ struct NamespaceController {
             guard let name = try body.string("namespace"), !name.isEmpty else { throw APIError(.badRequest, "no namespace specified") }
             let namespace = try await NamespaceAdministration(records: api.auth).create(
                 name, keyName: try body.string("key_name"), secret: try body.string("key"))
-            return try Reply.json(try await view(namespace))
+            return Reply.json(try await view(namespace))
         }
         group.get("/auth/namespaces/:namespace") { request, context in
-            try Reply.json(try await view(try await visible(request, context)))
+            Reply.json(try await view(try await visible(request, context)))
         }
         group.delete("/auth/namespaces/:namespace") { request, context in
             try context.authenticated().requireAdmin()
@@ -76,7 +76,7 @@ struct NamespaceController {
         }
         group.get("/auth/namespaces/:namespace/keys") { request, context in
             let namespace = try await visible(request, context)
-            return try Reply.json(try await api.auth.keys(namespace: namespace.name).map(\.name))
+            return Reply.json(try await api.auth.keys(namespace: namespace.name).map(\.name))
         }
         group.post("/auth/namespaces/:namespace/keys") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["key_name", "key"])
@@ -85,7 +85,7 @@ struct NamespaceController {
             guard let secret = try body.string("key"), !secret.isEmpty else { throw APIError(.badRequest, "no key specified") }
             try await NamespaceAdministration(records: api.auth).addKey(namespace: namespace.name, name: keyName, secret: secret)
             api.authenticator.forgetConfirmations()
-            return try Reply.json(keyName)
+            return Reply.json(keyName)
         }
         group.delete("/auth/namespaces/:namespace/keys/:key") { request, context in
             let namespace = try await visible(request, context)
