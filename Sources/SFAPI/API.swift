@@ -52,6 +52,31 @@ struct API: Sendable {
         return caller.namespace
     }
 
+    /// A delete-all's answer: every object of `uuids` is tried, one failure does not stop the rest,
+    /// and the deleted ones are the answer. When any failed, the answer is the first failure's
+    /// status with `{"deleted", "unable"}` (Shaken Fist's shape for networks that cannot go), and
+    /// each failure is logged with its reason.
+    func deleteEach(_ uuids: [String], _ context: APIContext, _ delete: (String) async throws -> Void) async throws -> Response {
+        var deleted: [String] = []
+        var unable: [String] = []
+        var firstFailure: APIError?
+        for uuid in uuids {
+            do {
+                try await delete(uuid)
+                deleted.append(uuid)
+            } catch {
+                let failure = ErrorMiddleware.map(error)
+                context.logger.notice("delete-all could not delete", metadata: ["object.uuid": "\(uuid)", "error": "\(failure.message)"])
+                unable.append(uuid)
+                if firstFailure == nil { firstFailure = failure }
+            }
+        }
+        if let firstFailure {
+            throw APIError(firstFailure.status, detail: ["deleted": deleted, "unable": unable], message: firstFailure.message)
+        }
+        return Reply.json(deleted)
+    }
+
     /// The scope of a lookup: the body's `namespace` narrows it (get-instance-namespace), else the
     /// caller's own, or everything for the admin.
     func lookupScope(_ asked: String?, caller: Caller) async throws -> String? {
@@ -174,12 +199,12 @@ func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ requ
     // Upstream has no cap; more than the store keeps per read is simply all of them.
     let limit = min(try body.int("limit") ?? 100, 1000)
     guard limit >= 1 else { throw APIError(.badRequest, "limit \(limit) is not a positive number of events") }
-    var events = try await control.events(type, uuid, limit: try body.string("event_type") == nil ? limit : 1000)
+    var wanted: EventType?
     if let name = try body.string("event_type") {
-        guard let wanted = EventType(rawValue: name) else {
+        guard let type = EventType(rawValue: name) else {
             throw APIError(.badRequest, "invalid event type \(name) (use \(EventType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        events = Array(events.filter { $0.type == wanted }.prefix(limit))
+        wanted = type
     }
-    return Reply.json(events.map(EventView.init))
+    return Reply.json(try await control.events(type, uuid, eventType: wanted, limit: limit).map(EventView.init))
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SFControl
 import SFStore
+import SFSystem
 
 /// Namespaces and keys as an operator manages them, shared by the API and `sfnode namespace`.
 public struct NamespaceAdministration: Sendable {
@@ -131,19 +132,10 @@ public struct ClientConfiguration: Codable, Equatable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(configuration)
-        let temporary = path + ".partial-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw ControlError(.internal, "cannot create \(temporary): check that \(directory) is writable")
-        }
         do {
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
-            try handle.write(contentsOf: data)
-            try handle.synchronize()
-            try handle.close()
-            guard rename(temporary, path) == 0 else { throw ControlError(.internal, "cannot rename \(temporary) to \(path): errno \(errno)") }
+            try AtomicFile.write(data, to: path, mode: 0o600)
         } catch {
-            unlink(temporary)
-            throw error
+            throw ControlError(.internal, "cannot write the client configuration: \(error); check that \(directory) is writable")
         }
     }
 }

@@ -7,6 +7,17 @@ import SFSystem
 // §4 and §12). Every documented key is always present, null when unknown: the client and sf-client
 // index many of them without defaults. `version` is the object format version Shaken Fist sends.
 
+extension JSONWriter {
+    /// The members every Shaken Fist object starts with: its identity, state, metadata and the
+    /// version of its format.
+    mutating func putHeader(uuid: String, state: String, metadata: [String: JSONValue], version: Int) {
+        put("uuid", uuid)
+        put("state", state)
+        put("metadata", metadata)
+        put("version", version)
+    }
+}
+
 struct InstanceView: WireValue {
     let instance: Instance
     let interfaces: [InterfaceView]
@@ -86,10 +97,7 @@ struct InterfaceView: WireValue {
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            c.put("uuid", interface.uuid.lowercasedString)
-            c.put("state", interface.state.rawValue)
-            c.put("metadata", metadata)
-            c.put("version", 3)
+            c.putHeader(uuid: interface.uuid.lowercasedString, state: interface.state.rawValue, metadata: metadata, version: 3)
             c.put("network_uuid", interface.networkUUID.lowercasedString)
             c.put("instance_uuid", interface.instanceUUID.lowercasedString)
             c.put("macaddr", interface.macaddr.description)
@@ -107,10 +115,7 @@ struct NetworkView: WireValue {
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            c.put("uuid", network.uuid.lowercasedString)
-            c.put("state", network.state.rawValue)
-            c.put("metadata", metadata)
-            c.put("version", 6)
+            c.putHeader(uuid: network.uuid.lowercasedString, state: network.state.rawValue, metadata: metadata, version: 6)
             c.put("name", network.name)
             c.put("namespace", network.namespace)
             c.put("netblock", network.netblock.description)
@@ -157,10 +162,7 @@ struct BlobWireView: WireValue {
             "reference_count", "sha512", "last_used", "instances", "references_to", "references_from",
         ]
         for (key, value) in blob.info where !own.contains(key) { c.put(key, value) }
-        c.put("uuid", blob.uuid.lowercasedString)
-        c.put("state", blob.state.rawValue)
-        c.put("metadata", metadata)
-        c.put("version", 6)
+        c.putHeader(uuid: blob.uuid.lowercasedString, state: blob.state.rawValue, metadata: metadata, version: 6)
         c.put("size", blob.size)
         c.put("modified", blob.modified.timeIntervalSince1970)
         c.put("fetched_at", blob.fetchedAt?.timeIntervalSince1970)
@@ -191,10 +193,7 @@ struct ArtifactWireView: WireValue {
     func write(to json: inout JSONWriter) {
         json.object { c in
             let artifact = view.artifact
-            c.put("uuid", artifact.uuid.lowercasedString)
-            c.put("state", artifact.state.rawValue)
-            c.put("metadata", metadata)
-            c.put("version", 6)
+            c.putHeader(uuid: artifact.uuid.lowercasedString, state: artifact.state.rawValue, metadata: metadata, version: 6)
             c.put("artifact_type", artifact.type.rawValue)
             c.put("source_url", artifact.sourceURL)
             c.put("max_versions", artifact.maxVersions)
@@ -248,10 +247,7 @@ struct UploadView: WireValue {
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            c.put("uuid", upload.uuid.lowercasedString)
-            c.put("state", "created")
-            c.put("metadata", [String: JSONValue]())
-            c.put("version", 3)
+            c.putHeader(uuid: upload.uuid.lowercasedString, state: "created", metadata: [:], version: 3)
             c.put("node", upload.node)
             c.put("created_at", upload.created.timeIntervalSince1970)
         }
@@ -266,10 +262,7 @@ struct NodeView: WireValue {
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            c.put("uuid", node.name)
-            c.put("state", isLive ? "created" : "missing")
-            c.put("metadata", metadata)
-            c.put("version", 7)
+            c.putHeader(uuid: node.name, state: isLive ? "created" : "missing", metadata: metadata, version: 7)
             c.put("name", node.name)
             c.put("ip", node.meshAddress?.description)
             c.put("lastseen", node.lastSeen?.timeIntervalSince1970 ?? 0)

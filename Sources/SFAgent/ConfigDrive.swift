@@ -265,18 +265,7 @@ public struct ConfigDriveWriter: Sendable {
             throw AgentError.commandFailed(
                 "xorriso building config drive \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        do {
-            // Readable by the guest's QEMU once libvirt has given it the file, and by nobody else.
-            guard chmod(partial, 0o640) == 0 else { throw SystemError.fromErrno("chmod \(partial)") }
-            let descriptor = open(partial, O_RDONLY | O_CLOEXEC)
-            guard descriptor >= 0 else { throw SystemError.fromErrno("open \(partial)") }
-            let synced = fsync(descriptor) == 0
-            close(descriptor)
-            guard synced else { throw SystemError.fromErrno("fsync \(partial)") }
-            guard rename(partial, path) == 0 else { throw SystemError.fromErrno("rename \(partial) to \(path)") }
-        } catch {
-            unlink(partial)
-            throw error
-        }
+        // Readable by the guest's QEMU once libvirt has given it the file, and by nobody else.
+        try AtomicFile.publish(partial, as: path, mode: 0o640)
     }
 }

@@ -70,10 +70,8 @@ public actor DHCPServer {
         let text = hosts.map(\.line).sorted().joined(separator: "\n") + "\n"
         let changed = (try? String(contentsOfFile: hostsPath, encoding: .utf8)) != text
         if changed {
-            // Write-then-rename: dnsmasq re-reading on SIGHUP never sees half a file.
-            let temporary = hostsPath + ".new"
-            try text.write(toFile: temporary, atomically: false, encoding: .utf8)
-            guard rename(temporary, hostsPath) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
+            // dnsmasq re-reading on SIGHUP never sees half a file.
+            try AtomicFile.write(Data(text.utf8), to: hostsPath, mode: 0o644)
         }
         try stopStray()
         if let pid = runningPID() {

@@ -218,7 +218,7 @@ public struct InstanceRealizer: Sendable {
         guard result.status == 0 else {
             throw AgentError.commandFailed("qemu-img create \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        guard rename(temporary, path) == 0 else { throw SystemError.fromErrno("rename \(temporary)") }
+        try AtomicFile.publish(temporary, as: path)
     }
 }
 

@@ -7,10 +7,12 @@ public enum ObjectType: String, Sendable, CaseIterable {
 }
 
 extension Control {
-    /// An object's events, newest first (at most `limit`, capped at 1000).
-    public func events(_ type: ObjectType, _ uuid: UUID, limit: Int = 100) async throws -> [Event] {
+    /// An object's events (of `eventType` only, when given), newest first, at most `limit` (1 to 1000).
+    public func events(_ type: ObjectType, _ uuid: UUID, eventType: EventType? = nil, limit: Int = 100) async throws -> [Event] {
         guard (1...1000).contains(limit) else { throw ControlError.invalid("limit \(limit) is outside 1...1000") }
-        return try await controlled { try await store.events(objectType: type.rawValue, objectUUID: uuid.lowercasedString, limit: limit) }
+        return try await controlled {
+            try await store.events(objectType: type.rawValue, objectUUID: uuid.lowercasedString, type: eventType, limit: limit)
+        }
     }
 
     /// Follows an object's events as they are recorded, oldest first, starting with the last

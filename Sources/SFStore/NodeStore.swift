@@ -120,8 +120,8 @@ public protocol NodeStore: Sendable {
 
     /// Appends an event to its object's log.
     func record(_ event: Event) async throws
-    /// An object's events, newest first; `limit` defaults to 100 and is capped at 1000.
-    func events(objectType: String, objectUUID: String, limit: Int) async throws -> [Event]
+    /// An object's events (of `type` only, when given), newest first; `limit` is capped at 1000.
+    func events(objectType: String, objectUUID: String, type: EventType?, limit: Int) async throws -> [Event]
 
     // MARK: Work queue
 
@@ -205,9 +205,14 @@ extension NodeStore {
         return job
     }
 
-    /// ``events(objectType:objectUUID:limit:)`` with the default limit of 100.
+    /// ``events(objectType:objectUUID:type:limit:)`` of every type.
+    public func events(objectType: String, objectUUID: String, limit: Int) async throws -> [Event] {
+        try await events(objectType: objectType, objectUUID: objectUUID, type: nil, limit: limit)
+    }
+
+    /// ``events(objectType:objectUUID:type:limit:)`` of every type, with the default limit of 100.
     public func events(objectType: String, objectUUID: String) async throws -> [Event] {
-        try await events(objectType: objectType, objectUUID: objectUUID, limit: 100)
+        try await events(objectType: objectType, objectUUID: objectUUID, type: nil, limit: 100)
     }
 
     /// ``enqueue(kind:payload:target:objectKey:maxAttempts:)`` with 5 attempts.

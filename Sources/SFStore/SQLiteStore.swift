@@ -537,16 +537,16 @@ public final class SQLiteStore: NodeStore {
         try await write { db in try self.insertEvent(db, event) }
     }
 
-    public func events(objectType: String, objectUUID: String, limit: Int) async throws -> [Event] {
+    public func events(objectType: String, objectUUID: String, type: EventType?, limit: Int) async throws -> [Event] {
         let capped = min(max(limit, 0), 1000)
         return try await read { db in
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT * FROM event WHERE object_type = ? AND object_uuid = ?
-                    ORDER BY timestamp DESC, id DESC LIMIT ?
+                    SELECT * FROM event WHERE object_type = ?1 AND object_uuid = ?2 AND (?3 IS NULL OR type = ?3)
+                    ORDER BY timestamp DESC, id DESC LIMIT ?4
                     """,
-                arguments: [objectType, objectUUID, capped]
+                arguments: [objectType, objectUUID, type?.rawValue, capped]
             ).map(Self.decodeEvent)
         }
     }

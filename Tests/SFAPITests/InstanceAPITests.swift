@@ -97,6 +97,25 @@ struct InstanceAPITests {
             #expect(try await api.send(.post, "/interfaces/\(mac)/float", token: token).text == "null\n")
         }
     }
+
+    @Test("delete-all tries every object: one that cannot go is named, the others still go")
+    func deleteAllGoesOn() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let token = try await api.token()
+            let busy = try await api.send(.post, "/networks", token: token, body: ["netblock": "10.0.0.0/24", "name": "busy"])
+            let free = try await api.send(.post, "/networks", token: token, body: ["netblock": "10.0.1.0/24", "name": "free"])
+            _ = try await api.send(.post, "/instances", token: token, body: Self.createBody(network: "busy"))
+            let (busyUUID, freeUUID) = (try #require(busy["uuid"]), try #require(free["uuid"]))
+            // The busy network comes first (oldest first), and the free one behind it still goes.
+            let networks = try await api.send(.delete, "/networks", token: token, body: ["confirm": true, "namespace": "system"])
+            #expect(networks.status == .forbidden)
+            #expect(networks["error"] == .object(["deleted": .array([freeUUID]), "unable": .array([busyUUID])]), "\(networks.text)")
+            let instances = try await api.send(.delete, "/instances", token: token, body: ["confirm": true, "namespace": "system"])
+            #expect(instances.status == .ok && instances.json?.arrayValue?.count == 1, "\(instances.text)")
+        }
+    }
 }
 
 extension JSONValue {

@@ -150,6 +150,12 @@ struct ObjectContractTests {
             #expect(try await store.events(objectType: "instance", objectUUID: "e1", limit: 5000).count == 1000)
             #expect(try await store.events(objectType: "instance", objectUUID: "e1", limit: 3).map(\.message)
                 == ["event 1004", "event 1003", "event 1002"])
+            // By type in the query itself: the oldest status event is found past the newest 1000 events.
+            let statuses = try await store.events(objectType: "instance", objectUUID: "e1", type: .status, limit: 1000)
+            #expect(statuses.count == 502)
+            #expect(statuses.allSatisfy { $0.type == .status })
+            #expect(statuses.last?.message == "event 1")
+            #expect(try await store.events(objectType: "instance", objectUUID: "e1", type: .usage, limit: 10).isEmpty)
         }
     }
 

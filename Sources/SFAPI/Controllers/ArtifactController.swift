@@ -32,12 +32,10 @@ struct ArtifactController {
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
             let caller = try context.authenticated()
             let namespace = try await api.deleteAllNamespace(body, caller: caller)
-            var deleted: [String] = []
-            for artifact in try await api.control.artifacts(namespace: namespace) where artifact.namespace == namespace {
-                _ = try await api.control.deleteArtifact(artifact.uuid.lowercasedString, namespace: namespace, storage: api.storage)
-                deleted.append(artifact.uuid.lowercasedString)
+            let owned = try await api.control.artifacts(namespace: namespace).filter { $0.namespace == namespace }
+            return try await api.deleteEach(owned.map(\.uuid.lowercasedString), context) { uuid in
+                _ = try await api.control.deleteArtifact(uuid, namespace: namespace, storage: api.storage)
             }
-            return Reply.json(deleted)
         }
         group.post("/artifacts/upload/:name") { request, context in
             let body = try await RequestBody.read(

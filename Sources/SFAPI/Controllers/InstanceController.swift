@@ -98,12 +98,9 @@ struct InstanceController {
         let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
         let caller = try context.authenticated()
         let namespace = try await api.deleteAllNamespace(body, caller: caller)
-        var deleted: [String] = []
-        for instance in try await api.control.instances(namespace: namespace) {
-            _ = try await api.control.deleteInstance(instance.uuid.lowercasedString, requestID: context.requestID)
-            deleted.append(instance.uuid.lowercasedString)
+        return try await api.deleteEach(try await api.control.instances(namespace: namespace).map(\.uuid.lowercasedString), context) { uuid in
+            _ = try await api.control.deleteInstance(uuid, requestID: context.requestID)
         }
-        return Reply.json(deleted)
     }
 
     static let createMembers: Set<String> = [

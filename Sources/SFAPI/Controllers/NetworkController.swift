@@ -40,20 +40,12 @@ struct NetworkController {
             let caller = try context.authenticated()
             let namespace = try await api.deleteAllNamespace(body, caller: caller)
             let cleanWait = try body.bool("clean_wait") ?? false
-            var deleted: [String] = []
-            var unable: [String] = []
-            for network in try await api.control.networks(namespace: namespace) {
-                if !cleanWait, !(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)).isEmpty {
-                    unable.append(network.uuid.lowercasedString)
-                    continue
+            return try await api.deleteEach(try await api.control.networks(namespace: namespace).map(\.uuid.lowercasedString), context) { uuid in
+                if !cleanWait, !(try await api.control.interfaces(ofNetwork: uuid)).isEmpty {
+                    throw APIError(.forbidden, "network \(uuid) still has interfaces")
                 }
-                _ = try await api.control.deleteNetwork(network.uuid.lowercasedString, requestID: context.requestID)
-                deleted.append(network.uuid.lowercasedString)
+                _ = try await api.control.deleteNetwork(uuid, requestID: context.requestID)
             }
-            guard unable.isEmpty else {
-                throw APIError(.forbidden, detail: ["deleted": deleted, "unable": unable], message: "networks still have interfaces")
-            }
-            return Reply.json(deleted)
         }
         group.get("/networks/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
