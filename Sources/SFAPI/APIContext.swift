@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import SFStore
 
 /// What one request carries through the middleware to its handler: the request id (given by the
 /// caller as `X-Request-ID`, or made here) and, once authenticated, who is calling.
@@ -41,7 +42,7 @@ public struct Caller: Sendable, Equatable {
     public var isAdmin: Bool { namespace == Caller.adminNamespace }
 
     /// The admin namespace.
-    public static let adminNamespace = "system"
+    public static let adminNamespace = Namespace.system
 
     /// The namespace filter for the use cases: nil (everything) for the admin, else its own.
     var scope: String? { isAdmin ? nil : namespace }

@@ -82,7 +82,7 @@ public actor ImageResolver {
         case .blob(let uuid):
             blob = try await records.blob(uuid: uuid)
         case .label(let namespace, let name):
-            guard let label = try await records.artifact(type: .label, name: name, namespace: namespace ?? "system"),
+            guard let label = try await records.artifact(type: .label, name: name, namespace: namespace ?? Namespace.system),
                 let newest = try await records.artifactVersions(artifactUUID: label.uuid).last
             else { throw ControlError.notFound("Could not resolve label \(name) to a blob") }
             blob = try await records.blob(uuid: newest.blobUUID)
@@ -154,10 +154,10 @@ public actor ImageResolver {
 
     private func resolveURL(_ url: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {
         let artifact: Artifact
-        if let existing = try await records.artifact(type: .image, name: url, namespace: "system") {
+        if let existing = try await records.artifact(type: .image, name: url, namespace: Namespace.system) {
             artifact = existing
         } else {
-            artifact = Artifact(type: .image, name: url, sourceURL: url, namespace: "system")
+            artifact = Artifact(type: .image, name: url, sourceURL: url, namespace: Namespace.system)
             do {
                 try await records.createArtifact(artifact)
             } catch StoreError.alreadyExists {

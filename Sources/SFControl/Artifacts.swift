@@ -331,7 +331,7 @@ extension Control {
     // MARK: Helpers
 
     /// URL artifacts live here, where the agent's image resolver finds them.
-    static let sharedNamespace = "system"
+    static let sharedNamespace = Namespace.system
 
     /// Whether `namespace` (nil: the admin, who sees everything) sees the artifact: its own, and
     /// the shared URL cache.

@@ -34,7 +34,7 @@ public struct Control: Sendable {
 /// The settings the use cases need.
 public struct ControlSettings: Sendable, Equatable {
     /// The namespace objects go to when a request names none; `system` is the admin namespace.
-    public var defaultNamespace = "system"
+    public var defaultNamespace = Namespace.system
     /// How many vCPUs placement lets a node run per CPU thread (Shaken Fist's CPU_OVERCOMMIT_RATIO).
     public var cpuOvercommit = 16.0
     /// How much instance memory placement lets a node have per MiB of its own (RAM_OVERCOMMIT_RATIO).

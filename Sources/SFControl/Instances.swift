@@ -34,7 +34,7 @@ extension Control {
         var interfaces: [NewInterface] = []
         var floats: [UUID] = []
         for (index, asked) in request.networks.enumerated() {
-            let network = try await self.network(asked.network, namespace: namespace == "system" ? nil : namespace)
+            let network = try await self.network(asked.network, namespace: namespace == Namespace.system ? nil : namespace)
             guard [.initial, .created].contains(network.state) else {
                 throw ControlError.conflict("network \(network.uuid.lowercasedString) is \(network.state.rawValue); no instance can join it")
             }

@@ -555,6 +555,10 @@ public struct InstanceConfig: Codable, Hashable, Sendable {
 
 /// A namespace: the unit of ownership and authentication. `system` is the admin namespace.
 public struct Namespace: Codable, Hashable, Sendable {
+    /// `system`: Shaken Fist's admin namespace, where shared images live and objects go when a
+    /// request names no namespace. The one spelling of it.
+    public static let system = "system"
+
     public var name: String
     public var state: NamespaceState
     public var created: Date
