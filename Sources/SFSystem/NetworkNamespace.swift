@@ -94,11 +94,13 @@ public enum NetworkNamespace {
         let fd = open(target, O_RDONLY | O_CREAT | O_CLOEXEC, 0)
         if fd < 0 { throw SystemError.fromErrno("create \(target)") }
         close(fd)
+        try GlobalExecutorHome.guardThreads()
         let rc = csys_unshare_network()
         if rc != 0 {
             unlink(target)
             throw SystemError("unshare(CLONE_NEWNET)", code: -rc)
         }
+        csys_set_away_from_home(1)
         // The bind mount keeps the namespace alive after this thread ends, and names it for iproute2.
         if mount("/proc/thread-self/ns/net", target, "none", UInt(MS_BIND), nil) != 0 {
             let error = SystemError.fromErrno("mount --bind /proc/thread-self/ns/net \(target)")
@@ -120,6 +122,10 @@ public enum NetworkNamespace {
         }
     }
 
+    /// How many times work for Swift's global executor was enqueued from a thread inside another
+    /// namespace and made from the process's own namespace instead (see `GlobalExecutorHome`).
+    public static var enqueuesForwardedHome: Int { Int(csys_forwarded_enqueues()) }
+
     /// Moves the calling thread into the process's own network namespace (its main thread's), which
     /// a thread need not be in when it was created by a thread that had entered another one.
     static func enterProcessNamespace() throws {
@@ -128,6 +134,7 @@ public enum NetworkNamespace {
         defer { close(fd) }
         let rc = csys_enter_network(fd)
         if rc != 0 { throw SystemError("setns(/proc/self/ns/net)", code: -rc) }
+        csys_set_away_from_home(0)
     }
 
     /// Enters the namespace `name` on the calling thread. Only for threads that sfnode owns and
@@ -140,10 +147,12 @@ public enum NetworkNamespace {
             throw SystemError.fromErrno("open \(target)")
         }
         defer { close(fd) }
+        try GlobalExecutorHome.guardThreads()
         let rc = csys_enter_network(fd)
         if rc != 0 {
             throw SystemError("setns(\(target))", code: -rc)
         }
+        csys_set_away_from_home(1)
     }
 
     /// Whether this process has already made the directory a shared mount point.

@@ -19,6 +19,13 @@ private actor NamespaceProbe {
     nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
     init(thread: NamespaceExecutor) { self.thread = thread }
     func inode() throws -> UInt { try currentNamespaceInode() }
+    /// From the namespace thread: a detached task that sleeps, then reports where it ran.
+    func detachedAndSleeping() async throws -> UInt {
+        try await Task.detached {
+            try await Task.sleep(for: .milliseconds(1))
+            return try currentNamespaceInode()
+        }.value
+    }
 }
 
 @Suite(.enabled(if: runningAsRoot, "namespaces need root"))
@@ -53,6 +60,33 @@ struct NetworkNamespaceTests {
             #expect(insideInode != root)
             #expect(try await inside.inode() == insideInode)
             #expect(try await host.inode() == root)
+        }
+    }
+
+    /// Work that leaves a namespace thread for Swift's global executor (an actor returning to its
+    /// caller, a detached task, a sleep) is enqueued from the process's own namespace, so no worker
+    /// thread Dispatch creates for it can inherit the other one; no thread but the namespace
+    /// threads ends up there.
+    @Test func globalExecutorWorkIsEnqueuedFromHome() async throws {
+        try await withTestNamespace("gx") { name in
+            let root = try currentNamespaceInode()
+            let inside = NamespaceProbe(thread: try NamespaceExecutor(namespace: name))
+            let before = NetworkNamespace.enqueuesForwardedHome
+            for _ in 0..<50 {
+                // Fan out from the namespace thread and come back: each return, each detached task
+                // and each sleep below is an enqueue onto the global executor made there.
+                #expect(try await inside.inode() != root)
+                #expect(try await inside.detachedAndSleeping() == root)
+            }
+            #expect(NetworkNamespace.enqueuesForwardedHome - before >= 100)
+            // Every thread of this process is home, except the namespace threads themselves.
+            for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") {
+                let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+                guard !comm.hasPrefix("ns-"), !comm.hasPrefix("netns-") else { continue }
+                var info = stat()
+                guard stat("/proc/self/task/\(task)/ns/net", &info) == 0 else { continue }
+                #expect(UInt(info.st_ino) == root, "thread \(task) (\(comm.trimmingCharacters(in: .whitespacesAndNewlines))) is in another namespace")
+            }
         }
     }
 

@@ -8,6 +8,21 @@ int csys_enter_network(int fd);
 /* 1 if path is a mounted namespace file (nsfs), 0 if not, -errno on failure. */
 int csys_is_namespace_file(const char *path);
 
+/* Whether the calling thread has entered a network namespace other than the process's own
+ * (a thread-local flag NetworkNamespace keeps: set by setns/unshare into another namespace,
+ * cleared on the way back). */
+void csys_set_away_from_home(int away);
+int csys_is_away_from_home(void);
+/* Installs hooks on Swift's global executor (swift_task_enqueueGlobal_hook and the two for
+ * delayed work) that hand every enqueue made on a thread away from home to one thread in the
+ * process's own namespace, which makes it there: Dispatch creates its worker threads from the
+ * enqueuing thread, and they would inherit its namespace. Once per process; later calls return
+ * the first one's result. 0, -ENOSYS (no hooks in this runtime), -EBUSY (another hook is
+ * installed) or -errno of starting the thread. */
+int csys_install_executor_hooks(void);
+/* How many enqueues were handed over so far. */
+unsigned long csys_forwarded_enqueues(void);
+
 /* Names the calling thread as /proc/<pid>/task/<tid>/comm shows it (15 bytes at most). prctl is
  * variadic, which Swift cannot call. Returns 0 or -errno. */
 int csys_set_thread_name(const char *name);
