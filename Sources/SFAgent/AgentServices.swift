@@ -30,7 +30,7 @@ public struct ReconcilerService: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     await repeatUntilCancelled(logger: logger, failure: "lifecycle events stopped; following them again") {
@@ -89,7 +89,7 @@ public struct CheckInService: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await repeatUntilCancelled(logger: logger, failure: "check-in failed") {
                 try await agent.checkIn()
             } pause: {

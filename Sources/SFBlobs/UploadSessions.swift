@@ -153,16 +153,7 @@ public struct UploadSessions: Sendable {
     }
 
     private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, base + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BlobError.system("write", path, code: errno)
-            }
-            done += n
-        }
+        if let code = writeAll(fd, bytes) { throw BlobError.system("write", path, code: code) }
     }
 
     private static func size(_ fd: Int32, _ path: String) throws -> Int64 {

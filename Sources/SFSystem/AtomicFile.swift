@@ -18,18 +18,7 @@ public enum AtomicFile {
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard descriptor >= 0 else { throw SystemError.fromErrno("open \(temporary)") }
         do {
-            try contents.withUnsafeBytes { bytes in
-                guard let base = bytes.baseAddress else { return }
-                var offset = 0
-                while offset < bytes.count {
-                    let written = Glibc.write(descriptor, base + offset, bytes.count - offset)
-                    if written < 0 {
-                        if errno == EINTR { continue }
-                        throw SystemError.fromErrno("write \(temporary)")
-                    }
-                    offset += written
-                }
-            }
+            if let code = contents.withUnsafeBytes({ writeAll(descriptor, $0) }) { throw SystemError("write \(temporary)", code: code) }
         } catch {
             close(descriptor)
             unlink(temporary)
@@ -56,4 +45,20 @@ public enum AtomicFile {
             throw error
         }
     }
+}
+
+/// Writes all of `bytes` to `descriptor`, going on after short writes and interruptions; the
+/// errno of a failure, or nil.
+public func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
+    guard let base = bytes.baseAddress else { return nil }
+    var offset = 0
+    while offset < bytes.count {
+        let written = Glibc.write(descriptor, base + offset, bytes.count - offset)
+        if written < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        offset += written
+    }
+    return nil
 }
