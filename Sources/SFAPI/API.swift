@@ -119,8 +119,8 @@ extension Request {
 
 /// Responses as the client expects them: 200 with JSON, `null` for nothing.
 enum Reply {
-    static func json(_ value: some WireValue) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.encode(value))))
+    static func json(_ value: some WireValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.encode(value))))
     }
 
     /// JSON `null`, Shaken Fist's "nothing" (never an empty body: the client parses every reply).

@@ -48,12 +48,19 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 
     /// The JSON response: `{"error": message, "status": code}`.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var json = JSONWriter(reservingCapacity: 128)
-        json.object { json in
-            if let detail { json.put("error", detail) } else { json.put("error", message) }
-            json.put("status", Int(status.code))
+        Reply.json(ErrorBody(error: detail ?? RawJSON(JSONWriter.encode(message)), status: status.code), status: status)
+    }
+
+    private struct ErrorBody: WireValue {
+        let error: RawJSON
+        let status: Int
+
+        func write(to json: inout JSONWriter) {
+            json.object { json in
+                json.put("error", error)
+                json.put("status", status)
+            }
         }
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json.bytes)))
     }
 }
 

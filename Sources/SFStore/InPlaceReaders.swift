@@ -47,9 +47,7 @@ final class InPlaceReaders: Sendable {
     private static func execute(_ sql: String, on db: Database) throws {
         let statement = try db.cachedStatement(sql: sql).sqliteStatement
         defer { sqlite3_reset(statement) }
-        guard sqlite3_step(statement) == SQLITE_DONE else {
-            let message = db.sqliteConnection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error"
-            throw StoreError.backend("\(sql): \(message)")
-        }
+        let code = sqlite3_step(statement)
+        guard code == SQLITE_DONE else { throw StoreError.backend("\(sql): \(SQLiteStore.sqliteMessage(db, code: code))") }
     }
 }

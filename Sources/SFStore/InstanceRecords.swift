@@ -25,9 +25,7 @@ extension SQLiteStore {
     public func instanceRecord(uuid: UUID) async throws -> InstanceRecord {
         try await readByKey { db in
             let key = uuid.lowercasedString
-            guard let instance = try Self.allRows(db, Self.selectInstanceByUUID, [key], Self.decodeInstance).first else {
-                throw StoreError.notFound(type: "instance", id: key)
-            }
+            let instance = try Self.fetchInstance(db, uuid)
             let interfaces = try Self.allRows(db, Self.selectInterfacesOfInstance, [key], Self.decodeInterface)
             var interfaceMetadata: [UUID: [String: JSONValue]] = [:]
             for interface in interfaces {

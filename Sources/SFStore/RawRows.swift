@@ -114,10 +114,14 @@ extension SQLiteStore {
             case SQLITE_ROW: try body(RawRow(statement: handle))
             case SQLITE_DONE: return
             case let code:
-                let message = db.sqliteConnection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error \(code)"
-                throw StoreError.backend("\(message) (reading \(Column.table))")
+                throw StoreError.backend("\(sqliteMessage(db, code: code)) (reading \(Column.table))")
             }
         }
+    }
+
+    /// SQLite's own message for the connection's last error.
+    static func sqliteMessage(_ db: Database, code: Int32) -> String {
+        db.sqliteConnection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error \(code)"
     }
 
     /// Every row `sql` selects, decoded by `decode`.

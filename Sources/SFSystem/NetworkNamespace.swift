@@ -132,9 +132,7 @@ public enum NetworkNamespace {
         let fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SystemError.fromErrno("open /proc/self/ns/net") }
         defer { close(fd) }
-        let rc = csys_enter_network(fd)
-        if rc != 0 { throw SystemError("setns(/proc/self/ns/net)", code: -rc) }
-        csys_set_away_from_home(0)
+        try enter(fd, path: "/proc/self/ns/net", away: false)
     }
 
     /// Enters the namespace `name` on the calling thread. Only for threads that sfnode owns and
@@ -147,12 +145,16 @@ public enum NetworkNamespace {
             throw SystemError.fromErrno("open \(target)")
         }
         defer { close(fd) }
-        try GlobalExecutorHome.guardThreads()
+        try enter(fd, path: target, away: true)
+    }
+
+    /// `setns` into the namespace file open as `fd`, keeping the thread's away-from-home flag
+    /// (see `GlobalExecutorHome`) true to where it now is.
+    private static func enter(_ fd: Int32, path: String, away: Bool) throws {
+        if away { try GlobalExecutorHome.guardThreads() }
         let rc = csys_enter_network(fd)
-        if rc != 0 {
-            throw SystemError("setns(\(target))", code: -rc)
-        }
-        csys_set_away_from_home(1)
+        if rc != 0 { throw SystemError("setns(\(path))", code: -rc) }
+        csys_set_away_from_home(away ? 1 : 0)
     }
 
     /// Whether this process has already made the directory a shared mount point.

@@ -102,27 +102,8 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
             queue.submit { continuation.resume(with: Result(catching: body)) }
         }
     }
-
-    /// Runs `work` on the thread, after what is queued already.
-    func submit(_ work: @escaping @Sendable () -> Void) {
-        queue.submit(work)
-    }
 }
 
-/// Keeps the threads of Swift's global executor in the process's own network namespace.
-///
-/// A new thread inherits the namespace of the thread that creates it, and Dispatch creates the
-/// global executor's worker threads from whichever thread enqueues work when it needs one. Work
-/// reaches the global executor from a namespace thread all the time: an actor running there (a
-/// netlink session, the firewall) returns to its caller, a continuation is resumed there, a task
-/// sleeps. A worker created at that moment (and every task it later runs, every socket it opens,
-/// every process it spawns) would live in the other namespace: in the tests, agents spawned into a
-/// test namespace, 127.0.0.1 unbindable, taps made where libvirt could not see them.
-///
-/// So every enqueue onto the global executor from a thread that is away from home (see
-/// ``NetworkNamespace``) is handed to one thread that stays in the process's namespace, which
-/// makes it there: the runtime's enqueue hooks (`swift_task_enqueueGlobal_hook` and the two for
-/// delayed work), installed before any thread first leaves.
 /// Keeps the threads of Swift's global executor in the process's own network namespace.
 ///
 /// A new thread inherits the namespace of the thread that creates it, and Dispatch creates the
