@@ -25,7 +25,7 @@ final class CommandLineFlow: Sendable {
     /// The client configuration `sfnode serve` writes.
     let clientConfig: String
 
-    private init(id: String, executable: String, server: LoopbackHTTPServer, apiPort: Int) {
+    private init(id: String, executable: String, server: LoopbackHTTPServer, apiPort: Int, extra: [String: String]) {
         self.id = id
         apiURL = "http://127.0.0.1:\(apiPort)"
         self.executable = executable
@@ -43,16 +43,18 @@ final class CommandLineFlow: Sendable {
             // Tests fetch only from loopback, whatever URL they are handed.
             "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": server.baseURL,
             "SFNODE_API_LISTEN": "127.0.0.1:\(apiPort)", "SFNODE_CLIENT_CONFIG": clientConfig,
-        ]) { _, added in added }
+        ]) { _, added in added }.merging(extra) { _, given in given }
     }
 
     /// Makes the namespaces and directory, serves the guest image, and starts the agent.
     /// With `serving`, the agent is `sfnode serve`: the REST API and the agent in one process.
-    static func start(withAgent: Bool = true, serving: Bool = false) async throws -> CommandLineFlow {
+    /// `settings` are added to (or replace) the agent's environment.
+    static func start(withAgent: Bool = true, serving: Bool = false, settings: [String: String] = [:]) async throws -> CommandLineFlow {
         let server = try LoopbackHTTPServer()
         server.register("/images/guest.qcow2", file: TestGuest.baseImage)
         let flow = CommandLineFlow(
-            id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server, apiPort: try freeLoopbackPort())
+            id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server, apiPort: try freeLoopbackPort(),
+            extra: settings)
         flow.teardown.add("image server") { server.stop() }
         try FileManager.default.createDirectory(atPath: flow.directory, withIntermediateDirectories: true)
         flow.teardown.add("test directory") { try? FileManager.default.removeItem(atPath: flow.directory) }
