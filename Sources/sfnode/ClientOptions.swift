@@ -48,6 +48,26 @@ extension AgentConfiguration {
 struct Output {
     let json: Bool
 
+    /// Text a remote party controls (an image server's reason phrase, an HTML page's bytes in an error,
+    /// qemu-img's messages, a guest's console) made harmless for a terminal: every control character
+    /// (C0, DEL and C1, such as ESC and CSI, which drive the terminal) becomes `?`, except tab and, with
+    /// `keepingLines`, newline and carriage return. Only for terminals: piped output stays exact.
+    static func terminalSafe(_ text: String, keepingLines: Bool = false) -> String {
+        guard isatty(STDOUT_FILENO) == 1 else { return text }
+        return safe(text, keepingLines: keepingLines)
+    }
+
+    /// ``terminalSafe(_:keepingLines:)`` whatever the output is (its testable core).
+    static func safe(_ text: String, keepingLines: Bool = false) -> String {
+        var scalars = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            let kept = scalar == "\t" || (keepingLines && (scalar == "\n" || scalar == "\r"))
+            let control = scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+            scalars.append(control && !kept ? "?" : scalar)
+        }
+        return String(scalars)
+    }
+
     /// Prints `value` as JSON (sorted keys, so scripts and diffs see a stable order), with UUIDs in
     /// lowercase as Shaken Fist and the store write them (Foundation's encoder writes uppercase).
     func printJSON(_ value: some Encodable) throws {
@@ -77,11 +97,12 @@ struct Output {
     /// Prints `fields` as aligned `key: value` lines.
     func printFields(_ fields: [(String, String)]) {
         let width = fields.map(\.0.count).max() ?? 0
-        for (key, value) in fields { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + " : " + value) }
+        for (key, value) in fields { print(key.padding(toLength: width, withPad: " ", startingAt: 0) + " : " + Self.terminalSafe(value)) }
     }
 
     /// Prints rows as a table with a header, columns padded to their widest cell.
     func printTable(_ header: [String], _ rows: [[String]]) {
+        let rows = rows.map { $0.map { Self.terminalSafe($0) } }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")

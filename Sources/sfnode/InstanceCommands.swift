@@ -96,12 +96,11 @@ struct InstanceCommand: AsyncParsableCommand {
                 return try Output(json: true).printJSON(["instance_uuid": found.uuid.lowercasedString, "data": String(decoding: data, as: UTF8.self)])
             }
             // On a terminal, as sf-client does: a guest's escape sequences must not drive the user's terminal.
-            FileHandle.standardOutput.write(isatty(STDOUT_FILENO) == 1 ? Self.sanitized(data) : data)
-        }
-
-        /// Control characters other than newline, carriage return and tab become `?`.
-        static func sanitized(_ data: Data) -> Data {
-            Data(data.map { byte in byte < 0x20 && byte != 0x0a && byte != 0x0d && byte != 0x09 || byte == 0x7f ? UInt8(ascii: "?") : byte })
+            if isatty(STDOUT_FILENO) == 1 {
+                FileHandle.standardOutput.write(Data(Output.safe(String(decoding: data, as: UTF8.self), keepingLines: true).utf8))
+            } else {
+                FileHandle.standardOutput.write(data)
+            }
         }
     }
 

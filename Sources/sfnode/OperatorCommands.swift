@@ -72,7 +72,7 @@ struct EventsCommand: AsyncParsableCommand {
                 print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
             } else {
                 let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
-                print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(event.message)\(duration)")
+                print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
             }
         }
         if follow {
