@@ -163,18 +163,18 @@ public actor ImageResolver {
     private func blobForURL(
         _ url: String, namespace: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void
     ) async throws -> Blob {
-        var artifact = try await access.urlArtifact(url, namespace: namespace)
-        if artifact == nil {
+        var found = try await access.urlArtifact(url, namespace: namespace)
+        if found == nil {
             let made = Artifact(type: .image, name: url, sourceURL: url, namespace: namespace)
             do {
                 try await records.createArtifact(made)
-                artifact = made
+                found = made
             } catch StoreError.alreadyExists {
                 // Another process made it first; use theirs.
-                artifact = try await records.artifact(type: .image, name: url, namespace: namespace)
+                found = try await records.artifact(type: .image, name: url, namespace: namespace)
             }
         }
-        guard let artifact else { throw ControlError.conflict("the artifact caching \(URLRedaction.redacted(url)) was made and deleted at once; try again") }
+        guard let artifact = found else { throw ControlError.conflict("the artifact caching \(URLRedaction.redacted(url)) was made and deleted at once; try again") }
         return try await blobForURL(url, artifact: artifact, mode: mode, progress: progress)
     }
 
@@ -214,7 +214,7 @@ public actor ImageResolver {
                 logger.info("image changed on its server; fetching it again", metadata: ["image.url": "\(shown)"])
             } catch {
                 // A server that is down or now says 404 does not stop a node that has the image (Shaken Fist #1970).
-                logger.warning("could not check the image's server; using the copy this node has", metadata: ["image.url": "\(shown)", "error": "\(error)"])
+                logger.warning("could not check the image's server; using the copy this node has", metadata: ["image.url": "\(shown)", "error": "\(Self.redacting(error, url))"])
                 return cachedBlob
             }
         }
@@ -254,7 +254,7 @@ public actor ImageResolver {
                 into: { bytes in try ingest.withLock { try $0.append(bytes) } })
         } catch {
             ingest.withLock { $0.abandon() }
-            throw error
+            throw Self.redacting(error, url)
         }
         events.continuation.finish()
         await reporter.value
@@ -272,6 +272,15 @@ public actor ImageResolver {
             artifactUUID: artifact.uuid, blobUUID: blob.uuid, lastModified: Self.text(result.lastModified), contentLength: result.contentLength)
         logger.info("fetched image", metadata: ["image.url": "\(URLRedaction.redacted(url))", "blob.uuid": "\(blob.uuid)", "image.bytes": "\(result.size)"])
         return blob
+    }
+
+    /// The error with `url` redacted from its message when the URL carries credentials or a query:
+    /// job errors become events and error messages that more than the URL's owner may read. The
+    /// error keeps its kind (``ControlError/Code``), so retries are decided as before.
+    static func redacting(_ error: any Error, _ url: String) -> any Error {
+        guard URLRedaction.hasSecrets(url) else { return error }
+        let classified = ControlError(classifying: error)
+        return ControlError(classified.code, classified.message.replacingOccurrences(of: url, with: URLRedaction.redacted(url)))
     }
 
     /// The `qemu-img info` keys and mime type Shaken Fist shows for a blob.

@@ -131,8 +131,8 @@ extension Control {
         let access = try imageAccess()
         return try await controlled {
             var seen: [BlobReference] = []
-            for reference in view.referencesTo where try await access.canSee(holderOf: reference, namespace: namespace) {
-                seen.append(reference)
+            for reference in view.referencesTo {
+                if try await access.canSee(holderOf: reference, namespace: namespace) { seen.append(reference) }
             }
             return BlobView(blob: view.blob, referencesTo: seen, referencesFrom: view.referencesFrom, referenceCount: view.referenceCount)
         }
