@@ -166,6 +166,8 @@ enum OpenAPIDocument {
             "/artifacts/{ref}/versions": ops(
                 Operation(method: "get", summary: "Its versions' blobs, oldest first", response: array(ref("Blob"))),
                 Operation(method: "post", summary: "Set how many versions are kept", body: object(["max_versions": ["oneOf": [integer, string]]], closed: true), response: null)),
+            "/artifacts/{ref}/share": ops(Operation(method: "post", summary: "Share a system artifact with every namespace (admin)", response: ref("Artifact"))),
+            "/artifacts/{ref}/unshare": ops(Operation(method: "post", summary: "Stop sharing an artifact (admin)", response: ref("Artifact"))),
             "/label/{name}": ops(Operation(method: "post", summary: "Point a label at a blob", body: object(["blob_uuid": string], closed: true), response: ref("Artifact"))),
             "/upload": ops(Operation(method: "post", summary: "Start an upload", response: ref("Upload"))),
             "/upload/{uuid}": ops(Operation(method: "post", summary: "Append a chunk; answers the new total size", body: ["type": "string", "format": "binary"], bodyType: "application/octet-stream", response: integer)),

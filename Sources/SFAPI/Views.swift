@@ -145,10 +145,13 @@ struct EventView: WireValue {
 }
 
 /// A blob: its record, what references it, and what `qemu-img info` said, merged in as Shaken
-/// Fist merges it (keys with spaces included).
+/// Fist merges it (keys with spaces included). The view's references are already those the caller
+/// sees; qemu's file names (host paths) are for the admin only.
 struct BlobWireView: WireValue {
     let view: BlobView
     let metadata: [String: JSONValue]
+    /// Whether the caller is the admin, who also sees where on the host the file is.
+    let admin: Bool
 
     func write(to json: inout JSONWriter) {
         json.object { c in members(&c) }
@@ -161,7 +164,7 @@ struct BlobWireView: WireValue {
             "uuid", "state", "metadata", "version", "size", "modified", "fetched_at", "depends_on", "transcodes", "locations",
             "reference_count", "sha512", "last_used", "instances", "references_to", "references_from",
         ]
-        for (key, value) in blob.info where !own.contains(key) { c.put(key, value) }
+        for (key, value) in blob.info where !own.contains(key) && (admin || !Self.isHostPath(key)) { c.put(key, value) }
         c.putHeader(uuid: blob.uuid.lowercasedString, state: blob.state.rawValue, metadata: metadata, version: 6)
         c.put("size", blob.size)
         c.put("modified", blob.modified.timeIntervalSince1970)
@@ -180,25 +183,40 @@ struct BlobWireView: WireValue {
         c.put("references_to", BlobView.grouped(view.referencesTo))
         c.put("references_from", BlobView.grouped(view.referencesFrom))
     }
+
+    /// qemu-img info's keys naming files on the host (`filename`, `backing-filename`,
+    /// `full-backing-filename`, `data-file`).
+    static func isHostPath(_ key: String) -> Bool { key.hasSuffix("filename") || key == "data-file" }
 }
 
 /// An artifact: Shaken Fist's object with `index`, `blob_uuid` only when it has a version, and
 /// `blobs` keyed by the version number as a decimal string.
 struct ArtifactWireView: WireValue {
+    /// The artifact, its blobs showing only the instances the caller sees.
     let view: ArtifactView
     let metadata: [String: JSONValue]
     /// The instances booted from any of its versions, on `GET /artifacts/<ref>` only.
     let instances: [String]?
+    /// The caller's namespace: anyone but the owner and the admin sees `source_url` without
+    /// credentials or query (``URLRedaction``).
+    let viewer: String
+
+    /// `source_url` as the viewer may see it.
+    var sourceURL: String? {
+        let artifact = view.artifact
+        guard let url = artifact.sourceURL else { return nil }
+        return viewer == Namespace.system || viewer == artifact.namespace ? url : URLRedaction.redacted(url)
+    }
 
     func write(to json: inout JSONWriter) {
         json.object { c in
             let artifact = view.artifact
             c.putHeader(uuid: artifact.uuid.lowercasedString, state: artifact.state.rawValue, metadata: metadata, version: 6)
             c.put("artifact_type", artifact.type.rawValue)
-            c.put("source_url", artifact.sourceURL)
+            c.put("source_url", sourceURL)
             c.put("max_versions", artifact.maxVersions)
             c.put("namespace", artifact.namespace)
-            c.put("shared", Control.isSharedURLCache(artifact))
+            c.put("shared", artifact.shared)
             c.put("index", view.index)
             if let blob = view.blobUUID { c.put("blob_uuid", blob.lowercasedString) }
             var blobs: [String: VersionSummary] = [:]
@@ -233,10 +251,11 @@ struct ArtifactWireView: WireValue {
 /// One version of an artifact: its blob object plus `index`.
 struct ArtifactVersionWireView: WireValue {
     let version: ArtifactVersionView
+    let admin: Bool
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            BlobWireView(view: version.blob, metadata: [:]).members(&c)
+            BlobWireView(view: version.blob, metadata: [:], admin: admin).members(&c)
             c.put("index", version.version.index)
         }
     }

@@ -31,6 +31,8 @@ public actor ImageResolver {
     }
 
     let records: any BlobRecords
+    /// Which bases an instance's namespace may boot: checked here again, whatever the API checked.
+    let access: ImageAccess
     public nonisolated let blobs: BlobStore
     public nonisolated let cache: ImageCache
     let uploads: UploadSessions
@@ -39,11 +41,13 @@ public actor ImageResolver {
     let nodeName: String
     let imageDownloadURL: String
     let logger: Logger
-    private var inFlight: [String: Task<Blob, any Error>] = [:]
-    /// When each URL was last found unchanged on its server (or fetched). Within
+    /// The fetch of each URL artifact under way, by artifact: every namespace caching a URL has its
+    /// own artifact, and each artifact is fetched once however many instances wait for it.
+    private var inFlight: [UUID: Task<Blob, any Error>] = [:]
+    /// When each URL artifact was last found unchanged on its server (or fetched). Within
     /// ``recheckInterval`` of that, the cached copy is used without asking the server again: a burst
     /// of instances from one image costs one HEAD, not one each.
-    private var checked: [String: ContinuousClock.Instant] = [:]
+    private var checked: [UUID: ContinuousClock.Instant] = [:]
     /// How long a check of a URL's server stands.
     let recheckInterval: Duration
 
@@ -53,6 +57,17 @@ public actor ImageResolver {
     ) {
         self.recheckInterval = recheckInterval
         self.records = records
+        // Instance disks let their namespace see a blob; the store that keeps blob records keeps
+        // instances too (SQLiteStore). One that does not lets no instance vouch for a blob.
+        let instances = records as? any NodeStore
+        self.access = ImageAccess(records: records) { uuid in
+            guard let instances else { return nil }
+            do {
+                return try await instances.instance(uuid: uuid).namespace
+            } catch StoreError.notFound {
+                return nil
+            }
+        }
         // The same directories the use cases write uploads and their blobs to.
         let storage = BlobStorage(path: storagePath, nodeName: nodeName)
         let blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
@@ -66,10 +81,14 @@ public actor ImageResolver {
         self.logger = logger
     }
 
-    /// The base for one disk of `instance`, recording the instance's reference to its blob.
-    /// `progress` hears "fetching …, 30 %" lines while a download runs.
+    /// The base for one disk of `instance`, an instance of `namespace`, recording the instance's
+    /// reference to its blob. The base is resolved as that namespace sees images
+    /// (``ImageAccess``): `label:NAME` in the namespace, then `system`'s shared labels; another
+    /// namespace's upload, label or blob only when it is shared. A base the namespace cannot see
+    /// fails as not found, and nothing is booted from it. `progress` hears "fetching …, 30 %" lines
+    /// while a download runs.
     public func base(
-        _ text: String, cdrom: Bool, instance: UUID, mode: Mode, progress: @escaping @Sendable (String) async -> Void
+        _ text: String, cdrom: Bool, instance: UUID, namespace: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void
     ) async throws -> Base {
         let reference = try ImageReference.parseStored(text, imageDownloadURL: imageDownloadURL)
         let blob: Blob
@@ -78,21 +97,17 @@ public actor ImageResolver {
             // An operator's (or a test's) file: trusted as stored, as before blobs existed.
             return Base(path: path, format: cdrom ? .iso : .qcow2, blobUUID: nil)
         case .url(let url):
-            blob = try await blobForURL(url, mode: mode, progress: progress)
-        case .blob(let uuid):
-            blob = try await records.blob(uuid: uuid)
-        case .label(let namespace, let name):
-            guard let label = try await records.artifact(type: .label, name: name, namespace: namespace ?? Namespace.system),
-                let newest = try await records.artifactVersions(artifactUUID: label.uuid).last
-            else { throw ControlError.notFound("Could not resolve label \(name) to a blob") }
-            blob = try await records.blob(uuid: newest.blobUUID)
-        case .uploadArtifact(let namespace, let name):
-            guard let artifact = try await records.artifact(type: .image, name: name, namespace: namespace),
-                let newest = try await records.artifactVersions(artifactUUID: artifact.uuid).last
-            else { throw ControlError.notFound("no uploaded artifact \(name) in namespace \(namespace)") }
-            blob = try await records.blob(uuid: newest.blobUUID)
-        case .upload(let uuid):
-            throw ControlError.invalid("disk base sf://upload/\(uuid.lowercasedString) is an upload session: make it an artifact first (sfnode artifact upload NAME FILE) and use sf://upload/NAMESPACE/NAME")
+            blob = try await blobForURL(url, namespace: namespace, mode: mode, progress: progress)
+        default:
+            let resolved: Blob?
+            do {
+                resolved = try await access.blob(for: reference, namespace: namespace)
+            } catch let error as ControlError where error.code == .notFound {
+                // The instance's owner named this base, so naming it back tells them nothing new.
+                throw ControlError.notFound("disk base \(reference) of an instance in namespace \(namespace): \(error.message)")
+            }
+            guard let resolved else { throw ControlError(.internal, "disk base \(reference) resolved to no blob") }
+            blob = resolved
         }
         guard blob.state == .created else {
             throw ControlError.conflict("blob \(blob.uuid.lowercasedString) is \(blob.state.rawValue), not created")
@@ -116,7 +131,7 @@ public actor ImageResolver {
         guard artifact.type == .image, let url = artifact.sourceURL else {
             throw ControlError.invalid("artifact \(uuid.lowercasedString) is a \(artifact.type.rawValue) with no source URL; only image artifacts are fetched")
         }
-        return try await blobForURL(url, mode: .fetchIfStale, progress: progress)
+        return try await blobForURL(url, artifact: artifact, mode: .fetchIfStale, progress: progress)
     }
 
     /// Removes what no record stands for: `.partial` files older than five minutes (a download or
@@ -143,53 +158,68 @@ public actor ImageResolver {
         if !evicted.isEmpty { logger.info("evicted unused images from the cache", metadata: ["image.count": "\(evicted.count)"]) }
     }
 
-    /// The blob for a URL, fetching it once however many callers ask at the same time.
-    private func blobForURL(_ url: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {
-        if let running = inFlight[url] { return try await running.value }
-        let task = Task { try await self.resolveURL(url, mode: mode, progress: progress) }
-        inFlight[url] = task
-        defer { inFlight[url] = nil }
+    /// The blob for a URL that an instance of `namespace` boots from: the namespace's own cache of
+    /// it, else the one `system` shares, else a new artifact of the namespace's.
+    private func blobForURL(
+        _ url: String, namespace: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void
+    ) async throws -> Blob {
+        var found = try await access.urlArtifact(url, namespace: namespace)
+        if found == nil {
+            let made = Artifact(type: .image, name: url, sourceURL: url, namespace: namespace)
+            do {
+                try await records.createArtifact(made)
+                found = made
+            } catch StoreError.alreadyExists {
+                // Another process made it first; use theirs.
+                found = try await records.artifact(type: .image, name: url, namespace: namespace)
+            }
+        }
+        guard let artifact = found else { throw ControlError.conflict("the artifact caching \(URLRedaction.redacted(url)) was made and deleted at once; try again") }
+        return try await blobForURL(url, artifact: artifact, mode: mode, progress: progress)
+    }
+
+    /// The blob of a URL artifact, fetching it once however many callers ask at the same time.
+    private func blobForURL(
+        _ url: String, artifact: Artifact, mode: Mode, progress: @escaping @Sendable (String) async -> Void
+    ) async throws -> Blob {
+        if let running = inFlight[artifact.uuid] { return try await running.value }
+        let task = Task { try await self.resolveURL(url, artifact: artifact, mode: mode, progress: progress) }
+        inFlight[artifact.uuid] = task
+        defer { inFlight[artifact.uuid] = nil }
         return try await task.value
     }
 
-    private func resolveURL(_ url: String, mode: Mode, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {
-        let artifact: Artifact
-        if let existing = try await records.artifact(type: .image, name: url, namespace: Namespace.system) {
-            artifact = existing
-        } else {
-            artifact = Artifact(type: .image, name: url, sourceURL: url, namespace: Namespace.system)
-            do {
-                try await records.createArtifact(artifact)
-            } catch StoreError.alreadyExists {
-                // Another process made it first; use theirs.
-            }
-        }
+    private func resolveURL(
+        _ url: String, artifact: Artifact, mode: Mode, progress: @escaping @Sendable (String) async -> Void
+    ) async throws -> Blob {
+        // Logs and events are read by more than the URL's owner: never its credentials or query.
+        let shown = URLRedaction.redacted(url)
         let newest = try await records.artifactVersions(artifactUUID: artifact.uuid).last
         var cachedBlob: Blob?
         if let newest, let blob = try? await records.blob(uuid: newest.blobUUID), blob.state == .created, blobs.hasData(blob.uuid) {
             cachedBlob = blob
         }
         if mode == .cachedOnly {
-            guard let cachedBlob else { throw ControlError.notReady("image \(url) is not on node \(nodeName) yet") }
+            guard let cachedBlob else { throw ControlError.notReady("image \(shown) is not on node \(nodeName) yet") }
             return cachedBlob
         }
         if let cachedBlob, let newest {
-            if let last = checked[url], ContinuousClock.now - last < recheckInterval { return cachedBlob }
+            if let last = checked[artifact.uuid], ContinuousClock.now - last < recheckInterval { return cachedBlob }
             do {
                 let remote = try await fetcher.head(url)
                 if remote.contentLength == newest.contentLength && Self.text(remote.lastModified) == newest.lastModified {
-                    checked[url] = .now
+                    checked[artifact.uuid] = .now
                     return cachedBlob
                 }
-                logger.info("image changed on its server; fetching it again", metadata: ["image.url": "\(url)"])
+                logger.info("image changed on its server; fetching it again", metadata: ["image.url": "\(shown)"])
             } catch {
                 // A server that is down or now says 404 does not stop a node that has the image (Shaken Fist #1970).
-                logger.warning("could not check the image's server; using the copy this node has", metadata: ["image.url": "\(url)", "error": "\(error)"])
+                logger.warning("could not check the image's server; using the copy this node has", metadata: ["image.url": "\(shown)", "error": "\(Self.redacting(error, url))"])
                 return cachedBlob
             }
         }
         let blob = try await fetch(url, artifact: artifact, progress: progress)
-        checked[url] = .now
+        checked[artifact.uuid] = .now
         return blob
     }
 
@@ -211,7 +241,7 @@ public actor ImageResolver {
                         last = percent
                         return true
                     }
-                    if due { events.continuation.yield("fetching image \(url), \(Int(percent)) %") }
+                    if due { events.continuation.yield("fetching image \(URLRedaction.redacted(url)), \(Int(percent)) %") }
                 },
                 restart: {
                     // A retry starts the body again: start the blob's file again too.
@@ -224,7 +254,7 @@ public actor ImageResolver {
                 into: { bytes in try ingest.withLock { try $0.append(bytes) } })
         } catch {
             ingest.withLock { $0.abandon() }
-            throw error
+            throw Self.redacting(error, url)
         }
         events.continuation.finish()
         await reporter.value
@@ -240,8 +270,17 @@ public actor ImageResolver {
         let blob = try await writer.finish(info: Self.blobInfo(info))
         try await records.addArtifactVersion(
             artifactUUID: artifact.uuid, blobUUID: blob.uuid, lastModified: Self.text(result.lastModified), contentLength: result.contentLength)
-        logger.info("fetched image", metadata: ["image.url": "\(url)", "blob.uuid": "\(blob.uuid)", "image.bytes": "\(result.size)"])
+        logger.info("fetched image", metadata: ["image.url": "\(URLRedaction.redacted(url))", "blob.uuid": "\(blob.uuid)", "image.bytes": "\(result.size)"])
         return blob
+    }
+
+    /// The error with `url` redacted from its message when the URL carries credentials or a query:
+    /// job errors become events and error messages that more than the URL's owner may read. The
+    /// error keeps its kind (``ControlError/Code``), so retries are decided as before.
+    static func redacting(_ error: any Error, _ url: String) -> any Error {
+        guard URLRedaction.hasSecrets(url) else { return error }
+        let classified = ControlError(classifying: error)
+        return ControlError(classified.code, classified.message.replacingOccurrences(of: url, with: URLRedaction.redacted(url)))
     }
 
     /// The `qemu-img info` keys and mime type Shaken Fist shows for a blob.

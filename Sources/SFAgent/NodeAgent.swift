@@ -362,7 +362,7 @@ public struct NodeAgent: Sendable {
     private func base(_ text: String, cdrom: Bool, of instance: Instance, mode: ImageResolver.Mode) async throws -> ImageResolver.Base {
         if let images {
             let uuid = instance.uuid
-            return try await images.base(text, cdrom: cdrom, instance: uuid, mode: mode) { line in
+            return try await images.base(text, cdrom: cdrom, instance: uuid, namespace: instance.namespace, mode: mode) { line in
                 try? await event("instance", uuid, .status, line)
             }
         }

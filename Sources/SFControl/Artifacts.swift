@@ -104,17 +104,23 @@ extension Control {
     /// - Parameters:
     ///   - url: an http(s) URL, or a short name such as `debian:12`, which expands to
     ///     `<imageDownloadURL>/debian:12/latest.qcow2`.
-    ///   - namespace: checked, but the artifact is the `system` namespace's: the agent's image
-    ///     resolver looks URL artifacts up there, so every instance booting from the URL shares
-    ///     the artifact this one makes.
-    @discardableResult public func cacheArtifact(url: String, namespace: String? = nil, requestID: String? = nil) async throws -> Artifact {
-        try await cacheArtifactFetch(url: url, namespace: namespace, requestID: requestID).artifact
+    ///   - namespace: whose artifact it is (default: ``ControlSettings/defaultNamespace``). Each
+    ///     namespace caching a URL has its own artifact; the agent boots a namespace's instances
+    ///     from its own, else from the one `system` shares.
+    ///   - shared: share it with every namespace; only a `system` artifact can be shared. An
+    ///     artifact already shared stays shared when cached again without it.
+    @discardableResult public func cacheArtifact(
+        url: String, namespace: String? = nil, shared: Bool = false, requestID: String? = nil
+    ) async throws -> Artifact {
+        try await cacheArtifactFetch(url: url, namespace: namespace, shared: shared, requestID: requestID).artifact
     }
 
-    /// ``cacheArtifact(url:namespace:requestID:)`` with the job it queued, for a caller that waits
-    /// for the fetch. While a fetch of the artifact is still queued or running, that job is
+    /// ``cacheArtifact(url:namespace:shared:requestID:)`` with the job it queued, for a caller that
+    /// waits for the fetch. While a fetch of the artifact is still queued or running, that job is
     /// returned instead of queuing another.
-    public func cacheArtifactFetch(url: String, namespace: String? = nil, requestID: String? = nil) async throws -> ArtifactFetch {
+    public func cacheArtifactFetch(
+        url: String, namespace: String? = nil, shared: Bool = false, requestID: String? = nil
+    ) async throws -> ArtifactFetch {
         let reference: ImageReference
         do {
             reference = try ImageReference.parse(url, imageDownloadURL: settings.imageDownloadURL)
@@ -128,15 +134,18 @@ extension Control {
         default:
             throw ControlError.invalid("url '\(url)' is not an http(s) URL or a short image name such as debian:12; only URLs are cached")
         }
-        try Names.checkName(namespace ?? settings.defaultNamespace, "namespace")
+        let owner = namespace ?? settings.defaultNamespace
+        try Names.checkName(owner, "namespace")
+        try Self.checkShareable(namespace: owner, shared: shared)
         let records = try blobRecords()
         return try await controlled {
             // The artifact and its job cannot be one transaction with the store's API (artifacts are
             // BlobRecords, jobs NodeStore). The artifact goes first: a crash before the job is
             // queued leaves an artifact without a fetch, and running the same request again finds
-            // that artifact (one live image artifact per URL) and queues the fetch then.
-            let artifact = try await Self.findOrCreate(
-                Artifact(type: .image, name: expanded, sourceURL: expanded, namespace: Self.sharedNamespace), in: records)
+            // that artifact (one live image artifact per URL and namespace) and queues the fetch then.
+            var artifact = try await Self.findOrCreate(
+                Artifact(type: .image, name: expanded, sourceURL: expanded, namespace: owner, shared: shared), in: records)
+            if shared && !artifact.shared { artifact = try await records.setArtifactShared(uuid: artifact.uuid, true) }
             let order = try JobOrder(.artifactFetch, .artifact(artifact.uuid), requestID: requestID)
             let live = try await store.jobs(states: [.queued, .running], limit: 10_000)
             if let pending = live.first(where: { $0.kind == order.kind.rawValue && $0.objectKey == order.objectKey }) {
@@ -160,9 +169,8 @@ extension Control {
 
     // MARK: Reading
 
-    /// The artifacts `namespace` sees (all when nil), oldest first; deleted ones only when asked.
-    /// A namespace sees its own and the shared URL cache (the system namespace's image artifacts
-    /// made from URLs).
+    /// The artifacts `namespace` sees (all when nil or `system`), oldest first; deleted ones only
+    /// when asked. A namespace sees its own and the shared ones.
     public func artifacts(namespace: String? = nil, includeDeleted: Bool = false) async throws -> [Artifact] {
         if let namespace { try Names.checkName(namespace, "namespace") }
         let records = try blobRecords()
@@ -174,8 +182,9 @@ extension Control {
     }
 
     /// The artifact `reference` names: its UUID (in any state), or its name when that is unique
-    /// among the live artifacts `namespace` sees (a cached URL's artifact is named by its URL).
-    /// Another namespace's artifact is not found, never forbidden.
+    /// among the live artifacts `namespace` sees, or unique among its own (a cached URL's artifact
+    /// is named by its URL, so a namespace's own cache of a URL wins over the shared one).
+    /// Another namespace's private artifact is not found, never forbidden.
     public func artifact(_ reference: String, namespace: String? = nil) async throws -> Artifact {
         guard !reference.isEmpty else { throw ControlError.invalid("artifact reference is empty") }
         let records = try blobRecords()
@@ -192,6 +201,8 @@ extension Control {
             }
             let named = try await artifacts(namespace: namespace).filter { $0.name == reference }
             guard let artifact = named.first else { throw ControlError.notFound("artifact \(reference) not found") }
+            let own = named.filter { $0.namespace == namespace }
+            if named.count > 1, own.count == 1, let artifact = own.first { return artifact }
             guard named.count == 1 else {
                 throw ControlError.invalid(
                     "\(named.count) artifacts are named '\(reference)'; name one by UUID: \(named.map { $0.uuid.lowercasedString }.joined(separator: ", "))")
@@ -200,23 +211,27 @@ extension Control {
         }
     }
 
-    /// The artifact's versions with their blobs, oldest first.
+    /// The artifact's versions with their blobs, oldest first; each blob shows only the holders
+    /// `namespace` sees.
     public func artifactVersions(_ reference: String, namespace: String? = nil) async throws -> [ArtifactVersionView] {
         let artifact = try await self.artifact(reference, namespace: namespace)
-        return try await versionViews(of: artifact)
+        return try await versionViews(of: artifact, namespace: namespace)
     }
 
-    /// The artifact with its versions.
+    /// The artifact with its versions; each blob shows only the holders `namespace` sees.
     public func artifactView(_ reference: String, namespace: String? = nil) async throws -> ArtifactView {
         let artifact = try await self.artifact(reference, namespace: namespace)
-        return ArtifactView(artifact: artifact, versions: try await versionViews(of: artifact))
+        return ArtifactView(artifact: artifact, versions: try await versionViews(of: artifact, namespace: namespace))
     }
 
-    func versionViews(of artifact: Artifact) async throws -> [ArtifactVersionView] {
+    func versionViews(of artifact: Artifact, namespace: String?) async throws -> [ArtifactVersionView] {
         let records = try blobRecords()
         let versions = try await controlled { try await records.artifactVersions(artifactUUID: artifact.uuid) }
         var views: [ArtifactVersionView] = []
-        for version in versions { views.append(ArtifactVersionView(version: version, blob: try await blob(uuid: version.blobUUID))) }
+        for version in versions {
+            let blob = try await self.blob(uuid: version.blobUUID)
+            views.append(ArtifactVersionView(version: version, blob: try await visibleHolders(of: blob, namespace: namespace)))
+        }
         return views
     }
 
@@ -264,16 +279,23 @@ extension Control {
     /// or created, so uploading again under the same name adds a version. Content the cluster
     /// already has becomes that blob rather than a copy, and content equal to the newest version
     /// adds no version. The upload is gone afterwards.
-    public func uploadArtifact(name: String, uploadUUID: UUID, namespace: String? = nil, storage: BlobStorage) async throws -> UploadedArtifact {
+    ///
+    /// `shared` shares the artifact with every namespace (a `system` artifact only); `sourceURL`
+    /// replaces `sf://upload/<namespace>/<name>` as the source a new artifact records.
+    public func uploadArtifact(
+        name: String, uploadUUID: UUID, namespace: String? = nil, shared: Bool = false, sourceURL: String? = nil, storage: BlobStorage
+    ) async throws -> UploadedArtifact {
         try Names.checkName(name, "artifact name")
         if let namespace { try Names.checkName(namespace, "namespace") }
+        try Self.checkSourceURL(sourceURL)
         let uploads = try uploadSessions(storage)
         let upload = try await checkLocal(upload: uploadUUID, storage)
         guard upload.received > 0 else {
             throw ControlError.invalid("upload \(uploadUUID.lowercasedString) is empty; append its data before making it an artifact")
         }
         let namespace = namespace ?? upload.namespace
-        let artifact = try await imageArtifact(name: name, namespace: namespace)
+        try Self.checkShareable(namespace: namespace, shared: shared)
+        let artifact = try await imageArtifact(name: name, namespace: namespace, shared: shared, sourceURL: sourceURL)
         return try await controlled {
             // A crash between these leaves a blob that no version holds yet (and the upload gone);
             // uploading the same file again finds that blob by its content and adds it then.
@@ -284,66 +306,95 @@ extension Control {
 
     /// Records an existing blob as the newest version of the image artifact `name` (Shaken Fist's
     /// `blob_artifact`, which a client uses when the cluster already has a file's sha512).
-    public func blobArtifact(name: String, blobUUID: UUID, namespace: String? = nil, storage: BlobStorage) async throws -> UploadedArtifact {
+    /// The caller checks the blob is one it may see (``canSee(blob:namespace:)``), so no
+    /// namespace adopts another's blob by its UUID; the operator and the admin may use any.
+    public func blobArtifact(
+        name: String, blobUUID: UUID, namespace: String? = nil, shared: Bool = false, sourceURL: String? = nil, storage: BlobStorage
+    ) async throws -> UploadedArtifact {
         try Names.checkName(name, "artifact name")
         let namespace = namespace ?? settings.defaultNamespace
         try Names.checkName(namespace, "namespace")
+        try Self.checkSourceURL(sourceURL)
+        try Self.checkShareable(namespace: namespace, shared: shared)
         let blob = try await createdBlob(blobUUID)
-        let artifact = try await imageArtifact(name: name, namespace: namespace)
+        let artifact = try await imageArtifact(name: name, namespace: namespace, shared: shared, sourceURL: sourceURL)
         let blobs = try blobStore(storage)
         return try await controlled { try await addVersion(blob, to: artifact, blobs) }
     }
 
     /// Points the label `name` in `namespace` at a blob: its `label` artifact (source URL
     /// `sf://label/<namespace>/<name>`) is found or created and the blob added as its newest
-    /// version, so `label:NAME` (and `sf://label/NAMESPACE/NAME`) resolves to it from now on.
-    @discardableResult public func setLabel(name: String, blobUUID: UUID, namespace: String? = nil, storage: BlobStorage) async throws -> Artifact {
+    /// version, so `label:NAME` (and `sf://label/NAMESPACE/NAME`) resolves to it from now on. As
+    /// with ``blobArtifact(name:blobUUID:namespace:shared:sourceURL:storage:)`` the caller checks it
+    /// may see the blob; `shared` shares the label (a `system` one only).
+    @discardableResult public func setLabel(
+        name: String, blobUUID: UUID, namespace: String? = nil, shared: Bool = false, storage: BlobStorage
+    ) async throws -> Artifact {
         try Names.checkName(name, "label name")
         let namespace = namespace ?? settings.defaultNamespace
         try Names.checkName(namespace, "namespace")
+        try Self.checkShareable(namespace: namespace, shared: shared)
         let blob = try await createdBlob(blobUUID)
         let records = try blobRecords()
         let blobs = try blobStore(storage)
         return try await controlled {
-            let label = try await Self.findOrCreate(
-                Artifact(type: .label, name: name, sourceURL: "sf://label/\(namespace)/\(name)", namespace: namespace), in: records)
+            var label = try await Self.findOrCreate(
+                Artifact(type: .label, name: name, sourceURL: "sf://label/\(namespace)/\(name)", namespace: namespace, shared: shared), in: records)
+            if shared && !label.shared { label = try await records.setArtifactShared(uuid: label.uuid, true) }
             return try await addVersion(blob, to: label, blobs).artifact
         }
     }
 
-    /// The blob the label `name` in `namespace` (default: system) resolves to: its newest version,
-    /// as the agent resolves `label:NAME`.
+    /// The blob `label:NAME` resolves to for an instance of `namespace` (default:
+    /// ``ControlSettings/defaultNamespace``), as the agent resolves it: the namespace's own label,
+    /// else the one `system` shares.
     public func label(_ name: String, namespace: String? = nil) async throws -> Blob {
         try Names.checkName(name, "label name")
         let namespace = namespace ?? settings.defaultNamespace
         try Names.checkName(namespace, "namespace")
-        let records = try blobRecords()
+        let access = try imageAccess()
         return try await controlled {
-            guard let label = try await records.artifact(type: .label, name: name, namespace: namespace),
-                let newest = try await records.artifactVersions(artifactUUID: label.uuid).last
-            else {
-                throw ControlError.notFound("Could not resolve label \(name) to a blob in namespace \(namespace)")
+            guard let blob = try await access.blob(for: .label(namespace: nil, name: name), namespace: namespace) else {
+                throw ControlError(.internal, "label \(name) resolved to no blob")
             }
-            return try await records.blob(uuid: newest.blobUUID)
+            return blob
         }
+    }
+
+    /// Shares the artifact with every namespace, or stops sharing it (Shaken Fist's
+    /// `artifact share` / `unshare`). Only a `system` artifact can be shared.
+    @discardableResult public func setShared(_ reference: String, _ shared: Bool, namespace: String? = nil) async throws -> Artifact {
+        let artifact = try await self.artifact(reference, namespace: namespace)
+        try Self.checkOwned(artifact, by: namespace, reference)
+        try Self.checkShareable(namespace: artifact.namespace, shared: shared)
+        guard artifact.state != .deleted else { throw ControlError.conflict("artifact \(reference) is deleted; it cannot be shared") }
+        let records = try blobRecords()
+        return try await controlled { try await records.setArtifactShared(uuid: artifact.uuid, shared) }
     }
 
     // MARK: Helpers
 
-    /// URL artifacts live here, where the agent's image resolver finds them.
-    static let sharedNamespace = Namespace.system
-
     /// Whether `namespace` (nil: the admin, who sees everything) sees the artifact: its own, and
-    /// the shared URL cache.
+    /// the shared ones.
     static func isVisible(_ artifact: Artifact, to namespace: String?) -> Bool {
         guard let namespace else { return true }
-        return artifact.namespace == namespace || isSharedURLCache(artifact)
+        return ImageAccess.sees(artifact, namespace: namespace)
     }
 
-    /// Whether the artifact is the cluster's shared cache of an image URL, which every namespace sees.
-    public static func isSharedURLCache(_ artifact: Artifact) -> Bool {
-        artifact.namespace == sharedNamespace && artifact.type == .image && artifact.name == artifact.sourceURL
-            && (artifact.name.lowercased().hasPrefix("http://") || artifact.name.lowercased().hasPrefix("https://"))
+    /// Refuses sharing an artifact of any namespace but `system` (Shaken Fist's rule: what is
+    /// shared is the cluster's, not a tenant's).
+    static func checkShareable(namespace: String, shared: Bool) throws(ControlError) {
+        guard !shared || namespace == Namespace.system else {
+            throw .invalid("only artifacts in the system namespace can be shared (this one is in namespace \(namespace))")
+        }
+    }
+
+    /// A `source_url` a client gives an upload: recorded, never fetched, but bounded like a base.
+    static func checkSourceURL(_ sourceURL: String?) throws(ControlError) {
+        guard let sourceURL else { return }
+        guard !sourceURL.isEmpty, sourceURL.utf8.count <= 2048,
+            !sourceURL.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else { throw .invalid("source_url is empty, longer than 2048 bytes or holds a control character") }
     }
 
     /// Refuses a change to an artifact another namespace owns; as with reads, it is not found.
@@ -368,12 +419,15 @@ extension Control {
         }
     }
 
-    /// The upload artifact `name`, found or created.
-    func imageArtifact(name: String, namespace: String) async throws -> Artifact {
+    /// The upload artifact `name`, found or created (and shared when asked).
+    func imageArtifact(name: String, namespace: String, shared: Bool, sourceURL: String?) async throws -> Artifact {
         let records = try blobRecords()
         return try await controlled {
-            let artifact = try await Self.findOrCreate(
-                Artifact(type: .image, name: name, sourceURL: "sf://upload/\(namespace)/\(name)", namespace: namespace), in: records)
+            var artifact = try await Self.findOrCreate(
+                Artifact(
+                    type: .image, name: name, sourceURL: sourceURL ?? "sf://upload/\(namespace)/\(name)", namespace: namespace,
+                    shared: shared), in: records)
+            if shared && !artifact.shared { artifact = try await records.setArtifactShared(uuid: artifact.uuid, true) }
             guard artifact.state != .error else {
                 throw ControlError.conflict(
                     "artifact \(name) (\(artifact.uuid.lowercasedString)) is in error; delete it (sfnode artifact delete \(artifact.uuid.lowercasedString)) and upload again")

@@ -36,10 +36,14 @@ public struct BlobView: Sendable, Equatable, Encodable {
     public let referenceCount: Int
 
     public init(blob: Blob, referencesTo: [BlobReference], referencesFrom: [BlobReference]) {
+        self.init(blob: blob, referencesTo: referencesTo, referencesFrom: referencesFrom, referenceCount: referencesTo.count)
+    }
+
+    init(blob: Blob, referencesTo: [BlobReference], referencesFrom: [BlobReference], referenceCount: Int) {
         self.blob = blob
         self.referencesTo = referencesTo
         self.referencesFrom = referencesFrom
-        self.referenceCount = referencesTo.count
+        self.referenceCount = referenceCount
     }
 
     /// The instances whose disks are built on the blob, lower-case UUIDs.
@@ -98,14 +102,53 @@ extension Control {
         }
     }
 
+    /// ``blob(uuid:)`` as `namespace` (nil or `system`: everything) may see it: a blob it cannot
+    /// see (``canSee(blob:namespace:)``) is not found, exactly as a missing one, and of what
+    /// references the blob only the holders it sees are listed (`reference_count` still counts all).
+    public func blob(uuid: UUID, namespace: String?) async throws -> BlobView {
+        if let namespace, namespace != Namespace.system {
+            guard try await canSee(blob: uuid, namespace: namespace) else { throw ControlError.notFound("blob not found") }
+        }
+        let view: BlobView
+        do {
+            view = try await blob(uuid: uuid)
+        } catch let error as ControlError where error.code == .notFound {
+            throw ControlError.notFound("blob not found")
+        }
+        return try await visibleHolders(of: view, namespace: namespace)
+    }
+
+    /// Whether `namespace` may see (read, boot, name in an artifact) the blob: always for `system`,
+    /// otherwise when it sees an artifact, instance or blob holding it. A missing blob is not seen.
+    public func canSee(blob uuid: UUID, namespace: String) async throws -> Bool {
+        let access = try imageAccess()
+        return try await controlled { try await access.canSee(blob: uuid, namespace: namespace) }
+    }
+
+    /// The view with only the holders `namespace` (nil or `system`: all) sees.
+    func visibleHolders(of view: BlobView, namespace: String?) async throws -> BlobView {
+        guard let namespace, namespace != Namespace.system else { return view }
+        let access = try imageAccess()
+        return try await controlled {
+            var seen: [BlobReference] = []
+            for reference in view.referencesTo {
+                if try await access.canSee(holderOf: reference, namespace: namespace) { seen.append(reference) }
+            }
+            return BlobView(blob: view.blob, referencesTo: seen, referencesFrom: view.referencesFrom, referenceCount: view.referenceCount)
+        }
+    }
+
     /// The oldest created blob whose content has this sha512 (128 hex digits, any case), or nil:
-    /// how a client skips uploading what the cluster already has.
-    public func blob(sha512: String) async throws -> Blob? {
+    /// how a client skips uploading what the cluster already has. For a `namespace` other than
+    /// `system` a blob it cannot see is nil too, so the lookup tells no one what others hold.
+    public func blob(sha512: String, namespace: String? = nil) async throws -> Blob? {
         guard sha512.utf8.count == 128, sha512.unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit }) else {
             throw ControlError.invalid("sha512 '\(sha512.prefix(140))' is not 128 hexadecimal digits")
         }
         let records = try blobRecords()
-        return try await controlled { try await records.blob(sha512: sha512.lowercased()) }
+        guard let blob = try await controlled({ try await records.blob(sha512: sha512.lowercased()) }) else { return nil }
+        if let namespace, namespace != Namespace.system, !(try await canSee(blob: blob.uuid, namespace: namespace)) { return nil }
+        return blob
     }
 
     /// Up to `limit` bytes (nil: to the end) of the blob from `offset`, as chunks of at most
@@ -211,6 +254,18 @@ extension Control {
             throw ControlError(.internal, "the store (\(type(of: store))) keeps no blob records")
         }
         return records
+    }
+
+    /// The image visibility rule over this store (``ImageAccess``).
+    func imageAccess() throws(ControlError) -> ImageAccess {
+        let store = self.store
+        return ImageAccess(records: try blobRecords()) { uuid in
+            do {
+                return try await store.instance(uuid: uuid).namespace
+            } catch StoreError.notFound {
+                return nil
+            }
+        }
     }
 
     /// This node's blob data over the store's records.

@@ -1,4 +1,5 @@
 import Foundation
+import SFStore
 
 /// Where a disk's base image comes from, as Shaken Fist resolves a `base`.
 public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
@@ -83,4 +84,143 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
         if text.hasPrefix("/") { return .localPath(text) }
         return try parse(text, imageDownloadURL: imageDownloadURL)
     }
+}
+
+/// Which images a namespace may boot and see: the one rule the API applies when an instance is
+/// created and the agent applies again before it boots one, so a base written into the store by
+/// other means gets no further.
+///
+/// A namespace sees its own artifacts and the shared ones (only `system` shares); `system` sees
+/// everything. A blob is seen through what holds it: an artifact version or an instance disk the
+/// namespace sees, or a blob built on it that it sees. What a namespace cannot see is not found,
+/// never forbidden, so another namespace's private image looks exactly like a missing one.
+public struct ImageAccess: Sendable {
+    let records: any BlobRecords
+    let instanceNamespace: @Sendable (UUID) async throws -> String?
+
+    /// - Parameters:
+    ///   - records: the blob and artifact records.
+    ///   - instanceNamespace: the namespace of an instance, nil when there is none (an instance's
+    ///     disks let its namespace see their blobs).
+    public init(records: any BlobRecords, instanceNamespace: @escaping @Sendable (UUID) async throws -> String?) {
+        self.records = records
+        self.instanceNamespace = instanceNamespace
+    }
+
+    /// How far ``canSee(blob:namespace:)`` follows blobs built on blobs; real chains are 1 or 2 long.
+    static let holderDepth = 4
+
+    /// Whether `namespace` sees the artifact: its own, a shared one, or any for `system`.
+    public static func sees(_ artifact: Artifact, namespace: String) -> Bool {
+        namespace == Namespace.system || artifact.namespace == namespace || artifact.shared
+    }
+
+    /// The blob a disk base of an instance in `namespace` boots from, with Shaken Fist's 404
+    /// messages for what is missing or not the namespace's to see. Nil for a URL (its artifact is
+    /// found or made when it is fetched, see ``urlArtifact(_:namespace:)``) and for a path on the
+    /// node (which only an operator can have stored).
+    public func blob(for reference: ImageReference, namespace: String) async throws -> Blob? {
+        switch reference {
+        case .url, .localPath:
+            return nil
+        case .upload(let uuid):
+            throw ControlError.invalid(
+                "disk base sf://upload/\(uuid.lowercasedString) is an upload session: make it an artifact first (sfnode artifact upload NAME FILE) and use sf://upload/NAMESPACE/NAME")
+        case .blob(let uuid):
+            guard try await canSee(blob: uuid, namespace: namespace) else { throw ControlError.notFound("blob not found") }
+            return try await records.blob(uuid: uuid)
+        case .label(nil, let name):
+            // The namespace's own label first, then the one system shares (Shaken Fist's label:NAME).
+            var label = try await records.artifact(type: .label, name: name, namespace: namespace)
+            if label == nil, namespace != Namespace.system,
+                let shared = try await records.artifact(type: .label, name: name, namespace: Namespace.system), shared.shared
+            {
+                label = shared
+            }
+            return try await newestBlob(of: label, namespace: namespace, unresolved: "Could not resolve label \(name) to a blob")
+        case .label(let owner?, let name):
+            let label = try await records.artifact(type: .label, name: name, namespace: owner)
+            return try await newestBlob(of: label, namespace: namespace, unresolved: "Could not resolve artifact to a blob")
+        case .uploadArtifact(let owner, let name):
+            let artifact = try await records.artifact(type: .image, name: name, namespace: owner)
+            return try await newestBlob(of: artifact, namespace: namespace, unresolved: "Could not resolve artifact to a blob")
+        }
+    }
+
+    /// The image artifact caching `url` for instances of `namespace`: the namespace's own, else
+    /// the one `system` shares, else nil (the caller makes the namespace's own).
+    public func urlArtifact(_ url: String, namespace: String) async throws -> Artifact? {
+        if let own = try await records.artifact(type: .image, name: url, namespace: namespace) { return own }
+        guard let shared = try await records.artifact(type: .image, name: url, namespace: Namespace.system), shared.shared else { return nil }
+        return shared
+    }
+
+    /// Whether `namespace` sees the blob: always for `system`; otherwise when an artifact version,
+    /// an instance disk or a blob built on it is the namespace's to see. A missing blob is not seen.
+    public func canSee(blob uuid: UUID, namespace: String) async throws -> Bool {
+        if namespace == Namespace.system { return (try? await records.blob(uuid: uuid)) != nil }
+        var visited: Set<UUID> = []
+        return try await canSee(blob: uuid, namespace: namespace, depth: Self.holderDepth, visited: &visited)
+    }
+
+    /// Whether `namespace` sees what holds `reference`: the artifact, the instance, or the blob.
+    public func canSee(holderOf reference: BlobReference, namespace: String) async throws -> Bool {
+        if namespace == Namespace.system { return true }
+        var visited: Set<UUID> = [reference.blobUUID]
+        return try await seesHolder(reference, namespace: namespace, depth: Self.holderDepth, visited: &visited)
+    }
+
+    private func canSee(blob uuid: UUID, namespace: String, depth: Int, visited: inout Set<UUID>) async throws -> Bool {
+        guard depth > 0, visited.insert(uuid).inserted else { return false }
+        let holders = try await records.references(to: uuid)
+        // Artifacts first: one row each, and the usual way a namespace holds a blob.
+        for reference in holders.sorted(by: { ($0.holderType == "artifact" ? 0 : 1) < ($1.holderType == "artifact" ? 0 : 1) }) {
+            if try await seesHolder(reference, namespace: namespace, depth: depth, visited: &visited) { return true }
+        }
+        return false
+    }
+
+    private func seesHolder(_ reference: BlobReference, namespace: String, depth: Int, visited: inout Set<UUID>) async throws -> Bool {
+        guard let holder = UUID(uuidString: reference.holderUUID) else { return false }
+        switch reference.holderType {
+        case "artifact":
+            guard let artifact = try? await records.artifact(uuid: holder) else { return false }
+            return artifact.state != .deleted && Self.sees(artifact, namespace: namespace)
+        case "instance":
+            return try await instanceNamespace(holder) == namespace
+        case "blob":
+            return try await canSee(blob: holder, namespace: namespace, depth: depth - 1, visited: &visited)
+        default:
+            return false
+        }
+    }
+
+    private func newestBlob(of artifact: Artifact?, namespace: String, unresolved: String) async throws -> Blob {
+        guard let artifact, Self.sees(artifact, namespace: namespace) else { throw ControlError.notFound("artifact not found") }
+        guard artifact.state == .created else { throw ControlError.notFound("artifact not ready (state=\(artifact.state.rawValue))") }
+        guard let newest = try await records.artifactVersions(artifactUUID: artifact.uuid).last else { throw ControlError.notFound(unresolved) }
+        return try await records.blob(uuid: newest.blobUUID)
+    }
+}
+
+/// URLs as shown to anyone but the owner of what names them: credentials (`user:pass@`) and the
+/// query (presigned tokens) become `redacted`, and any fragment goes.
+public enum URLRedaction {
+    /// `url` with its userinfo and query redacted; text that is not a URL is returned as it is.
+    public static func redacted(_ url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        var rest = String(url[schemeEnd.upperBound...])
+        var query = ""
+        if let cut = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+            if rest[cut] == "?" { query = "?redacted" }
+            rest = String(rest[..<cut])
+        }
+        // The last '@' before the query, wherever it is: a lenient parser may read a '/' inside a
+        // password as part of it, so a path holding '@' is redacted too rather than risk a leak.
+        if let at = rest.lastIndex(of: "@") { rest = "redacted@" + String(rest[rest.index(after: at)...]) }
+        return String(url[..<schemeEnd.upperBound]) + rest + query
+    }
+
+    /// Whether redacting changes `url`: it carries credentials or a query.
+    public static func hasSecrets(_ url: String) -> Bool { redacted(url) != url }
 }

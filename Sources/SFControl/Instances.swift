@@ -20,7 +20,7 @@ extension Control {
         guard InstanceLimits.disks.contains(request.disks.count) else {
             throw ControlError.invalid("\(request.disks.count) disks asked for; an instance has at most \(InstanceLimits.disks.upperBound)")
         }
-        for (index, disk) in request.disks.enumerated() { try checkDisk(disk, index: index) }
+        for (index, disk) in request.disks.enumerated() { try await checkDisk(disk, index: index, namespace: namespace) }
         let video = request.video ?? VideoSpec()
         guard VideoModel(rawValue: video.model) != nil else {
             throw ControlError.invalid("video model '\(video.model)' is not one of \(VideoModel.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -111,7 +111,10 @@ extension Control {
         }
     }
 
-    func checkDisk(_ disk: DiskSpec, index: Int) throws {
+    /// Checks one disk of an instance of `namespace`, its base included: a base that is missing,
+    /// not ready or not the namespace's to see (``ImageAccess``) is refused now with Shaken Fist's
+    /// 404, as the agent would refuse it later. A URL is checked by the agent when it fetches.
+    func checkDisk(_ disk: DiskSpec, index: Int, namespace: String) async throws {
         if let bus = disk.bus, DiskBus(rawValue: bus) == nil {
             throw ControlError.invalid("disk \(index): invalid disk bus '\(bus)' (use \(DiskBus.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
@@ -119,7 +122,10 @@ extension Control {
             throw ControlError.invalid("disk \(index): size \(size) GiB is outside \(InstanceLimits.diskGiB.lowerBound)...\(InstanceLimits.diskGiB.upperBound)")
         }
         switch (disk.type, disk.base) {
-        case (_, let base?): _ = try ImageReference.parse(base, imageDownloadURL: settings.imageDownloadURL)
+        case (_, let base?):
+            let reference = try ImageReference.parse(base, imageDownloadURL: settings.imageDownloadURL)
+            let access = try imageAccess()
+            _ = try await controlled { try await access.blob(for: reference, namespace: namespace) }
         case (.disk, nil):
             guard disk.size != nil else { throw ControlError.invalid("disk \(index): a blank disk needs a size in GiB") }
         case (.cdrom, nil): throw ControlError.invalid("disk \(index): a cdrom needs a base image")

@@ -128,10 +128,12 @@ public struct Artifact: Codable, Hashable, Sendable {
     /// How many versions are kept; older ones are dropped when a new one is added.
     public var maxVersions: Int
     public var created: Date
+    /// Whether every namespace may see and boot it (only a `system` artifact is shared).
+    public var shared: Bool
 
     public init(
         uuid: UUID = UUID(), type: ArtifactType, name: String, sourceURL: String? = nil, namespace: String,
-        state: ArtifactState = .initial, maxVersions: Int = 3, created: Date = Date.storableNow()
+        state: ArtifactState = .initial, maxVersions: Int = 3, created: Date = Date.storableNow(), shared: Bool = false
     ) {
         self.uuid = uuid
         self.type = type
@@ -141,10 +143,11 @@ public struct Artifact: Codable, Hashable, Sendable {
         self.state = state
         self.maxVersions = maxVersions
         self.created = created
+        self.shared = shared
     }
 
     enum CodingKeys: String, CodingKey {
-        case uuid, name, namespace, state, created
+        case uuid, name, namespace, state, created, shared
         case type = "artifact_type"
         case sourceURL = "source_url"
         case maxVersions = "max_versions"

@@ -74,6 +74,8 @@ public protocol BlobRecords: Sendable {
     /// Sets how many versions are kept (at least 1), dropping the excess as
     /// ``addArtifactVersion(artifactUUID:blobUUID:lastModified:contentLength:)`` does.
     @discardableResult func setArtifactMaxVersions(uuid: UUID, _ maxVersions: Int) async throws -> Artifact
+    /// Shares the artifact with every namespace, or stops sharing it.
+    @discardableResult func setArtifactShared(uuid: UUID, _ shared: Bool) async throws -> Artifact
     /// Moves the artifact to `deleted` and drops all its versions and references, with the rule
     /// above for their blobs. Deleting a deleted artifact changes nothing.
     @discardableResult func deleteArtifact(uuid: UUID) async throws -> Artifact

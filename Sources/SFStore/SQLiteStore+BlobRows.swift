@@ -173,7 +173,8 @@ extension SQLiteStore {
             namespace: try row.required("namespace", "artifact"),
             state: try row.parsed("state", "artifact", ArtifactState.init(rawValue:)),
             maxVersions: try row.required("max_versions", "artifact"),
-            created: try row.requiredDate("created", "artifact"))
+            created: try row.requiredDate("created", "artifact"),
+            shared: try row.required("shared", "artifact"))
     }
 
     static func decodeVersion(_ row: Row) throws -> ArtifactVersion {

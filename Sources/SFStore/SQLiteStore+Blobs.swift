@@ -56,6 +56,17 @@ extension SQLiteStore {
                         created REAL NOT NULL);
                     """)
         }
+        // Artifacts belong to their namespace; `shared` ones (system's only) are seen by every
+        // namespace. Until now every system image artifact cached from a URL was shared: they stay so.
+        migrator.registerMigration("v6: shared artifacts") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE artifact ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+                    UPDATE artifact SET shared = 1
+                        WHERE namespace = 'system' AND type = 'image' AND name = source_url
+                        AND (lower(name) LIKE 'http://%' OR lower(name) LIKE 'https://%');
+                    """)
+        }
     }
 }
 
@@ -257,12 +268,12 @@ extension SQLiteStore: BlobRecords {
             }
             try db.execute(
                 sql: """
-                    INSERT INTO artifact (uuid, type, name, source_url, namespace, state, max_versions, highest_index, created)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)
+                    INSERT INTO artifact (uuid, type, name, source_url, namespace, state, max_versions, highest_index, created, shared)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
                     """,
                 arguments: [
                     id, artifact.type.rawValue, artifact.name, artifact.sourceURL, artifact.namespace,
-                    artifact.state.rawValue, artifact.maxVersions, artifact.created.timeIntervalSince1970,
+                    artifact.state.rawValue, artifact.maxVersions, artifact.created.timeIntervalSince1970, artifact.shared,
                 ])
             try self.insertEvent(
                 db, Event(objectType: "artifact", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
@@ -354,6 +365,17 @@ extension SQLiteStore: BlobRecords {
             try db.execute(sql: "UPDATE artifact SET max_versions = ? WHERE uuid = ?", arguments: [maxVersions, uuid.lowercasedString])
             try self.recordMutation(db, type: "artifact", uuid: uuid.lowercasedString, attribute: "max_versions", value: "\(maxVersions)")
             try self.trimVersions(db, uuid, keep: maxVersions)
+            return artifact
+        }
+    }
+
+    @discardableResult public func setArtifactShared(uuid: UUID, _ shared: Bool) async throws -> Artifact {
+        try await write { db in
+            var artifact = try Self.fetchArtifact(db, uuid)
+            guard artifact.shared != shared else { return artifact }
+            artifact.shared = shared
+            try db.execute(sql: "UPDATE artifact SET shared = ? WHERE uuid = ?", arguments: [shared, uuid.lowercasedString])
+            try self.recordMutation(db, type: "artifact", uuid: uuid.lowercasedString, attribute: "shared", value: "\(shared)")
             return artifact
         }
     }

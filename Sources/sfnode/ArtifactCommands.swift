@@ -18,10 +18,11 @@ struct ArtifactCommand: AsyncParsableCommand {
         @Argument(help: "An http(s) URL, or a short name such as debian:12.") var url: String
         @Flag(help: "Return once the fetch is queued instead of waiting for it.") var noWait = false
         @Option(help: "How long to wait, in seconds.") var timeout = 3600
+        @Flag(help: "Share the artifact with every namespace (system artifacts only).") var shared = false
 
         func run() async throws {
             let control = try options.control()
-            var fetch = try await control.cacheArtifactFetch(url: url, namespace: options.namespace)
+            var fetch = try await control.cacheArtifactFetch(url: url, namespace: options.namespace, shared: shared)
             if !noWait { fetch = try await ArtifactCommand.waitForFetch(fetch, control, options, timeout: timeout) }
             try await ArtifactCommand.show(fetch.artifact.uuid.lowercasedString, control, options)
             if noWait && !options.json {
@@ -38,9 +39,14 @@ struct ArtifactCommand: AsyncParsableCommand {
         @Argument(help: "The artifact's name.") var name: String
         @Argument(help: "The file to upload.") var file: String
         @Option(help: "Bytes per chunk.") var chunkSize = 4 << 20
+        @Flag(help: "Share the artifact with every namespace (system artifacts only).") var shared = false
+        @Option(help: "The source URL to record on a new artifact (default: sf://upload/NAMESPACE/NAME).") var sourceURL: String?
 
         func run() async throws {
             guard chunkSize > 0 else { throw ValidationError("--chunk-size \(chunkSize) is not positive") }
+            if shared && (options.namespace ?? Namespace.system) != Namespace.system {
+                throw ValidationError("--shared: only artifacts in the system namespace can be shared")
+            }
             // Refused now rather than after sending the whole file.
             try Names.checkName(name, "artifact name")
             let (control, storage) = try options.blobControl()
@@ -49,7 +55,8 @@ struct ArtifactCommand: AsyncParsableCommand {
             let result: UploadedArtifact
             do {
                 try await ArtifactCommand.send(file, size: size, to: upload.uuid, chunkSize: chunkSize, control, storage, json: options.json)
-                result = try await control.uploadArtifact(name: name, uploadUUID: upload.uuid, namespace: options.namespace, storage: storage)
+                result = try await control.uploadArtifact(
+                    name: name, uploadUUID: upload.uuid, namespace: options.namespace, shared: shared, sourceURL: sourceURL, storage: storage)
             } catch {
                 // An upload that did not become an artifact is of no use to anyone: remove its file
                 // now rather than in a week (it is already gone if it became a blob).
@@ -159,7 +166,8 @@ struct ArtifactCommand: AsyncParsableCommand {
         output.printFields(
             [
                 ("uuid", artifact.uuid.lowercasedString), ("type", artifact.type.rawValue), ("name", artifact.name),
-                ("namespace", artifact.namespace), ("state", artifact.state.rawValue), ("source url", artifact.sourceURL.orNone),
+                ("namespace", artifact.namespace), ("shared", artifact.shared ? "yes" : "no"), ("state", artifact.state.rawValue),
+                ("source url", artifact.sourceURL.orNone),
                 ("max versions", "\(artifact.maxVersions)"), ("index", "\(view.index)"),
             ]
                 + view.versions.map { version in

@@ -96,8 +96,8 @@ struct ImagePathTests {
             lab.server.register("/disk.raw.gz", file: packed, behaviour: .throttled(bytesPerSecond: max(1, size)))
             let url = lab.server.url("/disk.raw.gz")
 
-            async let first = resolver.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
-            async let second = resolver.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            async let first = resolver.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
+            async let second = resolver.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             let (one, two) = try await (first, second)
             #expect(one == two)
             #expect(lab.server.requestCount("/disk.raw.gz", method: "GET") == 1)
@@ -115,17 +115,17 @@ struct ImagePathTests {
             let url = lab.server.url("/disk.raw")
             lab.server.register("/disk.raw", file: try lab.rawImage("disk.raw", megabytes: 2))
             let burst = lab.resolver()
-            let first = try await burst.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
-            _ = try await burst.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            let first = try await burst.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
+            _ = try await burst.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             #expect(lab.server.requestCount("/disk.raw", method: "GET") == 1)
             #expect(lab.server.requestCount("/disk.raw", method: "HEAD") == 0, "within the interval the server is not asked")
             let eager = lab.resolver(recheckInterval: .zero)
-            let unchanged = try await eager.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            let unchanged = try await eager.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             #expect(unchanged.blobUUID == first.blobUUID)
             #expect(lab.server.requestCount("/disk.raw", method: "HEAD") == 1)
             #expect(lab.server.requestCount("/disk.raw", method: "GET") == 1)
             lab.server.register("/disk.raw", file: try lab.rawImage("disk2.raw", megabytes: 3))
-            let changed = try await eager.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            let changed = try await eager.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             #expect(lab.server.requestCount("/disk.raw", method: "GET") == 2)
             #expect(changed.blobUUID != first.blobUUID)
         }
@@ -136,7 +136,7 @@ struct ImagePathTests {
         try await withImageLab { lab in
             let resolver = lab.resolver()
             lab.server.register("/disk.raw", file: try lab.rawImage("disk.raw", megabytes: 1))
-            let base = try await resolver.base(lab.server.url("/disk.raw"), cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+            let base = try await resolver.base(lab.server.url("/disk.raw"), cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             let directory = resolver.blobs.directory
             let stale = directory + "/\(UUID().lowercasedString).partial"
             let unknown = directory + "/\(UUID().lowercasedString)"
@@ -157,7 +157,7 @@ struct ImagePathTests {
             let image = try lab.rawImage("disk.raw", megabytes: 4)
             lab.server.register("/disk.raw", file: image, behaviour: .dropAfter(bytes: 1 << 20, times: 1))
             let base = try await resolver.base(
-                lab.server.url("/disk.raw"), cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+                lab.server.url("/disk.raw"), cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             #expect(lab.server.requestCount("/disk.raw", method: "GET") == 2)
             let blob = try await lab.store.blob(uuid: try #require(base.blobUUID))
             #expect(blob.state == .created)
@@ -212,7 +212,7 @@ struct ImagePathTests {
             let resolver = lab.resolver(storage: small)
 
             let refused = await #expect(throws: BlobError.self) {
-                _ = try await resolver.base(url, cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+                _ = try await resolver.base(url, cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             }
             #expect(refused.map { ControlError(classifying: $0).code } == .insufficientResources)
             let (_, runner) = try await lab.agent(images: resolver)
@@ -232,7 +232,7 @@ struct ImagePathTests {
             let hostile = try lab.shadowImage()
             lab.server.register("/shadow.qcow2", file: hostile)
             let fetched = await #expect(throws: ImageError.self) {
-                _ = try await resolver.base(lab.server.url("/shadow.qcow2"), cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+                _ = try await resolver.base(lab.server.url("/shadow.qcow2"), cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             }
             #expect(fetched?.description.contains("backing file '/etc/shadow'") == true, "\(String(describing: fetched))")
             #expect(try await lab.store.blobs().isEmpty, "a refused download became a blob")
@@ -244,7 +244,7 @@ struct ImagePathTests {
             let blob = try await uploads.finish(uuid: upload.uuid)
             let used = await #expect(throws: ImageError.self) {
                 _ = try await resolver.base(
-                    "sf://blob/\(blob.uuid.uuidString.lowercased())", cdrom: false, instance: UUID(), mode: .fetchIfStale) { _ in }
+                    "sf://blob/\(blob.uuid.uuidString.lowercased())", cdrom: false, instance: UUID(), namespace: Namespace.system, mode: .fetchIfStale) { _ in }
             }
             #expect(used?.description.contains("backing file '/etc/shadow'") == true, "\(String(describing: used))")
             #expect(lab.cachedImages(resolver).isEmpty, "in the image cache: \(lab.cachedImages(resolver))")

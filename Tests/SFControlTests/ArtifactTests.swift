@@ -75,16 +75,17 @@ import Testing
         #expect(jobs.first?.objectKey == "artifact:\(artifact.uuid.uuidString.lowercased())")
         #expect(jobs.first?.payload == .object(["artifact_uuid": .string(artifact.uuid.uuidString.lowercased()), "request_id": .string("req-7")]))
 
-        // Again, from another namespace: the same (shared) artifact, and the pending fetch is reused.
+        // Again: the pending fetch is reused. From another namespace: its own artifact and fetch.
+        #expect(try await fixture.control.cacheArtifactFetch(url: url).job.id == jobs.first?.id)
         let again = try await fixture.control.cacheArtifactFetch(url: url, namespace: "alice")
-        #expect(again.artifact.uuid == artifact.uuid && again.job.id == jobs.first?.id)
-        #expect(try await fixture.store.jobs(states: [], limit: 10).count == 1)
-        #expect(try await fixture.control.artifact(url, namespace: "alice").uuid == artifact.uuid)
+        #expect(again.artifact.uuid != artifact.uuid && again.artifact.namespace == "alice" && !again.artifact.shared)
+        #expect(try await fixture.store.jobs(states: [], limit: 10).count == 2)
+        #expect(try await fixture.control.artifact(url, namespace: "alice").uuid == again.artifact.uuid)
 
         // A short name expands as a disk base does.
         let short = try await fixture.control.cacheArtifact(url: "debian:12")
         #expect(short.name == "https://images.shakenfist.com/debian:12/latest.qcow2" && short.sourceURL == short.name)
-        #expect(try await fixture.store.jobs(states: [.queued], limit: 10).count == 2)
+        #expect(try await fixture.store.jobs(states: [.queued], limit: 10).count == 3)
     }
 
     // MARK: Uploads

@@ -15,7 +15,8 @@ struct ArtifactController {
             let caller = try context.authenticated()
             var views: [ArtifactWireView] = []
             for artifact in try await api.control.artifacts(namespace: caller.scope) {
-                views.append(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), instances: false))
+                views.append(
+                    try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
             }
             return Reply.json(views)
         }
@@ -23,10 +24,11 @@ struct ArtifactController {
             let body = try await RequestBody.read(request, context: context, allowed: ["url", "shared", "namespace"])
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
-            try Self.checkShared(body, caller: caller)
+            let shared = try Self.checkShared(body, caller: caller, namespace: namespace)
             guard let url = try body.string("url") else { throw APIError(.badRequest, "url is required") }
-            let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, requestID: context.requestID)
-            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString), instances: false))
+            // The caller's namespace owns the cache: a tenant's URL is never another tenant's image.
+            let artifact = try await api.control.cacheArtifact(url: url, namespace: namespace, shared: shared, requestID: context.requestID)
+            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
         group.delete("/artifacts") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["confirm", "namespace"])
@@ -43,7 +45,8 @@ struct ArtifactController {
             let caller = try context.authenticated()
             let namespace = try await api.targetNamespace(try body.string("namespace"), caller: caller)
             let name = try request.parameter("name", context)
-            try Self.checkShared(body, caller: caller)
+            let shared = try Self.checkShared(body, caller: caller, namespace: namespace)
+            let sourceURL = try body.string("source_url")
             if let type = try body.string("artifact_type"), !["image", "other"].contains(type) {
                 throw APIError(.forbidden, "invalid artifact type specified")
             }
@@ -51,17 +54,20 @@ struct ArtifactController {
             switch (try body.string("upload_uuid"), try body.string("blob_uuid")) {
             case (let upload?, nil):
                 let uuid = try await ownedUpload(upload, caller: caller)
-                uploaded = try await api.control.uploadArtifact(name: name, uploadUUID: uuid, namespace: namespace, storage: api.storage)
+                uploaded = try await api.control.uploadArtifact(
+                    name: name, uploadUUID: uuid, namespace: namespace, shared: shared, sourceURL: sourceURL, storage: api.storage)
             case (nil, let blob?):
-                guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
-                uploaded = try await api.control.blobArtifact(name: name, blobUUID: uuid, namespace: namespace, storage: api.storage)
+                let uuid = try await visibleBlob(blob, caller: caller)
+                uploaded = try await api.control.blobArtifact(
+                    name: name, blobUUID: uuid, namespace: namespace, shared: shared, sourceURL: sourceURL, storage: api.storage)
             case (nil, nil): throw APIError(.badRequest, "specify one of upload_uuid and blob_uuid")
             default: throw APIError(.badRequest, "only specify one of upload_uuid and blob_uuid")
             }
-            return Reply.json(try await view(try await api.control.artifactView(uploaded.artifact.uuid.lowercasedString), instances: false))
+            return Reply.json(
+                try await view(try await api.control.artifactView(uploaded.artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
         group.get("/artifacts/:ref") { request, context in
-            Reply.json(try await view(try await resolve(request, context), instances: true))
+            Reply.json(try await view(try await resolve(request, context), try context.authenticated(), instances: true))
         }
         group.delete("/artifacts/:ref") { request, context in
             let caller = try context.authenticated()
@@ -69,12 +75,13 @@ struct ArtifactController {
             let before = try await api.control.artifact(reference, namespace: caller.scope)
             if before.state == .deleted { return Reply.null }
             let deleted = try await api.control.deleteArtifact(reference, namespace: caller.scope, storage: api.storage)
-            return Reply.json(try await view(try await api.control.artifactView(deleted.uuid.lowercasedString), instances: false))
+            return Reply.json(
+                try await view(try await api.control.artifactView(deleted.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
         group.get("/artifacts/:ref/versions") { request, context in
             let caller = try context.authenticated()
             let versions = try await api.control.artifactVersions(try request.parameter("ref", context), namespace: caller.scope)
-            return Reply.json(versions.map(ArtifactVersionWireView.init))
+            return Reply.json(versions.map { ArtifactVersionWireView(version: $0, admin: caller.isAdmin) })
         }
         group.post("/artifacts/:ref/versions") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["max_versions"])
@@ -84,6 +91,20 @@ struct ArtifactController {
             }
             _ = try await api.control.setMaxVersions(try request.parameter("ref", context), count, namespace: caller.scope, storage: api.storage)
             return Reply.null
+        }
+        group.post("/artifacts/:ref/share") { request, context in
+            let owned = try await resolveOwned(request, context).artifact
+            guard owned.namespace == Namespace.system else { throw APIError(.forbidden, "only artifacts in the system namespace can be shared") }
+            let caller = try context.authenticated()
+            let artifact = try await api.control.setShared(owned.uuid.lowercasedString, true, namespace: caller.scope)
+            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
+        }
+        group.post("/artifacts/:ref/unshare") { request, context in
+            let owned = try await resolveOwned(request, context).artifact
+            guard owned.shared else { throw APIError(.forbidden, "artifact not shared") }
+            let caller = try context.authenticated()
+            let artifact = try await api.control.setShared(owned.uuid.lowercasedString, false, namespace: caller.scope)
+            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
         group.get("/artifacts/:ref/events") { request, context in
             try await eventsResponse(api.control, .artifact, try await resolve(request, context).artifact.uuid, request, context)
@@ -105,9 +126,9 @@ struct ArtifactController {
             default: throw APIError(.badRequest, "a label is NAME or NAMESPACE/NAME")
             }
             guard let blob = try body.string("blob_uuid") else { throw APIError(.badRequest, "blob_uuid is required") }
-            guard let uuid = UUID(uuidString: blob) else { throw APIError(.notFound, "blob not found") }
+            let uuid = try await visibleBlob(blob, caller: caller)
             let label = try await api.control.setLabel(name: name, blobUUID: uuid, namespace: namespace, storage: api.storage)
-            return Reply.json(try await view(try await api.control.artifactView(label.uuid.lowercasedString), instances: false))
+            return Reply.json(try await view(try await api.control.artifactView(label.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
 
         group.post("/upload") { request, context in
@@ -130,11 +151,21 @@ struct ArtifactController {
         }
     }
 
-    /// Only the admin makes shared artifacts (Shaken Fist's 403).
-    static func checkShared(_ body: RequestBody, caller: Caller) throws {
-        if try body.bool("shared") == true && !caller.isAdmin {
-            throw APIError(.forbidden, "only the system namespace can create shared artifacts")
-        }
+    /// Whether the body asks to share what it makes. Only the admin makes shared artifacts, and
+    /// only in the system namespace (Shaken Fist's 403s).
+    static func checkShared(_ body: RequestBody, caller: Caller, namespace: String) throws -> Bool {
+        guard try body.bool("shared") == true else { return false }
+        guard caller.isAdmin else { throw APIError(.forbidden, "only the system namespace can create shared artifacts") }
+        guard namespace == Namespace.system else { throw APIError(.forbidden, "only artifacts in the system namespace can be shared") }
+        return true
+    }
+
+    /// The blob `text` names, if the caller may see it (the admin sees all): otherwise 404
+    /// `blob not found`, so no namespace makes another's blob its artifact or label by the UUID.
+    func visibleBlob(_ text: String, caller: Caller) async throws -> UUID {
+        guard let uuid = UUID(uuidString: text) else { throw APIError(.notFound, "blob not found") }
+        guard try await api.control.canSee(blob: uuid, namespace: caller.namespace) else { throw APIError(.notFound, "blob not found") }
+        return uuid
     }
 
     /// The upload `text` names, if it is the caller's (any for the admin); another namespace's is 404.
@@ -158,9 +189,11 @@ struct ArtifactController {
         return try await api.control.artifactView(try request.parameter("ref", context), namespace: caller.scope)
     }
 
-    func view(_ view: ArtifactView, instances: Bool) async throws -> ArtifactWireView {
+    /// The wire view of an artifact read for `caller` (its blobs already show only the instances
+    /// the caller sees).
+    func view(_ view: ArtifactView, _ caller: Caller, instances: Bool) async throws -> ArtifactWireView {
         ArtifactWireView(
             view: view, metadata: try await api.control.metadata(.artifact, view.artifact.uuid),
-            instances: instances ? Array(Set(view.versions.flatMap(\.blob.instances))).sorted() : nil)
+            instances: instances ? Array(Set(view.versions.flatMap(\.blob.instances))).sorted() : nil, viewer: caller.namespace)
     }
 }

@@ -4,8 +4,10 @@ import NIOCore
 import SFControl
 import SFStore
 
-/// `/blobs` and `/blob_checksums`: blobs by UUID (not namespaced: knowing the UUID grants reading),
-/// their data by offset and limit, and lookup by sha512 (the reference's §8).
+/// `/blobs` and `/blob_checksums`: blobs by UUID, their data by offset and limit, and lookup by
+/// sha512 (the reference's §8). No namespace owns a blob, but a namespace sees one only through an
+/// artifact, instance or blob of its own or shared holding it (``Control/canSee(blob:namespace:)``):
+/// any other is not found, exactly as a missing one, and a lookup by sha512 answers null.
 struct BlobController {
     let api: API
 
@@ -18,16 +20,16 @@ struct BlobController {
             try context.authenticated().requireAdmin()
             var views: [BlobWireView] = []
             for blob in try await api.control.blobs() {
-                views.append(try await view(blob.uuid))
+                views.append(try await view(blob.uuid, try context.authenticated()))
             }
             return Reply.json(views)
         }
         group.get("/blobs/:uuid") { request, context in
             let uuid = try await resolve(request, context)
-            return Reply.json(try await view(uuid))
+            return Reply.json(try await view(uuid, try context.authenticated()))
         }
         group.get("/blobs/:uuid/data") { request, context in
-            let uuid = try await resolve(request, context)
+            let uuid = try await existing(request, context)
             let offset = try request.integerQuery("offset") ?? 0
             // Shaken Fist's limit=0 means "to the end".
             let limit = try request.integerQuery("limit").flatMap { $0 == 0 ? nil : $0 }
@@ -42,17 +44,19 @@ struct BlobController {
                 })
         }
         group.get("/blob_checksums/:algorithm/:hash") { request, context in
-            _ = try context.authenticated()
+            let caller = try context.authenticated()
             let algorithm = try request.parameter("algorithm", context)
             guard algorithm == "sha512" else {
                 throw APIError(.badRequest, ["sha1", "sha256", "xxh128"].contains(algorithm)
                     ? "this cluster records sha512 only; search by sha512" : "unknown hash algorithm")
             }
-            guard let blob = try await api.control.blob(sha512: try request.parameter("hash", context)) else { return Reply.null }
-            return Reply.json(try await view(blob.uuid))
+            guard let blob = try await api.control.blob(sha512: try request.parameter("hash", context), namespace: caller.scope) else {
+                return Reply.null
+            }
+            return Reply.json(try await view(blob.uuid, caller))
         }
-        // Blobs are read by whoever knows the UUID, as in Shaken Fist; their metadata is changed
-        // by the admin only, since no namespace owns a blob.
+        // A blob's metadata is read by whoever sees the blob, and changed by the admin only, since
+        // no namespace owns a blob.
         MetadataRoutes(
             type: .blob, resolve: { request, context in try await existing(request, context) },
             resolveForChange: { request, context in
@@ -67,15 +71,18 @@ struct BlobController {
         return try request.uuidParameter("uuid", context, what: "blob")
     }
 
-    /// A blob that exists (404 `blob not found` otherwise).
+    /// A blob that exists and the caller sees (404 `blob not found` otherwise).
     func existing(_ request: Request, _ context: APIContext) async throws -> UUID {
         let uuid = try await resolve(request, context)
-        _ = try await api.control.blob(uuid: uuid)
+        _ = try await api.control.blob(uuid: uuid, namespace: try context.authenticated().scope)
         return uuid
     }
 
-    func view(_ uuid: UUID) async throws -> BlobWireView {
-        BlobWireView(view: try await api.control.blob(uuid: uuid), metadata: try await api.control.metadata(.blob, uuid))
+    /// The blob as `caller` sees it: 404 when it may not, and only the holders it sees.
+    func view(_ uuid: UUID, _ caller: Caller) async throws -> BlobWireView {
+        BlobWireView(
+            view: try await api.control.blob(uuid: uuid, namespace: caller.scope), metadata: try await api.control.metadata(.blob, uuid),
+            admin: caller.isAdmin)
     }
 }
 
