@@ -81,15 +81,20 @@ public final class PacketSocket: Sendable {
         return try await thread.executor.run {
             let index = Int32(bitPattern: if_nametoindex(device))
             if index == 0 { throw SystemError.fromErrno("if_nametoindex \(device) in \(namespace)") }
-            let protocolNumber = receiving ? UInt16(ETH_P_ALL).bigEndian : 0
+            // ETH_P_ALL (every protocol) for a receiver; 0 for a socket that only sends.
+            let protocolNumber = receiving ? UInt16(0x0003).bigEndian : 0
             let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(protocolNumber))
             if fd < 0 { throw SystemError.fromErrno("AF_PACKET socket in \(namespace)") }
-            var address = sockaddr_ll()
-            address.sll_family = UInt16(AF_PACKET)
-            address.sll_protocol = protocolNumber
-            address.sll_ifindex = index
+            // A struct sockaddr_ll (family, protocol, ifindex, then fields bind ignores), written by
+            // offset: Swift's Glibc module does not import <netpacket/packet.h>.
+            var address = sockaddr_storage()
+            withUnsafeMutableBytes(of: &address) { raw in
+                raw.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
+                raw.storeBytes(of: protocolNumber, toByteOffset: 2, as: UInt16.self)
+                raw.storeBytes(of: index, toByteOffset: 4, as: Int32.self)
+            }
             let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, 20) }
             }
             if bound != 0 {
                 let error = SystemError.fromErrno("bind AF_PACKET socket to \(device) in \(namespace)")
