@@ -178,6 +178,18 @@ func settle() {
     sleep(UInt32(ProcessInfo.processInfo.environment["SFNODE_BENCH_SETTLE_SECONDS"] ?? "") ?? 10)
 }
 
+// `HostPlumbingBenchmark tap-filter` runs only (m), the anti-spoofing filter's throughput.
+if CommandLine.arguments.dropFirst().first == "tap-filter" {
+    do {
+        print(try await TapFilterBenchmark.report().joined(separator: "\n"))
+        exit(0)
+    } catch {
+        cleanup()
+        FileHandle.standardError.write(Data("benchmark failed: \(error)\n".utf8))
+        exit(1)
+    }
+}
+
 do {
     defer { cleanup() }
     settle()
@@ -317,6 +329,8 @@ do {
     report.append("| one `ip -n NS link add … type veth` | \(try commandPeakRSS(["/usr/sbin/ip", "-n", node, "link", "add", "\(runID)rss", "type", "veth", "peer", "name", "\(runID)rsp"])) MiB |")
     report.append("| one `iptables-legacy -t nat -A` in a namespace | \(try commandPeakRSS(["/usr/sbin/ip", "netns", "exec", node, "/usr/sbin/iptables-legacy", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "10.9.9.9/32", "-j", "MASQUERADE"])) MiB |")
     report.append("")
+
+    report += try await TapFilterBenchmark.report()
 } catch {
     cleanup()
     FileHandle.standardError.write(Data("benchmark failed: \(error)\n".utf8))

@@ -24,6 +24,13 @@
 #include <netlink/route/link/bridge.h>
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/vxlan.h>
+#include <netlink/route/tc.h>
+#include <netlink/route/qdisc.h>
+#include <netlink/route/classifier.h>
+#include <linux/filter.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/if_ether.h>
 
 /*
  * A persistent tap is made with ioctls on /dev/net/tun; there is no rtnetlink
@@ -78,5 +85,13 @@ static inline int cnl_parse_flood_entry(struct nl_msg *msg, int *ifindex, uint32
     memcpy(remote, nla_data(dst), 4);
     return 1;
 }
+
+/*
+ * The tap filters' tc handles. TC_H_MAKE and friends are macros Swift does not import.
+ * clsact sits at parent TC_H_CLSACT with handle ffff:0; its ingress hook is ffff:fff2.
+ */
+static inline uint32_t cnl_clsact_parent(void) { return TC_H_CLSACT; }
+static inline uint32_t cnl_clsact_handle(void) { return TC_H_MAKE(TC_H_CLSACT, 0); }
+static inline uint32_t cnl_clsact_ingress(void) { return TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS); }
 
 #endif

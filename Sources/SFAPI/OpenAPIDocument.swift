@@ -70,7 +70,7 @@ enum OpenAPIDocument {
             "Network": object([
                 "uuid": string, "state": string, "metadata": anyObject, "version": integer, "name": string, "namespace": string,
                 "netblock": string, "provide_dhcp": boolean, "provide_nat": boolean, "provide_dns": boolean,
-                "floating_gateway": nullableString, "vxlan_id": integer,
+                "spoof_filter": boolean, "floating_gateway": nullableString, "vxlan_id": integer,
             ]),
             "Event": object(
                 ["type": string, "timestamp": number, "fqdn": string, "duration": nullableNumber, "message": string,
@@ -145,7 +145,7 @@ enum OpenAPIDocument {
             "/interfaces/{ref}/defloat": ops(Operation(method: "post", summary: "Release its floating address", response: null)),
             "/networks": ops(
                 Operation(method: "get", summary: "Networks", body: object(["all": boolean], required: [], closed: true), response: array(ref("Network"))),
-                Operation(method: "post", summary: "Create a network", body: object(["netblock": string, "name": string, "provide_dhcp": boolean, "provide_nat": boolean, "provide_dns": boolean, "namespace": nullableString], required: ["netblock", "name"], closed: true), response: ref("Network")),
+                Operation(method: "post", summary: "Create a network", body: object(["netblock": string, "name": string, "provide_dhcp": boolean, "provide_nat": boolean, "provide_dns": boolean, "spoof_filter": boolean, "namespace": nullableString], required: ["netblock", "name"], closed: true), response: ref("Network")),
                 Operation(method: "delete", summary: "Delete every network of a namespace", body: deleteAll, response: array(string))),
             "/networks/{ref}": ops(
                 Operation(method: "get", summary: "A network by UUID or name", body: namespaceOnly, response: ref("Network")),

@@ -121,6 +121,7 @@ struct NetworkView: WireValue {
             c.put("netblock", network.netblock.description)
             c.put("provide_dhcp", network.provideDHCP)
             c.put("provide_nat", network.provideNAT)
+            c.put("spoof_filter", network.spoofFilter)
             c.put("provide_dns", false)
             c.put("floating_gateway", network.floatingGateway?.description)
             c.put("vxlan_id", network.vxid)

@@ -37,12 +37,21 @@ public struct InstancePlan: Sendable, Equatable {
         public var mac: MACAddress
         public var vxid: UInt32
         public var model: DomainSpec.NICModel
+        /// The guest's IPv4 address on the network, the only one its tap lets it send from.
+        public var address: IPv4Address?
+        /// Whether the tap's anti-spoofing filter is on (the network's `spoof_filter`).
+        public var spoofFilter: Bool
 
-        public init(uuid: UUID, mac: MACAddress, vxid: UInt32, model: DomainSpec.NICModel = .virtio) {
+        public init(
+            uuid: UUID, mac: MACAddress, vxid: UInt32, model: DomainSpec.NICModel = .virtio, address: IPv4Address? = nil,
+            spoofFilter: Bool = true
+        ) {
             self.uuid = uuid
             self.mac = mac
             self.vxid = vxid
             self.model = model
+            self.address = address
+            self.spoofFilter = spoofFilter
         }
     }
 
@@ -151,6 +160,7 @@ public struct InstanceRealizer: Sendable {
             let tap = layout.tap(of: interface.uuid)
             if layout.hostNamespace != nil { try await host.deleteLink(tap) }
             try await root.createTap(name: tap, mtu: layout.mtu)
+            try await root.ensureTapFilter(interface, device: tap)
         }
         let spec = DomainSpec(
             name: name, uuid: plan.uuid, type: virtualization, memoryMiB: plan.memoryMiB, vcpus: plan.cpus, disks: disks,
@@ -171,6 +181,8 @@ public struct InstanceRealizer: Sendable {
             if let namespace = layout.hostNamespace, try await root.link(named: tap) != nil {
                 try await root.moveLink(tap, toNamespace: namespace)
             }
+            // A move drops a device's filters: put them back before the tap comes up (a replace otherwise).
+            try await host.ensureTapFilter(interface, device: tap)
             try await host.setMaster(tap, master: layout.bridge(interface.vxid))
             try await host.setMTU(tap, layout.mtu)
             try await host.setLinkUp(tap, true)

@@ -55,11 +55,14 @@ public struct NetworkPlan: Sendable, Equatable {
 
     /// Every firewall rule the network's namespace should hold, in order: floats (DNAT in, SNAT
     /// out) before the masquerade of the whole range, so a floated guest leaves from its own address.
+    /// The hairpin comes first in POSTROUTING: an instance reaching a floating address of its own
+    /// network (another's or its own) is answered through the router, from the router's address.
     public func firewallState(layout: HostLayout) -> FirewallState {
         guard provideNAT else { return FirewallState() }
         let inner = layout.routerInner(vxid)
         let egress = layout.egressInner(vxid)
         var rules: [FirewallRule] = floats.map { .dnat(floating: $0.floating, to: $0.privateAddress) }
+        rules.append(.hairpin(network: netblock.network, to: router.address))
         rules += floats.map { .snat(source: $0.privateAddress, to: $0.floating) }
         rules.append(.masquerade(source: netblock.network, outInterface: egress))
         rules.append(.forwardAccept(inInterface: inner, outInterface: egress))
@@ -163,6 +166,9 @@ public struct NetworkRealizer: Sendable {
             for floating in wanted { try await inside.addAddress(try IPv4Prefix(address: floating, length: 32), to: egress) }
             try await inside.replaceRoute(.defaultRoute(via: egressRouter, device: egress))
             try await inside.setSysctl("net/ipv4/ip_forward", "1")
+            // Hairpinned traffic leaves by the interface it came in on; a redirect would tell the guest
+            // to bypass the router, whose NAT the reply needs.
+            for scope in ["all", inner] { try await inside.setSysctl("net/ipv4/conf/\(scope)/send_redirects", "0") }
         }
         try await Firewall(thread: thread, logger: logger).apply(plan.firewallState(layout: layout))
         return thread

@@ -347,7 +347,9 @@ public struct NodeAgent: Sendable {
             guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
                 throw JobError("interface \(interface.uuid): NIC model '\(interface.model)' is not one of virtio, e1000, rtl8139")
             }
-            interfaces.append(.init(uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model))
+            interfaces.append(.init(
+                uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model,
+                address: interface.ipv4, spoofFilter: network.spoofFilter))
             told.append(.init(
                 uuid: interface.uuid, mac: interface.macaddr, order: interface.order, networkUUID: network.uuid,
                 netblock: network.netblock, address: interface.ipv4))

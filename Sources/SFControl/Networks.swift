@@ -7,9 +7,11 @@ extension Control {
     ///
     /// - Parameters:
     ///   - netblock: the network's range, such as `10.0.0.0/24` (host bits are cleared); /8 to /30.
+    ///   - spoofFilter: whether guests' taps drop forged frames; only the admin may turn it off, which
+    ///     the caller (the API) checks.
     public func createNetwork(
-        name: String, netblock: String, provideDHCP: Bool = true, provideNAT: Bool = true, namespace: String? = nil,
-        requestID: String? = nil
+        name: String, netblock: String, provideDHCP: Bool = true, provideNAT: Bool = true, spoofFilter: Bool = true,
+        namespace: String? = nil, requestID: String? = nil
     ) async throws -> Network {
         try Names.checkName(name, "network name")
         let namespace = namespace ?? settings.defaultNamespace
@@ -25,7 +27,7 @@ extension Control {
         return try await controlled {
             try await store.createNetwork(
                 uuid: uuid, name: name, namespace: namespace, netblock: prefix, provideDHCP: provideDHCP,
-                provideNAT: provideNAT, jobs: [order.job(for: .networkNode)])
+                provideNAT: provideNAT, spoofFilter: spoofFilter, jobs: [order.job(for: .networkNode)])
         }
     }
 

@@ -13,6 +13,12 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
     /// Traffic from the network `source` leaving through `outInterface` takes that interface's
     /// address: nat `SFNODE-POSTROUTING`, `-s source -o outInterface -j MASQUERADE`.
     case masquerade(source: IPv4Prefix, outInterface: String)
+    /// Traffic from the network `network` to an address in it that the router forwards (which only
+    /// happens after a DNAT: an instance reaching a floating address of its own network) leaves as
+    /// `to`, the router's address, so the reply comes back through the router to be un-NATed instead
+    /// of going straight to the sender, which would drop it: nat `SFNODE-POSTROUTING`,
+    /// `-s network -d network -j SNAT --to-source to`. Hairpin NAT.
+    case hairpin(network: IPv4Prefix, to: IPv4Address)
     /// Forwarded traffic matching every given field is accepted: filter `SFNODE-FORWARD`,
     /// `[-i in] [-o out] [-d destination] -j ACCEPT`. A nil field matches anything.
     case forwardAccept(inInterface: String?, outInterface: String?, destination: IPv4Prefix? = nil)
@@ -23,6 +29,7 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
         case .dnat(let floating, let to): return "dnat \(floating) to \(to)"
         case .snat(let source, let to): return "snat \(source) to \(to)"
         case .masquerade(let source, let out): return "masquerade \(source) out '\(out)'"
+        case .hairpin(let network, let to): return "hairpin \(network) to \(to)"
         case .forwardAccept(let inInterface, let outInterface, let destination):
             var words = ["forward accept"]
             if let inInterface { words.append("in '\(inInterface)'") }
@@ -38,6 +45,7 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .dnat, .snat: return self
         case .masquerade(let source, let out): return .masquerade(source: source.network, outInterface: out)
+        case .hairpin(let network, let to): return .hairpin(network: network.network, to: to)
         case .forwardAccept(let inInterface, let outInterface, let destination):
             // 0.0.0.0/0 matches every destination: the same rule as no destination.
             let network = destination.flatMap { $0.length == 0 ? nil : $0.network }
@@ -49,7 +57,7 @@ public enum FirewallRule: Hashable, Sendable, CustomStringConvertible {
     var chain: OwnedChain {
         switch self {
         case .dnat: return .prerouting
-        case .snat, .masquerade: return .postrouting
+        case .snat, .masquerade, .hairpin: return .postrouting
         case .forwardAccept: return .forward
         }
     }
@@ -192,6 +200,10 @@ enum FirewallValidation {
                 snatTargets[source] = to
             case .masquerade(_, let out):
                 try validateInterface(out, role: "outInterface", of: rule)
+            case .hairpin(let network, _):
+                guard network.length > 0 else {
+                    throw FirewallError.invalidRule(rule: rule.description, reason: "a hairpin needs a network, not 0.0.0.0/0")
+                }
             case .forwardAccept(let inInterface, let outInterface, _):
                 if let inInterface { try validateInterface(inInterface, role: "inInterface", of: rule) }
                 if let outInterface { try validateInterface(outInterface, role: "outInterface", of: rule) }

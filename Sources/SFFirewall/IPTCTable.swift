@@ -153,6 +153,14 @@ enum RuleCodec {
             target = "SNAT"
             spec.target_kind = CIPTC_TARGET_NAT_TO_ADDRESS
             spec.nat_address = to.networkOrder
+        case .hairpin(let network, let to):
+            spec.src = network.network.address.networkOrder
+            spec.smsk = network.netmask.networkOrder
+            spec.dst = spec.src
+            spec.dmsk = spec.smsk
+            target = "SNAT"
+            spec.target_kind = CIPTC_TARGET_NAT_TO_ADDRESS
+            spec.nat_address = to.networkOrder
         case .masquerade(let source, let out):
             spec.src = source.network.address.networkOrder
             spec.smsk = source.netmask.networkOrder
@@ -237,10 +245,16 @@ enum RuleCodec {
             else { return nil }
             rule = .dnat(floating: destination.address, to: natAddress)
         case "SNAT":
-            guard view.target_revision == 0, let source, source.length == 32, destination?.length == 0, inInterface.isEmpty,
-                outInterface.isEmpty, let natAddress
+            guard view.target_revision == 0, let source, let destination, inInterface.isEmpty, outInterface.isEmpty,
+                let natAddress
             else { return nil }
-            rule = .snat(source: source.address, to: natAddress)
+            if destination.length == 0, source.length == 32 {
+                rule = .snat(source: source.address, to: natAddress)
+            } else if destination.length > 0, destination == source {
+                rule = .hairpin(network: source, to: natAddress)
+            } else {
+                return nil
+            }
         case "MASQUERADE":
             guard view.target_revision == 0, let source, destination?.length == 0, inInterface.isEmpty, !outInterface.isEmpty,
                 view.nat_single_range != 0, view.nat_flags == 0, view.nat_min_ip == 0, view.nat_max_ip == 0

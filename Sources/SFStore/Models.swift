@@ -127,11 +127,15 @@ public struct Network: Codable, Hashable, Sendable {
     public var stateUpdated: Date
     /// The network's outside address on the network node, nil until NAT is deployed.
     public var floatingGateway: IPv4Address?
+    /// Whether its guests' taps drop frames from any MAC or address but the guest's own (on unless
+    /// the admin turned it off when creating the network).
+    public var spoofFilter: Bool
 
     public init(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
-        vxid: Int, state: NetworkState, stateUpdated: Date, floatingGateway: IPv4Address?
+        vxid: Int, state: NetworkState, stateUpdated: Date, floatingGateway: IPv4Address?, spoofFilter: Bool = true
     ) {
+        self.spoofFilter = spoofFilter
         self.uuid = uuid
         self.name = name
         self.namespace = namespace
@@ -151,6 +155,7 @@ public struct Network: Codable, Hashable, Sendable {
         case vxid = "vxlan_id"
         case stateUpdated = "state_updated"
         case floatingGateway = "floating_gateway"
+        case spoofFilter = "spoof_filter"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -165,6 +170,7 @@ public struct Network: Codable, Hashable, Sendable {
         state = try c.decode(NetworkState.self, forKey: .state)
         stateUpdated = try c.decode(Date.self, forKey: .stateUpdated)
         floatingGateway = try c.decodeIfPresent(String.self, forKey: .floatingGateway).flatMap(IPv4Address.init)
+        spoofFilter = try c.decodeIfPresent(Bool.self, forKey: .spoofFilter) ?? true
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -179,6 +185,7 @@ public struct Network: Codable, Hashable, Sendable {
         try c.encode(state, forKey: .state)
         try c.encode(stateUpdated, forKey: .stateUpdated)
         try c.encode(floatingGateway?.description, forKey: .floatingGateway)
+        try c.encode(spoofFilter, forKey: .spoofFilter)
     }
 }
 

@@ -64,7 +64,8 @@ extension SQLiteStore {
             vxid: try row.required("vxid", "network"),
             state: try row.parsed("state", "network", NetworkState.init(rawValue:)),
             stateUpdated: try row.requiredDate("state_updated", "network"),
-            floatingGateway: try row.optionalParsed("floating_gateway", "network", IPv4Address.init))
+            floatingGateway: try row.optionalParsed("floating_gateway", "network", IPv4Address.init),
+            spoofFilter: try row.required("spoof_filter", "network"))
     }
 
     /// The instance table's columns, as ``decodeInstance(_:)`` reads them.

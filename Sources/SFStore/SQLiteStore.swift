@@ -196,6 +196,10 @@ public final class SQLiteStore: NodeStore {
         registerBlobMigrations(&migrator)
         // v5 (instance config, namespaces, keys, settings) by SQLiteStore+Namespaces.swift.
         registerNamespaceMigrations(&migrator)
+        // Existing networks keep the anti-spoofing filter on, as new ones get it.
+        migrator.registerMigration("v7-network-spoof-filter") { db in
+            try db.execute(sql: "ALTER TABLE network ADD COLUMN spoof_filter INTEGER NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 
@@ -294,7 +298,7 @@ public final class SQLiteStore: NodeStore {
 
     public func createNetwork(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
-        jobs: [NewJob]
+        spoofFilter: Bool, jobs: [NewJob]
     ) async throws -> Network {
         let now = Date.storableNow()
         let jobRows = try jobs.map(Self.validatedRow)
@@ -316,16 +320,17 @@ public final class SQLiteStore: NodeStore {
             guard vxid != 0 else { throw StoreError.addressesExhausted(pool: "VXLAN ids") }
             let network = Network(
                 uuid: uuid, name: name, namespace: namespace, netblock: netblock.network, provideDHCP: provideDHCP,
-                provideNAT: provideNAT, vxid: vxid, state: .initial, stateUpdated: now, floatingGateway: nil)
+                provideNAT: provideNAT, vxid: vxid, state: .initial, stateUpdated: now, floatingGateway: nil,
+                spoofFilter: spoofFilter)
             try db.execute(
                 sql: """
                     INSERT INTO network (uuid, name, namespace, netblock, provide_dhcp, provide_nat, vxid, state,
-                                         state_updated, floating_gateway, created)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+                                         state_updated, floating_gateway, created, spoof_filter)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
                     """,
                 arguments: [
                     id, name, namespace, network.netblock.description, provideDHCP, provideNAT, vxid,
-                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970,
+                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970, spoofFilter,
                 ])
             try self.insertEvent(
                 db, Event(objectType: "network", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))

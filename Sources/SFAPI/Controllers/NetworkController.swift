@@ -18,7 +18,7 @@ struct NetworkController {
         }
         group.post("/networks") { request, context in
             let body = try await RequestBody.read(
-                request, context: context, allowed: ["netblock", "provide_dhcp", "provide_nat", "provide_dns", "name", "namespace"])
+                request, context: context, allowed: ["netblock", "provide_dhcp", "provide_nat", "provide_dns", "name", "namespace", "spoof_filter"])
             let caller = try context.authenticated()
             let namespace: String
             if let asked = try body.string("namespace"), asked != caller.namespace {
@@ -30,9 +30,13 @@ struct NetworkController {
             guard let netblock = try body.string("netblock") else { throw APIError(.badRequest, "netblock is required") }
             guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
             if try body.bool("provide_dns") == true { throw APIError(.badRequest, "provide_dns is not supported by this cluster") }
+            // Turning the anti-spoofing filter off lets the network's guests forge addresses: the admin's call.
+            let spoofFilter = try body.bool("spoof_filter") ?? true
+            if !spoofFilter, !caller.isAdmin { throw APIError(.unauthorized, "only admins can turn spoof_filter off") }
             let network = try await api.control.createNetwork(
                 name: name, netblock: netblock, provideDHCP: try body.bool("provide_dhcp") ?? true,
-                provideNAT: try body.bool("provide_nat") ?? true, namespace: namespace, requestID: context.requestID)
+                provideNAT: try body.bool("provide_nat") ?? true, spoofFilter: spoofFilter, namespace: namespace,
+                requestID: context.requestID)
             return Reply.json(try await view(network))
         }
         group.delete("/networks") { request, context in
