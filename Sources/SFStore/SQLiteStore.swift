@@ -196,6 +196,8 @@ public final class SQLiteStore: NodeStore {
         registerBlobMigrations(&migrator)
         // v5 (instance config, namespaces, keys, settings) by SQLiteStore+Namespaces.swift.
         registerNamespaceMigrations(&migrator)
+        // v8 (retention's indexes) by SQLiteStore+Retention.swift.
+        registerRetentionMigrations(&migrator)
         return migrator
     }
 
