@@ -39,7 +39,7 @@ public struct RetentionService: Service {
             await repeatUntilCancelled(logger: logger, failure: "pruning the store failed; trying again at the next interval") {
                 do {
                     let report = try await store.prune(policy, now: Date())
-                    logger.debug("store pruned", metadata: ["prune.report": "\(report)"])
+                    logger.log(level: report.isEmpty ? .debug : .info, "store pruned", metadata: ["prune.report": "\(report)"])
                 } catch is CancellationError {
                     // Shutting down between two batches: what was pruned stays pruned.
                 }

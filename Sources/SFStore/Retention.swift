@@ -60,8 +60,10 @@ public struct PruneReport: Hashable, Sendable, CustomStringConvertible {
     public var events = 0
     /// Succeeded and failed jobs.
     public var jobs = 0
+    /// Deleted instances, with their interfaces (counted apart).
     public var instances = 0
     public var interfaces = 0
+    /// Deleted networks, artifacts and blobs.
     public var networks = 0
     public var artifacts = 0
     public var blobs = 0
@@ -72,6 +74,7 @@ public struct PruneReport: Hashable, Sendable, CustomStringConvertible {
     /// The most rows one of them deleted (at most the policy's ``RetentionPolicy/batchRows``).
     public var largestTransaction = 0
 
+    /// Nothing removed yet.
     public init() {}
 
     /// Every row removed.
@@ -80,6 +83,7 @@ public struct PruneReport: Hashable, Sendable, CustomStringConvertible {
     /// Whether anything was removed.
     public var isEmpty: Bool { total == 0 }
 
+    /// Every count, on one line for the log.
     public var description: String {
         "events \(events), jobs \(jobs), instances \(instances), interfaces \(interfaces), networks \(networks), "
             + "artifacts \(artifacts), blobs \(blobs), other rows \(otherRows) in \(transactions) transactions"

@@ -36,9 +36,11 @@ extension SQLiteStore {
         var report = PruneReport()
         let rows = policy.batchRows
 
+        // INDEXED BY: without statistics the planner prefers job_claim, which walks every
+        // finished job, recent ones included, on every batch.
         try await drain(&report, rows) { db, batch in
             try Self.deleteSome(
-                db, "DELETE FROM job WHERE id IN (SELECT id FROM job WHERE state IN ('succeeded', 'failed') AND updated < ? LIMIT ?)",
+                db, "DELETE FROM job WHERE id IN (SELECT id FROM job INDEXED BY job_finished WHERE state IN ('succeeded', 'failed') AND updated < ? LIMIT ?)",
                 [jobCutoff], &batch, \.jobs)
         }
         try await drain(&report, rows) { db, batch in
@@ -60,7 +62,7 @@ extension SQLiteStore {
             try Row.fetchAll(
                 db, sql: "SELECT object_type, object_uuid FROM event GROUP BY object_type, object_uuid HAVING count(*) > ?",
                 arguments: [cap]
-            ).map { (type: try $0.required("object_type", "event") as String, uuid: try $0.required("object_uuid", "event") as String) }
+            ).map { row -> [String] in [try row.required("object_type", "event"), try row.required("object_uuid", "event")] }
         }
         for object in crowded {
             try await drain(&report, rows) { db, batch in
@@ -70,10 +72,9 @@ extension SQLiteStore {
                     DELETE FROM event WHERE id IN (
                         SELECT id FROM event WHERE object_type = ?1 AND object_uuid = ?2
                         ORDER BY timestamp DESC, id DESC LIMIT ?4 OFFSET ?3)
-                    """, [object.type, object.uuid, cap], &batch, \.events)
+                    """, [object[0], object[1], cap], &batch, \.events)
             }
         }
-        if !report.isEmpty { logger.info("pruned the store", metadata: ["prune.report": "\(report)"]) }
         return report
     }
 
@@ -151,8 +152,8 @@ extension SQLiteStore {
             """, [type, uuid], &batch, \.otherRows)
     }
 
-    /// Deletes one fixed row set (an object's own row and its few leftovers); `count` is how many
-    /// rows the statement can touch at most, which must fit the budget.
+    /// Deletes one fixed set of rows (an object's own row, or one of its few leftovers) and counts
+    /// them; the caller has checked that the budget has room for them.
     static func deleteRow(
         _ db: Database, _ sql: String, _ arguments: StatementArguments, _ batch: inout PruneBatch,
         _ counter: WritableKeyPath<PruneReport, Int>
@@ -163,10 +164,10 @@ extension SQLiteStore {
 
     // MARK: - Deleted objects
 
-    /// The live-job test for an object key column expression, matching the partial index
-    /// `job_unfinished_object`.
-    private static func noLiveJob(_ key: String) -> String {
-        "NOT EXISTS (SELECT 1 FROM job WHERE object_key = \(key) AND state IN ('queued', 'running'))"
+    /// Whether a queued or running job is about the object whose key `key` (an SQL expression)
+    /// gives; written to match the partial index `job_unfinished_object`.
+    private static func liveJob(_ key: String) -> String {
+        "EXISTS (SELECT 1 FROM job WHERE object_key = \(key) AND state IN ('queued', 'running'))"
     }
 
     /// Deleted instances past the cutoff, with their interfaces. An instance stays while it holds a
@@ -181,10 +182,10 @@ extension SQLiteStore {
                 SELECT i.uuid FROM instance AS i
                 WHERE i.state = 'deleted' AND i.state_updated < ?1
                   AND NOT EXISTS (SELECT 1 FROM blob_reference WHERE holder_type = 'instance' AND holder_uuid = i.uuid)
-                  AND \(noLiveJob("'instance:' || i.uuid"))
+                  AND NOT \(liveJob("'instance:' || i.uuid"))
                   AND NOT EXISTS (
                       SELECT 1 FROM interface AS f WHERE f.instance_uuid = i.uuid
-                        AND (f.state != 'deleted' OR NOT \(noLiveJob("'interface:' || f.uuid"))))
+                        AND (f.state != 'deleted' OR \(liveJob("'interface:' || f.uuid"))))
                 ORDER BY i.state_updated, i.uuid
                 LIMIT ?2
                 """,
@@ -226,7 +227,7 @@ extension SQLiteStore {
                 SELECT n.uuid FROM network AS n
                 WHERE n.state = 'deleted' AND n.state_updated < ?1
                   AND NOT EXISTS (SELECT 1 FROM interface WHERE network_uuid = n.uuid)
-                  AND \(noLiveJob("'network:' || n.uuid"))
+                  AND NOT \(liveJob("'network:' || n.uuid"))
                 ORDER BY n.state_updated, n.uuid
                 LIMIT ?2
                 """,
@@ -291,7 +292,7 @@ extension SQLiteStore {
                 WHERE a.state = 'deleted' AND s.seen < ?1
                   AND NOT EXISTS (SELECT 1 FROM blob_reference WHERE holder_type = 'artifact' AND holder_uuid = a.uuid)
                   AND NOT EXISTS (SELECT 1 FROM artifact_version WHERE artifact_uuid = a.uuid)
-                  AND \(noLiveJob("'artifact:' || a.uuid"))
+                  AND NOT \(liveJob("'artifact:' || a.uuid"))
                 ORDER BY s.seen, a.uuid
                 LIMIT ?2
                 """,
