@@ -18,13 +18,16 @@ public struct Agent: Sendable {
     public let node: NodeAgent
     public let runner: JobRunner
     public let logger: Logger
+    /// Prunes the store's old events, finished jobs and deleted objects.
+    public let retention: RetentionService
 
-    /// The long-running parts, for a ServiceGroup: reconciliation, the job runner and check-in.
+    /// The long-running parts, for a ServiceGroup: reconciliation, the job runner, check-in and retention.
     public var services: [any Service] {
         [
             ReconcilerService(reconciler: Reconciler(agent: node, logger: logger), logger: logger),
             JobRunnerService(runner: runner),
             CheckInService(agent: node, logger: logger),
+            retention,
         ]
     }
 }
@@ -75,5 +78,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     } catch {
         logger.warning("first check-in failed; the check-in service retries", metadata: ["error": "\(error)"])
     }
-    return Agent(store: store, node: node, runner: runner, logger: logger)
+    return Agent(
+        store: store, node: node, runner: runner, logger: logger,
+        retention: RetentionService(store: store, settings: settings, logger: logger))
 }

@@ -33,6 +33,11 @@ import SFSystem
 /// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
 /// | `apiListen` | `SFNODE_API_LISTEN` | `127.0.0.1:13000`: where `sfnode serve` and `sfnode api` listen |
 /// | `clientConfig` | `SFNODE_CLIENT_CONFIG` | `/etc/sf/shakenfist.json`: the client configuration `sfnode serve` writes |
+/// | `eventRetentionDays` | `SFNODE_EVENT_RETENTION_DAYS` | `30`: events older than this are pruned |
+/// | `eventMaxPerObject` | `SFNODE_EVENT_MAX_PER_OBJECT` | `10000`: an object's older events beyond this are pruned |
+/// | `jobRetentionDays` | `SFNODE_JOB_RETENTION_DAYS` | `7`: finished jobs are pruned this long after they finished |
+/// | `deletedRetentionDays` | `SFNODE_DELETED_RETENTION_DAYS` | `7`: deleted objects stay readable by UUID this long |
+/// | `pruneIntervalMinutes` | `SFNODE_PRUNE_INTERVAL_MINUTES` | `60`: how often the agent prunes the store |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -96,6 +101,17 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var apiListen = "127.0.0.1:13000"
     /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
     public var clientConfig = "/etc/sf/shakenfist.json"
+    /// Days events are kept (Shaken Fist keeps its event log for a set period too).
+    public var eventRetentionDays = 30
+    /// The most events kept per object, the newest; one busy object cannot fill the store.
+    public var eventMaxPerObject = 10_000
+    /// Days finished (succeeded or failed) jobs are kept.
+    public var jobRetentionDays = 7
+    /// Days deleted instances, networks, artifacts and blobs stay readable by UUID before their
+    /// rows go (Shaken Fist: an hour).
+    public var deletedRetentionDays = 7
+    /// Minutes between two prunes of the store.
+    public var pruneIntervalMinutes = 60
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -276,6 +292,11 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encodeIfPresent(namePrefix, forKey: AnyKey("namePrefix"))
         try container.encodeIfPresent(tapPrefix, forKey: AnyKey("tapPrefix"))
         try container.encode(jobLeaseSeconds, forKey: AnyKey("jobLeaseSeconds"))
+        try container.encode(eventRetentionDays, forKey: AnyKey("eventRetentionDays"))
+        try container.encode(eventMaxPerObject, forKey: AnyKey("eventMaxPerObject"))
+        try container.encode(jobRetentionDays, forKey: AnyKey("jobRetentionDays"))
+        try container.encode(deletedRetentionDays, forKey: AnyKey("deletedRetentionDays"))
+        try container.encode(pruneIntervalMinutes, forKey: AnyKey("pruneIntervalMinutes"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -454,7 +475,31 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             }
             configuration.jobLeaseSeconds = seconds
         },
+        Field(key: "eventRetentionDays", environmentName: "SFNODE_EVENT_RETENTION_DAYS") { configuration, text in
+            configuration.eventRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
+        },
+        Field(key: "eventMaxPerObject", environmentName: "SFNODE_EVENT_MAX_PER_OBJECT") { configuration, text in
+            // Below 100 an object's own creation and first state changes would be pruned at once.
+            configuration.eventMaxPerObject = try wholeNumber(text, in: 100...100_000_000, of: "events")
+        },
+        Field(key: "jobRetentionDays", environmentName: "SFNODE_JOB_RETENTION_DAYS") { configuration, text in
+            configuration.jobRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
+        },
+        Field(key: "deletedRetentionDays", environmentName: "SFNODE_DELETED_RETENTION_DAYS") { configuration, text in
+            configuration.deletedRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
+        },
+        Field(key: "pruneIntervalMinutes", environmentName: "SFNODE_PRUNE_INTERVAL_MINUTES") { configuration, text in
+            configuration.pruneIntervalMinutes = try wholeNumber(text, in: 1...10_080, of: "minutes")
+        },
     ]
+
+    /// A whole number of `unit` within `range`, or ``InvalidValue`` saying so.
+    private static func wholeNumber(_ text: String?, in range: ClosedRange<Int>, of unit: String) throws -> Int {
+        guard let value = Int(try required(text)), range.contains(value) else {
+            throw InvalidValue(reason: "is not a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
 
     private static func ratio(_ text: String?) throws -> Double {
         guard let value = Double(try required(text)), value > 0, value <= 64 else {

@@ -119,8 +119,8 @@ public struct Network: Codable, Hashable, Sendable {
     public var netblock: IPv4Prefix
     public var provideDHCP: Bool
     public var provideNAT: Bool
-    /// The VXLAN id, 1...16777215, unique across all networks ever created (deleted ones keep theirs
-    /// so a late packet can never reach a new network).
+    /// The VXLAN id, 1...16777215, unique across all networks in the store (deleted ones keep theirs
+    /// until retention prunes them, days later, so a late packet can never reach a new network).
     public var vxid: Int
     public var state: NetworkState
     /// When `state` last changed.

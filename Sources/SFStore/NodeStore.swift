@@ -123,6 +123,15 @@ public protocol NodeStore: Sendable {
     /// An object's events (of `type` only, when given), newest first; `limit` is capped at 1000.
     func events(objectType: String, objectUUID: String, type: EventType?, limit: Int) async throws -> [Event]
 
+    // MARK: Retention
+
+    /// Deletes what `policy` says has been kept long enough as of `now`: old events and events
+    /// beyond an object's cap, finished jobs, deleted objects with their rows. It works in
+    /// transactions of at most `policy.batchRows` rows, each leaving the store consistent, so it is
+    /// safe while other processes use the store, and running it again removes nothing more.
+    /// ``RetentionPolicy`` says what is never pruned.
+    @discardableResult func prune(_ policy: RetentionPolicy, now: Date) async throws -> PruneReport
+
     // MARK: Work queue
 
     /// Adds jobs in state `queued`, in order, in one transaction. They exist (and can be claimed)

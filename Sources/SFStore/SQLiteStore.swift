@@ -200,6 +200,8 @@ public final class SQLiteStore: NodeStore {
         migrator.registerMigration("v7-network-spoof-filter") { db in
             try db.execute(sql: "ALTER TABLE network ADD COLUMN spoof_filter INTEGER NOT NULL DEFAULT 1")
         }
+        // v8 (retention's indexes) by SQLiteStore+Retention.swift.
+        registerRetentionMigrations(&migrator)
         return migrator
     }
 
