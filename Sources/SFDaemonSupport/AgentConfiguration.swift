@@ -85,10 +85,12 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     /// Where short image names are found: `<url>/<name>/latest.qcow2`.
     public var imageDownloadURL = "https://images.shakenfist.com"
     /// Ranges image downloads may reach although the built-in rules refuse them (loopback,
-    /// private and the other ranges of SFBlobs' `DestinationRules.refusedByDefault`).
+    /// private and the other ranges of SFBlobs' `DestinationRules.refusedByDefault`) when the
+    /// entry is at least as long as the built-in range.
     public var fetchAllow: [IPRange] = []
-    /// Ranges image downloads may never reach, checked on every resolved address and redirect, on
-    /// top of the built-in refusals; they win over ``fetchAllow``.
+    /// Ranges image downloads may not reach, checked on every resolved address and redirect, on top
+    /// of the built-in refusals; the longest matching range of the two lists decides, and a deny
+    /// entry wins over an allow entry of the same length.
     public var fetchDeny: [IPRange] = []
     /// The image cache's high-water mark in GiB.
     public var imageCacheGiB = 100

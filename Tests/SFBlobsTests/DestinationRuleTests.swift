@@ -59,6 +59,24 @@ import Testing
         #expect(rules.description == "allow=127.0.0.0/8,169.254.0.0/16,fd00::/8 deny=127.0.0.2/32,2606:4700::/32")
     }
 
+    @Test func theLongestMatchingRangeDecides() throws {
+        // Opening must be meant: the whole address space opens nothing the built-in ranges refuse.
+        let everything = try DestinationRules.parse(allow: "0.0.0.0/0 ::/0", deny: nil)
+        #expect(refusal(everything, "127.0.0.1") != nil && refusal(everything, "10.0.0.1") != nil && refusal(everything, "::1") != nil)
+        // Part of 10/8 opened, part of that closed again.
+        let nested = try DestinationRules.parse(allow: "10.1.0.0/16", deny: "10.1.2.0/24")
+        #expect(refusal(nested, "10.1.9.9") == nil)
+        #expect(refusal(nested, "10.1.2.3") == "10.1.2.0/24 in SFNODE_FETCH_DENY")
+        #expect(refusal(nested, "10.2.0.1")?.hasPrefix("10.0.0.0/8 (private") == true)
+        // The tests' agents: loopback and nothing else.
+        let onlyLoopback = try DestinationRules.parse(allow: "127.0.0.0/8", deny: "0.0.0.0/0,::/0")
+        #expect(refusal(onlyLoopback, "127.0.0.1") == nil)
+        #expect(refusal(onlyLoopback, "8.8.8.8") == "0.0.0.0/0 in SFNODE_FETCH_DENY")
+        #expect(refusal(onlyLoopback, "2606:4700:4700::1111") == "::/0 in SFNODE_FETCH_DENY")
+        // At equal length, deny closes allow.
+        #expect(refusal(try DestinationRules.parse(allow: "127.0.0.0/8", deny: "127.0.0.0/8"), "127.0.0.1") == "127.0.0.0/8 in SFNODE_FETCH_DENY")
+    }
+
     @Test func badRuleEntriesAreNamed() {
         #expect(throws: FetchError.invalidRule(setting: "SFNODE_FETCH_DENY", entry: "10.0.0.0/33")) {
             try DestinationRules.parse(allow: nil, deny: "10.0.0.0/8,10.0.0.0/33")

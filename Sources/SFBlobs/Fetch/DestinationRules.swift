@@ -8,15 +8,20 @@ import SFSystem
 /// node's own network position. Every address a URL's host resolves to, at every redirect hop, is
 /// checked here before any connection is made.
 ///
-/// Order, first match wins:
-/// 1. ``deny`` (SFNODE_FETCH_DENY): refused.
-/// 2. ``neverOpened`` (unspecified, link-local with the metadata service, multicast, reserved and
+/// How an address is judged:
+/// 1. ``neverOpened`` (unspecified, link-local with the metadata service, multicast, reserved and
 ///    broadcast): refused; no allow entry opens them, since no image server lives there.
-/// 3. ``allow`` (SFNODE_FETCH_ALLOW): allowed. This is how loopback (the tests) or a private image
-///    server is opened.
-/// 4. ``refusedByDefault`` (loopback, RFC 1918, shared and benchmarking space, documentation and
-///    unique-local ranges ...): refused.
-/// 5. Anything else (the public internet): allowed.
+/// 2. Otherwise the most specific (longest) matching range decides, among ``allow``
+///    (SFNODE_FETCH_ALLOW), ``deny`` (SFNODE_FETCH_DENY) and ``refusedByDefault`` (loopback, RFC
+///    1918, shared and benchmarking space, documentation and unique-local ranges ...). At equal
+///    length an allow entry opens a built-in range, and a deny entry closes an allow entry. No
+///    matching range: allowed (the public internet).
+///
+/// So `SFNODE_FETCH_ALLOW=127.0.0.0/8` opens loopback (what the tests do), `SFNODE_FETCH_ALLOW=10.1.0.0/16`
+/// opens part of 10/8 and `SFNODE_FETCH_DENY=10.1.2.0/24` closes part of that again, while
+/// `SFNODE_FETCH_ALLOW=0.0.0.0/0` opens nothing the built-in ranges refuse: opening must be meant.
+/// `SFNODE_FETCH_DENY=0.0.0.0/0,::/0` with an allow list makes the allow list the only ranges
+/// reachable (the tests' agents fetch from loopback and nowhere else).
 ///
 /// An IPv6 address that stands for an IPv4 one (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96,
 /// 6to4, Teredo) is checked as itself and as each IPv4 address it embeds, so `::ffff:127.0.0.1` is
@@ -30,9 +35,9 @@ public struct DestinationRules: Sendable, Equatable, CustomStringConvertible {
         public let name: String
     }
 
-    /// Ranges SFNODE_FETCH_ALLOW opens, ahead of ``refusedByDefault``.
+    /// Ranges SFNODE_FETCH_ALLOW opens (where no longer deny range or built-in range closes them).
     public var allow: [IPRange]
-    /// Ranges SFNODE_FETCH_DENY refuses, ahead of everything else.
+    /// Ranges SFNODE_FETCH_DENY refuses (where no longer allow range opens them).
     public var deny: [IPRange]
 
     /// Ranges no rule opens: a fetch there is either meaningless (unspecified, multicast,
@@ -115,12 +120,19 @@ public struct DestinationRules: Sendable, Equatable, CustomStringConvertible {
 
     /// Why `address` itself is refused, or nil when it is allowed.
     private func verdict(_ address: IPAddress) -> String? {
-        if let range = deny.first(where: { $0.contains(address) }) { return "\(range) in SFNODE_FETCH_DENY" }
         if let named = Self.neverOpened.first(where: { $0.range.contains(address) }) {
             return "\(named.range) (\(named.name)), which is never fetched from"
         }
-        if allow.contains(where: { $0.contains(address) }) { return nil }
-        if let named = Self.refusedByDefault.first(where: { $0.range.contains(address) }) {
+        func longest(_ ranges: [IPRange]) -> IPRange? {
+            ranges.filter { $0.contains(address) }.max { $0.length < $1.length }
+        }
+        let allowLength = longest(allow)?.length ?? -1
+        if let denied = longest(deny), denied.length >= allowLength {
+            return "\(denied) in SFNODE_FETCH_DENY"
+        }
+        if let named = Self.refusedByDefault.filter({ $0.range.contains(address) }).max(by: { $0.range.length < $1.range.length }),
+            named.range.length > allowLength
+        {
             return "\(named.range) (\(named.name)), refused unless SFNODE_FETCH_ALLOW opens it"
         }
         return nil
