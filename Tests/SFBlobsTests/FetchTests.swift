@@ -14,7 +14,7 @@ import Testing
     static let loopback = DestinationRules(allow: [IPRange("127.0.0.0/8")].compactMap { $0 }, deny: [])
 
     /// Fast retries, so a test with drops does not wait seconds.
-    func fetcher(rules: DestinationRules = loopback, retries: Int = 4) -> HTTPFetcher {
+    func fetcher(rules: DestinationRules = FetchTests.loopback, retries: Int = 4) -> HTTPFetcher {
         HTTPFetcher(
             configuration: .init(rules: rules, retries: retries, firstRetryDelay: .milliseconds(20)), logger: logger)
     }

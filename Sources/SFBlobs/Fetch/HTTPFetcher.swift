@@ -413,7 +413,12 @@ public struct HTTPFetcher: Sendable {
     /// its other addresses either). Returns the address to connect to: the first IPv4 one, else the
     /// first IPv6 one.
     private func checkedAddress(of target: Target) async throws -> IPAddress {
-        let addresses = try await target.literal.map { [$0] } ?? resolve(target)
+        let addresses: [IPAddress]
+        if let literal = target.literal {
+            addresses = [literal]
+        } else {
+            addresses = try await resolve(target)
+        }
         for address in addresses { try configuration.rules.check(address, host: target.host, url: target.url) }
         let chosen = addresses.first(where: { if case .v4 = $0 { return true } else { return false } }) ?? addresses.first
         guard let chosen else { throw FetchError.noAddress(url: target.url, host: target.host) }
@@ -537,7 +542,8 @@ private final class TransferWatch: Sendable {
                 state.samples.append((now, state.received))
                 // The newest sample at least one window old is the baseline; older ones go.
                 while state.samples.count > 1 && now - state.samples[1].0 >= window { state.samples.removeFirst() }
-                if now - start >= window, let (_, then) = state.samples.first {
+                if now - start >= window, let baseline = state.samples.first {
+                    let then = baseline.1
                     let seconds = max(1, window.components.seconds)
                     let (wanted, overflow) = minimumBytesPerSecond.multipliedReportingOverflow(by: seconds)
                     if state.received - then < (overflow ? Int64.max : wanted) {
