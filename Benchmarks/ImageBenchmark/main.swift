@@ -51,7 +51,8 @@ do {
     let blobs = BlobStore(records: store, directory: workDirectory + "/blobs", nodeName: "bench", logger: logger)
     try FileManager.default.createDirectory(atPath: workDirectory + "/blobs", withIntermediateDirectories: true)
     let fetcher = HTTPFetcher(
-        configuration: HTTPFetcher.Configuration(rules: DestinationRules(allow: [try IPv4Prefix.parse("127.0.0.0/8")], deny: DestinationRules.defaultDeny)),
+        // Loopback, where the image server is, opened explicitly (the default rules refuse it).
+        configuration: HTTPFetcher.Configuration(rules: try DestinationRules.parse(allow: "127.0.0.0/8", deny: nil)),
         logger: logger)
 
     // (h) Download, hash and store. sfnode's side also fsyncs the file and records the blob; the

@@ -63,8 +63,14 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
         egressInterface: settings.egressInterface,
         images: ImageResolver(
             records: store, storagePath: settings.storagePath, nodeName: settings.nodeName,
-            rules: DestinationRules(allow: settings.fetchAllow, deny: DestinationRules.defaultDeny + settings.fetchDeny),
-            cacheHighWaterBytes: Int64(settings.imageCacheGiB) << 30, imageDownloadURL: settings.imageDownloadURL, logger: logger),
+            rules: DestinationRules(allow: settings.fetchAllow, deny: settings.fetchDeny),
+            cacheHighWaterBytes: Int64(settings.imageCacheGiB) << 30, imageDownloadURL: settings.imageDownloadURL,
+            fetchLimits: HTTPFetcher.Configuration(
+                deadline: .seconds(settings.fetchDeadlineSeconds), minimumBytesPerSecond: Int64(settings.fetchMinRateKiB) << 10,
+                rateWindow: .seconds(settings.fetchRateWindowSeconds), maxBytes: Int64(settings.imageMaxGiB) << 30),
+            imageLimits: ImageLimits(
+                maxImageBytes: Int64(settings.imageMaxGiB) << 30, qemuImgTimeLimit: .seconds(settings.qemuImgTimeoutSeconds)),
+            logger: logger),
         logger: logger)
     // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
     // job waits before another agent (or this one, restarted) takes it again.

@@ -150,10 +150,21 @@ public actor DHCPServer {
             "--bind-interfaces", "--interface=\(interface)", "--except-interface=lo",
             "--dhcp-range=\(router.host(2)),static,\(router.netmask),1h", "--dhcp-option=3,\(router.address)",
             "--dhcp-hostsfile=\(hostsPath)", "--dhcp-leasefile=\(leasesPath)", "--pid-file=\(pidPath)",
-            "--dhcp-authoritative", "--log-facility=-",
+            "--dhcp-authoritative",
+            // A guest controls what dnsmasq logs: every DHCPDISCOVER from a random MAC is a line, so a
+            // file log (the old `--log-facility=-` into <dir>/log, never rotated) let one guest fill
+            // the store's file system. --quiet-* drops the routine lines, but refusals ("no address
+            // available") are still logged for each packet; so dnsmasq logs to syslog, its default,
+            // where journald rate-limits it per unit and rotates it within SystemMaxUse (where
+            // there is no syslog socket, dnsmasq drops the lines). Standard error still goes to
+            // <dir>/log: dnsmasq prints a failed start-up there too, which start() reports, and
+            // nothing after start-up writes to it.
+            "--quiet-dhcp", "--quiet-dhcp6", "--quiet-ra",
         ]
         // Spawned from the namespace's thread (this actor's executor), so it runs inside the namespace.
         try? FileManager.default.removeItem(atPath: pidPath)
+        // A fresh file per start: only this start's errors, never a growing history.
+        try? FileManager.default.removeItem(atPath: directory + "/log")
         let started = try ChildProcess.spawn(arguments, outputPath: directory + "/log")
         // dnsmasq serves the network whether or not an agent runs: a restarting agent adopts it.
         started.keepRunningWhenReleased()

@@ -53,7 +53,8 @@ public actor ImageResolver {
 
     public init(
         records: any BlobRecords, storagePath: String, nodeName: String, rules: DestinationRules, cacheHighWaterBytes: Int64,
-        imageDownloadURL: String, recheckInterval: Duration = .seconds(60), logger: Logger
+        imageDownloadURL: String, recheckInterval: Duration = .seconds(60),
+        fetchLimits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(), imageLimits: ImageLimits = ImageLimits(), logger: Logger
     ) {
         self.recheckInterval = recheckInterval
         self.records = records
@@ -73,8 +74,11 @@ public actor ImageResolver {
         let blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)
         self.blobs = blobs
         self.uploads = UploadSessions(blobs: blobs, records: records, directory: storage.uploadDirectory)
-        self.cache = ImageCache(directory: storagePath + "/image-cache", highWaterBytes: cacheHighWaterBytes, logger: logger)
-        self.fetcher = HTTPFetcher(configuration: HTTPFetcher.Configuration(rules: rules), logger: logger)
+        self.cache = ImageCache(
+            directory: storagePath + "/image-cache", highWaterBytes: cacheHighWaterBytes, logger: logger, limits: imageLimits)
+        var fetchConfiguration = fetchLimits
+        fetchConfiguration.rules = rules
+        self.fetcher = HTTPFetcher(configuration: fetchConfiguration, logger: logger)
         self.inspector = ImageInspector(logger: logger)
         self.nodeName = nodeName
         self.imageDownloadURL = imageDownloadURL

@@ -25,8 +25,8 @@ import SFSystem
 /// | `cpuOvercommit` | `SFNODE_CPU_OVERCOMMIT` | `16` vCPUs per CPU thread (placement) |
 /// | `memoryOvercommit` | `SFNODE_MEMORY_OVERCOMMIT` | `1.5` (placement) |
 /// | `imageDownloadURL` | `SFNODE_IMAGE_DOWNLOAD_URL` | `https://images.shakenfist.com` (short names such as `debian:12`) |
-/// | `fetchAllow` | `SFNODE_FETCH_ALLOW` | empty: any address the deny list leaves |
-/// | `fetchDeny` | `SFNODE_FETCH_DENY` | empty; link-local 169.254.0.0/16 (the cloud metadata address) and 0.0.0.0/8 are always denied |
+/// | `fetchAllow` | `SFNODE_FETCH_ALLOW` | empty: IPv4/IPv6 ranges opened from the built-in refusals (loopback, private ...) |
+/// | `fetchDeny` | `SFNODE_FETCH_DENY` | empty: IPv4/IPv6 ranges refused on top of the built-in ones |
 /// | `imageCacheGiB` | `SFNODE_IMAGE_CACHE_GIB` | `100`: above this the cache evicts unused images, oldest used first |
 /// | `namePrefix` | `SFNODE_NAME_PREFIX` | `sfnode-`: network namespaces and domains (tests set their own) |
 /// | `tapPrefix` | `SFNODE_TAP_PREFIX` | `sfi`: taps (at most 9 bytes) |
@@ -38,6 +38,11 @@ import SFSystem
 /// | `jobRetentionDays` | `SFNODE_JOB_RETENTION_DAYS` | `7`: finished jobs are pruned this long after they finished |
 /// | `deletedRetentionDays` | `SFNODE_DELETED_RETENTION_DAYS` | `7`: deleted objects stay readable by UUID this long |
 /// | `pruneIntervalMinutes` | `SFNODE_PRUNE_INTERVAL_MINUTES` | `60`: how often the agent prunes the store |
+/// | `fetchDeadlineSeconds` | `SFNODE_FETCH_DEADLINE_SECONDS` | `3600`: one image fetch, retries and body included |
+/// | `fetchMinRateKiB` | `SFNODE_FETCH_MIN_RATE_KIB` | `16`: KiB/s a fetch must average over the window (0: no minimum) |
+/// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
+/// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
+/// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -84,11 +89,14 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var memoryOvercommit = 1.5
     /// Where short image names are found: `<url>/<name>/latest.qcow2`.
     public var imageDownloadURL = "https://images.shakenfist.com"
-    /// The only ranges image downloads may reach (empty: any range not denied).
-    public var fetchAllow: [IPv4Prefix] = []
-    /// Ranges image downloads may never reach, checked on every resolved address and redirect, on
-    /// top of link-local and 0.0.0.0/8, which are always denied.
-    public var fetchDeny: [IPv4Prefix] = []
+    /// Ranges image downloads may reach although the built-in rules refuse them (loopback,
+    /// private and the other ranges of SFBlobs' `DestinationRules.refusedByDefault`) when the
+    /// entry is at least as long as the built-in range.
+    public var fetchAllow: [IPRange] = []
+    /// Ranges image downloads may not reach, checked on every resolved address and redirect, on top
+    /// of the built-in refusals; the longest matching range of the two lists decides, and a deny
+    /// entry wins over an allow entry of the same length.
+    public var fetchDeny: [IPRange] = []
     /// The image cache's high-water mark in GiB.
     public var imageCacheGiB = 100
     /// The prefix of the network namespaces and domains the agent makes; nil is the agent's default.
@@ -112,6 +120,17 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var deletedRetentionDays = 7
     /// Minutes between two prunes of the store.
     public var pruneIntervalMinutes = 60
+    // Limits on image fetches and preparation: a tenant names the server and the file.
+    /// The wall-clock limit of one image fetch, retries and body included.
+    public var fetchDeadlineSeconds = 3600
+    /// The least average rate of a fetch over ``fetchRateWindowSeconds``, in KiB/s; 0 for none.
+    public var fetchMinRateKiB = 16
+    /// The window a fetch's rate is averaged over.
+    public var fetchRateWindowSeconds = 60
+    /// The largest image fetched, unpacked or converted, in GiB.
+    public var imageMaxGiB = 64
+    /// The wall-clock limit of each qemu-img run.
+    public var qemuImgTimeoutSeconds = 1800
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -297,6 +316,11 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(jobRetentionDays, forKey: AnyKey("jobRetentionDays"))
         try container.encode(deletedRetentionDays, forKey: AnyKey("deletedRetentionDays"))
         try container.encode(pruneIntervalMinutes, forKey: AnyKey("pruneIntervalMinutes"))
+        try container.encode(fetchDeadlineSeconds, forKey: AnyKey("fetchDeadlineSeconds"))
+        try container.encode(fetchMinRateKiB, forKey: AnyKey("fetchMinRateKiB"))
+        try container.encode(fetchRateWindowSeconds, forKey: AnyKey("fetchRateWindowSeconds"))
+        try container.encode(imageMaxGiB, forKey: AnyKey("imageMaxGiB"))
+        try container.encode(qemuImgTimeoutSeconds, forKey: AnyKey("qemuImgTimeoutSeconds"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -491,14 +515,31 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         Field(key: "pruneIntervalMinutes", environmentName: "SFNODE_PRUNE_INTERVAL_MINUTES") { configuration, text in
             configuration.pruneIntervalMinutes = try wholeNumber(text, in: 1...10_080, of: "minutes")
         },
+        Field(key: "fetchDeadlineSeconds", environmentName: "SFNODE_FETCH_DEADLINE_SECONDS") { configuration, text in
+            configuration.fetchDeadlineSeconds = try wholeNumber(text, in: 1...604_800, of: "seconds")
+        },
+        Field(key: "fetchMinRateKiB", environmentName: "SFNODE_FETCH_MIN_RATE_KIB") { configuration, text in
+            configuration.fetchMinRateKiB = try wholeNumber(text, in: 0...1_048_576, of: "KiB/s (0 for no minimum)")
+        },
+        Field(key: "fetchRateWindowSeconds", environmentName: "SFNODE_FETCH_RATE_WINDOW_SECONDS") { configuration, text in
+            configuration.fetchRateWindowSeconds = try wholeNumber(text, in: 1...3600, of: "seconds")
+        },
+        Field(key: "imageMaxGiB", environmentName: "SFNODE_IMAGE_MAX_GIB") { configuration, text in
+            configuration.imageMaxGiB = try wholeNumber(text, in: 1...65_536, of: "GiB")
+        },
+        Field(key: "qemuImgTimeoutSeconds", environmentName: "SFNODE_QEMU_IMG_TIMEOUT_SECONDS") { configuration, text in
+            configuration.qemuImgTimeoutSeconds = try wholeNumber(text, in: 1...86_400, of: "seconds")
+        },
     ]
 
-    /// A whole number of `unit` within `range`, or ``InvalidValue`` saying so.
+    /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what
+    /// they say.
     private static func wholeNumber(_ text: String?, in range: ClosedRange<Int>, of unit: String) throws -> Int {
-        guard let value = Int(try required(text)), range.contains(value) else {
-            throw InvalidValue(reason: "is not a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound)")
-        }
-        return value
+        let value = try required(text)
+        guard !value.isEmpty, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let number = Int(value), range.contains(number)
+        else { throw InvalidValue(reason: "is not a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound)") }
+        return number
     }
 
     private static func ratio(_ text: String?) throws -> Double {
@@ -508,12 +549,16 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         return value
     }
 
-    private static func prefixList(_ text: String?) throws -> [IPv4Prefix] {
-        do {
-            return try IPv4Prefix.parseList(text)
-        } catch {
-            throw InvalidValue(reason: "is not a list of IPv4 networks (a.b.c.d/n, separated by commas): \(error)")
+    private static func prefixList(_ text: String?) throws -> [IPRange] {
+        var ranges: [IPRange] = []
+        for entry in (text ?? "").split(whereSeparator: { $0 == "," || $0.isWhitespace }) {
+            guard let range = IPRange(String(entry)) else {
+                throw InvalidValue(
+                    reason: "is not a list of IPv4 or IPv6 networks (a.b.c.d/n or x:y::/n, separated by commas): '\(entry)' is not one")
+            }
+            ranges.append(range)
         }
+        return ranges
     }
 
     private static func required(_ text: String?) throws -> String {

@@ -60,8 +60,14 @@ public final class ChildProcess: Sendable {
     /// Runs `argv` to completion, with `input` (if any) on its standard input, and returns its
     /// status and output. Standard error is drained on its own thread so that a command filling one
     /// pipe while the other is read cannot deadlock.
-    public static func run(_ argv: [String], input: String? = nil) throws -> CommandOutput {
-        try runCommand(argv, input: input)
+    ///
+    /// With a `timeLimit`, the command runs in a process group of its own, and the whole group is
+    /// killed (SIGKILL) once the limit has passed: a crafted image can keep qemu-img busy for ever,
+    /// and a job waiting on it would hold the agent.
+    ///
+    /// - Throws: ``ChildProcessError/timedOut(command:limit:)`` when the limit killed it.
+    public static func run(_ argv: [String], input: String? = nil, timeLimit: Duration? = nil) throws -> CommandOutput {
+        try runCommand(argv, input: input, timeLimit: timeLimit)
     }
 
     /// Whether releasing this object leaves the child running (a daemon meant to outlive its
@@ -129,7 +135,28 @@ public final class ChildProcess: Sendable {
     }
 }
 
-private func runCommand(_ argv: [String], input: String?) throws -> CommandOutput {
+/// A command that could not finish as asked.
+public enum ChildProcessError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// `command` ran past `limit` and was killed with its process group.
+    case timedOut(command: String, limit: Duration)
+
+    /// The message, naming the command and the limit.
+    public var description: String {
+        switch self {
+        case .timedOut(let command, let limit):
+            return "\(command) was killed after running for its limit of \(limit)"
+        }
+    }
+}
+
+/// Whether a timed command has been reaped and whether its time limit killed it; the killer and
+/// the reaper agree through it so that a pid is never signalled once it may belong to another process.
+private struct TimedRun: Sendable {
+    var reaped = false
+    var killed = false
+}
+
+private func runCommand(_ argv: [String], input: String?, timeLimit: Duration?) throws -> CommandOutput {
     var pipes: [Int32] = []
     defer { for fd in pipes where fd >= 0 { close(fd) } }
     func closeOnce(_ index: Int) {
@@ -140,7 +167,26 @@ private func runCommand(_ argv: [String], input: String?) throws -> CommandOutpu
     pipes += try makePipe()  // 2, 3: stderr
     if input != nil { pipes += try makePipe() }  // 4, 5: stdin
     let pid = try spawnProcess(
-        argv, stdin: input == nil ? nil : pipes[4], stdout: pipes[1], stderr: pipes[3])
+        argv, stdin: input == nil ? nil : pipes[4], stdout: pipes[1], stderr: pipes[3], ownGroup: timeLimit != nil)
+    let timed = Mutex(TimedRun())
+    var killer: DispatchWorkItem?
+    if let timeLimit {
+        let item = DispatchWorkItem {
+            timed.withLock { run in
+                guard !run.reaped else { return }
+                // The group (grandchildren too, which could hold the pipes open), then the child
+                // itself in case it left the group.
+                kill(-pid, SIGKILL)
+                kill(pid, SIGKILL)
+                run.killed = true
+            }
+        }
+        let (seconds, attoseconds) = timeLimit.components
+        let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let delay = nanoseconds.overflow ? Int.max : Int(clamping: nanoseconds.partialValue &+ attoseconds / 1_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(max(0, delay)), execute: item)
+        killer = item
+    }
     closeOnce(1)
     closeOnce(3)
     if let input {
@@ -166,7 +212,18 @@ private func runCommand(_ argv: [String], input: String?) throws -> CommandOutpu
     }
     let outputData = readAll(pipes[0])
     drained.wait()
+    if let killer {
+        // Waits for the end without reaping, so that the pid stays this child's until the killer
+        // can no longer fire.
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        timed.withLock { $0.reaped = true }
+        killer.cancel()
+    }
     let raw = waitForChild(pid)
+    if let timeLimit, timed.withLock({ $0.killed }) {
+        throw ChildProcessError.timedOut(command: argv.joined(separator: " "), limit: timeLimit)
+    }
     return CommandOutput(
         status: exitStatus(raw), stdout: String(decoding: outputData, as: UTF8.self),
         stderr: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
@@ -174,7 +231,7 @@ private func runCommand(_ argv: [String], input: String?) throws -> CommandOutpu
 
 /// posix_spawn with a clean signal state: the spawning thread may be a dispatch worker that blocks
 /// signals, and a child that inherits a blocked SIGTERM could never be terminated.
-private func spawnProcess(_ argv: [String], stdin: Int32? = nil, stdout: Int32, stderr: Int32) throws -> Int32 {
+private func spawnProcess(_ argv: [String], stdin: Int32? = nil, stdout: Int32, stderr: Int32, ownGroup: Bool = false) throws -> Int32 {
     guard let executable = argv.first, executable.hasPrefix("/") else {
         throw SystemError("posix_spawn \(argv.first ?? "(nothing)"): the executable must be an absolute path", code: EINVAL)
     }
@@ -199,7 +256,13 @@ private func spawnProcess(_ argv: [String], stdin: Int32? = nil, stdout: Int32, 
     sigemptyset(&defaults)
     for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT] { sigaddset(&defaults, signal) }
     posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+    if ownGroup {
+        // Process group 0: a new group whose id is the child's pid, so kill(-pid) reaches it all.
+        posix_spawnattr_setpgroup(&attributes, 0)
+        flags |= POSIX_SPAWN_SETPGROUP
+    }
+    posix_spawnattr_setflags(&attributes, Int16(flags))
 
     let cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { for argument in cArguments { free(argument) } }

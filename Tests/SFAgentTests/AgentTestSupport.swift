@@ -51,7 +51,10 @@ func makeTestAgent(
 
 /// The only destinations a test's image fetches may reach: loopback (the network safety rule), with
 /// the default deny list (link-local, 0/8) still in force, and checked first, as in production.
-let loopbackFetchRules = DestinationRules(allow: [IPv4Prefix("127.0.0.0/8")].compactMap { $0 }, deny: DestinationRules.defaultDeny)
+/// The tests' image servers listen on loopback, which the default rules refuse: opened here
+/// explicitly, and everything else closed (tests fetch from loopback only).
+let loopbackFetchRules = DestinationRules(
+    allow: [IPRange("127.0.0.0/8")].compactMap { $0 }, deny: ["0.0.0.0/0", "::/0"].compactMap { IPRange($0) })
 
 /// The image path as ``buildAgent(settings:logger:)`` assembles it, for a test: blobs in
 /// `storage`/blobs and bases in `storage`/image-cache, records in the test's `store`, fetches only

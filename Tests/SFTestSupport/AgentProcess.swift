@@ -55,7 +55,9 @@ public final class AgentProcess: Sendable {
     /// The settings of a test's agent: its store in `directory`, its instances and blobs in
     /// `storage`, its host namespace a test namespace, guests under TCG, the network node's role,
     /// every machine-global name it makes starting with `prefix`, and a short lease so that a killed
-    /// agent's job is taken again quickly. Tests add what they need on top.
+    /// agent's job is taken again quickly, and fetches allowed from loopback (refused by default),
+    /// where the tests' image servers listen, and from nowhere else (the network safety rule).
+    /// Tests add what they need on top.
     public static func environment(
         directory: String, storage: String, hostNamespace: String, nodeName: String, prefix: String, floatingRange: String,
         leaseSeconds: Int
@@ -65,6 +67,7 @@ public final class AgentProcess: Sendable {
             "SFNODE_STORAGE_PATH": storage, "SFNODE_NODE_NAME": nodeName, "SFNODE_VIRTUALIZATION_TYPE": "qemu",
             "SFNODE_FLOATING_RANGE": floatingRange, "SFNODE_IS_NETWORK_NODE": "true", "SFNODE_LOG_LEVEL": "debug",
             "SFNODE_JOB_LEASE_SECONDS": "\(leaseSeconds)", "SFNODE_NAME_PREFIX": prefix + "-", "SFNODE_TAP_PREFIX": prefix,
+            "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_FETCH_DENY": "0.0.0.0/0,::/0",
         ]
     }
 

@@ -33,6 +33,13 @@ public final class LoopbackHTTPServer: Sendable {
         /// 200 as `normal`, but the body trickles out at about `bytesPerSecond`: a download that
         /// lasts long enough for a test to act in the middle of it (kill the client, say).
         case throttled(bytesPerSecond: Int)
+        /// 200 with the full Content-Length, then the body one byte every `interval`: a server
+        /// that keeps a connection alive while sending almost nothing (slow-drip).
+        case drip(every: Duration)
+        /// 200 announcing `length` in Content-Length (whatever the body's real size), then the body.
+        case claimsLength(Int64)
+        /// 200 with no Content-Length, then zeros for as long as the client reads (a lying server).
+        case endless
     }
 
     /// Where a path's body comes from.
@@ -164,14 +171,26 @@ public final class LoopbackHTTPServer: Sendable {
         default:
             break
         }
-        guard let length = bodyLength(route.body) else {
+        guard var length = bodyLength(route.body) else {
             respond(client, status: 500, reason: "Internal Server Error", body: "cannot read the file\n")
             return
         }
+        if case .claimsLength(let claimed) = route.behaviour { length = claimed }
+        let lengthHeader = route.behaviour == .endless ? "" : "Content-Length: \(length)\r\n"
         let head =
-            "HTTP/1.1 200 OK\r\nContent-Length: \(length)\r\nLast-Modified: \(route.lastModified)\r\n"
+            "HTTP/1.1 200 OK\r\n\(lengthHeader)Last-Modified: \(route.lastModified)\r\n"
             + "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
         guard send(client, Array(head.utf8)), method != "HEAD" else { return }
+        switch route.behaviour {
+        case .endless:
+            streamZeros(path: path, to: client)
+            return
+        case .drip(let interval):
+            drip(route.body, path: path, to: client, every: interval)
+            return
+        default:
+            break
+        }
         var limit = Int64.max
         if case .dropAfter(let bytes, let times) = route.behaviour, getCount <= times { limit = Int64(bytes) }
         var rate: Int?
@@ -242,6 +261,31 @@ public final class LoopbackHTTPServer: Sendable {
                 if count <= 0 { return }
                 if !emit(Array(buffer[0..<count])) { return }
             }
+        }
+    }
+
+    /// Zeros, 64 KiB at a time, until the client goes away or the server stops.
+    private func streamZeros(path: String, to client: Int32) {
+        let zeros = [UInt8](repeating: 0, count: 65536)
+        while !state.withLock({ $0.stopping }) {
+            guard send(client, zeros) else { return }
+            state.withLock { $0.bytesSent[path, default: 0] += Int64(zeros.count) }
+        }
+    }
+
+    /// The body one byte at a time, `interval` apart, until it ends, the client goes away or the
+    /// server stops.
+    private func drip(_ body: Body, path: String, to client: Int32, every interval: Duration) {
+        guard case .data(let data) = body else { return }
+        for byte in data {
+            // Short sleeps, so stop() is not held up by a long interval.
+            let due = ContinuousClock.now + interval
+            while ContinuousClock.now < due {
+                if state.withLock({ $0.stopping }) { return }
+                usleep(20_000)
+            }
+            guard send(client, [byte]) else { return }
+            state.withLock { $0.bytesSent[path, default: 0] += 1 }
         }
     }
 

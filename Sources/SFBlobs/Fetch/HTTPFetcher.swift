@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import SFSystem
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -63,11 +64,21 @@ public struct FetchResult: Sendable, Equatable {
 /// is checked, and the connection is then pinned to the checked address with AsyncHTTPClient's
 /// `dnsOverride` (host → checked IP). The request still carries the original Host header, and TLS
 /// still sends the original name as SNI and verifies the certificate against it, but no second DNS
-/// lookup happens that a hostile resolver could answer differently. `dnsOverride` is a client-wide
-/// setting, so each hop uses its own short-lived `HTTPClient` on AsyncHTTPClient's shared event
-/// loop group (no threads are created per hop); image downloads are few and long, so losing
-/// connection reuse costs nothing measurable. It also means the fetcher owns nothing that needs
-/// shutting down.
+/// lookup happens that a hostile resolver could answer differently. Only hosts that are LDH names,
+/// dotted quads or bracketed IPv6 literals are fetched, and Foundation's two URL parsers must agree
+/// on them: AsyncHTTPClient keys the override on `URL.host`, so a host spelled in a way the parsers
+/// read differently (percent-encoded, IDN) could otherwise slip past the pin and be resolved again.
+/// `dnsOverride` is a client-wide setting, so each hop uses its own short-lived `HTTPClient` on
+/// AsyncHTTPClient's shared event loop group (no threads are created per hop); image downloads are
+/// few and long, so losing connection reuse costs nothing measurable. It also means the fetcher
+/// owns nothing that needs shutting down.
+///
+/// Limits (a tenant names the server, so the server may be hostile): a wall-clock deadline over the
+/// whole fetch, retries and body included (AsyncHTTPClient's own `timeout:` stops at the response
+/// head); a minimum transfer rate averaged over a window, so a server dripping a byte now and then
+/// cannot hold a job for the deadline's length; and a byte cap, checked against Content-Length
+/// before the body is read and counted while it streams. A watcher task shuts the hop's client
+/// down when the deadline or the rate is missed, which ends a read that is waiting on the server.
 public struct HTTPFetcher: Sendable {
     /// Limits and timings of a fetcher.
     public struct Configuration: Sendable {
@@ -83,15 +94,25 @@ public struct HTTPFetcher: Sendable {
         public var connectTimeout: Duration
         /// Time allowed without receiving anything.
         public var readTimeout: Duration
-        /// Time allowed for one whole attempt, body included (Shaken Fist's MAX_IMAGE_TRANSFER_SECONDS).
-        public var attemptLimit: Duration
+        /// Time allowed for the whole fetch, every attempt, redirect and body byte included
+        /// (SFNODE_FETCH_DEADLINE_SECONDS; Shaken Fist's MAX_IMAGE_TRANSFER_SECONDS).
+        public var deadline: Duration
+        /// The least average rate over ``rateWindow``, in bytes per second; 0 turns the check off
+        /// (SFNODE_FETCH_MIN_RATE_KIB).
+        public var minimumBytesPerSecond: Int64
+        /// The window the rate is averaged over, from the start of each attempt on
+        /// (SFNODE_FETCH_RATE_WINDOW_SECONDS).
+        public var rateWindow: Duration
+        /// The largest body fetched, in bytes (SFNODE_IMAGE_MAX_GIB).
+        public var maxBytes: Int64
 
         /// Defaults: rules ``DestinationRules/default``, 4 retries from 0.5 s, 5 redirects, 10 s to
-        /// connect, 60 s idle, 1800 s per attempt.
+        /// connect, 60 s idle, an hour in all, at least 16 KiB/s over 60 s, at most 64 GiB.
         public init(
             rules: DestinationRules = .default, retries: Int = 4, firstRetryDelay: Duration = .milliseconds(500),
             maxRedirects: Int = 5, connectTimeout: Duration = .seconds(10), readTimeout: Duration = .seconds(60),
-            attemptLimit: Duration = .seconds(1800)
+            deadline: Duration = .seconds(3600), minimumBytesPerSecond: Int64 = 16 << 10, rateWindow: Duration = .seconds(60),
+            maxBytes: Int64 = 64 << 30
         ) {
             self.rules = rules
             self.retries = retries
@@ -99,7 +120,10 @@ public struct HTTPFetcher: Sendable {
             self.maxRedirects = maxRedirects
             self.connectTimeout = connectTimeout
             self.readTimeout = readTimeout
-            self.attemptLimit = attemptLimit
+            self.deadline = deadline
+            self.minimumBytesPerSecond = minimumBytesPerSecond
+            self.rateWindow = rateWindow
+            self.maxBytes = maxBytes
         }
     }
 
@@ -116,15 +140,17 @@ public struct HTTPFetcher: Sendable {
     // MARK: HEAD
 
     /// Asks the server about `url` without downloading it, following (and checking) redirects and
-    /// retrying transient failures.
+    /// retrying transient failures, within the deadline.
     public func head(_ url: String) async throws -> RemoteImage {
-        try await withRetries(url: url, restart: {}) { _ in
-            let hop = try await open(url, method: .HEAD)
-            await hop.close()
-            let headers = hop.response.headers
-            return RemoteImage(
-                url: url, finalURL: hop.url, contentLength: contentLength(headers),
-                lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate))
+        try await watched(url) { watch in
+            try await withRetries(url: url, watch: watch, restart: {}) { _ in
+                let hop = try await open(url, method: .HEAD, watch: watch)
+                await hop.close(watch)
+                let headers = hop.response.headers
+                return RemoteImage(
+                    url: url, finalURL: hop.url, contentLength: contentLength(headers),
+                    lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate))
+            }
         }
     }
 
@@ -137,7 +163,8 @@ public struct HTTPFetcher: Sendable {
     /// retried after 0.5 s, 1 s, 2 s ... up to ``Configuration/retries`` times. Since `sink` has
     /// already received part of the body by then, `restart` is called before each retry: the caller
     /// truncates whatever it wrote. An error thrown by `sink` or `restart` (a full disk, say) ends
-    /// the fetch at once, unchanged, without retries.
+    /// the fetch at once, unchanged, without retries. A missed limit (deadline, rate, size) ends it
+    /// too, with its own ``FetchError``.
     ///
     /// - Parameters:
     ///   - expectedSHA512: when given (hex, either case), a body with another hash fails with
@@ -149,62 +176,82 @@ public struct HTTPFetcher: Sendable {
         _ url: String, expectedSHA512: String? = nil, hashing: Bool = true, progress: @Sendable (FetchProgress) -> Void = { _ in },
         restart: () throws -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
-        try await withRetries(url: url, restart: restart) { attempt in
-            let hop = try await open(url, method: .GET)
-            do {
-                let result = try await read(
-                    hop, url: url, attempt: attempt, expectedSHA512: expectedSHA512, hashing: hashing || expectedSHA512 != nil,
-                    progress: progress, into: sink)
-                await hop.close()
-                return result
-            } catch {
-                await hop.close()
-                throw error
+        try await watched(url) { watch in
+            try await withRetries(url: url, watch: watch, restart: restart) { attempt in
+                watch.beginAttempt()
+                defer { watch.endAttempt() }
+                let hop = try await open(url, method: .GET, watch: watch)
+                do {
+                    let result = try await read(
+                        hop, url: url, attempt: attempt, watch: watch, expectedSHA512: expectedSHA512,
+                        hashing: hashing || expectedSHA512 != nil, progress: progress, into: sink)
+                    await hop.close(watch)
+                    return result
+                } catch {
+                    await hop.close(watch)
+                    throw error
+                }
             }
         }
     }
 
     /// Streams one response's body to `sink`, hashing it, and checks its length and hash.
     private func read(
-        _ hop: Hop, url: String, attempt: Int, expectedSHA512: String?, hashing: Bool, progress: @Sendable (FetchProgress) -> Void,
-        into sink: (UnsafeRawBufferPointer) throws -> Void
+        _ hop: Hop, url: String, attempt: Int, watch: TransferWatch, expectedSHA512: String?, hashing: Bool,
+        progress: @Sendable (FetchProgress) -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
-            let headers = hop.response.headers
-            let total = contentLength(headers)
-            var hasher = SHA512()
-            var received: Int64 = 0
-            var reporter = ProgressReporter(total: total)
-            do {
-                for try await buffer in hop.response.body {
-                    try buffer.withUnsafeReadableBytes { bytes in
-                        if hashing { hasher.update(bufferPointer: bytes) }
-                        do { try sink(bytes) } catch { throw CallerFailure(underlying: error) }
-                    }
-                    received += Int64(buffer.readableBytes)
-                    if let report = reporter.next(received) { progress(report) }
+        let headers = hop.response.headers
+        let total = contentLength(headers)
+        let limit = configuration.maxBytes
+        // Before a byte of the body is read: a server announcing too much is not believed to be
+        // lying about it.
+        if let total, total > limit {
+            throw FetchError.tooLarge(url: hop.url, bytes: total, limit: limit, announced: true)
+        }
+        var hasher = SHA512()
+        var received: Int64 = 0
+        var reporter = ProgressReporter(total: total)
+        do {
+            for try await buffer in hop.response.body {
+                let count = Int64(buffer.readableBytes)
+                // Not one byte past the cap reaches the sink, whatever Content-Length said (or
+                // whether it was sent at all).
+                guard count <= limit - received else {
+                    throw FetchError.tooLarge(url: hop.url, bytes: limit, limit: limit, announced: false)
                 }
-            } catch let failure as CallerFailure {
-                throw failure
-            } catch {
-                throw transportError(error, url: url, during: "reading the body after \(received) bytes")
+                try buffer.withUnsafeReadableBytes { bytes in
+                    if hashing { hasher.update(bufferPointer: bytes) }
+                    do { try sink(bytes) } catch { throw CallerFailure(underlying: error) }
+                }
+                received += count
+                watch.received(count)
+                if let report = reporter.next(received) { progress(report) }
             }
-            if let total, received < total {
-                throw FetchError.shortBody(url: url, received: received, expected: total)
-            }
-            progress(FetchProgress(bytes: received, total: total))
-            let digest = hashing ? hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
-            if let expected = expectedSHA512, let digest, expected.lowercased() != digest {
-                throw FetchError.checksumMismatch(url: url, expected: expected.lowercased(), actual: digest)
-            }
-            return FetchResult(
-                url: url, finalURL: hop.url, size: received, sha512: digest,
-                lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate),
-                contentLength: total, attempts: attempt)
+            // A read ended by the watcher may end like a normal end of body: the verdict decides.
+            try watch.checkLimits()
+            try Task.checkCancellation()
+        } catch let failure as CallerFailure {
+            throw failure
+        } catch {
+            throw transportError(error, url: url, watch: watch, during: "reading the body after \(received) bytes")
+        }
+        if let total, received < total {
+            throw FetchError.shortBody(url: url, received: received, expected: total)
+        }
+        progress(FetchProgress(bytes: received, total: total))
+        let digest = hashing ? hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
+        if let expected = expectedSHA512, let digest, expected.lowercased() != digest {
+            throw FetchError.checksumMismatch(url: url, expected: expected.lowercased(), actual: digest)
+        }
+        return FetchResult(
+            url: url, finalURL: hop.url, size: received, sha512: digest,
+            lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate),
+            contentLength: total, attempts: attempt)
     }
 
     /// Downloads `url` into the file `path`: written as `<path>.partial`, truncated before each
     /// retry, fsynced, then renamed, so `path` only ever holds a complete, verified body. A full
-    /// disk fails with ``ImageError/diskFull(path:)``.
+    /// disk fails with ``ImageError/diskFull(path:)``; any failure leaves no partial file.
     public func fetch(
         _ url: String, toFile path: String, expectedSHA512: String? = nil,
         progress: @Sendable (FetchProgress) -> Void = { _ in }
@@ -226,12 +273,39 @@ public struct HTTPFetcher: Sendable {
         }
     }
 
-    // MARK: Retries
+    // MARK: Limits and retries
+
+    /// Runs `work` with a watcher that enforces the deadline and the minimum rate; a missed limit
+    /// is thrown as its own error, whatever error the interrupted work ended with.
+    private func watched<T>(_ url: String, _ work: (TransferWatch) async throws -> T) async throws -> T {
+        let watch = TransferWatch(url: url, configuration: configuration)
+        let tick = min(Duration.seconds(1), configuration.rateWindow / 4)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: tick) } catch { return }
+                    if let client = watch.tick() {
+                        // Shutting the client down fails whatever it is waiting for: the connect,
+                        // the head or the next body chunk.
+                        try? await client.shutdown()
+                    }
+                }
+            }
+            do {
+                let result = try await work(watch)
+                group.cancelAll()
+                return result
+            } catch {
+                group.cancelAll()
+                throw watch.verdict ?? error
+            }
+        }
+    }
 
     /// Runs `attempt` until it succeeds, fails permanently, or has failed transiently
     /// `configuration.retries + 1` times; `restart` runs before each retry.
     private func withRetries<T>(
-        url: String, restart: () throws -> Void, _ attempt: (Int) async throws -> T
+        url: String, watch: TransferWatch, restart: () throws -> Void, _ attempt: (Int) async throws -> T
     ) async throws -> T {
         var delay = configuration.firstRetryDelay
         var number = 1
@@ -241,13 +315,17 @@ public struct HTTPFetcher: Sendable {
             } catch let failure as CallerFailure {
                 throw failure.underlying
             } catch let error as FetchError where error.isRetryable && number <= configuration.retries {
+                try watch.checkLimits()
                 try Task.checkCancellation()
                 logger.warning(
                     "fetch attempt failed; retrying",
                     metadata: [
-                        "url": "\(url)", "attempt": "\(number)", "retry_in": "\(delay)", "error": "\(error)",
+                        "fetch.url": "\(redactedURL(url))", "fetch.attempt": "\(number)", "fetch.retry_in": "\(delay)",
+                        "error": "\(error)",
                     ])
-                try await Task.sleep(for: delay)
+                // Never past the deadline: the watcher cannot interrupt this sleep.
+                try await Task.sleep(for: min(delay, watch.remaining))
+                try watch.checkLimits()
                 try restart()
                 delay *= 2
                 number += 1
@@ -265,28 +343,36 @@ public struct HTTPFetcher: Sendable {
 
         /// Shuts the hop's client down once its body was read or abandoned; shutting down cancels
         /// anything still in flight and closes the connection.
-        func close() async {
+        func close(_ watch: TransferWatch) async {
+            watch.detach(client)
             try? await client.shutdown()
         }
     }
 
     /// Sends `method` to `url`, following redirects (each hop's destination checked before it is
     /// connected to), and returns the final 2xx response. Non-2xx statuses become ``FetchError``s.
-    private func open(_ url: String, method: HTTPMethod) async throws -> Hop {
+    private func open(_ url: String, method: HTTPMethod, watch: TransferWatch) async throws -> Hop {
         var current = url
         for _ in 0...configuration.maxRedirects {
             let target = try Target(current)
             let address = try await checkedAddress(of: target)
-            let client = makeClient(pinning: target.host, to: address)
+            try watch.checkLimits()
+            let client = makeClient(target, to: address)
+            guard watch.attach(client) else {
+                try? await client.shutdown()
+                try watch.checkLimits()
+                throw CancellationError()
+            }
             let response: HTTPClientResponse
             do {
                 var request = HTTPClientRequest(url: current)
                 request.method = method
                 request.headers.add(name: "User-Agent", value: "sfnode")
-                response = try await client.execute(request, timeout: timeAmount(configuration.attemptLimit))
+                response = try await client.execute(request, timeout: timeAmount(max(watch.remaining, .milliseconds(1))))
             } catch {
+                watch.detach(client)
                 try? await client.shutdown()
-                throw transportError(error, url: current, during: "connecting to \(address)")
+                throw transportError(error, url: current, watch: watch, during: "connecting to \(address)")
             }
             let hop = Hop(url: current, client: client, response: response)
             let status = Int(response.status.code)
@@ -295,74 +381,182 @@ public struct HTTPFetcher: Sendable {
                 return hop
             case 301, 302, 303, 307, 308:
                 let location = response.headers.first(name: "location")
-                await hop.close()
+                await hop.close(watch)
                 guard let location, let next = URL(string: location, relativeTo: URL(string: current))?.absoluteString
                 else { throw FetchError.badRedirect(url: current, location: location) }
-                logger.debug("following redirect", metadata: ["from": "\(current)", "to": "\(next)"])
+                logger.debug(
+                    "following redirect", metadata: ["fetch.from": "\(redactedURL(current))", "fetch.to": "\(redactedURL(next))"])
                 current = next
             case 404:
-                await hop.close()
+                await hop.close(watch)
                 throw FetchError.notFound(url: current)
             default:
-                await hop.close()
+                await hop.close(watch)
                 throw FetchError.httpStatus(url: current, status: status, reason: response.status.reasonPhrase)
             }
         }
         throw FetchError.tooManyRedirects(url: url, limit: configuration.maxRedirects)
     }
 
-    /// A client whose connections to `host` go to `address`, the address that was checked.
-    private func makeClient(pinning host: String, to address: IPv4Address) -> HTTPClient {
+    /// A client whose connections to `target`'s host go to `address`, the address that was checked.
+    private func makeClient(_ target: Target, to address: IPAddress) -> HTTPClient {
         var settings = HTTPClient.Configuration()
         settings.redirectConfiguration = .disallow
         settings.timeout = .init(connect: timeAmount(configuration.connectTimeout), read: timeAmount(configuration.readTimeout))
-        if host != address.description { settings.dnsOverride = [host: address.description] }
+        // An address literal is connected to as written (and was checked as written).
+        if target.literal == nil { settings.dnsOverride = [target.host: address.description] }
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
     }
 
     /// Resolves `target`'s host and checks every address it has against the rules (any refused
     /// address refuses the URL: a host that also points at the metadata service is not trusted with
-    /// its other addresses either). Returns the address to connect to.
-    private func checkedAddress(of target: Target) async throws -> IPv4Address {
-        let addresses: [IPv4Address]
-        if let literal = IPv4Address(target.host) {
+    /// its other addresses either). Returns the address to connect to: the first IPv4 one, else the
+    /// first IPv6 one.
+    private func checkedAddress(of target: Target) async throws -> IPAddress {
+        let addresses: [IPAddress]
+        if let literal = target.literal {
             addresses = [literal]
-        } else if target.host.contains(":") {
-            throw FetchError.unsupportedAddressFamily(url: target.url, host: target.host)
         } else {
-            addresses = try await resolveIPv4(target)
+            addresses = try await resolve(target)
         }
-        for address in addresses { try configuration.rules.check(address, url: target.url) }
-        guard let first = addresses.first else {
-            throw FetchError.unsupportedAddressFamily(url: target.url, host: target.host)
-        }
-        return first
+        for address in addresses { try configuration.rules.check(address, host: target.host, url: target.url) }
+        let chosen = addresses.first(where: { if case .v4 = $0 { return true } else { return false } }) ?? addresses.first
+        guard let chosen else { throw FetchError.noAddress(url: target.url, host: target.host) }
+        return chosen
     }
 
     /// getaddrinfo on a Dispatch worker, never on the cooperative pool: it blocks for as long as the
     /// resolver takes.
-    private func resolveIPv4(_ target: Target) async throws -> [IPv4Address] {
+    private func resolve(_ target: Target) async throws -> [IPAddress] {
         let host = target.host
         let url = target.url
         return try await runBlocking {
-            switch lookup(host, family: AF_INET) {
+            switch lookup(host) {
             case .success(let addresses):
                 return addresses
             case .failure(let code):
-                // A name with only IPv6 addresses gets the message that says why it is refused.
-                if code != EAI_AGAIN, case .success = lookup(host, family: AF_INET6) {
-                    throw FetchError.unsupportedAddressFamily(url: url, host: host)
-                }
                 throw FetchError.resolutionFailed(
                     url: url, host: host, message: String(cString: gai_strerror(code)), transient: code == EAI_AGAIN)
             }
         }
     }
 
-    private func transportError(_ error: any Error, url: String, during step: String) -> any Error {
+    private func transportError(_ error: any Error, url: String, watch: TransferWatch, during step: String) -> any Error {
+        if let verdict = watch.verdict { return verdict }
         if error is FetchError || error is CancellationError { return error }
         if Task.isCancelled { return CancellationError() }
         return FetchError.transport(url: url, message: "\(step): \(error)")
+    }
+}
+
+/// The limits one fetch runs under, watched from a task of its own: the wall-clock deadline over
+/// the whole fetch and the minimum average rate over a window within each attempt. When one is
+/// missed, ``verdict`` records it and ``tick()`` hands back the client to shut down.
+private final class TransferWatch: Sendable {
+    private struct State {
+        /// When the attempt in progress began; nil between attempts (and for a HEAD), when only
+        /// the deadline applies.
+        var attemptStart: ContinuousClock.Instant?
+        var received: Int64 = 0
+        /// (time, bytes received by then), one per tick, oldest first, reaching back one window.
+        var samples: [(ContinuousClock.Instant, Int64)] = []
+        var client: HTTPClient?
+        var verdict: FetchError?
+    }
+
+    private let url: String
+    private let deadline: ContinuousClock.Instant
+    private let deadlineSeconds: Int64
+    private let window: Duration
+    private let minimumBytesPerSecond: Int64
+    private let state = Mutex(State())
+
+    init(url: String, configuration: HTTPFetcher.Configuration) {
+        self.url = url
+        deadline = ContinuousClock.now + configuration.deadline
+        deadlineSeconds = configuration.deadline.components.seconds
+        window = configuration.rateWindow
+        minimumBytesPerSecond = configuration.minimumBytesPerSecond
+    }
+
+    /// The missed limit, if any.
+    var verdict: FetchError? { state.withLock { $0.verdict } }
+
+    /// Time left before the deadline (zero once it has passed).
+    var remaining: Duration { max(.zero, deadline - ContinuousClock.now) }
+
+    /// Throws the missed limit, if any; checks the deadline itself too, for the phases the
+    /// watcher cannot interrupt (resolving, the pause before a retry).
+    func checkLimits() throws {
+        let now = ContinuousClock.now
+        let verdict = state.withLock { state -> FetchError? in
+            if state.verdict == nil && now >= deadline {
+                state.verdict = .deadlineExceeded(url: url, seconds: deadlineSeconds, received: state.received)
+            }
+            return state.verdict
+        }
+        if let verdict { throw verdict }
+    }
+
+    func beginAttempt() {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            state.attemptStart = now
+            state.received = 0
+            state.samples = [(now, 0)]
+        }
+    }
+
+    func endAttempt() {
+        state.withLock { $0.attemptStart = nil }
+    }
+
+    func received(_ count: Int64) {
+        state.withLock { $0.received += count }
+    }
+
+    /// Makes `client` the one to shut down when a limit is missed; false when one already was.
+    func attach(_ client: HTTPClient) -> Bool {
+        state.withLock { state in
+            guard state.verdict == nil else { return false }
+            state.client = client
+            return true
+        }
+    }
+
+    func detach(_ client: HTTPClient) {
+        state.withLock { state in
+            if state.client === client { state.client = nil }
+        }
+    }
+
+    /// Checks the limits now; when one is newly missed, records it and returns the client to shut
+    /// down (if one is attached).
+    func tick() -> HTTPClient? {
+        let now = ContinuousClock.now
+        return state.withLock { state -> HTTPClient? in
+            guard state.verdict == nil else { return nil }
+            if now >= deadline {
+                state.verdict = .deadlineExceeded(url: url, seconds: deadlineSeconds, received: state.received)
+            } else if let start = state.attemptStart, minimumBytesPerSecond > 0 {
+                state.samples.append((now, state.received))
+                // The newest sample at least one window old is the baseline; older ones go.
+                while state.samples.count > 1 && now - state.samples[1].0 >= window { state.samples.removeFirst() }
+                if now - start >= window, let baseline = state.samples.first {
+                    let then = baseline.1
+                    let seconds = max(1, window.components.seconds)
+                    let (wanted, overflow) = minimumBytesPerSecond.multipliedReportingOverflow(by: seconds)
+                    if state.received - then < (overflow ? Int64.max : wanted) {
+                        state.verdict = .tooSlow(
+                            url: url, received: state.received - then, windowSeconds: seconds,
+                            minimumBytesPerSecond: minimumBytesPerSecond)
+                    }
+                }
+            }
+            guard state.verdict != nil else { return nil }
+            defer { state.client = nil }
+            return state.client
+        }
     }
 }
 
@@ -374,10 +568,13 @@ private struct CallerFailure: Error {
 /// A URL split into what the checks need.
 private struct Target {
     let url: String
+    /// The host as AsyncHTTPClient will see it (`URL.host`), without brackets.
     let host: String
+    /// The address when the host is an address literal.
+    let literal: IPAddress?
 
     init(_ url: String) throws {
-        guard let components = URLComponents(string: url) else {
+        guard let components = URLComponents(string: url), let parsed = URL(string: url) else {
             throw FetchError.invalidURL(url: url, reason: "it is not a valid URL")
         }
         guard let scheme = components.scheme?.lowercased() else {
@@ -386,38 +583,104 @@ private struct Target {
         guard scheme == "http" || scheme == "https" else {
             throw FetchError.unsupportedScheme(url: url, scheme: scheme)
         }
-        guard var host = components.host, !host.isEmpty else {
+        guard let raw = components.percentEncodedHost, !raw.isEmpty else {
             throw FetchError.invalidURL(url: url, reason: "it has no host")
         }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let host: String
+        if raw.hasPrefix("[") && raw.hasSuffix("]") {
+            host = String(raw.dropFirst().dropLast())
+            guard let address = IPv6Address(host) else {
+                throw FetchError.invalidURL(url: url, reason: "its host \(printable(raw)) is not an IPv6 address")
+            }
+            literal = .v6(address)
+        } else if let address = IPv4Address(raw) {
+            host = raw
+            literal = .v4(address)
+        } else if let problem = hostNameProblem(raw) {
+            throw FetchError.invalidURL(url: url, reason: "its host '\(printable(raw))' \(problem)")
+        } else {
+            host = raw
+            literal = nil
+        }
+        // The name checked here must be the name AsyncHTTPClient connects to (it reads URL.host and
+        // trims brackets), or the DNS pin keyed on it would not apply.
+        var seen = parsed.host ?? ""
+        if seen.hasPrefix("[") && seen.hasSuffix("]") { seen = String(seen.dropFirst().dropLast()) }
+        guard seen == host else {
+            throw FetchError.invalidURL(
+                url: url, reason: "its host reads '\(printable(host))' or '\(printable(seen))' depending on the parser")
+        }
         self.url = url
         self.host = host
     }
 }
 
+/// Why `name` is not a host name sfnode fetches from, or nil when it is one: letters, digits and
+/// hyphens (LDH) in dot-separated labels of 1 to 63 bytes that neither start nor end with a
+/// hyphen, at most 253 bytes, one trailing dot allowed. A name whose last label is all digits is an
+/// address written some other way (`127.1`, `2130706433`, `0x7f.1`), which resolvers read as
+/// numbers: it must be written as a dotted quad.
+func hostNameProblem(_ name: String) -> String? {
+    let bytes = Array(name.utf8)
+    let body = bytes.last == UInt8(ascii: ".") ? Array(bytes.dropLast()) : bytes
+    guard !body.isEmpty, body.count <= 253 else { return "is not 1 to 253 bytes long" }
+    let labels = body.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+    for label in labels {
+        guard (1...63).contains(label.count) else { return "has an empty label or one longer than 63 bytes" }
+        guard label.allSatisfy({ isLetterOrDigit($0) || $0 == UInt8(ascii: "-") }) else {
+            return "is not a host name (letters, digits, '-' and '.'), a dotted quad or a bracketed IPv6 address"
+        }
+        guard label.first != UInt8(ascii: "-"), label.last != UInt8(ascii: "-") else {
+            return "has a label that starts or ends with '-'"
+        }
+    }
+    if let last = labels.last, last.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+        return "is a numeric address not written as a dotted quad (a.b.c.d)"
+    }
+    if let last = labels.last, last.count > 2, last.prefix(2).elementsEqual("0x".utf8) || last.prefix(2).elementsEqual("0X".utf8),
+        last.dropFirst(2).allSatisfy({ isHexDigit($0) })
+    {
+        return "is a numeric address not written as a dotted quad (a.b.c.d)"
+    }
+    return nil
+}
+
+private func isLetterOrDigit(_ byte: UInt8) -> Bool {
+    (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+        || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+}
+
+private func isHexDigit(_ byte: UInt8) -> Bool {
+    (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || ((byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "f"))
+}
+
 private enum Lookup: Sendable {
-    case success([IPv4Address])
+    case success([IPAddress])
     case failure(Int32)
 }
 
-/// getaddrinfo for `family`; IPv4 addresses only (an AF_INET6 success carries none, it only says
-/// the name exists).
-private func lookup(_ host: String, family: Int32) -> Lookup {
+/// getaddrinfo for both families; every distinct address, in the resolver's order.
+private func lookup(_ host: String) -> Lookup {
     var hints = addrinfo()
-    hints.ai_family = family
+    hints.ai_family = AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
     var list: UnsafeMutablePointer<addrinfo>?
     let rc = getaddrinfo(host, nil, &hints, &list)
     guard rc == 0 else { return .failure(rc) }
     defer { freeaddrinfo(list) }
-    var addresses: [IPv4Address] = []
+    var addresses: [IPAddress] = []
     var entry = list
     while let info = entry {
-        if info.pointee.ai_family == AF_INET, let raw = info.pointee.ai_addr {
-            let address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                IPv4Address(networkOrder: $0.pointee.sin_addr.s_addr)
+        if let raw = info.pointee.ai_addr {
+            var address: IPAddress?
+            if info.pointee.ai_family == AF_INET {
+                address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    .v4(IPv4Address(networkOrder: $0.pointee.sin_addr.s_addr))
+                }
+            } else if info.pointee.ai_family == AF_INET6 {
+                address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { .v6(IPv6Address($0.pointee.sin6_addr)) }
             }
-            if !addresses.contains(address) { addresses.append(address) }
+            if let address, !addresses.contains(address) { addresses.append(address) }
         }
         entry = info.pointee.ai_next
     }
@@ -442,8 +705,10 @@ private struct ProgressReporter {
     }
 }
 
+/// Content-Length when sent as a plain non-negative number; anything else counts as not sent
+/// (the byte cap still applies while streaming).
 private func contentLength(_ headers: HTTPHeaders) -> Int64? {
-    headers.first(name: "content-length").flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+    headers.first(name: "content-length").flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }.flatMap { $0 >= 0 ? $0 : nil }
 }
 
 /// Parses an HTTP-date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -455,7 +720,12 @@ func parseHTTPDate(_ text: String) -> Date? {
     return formatter.date(from: text)
 }
 
+/// NIO's spelling of `duration`, saturating rather than trapping on a duration beyond Int64
+/// nanoseconds (292 years).
 private func timeAmount(_ duration: Duration) -> TimeAmount {
     let (seconds, attoseconds) = duration.components
-    return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+    if overflow { return .nanoseconds(seconds < 0 ? .min : .max) }
+    let (sum, overflowSum) = nanoseconds.addingReportingOverflow(attoseconds / 1_000_000_000)
+    return .nanoseconds(overflowSum ? .max : sum)
 }

@@ -45,6 +45,17 @@ final class OutputFile: @unchecked Sendable {
         }
     }
 
+    /// Moves the write position `count` bytes on without writing: the bytes skipped read as zeros
+    /// and take no disk space (a hole), once ``setLength(_:)`` or a later write covers them.
+    func skip(_ count: Int64) throws {
+        guard let offset = off_t(exactly: count), lseek(descriptor, offset, SEEK_CUR) >= 0 else { throw fileError("seek", path) }
+    }
+
+    /// Sets the file's length, for a file that ends in a hole.
+    func setLength(_ length: Int64) throws {
+        guard let length = off_t(exactly: length), ftruncate(descriptor, length) == 0 else { throw fileError("truncate", path) }
+    }
+
     /// Empties the file, for a download that starts again.
     func truncate() throws {
         if ftruncate(descriptor, 0) != 0 || lseek(descriptor, 0, SEEK_SET) < 0 { throw fileError("truncate", path) }

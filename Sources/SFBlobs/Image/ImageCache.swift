@@ -44,6 +44,7 @@ public actor ImageCache {
     public nonisolated let highWaterBytes: Int64
     private let logger: Logger
     private let qemuImg: String
+    private let limits: ImageLimits
     private var inFlight: [String: Task<(CachedImage, Outcome), any Error>] = [:]
 
     /// How many bases this cache converted with qemu-img (the rest were linked or already there).
@@ -51,8 +52,13 @@ public actor ImageCache {
     /// How many bases were hard-linked (or copied) into place without conversion.
     public private(set) var links = 0
 
-    /// A cache in `directory` (normally `<storage>/image-cache`, created when first needed).
-    public init(directory: String, highWaterBytes: Int64, logger: Logger, qemuImg: String = "/usr/bin/qemu-img") {
+    /// A cache in `directory` (normally `<storage>/image-cache`, created when first needed), its
+    /// unpacking and qemu-img runs bounded by `limits`.
+    public init(
+        directory: String, highWaterBytes: Int64, logger: Logger, qemuImg: String = "/usr/bin/qemu-img",
+        limits: ImageLimits = ImageLimits()
+    ) {
+        self.limits = limits
         self.directory = directory
         self.highWaterBytes = highWaterBytes
         self.logger = logger
@@ -79,7 +85,7 @@ public actor ImageCache {
         if let running = inFlight[key] { return try await running.value.0 }
         let job = Job(
             blobUUID: blobUUID, dataPath: dataPath, purpose: purpose, directory: directory,
-            finalPath: path(for: blobUUID, purpose: purpose), qemuImg: qemuImg, logger: logger)
+            finalPath: path(for: blobUUID, purpose: purpose), qemuImg: qemuImg, limits: limits, logger: logger)
         let task = Task { try await runBlocking { try job.run() } }
         inFlight[key] = task
         defer { inFlight[key] = nil }
@@ -167,6 +173,22 @@ public actor ImageCache {
     }
 }
 
+/// The bounds on preparing one base: how large an unpacked or converted image may grow, and how
+/// long a qemu-img run may take before it is killed.
+public struct ImageLimits: Sendable, Equatable {
+    /// The most bytes a gunzip may write, and (with room for qcow2 metadata) a conversion
+    /// (SFNODE_IMAGE_MAX_GIB).
+    public var maxImageBytes: Int64
+    /// The wall-clock limit of each qemu-img run (SFNODE_QEMU_IMG_TIMEOUT_SECONDS).
+    public var qemuImgTimeLimit: Duration
+
+    /// Defaults: 64 GiB, 30 minutes.
+    public init(maxImageBytes: Int64 = 64 << 30, qemuImgTimeLimit: Duration = .seconds(1800)) {
+        self.maxImageBytes = maxImageBytes
+        self.qemuImgTimeLimit = qemuImgTimeLimit
+    }
+}
+
 /// How a base came to be in the cache.
 private enum Outcome: Sendable {
     case present, linked, converted
@@ -180,6 +202,7 @@ private struct Job: Sendable {
     let directory: String
     let finalPath: String
     let qemuImg: String
+    let limits: ImageLimits
     let logger: Logger
 
     var format: ImageFormat { purpose == .disk ? .qcow2 : .iso }
@@ -223,7 +246,7 @@ private struct Job: Sendable {
         var (detected, clusterSize) = try ImageInspector.detect(source)
         if detected == .gzip {
             logger.info("unpacking gzip image", metadata: ["blob_uuid": "\(blobUUID)", "path": "\(source)"])
-            try Gunzip.unpack(source, to: unpacked)
+            try Gunzip.unpack(source, to: unpacked, limit: limits.maxImageBytes)
             source = unpacked
             (detected, clusterSize) = try ImageInspector.detect(source)
             if detected == .gzip {
@@ -241,13 +264,22 @@ private struct Job: Sendable {
         case .disk:
             if detected == .qcow2 && clusterSize == 2 << 20 {
                 // qemu-img info double-checks what the header said (backing and data files).
-                _ = try ImageInspector.qemuInfoChecked(source, format: .qcow2, qemuImg: qemuImg)
+                _ = try qemuInfoChecked(source, format: .qcow2)
                 try publish(source, isTemporary: source == unpacked, partial: partial)
                 return .linked
             }
-            _ = try ImageInspector.qemuInfoChecked(source, format: detected, qemuImg: qemuImg)
+            _ = try qemuInfoChecked(source, format: detected)
             try convert(source, format: detected, to: partial)
             return .converted
+        }
+    }
+
+    /// `qemu-img info`'s checks, within the time limit.
+    private func qemuInfoChecked(_ source: String, format: ImageFormat) throws {
+        do {
+            _ = try ImageInspector.qemuInfoChecked(source, format: format, qemuImg: qemuImg, timeLimit: limits.qemuImgTimeLimit)
+        } catch ChildProcessError.timedOut {
+            throw ImageError.qemuImgTimedOut(operation: "info", path: source, seconds: limits.qemuImgTimeLimit.components.seconds)
         }
     }
 
@@ -273,8 +305,27 @@ private struct Job: Sendable {
         logger.info(
             "converting image to qcow2 with 2 MiB clusters",
             metadata: ["blob_uuid": "\(blobUUID)", "from_format": "\(format.rawValue)"])
-        let result = try ChildProcess.run(
-            [qemuImg, "convert", "-q", "-f", qemuFormat, "-O", "qcow2", "-o", "cluster_size=2M", source, partial])
+        var command = [qemuImg, "convert", "-q", "-f", qemuFormat, "-O", "qcow2", "-o", "cluster_size=2M", source, partial]
+        // Like qemu-img info (ImageInspector), under prlimit: the input is a tenant's file, and a
+        // crafted one can make qemu-img spin, allocate or (compressed clusters) write without
+        // bound. CPU time as long as the wall-clock limit, 2 GiB of address space (convert keeps a
+        // few clusters in flight), and the output file no larger than the image limit plus room
+        // for qcow2's metadata.
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") {
+            let seconds = max(1, limits.qemuImgTimeLimit.components.seconds)
+            let (fileLimit, overflow) = limits.maxImageBytes.addingReportingOverflow(1 << 30)
+            command = ["/usr/bin/prlimit", "--cpu=\(seconds)", "--as=\(2 << 30)", "--fsize=\(overflow ? Int64.max : fileLimit)"] + command
+        }
+        let result: CommandOutput
+        do {
+            result = try ChildProcess.run(command, timeLimit: limits.qemuImgTimeLimit)
+        } catch ChildProcessError.timedOut {
+            throw ImageError.qemuImgTimedOut(operation: "convert", path: source, seconds: limits.qemuImgTimeLimit.components.seconds)
+        }
+        // 128 + SIGXFSZ: the output reached the file size limit above.
+        if result.status == 128 + SIGXFSZ {
+            throw ImageError.imageTooLarge(path: source, operation: "qemu-img convert", limit: limits.maxImageBytes)
+        }
         guard result.status == 0 else {
             let message = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
             if mentionsDiskFull(message) { throw ImageError.diskFull(path: finalPath) }

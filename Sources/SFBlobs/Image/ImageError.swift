@@ -25,6 +25,11 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
     case overlayTooSmall(path: String, requestedGiB: Int, baseVirtualSize: Int64)
     /// A file could not be read.
     case unreadable(path: String, message: String)
+    /// Unpacking or converting `path` (`operation`: `gunzip`, `qemu-img convert`) would write more
+    /// than the image size limit: a decompression bomb, or an image larger than the node takes.
+    case imageTooLarge(path: String, operation: String, limit: Int64)
+    /// qemu-img ran past its wall-clock limit and was killed.
+    case qemuImgTimedOut(operation: String, path: String, seconds: Int64)
 
     /// Whether trying again later may help: only a full disk (once space is freed) and a failed
     /// read may; a bad image stays bad.
@@ -67,6 +72,12 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
                 + "(\(baseGiB) GiB rounded up) and a disk cannot be smaller than its image; ask for at least \(baseGiB) GiB"
         case .unreadable(let path, let message):
             return "cannot read \(path): \(message)"
+        case .imageTooLarge(let path, let operation, let limit):
+            return "\(operation) of image \(path) stopped: its output passes the image size limit of \(limit) bytes "
+                + "(SFNODE_IMAGE_MAX_GIB); nothing was kept"
+        case .qemuImgTimedOut(let operation, let path, let seconds):
+            return "qemu-img \(operation) \(path) was killed after running for its limit of \(seconds) s "
+                + "(SFNODE_QEMU_IMG_TIMEOUT_SECONDS)"
         }
     }
 }

@@ -118,11 +118,11 @@ public struct ImageInspector: Sendable {
     }
 
     /// qemu-img info for `format`, refusing a backing or data file that qemu-img sees.
-    static func qemuInfoChecked(_ path: String, format: ImageFormat, qemuImg: String) throws -> [String: JSONValue] {
+    static func qemuInfoChecked(_ path: String, format: ImageFormat, qemuImg: String, timeLimit: Duration? = nil) throws -> [String: JSONValue] {
         guard let qemuFormat = format.qemuFormat else {
             throw ImageError.unsupportedFormat(path: path, format: format.rawValue, reason: "qemu-img cannot read it")
         }
-        let info = try qemuInfo(path, format: qemuFormat, qemuImg: qemuImg)
+        let info = try qemuInfo(path, timeLimit: timeLimit, format: qemuFormat, qemuImg: qemuImg)
         // Belt and braces: the header check already refused these, but if qemu-img sees a backing or
         // data file that the header parser missed, the image is refused all the same.
         if let backing = findKey(["backing-filename", "full-backing-filename"], in: .object(info)) {
@@ -137,12 +137,12 @@ public struct ImageInspector: Sendable {
     /// `qemu-img info --output=json -f FORMAT PATH`, under prlimit when it is installed: a crafted
     /// image can make qemu-img spin or allocate without bound (CVE-2015-5162), so it gets 30 s of
     /// CPU and 1 GiB of address space.
-    private static func qemuInfo(_ path: String, format: String, qemuImg: String) throws -> [String: JSONValue] {
+    private static func qemuInfo(_ path: String, timeLimit: Duration? = nil, format: String, qemuImg: String) throws -> [String: JSONValue] {
         var command = [qemuImg, "info", "--output=json", "-f", format, path]
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") {
             command = ["/usr/bin/prlimit", "--cpu=30", "--as=1073741824"] + command
         }
-        let output = try ChildProcess.run(command)
+        let output = try ChildProcess.run(command, timeLimit: timeLimit)
         guard output.status == 0 else {
             throw ImageError.qemuImg(
                 operation: "info", path: path, message: output.stderr.trimmingCharacters(in: .whitespacesAndNewlines))

@@ -19,16 +19,25 @@ import Glibc
 ///     size is refused with ``ImageError/overlayTooSmall(path:requestedGiB:baseVirtualSize:)``:
 ///     shrinking would cut off the end of the guest's file system.
 ///   - qemuImg: the qemu-img binary, by absolute path.
+///   - timeLimit: the wall-clock limit of each qemu-img run; the base is sfnode's own output and
+///     `create` writes only metadata, so the default is ``ImageLimits``' own.
 public func createOverlay(
-    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String = "/usr/bin/qemu-img"
+    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String = "/usr/bin/qemu-img",
+    timeLimit: Duration = ImageLimits().qemuImgTimeLimit
 ) async throws {
     try await runBlocking {
-        try createOverlayBlocking(base: base, baseFormat: baseFormat, at: path, sizeGiB: sizeGiB, qemuImg: qemuImg)
+        do {
+            try createOverlayBlocking(base: base, baseFormat: baseFormat, at: path, sizeGiB: sizeGiB, qemuImg: qemuImg, timeLimit: timeLimit)
+        } catch ChildProcessError.timedOut(let command, _) {
+            unlink(path + ".partial")
+            throw ImageError.qemuImgTimedOut(
+                operation: command.contains(" create ") ? "create" : "info", path: path, seconds: timeLimit.components.seconds)
+        }
     }
 }
 
 private func createOverlayBlocking(
-    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String
+    base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String, timeLimit: Duration
 ) throws {
     if FileManager.default.fileExists(atPath: path) { return }
     guard let format = baseFormat.qemuFormat else {
@@ -36,7 +45,7 @@ private func createOverlayBlocking(
     }
     if let sizeGiB {
         guard sizeGiB > 0 else { throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: 0) }
-        let info = try ChildProcess.run([qemuImg, "info", "--output=json", "-f", format, base])
+        let info = try ChildProcess.run([qemuImg, "info", "--output=json", "-f", format, base], timeLimit: timeLimit)
         guard info.status == 0 else {
             throw ImageError.qemuImg(operation: "info", path: base, message: info.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
@@ -51,7 +60,7 @@ private func createOverlayBlocking(
     unlink(partial)
     let result = try ChildProcess.run(
         [qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", format, partial]
-            + (sizeGiB.map { ["\($0)G"] } ?? []))
+            + (sizeGiB.map { ["\($0)G"] } ?? []), timeLimit: timeLimit)
     guard result.status == 0 else {
         unlink(partial)
         let message = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
