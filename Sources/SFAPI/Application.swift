@@ -61,7 +61,6 @@ public func buildApplication(
 /// The client's calls sfnode answers with "not supported".
 let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
     (.delete, "/artifacts/:ref/versions/:version", "deleting one artifact version"),
-    (.post, "/artifacts/:ref/share", "sharing an artifact"), (.post, "/artifacts/:ref/unshare", "unsharing an artifact"),
     (.get, "/auth/namespaces/:namespace/metadata", "namespace metadata"),
     (.put, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
     (.delete, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
