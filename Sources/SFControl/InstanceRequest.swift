@@ -92,6 +92,10 @@ public enum InstanceLimits {
     public static let interfaces = 0...16
     /// Decoded user data, in bytes (Nova's limit).
     public static let userDataBytes = 65_535
+    /// An `affinity` score (tag → score metadata steering placement). Shaken Fist takes any Python
+    /// integer; sfnode bounds them so that a sum over every tagged instance stays meaningful, and
+    /// ±10 000 leaves room for any weighting of "prefer" against "avoid" a user needs.
+    public static let affinityScore = -10_000...10_000
     /// Shaken Fist's side channel names.
     public static let sideChannels: Set<String> = ["sf-agent", "sf-agent2"]
 }

@@ -48,20 +48,22 @@ extension Control {
                 audit.append("schedule rejected \(node.name): it has reported no capacity")
                 continue
             }
+            // Saturating sums: the rows were checked when they were made, but a sum held at Int.max
+            // still refuses the node, where an overflow would have killed the process.
             var load = NodeLoad()
             for instance in live where instance.node == node.name {
-                load.cpus += instance.cpus
-                load.memoryMiB += instance.memory
-                load.diskGiB += instance.diskSpec.reduce(0) { $0 + ($1.size ?? 0) }
+                load.cpus = saturatingSum(load.cpus, instance.cpus)
+                load.memoryMiB = saturatingSum(load.memoryMiB, instance.memory)
+                load.diskGiB = saturatingSum(load.diskGiB, instance.diskSpec.reduce(0) { saturatingSum($0, $1.size ?? 0) })
             }
-            let askedDisk = request.disks.reduce(0) { $0 + ($1.size ?? 0) }
-            let cpuLimit = Int(Double(capacity.cpus) * settings.cpuOvercommit)
-            let memoryLimit = Int(Double(capacity.memoryMiB) * settings.memoryOvercommit)
-            if load.cpus + request.cpus > cpuLimit {
+            let askedDisk = request.disks.reduce(0) { saturatingSum($0, $1.size ?? 0) }
+            let cpuLimit = Self.scaled(capacity.cpus, by: settings.cpuOvercommit)
+            let memoryLimit = Self.scaled(capacity.memoryMiB, by: settings.memoryOvercommit)
+            if saturatingSum(load.cpus, request.cpus) > cpuLimit {
                 audit.append("schedule rejected \(node.name): \(load.cpus) of \(cpuLimit) vCPUs in use, \(request.cpus) more do not fit")
-            } else if load.memoryMiB + request.memoryMiB > memoryLimit {
+            } else if saturatingSum(load.memoryMiB, request.memoryMiB) > memoryLimit {
                 audit.append("schedule rejected \(node.name): \(load.memoryMiB) of \(memoryLimit) MiB in use, \(request.memoryMiB) more do not fit")
-            } else if load.diskGiB + askedDisk > capacity.diskGiB {
+            } else if saturatingSum(load.diskGiB, askedDisk) > capacity.diskGiB {
                 audit.append("schedule rejected \(node.name): \(load.diskGiB) of \(capacity.diskGiB) GiB of disk promised, \(askedDisk) more do not fit")
             } else {
                 fits.append((node, load))
@@ -77,10 +79,12 @@ extension Control {
             if !affinity.isEmpty {
                 for instance in live where instance.node == node.name {
                     let tags = try await store.metadata(objectType: "instance", objectUUID: instance.uuid.lowercasedString)["tags"]
-                    for case .string(let tag) in tags?.arrayValue ?? [] { score += affinity[tag] ?? 0 }
+                    // Any number of instances, each with any number of (repeated) tags, may count.
+                    for case .string(let tag) in tags?.arrayValue ?? [] { score = saturatingSum(score, affinity[tag] ?? 0) }
                 }
             }
-            let free = Int(Double(node.capacity?.cpus ?? 0) * settings.cpuOvercommit) - load.cpus
+            let (difference, overflow) = Self.scaled(node.capacity?.cpus ?? 0, by: settings.cpuOvercommit).subtractingReportingOverflow(load.cpus)
+            let free = overflow ? (load.cpus > 0 ? Int.min : Int.max) : difference
             if let current = best, current.score > score || (current.score == score && current.free >= free) { continue }
             best = (node, score, free)
         }
@@ -89,17 +93,38 @@ extension Control {
         return Placement(node: chosen.node.name, audit: audit)
     }
 
-    /// The `affinity` metadata as tag → score; already validated by ``checkPlacementMetadata(_:)``.
+    /// The `affinity` metadata as tag → score. Values that are not scores in range are left out:
+    /// ``checkPlacementMetadata(_:)`` refuses them on the way in, but metadata stored before that
+    /// check existed may still hold them.
     static func affinity(_ metadata: [String: JSONValue]) -> [String: Int] {
         guard case .object(let fields)? = metadata["affinity"] else { return [:] }
-        return fields.compactMapValues { value in
-            if case .number(let number) = value { return Int(number) }
-            return value.stringValue.flatMap { Int($0) }
+        return fields.compactMapValues(affinityScore)
+    }
+
+    /// An affinity score as Shaken Fist writes it (a whole JSON number, or a string of decimal
+    /// digits) within ``InstanceLimits/affinityScore``; nil for anything else (1e300, 1.5, "NaN").
+    static func affinityScore(_ value: JSONValue) -> Int? {
+        let score: Int?
+        switch value {
+        case .number: score = value.integerValue
+        case .string(let text): score = Int(text)
+        default: score = nil
         }
+        guard let score, InstanceLimits.affinityScore.contains(score) else { return nil }
+        return score
+    }
+
+    /// `count` × `ratio`, rounded down, for an overcommitted capacity: 0 when the product is not a
+    /// positive number, Int.max when it is past what an Int holds.
+    static func scaled(_ count: Int, by ratio: Double) -> Int {
+        let product = (Double(count) * ratio).rounded(.down)
+        guard product > 0 else { return 0 }  // NaN included
+        return Int(exactly: product) ?? Int.max
     }
 
     /// Refuses `tags` that are not a list of strings and `affinity` that is not an object of
-    /// integers, as Shaken Fist does.
+    /// integers, as Shaken Fist does, and scores outside ``InstanceLimits/affinityScore``, which
+    /// Shaken Fist (with Python's unbounded integers) does not need to.
     func checkPlacementMetadata(_ metadata: [String: JSONValue]) throws {
         for key in metadata.keys { try checkMetadataKey(key) }
         if let tags = metadata["tags"] {
@@ -111,15 +136,19 @@ extension Control {
             guard case .object(let fields) = affinity else {
                 throw ControlError.invalid("value for \"affinity\" key should be a valid JSON dictionary")
             }
-            for value in fields.values {
-                let isInteger: Bool
-                switch value {
-                case .number(let number): isInteger = number == number.rounded()
-                case .string(let text): isInteger = Int(text) != nil
-                default: isInteger = false
-                }
-                guard isInteger else { throw ControlError.invalid("affinity dictionary values should be integers") }
+            for (tag, value) in fields.sorted(by: { $0.key < $1.key }) where Self.affinityScore(value) == nil {
+                let shown = String(((try? value.jsonText()) ?? "\(value)").prefix(40))
+                throw ControlError.invalid(
+                    "affinity dictionary values should be integers from \(InstanceLimits.affinityScore.lowerBound) to "
+                        + "\(InstanceLimits.affinityScore.upperBound): tag \"\(tag.prefix(64))\" has \(shown)")
             }
         }
     }
+}
+
+/// `a + b`, held at Int.min or Int.max instead of overflowing.
+func saturatingSum(_ a: Int, _ b: Int) -> Int {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    guard overflow else { return sum }
+    return b > 0 ? Int.max : Int.min
 }

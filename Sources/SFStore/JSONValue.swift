@@ -47,15 +47,23 @@ public enum JSONValue: Codable, Hashable, Sendable {
         }
     }
 
-    /// The string, when this is a JSON string.
     /// The elements, when this is an array.
     public var arrayValue: [JSONValue]? {
         if case .array(let value) = self { return value }
         return nil
     }
 
+    /// The string, when this is a JSON string.
     public var stringValue: String? {
         if case .string(let value) = self { return value }
+        return nil
+    }
+
+    /// The number as an Int, when this is a JSON number that is whole and within Int's range; nil
+    /// for 1.5, 1e300, 2^63 and anything not a number. Numbers from outside are converted only
+    /// this way (never `Int(_:)` of the Double, which traps out of range).
+    public var integerValue: Int? {
+        if case .number(let value) = self { return Int(exactly: value) }
         return nil
     }
 

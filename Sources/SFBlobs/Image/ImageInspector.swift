@@ -7,42 +7,6 @@ import SFSystem
 import Glibc
 #endif
 
-/// A disk image format sfnode tells apart by its header bytes.
-public enum ImageFormat: String, Sendable, Codable, CaseIterable {
-    case qcow2
-    case raw
-    case vmdk
-    /// An ISO 9660 (CD-ROM) image: raw data to qemu, attached as a cdrom.
-    case iso
-    /// A gzip-compressed image, to be unpacked and inspected again.
-    case gzip
-    /// Microsoft VHD (qemu calls it vpc).
-    case vhd
-
-    /// The name qemu-img's `-f` takes, or nil for gzip (qemu cannot read it).
-    public var qemuFormat: String? {
-        switch self {
-        case .qcow2: return "qcow2"
-        case .raw, .iso: return "raw"
-        case .vmdk: return "vmdk"
-        case .vhd: return "vpc"
-        case .gzip: return nil
-        }
-    }
-
-    /// The MIME type recorded with a blob (what libmagic reports for the same files).
-    public var mimeType: String {
-        switch self {
-        case .qcow2: return "application/x-qemu-disk"
-        case .raw: return "application/octet-stream"
-        case .vmdk: return "application/x-vmdk-disk"
-        case .iso: return "application/x-iso9660-image"
-        case .gzip: return "application/gzip"
-        case .vhd: return "application/x-vhd-disk"
-        }
-    }
-}
-
 /// What inspecting an image found.
 public struct ImageInfo: Sendable, Equatable {
     /// The format its header bytes say (never qemu's guess).
@@ -66,6 +30,18 @@ public struct ImageInfo: Sendable, Equatable {
 /// that file to the guest (the reason OpenStack wrote format_inspector). qemu-img is then run with the
 /// detected format given explicitly, only to learn sizes, and its answer is checked again for backing
 /// and data files.
+///
+/// The header check runs in the agent's own process, not in a child, on purpose: the parsers
+/// (ImageHeader.swift) are plain Swift over bytes, with no C and no unsafe pointers, so the only way
+/// a hostile header could kill the process is a Swift trap, an overflowing conversion or an index
+/// out of range. Every number they read from a header goes through checked arithmetic and is bounded
+/// against the image's real size before use, and a coverage-guided fuzzer
+/// (`scripts/fuzz-image-headers`, run by `scripts/test`) and a seeded mutation test
+/// (`ImageHeaderFuzzTests`) feed them real qcow2, VMDK, VHD, VHDX, ISO and gzip headers and their
+/// mutations, asserting that each answer is a format or a thrown ``ImageError``. A child process per
+/// image would cost a fork and exec on every boot's cache check to guard against a failure those
+/// tests show cannot happen. qemu-img, which is C and parses far more, does run as a child, under
+/// prlimit.
 public struct ImageInspector: Sendable {
     private let logger: Logger
     private let qemuImg: String
@@ -93,28 +69,48 @@ public struct ImageInspector: Sendable {
     public static func detect(_ path: String, allowRaw: Bool = true) throws -> (format: ImageFormat, clusterSize: Int?) {
         let file = try ImageFile(path)
         defer { file.close() }
-        return try HeaderCheck(file: file, allowRaw: allowRaw).run()
+        return try HeaderCheck(source: file, allowRaw: allowRaw).run()
+    }
+
+    /// The header checks over an image held in memory, `name` standing for its path in errors: what
+    /// the fuzzers and tests drive.
+    public static func detect(bytes: [UInt8], name: String = "(image in memory)", allowRaw: Bool = true) throws
+        -> (format: ImageFormat, clusterSize: Int?)
+    {
+        try HeaderCheck(source: InMemoryImage(path: name, bytes: bytes), allowRaw: allowRaw).run()
     }
 
     private static func inspectBlocking(_ path: String, allowRaw: Bool, qemuImg: String, logger: Logger) throws -> ImageInfo {
         let file = try ImageFile(path)
-        let (format, headerClusterSize) = try HeaderCheck(file: file, allowRaw: allowRaw).run()
+        let (format, headerClusterSize) = try HeaderCheck(source: file, allowRaw: allowRaw).run()
         let actualSize = file.allocatedBytes
         file.close()
         guard format.qemuFormat != nil else {
             return ImageInfo(format: format, virtualSize: nil, actualSize: actualSize, clusterSize: nil, qemuInfo: [:])
         }
         let info = try qemuInfoChecked(path, format: format, qemuImg: qemuImg)
-        guard case .number(let virtual)? = info["virtual-size"], virtual >= 0 else {
-            throw ImageError.qemuImg(operation: "info", path: path, message: "its answer has no virtual-size")
-        }
+        let virtual = try qemuInfoSize(info, "virtual-size", path: path)
         var clusterSize = headerClusterSize
-        if clusterSize == nil, format == .qcow2, case .number(let size)? = info["cluster-size"] { clusterSize = Int(size) }
+        if clusterSize == nil, format == .qcow2, info["cluster-size"] != nil {
+            clusterSize = Int(try qemuInfoSize(info, "cluster-size", path: path))
+        }
         logger.debug(
             "inspected image",
-            metadata: ["path": "\(path)", "format": "\(format.rawValue)", "virtual_size": "\(Int64(virtual))"])
-        return ImageInfo(
-            format: format, virtualSize: Int64(virtual), actualSize: actualSize, clusterSize: clusterSize, qemuInfo: info)
+            metadata: ["image.path": "\(path)", "image.format": "\(format.rawValue)", "image.virtual_size": "\(virtual)"])
+        return ImageInfo(format: format, virtualSize: virtual, actualSize: actualSize, clusterSize: clusterSize, qemuInfo: info)
+    }
+
+    /// A size in qemu-img's JSON answer: JSON numbers arrive as doubles, and one the image made
+    /// huge (2^63 and past) or not whole must be refused rather than converted with a trap.
+    static func qemuInfoSize(_ info: [String: JSONValue], _ key: String, path: String) throws -> Int64 {
+        guard let value = info[key] else {
+            throw ImageError.qemuImg(operation: "info", path: path, message: "its answer has no \(key)")
+        }
+        guard case .number(let number) = value, let size = Int64(exactly: number), size >= 0 else {
+            let shown = (try? value.jsonText()) ?? "\(value)"
+            throw ImageError.malformed(path: path, format: "qemu-img info", reason: "\(key) \(shown) is not a size in bytes from 0 to 2^63 - 1")
+        }
+        return size
     }
 
     /// qemu-img info for `format`, refusing a backing or data file that qemu-img sees.
@@ -130,6 +126,19 @@ public struct ImageInspector: Sendable {
         }
         if let dataFile = findKey(["data-file"], in: .object(info)) {
             throw ImageError.externalDataFile(path: path, name: dataFile)
+        }
+        // A VMDK's extents must all be the image itself: qemu follows an embedded descriptor's
+        // extents in some headers (capacity 0), which the header check refuses, and this catches any
+        // other way qemu finds to open a second file.
+        if format == .vmdk, case .object(let specific)? = info["format-specific"], case .object(let data)? = specific["data"],
+            case .array(let extents)? = data["extents"]
+        {
+            for case .object(let extent) in extents {
+                let name = extent["filename"]?.stringValue ?? "(no filename)"
+                guard name == path else {
+                    throw ImageError.unsafeVMDK(path: path, reason: "qemu-img reads its extent from another file, '\(name)'")
+                }
+            }
         }
         return info
     }
@@ -175,7 +184,7 @@ private func findKey(_ keys: Set<String>, in value: JSONValue) -> String? {
 }
 
 /// An image file opened for reading its header.
-final class ImageFile {
+final class ImageFile: ImageByteSource {
     let path: String
     private var descriptor: Int32
     /// The file size in bytes.
@@ -200,7 +209,9 @@ final class ImageFile {
             throw ImageError.notAnImage(path: path, reason: "it is not a regular file")
         }
         size = Int64(info.st_size)
-        allocatedBytes = Int64(info.st_blocks) * 512
+        // The kernel's numbers, but still saturated rather than trapped on.
+        let (allocated, overflow) = Int64(info.st_blocks).multipliedReportingOverflow(by: 512)
+        allocatedBytes = overflow ? Int64.max : allocated
     }
 
     /// Up to `count` bytes at `offset` (fewer at the end of the file).
@@ -230,174 +241,3 @@ final class ImageFile {
     deinit { close() }
 }
 
-/// The header checks for one file.
-private struct HeaderCheck {
-    let file: ImageFile
-    let allowRaw: Bool
-    var path: String { file.path }
-
-    func run() throws -> (format: ImageFormat, clusterSize: Int?) {
-        let head = try file.read(at: 0, count: 64 * 1024)
-        guard !head.isEmpty else { throw ImageError.notAnImage(path: path, reason: "it is empty") }
-        if head.starts(with: [0x1f, 0x8b]) { return (.gzip, nil) }
-        if head.starts(with: Array("QFI".utf8) + [0xfb]) { return (.qcow2, try checkQcow2(head)) }
-        if head.starts(with: Array("KDMV".utf8)) {
-            try checkSparseVMDK(head)
-            return (.vmdk, nil)
-        }
-        if head.starts(with: Array("# Disk DescriptorFile".utf8)) {
-            throw ImageError.unsafeVMDK(
-                path: path, reason: "it is a text descriptor, whose extents are other files on the host")
-        }
-        if head.starts(with: Array("vhdxfile".utf8)) {
-            throw ImageError.unsupportedFormat(path: path, format: "vhdx", reason: "VHDX is not accepted; convert it to qcow2")
-        }
-        if head.starts(with: Array("conectix".utf8)) {
-            try checkVHD(footer: head)
-            return (.vhd, nil)
-        }
-        if head.count >= 0x8006, Array(head[0x8001..<0x8006]) == Array("CD001".utf8) { return (.iso, nil) }
-        // A fixed VHD has its footer only at the end.
-        let tail = try file.read(at: max(0, file.size - 512), count: 512)
-        if tail.count == 512, tail.starts(with: Array("conectix".utf8)) {
-            try checkVHD(footer: tail)
-            return (.vhd, nil)
-        }
-        if let first = head.first(where: { !isWhitespace($0) }), first == UInt8(ascii: "<") {
-            let preview = String(decoding: head.prefix(60), as: UTF8.self)
-                .replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
-            throw ImageError.notAnImage(
-                path: path,
-                reason: "it starts like HTML/XML ('\(preview)'), probably an error page served with status 200; check the URL")
-        }
-        guard allowRaw else { throw ImageError.rawNotAllowed(path: path) }
-        return (.raw, nil)
-    }
-
-    /// qcow2 header (big-endian, docs/interop/qcow2.txt): refuses a backing file, an external data
-    /// file and encryption; returns the cluster size.
-    private func checkQcow2(_ head: [UInt8]) throws -> Int {
-        guard head.count >= 72 else { throw ImageError.malformed(path: path, format: "qcow2", reason: "the header is truncated") }
-        let version = be32(head, 4)
-        guard version == 2 || version == 3 else {
-            throw ImageError.malformed(path: path, format: "qcow2", reason: "version \(version) is neither 2 nor 3")
-        }
-        let backingOffset = be64(head, 8)
-        let backingSize = be32(head, 16)
-        if backingOffset != 0 || backingSize != 0 {
-            var name = "(unreadable name)"
-            if backingSize > 0, backingSize <= 1023, backingOffset < UInt64(file.size) {
-                let bytes = try file.read(at: Int64(backingOffset), count: Int(backingSize))
-                name = String(decoding: bytes, as: UTF8.self)
-            }
-            throw ImageError.backingFile(path: path, name: name)
-        }
-        let clusterBits = be32(head, 20)
-        guard (9...21).contains(clusterBits) else {
-            throw ImageError.malformed(path: path, format: "qcow2", reason: "cluster_bits \(clusterBits) is outside 9...21")
-        }
-        if be32(head, 32) != 0 {
-            throw ImageError.unsupportedFormat(
-                path: path, format: "qcow2", reason: "it is encrypted (crypt_method \(be32(head, 32)))")
-        }
-        var headerLength = 72
-        if version == 3 {
-            guard head.count >= 104 else {
-                throw ImageError.malformed(path: path, format: "qcow2", reason: "the version 3 header is truncated")
-            }
-            let incompatible = be64(head, 72)
-            headerLength = Int(be32(head, 100))
-            let dataFileName = extensionString(head, from: headerLength, type: 0x4441_5441)  // "DATA"
-            if incompatible & (1 << 2) != 0 || dataFileName != nil {
-                throw ImageError.externalDataFile(path: path, name: dataFileName)
-            }
-        }
-        return 1 << Int(clusterBits)
-    }
-
-    /// The data of header extension `type`, as text, when present in the first bytes.
-    private func extensionString(_ head: [UInt8], from start: Int, type wanted: UInt32) -> String? {
-        var offset = start
-        while offset + 8 <= head.count {
-            let type = be32(head, offset)
-            let length = Int(be32(head, offset + 4))
-            if type == 0 { return nil }
-            guard offset + 8 + length <= head.count else { return nil }
-            if type == wanted { return String(decoding: head[(offset + 8)..<(offset + 8 + length)], as: UTF8.self) }
-            offset += 8 + (length + 7) / 8 * 8
-        }
-        return nil
-    }
-
-    /// A sparse (KDMV) VMDK with an embedded descriptor: only monolithicSparse and streamOptimized,
-    /// no parent, and at most one SPARSE extent that is the file itself.
-    private func checkSparseVMDK(_ head: [UInt8]) throws {
-        guard head.count >= 44 else { throw ImageError.malformed(path: path, format: "vmdk", reason: "the header is truncated") }
-        let descriptorSector = le64(head, 28)
-        let descriptorSectors = le64(head, 36)
-        guard descriptorSector > 0, descriptorSectors > 0, descriptorSectors <= 2048 else {
-            // streamOptimized images may carry no embedded descriptor only if they are single
-            // files; without a descriptor there is nothing that could name another file.
-            return
-        }
-        let bytes = try file.read(at: Int64(descriptorSector * 512), count: Int(descriptorSectors * 512))
-        let text = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        var extents = 0
-        for rawLine in text.split(whereSeparator: \.isNewline) {
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("#") || line.isEmpty { continue }
-            if line.hasPrefix("parentFileNameHint") {
-                throw ImageError.backingFile(path: path, name: quoted(line) ?? line)
-            }
-            if line.hasPrefix("createType") {
-                let kind = quoted(line) ?? ""
-                guard kind == "monolithicSparse" || kind == "streamOptimized" else {
-                    throw ImageError.unsafeVMDK(
-                        path: path, reason: "createType '\(kind)' may name other files (only monolithicSparse and streamOptimized are accepted)")
-                }
-            }
-            let words = line.split(separator: " ")
-            if let access = words.first, ["RW", "RDONLY", "NOACCESS"].contains(String(access)) {
-                extents += 1
-                let kind = words.count > 2 ? String(words[2]) : ""
-                guard kind == "SPARSE", extents == 1 else {
-                    throw ImageError.unsafeVMDK(path: path, reason: "its descriptor names another extent: '\(line)'")
-                }
-                if let name = quoted(line), name.contains("/") {
-                    throw ImageError.unsafeVMDK(path: path, reason: "its extent names the path '\(name)'")
-                }
-            }
-        }
-    }
-
-    /// VHD footer: disk type 4 is a differencing disk, whose parent is another file.
-    private func checkVHD(footer: [UInt8]) throws {
-        guard footer.count >= 64 else { throw ImageError.malformed(path: path, format: "vhd", reason: "the footer is truncated") }
-        let diskType = be32(footer, 60)
-        if diskType == 4 { throw ImageError.backingFile(path: path, name: "(VHD differencing disk parent)") }
-        guard diskType == 2 || diskType == 3 else {
-            throw ImageError.malformed(path: path, format: "vhd", reason: "disk type \(diskType) is neither fixed (2) nor dynamic (3)")
-        }
-    }
-}
-
-private func quoted(_ line: String) -> String? {
-    guard let start = line.firstIndex(of: "\""), let end = line[line.index(after: start)...].firstIndex(of: "\"") else {
-        return nil
-    }
-    return String(line[line.index(after: start)..<end])
-}
-
-private func isWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0d }
-
-private func be32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
-    (0..<4).reduce(0) { $0 << 8 | UInt32(bytes[offset + $1]) }
-}
-
-private func be64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {
-    (0..<8).reduce(0) { $0 << 8 | UInt64(bytes[offset + $1]) }
-}
-
-private func le64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {
-    (0..<8).reversed().reduce(0) { $0 << 8 | UInt64(bytes[offset + $1]) }
-}

@@ -49,11 +49,14 @@ private func createOverlayBlocking(
         guard info.status == 0 else {
             throw ImageError.qemuImg(operation: "info", path: base, message: info.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        guard case .object(let fields)? = try? JSONValue.parse(info.stdout), case .number(let virtual)? = fields["virtual-size"] else {
-            throw ImageError.qemuImg(operation: "info", path: base, message: "its answer has no virtual-size")
+        guard case .object(let fields)? = try? JSONValue.parse(info.stdout) else {
+            throw ImageError.qemuImg(operation: "info", path: base, message: "its output is not a JSON object")
         }
-        if Int64(sizeGiB) << 30 < Int64(virtual) {
-            throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: Int64(virtual))
+        let virtual = try ImageInspector.qemuInfoSize(fields, "virtual-size", path: base)
+        // A size too large for bytes in an Int64 is larger than any base, so only a small one can be too small.
+        let (requestedBytes, overflow) = Int64(sizeGiB).multipliedReportingOverflow(by: 1 << 30)
+        if !overflow && requestedBytes < virtual {
+            throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: virtual)
         }
     }
     let partial = path + ".partial"
