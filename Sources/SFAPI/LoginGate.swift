@@ -109,8 +109,8 @@ final class LoginThrottle: Sendable {
             }
             return nil
         }
-        if let (message, wait) = refusal {
-            throw APIError(.tooManyRequests, message + "; try again later", retryAfter: max(1, Int(wait.components.seconds) + 1))
+        if let refusal {
+            throw APIError(.tooManyRequests, refusal.0 + "; try again later", retryAfter: max(1, Int(refusal.1.components.seconds) + 1))
         }
     }
 

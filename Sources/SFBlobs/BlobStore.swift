@@ -261,10 +261,11 @@ public final class BlobStore: Sendable {
             doomed.append((directory + "/" + name, blob))
         }
         let doomedPaths = doomed.map(\.path)
+        let partialPaths = partials
         let (removedPartials, unlinked) = try await runBlocking { () -> ([String], [String: String]) in
             let now = Date().timeIntervalSince1970
             var removedPartials: [String] = []
-            for path in partials {
+            for path in partialPaths {
                 var info = stat()
                 guard stat(path, &info) == 0, now - Double(info.st_mtim.tv_sec) > Self.partialLifetime else { continue }
                 if unlink(path) == 0 { removedPartials.append(path) }
@@ -354,8 +355,8 @@ public struct BlobChunks: AsyncSequence, Sendable {
             guard position < end else { return nil }
             try Task.checkCancellation()
             // A read from a busy disk blocks: on a blocking-work thread, not a cooperative one.
-            let (file, position, count) = (file, position, Int(Swift.min(Int64(chunkSize), end - position)))
-            let chunk = try await runBlocking { try file.read(at: position, count: count) }
+            let (readable, offset, count) = (file, position, Int(Swift.min(Int64(chunkSize), end - position)))
+            let chunk = try await runBlocking { try readable.read(at: offset, count: count) }
             self.position += Int64(chunk.count)
             return chunk
         }

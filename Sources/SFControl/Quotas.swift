@@ -35,21 +35,19 @@ public struct NamespaceQuotas: Sendable, Equatable {
 
 /// Why a quota refused a request (the API answers 403, 413 for bytes, 429 for the queue).
 extension ControlError {
-    static func quota(_ namespace: String, _ what: String, have: some Numeric, asking: some Numeric, limit: some Numeric, setting: String)
-        -> ControlError
-    {
+    static func quota(_ namespace: String, _ what: String, have: Int, asking: Int, limit: Int, setting: String) -> ControlError {
         ControlError(
             .quotaExceeded,
-            "namespace \(namespace) would have \(have + asking) \(what) (has \(have), asks for \(asking)); its quota is \(limit) (\(setting))")
+            "namespace \(namespace) would have \(have &+ asking) \(what) (has \(have), asks for \(asking)); its quota is \(limit) (\(setting))")
     }
 }
 
 extension Control {
     /// The requests' own bounds that do not depend on the namespace (L3): metadata given at create
     /// obeys the limits of metadata set later, and user_data's text is bounded before it is decoded.
-    func checkCreateLimits(_ request: InstanceRequest) throws(ControlError) {
+    func checkCreateLimits(_ request: InstanceRequest) throws {
         guard request.metadata.count <= settings.quotas.metadataKeys else {
-            throw .invalid("metadata has \(request.metadata.count) keys; an object has at most \(settings.quotas.metadataKeys) (SFNODE_QUOTA_METADATA_KEYS)")
+            throw ControlError.invalid("metadata has \(request.metadata.count) keys; an object has at most \(settings.quotas.metadataKeys) (SFNODE_QUOTA_METADATA_KEYS)")
         }
         for (key, value) in request.metadata {
             try checkMetadataKey(key)
@@ -59,7 +57,7 @@ extension Control {
             // base64 of the largest user data, with room for line breaks every 76 characters.
             let limit = (InstanceLimits.userDataBytes + 2) / 3 * 4 * 80 / 76 + 4
             guard userData.utf8.count <= limit else {
-                throw .invalid("user_data is \(userData.utf8.count) bytes of base64; at most \(limit) (\(InstanceLimits.userDataBytes) bytes decoded) are allowed")
+                throw ControlError.invalid("user_data is \(userData.utf8.count) bytes of base64; at most \(limit) (\(InstanceLimits.userDataBytes) bytes decoded) are allowed")
             }
         }
     }
@@ -98,7 +96,7 @@ extension Control {
         try check("instances", live.count, 1, quotas.instances, "SFNODE_QUOTA_INSTANCES")
         try check("vCPUs", live.reduce(0) { $0 &+ $1.instance.cpus }, request.cpus, quotas.vcpus, "SFNODE_QUOTA_VCPUS")
         try check("MiB of memory", live.reduce(0) { $0 &+ $1.instance.memory }, request.memoryMiB, quotas.memoryMiB, "SFNODE_QUOTA_MEMORY_GIB")
-        let disk = { (disks: [DiskSpec]) in disks.reduce(0) { $0 &+ ($1.size ?? 0) } }
+        let disk = { (disks: [DiskSpec]) -> Int in disks.reduce(0) { $0 &+ ($1.size ?? 0) } }
         try check("GiB of disk", live.reduce(0) { $0 &+ disk($1.instance.diskSpec) }, disk(request.disks), quotas.diskGiB, "SFNODE_QUOTA_DISK_GIB")
         if floats > 0 {
             try check("floating addresses", try await floatingAddresses(namespace), floats, quotas.floatingAddresses, "SFNODE_QUOTA_FLOATING_ADDRESSES")
