@@ -56,8 +56,10 @@ struct AbuseTests {
                 return connection.waitForClose(seconds: 10)
             }
             #expect(closed)
-            // A client that sends its head in time is answered.
-            #expect(try await client.execute(uri: "/", method: .get).status == .ok)
+            // A client that sends its head in time is answered (on a connection of its own: the
+            // test client's idle one was closed by the same timeout).
+            let answered = try await runBlocking { try RawHTTPConnection(port: port).request("GET", "/").status }
+            #expect(answered == 200)
         }
     }
 
@@ -81,9 +83,10 @@ struct AbuseTests {
                 }
             }
             var answered = 0
+            // Each GET on a fresh loopback connection, from a blocking thread like the uploads.
             while finished.value < running.count {
-                let page = try await client.execute(uri: "/", method: .get)
-                #expect(page.status == .ok)
+                let status = try await runBlocking { try RawHTTPConnection(port: port).request("GET", "/").status }
+                #expect(status == 200)
                 answered += 1
             }
             for upload in running { #expect(try await upload.value == Int64(chunks) << 22) }
