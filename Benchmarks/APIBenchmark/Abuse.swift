@@ -113,7 +113,7 @@ func uploadLoop(port: Int, token: String, name: String, progress: AbuseProgress)
     var lines: [String] = []
     lines.append("## (m) GET one instance while two uploads and a slow-drip fetch run")
     lines.append("")
-    lines.append("`GET \(path.prefix(11))<uuid>` against a release `sfnode serve` (API and agent in one process), wrk on loopback, one")
+    lines.append("`GET \(path.prefix(11))<uuid>` against `sfnode serve` (API and agent in one process), wrk on loopback, one")
     lines.append("thread, \(wrkConnections) connections, \(wrkSeconds) s per run after a 2 s warm-up, three runs, the median run shown. Abused: two")
     lines.append("clients each upload 2 GiB in 4 MiB chunks and make it an artifact (the finish reads and hashes the 2 GiB), over and")
     lines.append("over, while the agent fetches artifact \((fetch["uuid"] as? String) ?? "?") from a loopback server sending one byte a second.")
