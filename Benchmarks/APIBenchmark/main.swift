@@ -229,6 +229,17 @@ do {
     teardown.add("work directory") { try? FileManager.default.removeItem(atPath: workDirectory) }
     let reportScript = try writeScript("report.lua", reportLua)
 
+    // (m) alone, when asked (scripts/bench-api-abuse): see Abuse.swift.
+    if environment["SFNODE_BENCH_ABUSE"] == "1" {
+        let lines = try await abuseBenchmark(reportScript: reportScript)
+        try await teardown.run()
+        await removeDomains()
+        try? FileManager.default.removeItem(atPath: workDirectory)
+        try? await http.shutdown()
+        print(lines.joined(separator: "\n"))
+        exit(0)
+    }
+
     // MARK: (j), (k): `sfnode api` alone over a seeded store
 
     let apiDirectory = workDirectory + "/api"

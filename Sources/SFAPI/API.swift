@@ -18,7 +18,7 @@ struct API: Sendable {
     /// the caller's, or any for the admin), else the caller's own. Another namespace is
     /// `namespace not found`, never forbidden.
     func targetNamespace(_ asked: String?, caller: Caller) async throws -> String {
-        guard let asked, asked != caller.namespace else { return caller.namespace }
+        guard let asked, !asked.utf8.elementsEqual(caller.namespace.utf8) else { return caller.namespace }
         guard caller.isAdmin else { throw APIError(.notFound, "namespace not found") }
         try await requireNamespace(asked)
         return asked
@@ -48,7 +48,7 @@ struct API: Sendable {
             try await requireNamespace(asked)
             return asked
         }
-        if let asked, asked != caller.namespace { throw APIError(.unauthorized, "you cannot delete other namespaces") }
+        if let asked, !asked.utf8.elementsEqual(caller.namespace.utf8) { throw APIError(.unauthorized, "you cannot delete other namespaces") }
         return caller.namespace
     }
 

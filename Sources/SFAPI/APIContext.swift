@@ -12,12 +12,18 @@ public struct APIContext: RequestContext {
     public var requestID: String
     /// The authenticated caller; nil on the unauthenticated routes (`/`, `/auth`, `/openapi.json`).
     public var caller: Caller?
+    /// The server's limits, put here by the first middleware.
+    var limits = APILimits()
+    /// The peer's IP address (without port), which failed logins are also counted by; "unknown"
+    /// when the channel has none (the router test client).
+    let clientAddress: String
 
     /// A context for a new request, before the middleware fills in its id and caller.
     public init(source: Source) {
         coreContext = .init(source: source)
         requestID = ""
         caller = nil
+        clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     /// Bodies larger than this are refused with 413 before they are read whole. Upload chunks are
@@ -39,7 +45,7 @@ public struct Caller: Sendable, Equatable {
     public var keyName: String
 
     /// The `system` namespace sees and manages everything.
-    public var isAdmin: Bool { namespace == Caller.adminNamespace }
+    public var isAdmin: Bool { namespace.utf8.elementsEqual(Caller.adminNamespace.utf8) }
 
     /// The admin namespace.
     public static let adminNamespace = Namespace.system

@@ -12,24 +12,40 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
     public let message: String
     /// Extra members of the error body (delete-all's `{"deleted", "unable"}`), as JSON.
     let detail: RawJSON?
+    /// Seconds the client should wait before trying again (`Retry-After`, with 429 and 503).
+    let retryAfter: Int?
 
     /// An error with `status` and `message`.
     public init(_ status: HTTPResponse.Status, _ message: String) {
         self.status = status
         self.message = message
         self.detail = nil
+        self.retryAfter = nil
+    }
+
+    /// An error the client may retry after `retryAfter` seconds.
+    init(_ status: HTTPResponse.Status, _ message: String, retryAfter: Int) {
+        self.status = status
+        self.message = message
+        self.detail = nil
+        self.retryAfter = retryAfter
     }
 
     init(_ status: HTTPResponse.Status, detail: some WireValue, message: String) {
         self.status = status
         self.message = message
         self.detail = RawJSON(JSONWriter.encode(detail))
+        self.retryAfter = nil
     }
 
     /// A use-case error, by its code: the mapping the client's exceptions expect (406 makes it
     /// retry, 507 is insufficient resources).
     public init(_ error: ControlError) {
-        self.init(Self.status(of: error.code), error.message)
+        if error.code == .tooBusy {
+            self.init(Self.status(of: error.code), error.message, retryAfter: 5)
+        } else {
+            self.init(Self.status(of: error.code), error.message)
+        }
     }
 
     /// The status a ControlError code is answered with.
@@ -41,6 +57,9 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case .notReady: return .notAcceptable
         case .insufficientResources: return .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .internal: return .internalServerError
+        case .quotaExceeded: return .forbidden
+        case .tooLarge: return .contentTooLarge
+        case .tooBusy: return .tooManyRequests
         }
     }
 
@@ -48,7 +67,9 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
 
     /// The JSON response: `{"error": message, "status": code}`.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        Reply.json(ErrorBody(error: detail ?? RawJSON(JSONWriter.encode(message)), status: status.code), status: status)
+        var response = Reply.json(ErrorBody(error: detail ?? RawJSON(JSONWriter.encode(message)), status: status.code), status: status)
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 
     private struct ErrorBody: WireValue {
@@ -86,7 +107,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case let error as APIError: return error
         case let error as ControlError: return APIError(error)
         case is NIOTooManyBytesError:
-            return APIError(.contentTooLarge, "the request body is larger than \(APIConfiguration.maxBodyBytes) bytes")
+            return APIError(.contentTooLarge, "the request body is larger than this endpoint takes (\(APIConfiguration.maxBodyBytes) bytes for an upload chunk)")
         case let error as HTTPError:
             return APIError(error.status, error.body ?? error.status.reasonPhrase)
         case let error as any HTTPResponseError:

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import SFControl
 import SFStore
@@ -14,15 +15,19 @@ public struct APIConfiguration: Sendable, Equatable {
     public var port: Int
     /// How long a token lasts.
     public var tokenLifetime: Duration
+    /// What one request or client may cost.
+    public var limits: APILimits
 
-    /// The largest request body: above the client's 2 MiB upload chunk, far above any JSON body.
+    /// The largest upload chunk (`POST /upload/<uuid>`): above the client's 2 MiB chunks. JSON
+    /// bodies have much smaller limits (``APILimits``).
     public static let maxBodyBytes = 4 << 20
 
     /// A configuration; the defaults are Shaken Fist's port on loopback and 15-minute tokens.
-    public init(host: String = "127.0.0.1", port: Int = 13000, tokenLifetime: Duration = .seconds(900)) {
+    public init(host: String = "127.0.0.1", port: Int = 13000, tokenLifetime: Duration = .seconds(900), limits: APILimits = APILimits()) {
         self.host = host
         self.port = port
         self.tokenLifetime = tokenLifetime
+        self.limits = limits
     }
 
     /// Parses `HOST:PORT` (as `SFNODE_API_LISTEN` gives it), naming what is wrong.
@@ -52,10 +57,50 @@ public func buildApplication(
     configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage, logger: Logger
 ) async throws -> some ApplicationProtocol {
     let router = try await buildRouter(configuration: configuration, control: control, auth: auth, storage: storage, logger: logger)
+    let limits = configuration.limits
+    // An idle connection is closed, one that does not finish its request head in time too
+    // (slowloris), and past the connection cap the server stops accepting until one closes: held
+    // connections cannot use up the descriptors the agent shares in `serve`.
+    let http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [RequestHeadTimeoutHandler(timeout: timeAmount(limits.headerTimeout))],
+        idleTimeout: timeAmount(limits.idleTimeout),
+        httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 << 10, maxHeaderListSize: 64 << 10, maxHeaderFieldCount: 100))
     return Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sfnode"),
+        router: router, server: .http1(configuration: http1),
+        configuration: .init(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "sfnode",
+            availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: logger)),
         logger: logger)
+}
+
+/// What one request or client may cost the API: body sizes, connection timeouts and caps, and
+/// the login throttle. Each is a setting (`SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_KEYS_…`).
+public struct APILimits: Sendable, Equatable {
+    /// The largest `POST /auth` body: a namespace and a key fit in far less, and it needs no token.
+    public var authBodyBytes = 4 << 10
+    /// The largest JSON body of any other route (uploads take ``APIConfiguration/maxBodyBytes``).
+    public var jsonBodyBytes = 1 << 20
+    /// How deeply a JSON body may nest.
+    public var jsonDepth = 32
+    /// A connection with nothing to read or write for this long is closed.
+    public var idleTimeout: Duration = .seconds(60)
+    /// A connection must send a whole request head within this long of opening (or of its last
+    /// response).
+    public var headerTimeout: Duration = .seconds(30)
+    /// Open connections at most; past it, new ones wait in the kernel's backlog.
+    public var maxConnections = 1024
+    /// Failed logins per namespace within ``loginWindow`` before `POST /auth` answers 429.
+    public var loginFailuresPerNamespace = 10
+    /// Failed logins per client address within ``loginWindow`` before `POST /auth` answers 429.
+    public var loginFailuresPerAddress = 30
+    /// The window failed logins are counted in.
+    public var loginWindow: Duration = .seconds(60)
+    /// bcrypt checks one namespace may have waiting for the shared gate; past it, 429.
+    public var loginQueuePerNamespace = 8
+    /// Keys one namespace may have.
+    public var keysPerNamespace = 32
+
+    public init() {}
 }
 
 /// The client's calls sfnode answers with "not supported".
@@ -71,10 +116,11 @@ let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
 public func buildRouter(
     configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage, logger: Logger
 ) async throws -> Router<APIContext> {
-    let authenticator = try await Authenticator.make(records: auth, tokenLifetime: configuration.tokenLifetime, logger: logger)
+    let authenticator = try await Authenticator.make(
+        records: auth, tokenLifetime: configuration.tokenLifetime, limits: configuration.limits, logger: logger)
     let api = API(control: control, auth: auth, authenticator: authenticator, storage: storage, logger: logger)
     let router = Router(context: APIContext.self)
-    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: RequestIDMiddleware(limits: configuration.limits))
     router.add(middleware: ErrorMiddleware())
     RootController(api: api).add(to: router)
     let authenticated = router.group().add(middleware: AuthenticationMiddleware(authenticator: authenticator))

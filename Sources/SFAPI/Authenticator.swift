@@ -16,6 +16,11 @@ import Synchronization
 /// signature and expiry, and that the namespace still exists and the key still has that nonce:
 /// deleting or replacing a key revokes its tokens. That last check is cached for a few seconds so
 /// that a busy client does not cost a store read per request.
+///
+/// Logins are hostile input: every bcrypt goes through one ``FairGate`` (namespaces served in
+/// turn, bounded queues), failures are throttled per namespace and per client address
+/// (``LoginThrottle``), and an unknown namespace costs the same bcrypt and gets the same 401 as a
+/// wrong key, so that logins do not tell which namespaces exist.
 public final class Authenticator: Sendable {
     /// How long a token lasts (Shaken Fist: 15 minutes).
     public let tokenLifetime: Duration
@@ -30,6 +35,9 @@ public final class Authenticator: Sendable {
 
     private let records: any AuthRecords
     private let keys: JWTKeyCollection
+    /// Every bcrypt of this API, logins and new keys, shares it.
+    let gate: FairGate
+    let throttle: LoginThrottle
     /// Tokens already verified, with who they stand for, until when they are valid and until when
     /// the verification is trusted: a busy client's requests then cost a dictionary lookup, not an
     /// HMAC, a JSON decode and a store read each.
@@ -42,50 +50,74 @@ public final class Authenticator: Sendable {
     }
     private let logger: Logger
 
-    private init(records: any AuthRecords, keys: JWTKeyCollection, tokenLifetime: Duration, logger: Logger) {
+    private init(records: any AuthRecords, keys: JWTKeyCollection, tokenLifetime: Duration, limits: APILimits, logger: Logger) {
         self.records = records
         self.keys = keys
         self.tokenLifetime = tokenLifetime
         self.logger = logger
+        // One check per core: `POST /auth` needs no token, and a flood of guesses must queue
+        // rather than take every thread the server has.
+        gate = FairGate(limit: ProcessInfo.processInfo.activeProcessorCount, queueLimit: limits.loginQueuePerNamespace)
+        throttle = LoginThrottle(
+            perNamespace: limits.loginFailuresPerNamespace, perAddress: limits.loginFailuresPerAddress, window: limits.loginWindow)
     }
 
     /// An authenticator signing with the cluster's secret, made (once, for the whole cluster) on
     /// first use.
-    public static func make(records: any AuthRecords, tokenLifetime: Duration = .seconds(900), logger: Logger) async throws -> Authenticator {
+    public static func make(
+        records: any AuthRecords, tokenLifetime: Duration = .seconds(900), limits: APILimits = APILimits(), logger: Logger
+    ) async throws -> Authenticator {
         let fresh = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
         let secret = try await records.settingCreatingIfAbsent(secretSetting, value: fresh)
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        return Authenticator(records: records, keys: keys, tokenLifetime: tokenLifetime, logger: logger)
+        return Authenticator(records: records, keys: keys, tokenLifetime: tokenLifetime, limits: limits, logger: logger)
     }
 
-    /// A bcrypt hash of `secret` for storing, computed off the cooperative pool.
+    /// A bcrypt hash of `secret` for storing, computed off the cooperative pool (ungated: the
+    /// operator's command line; the API hashes through ``hash(_:namespace:)``).
     public static func hash(_ secret: String) async throws -> String {
         try await NIOThreadPool.singleton.runIfActive { Bcrypt.hash(secret, cost: bcryptCost) }
     }
 
-    /// Whether `secret` matches a stored hash, checked off the cooperative pool. At most one check
-    /// per core runs at once: `POST /auth` needs no token, and a flood of guesses must queue rather
-    /// than take every thread the server has.
-    public static func verify(_ secret: String, hash: String) async throws -> Bool {
-        await verifications.acquire()
-        do {
-            let matches = try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
-            await verifications.release()
-            return matches
-        } catch {
-            await verifications.release()
-            throw error
-        }
+    /// A bcrypt hash of `secret` for a key of `namespace`, in that namespace's turn at the gate.
+    func hash(_ secret: String, namespace: String) async throws -> String {
+        try await gate.run(queue: namespace) { try await Self.hash(secret) }
     }
 
-    private static let verifications = AsyncGate(limit: max(1, ProcessInfo.processInfo.activeProcessorCount))
+    /// Whether `secret` matches a stored hash, checked off the cooperative pool (ungated: for the
+    /// operator's command line).
+    public static func verify(_ secret: String, hash: String) async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
+    }
 
-    /// A token for whoever holds a key of `namespace`, or a 401/404 as Shaken Fist answers.
-    public func issueToken(namespace: String, secret: String) async throws -> IssuedToken {
-        guard try await records.liveNamespace(namespace) != nil else { throw APIError(.notFound, "namespace not found") }
-        guard let key = try await Self.key(matching: secret, namespace: namespace, in: records) else {
-            logger.notice("authentication refused", metadata: ["namespace": "\(namespace)"])
+    /// A hash no key matches, checked for an unknown namespace so that it costs what a wrong key
+    /// costs. Made on first use (a quarter second, on the thread pool).
+    private static let dummyHash: String = Bcrypt.hash(generateDummySecret(), cost: bcryptCost)
+
+    private static func generateDummySecret() -> String {
+        SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
+    }
+
+    /// A token for whoever holds a key of `namespace`. A wrong key and an unknown namespace are
+    /// both 401 after the same bcrypt; too many failures are 429 (see ``LoginThrottle``).
+    public func issueToken(namespace: String, secret: String, clientAddress: String = "unknown") async throws -> IssuedToken {
+        try throttle.check(namespace: namespace, address: clientAddress)
+        let key: NamespaceKey?
+        // bcrypt sees a C string: a NUL would end the key early and match a shorter one.
+        if secret.utf8.contains(0) {
+            key = nil
+        } else if try await records.liveNamespace(namespace) != nil {
+            key = try await matchingKey(secret, namespace: namespace)
+        } else {
+            _ = try await gate.run(queue: namespace) {
+                try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: Self.dummyHash) }
+            }
+            key = nil
+        }
+        guard let key else {
+            throttle.recordFailure(namespace: namespace, address: clientAddress)
+            logger.notice("authentication refused", metadata: ["namespace": "\(namespace)", "client.address": "\(clientAddress)"])
             throw APIError(.unauthorized, "unauthorized")
         }
         let now = Date()
@@ -97,8 +129,23 @@ public final class Authenticator: Sendable {
         return IssuedToken(accessToken: token, tokenType: "Bearer", expiresIn: Int(tokenLifetime.components.seconds))
     }
 
-    /// The key of `namespace` whose stored hash `secret` matches, or nil.
+    /// The key of `namespace` whose stored hash `secret` matches, or nil; each check waits for
+    /// the namespace's turn at the gate.
+    private func matchingKey(_ secret: String, namespace: String) async throws -> NamespaceKey? {
+        for key in try await records.keys(namespace: namespace) {
+            let hash = key.hash
+            let matches = try await gate.run(queue: namespace) {
+                try await NIOThreadPool.singleton.runIfActive { Bcrypt.verify(secret, hash: hash) }
+            }
+            if matches { return key }
+        }
+        return nil
+    }
+
+    /// The key of `namespace` whose stored hash `secret` matches, or nil (ungated: for the
+    /// operator's command line and start-up).
     static func key(matching secret: String, namespace: String, in records: any AuthRecords) async throws -> NamespaceKey? {
+        guard !secret.utf8.contains(0) else { return nil }
         for key in try await records.keys(namespace: namespace) where try await verify(secret, hash: key.hash) { return key }
         return nil
     }
@@ -128,12 +175,21 @@ public final class Authenticator: Sendable {
 
     private func isLive(namespace: String, key: String, nonce: String) async throws -> Bool {
         guard try await records.liveNamespace(namespace) != nil else { return false }
-        return try await records.keys(namespace: namespace).contains { $0.name == key && $0.nonce == nonce }
+        return try await records.keys(namespace: namespace).contains { $0.name.utf8.elementsEqual(key.utf8) && $0.nonce == nonce }
     }
 
-    /// Forgets confirmations, so a deleted key's tokens stop working at once in this process.
-    public func forgetConfirmations() {
-        confirmed.withLock { $0.removeAll() }
+    /// Forgets the confirmations of `namespace`'s tokens (of its key `key` only, when given), so a
+    /// deleted or replaced key's tokens stop working at once in this process. Other namespaces'
+    /// confirmations stay: no tenant can flush everyone's cache.
+    public func forgetConfirmations(namespace: String, key: String? = nil) {
+        confirmed.withLock { cache in
+            cache = cache.filter { _, confirmation in
+                let caller = confirmation.caller
+                guard caller.namespace.utf8.elementsEqual(namespace.utf8) else { return true }
+                guard let key else { return false }
+                return !caller.keyName.utf8.elementsEqual(key.utf8)
+            }
+        }
     }
 }
 
@@ -169,33 +225,5 @@ struct TokenClaims: JWTPayload {
     func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
         guard iss.value == Authenticator.issuer else { throw JWTError.claimVerificationFailure(failedClaim: iss, reason: "not issued by sfnode") }
-    }
-}
-
-/// A counting semaphore for async code: at most `limit` holders at once, the others wait in order.
-actor AsyncGate {
-    private let limit: Int
-    private var holders = 0
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-
-    init(limit: Int) {
-        self.limit = limit
-    }
-
-    func acquire() async {
-        if holders < limit {
-            holders += 1
-            return
-        }
-        await withCheckedContinuation { waiting.append($0) }
-    }
-
-    func release() {
-        if waiting.isEmpty {
-            holders -= 1
-        } else {
-            // The slot passes straight to the next waiter.
-            waiting.removeFirst().resume()
-        }
     }
 }

@@ -16,9 +16,12 @@ extension HTTPField.Name {
 /// the jobs and events the request causes, and back to the caller in the response header.
 struct RequestIDMiddleware: RouterMiddleware {
     typealias Context = APIContext
+    /// The server's limits, handed to every request's context.
+    let limits: APILimits
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         var context = context
+        context.limits = limits
         let given = HTTPField.Name.requestID.flatMap { request.headers[$0] }
         context.requestID = Self.accept(given) ?? "req-\(UUID.random().lowercasedString)"
         context.logger[metadataKey: "request.id"] = .string(context.requestID)

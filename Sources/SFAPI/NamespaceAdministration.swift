@@ -19,7 +19,7 @@ public struct NamespaceAdministration: Sendable {
 
     /// Creates a namespace, with a first key when one is given.
     @discardableResult public func create(_ name: String, keyName: String? = nil, secret: String? = nil) async throws -> Namespace {
-        try Names.checkName(name, "namespace")
+        try Names.checkIdentifier(name, "namespace")
         switch (keyName, secret) {
         case (nil, nil): break
         case (let keyName?, let secret?): try Self.checkKey(name: keyName, secret: secret)
@@ -54,21 +54,44 @@ public struct NamespaceAdministration: Sendable {
         }
     }
 
-    /// Adds (or replaces) a key, storing only its bcrypt hash.
-    @discardableResult public func addKey(namespace: String, name: String, secret: String) async throws -> NamespaceKey {
+    /// Adds (or replaces) a key, storing only its bcrypt hash made by `hasher`. A new key past
+    /// `limit` keys in the namespace is refused (403); replacing one is not.
+    @discardableResult public func addKey(
+        namespace: String, name: String, secret: String, limit: Int? = nil,
+        hasher: @Sendable (String) async throws -> String = { try await Authenticator.hash($0) }
+    ) async throws -> NamespaceKey {
         try Self.checkKey(name: name, secret: secret)
         do {
-            return try await records.saveKey(namespace: namespace, name: name, hash: try await Authenticator.hash(secret))
+            if let limit {
+                let existing = try await records.keys(namespace: namespace)
+                guard existing.count < limit || existing.contains(where: { $0.name.utf8.elementsEqual(name.utf8) }) else {
+                    throw APIError(
+                        .forbidden, "namespace \(namespace) has \(existing.count) keys; the limit is \(limit) (SFNODE_KEYS_PER_NAMESPACE): delete one first")
+                }
+            }
+            return try await records.saveKey(namespace: namespace, name: name, hash: try await hasher(secret))
         } catch StoreError.notFound {
             throw APIError(.notFound, "namespace not found")
         }
     }
 
-    /// Refuses a reserved or malformed key name and a key too short to be a secret.
+    /// The longest key: bcrypt reads only its first 72 bytes, so a longer one would be checked as
+    /// its prefix. Longer keys are refused rather than pre-hashed, which keeps every stored key
+    /// working as it is.
+    public static let keyByteLimit = 72
+
+    /// Refuses a reserved or malformed key name, a key too short to be a secret or too long for
+    /// bcrypt, and a key with NUL or other control characters (bcrypt reads a C string, so a NUL
+    /// would end it early).
     static func checkKey(name: String, secret: String) throws {
         guard !name.hasPrefix("_service_key") else { throw APIError(.forbidden, "illegal key name") }
-        try Names.checkName(name, "key name")
-        guard (8...256).contains(secret.utf8.count) else { throw APIError(.badRequest, "a key is 8 to 256 bytes") }
+        try Names.checkIdentifier(name, "key name")
+        guard (8...keyByteLimit).contains(secret.utf8.count) else {
+            throw APIError(.badRequest, "a key is 8 to \(keyByteLimit) bytes (bcrypt reads no more); this one is \(secret.utf8.count)")
+        }
+        guard !secret.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw APIError(.badRequest, "a key must not contain NUL or other control characters")
+        }
     }
 
     /// A new random key: 32 bytes from the system's CSPRNG, base64url.

@@ -13,17 +13,29 @@ import SFStore
 struct RequestBody {
     private let members: [String: JSONValue]
 
-    /// Reads and checks the body. `allowed` lists the members the endpoint takes.
-    static func read(_ request: Request, context: APIContext, allowed: Set<String>) async throws -> RequestBody {
-        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-        return try RequestBody(buffer, allowed: allowed)
+    /// Reads and checks the body. `allowed` lists the members the endpoint takes; `limit` is the
+    /// largest body in bytes (the server's JSON limit when nil), past which the answer is 413.
+    static func read(_ request: Request, context: APIContext, allowed: Set<String>, limit: Int? = nil) async throws -> RequestBody {
+        let limit = limit ?? context.limits.jsonBodyBytes
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "the request body is larger than \(limit) bytes, the limit of this endpoint")
+        }
+        return try RequestBody(buffer, allowed: allowed, maxDepth: context.limits.jsonDepth)
     }
 
-    init(_ buffer: ByteBuffer, allowed: Set<String>) throws {
+    init(_ buffer: ByteBuffer, allowed: Set<String>, maxDepth: Int = APILimits().jsonDepth) throws {
         let text = buffer.getString(at: buffer.readerIndex, length: buffer.readableBytes) ?? ""
         if text.allSatisfy(\.isWhitespace) {
             members = [:]
             return
+        }
+        // Checked before decoding: the decoder recurses once per level, and its tree of a deeply
+        // nested body costs far more memory than the body.
+        if let depth = Self.nesting(exceeds: maxDepth, in: buffer.readableBytesView) {
+            throw APIError(.badRequest, "the request body nests JSON deeper than \(maxDepth) levels (at byte \(depth))")
         }
         let value: JSONValue
         do {
@@ -52,6 +64,35 @@ struct RequestBody {
             throw APIError(.badRequest, "unexpected field '\(first)' in \(what): it takes \(allowed.sorted().joined(separator: ", "))")
         }
         members = object.filter { $0.value != .null }
+    }
+
+    /// The offset at which `bytes` opens its (`limit` + 1)th nested array or object, or nil when it
+    /// never nests deeper than `limit`. Brackets inside strings do not count.
+    static func nesting(exceeds limit: Int, in bytes: some Collection<UInt8>) -> Int? {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for (offset, byte) in bytes.enumerated() {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return offset }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return nil
     }
 
     private static func describe(_ error: any Error) -> String {

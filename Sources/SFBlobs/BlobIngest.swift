@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SFStore
+import SFSystem
 import Synchronization
 
 #if canImport(Glibc)
@@ -94,7 +95,15 @@ public final class BlobIngest: @unchecked Sendable {
     /// returns the created blob that already has this content, or records a new one with `info`,
     /// moves the file into place and marks it created on this node.
     public func finish(info: [String: JSONValue] = [:]) async throws -> Blob {
-        let (sha512, size) = try locked { state -> (String, Int64) in
+        // fsync of a file of gigabytes can take seconds: on a blocking-work thread, not the pool.
+        let (sha512, size) = try await runBlocking { try self.seal() }
+        return try await store.commit(
+            uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info)
+    }
+
+    /// Closes and syncs the file and returns its sha512 and size; blocks for the fsync.
+    private func seal() throws -> (String, Int64) {
+        try locked { state -> (String, Int64) in
             guard state.open else { throw BlobError.io("blob \(BlobStore.fileName(for: uuid)): finished twice or after abandon") }
             state.open = false
             defer { close(state.fd) }
@@ -105,8 +114,6 @@ public final class BlobIngest: @unchecked Sendable {
             }
             return (Self.hex(state.hasher.finalize()), state.written)
         }
-        return try await store.commit(
-            uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info)
     }
 
     /// Stops writing and removes the partial file. Idempotent.

@@ -110,7 +110,7 @@ public final class BlobStore: Sendable {
         if let existing = try await records.blob(sha512: sha512) {
             // The same content is already a blob: keep one copy. Another node may hold it and not
             // this one; then this verified file becomes this node's copy of it.
-            if !hasData(existing.uuid) { try moveIntoPlace(partial, existing.uuid) }
+            if !hasData(existing.uuid) { try await moveIntoPlace(partial, existing.uuid) }
             logger.debug(
                 "blob data matches an existing blob",
                 metadata: metadata.merging(["blob.existing": "\(Self.fileName(for: existing.uuid))"]) { $1 })
@@ -118,7 +118,7 @@ public final class BlobStore: Sendable {
         }
         try await records.createBlob(Blob(uuid: uuid, size: size, state: .initial))
         do {
-            try moveIntoPlace(partial, uuid)
+            try await moveIntoPlace(partial, uuid)
         } catch {
             _ = try? await records.setBlobState(uuid: uuid, to: .error)
             throw error
@@ -130,13 +130,16 @@ public final class BlobStore: Sendable {
 
     /// Renames `partial` to blob `uuid`'s data file and syncs the directory, so the rename itself
     /// survives a power cut.
-    private func moveIntoPlace(_ partial: String, _ uuid: UUID) throws {
+    private func moveIntoPlace(_ partial: String, _ uuid: UUID) async throws {
         let target = path(of: uuid)
-        if rename(partial, target) != 0 { throw BlobError.system("rename \(partial) to", target, code: errno) }
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw BlobError.system("open", directory, code: errno) }
-        defer { close(fd) }
-        if fsync(fd) != 0 { throw BlobError.system("fsync", directory, code: errno) }
+        let directory = directory
+        try await runBlocking {
+            if rename(partial, target) != 0 { throw BlobError.system("rename \(partial) to", target, code: errno) }
+            let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0 { throw BlobError.system("open", directory, code: errno) }
+            defer { close(fd) }
+            if fsync(fd) != 0 { throw BlobError.system("fsync", directory, code: errno) }
+        }
     }
 
     private func ensureDirectory() throws {
@@ -218,7 +221,10 @@ public final class BlobStore: Sendable {
     /// Removes blob `uuid`'s data file here and this node from its locations.
     private func removeData(_ uuid: UUID) async throws {
         let path = path(of: uuid)
-        if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
+        // Freeing the extents of a file of gigabytes blocks.
+        try await runBlocking {
+            if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
+        }
         _ = try await records.removeBlobLocation(uuid: uuid, node: nodeName)
         logger.info("blob data removed", metadata: ["blob.uuid": "\(Self.fileName(for: uuid))"])
     }
@@ -227,38 +233,59 @@ public final class BlobStore: Sendable {
     /// records say are deleted or do not know; never a file of a blob in any other state. Returns
     /// the paths removed. When the records cannot be read it removes no data file.
     public func sweep() async throws -> [String] {
-        // Nothing was ever written here.
-        if access(directory, F_OK) != 0 && errno == ENOENT { return [] }
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
-        } catch {
-            throw BlobError.io("listing the blob directory \(directory): \(error)")
+        let directory = directory
+        // Listing and stat-ing a large directory blocks: on a blocking-work thread, not the pool.
+        let listing = try await runBlocking { () throws -> [String]? in
+            // Nothing was ever written here.
+            if access(directory, F_OK) != 0 && errno == ENOENT { return nil }
+            do {
+                return try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+            } catch {
+                throw BlobError.io("listing the blob directory \(directory): \(error)")
+            }
         }
+        guard let names = listing else { return [] }
         // Listed before the records are read: a file renamed into place after the listing is not
         // looked at, and one listed already had its record (records are written before renames).
         let known = Dictionary(try await records.blobs().map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
-        let now = Date().timeIntervalSince1970
-        var removed: [String] = []
+        var doomed: [(path: String, blob: Blob?)] = []
+        var partials: [String] = []
         for name in names {
-            let path = directory + "/" + name
             if name.hasSuffix(".partial") {
-                var info = stat()
-                guard stat(path, &info) == 0, now - Double(info.st_mtim.tv_sec) > Self.partialLifetime else { continue }
-                if unlink(path) == 0 { removed.append(path) }
+                partials.append(directory + "/" + name)
                 continue
             }
             guard let uuid = UUID(uuidString: name), name == Self.fileName(for: uuid) else { continue }
             let blob = known[uuid]
             guard blob == nil || blob?.state == .deleted else { continue }
-            if unlink(path) != 0 {
-                let error = SystemError.fromErrno("unlink")
-                logger.warning("could not remove blob data", metadata: ["blob.path": "\(path)", "error": "\(error)"])
+            doomed.append((directory + "/" + name, blob))
+        }
+        let doomedPaths = doomed.map(\.path)
+        let partialPaths = partials
+        let (removedPartials, unlinked) = try await runBlocking { () -> ([String], [String: String]) in
+            let now = Date().timeIntervalSince1970
+            var removedPartials: [String] = []
+            for path in partialPaths {
+                var info = stat()
+                guard stat(path, &info) == 0, now - Double(info.st_mtim.tv_sec) > Self.partialLifetime else { continue }
+                if unlink(path) == 0 { removedPartials.append(path) }
+            }
+            // Each path maps to "" when removed, or to why it could not be.
+            var unlinked: [String: String] = [:]
+            for path in doomedPaths {
+                unlinked[path] = unlink(path) == 0 ? "" : "\(SystemError.fromErrno("unlink"))"
+            }
+            return (removedPartials, unlinked)
+        }
+        var removed = removedPartials
+        for (path, blob) in doomed {
+            if let failure = unlinked[path], !failure.isEmpty {
+                logger.warning("could not remove blob data", metadata: ["blob.path": "\(path)", "error": "\(failure)"])
                 continue
             }
             removed.append(path)
             if let blob, blob.locations.contains(nodeName) {
-                _ = try await records.removeBlobLocation(uuid: uuid, node: nodeName)
+                _ = try await records.removeBlobLocation(uuid: blob.uuid, node: nodeName)
             }
         }
         if !removed.isEmpty { logger.info("swept blob files", metadata: ["blob.removed": "\(removed.count)"]) }
@@ -327,8 +354,10 @@ public struct BlobChunks: AsyncSequence, Sendable {
         public mutating func next() async throws -> Data? {
             guard position < end else { return nil }
             try Task.checkCancellation()
-            let chunk = try file.read(at: position, count: Int(Swift.min(Int64(chunkSize), end - position)))
-            position += Int64(chunk.count)
+            // A read from a busy disk blocks: on a blocking-work thread, not a cooperative one.
+            let (readable, offset, count) = (file, position, Int(Swift.min(Int64(chunkSize), end - position)))
+            let chunk = try await runBlocking { try readable.read(at: offset, count: count) }
+            self.position += Int64(chunk.count)
             return chunk
         }
     }

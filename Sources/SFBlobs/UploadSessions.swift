@@ -50,14 +50,18 @@ public struct UploadSessions: Sendable {
         return upload
     }
 
-    /// Appends `bytes` at the end of the upload's file and records its new size.
-    @discardableResult public func append(uuid: UUID, bytes: some Sequence<UInt8>) async throws -> Upload {
+    /// Appends `bytes` at the end of the upload's file and records its new size. The write runs on
+    /// a blocking-work thread: a chunk of megabytes to a slow disk must not hold a cooperative thread
+    /// that every other request needs.
+    @discardableResult public func append<Bytes: Sequence<UInt8> & Sendable>(uuid: UUID, bytes: Bytes) async throws -> Upload {
         _ = try await localUpload(uuid)
         let path = path(of: uuid)
-        let size = try Self.withFile(path, flags: O_WRONLY | O_APPEND) { fd in
-            let contiguous: Void? = try bytes.withContiguousStorageIfAvailable { try Self.write(fd, UnsafeRawBufferPointer($0), path) }
-            if contiguous == nil { try Array(bytes).withUnsafeBytes { try Self.write(fd, $0, path) } }
-            return try Self.size(fd, path)
+        let size = try await runBlocking {
+            try Self.withFile(path, flags: O_WRONLY | O_APPEND) { fd in
+                let contiguous: Void? = try bytes.withContiguousStorageIfAvailable { try Self.write(fd, UnsafeRawBufferPointer($0), path) }
+                if contiguous == nil { try Array(bytes).withUnsafeBytes { try Self.write(fd, $0, path) } }
+                return try Self.size(fd, path)
+            }
         }
         return try await records.setUploadReceived(uuid: uuid, size)
     }
@@ -68,14 +72,16 @@ public struct UploadSessions: Sendable {
     @discardableResult public func truncate(uuid: UUID, to offset: Int64) async throws -> Upload {
         _ = try await localUpload(uuid)
         let path = path(of: uuid)
-        let size = try Self.withFile(path, flags: O_WRONLY) { fd in
-            let size = try Self.size(fd, path)
-            guard offset >= 0, offset <= size else {
-                throw BlobError.invalidRange(
-                    "upload \(BlobStore.fileName(for: uuid)) holds \(size) bytes; cannot truncate to \(offset)")
+        let size = try await runBlocking {
+            try Self.withFile(path, flags: O_WRONLY) { fd in
+                let size = try Self.size(fd, path)
+                guard offset >= 0, offset <= size else {
+                    throw BlobError.invalidRange(
+                        "upload \(BlobStore.fileName(for: uuid)) holds \(size) bytes; cannot truncate to \(offset)")
+                }
+                if ftruncate(fd, off_t(offset)) != 0 { throw BlobError.system("ftruncate", path, code: errno) }
+                return offset
             }
-            if ftruncate(fd, off_t(offset)) != 0 { throw BlobError.system("ftruncate", path, code: errno) }
-            return offset
         }
         return try await records.setUploadReceived(uuid: uuid, size)
     }
@@ -88,16 +94,19 @@ public struct UploadSessions: Sendable {
         let path = path(of: uuid)
         let ingest = try blobs.beginIngest()
         do {
-            try Self.withFile(path, flags: O_RDONLY) { fd in
-                var buffer = [UInt8](repeating: 0, count: 1 << 20)
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw BlobError.system("read", path, code: errno)
+            // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
+            try await runBlocking {
+                try Self.withFile(path, flags: O_RDONLY) { fd in
+                    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                    while true {
+                        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            throw BlobError.system("read", path, code: errno)
+                        }
+                        if n == 0 { break }
+                        try buffer.withUnsafeBytes { try ingest.append(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                     }
-                    if n == 0 { break }
-                    try buffer.withUnsafeBytes { try ingest.append(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                 }
             }
         } catch {

@@ -198,6 +198,7 @@ extension Control {
         let namespace = namespace ?? settings.defaultNamespace
         try Names.checkName(namespace, "namespace")
         let uploads = try uploadSessions(storage)
+        try await checkUploadQuota(namespace: namespace)
         return try await controlled { try await uploads.create(namespace: namespace) }
     }
 
@@ -209,9 +210,9 @@ extension Control {
 
     /// Appends `bytes` to the upload and returns it with its new size, which a client compares
     /// with what it has sent (Shaken Fist's reply to `POST /upload/<uuid>`).
-    @discardableResult public func appendUpload(uuid: UUID, bytes: some Sequence<UInt8>, storage: BlobStorage) async throws -> Upload {
+    @discardableResult public func appendUpload(uuid: UUID, bytes: some Collection<UInt8> & Sendable, storage: BlobStorage) async throws -> Upload {
         let uploads = try uploadSessions(storage)
-        try await checkLocal(upload: uuid, storage)
+        try await checkUploadGrowth(try await checkLocal(upload: uuid, storage), adding: bytes.count)
         return try await controlled { try await uploads.append(uuid: uuid, bytes: bytes) }
     }
 

@@ -49,6 +49,8 @@ public struct ControlSettings: Sendable, Equatable {
     /// This node's name (`SFNODE_NODE_NAME`): only the console of an instance placed here can be
     /// read here. Empty when this process is not on a node (reading a console then fails).
     public var nodeName = ""
+    /// What each namespace may hold and queue (the admin is exempt).
+    public var quotas = NamespaceQuotas()
 
     public init() {}
 }

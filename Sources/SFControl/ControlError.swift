@@ -19,6 +19,12 @@ public struct ControlError: Error, CustomStringConvertible, Equatable, Sendable 
         case insufficientResources = "insufficient-resources"
         /// A failure of sfnode or the host itself (the store, libvirt, the kernel).
         case `internal`
+        /// The namespace's quota (or another per-tenant limit) refuses it.
+        case quotaExceeded = "quota-exceeded"
+        /// The request's data is larger than its limit.
+        case tooLarge = "too-large"
+        /// Too much is already queued or in flight; the same request succeeds later.
+        case tooBusy = "too-busy"
     }
 
     public let code: Code

@@ -64,6 +64,7 @@ extension Control {
             interfaces.append(interface)
             if asked.float { floats.append(interface.uuid) }
         }
+        try await checkInstanceQuota(request, namespace: namespace, floats: floats.count)
         return try await controlled {
             let placement = try await place(request)
             var instance = Instance(
@@ -210,6 +211,7 @@ extension Control {
 
     private func queue(_ kind: JobKind, for instance: Instance, requestID: String?) async throws {
         let order = try JobOrder(kind, .instance(instance.uuid), requestID: requestID)
+        guard try await admitJob(order) else { return }
         let target: JobTarget = instance.node.map(JobTarget.node) ?? .networkNode
         _ = try await controlled { try await store.enqueue([order.job(for: target)]) }
     }

@@ -23,6 +23,29 @@ public enum Names {
         }
     }
 
+    /// Refuses a namespace or key name that is not 1 to ``nameLimit`` characters of ASCII letters,
+    /// digits, '.', '_' and '-'. Namespaces and keys are compared byte for byte by the store, but
+    /// Swift's `==` takes canonically equivalent Unicode (`caf\u{e9}` and `cafe\u{301}`) for the
+    /// same: non-ASCII names would make two namespaces that look and compare alike. Names stored
+    /// before this rule keep working; only new ones are checked.
+    public static func checkIdentifier(_ name: String, _ what: String) throws(ControlError) {
+        guard !name.isEmpty else { throw .invalid("\(what) is empty") }
+        guard name.utf8.count <= nameLimit else {
+            throw .invalid("\(what) '\(name.prefix(40))…' is \(name.utf8.count) bytes long; the limit is \(nameLimit)")
+        }
+        guard name.utf8.allSatisfy({ isIdentifierByte($0) }) else {
+            throw .invalid("\(what) '\(name.prefix(80))' may only contain ASCII letters, digits, '.', '_' and '-'")
+        }
+    }
+
+    private static func isIdentifierByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"): return true
+        default: return false
+        }
+    }
+
     /// Refuses an empty name, one longer than ``nameLimit`` bytes, or one with control characters,
     /// '/' (names appear in paths and logs) or surrounding spaces. `what` is "network name" and so on.
     public static func checkName(_ name: String, _ what: String) throws(ControlError) {

@@ -22,6 +22,7 @@ extension Control {
         guard (8...30).contains(prefix.length) else {
             throw ControlError.invalid("netblock \(netblock) is a /\(prefix.length); a network needs a /8 to a /30")
         }
+        try await checkNetworkQuota(namespace: namespace, provideNAT: provideNAT)
         let uuid = UUID()
         let order = try JobOrder(.networkCreate, .network(uuid), requestID: requestID)
         return try await controlled {

@@ -54,8 +54,8 @@ extension Control {
     public func setMetadata(_ type: ObjectType, _ uuid: UUID, key: String, value: JSONValue) async throws {
         try checkMetadataKey(key)
         if type == .instance { try checkPlacementMetadata([key: value]) }
-        let size = (try? value.jsonText().utf8.count) ?? 0
-        guard size <= 65_536 else { throw ControlError.invalid("metadata value for \"\(key)\" is \(size) bytes; the limit is 65536") }
+        try Self.checkMetadataValue(key, value)
+        try await checkMetadataCount(type, uuid, key: key)
         try await controlled { try await store.setMetadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString, key: key, value: value) }
     }
 

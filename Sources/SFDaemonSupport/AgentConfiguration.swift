@@ -43,6 +43,7 @@ import SFSystem
 /// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
+/// | `apiAuthBodyBytes` … `quotaMetadataKeys` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``abuseLimitFields`` |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -131,6 +132,53 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var imageMaxGiB = 64
     /// The wall-clock limit of each qemu-img run.
     public var qemuImgTimeoutSeconds = 1800
+
+    // The API's limits on what a request or client may cost, and each namespace's quotas (the
+    // admin is exempt): see ``abuseLimitFields`` for their settings and ranges.
+    /// The largest `POST /auth` body, in bytes.
+    public var apiAuthBodyBytes = 4096
+    /// The largest JSON body of any other route, in bytes (upload chunks take 4 MiB).
+    public var apiJSONBodyBytes = 1 << 20
+    /// How deeply a JSON body may nest.
+    public var apiJSONDepth = 32
+    /// Seconds before an idle API connection is closed.
+    public var apiIdleTimeoutSeconds = 60
+    /// Seconds an API connection has to send a whole request head.
+    public var apiHeaderTimeoutSeconds = 30
+    /// Open API connections at most.
+    public var apiMaxConnections = 1024
+    /// Failed logins of one namespace per login window before 429.
+    public var loginFailuresPerNamespace = 10
+    /// Failed logins from one client address per login window before 429.
+    public var loginFailuresPerAddress = 30
+    /// The window failed logins are counted in, in seconds.
+    public var loginWindowSeconds = 60
+    /// bcrypt checks one namespace may have waiting at once before 429.
+    public var loginQueuePerNamespace = 8
+    /// Keys one namespace may have.
+    public var keysPerNamespace = 32
+    /// Live instances per namespace.
+    public var quotaInstances = 100
+    /// vCPUs per namespace.
+    public var quotaVCPUs = 400
+    /// Instance memory per namespace, in GiB.
+    public var quotaMemoryGiB = 1024
+    /// Instance disk per namespace, in GiB.
+    public var quotaDiskGiB = 10_240
+    /// Bytes of artifacts and uploads per namespace, in GiB.
+    public var quotaBlobGiB = 500
+    /// Uploads in progress per namespace.
+    public var quotaPendingUploads = 10
+    /// The largest single upload, in GiB.
+    public var uploadMaxGiB = 100
+    /// Live networks per namespace.
+    public var quotaNetworks = 50
+    /// Floating addresses (floats and NAT gateways) per namespace.
+    public var quotaFloatingAddresses = 50
+    /// Jobs queued and not yet started per namespace.
+    public var quotaQueuedJobs = 200
+    /// Metadata keys per object.
+    public var quotaMetadataKeys = 256
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -321,6 +369,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(fetchRateWindowSeconds, forKey: AnyKey("fetchRateWindowSeconds"))
         try container.encode(imageMaxGiB, forKey: AnyKey("imageMaxGiB"))
         try container.encode(qemuImgTimeoutSeconds, forKey: AnyKey("qemuImgTimeoutSeconds"))
+        for field in Self.abuseLimitFields { try container.encode(self[keyPath: field.path], forKey: AnyKey(field.key)) }
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -530,6 +579,45 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         Field(key: "qemuImgTimeoutSeconds", environmentName: "SFNODE_QEMU_IMG_TIMEOUT_SECONDS") { configuration, text in
             configuration.qemuImgTimeoutSeconds = try wholeNumber(text, in: 1...86_400, of: "seconds")
         },
+    ] + abuseLimitFields.map { limit in
+        Field(key: limit.key, environmentName: limit.environmentName) { configuration, text in
+            configuration[keyPath: limit.path] = try wholeNumber(text, in: limit.range, of: limit.unit)
+        }
+    }
+
+    /// One whole-number limit: its JSON key, environment variable, the value's range and unit.
+    struct WholeNumberLimit: Sendable {
+        let key: String
+        let environmentName: String
+        let path: WritableKeyPath<AgentConfiguration, Int> & Sendable
+        let range: ClosedRange<Int>
+        let unit: String
+    }
+
+    /// The API's limits and the namespaces' quotas, all whole numbers.
+    static let abuseLimitFields: [WholeNumberLimit] = [
+        .init(key: "apiAuthBodyBytes", environmentName: "SFNODE_API_AUTH_BODY_BYTES", path: \.apiAuthBodyBytes, range: 256...(1 << 20), unit: "bytes"),
+        .init(key: "apiJSONBodyBytes", environmentName: "SFNODE_API_JSON_BODY_BYTES", path: \.apiJSONBodyBytes, range: 1024...(4 << 20), unit: "bytes"),
+        .init(key: "apiJSONDepth", environmentName: "SFNODE_API_JSON_DEPTH", path: \.apiJSONDepth, range: 4...256, unit: "levels"),
+        .init(key: "apiIdleTimeoutSeconds", environmentName: "SFNODE_API_IDLE_TIMEOUT_SECONDS", path: \.apiIdleTimeoutSeconds, range: 1...3600, unit: "seconds"),
+        .init(key: "apiHeaderTimeoutSeconds", environmentName: "SFNODE_API_HEADER_TIMEOUT_SECONDS", path: \.apiHeaderTimeoutSeconds, range: 1...3600, unit: "seconds"),
+        .init(key: "apiMaxConnections", environmentName: "SFNODE_API_MAX_CONNECTIONS", path: \.apiMaxConnections, range: 1...60_000, unit: "connections"),
+        .init(key: "loginFailuresPerNamespace", environmentName: "SFNODE_LOGIN_FAILURES_PER_NAMESPACE", path: \.loginFailuresPerNamespace, range: 1...1_000_000, unit: "failures"),
+        .init(key: "loginFailuresPerAddress", environmentName: "SFNODE_LOGIN_FAILURES_PER_ADDRESS", path: \.loginFailuresPerAddress, range: 1...1_000_000, unit: "failures"),
+        .init(key: "loginWindowSeconds", environmentName: "SFNODE_LOGIN_WINDOW_SECONDS", path: \.loginWindowSeconds, range: 1...86_400, unit: "seconds"),
+        .init(key: "loginQueuePerNamespace", environmentName: "SFNODE_LOGIN_QUEUE_PER_NAMESPACE", path: \.loginQueuePerNamespace, range: 1...10_000, unit: "waiting logins"),
+        .init(key: "keysPerNamespace", environmentName: "SFNODE_KEYS_PER_NAMESPACE", path: \.keysPerNamespace, range: 1...10_000, unit: "keys"),
+        .init(key: "quotaInstances", environmentName: "SFNODE_QUOTA_INSTANCES", path: \.quotaInstances, range: 0...1_000_000, unit: "instances"),
+        .init(key: "quotaVCPUs", environmentName: "SFNODE_QUOTA_VCPUS", path: \.quotaVCPUs, range: 0...10_000_000, unit: "vCPUs"),
+        .init(key: "quotaMemoryGiB", environmentName: "SFNODE_QUOTA_MEMORY_GIB", path: \.quotaMemoryGiB, range: 0...1_000_000_000, unit: "GiB"),
+        .init(key: "quotaDiskGiB", environmentName: "SFNODE_QUOTA_DISK_GIB", path: \.quotaDiskGiB, range: 0...1_000_000_000, unit: "GiB"),
+        .init(key: "quotaBlobGiB", environmentName: "SFNODE_QUOTA_BLOB_GIB", path: \.quotaBlobGiB, range: 0...1_000_000_000, unit: "GiB"),
+        .init(key: "quotaPendingUploads", environmentName: "SFNODE_QUOTA_PENDING_UPLOADS", path: \.quotaPendingUploads, range: 0...100_000, unit: "uploads"),
+        .init(key: "uploadMaxGiB", environmentName: "SFNODE_UPLOAD_MAX_GIB", path: \.uploadMaxGiB, range: 1...1_000_000, unit: "GiB"),
+        .init(key: "quotaNetworks", environmentName: "SFNODE_QUOTA_NETWORKS", path: \.quotaNetworks, range: 0...100_000, unit: "networks"),
+        .init(key: "quotaFloatingAddresses", environmentName: "SFNODE_QUOTA_FLOATING_ADDRESSES", path: \.quotaFloatingAddresses, range: 0...1_000_000, unit: "addresses"),
+        .init(key: "quotaQueuedJobs", environmentName: "SFNODE_QUOTA_QUEUED_JOBS", path: \.quotaQueuedJobs, range: 1...1_000_000, unit: "jobs"),
+        .init(key: "quotaMetadataKeys", environmentName: "SFNODE_QUOTA_METADATA_KEYS", path: \.quotaMetadataKeys, range: 1...100_000, unit: "keys"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -40,6 +40,7 @@ extension AgentConfiguration {
         control.imageDownloadURL = imageDownloadURL
         control.storagePath = storagePath
         control.nodeName = nodeName
+        control.quotas = namespaceQuotas
         return control
     }
 }

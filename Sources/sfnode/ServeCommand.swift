@@ -58,7 +58,8 @@ func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, 
 
 /// The API service over `store`, after making sure the local client can reach it.
 func buildAPI(settings: AgentConfiguration, store: SQLiteStore, logger: Logger) async throws -> any Service {
-    let configuration = try APIConfiguration(listen: settings.apiListen)
+    var configuration = try APIConfiguration(listen: settings.apiListen)
+    configuration.limits = settings.apiLimits
     do {
         try await ClientConfiguration.prepare(at: settings.clientConfig, apiURL: configuration.localURL, records: store, logger: logger)
     } catch {

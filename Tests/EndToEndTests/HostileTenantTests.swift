@@ -119,6 +119,33 @@ struct HostileTenantTests {
         })
     }
 
+    @Test func quotasRefuseWhatANamespaceMayNotHave() async throws {
+        let tenant = try await HostileServe.admin().makeTenant(TestNames.unique("quota"))
+        let greedy = try tenant.send("POST", "/instances", json: ["name": "big", "cpus": 8, "memory": 64, "disk": [["size": 1]]])
+        #expect(greedy.status == 403 && greedy.text.contains("SFNODE_QUOTA_VCPUS"), "\(greedy)")
+        let uploads = try (0..<3).map { _ in try tenant.send("POST", "/upload", json: [:]).status }
+        #expect(uploads == [200, 200, 403], "\(uploads)")
+        #expect(tenant.isUp())
+    }
+
+    @Test func aDecompressionBombStopsAtTheImageCap() async throws {
+        let tenant = try await HostileServe.admin().makeTenant(TestNames.unique("bomb"))
+        // 2 GiB of zeros in about 2 MiB of gzip: twice the suite's 1 GiB image cap.
+        let bomb = flow.directory + "/bomb.gz"
+        let made = try ChildProcess.run(["/bin/sh", "-c", "head -c 2G /dev/zero | gzip -1 > \(bomb)"])
+        #expect(made.status == 0, "\(made.stderr)")
+        flow.server.register("/bomb.gz", file: bomb)
+        let cached = try tenant.send("POST", "/artifacts", json: ["url": flow.server.url("/bomb.gz")])
+        let uuid = try #require(cached.object["uuid"] as? String, "\(cached)")
+        var events = ""
+        let refused = await eventually(timeout: .seconds(180)) {
+            events = (try? tenant.send("GET", "/artifacts/\(uuid)/events"))?.text ?? events
+            return events.contains("SFNODE_IMAGE_MAX_GIB")
+        }
+        #expect(refused, "\(events)")
+        #expect(tenant.isUp())
+    }
+
     @Test func aLoginFloodIsThrottledWhileOthersStillLogIn() async throws {
         let admin = try await HostileServe.admin()
         let target = try await admin.makeTenant(TestNames.unique("flood"))
@@ -177,7 +204,10 @@ struct HostileServe: SuiteTrait, TestScoping {
     @TaskLocal static var flow: CommandLineFlow?
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let flow = try await CommandLineFlow.start(serving: true)
+        // Small limits, so that a test reaches each without filling the machine.
+        let flow = try await CommandLineFlow.start(
+            serving: true,
+            settings: ["SFNODE_QUOTA_VCPUS": "4", "SFNODE_QUOTA_PENDING_UPLOADS": "2", "SFNODE_IMAGE_MAX_GIB": "1"])
         try await flow.finishing {
             try await HostileServe.$flow.withValue(flow) { try await function() }
         }

@@ -18,14 +18,16 @@ struct APIFixture {
     let configuration: APIConfiguration
     static let adminKey = "admin-secret-for-tests"
 
-    init(tokenLifetime: Duration = .seconds(900)) async throws {
+    init(tokenLifetime: Duration = .seconds(900), quotas: NamespaceQuotas = NamespaceQuotas(), limits: APILimits = APILimits()) async throws {
         store = try SQLiteStore.temporary()
         var logger = Logger(label: "sfnode.test.api")
         logger.logLevel = .critical
         let directory = (store.path as NSString).deletingLastPathComponent
         storage = BlobStorage(path: directory + "/storage", nodeName: "hv1")
-        control = Control(store: store, logger: logger)
-        configuration = APIConfiguration(tokenLifetime: tokenLifetime)
+        var settings = ControlSettings()
+        settings.quotas = quotas
+        control = Control(store: store, settings: settings, logger: logger)
+        configuration = APIConfiguration(tokenLifetime: tokenLifetime, limits: limits)
         try await store.saveNode(
             Node(name: "hv1", roles: [.hypervisor, .networkNode], lastSeen: Date(), capacity: NodeCapacity(cpus: 4, memoryMiB: 8192, diskGiB: 100)))
         try await store.createNamespace("system")

@@ -21,7 +21,7 @@ struct NetworkController {
                 request, context: context, allowed: ["netblock", "provide_dhcp", "provide_nat", "provide_dns", "name", "namespace", "spoof_filter"])
             let caller = try context.authenticated()
             let namespace: String
-            if let asked = try body.string("namespace"), asked != caller.namespace {
+            if let asked = try body.string("namespace"), !asked.utf8.elementsEqual(caller.namespace.utf8) {
                 guard caller.isAdmin else { throw APIError(.unauthorized, "only admins can create resources in a different namespace") }
                 namespace = try await api.targetNamespace(asked, caller: caller)
             } else {

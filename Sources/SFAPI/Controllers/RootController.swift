@@ -31,11 +31,12 @@ struct RootController {
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: Self.page)))
         }
         router.post("/auth") { request, context in
-            let body = try await RequestBody.read(request, context: context, allowed: ["namespace", "key"])
+            // Unauthenticated: only a few KiB, however large other routes' bodies may be.
+            let body = try await RequestBody.read(request, context: context, allowed: ["namespace", "key"], limit: context.limits.authBodyBytes)
             guard let namespace = try body.string("namespace") else { throw APIError(.badRequest, "missing namespace in request") }
             guard let key = body.value("key") else { throw APIError(.badRequest, "missing key in request") }
             guard let secret = key.stringValue else { throw APIError(.badRequest, "key is not a string") }
-            return Reply.json(try await api.authenticator.issueToken(namespace: namespace, secret: secret))
+            return Reply.json(try await api.authenticator.issueToken(namespace: namespace, secret: secret, clientAddress: context.clientAddress))
         }
         router.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
@@ -71,7 +72,7 @@ struct NamespaceController {
             try context.authenticated().requireAdmin()
             let namespace = try await visible(request, context)
             try await NamespaceAdministration(records: api.auth).delete(namespace.name, control: api.control)
-            api.authenticator.forgetConfirmations()
+            api.authenticator.forgetConfirmations(namespace: namespace.name)
             return Reply.null
         }
         group.get("/auth/namespaces/:namespace/keys") { request, context in
@@ -83,8 +84,13 @@ struct NamespaceController {
             let namespace = try await visible(request, context)
             guard let keyName = try body.string("key_name"), !keyName.isEmpty else { throw APIError(.badRequest, "no key name specified") }
             guard let secret = try body.string("key"), !secret.isEmpty else { throw APIError(.badRequest, "no key specified") }
-            try await NamespaceAdministration(records: api.auth).addKey(namespace: namespace.name, name: keyName, secret: secret)
-            api.authenticator.forgetConfirmations()
+            let authenticator = api.authenticator
+            let name = namespace.name
+            try await NamespaceAdministration(records: api.auth).addKey(
+                namespace: name, name: keyName, secret: secret, limit: context.limits.keysPerNamespace,
+                hasher: { try await authenticator.hash($0, namespace: name) })
+            // Replacing a key revokes its tokens; a new key revokes nothing.
+            api.authenticator.forgetConfirmations(namespace: name, key: keyName)
             return Reply.json(keyName)
         }
         group.delete("/auth/namespaces/:namespace/keys/:key") { request, context in
@@ -95,7 +101,7 @@ struct NamespaceController {
             } catch StoreError.notFound {
                 throw APIError(.notFound, "key name not found in namespace")
             }
-            api.authenticator.forgetConfirmations()
+            api.authenticator.forgetConfirmations(namespace: namespace.name, key: key)
             return Reply.null
         }
     }
@@ -104,7 +110,10 @@ struct NamespaceController {
     func visible(_ request: Request, _ context: APIContext) async throws -> Namespace {
         let caller = try context.authenticated()
         let name = try request.parameter("namespace", context)
-        guard caller.isAdmin || caller.namespace == name, let namespace = try await api.auth.liveNamespace(name) else {
+        // Byte for byte: Swift's == would take "cafe\u{301}" for "caf\u{e9}", which the store does not.
+        guard caller.isAdmin || caller.namespace.utf8.elementsEqual(name.utf8), let namespace = try await api.auth.liveNamespace(name),
+            caller.isAdmin || namespace.name.utf8.elementsEqual(caller.namespace.utf8)
+        else {
             throw APIError(.notFound, "namespace not found")
         }
         return namespace
