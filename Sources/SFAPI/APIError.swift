@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOHTTP1
 import NIOCore
 import SFControl
 
@@ -93,6 +94,10 @@ struct ErrorMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let error as HTTPParserError {
+            // A body cut short or malformed on the wire: Hummingbird answers 400 and closes the
+            // connection, which is right; mapped here it became a 500.
+            throw error
         } catch {
             let mapped = Self.map(error)
             if mapped.status.code >= 500 {
