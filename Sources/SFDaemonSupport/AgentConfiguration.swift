@@ -33,6 +33,9 @@ import SFSystem
 /// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
 /// | `apiListen` | `SFNODE_API_LISTEN` | `127.0.0.1:13000`: where `sfnode serve` and `sfnode api` listen |
 /// | `clientConfig` | `SFNODE_CLIENT_CONFIG` | `/etc/sf/shakenfist.json`: the client configuration `sfnode serve` writes |
+/// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
+/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
+/// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -92,6 +95,15 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var tapPrefix: String?
     /// How long a claimed job stays the agent's without a heartbeat.
     public var jobLeaseSeconds = 30
+    // Job concurrency and containment (the agent's job runner).
+    /// How many jobs other than downloads run at once (jobs for one object always run one at a time).
+    public var jobWorkers = 4
+    /// How many jobs that may download (artifact.fetch, instance.create) run at once, in their own
+    /// lane, so that slow downloads never hold the workers a network.create needs.
+    public var jobDownloadWorkers = 4
+    /// How many times a job may be in flight when the agent dies before it is failed for good; below
+    /// systemd's StartLimitBurst=5, so that no single job keeps the agent down.
+    public var jobMaxDeaths = 2
     /// Where the REST API listens, `HOST:PORT` (Shaken Fist's port, on loopback).
     public var apiListen = "127.0.0.1:13000"
     /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
@@ -276,6 +288,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encodeIfPresent(namePrefix, forKey: AnyKey("namePrefix"))
         try container.encodeIfPresent(tapPrefix, forKey: AnyKey("tapPrefix"))
         try container.encode(jobLeaseSeconds, forKey: AnyKey("jobLeaseSeconds"))
+        try container.encode(jobWorkers, forKey: AnyKey("jobWorkers"))
+        try container.encode(jobDownloadWorkers, forKey: AnyKey("jobDownloadWorkers"))
+        try container.encode(jobMaxDeaths, forKey: AnyKey("jobMaxDeaths"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -453,6 +468,25 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
                 throw InvalidValue(reason: "is not a whole number of seconds from 1 to 3600")
             }
             configuration.jobLeaseSeconds = seconds
+        },
+        Field(key: "jobWorkers", environmentName: "SFNODE_JOB_WORKERS") { configuration, text in
+            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
+                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
+            }
+            configuration.jobWorkers = workers
+        },
+        Field(key: "jobDownloadWorkers", environmentName: "SFNODE_JOB_DOWNLOAD_WORKERS") { configuration, text in
+            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
+                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
+            }
+            configuration.jobDownloadWorkers = workers
+        },
+        Field(key: "jobMaxDeaths", environmentName: "SFNODE_JOB_MAX_DEATHS") { configuration, text in
+            // Five would let one job use up systemd's StartLimitBurst=5 on its own.
+            guard let deaths = Int(try required(text)), (1...4).contains(deaths) else {
+                throw InvalidValue(reason: "is not a number of deaths from 1 to 4 (systemd gives up after 5 restarts)")
+            }
+            configuration.jobMaxDeaths = deaths
         },
     ]
 
