@@ -95,7 +95,7 @@ public struct HostLocks: Sendable {
     }
 
     /// The rule's order: instances and interfaces, then networks, then host-wide keys, each by name.
-    static func ordered(_ keys: [String]) -> [String] {
+    public static func ordered(_ keys: [String]) -> [String] {
         func rank(_ key: String) -> Int {
             if key.hasPrefix("network:") { return 1 }
             if key.hasPrefix("host:") { return 2 }
