@@ -20,11 +20,12 @@ public struct FloatJobs: JobHandlers {
             var interface = try await store.interface(uuid: uuid)
             guard interface.ipv4 != nil else { throw JobError.refusal("interface \(uuid) has no IPv4 address to float") }
             if interface.floating == nil { interface = try await store.floatInterface(uuid: uuid, range: context.planner.floatingRange) }
+            let floated = interface
             try CrashPoint.reach("interface.float.after-allocate")
-            try await context.locks.hostStep { try await networks.announce([interface.networkUUID], meshChanged: false) }
+            try await context.locks.hostStep { try await networks.announce([floated.networkUUID], meshChanged: false) }
             try CrashPoint.reach("interface.float.after-rules")
             try await context.event(
-                "interface", uuid, .audit, "interface floated as \(interface.floating.map(String.init(describing:)) ?? "?")")
+                "interface", uuid, .audit, "interface floated as \(floated.floating.map(String.init(describing:)) ?? "?")")
         }
     }
 

@@ -13,8 +13,10 @@ import Foundation
 ///   NAT rules (`network:<uuid>`, taken by every job that converges the network: its own jobs, and
 ///   the instance, float and refresh jobs that announce to it), an instance (`instance:<uuid>`,
 ///   which delete_all also takes), and the host-wide egress bridge and masquerade (`host:egress`).
-///   Locks are taken in one order, so no two jobs wait for each other: the job's own object
-///   (instance or interface) first, then networks in UUID order, then `host:egress`.
+///   Locks are taken in one order, so no two jobs wait for each other: the job's own instance or
+///   interface lock first (it may be held without the host lock, through a job's long work), then
+///   ``host``, then networks in UUID order, then `host:egress`; network and `host:` locks only
+///   ever inside ``host``, so a pass (which holds it exclusively) never waits for one.
 /// - ``images`` is held shared while a job resolves disk bases (download, convert, reference) and
 ///   exclusively while blobs are released and the cache evicted: a base must not be evicted (or its
 ///   blob deleted) between being made and being referenced. It prefers readers: a download never
@@ -225,7 +227,7 @@ public actor ReadWriteLock {
             queue.removeAll { !$0.exclusive }
             readers += waitingReaders.count
             for reader in waitingReaders { reader.waiter.resume() }
-            if readers == 0, let index = queue.firstIndex(where: \.exclusive) {
+            if readers == 0, let index = queue.firstIndex(where: { $0.exclusive }) {
                 writer = true
                 queue.remove(at: index).waiter.resume()
             }

@@ -147,10 +147,12 @@ public actor JobRunner {
                 for await _ in wakeups { await self?.poke() }
             }
             group.addTask { [weak self] in
+                guard let runner = self else { return }
+                // The running jobs are tasks of their own (see execute(_:)): cancelled by hand.
                 await withTaskCancellationHandler {
-                    await self?.loop()
+                    await runner.loop()
                 } onCancel: {
-                    Task { await self?.cancelRunning() }
+                    Task { await runner.cancelRunning() }
                 }
             }
             // The loop ends on stop() or cancellation; the wakeup listener then goes with the group.

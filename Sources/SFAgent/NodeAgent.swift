@@ -123,8 +123,10 @@ public struct NodeAgent: Sendable {
         // with its object not yet marked, and so never calls the object stuck with a cause of its own.
         await runner.onFailure { job, refused, settle in
             let keys = (try? JobOrder.decode(kind: job.kind, payload: job.payload))?.lockKeys ?? []
-            try await context.locks.objectStep(keys) {
-                try await context.locks.hostStep {
+            // In the rule's order: the job's own instance or interface, then the host, then a network.
+            let (own, networks) = (keys.filter { !$0.hasPrefix("network:") }, keys.filter { $0.hasPrefix("network:") })
+            try await context.locks.objectStep(own) {
+                try await context.locks.hostStep(networks) {
                     let after = try await settle()
                     guard after.state == .failed else { return }
                     try await Self.recordFailure(after, refused: refused, context: context)

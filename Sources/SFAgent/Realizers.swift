@@ -23,11 +23,11 @@ public protocol DomainControl: Sendable {
     func suspend(_ reference: DomainReference) async throws
     func resume(_ reference: DomainReference) async throws
     /// Every domain's lifecycle events as they happen.
-    func lifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent>
+    func domainLifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent>
 }
 
 extension LibvirtConnection: DomainControl {
-    public func lifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent> {
+    public func domainLifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent> {
         try lifecycleEvents(bufferingPolicy: .bufferingNewest(4096))
     }
 }

@@ -181,7 +181,7 @@ public struct Reconciler: Sendable {
     /// Follows libvirt's lifecycle events as they happen, so a guest that powers itself off is seen
     /// at once ("detected poweroff"), not at the next pass. Runs until cancelled.
     public func followLifecycleEvents() async throws {
-        for await event in try await agent.instances.domainControl.lifecycleEvents() {
+        for await event in try await agent.instances.domainControl.domainLifecycleEvents() {
             let uuid = event.identity.uuid
             guard let instance = try? await agent.store.instance(uuid: uuid), instance.node == agent.nodeName else { continue }
             let state: SFStore.PowerState?

@@ -60,7 +60,7 @@ public final class FakeDomains: DomainControl {
     public func reset(_ reference: DomainReference) async throws {}
     public func suspend(_ reference: DomainReference) async throws { change(reference) { $0 == nil ? nil : .paused } }
     public func resume(_ reference: DomainReference) async throws { change(reference) { $0 == nil ? nil : .on } }
-    public func lifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent> { AsyncStream { _ in } }
+    public func domainLifecycleEvents() async throws -> AsyncStream<DomainLifecycleEvent> { AsyncStream { _ in } }
 
     private func change(_ reference: DomainReference, _ next: (SFLibvirt.PowerState?) -> SFLibvirt.PowerState?) {
         guard let uuid = uuid(reference) else { return }
