@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized, .enabled(if: runningAsRoot, "needs root for the agent's test namespace"))
 struct PoisonedJobTests {
     @Test(.timeLimit(.minutes(3))) func aJobThatCrashesTheAgentTwiceIsFailedAndTheAgentStaysUp() async throws {
-        let id = TestNames.unique("poison")
+        let id = TestNames.unique("")  // 9 bytes: the tap prefix too
         try await withCheckedTeardown(id: id) { teardown in
             let directory = TestGuest.runDirectory + "/\(id)-agent"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
