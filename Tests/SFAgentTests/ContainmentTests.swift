@@ -149,7 +149,7 @@ import Testing
     @Test func aStuckInstanceGetsItsFailedJobsCause() async throws {
         let host = try FakeHost()
         defer { host.store.removeFiles() }
-        let (_, instance) = try await host.networkAndInstance()
+        let (_, instance) = try await host.networkAndInstance(node: FakeHost.node)
         try await host.store.setInstanceState(uuid: instance.uuid, to: .preflight)
         try await host.store.setInstanceState(uuid: instance.uuid, to: .creating)
         let job = try await host.enqueue(.instanceCreate, .instance(instance.uuid))
@@ -165,7 +165,7 @@ import Testing
     @Test func anInstanceWhoseJobsLeaseLapsedIsNotStuck() async throws {
         let host = try FakeHost()
         defer { host.store.removeFiles() }
-        let (_, instance) = try await host.networkAndInstance()
+        let (_, instance) = try await host.networkAndInstance(node: FakeHost.node)
         try await host.store.setInstanceState(uuid: instance.uuid, to: .preflight)
         try await host.store.setInstanceState(uuid: instance.uuid, to: .creating)
         try await host.enqueue(.instanceCreate, .instance(instance.uuid))

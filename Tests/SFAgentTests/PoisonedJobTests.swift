@@ -47,9 +47,12 @@ struct PoisonedJobTests {
             let failed = try await store.job(id: job.id)
             #expect(failed.lastError == "the agent died twice while running this job")
             #expect(failed.deaths == 2)
-            #expect(try await store.network(uuid: network.uuid).state == .error)
-            let events = try await store.events(objectType: "network", objectUUID: network.uuid.lowercasedString, type: nil, limit: 10)
-            #expect(events.contains { $0.message.hasSuffix("the agent died twice while running this job") })
+            // Recorded on the network just after the job is settled, in the same hold of the agent's locks.
+            #expect(await eventually { (try? await store.network(uuid: network.uuid).state) == .error })
+            #expect(await eventually {
+                let events = (try? await store.events(objectType: "network", objectUUID: network.uuid.lowercasedString, type: nil, limit: 10)) ?? []
+                return events.contains { $0.message == "network.create failed after 3 attempt(s): the agent died twice while running this job" }
+            })
             try await Task.sleep(for: .seconds(1))
             #expect(agent.isRunning, "the agent did not stay up: \(agent.logTail())")
             #expect(await agent.stop(timeout: .seconds(20)) == 0)
