@@ -275,6 +275,8 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
     var loaded: [(pickup: Double, done: Double)] = []
     for index in 1...count { loaded.append(try await createNetwork(1000 + index)) }
     let stillDownloading = (0..<downloads).filter { server.bytesSent("/slow\($0).raw") < 64 << 20 }.count
+    // The server goes first: a download stops at its next read, not after its 64 MiB.
+    server.stop()
     running.cancel()
     await running.value
 
