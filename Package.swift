@@ -139,7 +139,7 @@ let package = Package(
             path: "Benchmarks/APIBenchmark"),
 
         .target(
-            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore"],
+            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent"],
             path: "Tests/SFTestSupport"),
         .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),

@@ -17,6 +17,8 @@ public struct Agent: Sendable {
     public let store: SQLiteStore
     public let node: NodeAgent
     public let runner: JobRunner
+    /// The libvirt connection the instance realizer drives, for closing at exit.
+    public let libvirt: LibvirtConnection
     public let logger: Logger
     /// Prunes the store's old events, finished jobs and deleted objects.
     public let retention: RetentionService
@@ -76,7 +78,8 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     // job waits before another agent (or this one, restarted) takes it again.
     let runner = JobRunner(
         store: store, targets: node.jobTargets, owner: "\(settings.nodeName):\(getpid()):\(UUID().uuidString.prefix(8))",
-        lease: .seconds(settings.jobLeaseSeconds), logger: logger)
+        lease: .seconds(settings.jobLeaseSeconds), workers: settings.jobWorkers, downloadWorkers: settings.jobDownloadWorkers,
+        maxDeaths: settings.jobMaxDeaths, logger: logger)
     await node.register(with: runner)
     // Before any job or pass: the other nodes can only flood to a node whose mesh address is stored.
     do {
@@ -85,6 +88,6 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
         logger.warning("first check-in failed; the check-in service retries", metadata: ["error": "\(error)"])
     }
     return Agent(
-        store: store, node: node, runner: runner, logger: logger,
+        store: store, node: node, runner: runner, libvirt: libvirt, logger: logger,
         retention: RetentionService(store: store, settings: settings, logger: logger))
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SFControl
 import SFStore
 import SFSystem
 
@@ -245,13 +246,13 @@ public struct ConfigDriveWriter: Sendable {
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         for file in files {
             guard !file.path.hasPrefix("/"), !file.path.split(separator: "/").contains("..") else {
-                throw AgentError.invalid("config drive file '\(file.path)' is not a relative path inside the drive")
+                throw ControlError.invalid("config drive file '\(file.path)' is not a relative path inside the drive")
             }
             let target = staging + "/" + file.path
             try FileManager.default.createDirectory(
                 atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             guard FileManager.default.createFile(atPath: target, contents: file.contents) else {
-                throw AgentError.invalid("could not write \(target) for the config drive")
+                throw ControlError.invalid("could not write \(target) for the config drive")
             }
         }
         // -r: Rock Ridge with owners 0 and readable modes (not the staging directory's 0700);
@@ -262,7 +263,7 @@ public struct ConfigDriveWriter: Sendable {
         ])
         guard result.status == 0 else {
             unlink(partial)
-            throw AgentError.commandFailed(
+            throw ControlError.commandFailed(
                 "xorriso building config drive \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         // Readable by the guest's QEMU once libvirt has given it the file, and by nobody else.

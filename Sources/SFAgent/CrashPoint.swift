@@ -6,7 +6,9 @@ import Glibc
 
 /// Fault injection for the crash tests: when `SFNODE_CRASH_AT` names a point, the agent kills itself
 /// with SIGKILL on reaching it, exactly as a power cut or the OOM killer would, half-way through a
-/// job. Unset (always, outside those tests) it costs one dictionary lookup made once per process.
+/// job; `abort:<point>` aborts there instead (SIGABRT), as a Swift runtime trap on hostile input
+/// would, every time a job reaches it. Unset (always, outside those tests) it costs one dictionary
+/// lookup made once per process.
 public enum CrashPoint {
     private static let armed: String? = ProcessInfo.processInfo.environment["SFNODE_CRASH_AT"]
 
@@ -22,6 +24,7 @@ public enum CrashPoint {
     /// steps the job converges when re-run, exactly as after a crash there.
     public static func reach(_ point: String) throws {
         if armed == point { kill(getpid(), SIGKILL) }
+        if let armed, armed.hasPrefix("abort:"), armed.dropFirst("abort:".count) == point { abort() }
         try Task.checkCancellation()
     }
 }

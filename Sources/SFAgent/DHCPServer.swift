@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFControl
 import SFSystem
 
 #if canImport(Glibc)
@@ -141,7 +142,7 @@ public actor DHCPServer {
                 return
             }
         }
-        throw AgentError.commandFailed("stopping dnsmasq \(pid) for \(directory)", "it is still running after SIGKILL")
+        throw ControlError.commandFailed("stopping dnsmasq \(pid) for \(directory)", "it is still running after SIGKILL")
     }
 
     private func start() throws {
@@ -174,7 +175,7 @@ public actor DHCPServer {
             guard started.isRunning else {
                 let log = (try? String(contentsOfFile: directory + "/log", encoding: .utf8)) ?? ""
                 child = nil
-                throw AgentError.commandFailed("dnsmasq for \(directory)", String(log.suffix(500)))
+                throw ControlError.commandFailed("dnsmasq for \(directory)", String(log.suffix(500)))
             }
             usleep(10_000)
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SFBlobs
+import SFControl
 import SFLibvirt
 import SFNetlink
 import SFSystem
@@ -212,7 +213,7 @@ public struct InstanceRealizer: Sendable {
             try await createOverlay(base: base, baseFormat: format, at: path, sizeGiB: sizeGiB)
             return DomainSpec.Disk(path: path, bus: disk.bus)
         case .blank(let size):
-            guard size > 0 else { throw AgentError.invalid("blank disk \(index) must be at least 1 GiB, not \(size)") }
+            guard size > 0 else { throw ControlError.invalid("blank disk \(index) must be at least 1 GiB, not \(size)") }
             let path = directory + "/disk\(index).qcow2"
             try createImage(at: path, arguments: [], size: "\(size)G")
             return DomainSpec.Disk(path: path, bus: disk.bus)
@@ -228,21 +229,8 @@ public struct InstanceRealizer: Sendable {
         let result = try ChildProcess.run(
             ["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2"] + arguments + [temporary] + (size.map { [$0] } ?? []))
         guard result.status == 0 else {
-            throw AgentError.commandFailed("qemu-img create \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+            throw ControlError.commandFailed("qemu-img create \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         try AtomicFile.publish(temporary, as: path)
-    }
-}
-
-/// An agent operation that cannot go on, with what was wrong.
-public enum AgentError: Error, CustomStringConvertible, Equatable, Sendable {
-    case invalid(String)
-    case commandFailed(String, String)
-
-    public var description: String {
-        switch self {
-        case .invalid(let message): return message
-        case .commandFailed(let command, let output): return "\(command) failed: \(output)"
-        }
     }
 }

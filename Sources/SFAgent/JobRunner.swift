@@ -5,12 +5,24 @@ import SFLibvirt
 import SFStore
 
 /// Takes jobs addressed to this node (and to the network-node role, when it has it) from the store
-/// and runs them, one at a time, in the order the store hands them out.
+/// and runs them, several at once, in the order the store hands them out.
 ///
-/// Delivery is at least once: a job is claimed with a lease that a heartbeat renews while it runs,
-/// and a job whose agent died goes back to the queue when its lease lapses. Every handler is
-/// therefore idempotent. Pick-up is prompt: in-process enqueues wake the runner at once, and other
-/// processes' commits are noticed by polling the store's change token every few milliseconds.
+/// Concurrency: jobs run in two lanes, each with its own bound on jobs at once: jobs that may
+/// download (``JobKind/mayDownload``: artifact.fetch, instance.create) and all the others, so that
+/// slow downloads never take the workers a network.create needs. One object's jobs still run one at
+/// a time, in order: the store does not hand out a job while an earlier live job has its object key.
+/// What jobs for different objects share on the host is guarded by ``HostLocks``.
+///
+/// Delivery is at least once: a job is claimed with a lease that its own heartbeat renews while it
+/// runs, and a job whose agent died goes back to the queue when its lease lapses. Every handler is
+/// therefore idempotent. A job that was in flight when the agent died ``maxDeaths`` times is failed
+/// ("the agent died twice while running this job") and never run again, so that one poisoned job
+/// cannot keep the agent crashing until systemd gives up on it. A job that died once runs alone (no
+/// other job starts until it ends, and it starts when the others have ended), so that a second
+/// death is its own and never an innocent neighbour's.
+///
+/// Pick-up is prompt: in-process enqueues wake the runner at once, and other processes' commits
+/// are noticed by polling the store's change token every few milliseconds.
 public actor JobRunner {
     /// Runs one job, given typed (its kind and payload already checked) and as stored.
     public typealias Handler = @Sendable (JobOrder, Job) async throws -> Void
@@ -28,12 +40,26 @@ public actor JobRunner {
     private let notReadyDeadline: Duration
     /// How long such a job waits between looks.
     private let notReadyDelay: Duration
+    /// How many deaths of its agent a job may be in flight for before it is failed.
+    private let maxDeaths: Int
 
-    /// A runner for `targets`, claiming as `owner` (unique per agent process) with leases of `lease`.
+    /// A lane: the kinds it claims and how many of its jobs may run at once.
+    private struct Lane {
+        let name: String
+        let kinds: JobKindFilter
+        let workers: Int
+        var running = 0
+    }
+
+    private var lanes: [Lane]
+
+    /// A runner for `targets`, claiming as `owner` (unique per agent process) with leases of
+    /// `lease`, running up to `workers` jobs at once plus up to `downloadWorkers` jobs that may download.
     public init(
         store: any NodeStore, targets: [JobTarget], owner: String, lease: Duration = .seconds(30),
         pollInterval: Duration = .milliseconds(20), notReadyDeadline: Duration = .seconds(600),
-        notReadyDelay: Duration = .seconds(1), logger: Logger
+        notReadyDelay: Duration = .seconds(1), workers: Int = 4, downloadWorkers: Int = 4, maxDeaths: Int = Job.defaultMaxDeaths,
+        logger: Logger
     ) {
         self.store = store
         self.targets = targets
@@ -42,7 +68,13 @@ public actor JobRunner {
         self.pollInterval = pollInterval
         self.notReadyDeadline = max(notReadyDeadline, lease * 2)
         self.notReadyDelay = notReadyDelay
+        self.maxDeaths = max(maxDeaths, 1)
         self.logger = logger
+        let downloads = JobKind.allCases.filter(\.mayDownload).map(\.rawValue)
+        lanes = [
+            Lane(name: "downloads", kinds: .only(downloads), workers: max(downloadWorkers, 1)),
+            Lane(name: "host", kinds: .excluding(downloads), workers: max(workers, 1)),
+        ]
     }
 
     /// Registers the handler of one job kind.
@@ -50,27 +82,36 @@ public actor JobRunner {
         handlers[kind] = handler
     }
 
-    /// What to do with a job that failed for good; `refused` when its handler refused it without
-    /// changing anything (``JobError/refusal(_:)``).
-    public typealias FailureHandler = @Sendable (_ job: Job, _ refused: Bool) async throws -> Void
+    /// What to do with a job that failed: `settle` records the failure in the store (back to the
+    /// queue when retryable with attempts left, else failed) and returns the job as it is after;
+    /// when that is failed, the handler records it on the job's object. `refused` when its handler
+    /// refused it without changing anything (``JobError/refusal(_:)``). The agent runs `settle` and
+    /// the recording under one hold of its locks, so that nobody sees one without the other.
+    public typealias FailureHandler = @Sendable (_ job: Job, _ refused: Bool, _ settle: @Sendable () async throws -> Job) async throws -> Void
 
     private var failureHandler: FailureHandler?
 
-    /// Registers what to do when a job fails for good (not retryable, or out of attempts): the
-    /// agent records it on the job's object and, unless it was refused, moves the object to its
-    /// error state.
+    /// Registers what to do when a job fails (see ``FailureHandler``).
     public func onFailure(_ handler: @escaping FailureHandler) {
         failureHandler = handler
     }
 
     private func fail(_ job: Job, error: String, retryable: Bool, refused: Bool = false, logger: Logger) async throws {
-        try await store.fail(jobID: job.id, owner: owner, error: error, retryable: retryable)
-        let after = try await store.job(id: job.id)
-        guard after.state == .failed, let failureHandler else { return }
+        let (store, owner) = (self.store, self.owner)
+        let settle: @Sendable () async throws -> Job = {
+            try await store.fail(jobID: job.id, owner: owner, error: error, retryable: retryable)
+            return try await store.job(id: job.id)
+        }
+        guard let failureHandler else {
+            _ = try await settle()
+            return
+        }
         do {
-            try await JobContext.run(after) { try await failureHandler(after, refused) }
+            try await JobContext.run(job) { try await failureHandler(job, refused, settle) }
         } catch {
             logger.error("recording a failed job on its object failed", metadata: ["error": "\(error)"])
+            // The job itself must not stay running under a lease nobody renews.
+            if try await store.job(id: job.id).state == .running { _ = try await settle() }
         }
     }
 
@@ -79,30 +120,49 @@ public actor JobRunner {
 
     private func poke() { poked = true }
 
-    /// Set by ``stop()``: the runner finishes the job it is running and claims no other.
+    /// Set by ``stop()``: the runner finishes the jobs it is running and claims no other.
     private var stopping = false
 
-    /// Asks the runner to stop after the current job (graceful shutdown). A job cut short anyway (the
-    /// shutdown bound passed) keeps its lease until it lapses and is then taken again.
+    /// The jobs running now, by id.
+    private var running: [Int64: Task<Void, Never>] = [:]
+    /// The job that died once and now runs alone: nothing else is claimed until it ends.
+    private var isolated: Int64?
+    /// Set when a job that died once was claimed while others ran: nothing is claimed until they end.
+    private var quiescing = false
+
+    /// Asks the runner to stop after the current jobs (graceful shutdown). A job cut short anyway
+    /// (the shutdown bound passed) keeps its lease until it lapses and is then taken again.
     public func stop() {
         stopping = true
         poked = true
     }
 
-    /// Runs jobs until the task is cancelled or ``stop()`` is called. A job being run when
-    /// cancellation comes stops at its next step boundary and stays leased, to be run again (and
-    /// converge) when its lease lapses, exactly as after a crash.
+    /// Runs jobs until the task is cancelled or ``stop()`` is called, then waits for the running
+    /// ones. A job being run when cancellation comes stops at its next step boundary and goes back to
+    /// the queue, to be run again (and converge), without counting as an attempt or a death.
     public func run() async {
         let wakeups = store.wakeups()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [weak self] in
                 for await _ in wakeups { await self?.poke() }
             }
-            group.addTask { [weak self] in await self?.loop() }
+            group.addTask { [weak self] in
+                guard let runner = self else { return }
+                // The running jobs are tasks of their own (see execute(_:)): cancelled by hand.
+                await withTaskCancellationHandler {
+                    await runner.loop()
+                } onCancel: {
+                    Task { await runner.cancelRunning() }
+                }
+            }
             // The loop ends on stop() or cancellation; the wakeup listener then goes with the group.
             await group.next()
             group.cancelAll()
         }
+    }
+
+    private func cancelRunning() {
+        for task in running.values { task.cancel() }
     }
 
     private func loop() async {
@@ -110,12 +170,13 @@ public actor JobRunner {
         while !Task.isCancelled && !stopping {
             poked = false
             do {
-                if try await runOne() { continue }
+                if try await claimForLanes() { continue }
             } catch {
                 if Task.isCancelled { break }
                 logger.error("claiming a job failed; retrying", metadata: ["error": "\(error)"])
             }
-            // Idle until this process enqueues, another process commits, or a delayed job may be due.
+            // Idle until this process enqueues or finishes a job, another process commits, or a
+            // delayed job may be due.
             let deadline = ContinuousClock.now + .milliseconds(250)
             while !Task.isCancelled && !poked && ContinuousClock.now < deadline {
                 let token = (try? await store.changeToken()) ?? lastToken
@@ -126,20 +187,91 @@ public actor JobRunner {
                 try? await Task.sleep(for: pollInterval)
             }
         }
+        if Task.isCancelled { cancelRunning() }
+        while let task = running.values.first { await task.value }
     }
 
-    /// Claims and runs one job; false when there was none.
+    /// Claims a job for each lane with a free worker and starts it; true when it claimed any.
+    private func claimForLanes() async throws -> Bool {
+        if isolated != nil { return false }
+        if quiescing {
+            guard running.isEmpty else { return false }
+            quiescing = false
+        }
+        var claimed = false
+        for index in lanes.indices where lanes[index].running < lanes[index].workers {
+            guard
+                let job = try await store.claimNext(
+                    targets: targets, owner: owner, lease: lease, kinds: lanes[index].kinds, maxDeaths: maxDeaths)
+            else { continue }
+            claimed = true
+            if job.deaths > 0 && !job.diedTooOften(limit: maxDeaths) && !job.isExhausted {
+                var logger = self.logger
+                for (key, value) in JobContext.metadata(of: job) { logger[metadataKey: key] = value }
+                logger[metadataKey: "job.deaths"] = "\(job.deaths)"
+                if running.isEmpty {
+                    logger.warning("the agent died while this job ran; it runs again, alone")
+                    isolated = job.id
+                    start(job, lane: nil)
+                } else {
+                    // Back to the queue, without spending an attempt, until the others have ended.
+                    logger.warning("the agent died while this job ran; it waits for the other jobs to end, to run alone")
+                    try await store.postpone(
+                        jobID: job.id, owner: owner, delay: .zero,
+                        reason: "the agent died while this job ran; it runs again alone once the other jobs end")
+                    quiescing = true
+                }
+                return claimed
+            }
+            lanes[index].running += 1
+            start(job, lane: index)
+        }
+        return claimed
+    }
+
+    private func start(_ job: Job, lane: Int?) {
+        running[job.id] = Task {
+            await self.execute(job)
+            self.finished(job, lane: lane)
+        }
+    }
+
+    private func finished(_ job: Job, lane: Int?) {
+        running[job.id] = nil
+        if let lane { lanes[lane].running -= 1 }
+        if isolated == job.id { isolated = nil }
+        poked = true
+    }
+
+    /// Claims and runs one job of any kind, in this task; false when there was none.
     public func runOne() async throws -> Bool {
-        guard let job = try await store.claimNext(targets: targets, owner: owner, lease: lease) else { return false }
+        guard
+            let job = try await store.claimNext(targets: targets, owner: owner, lease: lease, kinds: .any, maxDeaths: maxDeaths)
+        else { return false }
+        await execute(job)
+        return true
+    }
+
+    /// Runs one claimed job to its end: its handler under its own lease heartbeat, then completed,
+    /// settled as failed, postponed, or released (shutdown).
+    private func execute(_ job: Job) async {
         // From the moment it is claimed, every line about the job names what it is about, so that
         // `journalctl INSTANCE_UUID=…` finds even a job that fails before its handler starts.
         var logger = self.logger
         for (key, value) in JobContext.metadata(of: job) { logger[metadataKey: key] = value }
-        if job.isExhausted {
+        do {
+            try await runClaimed(job, logger: logger)
+        } catch {
+            logger.error("settling the job failed; its lease lapses and it is taken again", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func runClaimed(_ job: Job, logger: Logger) async throws {
+        if job.diedTooOften(limit: maxDeaths) || job.isExhausted {
             let error = job.lastError ?? "its last allowed attempt died with its agent"
-            logger.error("the job's last attempt died with its agent; recording its failure", metadata: ["error": "\(error)"])
+            logger.error("the job died with its agent too often; recording its failure", metadata: ["error": "\(error)"])
             try await fail(job, error: error, retryable: false, logger: logger)
-            return true
+            return
         }
         let order: JobOrder
         do {
@@ -147,21 +279,20 @@ public actor JobRunner {
         } catch {
             logger.error("malformed job; failing it", metadata: ["error": "\(error)"])
             try await fail(job, error: "\(error)", retryable: false, logger: logger)
-            return true
+            return
         }
         guard let handler = handlers[order.kind] else {
             logger.error("no handler for this job kind on this agent; failing it")
             try await fail(
                 job, error: "this agent has no handler for \(job.kind) (it handles: \(handlers.keys.map(\.rawValue).sorted().joined(separator: ", ")))",
                 retryable: false, logger: logger)
-            return true
+            return
         }
         let store = self.store
         let owner = self.owner
         let lease = self.lease
         let started = ContinuousClock.now
         do {
-            let logger = logger
             // The handler and its lease's heartbeat run as tasks of their own, not as children of this
             // one: the heartbeat must keep renewing while a handler cut short by shutdown runs on to
             // its next step boundary (C calls do not stop for cancellation). Only a lapsed lease, or
@@ -195,13 +326,16 @@ public actor JobRunner {
         } catch is LeaseLapsed {
             logger.error("the job's lease lapsed, so it was abandoned; the agent holding it now finishes it")
         } catch where Task.isCancelled {
-            // Shutdown cut the job short at a step boundary: as after a crash there, it stays leased
-            // and is taken again (and converges) when its lease lapses. Not a failed attempt.
-            logger.warning("job interrupted by shutdown; it runs again when its lease lapses", metadata: ["error": "\(error)"])
+            // Shutdown cut the job short at a step boundary: it goes back to the queue at once, not
+            // as a failed attempt, and not as a death (its agent did not die; it stopped it). From a
+            // task of its own, since this one is cancelled.
+            logger.warning("job interrupted by shutdown; it goes back to the queue", metadata: ["error": "\(error)"])
+            try await Task.detached {
+                try await store.postpone(jobID: job.id, owner: owner, delay: .zero, reason: "interrupted by the agent's shutdown")
+            }.value
         } catch {
             try await settle(job, error: error, logger: logger)
         }
-        return true
     }
 
     /// Decides what a handler's error means for its job, by the error's code: a dependency that is

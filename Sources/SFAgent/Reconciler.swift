@@ -45,28 +45,46 @@ public struct Reconciler: Sendable {
     }
 
     /// One full pass. Everything it does is idempotent: on a host that matches, it changes nothing.
-    /// It holds the agent's lock, so it never runs in the middle of a job.
+    /// It holds the host lock exclusively, so it never runs in the middle of a job's host step (see
+    /// ``HostLocks``); downloads go on meanwhile, and the sweep of abandoned blob files waits for a
+    /// pass when none runs.
     @discardableResult
     public func reconcileOnce() async throws -> Report {
-        try await agent.lock.withLock { try await pass() }
+        var report = try await agent.locks.exclusive { try await pass() }
+        // Blob files and uploads no record stands for (a download cut short by a crash, say): only
+        // when no download runs, since one in flight has a file no record stands for yet.
+        if let images = agent.images {
+            do {
+                report.filesSwept = try await agent.locks.images.withExclusiveIfFree { try await images.sweep().count } ?? 0
+            } catch {
+                logger.error("could not sweep blob files; nothing was removed", metadata: ["error": "\(error)"])
+            }
+        }
+        return report
     }
 
     private func pass() async throws -> Report {
         var report = Report()
         let store = agent.store
         let layout = agent.networks.layout
+        let planner = agent.planner
+        let domainControl = agent.instances.domainControl
         // Read everything first: a failed read ends the pass before anything is removed.
-        let networks = try await store.networks(namespace: nil)
-        let instances = try await store.instances(node: agent.nodeName)
-        let domains = try await agent.instances.libvirt.domains()
+        let kept = try await planner.kept()
+        let networks = kept.allNetworks
+        let instances = kept.instances
+        let domains = try await domainControl.domains()
         let liveJobs = try await store.jobs(states: [.queued, .running], limit: 10_000)
 
         // An instance stuck half-way with no job to finish it (its job failed where nobody recorded
         // it) is drift: it goes to its error state, with a message and an event, so that it can be
-        // deleted and nobody waits on it for ever.
-        for instance in NodeAgent.stuckInstances(instances, liveJobs: liveJobs) {
+        // deleted and nobody waits on it for ever. The message is its failed job's own cause when
+        // there is one.
+        let stuck = HostPlanner.stuckInstances(instances, liveJobs: liveJobs)
+        let failedJobs = stuck.isEmpty ? [] : try await store.jobs(states: [.failed], limit: 10_000)
+        for instance in stuck {
             guard let next = instance.state.errorState else { continue }
-            let message = "instance was \(instance.state.rawValue) with no job left to finish it; found by reconciliation"
+            let message = HostPlanner.stuckReason(instance, failedJobs: failedJobs)
             do {
                 try await store.setInstanceState(uuid: instance.uuid, to: next, errorMessage: message)
                 try await event("instance", instance.uuid, message)
@@ -76,22 +94,20 @@ public struct Reconciler: Sendable {
             }
         }
 
-        // What this node should have: every live network on the network node; on a hypervisor, the
-        // networks its instances' interfaces are on, and those interfaces' taps.
-        let liveInterfaces = try await agent.liveInterfaces(of: instances)
-        let hosted = Set(liveInterfaces.map(\.networkUUID))
-        let kept = networks.filter { NodeAgent.keeps($0, hosted: hosted, isNetworkNode: agent.isNetworkNode) }
-        let links = try await agent.networks.host.links()
+        // What this node should have (the planner's rule): every live network on the network node; on
+        // a hypervisor, the networks its instances' interfaces are on, and those interfaces' taps.
+        let liveInterfaces = kept.interfaces
+        let links = try await agent.networks.hostLinkNames()
 
         do {
-            try await agent.ensureEgress()
+            try await agent.networkJobs.ensureEgress()
         } catch {
             logger.error("could not reconcile the egress bridge", metadata: ["error": "\(error)"])
         }
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
-        for network in kept where network.state == .created || network.state == .deleteWait {
+        for network in kept.networks where network.state == .created || network.state == .deleteWait {
             do {
-                try await agent.converge(network.uuid)
+                try await agent.networkJobs.converge(network.uuid)
                 report.networksEnsured += 1
             } catch {
                 logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
@@ -105,7 +121,7 @@ public struct Reconciler: Sendable {
         let stopped = Set(domains.filter(\.isOffOnPurpose).map(\.identity.uuid))
         for instance in instances where instance.state == .created {
             do {
-                let plan = try await agent.plan(for: instance)
+                let plan = try await planner.plan(for: instance)
                 if instance.powerState == .on && stopped.contains(instance.uuid) {
                     try await recordObserved(.off, of: instance.uuid)
                 } else if instance.powerState == .on && !running.contains(instance.uuid) {
@@ -126,10 +142,10 @@ public struct Reconciler: Sendable {
         for domain in domains where domain.identity.name == agent.instances.domainName(of: domain.identity.uuid) {
             let owner = domain.identity.uuid
             // sfnode's own mark, not just the name: its metadata must name the same instance.
-            guard try await agent.instances.libvirt.instanceUUID(of: .uuid(owner)) == owner else { continue }
+            guard try await domainControl.instanceUUID(of: .uuid(owner)) == owner else { continue }
             if known[owner] == nil || known[owner] == .deleted {
-                try await agent.instances.libvirt.destroy(.uuid(owner))
-                try await agent.instances.libvirt.undefine(.uuid(owner))
+                try await domainControl.destroy(.uuid(owner))
+                try await domainControl.undefine(.uuid(owner))
                 logger.warning("removed a domain that belongs to no live instance", metadata: ["instance.uuid": "\(owner)"])
                 report.domainsRemoved += 1
             }
@@ -143,29 +159,20 @@ public struct Reconciler: Sendable {
             report.namespacesRemoved += 1
         }
 
-        // Blob files and uploads no record stands for (a download cut short by a crash, say).
-        if let images = agent.images {
-            do {
-                report.filesSwept = try await images.sweep().count
-            } catch {
-                logger.error("could not sweep blob files; nothing was removed", metadata: ["error": "\(error)"])
-            }
-        }
-
         // Devices and taps in the host namespace that belong to no network or interface kept here.
         // The list was read before this pass built anything, so nothing it built can be on it.
-        let keptDevices = Set(kept.compactMap { try? agent.vxlanID(of: $0) })
+        let keptDevices = Set(kept.networks.compactMap { try? planner.vxlanID(of: $0) })
         let keptTaps = Set(liveInterfaces.map { layout.tap(of: $0.uuid) })
         for link in links {
             let orphan: Bool
-            if let vxid = layout.networkDeviceVXID(link.name) {
+            if let vxid = layout.networkDeviceVXID(link) {
                 orphan = !keptDevices.contains(vxid)
             } else {
-                orphan = link.name.hasPrefix(layout.tapPrefix) && !keptTaps.contains(link.name)
+                orphan = link.hasPrefix(layout.tapPrefix) && !keptTaps.contains(link)
             }
             guard orphan else { continue }
-            try await agent.networks.host.deleteLink(link.name)
-            logger.warning("removed a link that belongs to no live network or interface", metadata: ["link.name": "\(link.name)"])
+            try await agent.networks.deleteHostLink(link)
+            logger.warning("removed a link that belongs to no live network or interface", metadata: ["link.name": "\(link)"])
             report.linksRemoved += 1
         }
         return report
@@ -174,7 +181,7 @@ public struct Reconciler: Sendable {
     /// Follows libvirt's lifecycle events as they happen, so a guest that powers itself off is seen
     /// at once ("detected poweroff"), not at the next pass. Runs until cancelled.
     public func followLifecycleEvents() async throws {
-        for await event in try await agent.instances.libvirt.lifecycleEvents() {
+        for await event in try await agent.instances.domainControl.domainLifecycleEvents() {
             let uuid = event.identity.uuid
             guard let instance = try? await agent.store.instance(uuid: uuid), instance.node == agent.nodeName else { continue }
             let state: SFStore.PowerState?
@@ -200,7 +207,7 @@ public struct Reconciler: Sendable {
     /// Runs until cancelled.
     public func followLinkChanges(_ drifted: @escaping @Sendable () async -> Void) async throws {
         let layout = agent.networks.layout
-        for await change in try await agent.networks.host.linkChanges() {
+        for await change in try await agent.networks.hostLinkChanges() {
             let name: String
             switch change {
             case .removed(let removed, _): name = removed

@@ -49,6 +49,11 @@ public struct ControlError: Error, CustomStringConvertible, Equatable, Sendable 
     public static func conflict(_ message: String) -> ControlError { ControlError(.conflict, message) }
     /// A dependency that is not ready yet.
     public static func notReady(_ message: String) -> ControlError { ControlError(.notReady, message) }
+    /// A command sfnode ran on the host (qemu-img, dnsmasq, genisoimage) that failed: an internal,
+    /// retryable failure whose message carries the command's own output.
+    public static func commandFailed(_ command: String, _ output: String) -> ControlError {
+        ControlError(.internal, "\(command) failed: \(output)")
+    }
 
     /// Any error as a ControlError: store errors by their kind, errors that know their code
     /// (``ControlErrorConvertible``) by it, and anything else as an internal, retryable failure.

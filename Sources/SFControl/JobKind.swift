@@ -39,6 +39,16 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// Whether a job of this kind may download (an artifact's URL, an instance's disk bases) and so
+    /// take as long as a slow server makes it: the agent runs these in a lane of their own, so that
+    /// they never hold every worker (a network.create must not wait behind a download).
+    public var mayDownload: Bool {
+        switch self {
+        case .artifactFetch, .instanceCreate: return true
+        default: return false
+        }
+    }
+
     /// The power operation of an `instance.power…`/`pause` kind, nil for the others.
     public var powerOperation: PowerOperation? {
         switch self {

@@ -44,6 +44,9 @@ import SFSystem
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
 /// | `apiAuthBodyBytes` … `quotaMetadataKeys` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``abuseLimitFields`` |
+/// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
+/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
+/// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -106,6 +109,15 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var tapPrefix: String?
     /// How long a claimed job stays the agent's without a heartbeat.
     public var jobLeaseSeconds = 30
+    // Job concurrency and containment (the agent's job runner).
+    /// How many jobs other than downloads run at once (jobs for one object always run one at a time).
+    public var jobWorkers = 4
+    /// How many jobs that may download (artifact.fetch, instance.create) run at once, in their own
+    /// lane, so that slow downloads never hold the workers a network.create needs.
+    public var jobDownloadWorkers = 4
+    /// How many times a job may be in flight when the agent dies before it is failed for good; below
+    /// systemd's StartLimitBurst=5, so that no single job keeps the agent down.
+    public var jobMaxDeaths = 2
     /// Where the REST API listens, `HOST:PORT` (Shaken Fist's port, on loopback).
     public var apiListen = "127.0.0.1:13000"
     /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
@@ -370,6 +382,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(imageMaxGiB, forKey: AnyKey("imageMaxGiB"))
         try container.encode(qemuImgTimeoutSeconds, forKey: AnyKey("qemuImgTimeoutSeconds"))
         for field in Self.abuseLimitFields { try container.encode(self[keyPath: field.path], forKey: AnyKey(field.key)) }
+        try container.encode(jobWorkers, forKey: AnyKey("jobWorkers"))
+        try container.encode(jobDownloadWorkers, forKey: AnyKey("jobDownloadWorkers"))
+        try container.encode(jobMaxDeaths, forKey: AnyKey("jobMaxDeaths"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -578,6 +593,25 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         },
         Field(key: "qemuImgTimeoutSeconds", environmentName: "SFNODE_QEMU_IMG_TIMEOUT_SECONDS") { configuration, text in
             configuration.qemuImgTimeoutSeconds = try wholeNumber(text, in: 1...86_400, of: "seconds")
+        },
+        Field(key: "jobWorkers", environmentName: "SFNODE_JOB_WORKERS") { configuration, text in
+            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
+                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
+            }
+            configuration.jobWorkers = workers
+        },
+        Field(key: "jobDownloadWorkers", environmentName: "SFNODE_JOB_DOWNLOAD_WORKERS") { configuration, text in
+            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
+                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
+            }
+            configuration.jobDownloadWorkers = workers
+        },
+        Field(key: "jobMaxDeaths", environmentName: "SFNODE_JOB_MAX_DEATHS") { configuration, text in
+            // Five would let one job use up systemd's StartLimitBurst=5 on its own.
+            guard let deaths = Int(try required(text)), (1...4).contains(deaths) else {
+                throw InvalidValue(reason: "is not a number of deaths from 1 to 4 (systemd gives up after 5 restarts)")
+            }
+            configuration.jobMaxDeaths = deaths
         },
     ] + abuseLimitFields.map { limit in
         Field(key: limit.key, environmentName: limit.environmentName) { configuration, text in

@@ -70,6 +70,16 @@ public struct NewJob: Hashable, Sendable {
     }
 }
 
+/// Which kinds of job a claim may take: the runner claims for its lanes separately, so that long
+/// downloads never take every worker.
+public enum JobKindFilter: Hashable, Sendable {
+    case any
+    /// Only jobs of these kinds.
+    case only([String])
+    /// Every kind but these (unknown kinds included, so that a malformed job is still claimed and failed).
+    case excluding([String])
+}
+
 /// Where a job is in its life.
 public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
     /// Waiting to be claimed (possibly not before `notBefore`).
@@ -101,6 +111,11 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
     /// failed (with `lastError`) rather than run it, so that its failure reaches its object.
     public var attempts: Int
     public var maxAttempts: Int
+    /// How many times the job was taken back from an agent whose lease lapsed while it ran it: that
+    /// agent died (or hung) with the job in flight. Counted apart from ``attempts``, so that a job
+    /// that kills its process is failed after a few deaths (see ``diedTooOften(limit:)``) instead of
+    /// crashing the agent once per attempt.
+    public var deaths: Int
     /// The job is not claimable before this time (retry backoff).
     public var notBefore: Date
     public var leaseOwner: String?
@@ -111,7 +126,7 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
 
     public init(
         id: Int64, kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, state: JobState,
-        attempts: Int, maxAttempts: Int, notBefore: Date, leaseOwner: String?, leaseExpiry: Date?,
+        attempts: Int, maxAttempts: Int, deaths: Int = 0, notBefore: Date, leaseOwner: String?, leaseExpiry: Date?,
         lastError: String?, created: Date, updated: Date
     ) {
         self.id = id
@@ -122,6 +137,7 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
         self.state = state
         self.attempts = attempts
         self.maxAttempts = maxAttempts
+        self.deaths = deaths
         self.notBefore = notBefore
         self.leaseOwner = leaseOwner
         self.leaseExpiry = leaseExpiry
@@ -133,6 +149,20 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
     /// Whether the claimer got the job only to record that its last allowed attempt died with its
     /// agent (see ``attempts``).
     public var isExhausted: Bool { attempts > maxAttempts }
+
+    /// Whether the job's agent died under it `limit` times or more: it is never run again, only
+    /// recorded as failed (the claim sets ``lastError`` to ``deathMessage(deaths:)``).
+    public func diedTooOften(limit: Int) -> Bool { deaths >= limit }
+
+    /// The error of a job failed because its agent died under it `deaths` times.
+    public static func deathMessage(deaths: Int) -> String {
+        let times = deaths == 1 ? "once" : deaths == 2 ? "twice" : "\(deaths) times"
+        return "the agent died \(times) while running this job"
+    }
+
+    /// The most deaths a job may cause by default: two, so that one poisoned job restarts the agent
+    /// twice, well inside systemd's StartLimitBurst=5.
+    public static let defaultMaxDeaths = 2
 
     /// The delay before a retry after failed attempt number `attempt` (1-based):
     /// 0.5 s × 2^(attempt-1), capped at 30 s, so a flapping dependency is not hammered but a
@@ -147,6 +177,7 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
         case id, kind, payload, target, state, attempts, created, updated
         case objectKey = "object_key"
         case maxAttempts = "max_attempts"
+        case deaths
         case notBefore = "not_before"
         case leaseOwner = "lease_owner"
         case leaseExpiry = "lease_expiry"

@@ -145,7 +145,12 @@ public protocol NodeStore: Sendable {
     /// lease expired with no attempts left is handed over all the same, with `attempts` above
     /// `maxAttempts` and `lastError` saying whose lease lapsed: the claimer records the failure
     /// (``Job/isExhausted``), so that it reaches the job's object like any other.
-    func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job?
+    ///
+    /// Reclaiming a running job whose lease lapsed counts a death (``Job/deaths``): its agent died
+    /// or hung with the job in flight. At `maxDeaths` the job is handed over with `lastError`
+    /// ``Job/deathMessage(deaths:)``, for the claimer to record as failed and never run
+    /// (``Job/diedTooOften(limit:)``). Only jobs whose kind `kinds` admits are claimed.
+    func claimNext(targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int) async throws -> Job?
     /// Extends the lease to now + `lease`; false when `owner` no longer holds a live lease (it
     /// expired, or the job was reclaimed or finished): the caller must stop working on it.
     func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool
@@ -214,6 +219,12 @@ extension NodeStore {
     /// Stores a new instance with no interfaces, queuing nothing.
     public func createInstance(_ instance: Instance) async throws {
         try await createInstance(instance, interfaces: [], jobs: [])
+    }
+
+    /// Claims a job of any kind with the default death limit (see
+    /// ``claimNext(targets:owner:lease:kinds:maxDeaths:)``).
+    public func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job? {
+        try await claimNext(targets: targets, owner: owner, lease: lease, kinds: .any, maxDeaths: Job.defaultMaxDeaths)
     }
 
     /// Adds one job (see ``enqueue(_:)``).

@@ -41,12 +41,31 @@ extension SQLiteStore {
         return try fetchJob(db, db.lastInsertedRowID)
     }
 
-    public func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job? {
+    /// v6-job-deaths: lease lapses of a running job, counted apart from attempts.
+    static func registerQueueMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v6-job-deaths") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN deaths INTEGER NOT NULL DEFAULT 0")
+        }
+    }
+
+    public func claimNext(
+        targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int
+    ) async throws -> Job? {
         guard !targets.isEmpty else { throw StoreError.invalidTarget("no targets to claim for") }
         for target in targets { try target.validate() }
         guard !owner.isEmpty else { throw StoreError.invalidArgument("lease owner is empty") }
         guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
+        guard maxDeaths >= 1 else { throw StoreError.invalidArgument("maxDeaths \(maxDeaths) is below 1") }
         let targetList = try JSONValue.array(targets.map { .string($0.description) }).jsonText()
+        // ?3 is the kinds a claim may take ('[]' for any), ?4 whether it takes every kind but those.
+        let kindList: String
+        let excluding: Bool
+        switch kinds {
+        case .any: (kindList, excluding) = ("[]", false)
+        case .only(let names): (kindList, excluding) = (try JSONValue.array(names.map { .string($0) }).jsonText(), false)
+        case .excluding(let names): (kindList, excluding) = (try JSONValue.array(names.map { .string($0) }).jsonText(), true)
+        }
+        if case .only(let names) = kinds, names.isEmpty { return nil }
         let leaseSeconds = lease.seconds
         return try await write { db -> Job? in
             let now = Date().timeIntervalSince1970
@@ -58,6 +77,7 @@ extension SQLiteStore {
                             WHERE j.target IN (SELECT value FROM json_each(?1))
                               AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
                               AND j.not_before <= ?2
+                              AND (?3 = '[]' OR (j.kind IN (SELECT value FROM json_each(?3))) != ?4)
                               AND NOT EXISTS (
                                   SELECT 1 FROM job AS e
                                   WHERE e.object_key = j.object_key AND e.id < j.id
@@ -65,23 +85,31 @@ extension SQLiteStore {
                             ORDER BY j.id
                             LIMIT 1
                             """,
-                    arguments: [targetList, now])
+                    arguments: [targetList, now, kindList, excluding])
             else { return nil }
             let candidate = try Self.decodeJob(row)
-            // Its agent died on the last allowed attempt: it is handed over only so that the
-            // claimer records the failure on its object (Job.isExhausted); failing it here, out of
-            // the claimer's sight, left the object stuck with no error and no event.
-            let lastError =
-                candidate.state == .running && candidate.attempts >= candidate.maxAttempts
-                ? "lease of \(candidate.leaseOwner ?? "unknown") expired during attempt \(candidate.attempts) of \(candidate.maxAttempts)"
-                : candidate.lastError
+            // A running job whose lease lapsed was in flight when its agent died (or hung): a death,
+            // whatever the attempt. Once it has died `maxDeaths` times it is handed over only so that
+            // the claimer records the failure on its object (Job.diedTooOften), like a job whose
+            // last allowed attempt died (Job.isExhausted); failing it here, out of the claimer's
+            // sight, left the object stuck with no error and no event.
+            let died = candidate.state == .running
+            let deaths = candidate.deaths + (died ? 1 : 0)
+            let lastError: String?
+            if died && deaths >= maxDeaths {
+                lastError = Job.deathMessage(deaths: deaths)
+            } else if died && candidate.attempts >= candidate.maxAttempts {
+                lastError = "lease of \(candidate.leaseOwner ?? "unknown") expired during attempt \(candidate.attempts) of \(candidate.maxAttempts)"
+            } else {
+                lastError = candidate.lastError
+            }
             try db.execute(
                 sql: """
                     UPDATE job SET state = 'running', lease_owner = ?, lease_expiry = ?, attempts = attempts + 1,
-                                   last_error = ?, updated = ?
+                                   deaths = ?, last_error = ?, updated = ?
                     WHERE id = ?
                     """,
-                arguments: [owner, now + leaseSeconds, lastError, now, candidate.id])
+                arguments: [owner, now + leaseSeconds, deaths, lastError, now, candidate.id])
             return try Self.fetchJob(db, candidate.id)
         }
     }

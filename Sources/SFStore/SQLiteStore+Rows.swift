@@ -201,6 +201,7 @@ extension SQLiteStore {
             state: try row.parsed("state", "job", JobState.init(rawValue:)),
             attempts: try row.required("attempts", "job"),
             maxAttempts: try row.required("max_attempts", "job"),
+            deaths: try row.required("deaths", "job"),
             notBefore: try row.requiredDate("not_before", "job"),
             leaseOwner: row["lease_owner"],
             leaseExpiry: row.date("lease_expiry"),

@@ -196,6 +196,8 @@ public final class SQLiteStore: NodeStore {
         registerBlobMigrations(&migrator)
         // v5 (instance config, namespaces, keys, settings) by SQLiteStore+Namespaces.swift.
         registerNamespaceMigrations(&migrator)
+        // v6-job-deaths (how often a job's agent died under it) by SQLiteStore+Queue.swift.
+        registerQueueMigrations(&migrator)
         // Existing networks keep the anti-spoofing filter on, as new ones get it.
         migrator.registerMigration("v7-network-spoof-filter") { db in
             try db.execute(sql: "ALTER TABLE network ADD COLUMN spoof_filter INTEGER NOT NULL DEFAULT 1")

@@ -31,7 +31,7 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = try await buildAgent(settings: settings, logger: logger)
         logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
         await runDaemon(services: agent.services, readyStatus: "taking jobs", logger: logger) {
-            await agent.node.instances.libvirt.close()
+            await agent.libvirt.close()
         }
     }
 }

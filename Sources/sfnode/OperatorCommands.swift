@@ -140,14 +140,12 @@ struct StateCommand: AsyncParsableCommand {
             let seen = node.lastSeen.map { "\($0)" } ?? "never"
             print("node \(node.name) roles=\(roles) mesh=\(node.meshAddress.map(\.description) ?? "none") last-seen=\(seen)")
         }
-        // What this node should have: the network node every live network, a hypervisor those of
-        // its own live instances (the agent's rule).
-        var hosted = Set<UUID>()
-        for instance in try await store.instances(node: settings.nodeName) where instance.state != .deleted {
-            hosted.formUnion(try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }.map(\.networkUUID))
-        }
-        for network in try await store.networks(namespace: nil)
-        where NodeAgent.keeps(network, hosted: hosted, isNetworkNode: settings.isNetworkNode) {
+        // What this node should have: the agent's own rule (HostPlanner).
+        let planner = HostPlanner(
+            store: store, nodeName: settings.nodeName, isNetworkNode: settings.isNetworkNode, floatingRange: settings.floatingRange,
+            logger: logger)
+        let kept = try await planner.kept()
+        for network in kept.networks {
             let vxid = UInt32(truncatingIfNeeded: network.vxid)
             let bridge = links.contains(layout.bridge(vxid))
             let vxlan = links.contains(layout.vxlan(vxid))
@@ -170,8 +168,8 @@ struct StateCommand: AsyncParsableCommand {
         } catch {
             print("libvirt \(settings.libvirtURI): unreadable: \(error)")
         }
-        let instances = try await store.instances(node: settings.nodeName)
-        let stuck = Set(NodeAgent.stuckInstances(instances, liveJobs: try await store.jobs(states: [.queued, .running], limit: 10_000)).map(\.uuid))
+        let instances = kept.instances
+        let stuck = Set(HostPlanner.stuckInstances(instances, liveJobs: try await store.jobs(states: [.queued, .running], limit: 10_000)).map(\.uuid))
         for instance in instances where instance.state != .deleted {
             var line = "instance \(instance.uuid.lowercasedString) \(instance.state.rawValue) power=\(instance.powerState.rawValue)"
             if let domains {

@@ -24,7 +24,7 @@ struct ServeCommand: AsyncParsableCommand {
         let api = try await buildAPI(settings: settings, store: agent.store, logger: logger)
         logger.info("serving", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {
-            await agent.node.instances.libvirt.close()
+            await agent.libvirt.close()
         }
     }
 }

@@ -48,7 +48,7 @@ struct HostileTenantTests {
         #expect(artifact.status == 200, "\(artifact)")
         let created = try tenant.send(
             "POST", "/instances",
-            json: ["name": "vm", "cpus": 1, "memory": 64, "disk": [["size": 1, "base": "label:hostile"]]])
+            json: ["name": "vm", "cpus": 1, "memory": 64, "disk": [["size": 1, "base": "sf://upload/\(tenant.namespace)/hostile"]]])
         #expect(created.status == 200, "\(created)")
         let uuid = try #require(created.object["uuid"] as? String)
         var last = TenantClient.Answer(status: 0, text: "")
@@ -68,7 +68,9 @@ struct HostileTenantTests {
         let thief = try await admin.makeTenant(TestNames.unique("thief"))
         let upload = try victim.send("POST", "/upload", json: [:])
         let uploadUUID = try #require(upload.object["uuid"] as? String, "\(upload)")
-        #expect(try victim.send("POST", "/upload/\(uploadUUID)", file: TestGuest.baseImage).status == 200)
+        let file = flow.directory + "/private.img"
+        try Data(repeating: 0x42, count: 1 << 20).write(to: URL(fileURLWithPath: file))
+        #expect(try victim.send("POST", "/upload/\(uploadUUID)", file: file).status == 200)
         #expect(try victim.send("POST", "/artifacts/upload/private", json: ["upload_uuid": uploadUUID]).status == 200)
         for base in ["sf://upload/\(victim.namespace)/private", "sf://label/\(victim.namespace)/private", "label:private"] {
             let answer = try thief.send(
@@ -93,7 +95,7 @@ struct HostileTenantTests {
         let insideUUID = try #require(inside.object["uuid"] as? String, "\(inside)")
         let refused = await eventually(timeout: .seconds(60)) {
             let events = (try? owner.send("GET", "/artifacts/\(insideUUID)/events"))?.text ?? ""
-            return events.contains("10.255.255.1") && events.contains("refused")
+            return events.contains("10.255.255.1") && events.contains("refusing to fetch")
         }
         #expect(refused, "\((try? owner.send("GET", "/artifacts/\(insideUUID)/events"))?.text ?? "")")
         #expect(owner.isUp())
@@ -135,14 +137,17 @@ struct HostileTenantTests {
         let made = try ChildProcess.run(["/bin/sh", "-c", "head -c 2G /dev/zero | gzip -1 > \(bomb)"])
         #expect(made.status == 0, "\(made.stderr)")
         flow.server.register("/bomb.gz", file: bomb)
-        let cached = try tenant.send("POST", "/artifacts", json: ["url": flow.server.url("/bomb.gz")])
-        let uuid = try #require(cached.object["uuid"] as? String, "\(cached)")
-        var events = ""
+        // The image is unpacked when an instance first needs it.
+        let created = try tenant.send(
+            "POST", "/instances", json: ["name": "bomb", "cpus": 1, "memory": 64, "disk": [["size": 1, "base": flow.server.url("/bomb.gz")]]])
+        let uuid = try #require(created.object["uuid"] as? String, "\(created)")
+        var last = TenantClient.Answer(status: 0, text: "")
         let refused = await eventually(timeout: .seconds(180)) {
-            events = (try? tenant.send("GET", "/artifacts/\(uuid)/events"))?.text ?? events
-            return events.contains("SFNODE_IMAGE_MAX_GIB")
+            last = (try? tenant.send("GET", "/instances/\(uuid)")) ?? last
+            return (last.object["error_message"] as? String)?.contains("SFNODE_IMAGE_MAX_GIB") == true
         }
-        #expect(refused, "\(events)")
+        #expect(refused, "\(last)")
+        _ = try tenant.send("DELETE", "/instances/\(uuid)")
         #expect(tenant.isUp())
     }
 

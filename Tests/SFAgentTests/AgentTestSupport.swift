@@ -111,3 +111,8 @@ func withCheckedTeardown(id: String, _ body: (Teardown) async throws -> Void) as
     #expect(check.status == 0, "leftovers: \(check.stdout)\(check.stderr)")
     if check.status != 0 { _ = try ChildProcess.run(["/bin/bash", script, "--prefix", id]) }
 }
+
+extension NodeAgent {
+    /// The real instance realizer of an agent that ``makeTestAgent(nodeName:store:layout:host:root:libvirt:storage:instances:floatingRange:isNetworkNode:mesh:images:logger:)`` built.
+    var realInstances: InstanceRealizer { instances as! InstanceRealizer }
+}

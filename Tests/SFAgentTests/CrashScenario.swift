@@ -79,6 +79,8 @@ final class CrashScenario {
         environment = AgentProcess.environment(
             directory: directory, storage: storage, hostNamespace: hostNamespace, nodeName: nodeName, prefix: id,
             floatingRange: Self.floatingRange.description, leaseSeconds: Self.leaseSeconds)
+            // A job here dies at each of its crash points, up to three times, and must still finish.
+            .merging(["SFNODE_JOB_MAX_DEATHS": "4"]) { _, new in new }
         try teardown.createNamespaces([hostNamespace, outsideNamespace])
         host = try NetlinkSession(namespace: hostNamespace, logger: logger)
         root = try NetlinkSession(namespace: nil, logger: logger)
@@ -88,18 +90,20 @@ final class CrashScenario {
         registerInProcessCleanup()
     }
 
-    /// network.create, instance.create and interface.float for `objects`, in that order.
+    /// network.create, instance.create and interface.float for `objects`, in that order. They share
+    /// one object key, so the agent runs them one after another in queue order (it would run them at
+    /// once otherwise), and each crash point is reached with the jobs before it done.
     private static func enqueueCreates(_ objects: GuestObjects, in store: SQLiteStore, nodeName: String) async throws -> [Job] {
         [
             try await store.enqueue(
                 kind: "network.create", payload: jobPayload("network_uuid", objects.network.uuid), target: .networkNode,
-                objectKey: "network:\(objects.network.uuid)"),
+                objectKey: "crash-scenario"),
             try await store.enqueue(
                 kind: "instance.create", payload: jobPayload("instance_uuid", objects.instance.uuid), target: .node(nodeName),
-                objectKey: "instance:\(objects.instance.uuid)"),
+                objectKey: "crash-scenario"),
             try await store.enqueue(
                 kind: "interface.float", payload: jobPayload("interface_uuid", objects.interface.uuid), target: .networkNode,
-                objectKey: "interface:\(objects.interface.uuid)"),
+                objectKey: "crash-scenario"),
         ]
     }
 
@@ -110,8 +114,8 @@ final class CrashScenario {
             instances: storage, floatingRange: Self.floatingRange, logger: logger)
         let (instance, network, storage) = (instance.uuid, network.uuid, storage)
         teardown.add("in-process cleanup") {
-            try? await agent.deleteInstance(instance)
-            try? await agent.deleteNetwork(network)
+            try? await agent.instanceJobs.delete(instance)
+            try? await agent.networkJobs.delete(network)
             for pid in dnsmasqProcesses(mentioning: storage) { Glibc.kill(pid, SIGTERM) }
         }
     }

@@ -72,8 +72,8 @@ final class ImageLab: Sendable {
         await agent.register(with: runner)
         let (store, storage) = (store, storage)
         teardown.add("instances and networks") {
-            for instance in try await store.instances(node: nil) { try? await agent.deleteInstance(instance.uuid) }
-            for network in try await store.networks(namespace: nil) { try? await agent.deleteNetwork(network.uuid) }
+            for instance in try await store.instances(node: nil) { try? await agent.instanceJobs.delete(instance.uuid) }
+            for network in try await store.networks(namespace: nil) { try? await agent.networkJobs.delete(network.uuid) }
             for pid in dnsmasqProcesses(mentioning: storage) { kill(pid, SIGTERM) }
         }
         return (agent, runner)

@@ -37,14 +37,14 @@ struct ImagePathTests {
             let url = lab.server.url("/guest.qcow2")
             let network = try await lab.store.createNetwork(
                 uuid: UUID(), name: "net", namespace: "system", netblock: IPv4Prefix("10.97.0.0/24")!, provideDHCP: true, provideNAT: false)
-            try await agent.createNetwork(network.uuid)
+            try await agent.networkJobs.create(network.uuid)
 
             let a = try await lab.instance("a", base: url, network: network)
             let started = ContinuousClock.now
-            try await agent.createInstance(a.uuid)
+            try await agent.instanceJobs.create(a.uuid)
             let createdAfter = seconds(since: started)
             let console = try await TestGuest.waitForSerial(
-                path: agent.instances.consoleLog(of: a.uuid), containing: TestGuest.readyMarker, timeout: .seconds(240))
+                path: agent.realInstances.consoleLog(of: a.uuid), containing: TestGuest.readyMarker, timeout: .seconds(240))
             print("image path: instance a created in \(createdAfter) s (fetch, convert, define, start), ready in \(seconds(since: started)) s")
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] != nil, "the guest got no address: \(console.suffix(1000))")
             #expect(try await lab.store.instance(uuid: a.uuid).state == .created)
@@ -53,34 +53,34 @@ struct ImagePathTests {
             // B from the same URL, within the recheck interval: no second GET (nor HEAD). B's guest is
             // not needed (its disk is the point): powered off at once, so only A boots under TCG.
             let b = try await lab.instance("b", base: url, network: network)
-            try await agent.createInstance(b.uuid)
-            try await agent.power(.poweroff, b.uuid)
+            try await agent.instanceJobs.create(b.uuid)
+            try await agent.instanceJobs.power(.poweroff, b.uuid)
             #expect(lab.server.requestCount("/guest.qcow2", method: "GET") == 1)
             let blob = try #require(try await lab.store.references(holderType: "instance", holderUUID: a.uuid.uuidString).first?.blobUUID)
             let base = resolver.cache.path(for: blob, purpose: .disk)
-            func disk(_ instance: Instance) -> String { agent.instances.directory(of: instance.uuid) + "/disk0.qcow2" }
+            func disk(_ instance: Instance) -> String { agent.realInstances.directory(of: instance.uuid) + "/disk0.qcow2" }
             #expect(try lab.qemuInfo(disk(a))["backing-filename"] == .string(base))
             #expect(try lab.qemuInfo(disk(b))["backing-filename"] == .string(base))
 
             // (i) B goes while A runs: the cache is above its mark, yet A's base stays and A's disk
             // still opens (qemu-img info opens the backing file too).
-            try await agent.deleteInstance(b.uuid)
+            try await agent.instanceJobs.delete(b.uuid)
             #expect(FileManager.default.fileExists(atPath: base))
             #expect(try lab.qemuInfo(disk(a))["backing-filename"] == .string(base))
-            #expect(try await agent.instances.libvirt.state(of: .uuid(a.uuid)) == .on)
+            #expect(try await agent.realInstances.libvirt.state(of: .uuid(a.uuid)) == .on)
             // A goes too: nothing uses the base any more, so it is evicted.
-            try await agent.deleteInstance(a.uuid)
+            try await agent.instanceJobs.delete(a.uuid)
             #expect(lab.cachedImages(resolver).isEmpty, "left in the cache: \(lab.cachedImages(resolver))")
 
             // Nothing is left of either instance: domain, tap, disks, references. The blob stays, held
             // by the URL's artifact alone: it is the node's copy of that URL, not theirs.
             for instance in [a, b] {
-                #expect(try await agent.instances.libvirt.lookup(uuid: instance.uuid) == nil)
-                #expect(!FileManager.default.fileExists(atPath: agent.instances.directory(of: instance.uuid)))
+                #expect(try await agent.realInstances.libvirt.lookup(uuid: instance.uuid) == nil)
+                #expect(!FileManager.default.fileExists(atPath: agent.realInstances.directory(of: instance.uuid)))
                 #expect(try await lab.store.references(holderType: "instance", holderUUID: instance.uuid.uuidString).isEmpty)
             }
-            #expect(try await agent.instances.host.links().filter { $0.name.hasPrefix(lab.id) }.isEmpty)
-            #expect(try await agent.instances.root.links().filter { $0.name.hasPrefix(lab.id) }.isEmpty)
+            #expect(try await agent.realInstances.host.links().filter { $0.name.hasPrefix(lab.id) }.isEmpty)
+            #expect(try await agent.realInstances.root.links().filter { $0.name.hasPrefix(lab.id) }.isEmpty)
             #expect(try await lab.store.references(to: blob).map(\.holderType) == ["artifact"])
         }
     }

@@ -83,9 +83,9 @@ final class JobPathFixture {
         let (agent, uuids) = (agent, (instance: instance.uuid, network: network.uuid, broken: broken.uuid))
         teardown.add("jobs cleanup") {
             // If the test failed half-way, the deletes still run through the same handlers.
-            try? await agent.deleteInstance(uuids.broken)
-            try? await agent.deleteInstance(uuids.instance)
-            try? await agent.deleteNetwork(uuids.network)
+            try? await agent.instanceJobs.delete(uuids.broken)
+            try? await agent.instanceJobs.delete(uuids.instance)
+            try? await agent.networkJobs.delete(uuids.network)
         }
     }
 

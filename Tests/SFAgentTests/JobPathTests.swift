@@ -63,7 +63,7 @@ extension JobPathFixture {
         let internet = try NetlinkSession(namespace: internetNamespace, logger: logger)
         try await internet.addAddress(IPv4Prefix("203.0.113.2/24")!, to: "eth0")
         try await internet.setLinkUp("eth0", true)
-        try await agent.ensureEgress()
+        try await agent.networkJobs.ensureEgress()
         try await host.createVethPair(
             name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layout.egressBridge, up: true)
         let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
@@ -124,14 +124,14 @@ extension JobPathFixture {
     func guestBootsWithItsDisksAndAnswers(_ guest: FloatedGuest) async {
         await independentStep("the guest boots with its disks and answers") {
             let console = try await TestGuest.waitForSerial(
-                path: agent.instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
+                path: agent.realInstances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == guest.address.description)
             let live = try #require(try await libvirt.xmlDescription(of: .uuid(instance.uuid)))
             let cdrom = try #require(live.range(of: "device='cdrom'").map { String(live[$0.lowerBound...].prefix(600)) })
             #expect(cdrom.contains("file='\(isoPath)'"))
             #expect(cdrom.contains("bus='sata'"))
             #expect(cdrom.contains("<readonly/>"))
-            let blank = agent.instances.directory(of: instance.uuid) + "/disk2.qcow2"
+            let blank = agent.realInstances.directory(of: instance.uuid) + "/disk2.qcow2"
             #expect(live.contains("file='\(blank)'"))
             let info = try ChildProcess.run(["/usr/bin/qemu-img", "info", "--force-share", "--output=json", blank])
             #expect(info.stdout.contains("\"virtual-size\": 1073741824"))

@@ -52,8 +52,8 @@ import Testing
     }
 
     /// Shutdown that cannot wait (the runner's task is cancelled) stops the handler at a step
-    /// boundary and leaves the job leased, as a crash would: no attempt is spent and no error recorded.
-    @Test(.timeLimit(.minutes(1))) func aCancelledRunnerLeavesItsJobLeased() async throws {
+    /// boundary and puts the job back in the queue at once: no attempt is spent and no death counted.
+    @Test(.timeLimit(.minutes(1))) func aCancelledRunnerPutsItsJobBack() async throws {
         let store = try SQLiteStore.temporary()
         defer { store.removeFiles() }
         let messages = RecordedMessages()
@@ -68,9 +68,10 @@ import Testing
         await running.value
         #expect(progress.withLock { $0 } == "stopped at a step boundary")
         let after = try await store.job(id: job.id)
-        #expect(after.state == .running)
-        #expect(after.lastError == nil)
-        #expect(messages.all.contains("job interrupted by shutdown; it runs again when its lease lapses"))
+        #expect(after.state == .queued)
+        #expect(after.attempts == 0 && after.deaths == 0)
+        #expect(after.lastError == "interrupted by the agent's shutdown")
+        #expect(messages.all.contains("job interrupted by shutdown; it goes back to the queue"))
         #expect(!messages.all.contains("job attempt failed"))
     }
 
@@ -94,7 +95,10 @@ import Testing
         let seen = Mutex<[Bool]>([])
         await runner.register(.networkRefresh) { _, _ in throw JobError.refusal("not here") }
         await runner.register(.networkCreate) { _, _ in throw JobError("broken") }
-        await runner.onFailure { _, refused in seen.withLock { $0.append(refused) } }
+        await runner.onFailure { _, refused, settle in
+            _ = try await settle()
+            seen.withLock { $0.append(refused) }
+        }
         _ = try await enqueueTestJob(store, kind: .networkRefresh)
         _ = try await enqueueTestJob(store, kind: .networkCreate)
         while try await runner.runOne() {}
@@ -158,7 +162,10 @@ extension JobRunnerTests {
         let ran = Mutex(false)
         let failures = Mutex<[String]>([])
         await runner.register(.networkRefresh) { _, _ in ran.withLock { $0 = true } }
-        await runner.onFailure { failed, _ in failures.withLock { $0.append(failed.lastError ?? "") } }
+        await runner.onFailure { _, _, settle in
+            let failed = try await settle()
+            failures.withLock { $0.append(failed.lastError ?? "") }
+        }
         #expect(try await runner.runOne())
         #expect(!ran.withLock { $0 })
         #expect(try await store.job(id: job.id).state == .failed)
@@ -230,6 +237,6 @@ struct RecordingLogHandler: LogHandler {
     let job = try await store.enqueue(
         kind: order.kind.rawValue, payload: order.payload, target: .node("n1"), objectKey: "instance:\(covered.uuid)")
     let all = try await store.enqueue(kind: "instance.delete_all", payload: .object(["namespace": .string("gone")]), target: .node("n1"), objectKey: nil)
-    let stuck = NodeAgent.stuckInstances([creating, deleting, created, covered, byNamespace], liveJobs: [job, all])
+    let stuck = HostPlanner.stuckInstances([creating, deleting, created, covered, byNamespace], liveJobs: [job, all])
     #expect(Set(stuck.map(\.uuid)) == [creating.uuid, deleting.uuid])
 }

@@ -71,7 +71,7 @@ struct MultiNodeTests {
             #expect(try await storeA.node(named: "sft-b")?.roles == [.hypervisor])
 
             // The outside world on A's egress bridge.
-            try await agentA.ensureEgress()
+            try await agentA.networkJobs.ensureEgress()
             try await hostA.createVethPair(
                 name: "sfoutside", peer: "eth0", peerNamespace: outsideNamespace, master: layoutA.egressBridge, up: true)
             let outside = try NetlinkSession(namespace: outsideNamespace, logger: logger)
@@ -82,8 +82,8 @@ struct MultiNodeTests {
             let (network, instance, interface) = (objects.network, objects.instance, objects.interface)
             let vxid = UInt32(network.vxid)
             teardown.add("objects") {
-                try? await agentB.deleteInstance(instance.uuid)
-                try? await agentA.deleteNetwork(network.uuid)
+                try? await agentB.instanceJobs.delete(instance.uuid)
+                try? await agentA.networkJobs.delete(network.uuid)
             }
             func runAll() async throws {
                 // Until neither node has anything left: B's jobs make work for A and the other way round.
@@ -130,7 +130,7 @@ struct MultiNodeTests {
             let floated = try await storeA.interface(uuid: interface.uuid)
             let floating = try #require(floated.floating)
             let console = try await TestGuest.waitForSerial(
-                path: agentB.instances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
+                path: agentB.realInstances.consoleLog(of: instance.uuid), containing: TestGuest.readyMarker, timeout: .seconds(180))
             #expect(TestGuest.guestIPs(fromSerial: console)["eth0"] == floated.ipv4?.description)
             let body = try await NamespaceSockets.httpGet(from: outsideNamespace, host: floating)
             #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)

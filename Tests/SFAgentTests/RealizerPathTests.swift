@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SFAgent
+import SFControl
 import SFFirewall
 import SFLibvirt
 import SFNetlink
@@ -129,7 +130,7 @@ struct RealizerPathTests {
             let info = try ChildProcess.run(
                 ["/usr/bin/qemu-img", "info", "--force-share", "--output=json", instances.directory(of: plan.uuid) + "/disk0.qcow2"])
             #expect(info.stdout.contains("\"virtual-size\": 1073741824"))
-            let refused = await #expect(throws: AgentError.self) {
+            let refused = await #expect(throws: ControlError.self) {
                 try await instances.ensureRunning(
                     InstancePlan(uuid: UUID(), cpus: 1, memoryMiB: 64, disks: [.init(source: .blank(sizeGiB: 0))], interfaces: []))
             }
