@@ -66,66 +66,70 @@ public enum TapFilter {
 
     /// The classic BPF program that enforces `policy`, as the kernel's `struct sock_filter` array.
     ///
-    /// Loads are relative to the network header, where tc's ingress hook sees the frame, or to the
-    /// MAC header through `SKF_LL_OFF`. A classic BPF load past the end of the frame ends the program
-    /// with 0, which for tc is `TC_ACT_OK`; so every load is preceded by a length check that drops
-    /// short frames, and the program never ends that way.
+    /// cls_bpf pushes the MAC header back before it runs a program on the ingress hook, so offsets
+    /// count from the start of the Ethernet frame and the length includes its 14-byte header, as on
+    /// egress. A classic BPF load past the end of the frame ends the program with 0, which for tc is
+    /// `TC_ACT_OK`; so every load is preceded by a length check that drops short frames, and the
+    /// program never ends that way.
     public static func program(for policy: TapFilterPolicy) -> [sock_filter] {
         var bpf = ClassicBPFAssembler()
         let mac = policy.mac.octets
         let macHigh = UInt32(mac[0]) << 24 | UInt32(mac[1]) << 16 | UInt32(mac[2]) << 8 | UInt32(mac[3])
         let macLow = UInt32(mac[4]) << 8 | UInt32(mac[5])
         let own = policy.address?.value
+        let network: UInt32 = 14  // where the IPv4 or ARP header starts
 
         // Link layer: no VLAN tag (hardware-accelerated tags never reach the bytes), the guest's MAC.
         bpf.load(.word, absolute: ClassicBPFAssembler.ancillary(SKF_AD_VLAN_TAG_PRESENT))
         bpf.jumpIfEqual(0, then: .next, else: .drop)
-        bpf.load(.word, absolute: ClassicBPFAssembler.linkLayer(6))
+        bpf.loadLength()
+        bpf.jumpIfAtLeast(network, then: .next, else: .drop)
+        bpf.load(.word, absolute: 6)
         bpf.jumpIfEqual(macHigh, then: .next, else: .drop)
-        bpf.load(.half, absolute: ClassicBPFAssembler.linkLayer(10))
+        bpf.load(.half, absolute: 10)
         bpf.jumpIfEqual(macLow, then: .next, else: .drop)
-        bpf.load(.half, absolute: ClassicBPFAssembler.linkLayer(12))
+        bpf.load(.half, absolute: 12)
         bpf.jumpIfEqual(UInt32(ETH_P_IP), then: .ipv4, else: .next)
         bpf.jumpIfEqual(UInt32(ETH_P_ARP), then: .arp, else: .drop)
 
         bpf.label(.ipv4)
         bpf.loadLength()
-        bpf.jumpIfAtLeast(20, then: .next, else: .drop)
-        bpf.load(.word, absolute: 12)  // source address
+        bpf.jumpIfAtLeast(network + 20, then: .next, else: .drop)
+        bpf.load(.word, absolute: network + 12)  // source address
         if let own { bpf.jumpIfEqual(own, then: .pass, else: .next) }
         bpf.jumpIfEqual(0, then: .next, else: .drop)
         // From 0.0.0.0: only a DHCP client's broadcast, UDP 68 → 67, unfragmented.
-        bpf.load(.word, absolute: 16)
+        bpf.load(.word, absolute: network + 16)
         bpf.jumpIfEqual(UInt32.max, then: .next, else: .drop)
-        bpf.load(.byte, absolute: 9)
+        bpf.load(.byte, absolute: network + 9)
         bpf.jumpIfEqual(UInt32(IPPROTO_UDP), then: .next, else: .drop)
-        bpf.load(.half, absolute: 6)
+        bpf.load(.half, absolute: network + 6)
         bpf.jumpIfAnySet(0x1fff, then: .drop, else: .next)
-        // The UDP ports follow the IP options: X = header length, and the frame must hold X + 4.
-        bpf.loadHeaderLengthIntoX(at: 0)
+        // The UDP ports follow the IP options: X = header length, and the frame must hold 14 + X + 4.
+        bpf.loadHeaderLengthIntoX(at: network)
         bpf.copyXToA()
-        bpf.add(4)
+        bpf.add(network + 4)
         bpf.copyAToX()
         bpf.loadLength()
         bpf.jumpIfAtLeastX(then: .next, else: .drop)
-        bpf.loadHeaderLengthIntoX(at: 0)
-        bpf.load(.half, indexed: 0)
+        bpf.loadHeaderLengthIntoX(at: network)
+        bpf.load(.half, indexed: network)
         bpf.jumpIfEqual(68, then: .next, else: .drop)
-        bpf.load(.half, indexed: 2)
+        bpf.load(.half, indexed: network + 2)
         bpf.jumpIfEqual(67, then: .pass, else: .drop)
 
         bpf.label(.arp)
         bpf.loadLength()
-        bpf.jumpIfAtLeast(28, then: .next, else: .drop)
-        bpf.load(.word, absolute: 0)  // hardware type Ethernet, protocol type IPv4
+        bpf.jumpIfAtLeast(network + 28, then: .next, else: .drop)
+        bpf.load(.word, absolute: network)  // hardware type Ethernet, protocol type IPv4
         bpf.jumpIfEqual(0x0001_0800, then: .next, else: .drop)
-        bpf.load(.half, absolute: 4)  // address lengths 6 and 4
+        bpf.load(.half, absolute: network + 4)  // address lengths 6 and 4
         bpf.jumpIfEqual(0x0604, then: .next, else: .drop)
-        bpf.load(.word, absolute: 8)  // sender MAC
+        bpf.load(.word, absolute: network + 8)  // sender MAC
         bpf.jumpIfEqual(macHigh, then: .next, else: .drop)
-        bpf.load(.half, absolute: 12)
+        bpf.load(.half, absolute: network + 12)
         bpf.jumpIfEqual(macLow, then: .next, else: .drop)
-        bpf.load(.word, absolute: 14)  // sender address
+        bpf.load(.word, absolute: network + 14)  // sender address
         if let own { bpf.jumpIfEqual(own, then: .pass, else: .next) }
         bpf.jumpIfEqual(0, then: .pass, else: .drop)
 
@@ -223,8 +227,9 @@ extension NetlinkSession {
         var count = 0
         var object = nl_cache_get_first(cache)
         while let current = object {
+            // A dump lists each priority's head too (no handle); only the filters themselves count.
             let kind = rtnl_tc_get_kind(current).map { String(cString: $0) }
-            if kind == "bpf" { count += 1 }
+            if kind == "bpf", rtnl_tc_get_handle(current) != 0 { count += 1 }
             object = nl_cache_get_next(current)
         }
         return count
@@ -304,8 +309,6 @@ struct ClassicBPFAssembler {
 
     /// The `k` of an ancillary load (`SKF_AD_OFF + field`).
     static func ancillary(_ field: Int32) -> UInt32 { UInt32(bitPattern: SKF_AD_OFF + field) }
-    /// The `k` of a load `offset` bytes into the MAC header (`SKF_LL_OFF + offset`).
-    static func linkLayer(_ offset: Int32) -> UInt32 { UInt32(bitPattern: SKF_LL_OFF + offset) }
 
     mutating func label(_ target: Target) { labels[target] = steps.count }
 
@@ -315,7 +318,7 @@ struct ClassicBPFAssembler {
     mutating func load(_ size: Size, indexed k: UInt32) {
         steps.append(.plain(code: UInt16(BPF_LD | BPF_IND) | size.code, k: k))
     }
-    /// A = the frame's length from the network header.
+    /// A = the frame's length.
     mutating func loadLength() { steps.append(.plain(code: UInt16(BPF_LD | BPF_W | BPF_LEN), k: 0)) }
     /// X = 4 × (the byte at `k` & 0xf): an IPv4 header's length.
     mutating func loadHeaderLengthIntoX(at k: UInt32) {

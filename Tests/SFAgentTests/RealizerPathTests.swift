@@ -39,7 +39,7 @@ struct RealizerPathTests {
         let storage = TestGuest.runDirectory + "/\(id)-instances"
         let instance = InstancePlan(
             uuid: UUID(), cpus: 1, memoryMiB: 256, disks: [.init(source: .overlay(base: TestGuest.baseImage, format: .qcow2, sizeGiB: nil))],
-            interfaces: [.init(uuid: UUID(), mac: mac, vxid: network.vxid)])
+            interfaces: [.init(uuid: UUID(), mac: mac, vxid: network.vxid, address: guest)])
 
         do {
             try teardown.createNamespaces([hostNamespace, outsideNamespace])
