@@ -218,7 +218,6 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
     // 64 MiB each at 64 KiB/s: every download outlasts the measurement many times over.
     let image = workDirectory + "/d2-image.raw"
     try run(["/usr/bin/truncate", "-s", "64M", image])
-    let loopback = [try IPv4Prefix.parse("127.0.0.0/8")]
     let agent = NodeAgent(
         store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
         instances: InstanceRealizer(
@@ -227,7 +226,8 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
         nodeName: nodeName, floatingRange: IPv4Prefix("198.18.1.0/24")!, dhcpDirectory: workDirectory + "/d2-dhcp",
         images: ImageResolver(
             records: store, storagePath: workDirectory + "/d2-storage", nodeName: nodeName,
-            rules: DestinationRules(allow: loopback, deny: DestinationRules.defaultDeny), cacheHighWaterBytes: 1 << 40,
+            rules: DestinationRules(allow: [IPRange("127.0.0.0/8")].compactMap { $0 }, deny: ["0.0.0.0/0", "::/0"].compactMap { IPRange($0) }),
+            cacheHighWaterBytes: 1 << 40,
             imageDownloadURL: server.baseURL, logger: logger),
         logger: logger)
     let runner = JobRunner(store: store, targets: agent.jobTargets, owner: "\(runID)-d2", logger: logger)
