@@ -43,7 +43,7 @@ import SFSystem
 /// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
-/// | `apiAuthBodyBytes` … `quotaMetadataKeys` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``abuseLimitFields`` |
+/// | `apiAuthBodyBytes` … `quotaMetadataKeys` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
 /// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
@@ -146,7 +146,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var qemuImgTimeoutSeconds = 1800
 
     // The API's limits on what a request or client may cost, and each namespace's quotas (the
-    // admin is exempt): see ``abuseLimitFields`` for their settings and ranges.
+    // admin is exempt): see ``wholeNumberFields`` for their settings and ranges.
     /// The largest `POST /auth` body, in bytes.
     public var apiAuthBodyBytes = 4096
     /// The largest JSON body of any other route, in bytes (upload chunks take 4 MiB).
@@ -370,21 +370,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(imageCacheGiB, forKey: AnyKey("imageCacheGiB"))
         try container.encodeIfPresent(namePrefix, forKey: AnyKey("namePrefix"))
         try container.encodeIfPresent(tapPrefix, forKey: AnyKey("tapPrefix"))
-        try container.encode(jobLeaseSeconds, forKey: AnyKey("jobLeaseSeconds"))
-        try container.encode(eventRetentionDays, forKey: AnyKey("eventRetentionDays"))
-        try container.encode(eventMaxPerObject, forKey: AnyKey("eventMaxPerObject"))
-        try container.encode(jobRetentionDays, forKey: AnyKey("jobRetentionDays"))
-        try container.encode(deletedRetentionDays, forKey: AnyKey("deletedRetentionDays"))
-        try container.encode(pruneIntervalMinutes, forKey: AnyKey("pruneIntervalMinutes"))
-        try container.encode(fetchDeadlineSeconds, forKey: AnyKey("fetchDeadlineSeconds"))
-        try container.encode(fetchMinRateKiB, forKey: AnyKey("fetchMinRateKiB"))
-        try container.encode(fetchRateWindowSeconds, forKey: AnyKey("fetchRateWindowSeconds"))
-        try container.encode(imageMaxGiB, forKey: AnyKey("imageMaxGiB"))
-        try container.encode(qemuImgTimeoutSeconds, forKey: AnyKey("qemuImgTimeoutSeconds"))
-        for field in Self.abuseLimitFields { try container.encode(self[keyPath: field.path], forKey: AnyKey(field.key)) }
-        try container.encode(jobWorkers, forKey: AnyKey("jobWorkers"))
-        try container.encode(jobDownloadWorkers, forKey: AnyKey("jobDownloadWorkers"))
-        try container.encode(jobMaxDeaths, forKey: AnyKey("jobMaxDeaths"))
+        for field in Self.wholeNumberFields { try container.encode(self[keyPath: field.path], forKey: AnyKey(field.key)) }
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -557,63 +543,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             }
             configuration.tapPrefix = prefix
         },
-        Field(key: "jobLeaseSeconds", environmentName: "SFNODE_JOB_LEASE_SECONDS") { configuration, text in
-            guard let seconds = Int(try required(text)), (1...3600).contains(seconds) else {
-                throw InvalidValue(reason: "is not a whole number of seconds from 1 to 3600")
-            }
-            configuration.jobLeaseSeconds = seconds
-        },
-        Field(key: "eventRetentionDays", environmentName: "SFNODE_EVENT_RETENTION_DAYS") { configuration, text in
-            configuration.eventRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
-        },
-        Field(key: "eventMaxPerObject", environmentName: "SFNODE_EVENT_MAX_PER_OBJECT") { configuration, text in
-            // Below 100 an object's own creation and first state changes would be pruned at once.
-            configuration.eventMaxPerObject = try wholeNumber(text, in: 100...100_000_000, of: "events")
-        },
-        Field(key: "jobRetentionDays", environmentName: "SFNODE_JOB_RETENTION_DAYS") { configuration, text in
-            configuration.jobRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
-        },
-        Field(key: "deletedRetentionDays", environmentName: "SFNODE_DELETED_RETENTION_DAYS") { configuration, text in
-            configuration.deletedRetentionDays = try wholeNumber(text, in: 1...36_500, of: "days")
-        },
-        Field(key: "pruneIntervalMinutes", environmentName: "SFNODE_PRUNE_INTERVAL_MINUTES") { configuration, text in
-            configuration.pruneIntervalMinutes = try wholeNumber(text, in: 1...10_080, of: "minutes")
-        },
-        Field(key: "fetchDeadlineSeconds", environmentName: "SFNODE_FETCH_DEADLINE_SECONDS") { configuration, text in
-            configuration.fetchDeadlineSeconds = try wholeNumber(text, in: 1...604_800, of: "seconds")
-        },
-        Field(key: "fetchMinRateKiB", environmentName: "SFNODE_FETCH_MIN_RATE_KIB") { configuration, text in
-            configuration.fetchMinRateKiB = try wholeNumber(text, in: 0...1_048_576, of: "KiB/s (0 for no minimum)")
-        },
-        Field(key: "fetchRateWindowSeconds", environmentName: "SFNODE_FETCH_RATE_WINDOW_SECONDS") { configuration, text in
-            configuration.fetchRateWindowSeconds = try wholeNumber(text, in: 1...3600, of: "seconds")
-        },
-        Field(key: "imageMaxGiB", environmentName: "SFNODE_IMAGE_MAX_GIB") { configuration, text in
-            configuration.imageMaxGiB = try wholeNumber(text, in: 1...65_536, of: "GiB")
-        },
-        Field(key: "qemuImgTimeoutSeconds", environmentName: "SFNODE_QEMU_IMG_TIMEOUT_SECONDS") { configuration, text in
-            configuration.qemuImgTimeoutSeconds = try wholeNumber(text, in: 1...86_400, of: "seconds")
-        },
-        Field(key: "jobWorkers", environmentName: "SFNODE_JOB_WORKERS") { configuration, text in
-            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
-                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
-            }
-            configuration.jobWorkers = workers
-        },
-        Field(key: "jobDownloadWorkers", environmentName: "SFNODE_JOB_DOWNLOAD_WORKERS") { configuration, text in
-            guard let workers = Int(try required(text)), (1...64).contains(workers) else {
-                throw InvalidValue(reason: "is not a number of workers from 1 to 64")
-            }
-            configuration.jobDownloadWorkers = workers
-        },
-        Field(key: "jobMaxDeaths", environmentName: "SFNODE_JOB_MAX_DEATHS") { configuration, text in
-            // Five would let one job use up systemd's StartLimitBurst=5 on its own.
-            guard let deaths = Int(try required(text)), (1...4).contains(deaths) else {
-                throw InvalidValue(reason: "is not a number of deaths from 1 to 4 (systemd gives up after 5 restarts)")
-            }
-            configuration.jobMaxDeaths = deaths
-        },
-    ] + abuseLimitFields.map { limit in
+    ] + wholeNumberFields.map { limit in
         Field(key: limit.key, environmentName: limit.environmentName) { configuration, text in
             configuration[keyPath: limit.path] = try wholeNumber(text, in: limit.range, of: limit.unit)
         }
@@ -628,8 +558,24 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         let unit: String
     }
 
-    /// The API's limits and the namespaces' quotas, all whole numbers.
-    static let abuseLimitFields: [WholeNumberLimit] = [
+    /// The settings that are whole numbers in a range: the fetch and image limits, retention, the job
+    /// runner's workers, the API's limits and the namespaces' quotas.
+    static let wholeNumberFields: [WholeNumberLimit] = [
+        .init(key: "eventRetentionDays", environmentName: "SFNODE_EVENT_RETENTION_DAYS", path: \.eventRetentionDays, range: 1...36_500, unit: "days"),
+        .init(key: "eventMaxPerObject", environmentName: "SFNODE_EVENT_MAX_PER_OBJECT", path: \.eventMaxPerObject, range: 100...100_000_000, unit: "events"),
+        .init(key: "jobRetentionDays", environmentName: "SFNODE_JOB_RETENTION_DAYS", path: \.jobRetentionDays, range: 1...36_500, unit: "days"),
+        .init(key: "deletedRetentionDays", environmentName: "SFNODE_DELETED_RETENTION_DAYS", path: \.deletedRetentionDays, range: 1...36_500, unit: "days"),
+        .init(key: "pruneIntervalMinutes", environmentName: "SFNODE_PRUNE_INTERVAL_MINUTES", path: \.pruneIntervalMinutes, range: 1...10_080, unit: "minutes"),
+        .init(key: "fetchDeadlineSeconds", environmentName: "SFNODE_FETCH_DEADLINE_SECONDS", path: \.fetchDeadlineSeconds, range: 1...604_800, unit: "seconds"),
+        .init(key: "fetchMinRateKiB", environmentName: "SFNODE_FETCH_MIN_RATE_KIB", path: \.fetchMinRateKiB, range: 0...1_048_576, unit: "KiB/s (0 for no minimum)"),
+        .init(key: "fetchRateWindowSeconds", environmentName: "SFNODE_FETCH_RATE_WINDOW_SECONDS", path: \.fetchRateWindowSeconds, range: 1...3600, unit: "seconds"),
+        .init(key: "imageMaxGiB", environmentName: "SFNODE_IMAGE_MAX_GIB", path: \.imageMaxGiB, range: 1...65_536, unit: "GiB"),
+        .init(key: "qemuImgTimeoutSeconds", environmentName: "SFNODE_QEMU_IMG_TIMEOUT_SECONDS", path: \.qemuImgTimeoutSeconds, range: 1...86_400, unit: "seconds"),
+        .init(key: "jobLeaseSeconds", environmentName: "SFNODE_JOB_LEASE_SECONDS", path: \.jobLeaseSeconds, range: 1...3600, unit: "seconds"),
+        .init(key: "jobWorkers", environmentName: "SFNODE_JOB_WORKERS", path: \.jobWorkers, range: 1...64, unit: "workers"),
+        .init(key: "jobDownloadWorkers", environmentName: "SFNODE_JOB_DOWNLOAD_WORKERS", path: \.jobDownloadWorkers, range: 1...64, unit: "workers"),
+        // Five would let one job use up systemd's StartLimitBurst=5 on its own.
+        .init(key: "jobMaxDeaths", environmentName: "SFNODE_JOB_MAX_DEATHS", path: \.jobMaxDeaths, range: 1...4, unit: "deaths (systemd gives up after 5 restarts)"),
         .init(key: "apiAuthBodyBytes", environmentName: "SFNODE_API_AUTH_BODY_BYTES", path: \.apiAuthBodyBytes, range: 256...(1 << 20), unit: "bytes"),
         .init(key: "apiJSONBodyBytes", environmentName: "SFNODE_API_JSON_BODY_BYTES", path: \.apiJSONBodyBytes, range: 1024...(4 << 20), unit: "bytes"),
         .init(key: "apiJSONDepth", environmentName: "SFNODE_API_JSON_DEPTH", path: \.apiJSONDepth, range: 4...256, unit: "levels"),
