@@ -1,4 +1,4 @@
-// (m): GET one instance under abuse. A release `sfnode serve` (API and agent in one process, the agent's
+// (n): GET one instance under abuse. A release `sfnode serve` (API and agent in one process, the agent's
 // host side a throwaway network namespace) answers `GET /instances/<uuid>` under wrk, first quiet, then
 // while two clients upload 2 GiB each in 4 MiB chunks (each finished into an artifact, which reads and
 // hashes the 2 GiB, then started again) and the agent fetches an image from a loopback server that
@@ -111,7 +111,7 @@ func uploadLoop(port: Int, token: String, name: String, progress: AbuseProgress)
     let dripped = drip.bytesSent("/drip.qcow2")
 
     var lines: [String] = []
-    lines.append("## (m) GET one instance while two uploads and a slow-drip fetch run")
+    lines.append("## (n) GET one instance while two uploads and a slow-drip fetch run")
     lines.append("")
     lines.append("`GET \(path.prefix(11))<uuid>` against `sfnode serve` (API and agent in one process), wrk on loopback, one")
     lines.append("thread, \(wrkConnections) connections, \(wrkSeconds) s per run after a 2 s warm-up, three runs, the median run shown. Abused: two")

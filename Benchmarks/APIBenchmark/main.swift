@@ -229,7 +229,7 @@ do {
     teardown.add("work directory") { try? FileManager.default.removeItem(atPath: workDirectory) }
     let reportScript = try writeScript("report.lua", reportLua)
 
-    // (m) alone, when asked (scripts/bench-api-abuse): see Abuse.swift.
+    // (n) alone, when asked (scripts/bench-api-abuse): see Abuse.swift.
     if environment["SFNODE_BENCH_ABUSE"] == "1" {
         let lines = try await abuseBenchmark(reportScript: reportScript)
         try await teardown.run()
