@@ -150,19 +150,17 @@ public actor ReadWriteLock {
 
     nonisolated public func withExclusive<T: Sendable>(_ body: @Sendable () async throws -> T) async rethrows -> T {
         await lockExclusive()
-        do {
-            let result = try await body()
-            await unlockExclusive()
-            return result
-        } catch {
-            await unlockExclusive()
-            throw error
-        }
+        return try await releasingExclusive(after: body)
     }
 
     /// Runs `body` holding the lock exclusively if nobody holds it or waits for it now; nil otherwise.
     nonisolated public func withExclusiveIfFree<T: Sendable>(_ body: @Sendable () async throws -> T) async rethrows -> T? {
         guard await tryLockExclusive() else { return nil }
+        return try await releasingExclusive(after: body)
+    }
+
+    /// Runs `body`, already holding the lock exclusively, and releases it however `body` ends.
+    nonisolated private func releasingExclusive<T: Sendable>(after body: @Sendable () async throws -> T) async rethrows -> T {
         do {
             let result = try await body()
             await unlockExclusive()

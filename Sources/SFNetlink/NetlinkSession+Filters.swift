@@ -199,14 +199,9 @@ extension NetlinkSession {
     public func removeTapFilter(device: String) throws {
         let operation = "remove tap filter"
         guard let index = try indexIfPresent(of: device, operation: operation) else { return }
-        guard let qdisc = rtnl_qdisc_alloc() else {
-            throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
+        let rc = try withClsactObject(index: index, device: device, operation: operation) { qdisc in
+            rtnl_qdisc_delete(try socket(), qdisc)
         }
-        defer { rtnl_qdisc_put(qdisc) }
-        rtnl_tc_set_ifindex(qdisc, index)
-        rtnl_tc_set_parent(qdisc, cnl_clsact_parent())
-        rtnl_tc_set_handle(qdisc, cnl_clsact_handle())
-        let rc = rtnl_qdisc_delete(try socket(), qdisc)
         // No qdisc there: the kernel says EINVAL ("Cannot find specified qdisc on specified device")
         // or ENOENT, depending on its version.
         if rc == -NLE_INVAL || rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV { return }
@@ -245,9 +240,9 @@ extension NetlinkSession {
         }
     }
 
-    /// Adds the clsact qdisc to the device; one that is there already is kept (with its filters), without
-    /// a dump of every qdisc in the namespace to check it, which would make filtering n taps cost n².
-    private func ensureClsact(index: Int32, device: String, operation: String) throws {
+    /// Runs `body` with a qdisc object naming `index`'s clsact qdisc (its parent and handle), freed
+    /// after: what adding and deleting that qdisc both send.
+    private func withClsactObject<T>(index: Int32, device: String, operation: String, _ body: (OpaquePointer) throws -> T) throws -> T {
         guard let qdisc = rtnl_qdisc_alloc() else {
             throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
         }
@@ -255,8 +250,16 @@ extension NetlinkSession {
         rtnl_tc_set_ifindex(qdisc, index)
         rtnl_tc_set_parent(qdisc, cnl_clsact_parent())
         rtnl_tc_set_handle(qdisc, cnl_clsact_handle())
-        var rc = rtnl_tc_set_kind(qdisc, "clsact")
-        if rc >= 0 { rc = rtnl_qdisc_add(try socket(), qdisc, NLM_F_CREATE | NLM_F_EXCL) }
+        return try body(qdisc)
+    }
+
+    /// Adds the clsact qdisc to the device; one that is there already is kept (with its filters), without
+    /// a dump of every qdisc in the namespace to check it, which would make filtering n taps cost n².
+    private func ensureClsact(index: Int32, device: String, operation: String) throws {
+        let rc = try withClsactObject(index: index, device: device, operation: operation) { qdisc in
+            let kind = rtnl_tc_set_kind(qdisc, "clsact")
+            return kind < 0 ? kind : rtnl_qdisc_add(try socket(), qdisc, NLM_F_CREATE | NLM_F_EXCL)
+        }
         // There already: sfnode's clsact from an earlier apply. (A plain ingress qdisc would do as
         // well: it serves the same ingress hook.)
         if rc == -NLE_EXIST { return }
