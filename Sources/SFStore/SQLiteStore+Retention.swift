@@ -297,12 +297,7 @@ extension SQLiteStore {
                 LIMIT ?2
                 """,
             arguments: [cutoff, limit])
-        for uuid in candidates {
-            guard try deleteHistory(db, type: "artifact", uuid: uuid, &batch), batch.budget >= 2 else { return false }
-            try deleteRow(db, "DELETE FROM deleted_seen WHERE object_type = 'artifact' AND object_uuid = ?", [uuid], &batch, \.otherRows)
-            try deleteRow(db, "DELETE FROM artifact WHERE uuid = ?", [uuid], &batch, \.artifacts)
-        }
-        return candidates.count < limit
+        return try deleteSeenDeleted(db, type: "artifact", uuids: candidates, limit: limit, &batch, \.artifacts)
     }
 
     /// Deleted blobs seen deleted before the cutoff whose data is gone from every node (no
@@ -323,11 +318,21 @@ extension SQLiteStore {
                 LIMIT ?2
                 """,
             arguments: [cutoff, limit])
-        for uuid in candidates {
-            guard try deleteHistory(db, type: "blob", uuid: uuid, &batch), batch.budget >= 2 else { return false }
-            try deleteRow(db, "DELETE FROM deleted_seen WHERE object_type = 'blob' AND object_uuid = ?", [uuid], &batch, \.otherRows)
-            try deleteRow(db, "DELETE FROM blob WHERE uuid = ?", [uuid], &batch, \.blobs)
+        return try deleteSeenDeleted(db, type: "blob", uuids: candidates, limit: limit, &batch, \.blobs)
+    }
+
+    /// Deletes each of `uuids` (artifacts or blobs, their table named as `type`) with its history and
+    /// its deleted-since mark, while the batch has room; true when all `limit` candidates fit, so
+    /// none are left.
+    static func deleteSeenDeleted(
+        _ db: Database, type: String, uuids: [String], limit: Int, _ batch: inout PruneBatch,
+        _ counter: WritableKeyPath<PruneReport, Int>
+    ) throws -> Bool {
+        for uuid in uuids {
+            guard try deleteHistory(db, type: type, uuid: uuid, &batch), batch.budget >= 2 else { return false }
+            try deleteRow(db, "DELETE FROM deleted_seen WHERE object_type = ? AND object_uuid = ?", [type, uuid], &batch, \.otherRows)
+            try deleteRow(db, "DELETE FROM \(type) WHERE uuid = ?", [uuid], &batch, counter)
         }
-        return candidates.count < limit
+        return uuids.count < limit
     }
 }
