@@ -89,10 +89,11 @@ func uploadLoop(port: Int, token: String, name: String, progress: AbuseProgress)
     let path = "/instances/\(instance.uuid.lowercasedString)"
     let bearer = "Authorization: Bearer \(api.token)"
     let wrkConnections = 4
+    let runsPerCase = 5
 
     func measure() throws -> WrkRuns {
         _ = try wrk(url + path, connections: wrkConnections, seconds: 2, script: reportScript, headers: [bearer])
-        return WrkRuns(try (0..<3).map { _ in try wrk(url + path, connections: wrkConnections, seconds: wrkSeconds, script: reportScript, headers: [bearer]) })
+        return WrkRuns(try (0..<runsPerCase).map { _ in try wrk(url + path, connections: wrkConnections, seconds: wrkSeconds, script: reportScript, headers: [bearer]) })
     }
     let quiet = try measure()
 
@@ -114,22 +115,34 @@ func uploadLoop(port: Int, token: String, name: String, progress: AbuseProgress)
     lines.append("## (n) GET one instance while two uploads and a slow-drip fetch run")
     lines.append("")
     lines.append("`GET \(path.prefix(11))<uuid>` against `sfnode serve` (API and agent in one process), wrk on loopback, one")
-    lines.append("thread, \(wrkConnections) connections, \(wrkSeconds) s per run after a 2 s warm-up, three runs, the median run shown. Abused: two")
+    lines.append("thread, \(wrkConnections) connections, \(wrkSeconds) s per run after a 2 s warm-up, \(runsPerCase) runs per case. Abused: two")
     lines.append("clients each upload 2 GiB in 4 MiB chunks and make it an artifact (the finish reads and hashes the 2 GiB), over and")
     lines.append("over, while the agent fetches artifact \((fetch["uuid"] as? String) ?? "?") from a loopback server sending one byte a second.")
     lines.append("")
-    lines.append("| case | requests/s | p50 | p99 | max | non-2xx |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    lines.append("This machine is a 2-vCPU guest whose hypervisor takes CPU time from it (the steal column of `/proc/stat`) in")
+    lines.append("slices of up to 100 ms; a request caught in one waits that long, whatever the server does. So each run's stolen")
+    lines.append("time is measured, and both the median run (by rate) and the run with the least stolen time are shown.")
+    lines.append("")
+    lines.append("| case | run | requests/s | p50 | p99 | max | CPU stolen | non-2xx |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (name, runs) in [("quiet", quiet), ("abused", abused)] {
-        let run = runs.median
-        lines.append("| \(name) | \(rate(run.rate)) | \(ms(run.p50)) | \(ms(run.p99)) | \(ms(run.max)) | \(run.non2xx) |")
+        for (which, run) in [("median", runs.median), ("least stolen", runs.leastStolen)] {
+            lines.append(
+                "| \(name) | \(which) | \(rate(run.rate)) | \(ms(run.p50)) | \(ms(run.p99)) | \(ms(run.max)) | \(ms(run.stolen)) | \(run.non2xx) |")
+        }
     }
     lines.append("")
+    let perRun = [("quiet", quiet), ("abused", abused)].map { name, runs in
+        "\(name): " + runs.all.map { "\(ms($0.p99)) (\(ms($0.stolen)) stolen)" }.joined(separator: ", ")
+    }
+    lines.append("Every run's p99, with the CPU time stolen during it: " + perRun.joined(separator: "; ") + ".")
+    lines.append("")
     let ratio = abused.median.p99 / quiet.median.p99
+    let leastRatio = abused.leastStolen.p99 / quiet.leastStolen.p99
     lines.append(String(
         format: "During the abused runs (%.0f s) the uploads moved %.1f GiB (%.0f MiB/s) and finished %d artifacts; the drip server sent %d bytes. ",
         elapsed, Double(bytes) / Double(1 << 30), Double(bytes) / Double(1 << 20) / max(elapsed, 1), finishes, dripped)
-        + String(format: "Abused p99 / quiet p99 = %.2f (target: at most 2, and under 10 ms).", ratio))
+        + String(format: "Abused p99 / quiet p99 = %.2f for the median runs, %.2f for the least-stolen runs (target: at most 2, and under 10 ms).", ratio, leastRatio))
     if let failure { lines.append("An uploader stopped early: \(failure)") }
     return lines
 }

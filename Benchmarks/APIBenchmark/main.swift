@@ -156,18 +156,36 @@ struct WrkResult {
     let p50: Double
     let p99: Double
     let max: Double
+    /// CPU time the hypervisor took from this machine's vCPUs during the run (/proc/stat steal, all
+    /// CPUs). It comes in slices of up to 100 ms, and a request caught in one waits that long.
+    let stolen: Double
     var rate: Double { Double(requests) / seconds }
+}
+
+/// The CPU time stolen from this machine so far, in seconds: the steal column of /proc/stat's
+/// `cpu` line, in USER_HZ ticks (100 a second on Linux).
+func stolenCPUSeconds() -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+        let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+    else { return 0 }
+    let fields = line.split(separator: " ")
+    return fields.count > 8 ? (Double(fields[8]) ?? 0) / 100 : 0
 }
 
 /// Repeated wrk runs of one side: the median run (by rate) and the range of the rates.
 struct WrkRuns {
     let median: WrkResult
     let rates: [Double]
+    /// The run the hypervisor took least CPU time from.
+    let leastStolen: WrkResult
+    let all: [WrkResult]
 
     init(_ runs: [WrkResult]) {
         let sorted = runs.sorted { $0.rate < $1.rate }
         median = sorted[sorted.count / 2]
         rates = sorted.map(\.rate)
+        leastStolen = runs.min { $0.stolen < $1.stolen } ?? median
+        all = runs
     }
 }
 
@@ -192,14 +210,16 @@ func wrk(_ url: String, connections: Int, seconds: Int, script: String, headers:
     let argv =
         ["/usr/bin/wrk", "-t1", "-c\(connections)", "-d\(seconds)s", "--timeout", "30s", "-s", script]
         + headers.flatMap { ["-H", $0] } + [url]
+    let stolenBefore = stolenCPUSeconds()
     let output = try ChildProcess.run(argv)
+    let stolen = stolenCPUSeconds() - stolenBefore
     guard output.status == 0, let line = output.stdout.split(separator: "\n").first(where: { $0.hasPrefix("RESULT ") }) else {
         throw BenchmarkFailed("wrk exited \(output.status): \(output.stdout)\(output.stderr)")
     }
     let fields = line.split(separator: " ").dropFirst().map { Double($0) ?? .nan }
     return WrkResult(
         requests: Int(fields[0]), seconds: fields[1] / 1e6, socketErrors: Int(fields[2]), non2xx: Int(fields[3]), p50: fields[4] / 1e6,
-        p99: fields[5] / 1e6, max: fields[6] / 1e6)
+        p99: fields[5] / 1e6, max: fields[6] / 1e6, stolen: stolen)
 }
 
 // MARK: Cleanup

@@ -210,14 +210,23 @@ enum OpenAPIDocument {
             ], required: ["name", "cpus", "memory", "disk"], closed: true)
     }
 
+    /// The limits every tenant meets (README, "Limits"), each with its own status, so that a client
+    /// can tell "too big" and "too many" from "not allowed".
+    static let limitAnswers: [(status: String, meaning: String)] = [
+        ("403", "Not allowed, or a quota of the namespace is used up (the message names it)"),
+        ("413", "The request body is larger than the server accepts"),
+        ("429", "Too many requests: login attempts, or jobs queued for the namespace; retry after Retry-After"),
+    ]
+
     static func describe(_ operation: Operation, parameters: [JSONValue]) -> JSONValue {
-        var described: [String: JSONValue] = [
-            "summary": .string(operation.summary),
-            "responses": [
-                "200": ["description": "Success", "content": .object([operation.responseType: ["schema": operation.response]])],
-                "default": ["description": "An error", "content": ["application/json": ["schema": ref("Error")]]],
-            ],
+        var responses: [String: JSONValue] = [
+            "200": ["description": "Success", "content": .object([operation.responseType: ["schema": operation.response]])],
+            "default": ["description": "An error", "content": ["application/json": ["schema": ref("Error")]]],
         ]
+        for answer in limitAnswers {
+            responses[answer.status] = ["description": .string(answer.meaning), "content": ["application/json": ["schema": ref("Error")]]]
+        }
+        var described: [String: JSONValue] = ["summary": .string(operation.summary), "responses": .object(responses)]
         if let body = operation.body {
             described["requestBody"] = ["required": false, "content": .object([operation.bodyType: ["schema": body]])]
         }

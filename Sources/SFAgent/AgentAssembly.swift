@@ -58,7 +58,8 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
         store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
         instances: InstanceRealizer(
             layout: layout, host: host, root: root, libvirt: libvirt, storagePath: settings.storagePath,
-            virtualization: settings.virtualizationType.resolved(logger: logger), logger: logger),
+            virtualization: settings.virtualizationType.resolved(logger: logger),
+            qemuImgTimeLimit: .seconds(settings.qemuImgTimeoutSeconds), logger: logger),
         nodeName: settings.nodeName, floatingRange: settings.floatingRange,
         dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
         mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),

@@ -96,13 +96,17 @@ public struct InstanceRealizer: Sendable {
     public let virtualization: VirtualizationType
     /// Builds config drives.
     public let configDrives: ConfigDriveWriter
+    /// The wall-clock limit of each qemu-img run that makes an instance's disk (SFNODE_QEMU_IMG_TIMEOUT_SECONDS).
+    public let qemuImgTimeLimit: Duration
     let logger: Logger
 
     public init(
         layout: HostLayout, host: NetlinkSession, root: NetlinkSession, libvirt: LibvirtConnection, storagePath: String,
-        virtualization: VirtualizationType, configDrives: ConfigDriveWriter = ConfigDriveWriter(), logger: Logger
+        virtualization: VirtualizationType, configDrives: ConfigDriveWriter = ConfigDriveWriter(),
+        qemuImgTimeLimit: Duration = ImageLimits().qemuImgTimeLimit, logger: Logger
     ) {
         self.configDrives = configDrives
+        self.qemuImgTimeLimit = qemuImgTimeLimit
         self.layout = layout
         self.host = host
         self.root = root
@@ -210,27 +214,13 @@ public struct InstanceRealizer: Sendable {
             return DomainSpec.Disk(path: path, format: .raw, device: .cdrom, bus: disk.bus == .virtio ? .sata : disk.bus)
         case .overlay(let base, let format, let sizeGiB):
             let path = directory + "/disk\(index).qcow2"
-            try await createOverlay(base: base, baseFormat: format, at: path, sizeGiB: sizeGiB)
+            try await createOverlay(base: base, baseFormat: format, at: path, sizeGiB: sizeGiB, timeLimit: qemuImgTimeLimit)
             return DomainSpec.Disk(path: path, bus: disk.bus)
         case .blank(let size):
             guard size > 0 else { throw ControlError.invalid("blank disk \(index) must be at least 1 GiB, not \(size)") }
             let path = directory + "/disk\(index).qcow2"
-            try createImage(at: path, arguments: [], size: "\(size)G")
+            try await createBlankDisk(at: path, sizeGiB: size, timeLimit: qemuImgTimeLimit)
             return DomainSpec.Disk(path: path, bus: disk.bus)
         }
-    }
-
-    /// qemu-img into a temporary name, then rename: a crash never leaves a half-made disk that a
-    /// later run would take for finished.
-    private func createImage(at path: String, arguments: [String], size: String? = nil) throws {
-        if FileManager.default.fileExists(atPath: path) { return }
-        let temporary = path + ".partial"
-        try? FileManager.default.removeItem(atPath: temporary)
-        let result = try ChildProcess.run(
-            ["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2"] + arguments + [temporary] + (size.map { [$0] } ?? []))
-        guard result.status == 0 else {
-            throw ControlError.commandFailed("qemu-img create \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        try AtomicFile.publish(temporary, as: path)
     }
 }

@@ -25,9 +25,30 @@ public func createOverlay(
     base: String, baseFormat: ImageFormat, at path: String, sizeGiB: Int?, qemuImg: String = "/usr/bin/qemu-img",
     timeLimit: Duration = ImageLimits().qemuImgTimeLimit
 ) async throws {
+    try await runQemuImgCreate(at: path, timeLimit: timeLimit) {
+        try createOverlayBlocking(base: base, baseFormat: baseFormat, at: path, sizeGiB: sizeGiB, qemuImg: qemuImg, timeLimit: timeLimit)
+    }
+}
+
+/// Creates an empty qcow2 disk of `sizeGiB` at `path` (`qemu-img create -f qcow2 PATH SIZEG`), by the
+/// same temporary-then-rename rule as ``createOverlay(base:baseFormat:at:sizeGiB:qemuImg:timeLimit:)``.
+/// An existing `path` is kept as it is.
+public func createBlankDisk(
+    at path: String, sizeGiB: Int, qemuImg: String = "/usr/bin/qemu-img", timeLimit: Duration = ImageLimits().qemuImgTimeLimit
+) async throws {
+    try await runQemuImgCreate(at: path, timeLimit: timeLimit) {
+        if FileManager.default.fileExists(atPath: path) { return }
+        guard sizeGiB > 0 else { throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: 0) }
+        try qemuImgCreate([qemuImg, "create", "-q", "-f", "qcow2"], at: path, size: "\(sizeGiB)G", timeLimit: timeLimit)
+    }
+}
+
+/// Runs a disk's making off the cooperative pool; a qemu-img past `timeLimit` leaves no partial file
+/// and is reported as ``ImageError/qemuImgTimedOut(operation:path:seconds:)``.
+private func runQemuImgCreate(at path: String, timeLimit: Duration, _ work: @escaping @Sendable () throws -> Void) async throws {
     try await runBlocking {
         do {
-            try createOverlayBlocking(base: base, baseFormat: baseFormat, at: path, sizeGiB: sizeGiB, qemuImg: qemuImg, timeLimit: timeLimit)
+            try work()
         } catch ChildProcessError.timedOut(let command, _) {
             unlink(path + ".partial")
             throw ImageError.qemuImgTimedOut(
@@ -59,11 +80,16 @@ private func createOverlayBlocking(
             throw ImageError.overlayTooSmall(path: path, requestedGiB: sizeGiB, baseVirtualSize: virtual)
         }
     }
+    try qemuImgCreate(
+        [qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", format], at: path, size: sizeGiB.map { "\($0)G" }, timeLimit: timeLimit)
+}
+
+/// `argv` with `<path>.partial` (and `size`) appended, run under `timeLimit`; the result synced and
+/// renamed to `path`, or nothing left behind.
+private func qemuImgCreate(_ argv: [String], at path: String, size: String?, timeLimit: Duration) throws {
     let partial = path + ".partial"
     unlink(partial)
-    let result = try ChildProcess.run(
-        [qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", format, partial]
-            + (sizeGiB.map { ["\($0)G"] } ?? []), timeLimit: timeLimit)
+    let result = try ChildProcess.run(argv + [partial] + (size.map { [$0] } ?? []), timeLimit: timeLimit)
     guard result.status == 0 else {
         unlink(partial)
         let message = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
