@@ -132,28 +132,40 @@ enum Reply {
 /// The metadata endpoints every object type has: `GET …/metadata`, `POST …/metadata` with
 /// `{"key", "value"}`, and `PUT` / `DELETE …/metadata/<key>`.
 struct MetadataRoutes: Sendable {
-    let type: ObjectType
-    /// Resolves the path's object to its UUID (checking the caller may see it).
-    let resolve: @Sendable (Request, APIContext) async throws -> UUID
+    /// Resolves the path's object (checking the caller may see it).
+    let resolve: @Sendable (Request, APIContext) async throws -> ObjectKey
     /// Resolves it for a change (checking the caller may change it); `resolve` when nil, for the
     /// objects whose visibility already is ownership.
-    let resolveForChange: (@Sendable (Request, APIContext) async throws -> UUID)?
+    let resolveForChange: (@Sendable (Request, APIContext) async throws -> ObjectKey)?
     let control: Control
 
     init(
-        type: ObjectType, resolve: @escaping @Sendable (Request, APIContext) async throws -> UUID,
-        resolveForChange: (@Sendable (Request, APIContext) async throws -> UUID)? = nil, control: Control
+        resolve: @escaping @Sendable (Request, APIContext) async throws -> ObjectKey,
+        resolveForChange: (@Sendable (Request, APIContext) async throws -> ObjectKey)? = nil, control: Control
     ) {
-        self.type = type
         self.resolve = resolve
         self.resolveForChange = resolveForChange
         self.control = control
     }
 
+    /// For the objects known by UUID.
+    init(
+        type: ObjectType, resolve: @escaping @Sendable (Request, APIContext) async throws -> UUID,
+        resolveForChange: (@Sendable (Request, APIContext) async throws -> UUID)? = nil, control: Control
+    ) {
+        let byKey: @Sendable (Request, APIContext) async throws -> ObjectKey = { request, context in
+            ObjectKey(type, try await resolve(request, context))
+        }
+        var changeByKey: (@Sendable (Request, APIContext) async throws -> ObjectKey)?
+        if let resolveForChange {
+            changeByKey = { request, context in ObjectKey(type, try await resolveForChange(request, context)) }
+        }
+        self.init(resolve: byKey, resolveForChange: changeByKey, control: control)
+    }
+
     func add(to group: RouterGroup<APIContext>, path: RouterPath) {
         group.get("\(path)/metadata") { request, context in
-            let uuid = try await resolve(request, context)
-            return Reply.json(try await control.metadata(type, uuid))
+            Reply.json(try await control.metadata(try await resolve(request, context)))
         }
         group.post("\(path)/metadata") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["key", "value"])
@@ -168,16 +180,16 @@ struct MetadataRoutes: Sendable {
         }
         group.delete("\(path)/metadata/:key") { request, context in
             _ = try await RequestBody.read(request, context: context, allowed: [])
-            let uuid = try await (resolveForChange ?? resolve)(request, context)
-            try await control.deleteMetadata(type, uuid, key: try request.parameter("key", context))
+            let object = try await (resolveForChange ?? resolve)(request, context)
+            try await control.deleteMetadata(object, key: try request.parameter("key", context))
             return Reply.null
         }
     }
 
     private func set(_ request: Request, _ context: APIContext, key: String, body: RequestBody) async throws {
         guard let value = body.value("value"), Self.isTruthy(value) else { throw APIError(.badRequest, "no value specified") }
-        let uuid = try await (resolveForChange ?? resolve)(request, context)
-        try await control.setMetadata(type, uuid, key: key, value: value)
+        let object = try await (resolveForChange ?? resolve)(request, context)
+        try await control.setMetadata(object, key: key, value: value)
     }
 
     /// Python truthiness, which Shaken Fist's check uses: "", 0, false, [] and {} are "no value".
@@ -195,6 +207,11 @@ struct MetadataRoutes: Sendable {
 
 /// `GET …/events` with the optional body `{"event_type", "limit"}`.
 func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ request: Request, _ context: APIContext) async throws -> Response {
+    try await eventsResponse(control, ObjectKey(type, uuid), request, context)
+}
+
+/// `GET …/events` with the optional body `{"event_type", "limit"}`.
+func eventsResponse(_ control: Control, _ object: ObjectKey, _ request: Request, _ context: APIContext) async throws -> Response {
     let body = try await RequestBody.read(request, context: context, allowed: ["event_type", "limit"])
     // Upstream has no cap; more than the store keeps per read is simply all of them.
     let limit = min(try body.int("limit") ?? 100, 1000)
@@ -206,5 +223,5 @@ func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ requ
         }
         wanted = type
     }
-    return Reply.json(try await control.events(type, uuid, eventType: wanted, limit: limit).map(EventView.init))
+    return Reply.json(try await control.events(object, eventType: wanted, limit: limit).map(EventView.init))
 }

@@ -106,9 +106,6 @@ public struct APILimits: Sendable, Equatable {
 /// The client's calls sfnode answers with "not supported".
 let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
     (.delete, "/artifacts/:ref/versions/:version", "deleting one artifact version"),
-    (.get, "/auth/namespaces/:namespace/metadata", "namespace metadata"),
-    (.put, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
-    (.delete, "/auth/namespaces/:namespace/metadata/:key", "namespace metadata"),
     (.delete, "/nodes/:name", "deleting a node"), (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
 ]
 
@@ -119,7 +116,7 @@ public func buildRouter(
     let authenticator = try await Authenticator.make(
         records: auth, tokenLifetime: configuration.tokenLifetime, limits: configuration.limits, logger: logger)
     let api = API(control: control, auth: auth, authenticator: authenticator, storage: storage, logger: logger)
-    let router = Router(context: APIContext.self)
+    let router = Router(context: APIContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestIDMiddleware(limits: configuration.limits))
     router.add(middleware: ErrorMiddleware())
     RootController(api: api).add(to: router)
@@ -138,5 +135,7 @@ public func buildRouter(
             throw APIError(.badRequest, "\(what) is not supported by sfnode")
         }
     }
+    // Last: it sees only requests no route took (see MethodNotAllowedMiddleware).
+    router.add(middleware: MethodNotAllowedMiddleware(routes: RouteTable(router.routes)))
     return router
 }

@@ -174,6 +174,8 @@ enum OpenAPIDocument {
             "/upload/{uuid}/truncate/{offset}": ops(Operation(method: "post", summary: "Cut the upload back to offset bytes", response: null)),
             "/nodes": ops(Operation(method: "get", summary: "The cluster's nodes (admin)", response: array(ref("Node")))),
             "/nodes/{name}": ops(Operation(method: "get", summary: "A node (admin)", response: ref("Node"))),
+            "/nodes/{name}/events": ops(Operation(method: "get", summary: "A node's events, newest first (admin; none for an unknown node)", body: eventsQuery, response: array(ref("Event")))),
+            "/admin/locks": ops(Operation(method: "get", summary: "The leases held now, one per running job, keyed as Shaken Fist's locks (admin)", response: anyObject)),
         ]
         for operation in ["rebootsoft", "reboothard", "poweroff", "poweron", "pause", "unpause"] {
             table["/instances/{ref}/\(operation)"] = ops(Operation(method: "post", summary: "Queue \(operation)", response: null))
@@ -181,7 +183,7 @@ enum OpenAPIDocument {
         for (base, kind) in [("/instances/{ref}", "instance"), ("/networks/{ref}", "network"), ("/artifacts/{ref}", "artifact")] {
             table[base + "/events"] = ops(Operation(method: "get", summary: "The \(kind)'s events, newest first", body: eventsQuery, response: array(ref("Event"))))
         }
-        for base in ["/instances/{ref}", "/networks/{ref}", "/interfaces/{ref}", "/blobs/{uuid}", "/artifacts/{ref}"] {
+        for base in ["/instances/{ref}", "/networks/{ref}", "/interfaces/{ref}", "/blobs/{uuid}", "/artifacts/{ref}", "/auth/namespaces/{namespace}", "/nodes/{name}"] {
             table[base + "/metadata"] = ops(
                 Operation(method: "get", summary: "Metadata", response: anyObject),
                 Operation(method: "post", summary: "Set one key", body: object(["key": string, "value": ["description": "any JSON value but a falsy one"]], closed: true), response: null))

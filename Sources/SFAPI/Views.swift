@@ -296,6 +296,35 @@ struct NodeView: WireValue {
     }
 }
 
+/// `GET /admin/locks`: an object keyed by lock, each `{"id", "line", "node", "operation", "pid"}`
+/// as sf-client's `admin lock list` reads them.
+struct LeasesView: WireValue {
+    let leases: [Lease]
+
+    func write(to json: inout JSONWriter) {
+        json.object { c in
+            for lease in leases {
+                c.put(lease.key, LeaseView(lease: lease))
+            }
+        }
+    }
+
+    private struct LeaseView: WireValue {
+        let lease: Lease
+
+        func write(to json: inout JSONWriter) {
+            json.object { c in
+                c.put("id", lease.id)
+                c.put("line", "sfnode job \(lease.id)")
+                c.put("node", lease.node)
+                c.put("operation", lease.operation)
+                c.put("pid", lease.pid)
+                c.put("expires", lease.expires?.timeIntervalSince1970)
+            }
+        }
+    }
+}
+
 struct NamespaceView: WireValue {
     let namespace: Namespace
     let keys: [String]

@@ -73,12 +73,12 @@ extension Control {
     }
 
     /// Refuses a new metadata key past ``NamespaceQuotas/metadataKeys`` (replacing a key is fine).
-    func checkMetadataCount(_ type: ObjectType, _ uuid: UUID, key: String) async throws {
-        let existing = try await controlled { try await store.metadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString) }
+    func checkMetadataCount(_ object: ObjectKey, key: String) async throws {
+        let existing = try await metadata(object)
         guard existing[key] != nil || existing.count < settings.quotas.metadataKeys else {
             throw ControlError(
                 .quotaExceeded,
-                "\(type.rawValue) \(uuid.lowercasedString) has \(existing.count) metadata keys; the limit is \(settings.quotas.metadataKeys) (SFNODE_QUOTA_METADATA_KEYS)")
+                "\(object) has \(existing.count) metadata keys; the limit is \(settings.quotas.metadataKeys) (SFNODE_QUOTA_METADATA_KEYS)")
         }
     }
 

@@ -3,16 +3,45 @@ import SFStore
 
 /// The kinds of object events and metadata are kept for.
 public enum ObjectType: String, Sendable, CaseIterable {
-    case instance, network, interface, node, blob, artifact
+    case instance, network, interface, node, blob, artifact, namespace
+}
+
+/// One object whose events and metadata the store keeps: its type and its id, which is the
+/// lower-case UUID, or the name for a namespace or a node (they have no UUID).
+public struct ObjectKey: Sendable, Hashable, CustomStringConvertible {
+    public let type: ObjectType
+    /// The id the store files the object's rows under.
+    public let id: String
+
+    /// An object known by its UUID.
+    public init(_ type: ObjectType, _ uuid: UUID) {
+        self.type = type
+        self.id = uuid.lowercasedString
+    }
+
+    private init(_ type: ObjectType, name: String) {
+        self.type = type
+        self.id = name
+    }
+
+    /// A namespace, by name.
+    public static func namespace(_ name: String) -> ObjectKey { ObjectKey(.namespace, name: name) }
+    /// A node, by name.
+    public static func node(_ name: String) -> ObjectKey { ObjectKey(.node, name: name) }
+
+    public var description: String { "\(type.rawValue) \(id)" }
 }
 
 extension Control {
     /// An object's events (of `eventType` only, when given), newest first, at most `limit` (1 to 1000).
     public func events(_ type: ObjectType, _ uuid: UUID, eventType: EventType? = nil, limit: Int = 100) async throws -> [Event] {
+        try await events(ObjectKey(type, uuid), eventType: eventType, limit: limit)
+    }
+
+    /// An object's events (of `eventType` only, when given), newest first, at most `limit` (1 to 1000).
+    public func events(_ key: ObjectKey, eventType: EventType? = nil, limit: Int = 100) async throws -> [Event] {
         guard (1...1000).contains(limit) else { throw ControlError.invalid("limit \(limit) is outside 1...1000") }
-        return try await controlled {
-            try await store.events(objectType: type.rawValue, objectUUID: uuid.lowercasedString, type: eventType, limit: limit)
-        }
+        return try await controlled { try await store.events(objectType: key.type.rawValue, objectUUID: key.id, type: eventType, limit: limit) }
     }
 
     /// Follows an object's events as they are recorded, oldest first, starting with the last
@@ -47,22 +76,32 @@ extension Control {
 
     /// An object's metadata.
     public func metadata(_ type: ObjectType, _ uuid: UUID) async throws -> [String: JSONValue] {
-        try await controlled { try await store.metadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString) }
+        try await metadata(ObjectKey(type, uuid))
+    }
+
+    /// An object's metadata.
+    public func metadata(_ key: ObjectKey) async throws -> [String: JSONValue] {
+        try await controlled { try await store.metadata(objectType: key.type.rawValue, objectUUID: key.id) }
     }
 
     /// Sets one metadata key; `tags` and `affinity` of an instance are checked as placement reads them.
     public func setMetadata(_ type: ObjectType, _ uuid: UUID, key: String, value: JSONValue) async throws {
+        try await setMetadata(ObjectKey(type, uuid), key: key, value: value)
+    }
+
+    /// Sets one metadata key; `tags` and `affinity` of an instance are checked as placement reads them.
+    public func setMetadata(_ object: ObjectKey, key: String, value: JSONValue) async throws {
         try checkMetadataKey(key)
-        if type == .instance { try checkPlacementMetadata([key: value]) }
+        if object.type == .instance { try checkPlacementMetadata([key: value]) }
         try Self.checkMetadataValue(key, value)
-        try await checkMetadataCount(type, uuid, key: key)
-        try await controlled { try await store.setMetadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString, key: key, value: value) }
+        try await checkMetadataCount(object, key: key)
+        try await controlled { try await store.setMetadata(objectType: object.type.rawValue, objectUUID: object.id, key: key, value: value) }
     }
 
     /// Removes one metadata key; removing an absent key changes nothing.
-    public func deleteMetadata(_ type: ObjectType, _ uuid: UUID, key: String) async throws {
+    public func deleteMetadata(_ object: ObjectKey, key: String) async throws {
         try checkMetadataKey(key)
-        try await controlled { try await store.deleteMetadata(objectType: type.rawValue, objectUUID: uuid.lowercasedString, key: key) }
+        try await controlled { try await store.deleteMetadata(objectType: object.type.rawValue, objectUUID: object.id, key: key) }
     }
 
     func checkMetadataKey(_ key: String) throws {

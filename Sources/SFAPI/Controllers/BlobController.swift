@@ -55,14 +55,10 @@ struct BlobController {
             }
             return Reply.json(try await view(blob.uuid, caller))
         }
-        // A blob's metadata is read by whoever sees the blob, and changed by the admin only, since
-        // no namespace owns a blob.
+        // A blob's metadata is read and changed by whoever sees the blob, as in Shaken Fist (where
+        // any caller may): no namespace owns a blob, and one a caller cannot see stays 404.
         MetadataRoutes(
-            type: .blob, resolve: { request, context in try await existing(request, context) },
-            resolveForChange: { request, context in
-                try context.authenticated().requireAdmin()
-                return try await existing(request, context)
-            }, control: api.control
+            type: .blob, resolve: { request, context in try await existing(request, context) }, control: api.control
         ).add(to: group, path: "/blobs/:uuid")
     }
 
@@ -83,32 +79,5 @@ struct BlobController {
         BlobWireView(
             view: try await api.control.blob(uuid: uuid, namespace: caller.scope), metadata: try await api.control.metadata(.blob, uuid),
             admin: caller.isAdmin)
-    }
-}
-
-/// `/nodes`: the cluster's nodes, admin only (the reference's §12.7).
-struct NodeController {
-    let api: API
-
-    func add(to group: RouterGroup<APIContext>) {
-        group.get("/nodes") { request, context in
-            _ = try await RequestBody.read(request, context: context, allowed: [])
-            try context.authenticated().requireAdmin()
-            var views: [NodeView] = []
-            for node in try await api.control.store.nodes() { views.append(try await view(node)) }
-            return Reply.json(views)
-        }
-        group.get("/nodes/:name") { request, context in
-            try context.authenticated().requireAdmin()
-            let name = try request.parameter("name", context)
-            guard let node = try await api.control.store.node(named: name) else { throw APIError(.notFound, "node not found") }
-            return Reply.json(try await view(node))
-        }
-    }
-
-    func view(_ node: Node) async throws -> NodeView {
-        let timeout = Double(api.control.settings.checkInTimeout.components.seconds)
-        let live = node.lastSeen.map { Date().timeIntervalSince($0) <= timeout } ?? false
-        return NodeView(node: node, metadata: try await api.control.store.metadata(objectType: "node", objectUUID: node.name), isLive: live)
     }
 }

@@ -16,7 +16,7 @@ struct RootController {
         ("instances", ["get-instance-namespace"]),
         ("networks", ["get-network-namespace"]),
         ("networkinterfaces", ["interface-metadata"]),
-        ("nodes", ["node-get"]),
+        ("nodes", ["node-get", "node-metadata"]),
     ]
 
     static let page: String = {
@@ -75,6 +75,9 @@ struct NamespaceController {
             api.authenticator.forgetConfirmations(namespace: namespace.name)
             return Reply.null
         }
+        // Any caller the namespace trusts (itself, and the admin), as in Shaken Fist.
+        MetadataRoutes(resolve: { request, context in .namespace(try await visible(request, context).name) }, control: api.control)
+            .add(to: group, path: "/auth/namespaces/:namespace")
         group.get("/auth/namespaces/:namespace/keys") { request, context in
             let namespace = try await visible(request, context)
             return Reply.json(try await api.auth.keys(namespace: namespace.name).map(\.name))
@@ -120,6 +123,8 @@ struct NamespaceController {
     }
 
     func view(_ namespace: Namespace) async throws -> NamespaceView {
-        NamespaceView(namespace: namespace, keys: try await api.auth.keys(namespace: namespace.name).map(\.name), metadata: [:])
+        NamespaceView(
+            namespace: namespace, keys: try await api.auth.keys(namespace: namespace.name).map(\.name),
+            metadata: try await api.control.metadata(.namespace(namespace.name)))
     }
 }
