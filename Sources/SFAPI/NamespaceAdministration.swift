@@ -36,16 +36,25 @@ public struct NamespaceAdministration: Sendable {
         return namespace
     }
 
-    /// Deletes a namespace that holds no live instances or networks; `system` cannot be deleted.
-    public func delete(_ name: String, control: Control) async throws {
+    /// Deletes a namespace that holds no live instances or networks, and its artifacts with it
+    /// (their blobs go when nothing else holds them), as Shaken Fist does; `system` cannot be
+    /// deleted. Uploads and blobs stay; the namespace's keys go, so its tokens stop working.
+    public func delete(_ name: String, control: Control, storage: BlobStorage) async throws {
         guard name != Caller.adminNamespace else { throw APIError(.forbidden, "you cannot delete the system namespace") }
-        let instances = try await control.instances(namespace: name)
-        let networks = try await control.networks(namespace: name)
-        let artifacts = try await control.artifacts(namespace: name).filter { $0.namespace == name }
-        guard instances.isEmpty, networks.isEmpty, artifacts.isEmpty else {
-            throw APIError(
-                .badRequest,
-                "namespace \(name) still has \(instances.count) instances, \(networks.count) networks and \(artifacts.count) artifacts; delete them first")
+        guard try await records.liveNamespace(name) != nil else { throw APIError(.notFound, "namespace not found") }
+        // As in Shaken Fist, an instance or network in error does not keep its namespace alive.
+        let instances = try await control.instances(namespace: name).filter { $0.state != .error }
+        guard instances.isEmpty else {
+            throw APIError(.badRequest, "you cannot delete a namespace with instances (\(instances.count) in \(name); delete them first)")
+        }
+        let networks = try await control.networks(namespace: name).filter { $0.state != .error }
+        guard networks.isEmpty else {
+            throw APIError(.badRequest, "you cannot delete a namespace with networks (\(networks.count) in \(name); delete them first)")
+        }
+        // Artifacts first: a crash between the two leaves a live namespace with fewer artifacts,
+        // and deleting it again finishes the job.
+        for artifact in try await control.artifacts(namespace: name) where artifact.namespace == name {
+            try await control.deleteArtifact(artifact.uuid.lowercasedString, namespace: name, storage: storage)
         }
         do {
             try await records.deleteNamespace(name)

@@ -329,6 +329,8 @@ struct NamespaceView: WireValue {
     let namespace: Namespace
     let keys: [String]
     let metadata: [String: JSONValue]
+    /// The namespaces it trusts, `system` first.
+    let trust: [String]
 
     func write(to json: inout JSONWriter) {
         json.object { c in
@@ -337,7 +339,7 @@ struct NamespaceView: WireValue {
             c.put("metadata", metadata)
             c.put("version", 5)
             c.put("keys", keys)
-            c.put("trust", ["full": [Caller.adminNamespace]])
+            c.put("trust", ["full": trust])
         }
     }
 }

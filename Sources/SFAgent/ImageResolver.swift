@@ -58,17 +58,7 @@ public actor ImageResolver {
     ) {
         self.recheckInterval = recheckInterval
         self.records = records
-        // Instance disks let their namespace see a blob; the store that keeps blob records keeps
-        // instances too (SQLiteStore). One that does not lets no instance vouch for a blob.
-        let instances = records as? any NodeStore
-        self.access = ImageAccess(records: records) { uuid in
-            guard let instances else { return nil }
-            do {
-                return try await instances.instance(uuid: uuid).namespace
-            } catch StoreError.notFound {
-                return nil
-            }
-        }
+        self.access = ImageAccess(store: records)
         // The same directories the use cases write uploads and their blobs to.
         let storage = BlobStorage(path: storagePath, nodeName: nodeName)
         let blobs = BlobStore(records: records, directory: storage.blobDirectory, nodeName: nodeName, logger: logger)

@@ -170,13 +170,14 @@ extension Control {
     // MARK: Reading
 
     /// The artifacts `namespace` sees (all when nil or `system`), oldest first; deleted ones only
-    /// when asked. A namespace sees its own and the shared ones.
+    /// when asked. A namespace sees its own, the shared ones and those of namespaces that trust it.
     public func artifacts(namespace: String? = nil, includeDeleted: Bool = false) async throws -> [Artifact] {
         if let namespace { try Names.checkName(namespace, "namespace") }
         let records = try blobRecords()
+        let visibility = try await visibility(for: namespace)
         return try await controlled {
             try await records.artifacts(namespace: nil).filter {
-                (includeDeleted || $0.state != .deleted) && Self.isVisible($0, to: namespace)
+                (includeDeleted || $0.state != .deleted) && visibility?.sees($0) != false
             }
         }
     }
@@ -196,7 +197,9 @@ extension Control {
                 } catch StoreError.notFound {
                     throw ControlError.notFound("artifact \(reference) not found")
                 }
-                guard Self.isVisible(artifact, to: namespace) else { throw ControlError.notFound("artifact \(reference) not found") }
+                guard try await visibility(for: namespace)?.sees(artifact) != false else {
+                    throw ControlError.notFound("artifact \(reference) not found")
+                }
                 return artifact
             }
             let named = try await artifacts(namespace: namespace).filter { $0.name == reference }
@@ -374,11 +377,10 @@ extension Control {
 
     // MARK: Helpers
 
-    /// Whether `namespace` (nil: the admin, who sees everything) sees the artifact: its own, and
-    /// the shared ones.
-    static func isVisible(_ artifact: Artifact, to namespace: String?) -> Bool {
-        guard let namespace else { return true }
-        return ImageAccess.sees(artifact, namespace: namespace)
+    /// What `namespace` sees (nil: the admin, who sees everything).
+    func visibility(for namespace: String?) async throws -> ImageAccess.Visibility? {
+        guard let namespace else { return nil }
+        return try await controlled { try await imageAccess().visibility(for: namespace) }
     }
 
     /// Refuses sharing an artifact of any namespace but `system` (Shaken Fist's rule: what is

@@ -259,14 +259,7 @@ extension Control {
 
     /// The image visibility rule over this store (``ImageAccess``).
     func imageAccess() throws(ControlError) -> ImageAccess {
-        let store = self.store
-        return ImageAccess(records: try blobRecords()) { uuid in
-            do {
-                return try await store.instance(uuid: uuid).namespace
-            } catch StoreError.notFound {
-                return nil
-            }
-        }
+        ImageAccess(store: try blobRecords())
     }
 
     /// This node's blob data over the store's records.

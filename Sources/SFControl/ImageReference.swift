@@ -97,22 +97,64 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
 public struct ImageAccess: Sendable {
     let records: any BlobRecords
     let instanceNamespace: @Sendable (UUID) async throws -> String?
+    let trustingNamespaces: @Sendable (String) async throws -> [String]
 
     /// - Parameters:
     ///   - records: the blob and artifact records.
     ///   - instanceNamespace: the namespace of an instance, nil when there is none (an instance's
     ///     disks let its namespace see their blobs).
-    public init(records: any BlobRecords, instanceNamespace: @escaping @Sendable (UUID) async throws -> String?) {
+    ///   - trustingNamespaces: the namespaces that trust a namespace (their images are its to see).
+    public init(
+        records: any BlobRecords, instanceNamespace: @escaping @Sendable (UUID) async throws -> String?,
+        trustingNamespaces: @escaping @Sendable (String) async throws -> [String] = { _ in [] }
+    ) {
         self.records = records
         self.instanceNamespace = instanceNamespace
+        self.trustingNamespaces = trustingNamespaces
+    }
+
+    /// The rule over a store that keeps blob records, and (SQLiteStore does) instances and
+    /// namespaces' trusts: a store without them lets no instance vouch for a blob and no namespace
+    /// trust another.
+    public init(store records: any BlobRecords) {
+        let instances = records as? any NodeStore
+        let auth = records as? any AuthRecords
+        self.init(
+            records: records,
+            instanceNamespace: { uuid in
+                guard let instances else { return nil }
+                do {
+                    return try await instances.instance(uuid: uuid).namespace
+                } catch StoreError.notFound {
+                    return nil
+                }
+            },
+            trustingNamespaces: { namespace in try await auth?.namespacesTrusting(namespace) ?? [] })
     }
 
     /// How far ``canSee(blob:namespace:)`` follows blobs built on blobs; real chains are 1 or 2 long.
     static let holderDepth = 4
 
-    /// Whether `namespace` sees the artifact: its own, a shared one, or any for `system`.
-    public static func sees(_ artifact: Artifact, namespace: String) -> Bool {
-        namespace == Namespace.system || artifact.namespace == namespace || artifact.shared
+    /// Which artifacts one namespace sees: its own, the shared ones, those of the namespaces that
+    /// trust it, or all of them for `system`.
+    public struct Visibility: Sendable {
+        let namespace: String
+        let trustedBy: Set<String>
+
+        /// Whether the namespace sees `artifact`.
+        public func sees(_ artifact: Artifact) -> Bool {
+            namespace == Namespace.system || artifact.namespace == namespace || artifact.shared || trustedBy.contains(artifact.namespace)
+        }
+    }
+
+    /// What `namespace` sees, read once for a listing or a lookup.
+    public func visibility(for namespace: String) async throws -> Visibility {
+        Visibility(namespace: namespace, trustedBy: namespace == Namespace.system ? [] : Set(try await trustingNamespaces(namespace)))
+    }
+
+    /// Whether `namespace` sees the artifact (see ``Visibility``).
+    public func sees(_ artifact: Artifact, namespace: String) async throws -> Bool {
+        try await visibility(for: namespace).sees(artifact)
     }
 
     /// The blob a disk base of an instance in `namespace` boots from, with Shaken Fist's 404
@@ -185,7 +227,8 @@ public struct ImageAccess: Sendable {
         switch reference.holderType {
         case "artifact":
             guard let artifact = try? await records.artifact(uuid: holder) else { return false }
-            return artifact.state != .deleted && Self.sees(artifact, namespace: namespace)
+            guard artifact.state != .deleted else { return false }
+            return try await sees(artifact, namespace: namespace)
         case "instance":
             return try await instanceNamespace(holder) == namespace
         case "blob":
@@ -196,7 +239,7 @@ public struct ImageAccess: Sendable {
     }
 
     private func newestBlob(of artifact: Artifact?, namespace: String, unresolved: String) async throws -> Blob {
-        guard let artifact, Self.sees(artifact, namespace: namespace) else { throw ControlError.notFound("artifact not found") }
+        guard let artifact, try await sees(artifact, namespace: namespace) else { throw ControlError.notFound("artifact not found") }
         guard artifact.state == .created else { throw ControlError.notFound("artifact not ready (state=\(artifact.state.rawValue))") }
         guard let newest = try await records.artifactVersions(artifactUUID: artifact.uuid).last else { throw ControlError.notFound(unresolved) }
         return try await records.blob(uuid: newest.blobUUID)

@@ -29,6 +29,8 @@ public struct NamespaceQuotas: Sendable, Equatable {
     public var queuedJobs = 200
     /// Metadata keys on one object.
     public var metadataKeys = 256
+    /// Namespaces one namespace trusts.
+    public var trusts = 64
 
     public init() {}
 }

@@ -24,6 +24,15 @@ public protocol AuthRecords: Sendable {
     /// Removes a key, or ``StoreError/notFound(type:id:)``.
     func deleteKey(namespace: String, name: String) async throws
 
+    /// The namespaces `namespace` trusts, by name (Shaken Fist's `trust.full`, less the implicit
+    /// `system`): each may see and boot its images. Unknown or deleted: notFound.
+    func trusts(of namespace: String) async throws -> [String]
+    /// Adds (`trusted` true) or removes a namespace `namespace` trusts; adding twice or removing an
+    /// absent one changes nothing. Unknown or deleted `namespace`: notFound.
+    func setTrust(of namespace: String, in other: String, _ trusted: Bool) async throws
+    /// The live namespaces that trust `namespace`, by name.
+    func namespacesTrusting(_ namespace: String) async throws -> [String]
+
     /// A cluster-wide setting, or nil.
     func setting(_ key: String) async throws -> String?
     /// Stores `value` under `key` unless the key already has one, and returns whichever is stored:

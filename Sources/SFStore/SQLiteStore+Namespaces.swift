@@ -49,6 +49,51 @@ extension SQLiteStore {
     }
 }
 
+extension SQLiteStore {
+    /// Which namespaces trust which (issue 14): registered after every earlier migration.
+    static func registerTrustMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v10-namespace-trusts") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE namespace_trust (
+                        namespace TEXT NOT NULL,
+                        trusted TEXT NOT NULL,
+                        PRIMARY KEY (namespace, trusted)) WITHOUT ROWID;
+                    CREATE INDEX namespace_trusted ON namespace_trust(trusted);
+                    """)
+        }
+    }
+
+    public func trusts(of namespace: String) async throws -> [String] {
+        try await read { db in
+            guard try Self.fetchNamespace(db, namespace).state != .deleted else { throw StoreError.notFound(type: "namespace", id: namespace) }
+            return try String.fetchAll(db, sql: "SELECT trusted FROM namespace_trust WHERE namespace = ? ORDER BY trusted", arguments: [namespace])
+        }
+    }
+
+    public func setTrust(of namespace: String, in other: String, _ trusted: Bool) async throws {
+        try await write { db in
+            guard try Self.fetchNamespace(db, namespace).state != .deleted else { throw StoreError.notFound(type: "namespace", id: namespace) }
+            if trusted {
+                try db.execute(sql: "INSERT OR IGNORE INTO namespace_trust (namespace, trusted) VALUES (?, ?)", arguments: [namespace, other])
+            } else {
+                try db.execute(sql: "DELETE FROM namespace_trust WHERE namespace = ? AND trusted = ?", arguments: [namespace, other])
+            }
+        }
+    }
+
+    public func namespacesTrusting(_ namespace: String) async throws -> [String] {
+        try await read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT t.namespace FROM namespace_trust t JOIN namespace n ON n.name = t.namespace
+                    WHERE t.trusted = ? AND n.state != 'deleted' ORDER BY t.namespace
+                    """, arguments: [namespace])
+        }
+    }
+}
+
 extension SQLiteStore: AuthRecords {
     public func createNamespace(_ name: String) async throws -> Namespace {
         guard !name.isEmpty else { throw StoreError.invalidArgument("a namespace needs a name") }
@@ -79,6 +124,7 @@ extension SQLiteStore: AuthRecords {
             _ = try Self.fetchNamespace(db, name)
             try db.execute(sql: "UPDATE namespace SET state = 'deleted' WHERE name = ?", arguments: [name])
             try db.execute(sql: "DELETE FROM namespace_key WHERE namespace = ?", arguments: [name])
+            try db.execute(sql: "DELETE FROM namespace_trust WHERE namespace = ? OR trusted = ?", arguments: [name, name])
         }
     }
 

@@ -204,6 +204,7 @@ public final class SQLiteStore: NodeStore {
         }
         // v8 (retention's indexes) by SQLiteStore+Retention.swift.
         registerRetentionMigrations(&migrator)
+        registerTrustMigrations(&migrator)
         return migrator
     }
 

@@ -8,7 +8,73 @@ import SFStore
 struct NamespaceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "namespace", abstract: "Manage namespaces and the keys that authenticate to them.",
-        subcommands: [List.self, Create.self, Delete.self, Key.self])
+        subcommands: [
+            List.self, Create.self, Delete.self, Key.self, AddTrust.self, RemoveTrust.self, GetMetadata.self, SetMetadata.self,
+            DeleteMetadata.self,
+        ])
+
+    struct AddTrust: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-trust", abstract: "Let another namespace see and boot this namespace's images (sf-client's add-trust).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace.") var namespace: String
+        @Argument(help: "The namespace to trust.") var trustedNamespace: String
+
+        func run() async throws {
+            try printTrusts(namespace, try await options.control().setTrust(of: namespace, in: trustedNamespace, true), options)
+        }
+    }
+
+    struct RemoveTrust: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "remove-trust", abstract: "Stop trusting a namespace.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace.") var namespace: String
+        @Argument(help: "The namespace to stop trusting.") var trustedNamespace: String
+
+        func run() async throws {
+            try printTrusts(namespace, try await options.control().setTrust(of: namespace, in: trustedNamespace, false), options)
+        }
+    }
+
+    struct GetMetadata: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "get-metadata", abstract: "Show a namespace's metadata.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace.") var namespace: String
+
+        func run() async throws {
+            let metadata = try await options.control().metadata(.namespace(try liveNamespace(namespace, options)))
+            let output = Output(json: options.json)
+            if options.json { try output.printJSON(JSONValue.object(metadata)) } else {
+                output.printTable(["key", "value"], metadata.keys.sorted().map { [$0, (try? metadata[$0]?.jsonText()) ?? ""] })
+            }
+        }
+    }
+
+    struct SetMetadata: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-metadata", abstract: "Set one metadata key of a namespace.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace.") var namespace: String
+        @Argument(help: "The key.") var key: String
+        @Argument(help: "The value (JSON, or else taken as a string).") var value: String
+
+        func run() async throws {
+            let parsed = (try? JSONValue.parse(value)) ?? .string(value)
+            try await options.control().setMetadata(.namespace(try liveNamespace(namespace, options)), key: key, value: parsed)
+            if !options.json { print("metadata \(key) of namespace \(namespace) set") }
+        }
+    }
+
+    struct DeleteMetadata: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete-metadata", abstract: "Remove one metadata key of a namespace.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The namespace.") var namespace: String
+        @Argument(help: "The key.") var key: String
+
+        func run() async throws {
+            try await options.control().deleteMetadata(.namespace(try liveNamespace(namespace, options)), key: key)
+            if !options.json { print("metadata \(key) of namespace \(namespace) removed") }
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List namespaces and their key names.")
@@ -46,13 +112,16 @@ struct NamespaceCommand: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a namespace that holds no instances or networks.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a namespace that holds no instances or networks, with its artifacts.")
         @OptionGroup var options: ClientOptions
         @Argument(help: "The namespace's name.") var name: String
 
         func run() async throws {
-            let control = try options.control()
-            try await administering { try await NamespaceAdministration(records: try options.authRecords()).delete(name, control: control) }
+            let (control, storage) = try options.blobControl()
+            try await administering {
+                try await NamespaceAdministration(records: try options.authRecords()).delete(name, control: control, storage: storage)
+            }
             print("namespace \(name) deleted; tokens of its keys no longer work")
         }
     }
@@ -104,6 +173,23 @@ private func addKey(_ administration: NamespaceAdministration, namespace: String
     } else {
         print("key \(name) of namespace \(namespace) saved")
     }
+}
+
+/// A namespace's trusts after a change: Shaken Fist's `trust.full` with --json.
+private func printTrusts(_ namespace: String, _ trusts: [String], _ options: ClientOptions) throws {
+    if options.json {
+        try Output(json: true).printJSON(JSONValue.object(["name": .string(namespace), "trust": .object(["full": .array(trusts.map(JSONValue.string))])]))
+    } else {
+        print("namespace \(namespace) trusts: \(trusts.joined(separator: ", "))")
+    }
+}
+
+/// The name of a live namespace, or an error that says where to look.
+private func liveNamespace(_ name: String, _ options: ClientOptions) async throws -> String {
+    guard try await options.authRecords().liveNamespace(name) != nil else {
+        throw CommandFailure("there is no namespace \(name); see sfnode namespace list")
+    }
+    return name
 }
 
 /// Runs an administration step, turning its API-shaped errors into the command line's.

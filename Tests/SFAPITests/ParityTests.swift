@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import SFAPI
+import SFControl
 import SFStore
 import Testing
 
@@ -81,6 +82,57 @@ struct ParityTests {
             #expect(try await api.send(.get, "/nodes/nowhere/events", token: admin).json == .array([]))
             #expect(try await api.send(.get, "/admin/locks", token: admin).json == .object([:]))
             #expect(try await api.send(.get, "/admin/locks", token: tenant).status == .unauthorized)
+        }
+    }
+
+    @Test("a namespace that trusts another lets it see and boot its images until it stops; deleting a namespace deletes its artifacts")
+    func trustsAndNamespaceDelete() async throws {
+        var quotas = NamespaceQuotas()
+        quotas.trusts = 2
+        let fixture = try await APIFixture(quotas: quotas)
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            for (name, key) in [("alpha", "alpha-key-1"), ("beta", "beta-key-12")] {
+                _ = try await api.send(.post, "/auth/namespaces", token: admin, body: ["namespace": .string(name), "key_name": "k", "key": .string(key)])
+            }
+            let alpha = try await api.token(namespace: "alpha", key: "alpha-key-1")
+            let beta = try await api.token(namespace: "beta", key: "beta-key-12")
+            let upload = try await api.send(.post, "/upload", token: alpha)
+            let uploadUUID = try #require(upload["uuid"]?.stringValue)
+            _ = try await api.send(.post, "/upload/\(uploadUUID)", token: alpha, raw: ByteBuffer(string: "an image of alpha's"))
+            let artifact = try #require(
+                try await api.send(.post, "/artifacts/upload/img", token: alpha, body: ["upload_uuid": .string(uploadUUID)])["uuid"]?.stringValue)
+            let instance: JSONValue = [
+                "name": "from-alpha", "cpus": 1, "memory": 256, "network": [],
+                "disk": [["size": 8, "base": "sf://upload/alpha/img"]],
+            ]
+
+            #expect(try await api.send(.get, "/artifacts/\(artifact)", token: beta).status == .notFound)
+            #expect(try await api.send(.post, "/instances", token: beta, body: instance).status == .notFound)
+
+            let trusted = try await api.send(.post, "/auth/namespaces/alpha/trust", token: alpha, body: ["external_namespace": "beta"])
+            #expect(trusted.status == .ok && trusted["trust"] == .object(["full": ["system", "beta"]]), "\(trusted.text)")
+            #expect(try await api.send(.get, "/artifacts/\(artifact)", token: beta).status == .ok)
+            let booted = try await api.send(.post, "/instances", token: beta, body: instance)
+            #expect(booted.status == .ok, "\(booted.text)")
+            // Trust is one way, and only the namespace itself (or the admin) changes it.
+            #expect(try await api.send(.post, "/auth/namespaces/alpha/trust", token: beta, body: ["external_namespace": "beta"]).status == .notFound)
+            let none = try await api.send(.post, "/auth/namespaces/alpha/trust", token: alpha, body: [:])
+            #expect(none.status == .badRequest && none.text.contains("no external namespace specified"))
+            _ = try await api.send(.post, "/auth/namespaces/alpha/trust", token: alpha, body: ["external_namespace": "gamma"])
+            let past = try await api.send(.post, "/auth/namespaces/alpha/trust", token: alpha, body: ["external_namespace": "delta"])
+            #expect(past.status == .forbidden && past.text.contains("SFNODE_QUOTA_TRUSTS"), "\(past.text)")
+
+            let removed = try await api.send(.delete, "/auth/namespaces/alpha/trust/beta", token: alpha)
+            #expect(removed["trust"] == .object(["full": ["system", "gamma"]]), "\(removed.text)")
+            #expect(try await api.send(.get, "/artifacts/\(artifact)", token: beta).status == .notFound)
+
+            let deleted = try await api.send(.delete, "/auth/namespaces/alpha", token: admin)
+            #expect(deleted.status == .ok, "\(deleted.text)")
+            #expect(try await api.send(.get, "/artifacts/\(artifact)", token: admin)["state"] == .string("deleted"))
+            let withInstances = try await api.send(.delete, "/auth/namespaces/beta", token: admin)
+            #expect(withInstances.status == .badRequest && withInstances.text.contains("you cannot delete a namespace with instances"))
         }
     }
 }

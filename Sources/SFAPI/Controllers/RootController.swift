@@ -71,13 +71,30 @@ struct NamespaceController {
         group.delete("/auth/namespaces/:namespace") { request, context in
             try context.authenticated().requireAdmin()
             let namespace = try await visible(request, context)
-            try await NamespaceAdministration(records: api.auth).delete(namespace.name, control: api.control)
+            try await NamespaceAdministration(records: api.auth).delete(namespace.name, control: api.control, storage: api.storage)
             api.authenticator.forgetConfirmations(namespace: namespace.name)
             return Reply.null
         }
         // Any caller the namespace trusts (itself, and the admin), as in Shaken Fist.
         MetadataRoutes(resolve: { request, context in .namespace(try await visible(request, context).name) }, control: api.control)
             .add(to: group, path: "/auth/namespaces/:namespace")
+        // Trust lets another namespace see and boot this one's images; as with its keys, the
+        // namespace itself and the admin may change it.
+        group.post("/auth/namespaces/:namespace/trust") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["external_namespace"])
+            let namespace = try await visible(request, context)
+            guard let other = try body.string("external_namespace"), !other.isEmpty else {
+                throw APIError(.badRequest, "no external namespace specified")
+            }
+            try await api.control.setTrust(of: namespace.name, in: other, true)
+            return Reply.json(try await view(namespace))
+        }
+        group.delete("/auth/namespaces/:namespace/trust/:external") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let namespace = try await visible(request, context)
+            try await api.control.setTrust(of: namespace.name, in: try request.parameter("external", context), false)
+            return Reply.json(try await view(namespace))
+        }
         group.get("/auth/namespaces/:namespace/keys") { request, context in
             let namespace = try await visible(request, context)
             return Reply.json(try await api.auth.keys(namespace: namespace.name).map(\.name))
@@ -125,6 +142,6 @@ struct NamespaceController {
     func view(_ namespace: Namespace) async throws -> NamespaceView {
         NamespaceView(
             namespace: namespace, keys: try await api.auth.keys(namespace: namespace.name).map(\.name),
-            metadata: try await api.control.metadata(.namespace(namespace.name)))
+            metadata: try await api.control.metadata(.namespace(namespace.name)), trust: try await api.control.trusts(of: namespace.name))
     }
 }
