@@ -357,6 +357,16 @@ def cmd_console(args, client):
     return {'bytes': len(data), 'text': data.decode('utf-8', errors='replace')}
 
 
+def cmd_call(args, client):
+    """Any method of the client by name, each argument JSON where it parses (else a string)."""
+    def value(text):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return getattr(client, args.method)(*[value(a) for a in args.arguments])
+
+
 def _parser():
     p = argparse.ArgumentParser(
         prog='client_api.py',
@@ -417,6 +427,11 @@ def _parser():
                    help='side_channels [] (sf-client --no-side-channels)')
     s.add_argument('--placement', metavar='NODE', help='force_placement (sf-client -p)')
     s.add_argument('--namespace', help='create in this namespace (admin)')
+
+    s = add('call', cmd_call,
+            'any client method: call METHOD [ARG ...], each ARG JSON where it parses, else a string')
+    s.add_argument('method')
+    s.add_argument('arguments', nargs='*')
 
     s = add('show-instance', cmd_show_instance, 'get_instance(REF)')
     s.add_argument('ref')

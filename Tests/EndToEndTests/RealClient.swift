@@ -8,7 +8,7 @@ import SFTestSupport
 struct RealClient {
     let flow: CommandLineFlow
     let venv: String
-    let environment: [String: String]
+    private(set) var environment: [String: String]
 
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
@@ -27,6 +27,22 @@ struct RealClient {
             "SHAKENFIST_API_URL": config["apiurl"] ?? "", "SHAKENFIST_NAMESPACE": config["namespace"] ?? "",
             "SHAKENFIST_KEY": config["key"] ?? "",
         ]
+    }
+
+    /// The same client authenticating as another namespace's key.
+    func acting(as namespace: String, key: String) -> RealClient {
+        var other = self
+        other.environment["SHAKENFIST_NAMESPACE"] = namespace
+        other.environment["SHAKENFIST_KEY"] = key
+        return other
+    }
+
+    /// `sf-client ARGS` for a command that prints no JSON (sf-client's `namespace create`, say): its
+    /// output; a failure throws with what the client printed.
+    @discardableResult func sfClientText(_ arguments: [String]) throws -> String {
+        let output = try run([venv + "/bin/sf-client"] + arguments)
+        guard output.status == 0 else { throw AgentProcessError("sf-client \(arguments.joined(separator: " ")) exited \(output.status): \(output.stdout)\(output.stderr)") }
+        return output.stdout
     }
 
     /// `sf-client --json ARGS`, parsed; a failure throws with what the client printed.
