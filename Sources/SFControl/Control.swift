@@ -41,6 +41,9 @@ public struct ControlSettings: Sendable, Equatable {
     public var memoryOvercommit = 1.5
     /// A node that has not checked in for this long gets no new instances (Shaken Fist: 120 s).
     public var checkInTimeout: Duration = .seconds(120)
+    /// How long a power operation waits for its job before answering: Shaken Fist answers when it
+    /// is done, and a poweron that builds a domain takes seconds.
+    public var powerWait: Duration = .seconds(60)
     /// Where short image names such as `debian:11` are found: `<url>/<name>/latest.qcow2`.
     public var imageDownloadURL = "https://images.shakenfist.com"
     /// This node's storage path (`SFNODE_STORAGE_PATH`), under which the agent keeps each instance's

@@ -198,21 +198,59 @@ extension Control {
         return instance
     }
 
-    /// Queues a power operation. It is refused now when the instance's state forbids it; the agent
-    /// checks the domain's real state again when it runs.
-    public func power(_ operation: PowerOperation, _ reference: String, namespace: String? = nil, requestID: String? = nil) async throws -> Instance {
+    /// Runs a power operation and answers when it is done, as Shaken Fist does: the instance as
+    /// its job left it. Refused at once with Shaken Fist's answers: 406 `not ready` while the
+    /// instance is still being made (the client retries those), 409 in a state it will not leave
+    /// (error, deleted) and for what a powered-off instance cannot do (reboot, pause, unpause). An
+    /// instance placed nowhere is answered as it is, and nothing is done.
+    ///
+    /// - Parameter wait: how long to wait for the job (``ControlSettings/powerWait`` when nil); a
+    ///   job still running then is left to finish, and the instance is answered as it is.
+    @discardableResult public func power(
+        _ operation: PowerOperation, _ reference: String, namespace: String? = nil, requestID: String? = nil, wait: Duration? = nil
+    ) async throws -> Instance {
         let instance = try await self.instance(reference, namespace: namespace)
-        guard instance.state == .created || instance.state == .creating || instance.state == .initial || instance.state == .preflight else {
-            throw ControlError.conflict("cannot \(operation.verb) instance \(instance.uuid.lowercasedString): it is \(instance.state.rawValue)")
+        let uuid = instance.uuid.lowercasedString
+        switch instance.state {
+        case .created: break
+        case .initial, .preflight, .creating: throw ControlError.notReady("instance \(uuid) is not ready (\(instance.state.rawValue))")
+        default: throw ControlError.conflict("instance \(uuid) is not ready (\(instance.state.rawValue))")
         }
-        try await queue(JobKind(operation), for: instance, requestID: requestID)
-        return instance
+        if instance.powerState == .off, let verb = operation.refusedWhenOff {
+            throw ControlError.conflict("Invalid lifecycle state: you cannot \(verb) a powered off instance")
+        }
+        guard instance.node != nil else { return instance }
+        guard let job = try await queue(JobKind(operation), for: instance, requestID: requestID) else { return instance }
+        guard let finished = try await waitForJob(job.id, timeout: wait ?? settings.powerWait) else {
+            return try await self.instance(uuid, namespace: namespace)
+        }
+        if finished.state == .failed {
+            throw ControlError.conflict(finished.lastError ?? "\(operation.verb) of instance \(uuid) failed")
+        }
+        return try await self.instance(uuid, namespace: namespace)
     }
 
-    private func queue(_ kind: JobKind, for instance: Instance, requestID: String?) async throws {
+    /// The job once it has finished (succeeded or failed), or nil when it is still queued or
+    /// running after `timeout`. How a caller learns that what it asked for is done.
+    public func waitForJob(_ id: Int64, timeout: Duration, poll: Duration = .milliseconds(100)) async throws -> Job? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let job = try await controlled { try await store.job(id: id) }
+            if !job.state.isLive { return job }
+            guard ContinuousClock.now < deadline else { return nil }
+            try await Task.sleep(for: poll)
+        }
+    }
+
+    /// Queues `kind` for the instance and answers its job: the one queued, or the same job queued
+    /// already that it was coalesced into.
+    @discardableResult private func queue(_ kind: JobKind, for instance: Instance, requestID: String?) async throws -> Job? {
         let order = try JobOrder(kind, .instance(instance.uuid), requestID: requestID)
-        guard try await admitJob(order) else { return }
+        guard try await admitJob(order) else {
+            let queued = try await controlled { try await store.jobs(states: [.queued], limit: Self.queueScanLimit) }
+            return queued.first { $0.objectKey == order.objectKey && $0.kind == kind.rawValue }
+        }
         let target: JobTarget = instance.node.map(JobTarget.node) ?? .networkNode
-        _ = try await controlled { try await store.enqueue([order.job(for: target)]) }
+        return try await controlled { try await store.enqueue([order.job(for: target)]) }.first
     }
 }

@@ -90,6 +90,17 @@ public enum PowerOperation: String, Sendable, CaseIterable, Codable {
         case .unpause: return "unpause"
         }
     }
+
+    /// The word of Shaken Fist's refusal when the instance is powered off (`you cannot reboot a
+    /// powered off instance`); nil for what a powered-off instance can do.
+    public var refusedWhenOff: String? {
+        switch self {
+        case .rebootsoft, .reboothard: return "reboot"
+        case .pause: return "pause"
+        case .unpause: return "unpause"
+        case .poweron, .poweroff: return nil
+        }
+    }
 }
 
 /// A job's kind and payload, typed and checked: what the agent's handlers take, and what every

@@ -187,9 +187,13 @@ struct InstanceCommand: AsyncParsableCommand {
     }
 
     static func power(_ operation: PowerOperation, _ reference: String, _ options: ClientOptions) async throws {
+        // Answers when the job is done, as the API does; the result is the instance's power state.
         let instance = try await options.control().power(operation, reference, namespace: options.namespace)
-        if options.json { return try Output(json: true).printJSON(["instance_uuid": instance.uuid.lowercasedString, "operation": operation.rawValue, "queued": "true"]) }
-        print("\(operation.verb) of instance \(instance.uuid.lowercasedString) (\(instance.name)) queued")
+        let uuid = instance.uuid.lowercasedString
+        if options.json {
+            return try Output(json: true).printJSON(["instance_uuid": uuid, "operation": operation.rawValue, "power_state": instance.powerState.rawValue])
+        }
+        print("\(operation.verb) of instance \(uuid) (\(instance.name)): power state \(instance.powerState.rawValue)")
     }
 
     /// Waits until the instance leaves its transitional states (or is deleted, when `deleting`),

@@ -26,6 +26,8 @@ struct APIFixture {
         storage = BlobStorage(path: directory + "/storage", nodeName: "hv1")
         var settings = ControlSettings()
         settings.quotas = quotas
+        // No agent runs here: a power operation waits this long for its job, then answers.
+        settings.powerWait = .milliseconds(200)
         control = Control(store: store, settings: settings, logger: logger)
         configuration = APIConfiguration(tokenLifetime: tokenLifetime, limits: limits)
         try await store.saveNode(

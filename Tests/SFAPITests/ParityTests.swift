@@ -135,4 +135,30 @@ struct ParityTests {
             #expect(withInstances.status == .badRequest && withInstances.text.contains("you cannot delete a namespace with instances"))
         }
     }
+
+    @Test("power operations: 406 while the instance is made, 409 in error and for what a powered-off instance cannot do, 200 when done")
+    func powerOperationsAnswerAsShakenFist() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            let made = try await api.send(.post, "/instances", token: admin, body: ["name": "p", "cpus": 1, "memory": 256, "disk": [["size": 8]]])
+            let uuid = try #require(made["uuid"]?.stringValue.flatMap(UUID.init(uuidString:)))
+            let early = try await api.send(.post, "/instances/p/pause", token: admin)
+            #expect(early.status == .notAcceptable && early.text.contains("is not ready (initial)"), "\(early.text)")
+            for state in [InstanceState.preflight, .creating, .created] { try await fixture.store.setInstanceState(uuid: uuid, to: state) }
+            try await fixture.store.setPowerState(uuid: uuid, .off)
+            for operation in ["rebootsoft", "reboothard", "pause", "unpause"] {
+                let refused = try await api.send(.post, "/instances/p/\(operation)", token: admin)
+                #expect(refused.status == .conflict && refused.text.contains("you cannot") && refused.text.contains("a powered off instance"), "\(refused.text)")
+            }
+            // No agent runs here: the job stays queued, and the answer comes after the wait.
+            let on = try await api.send(.post, "/instances/p/poweron", token: admin)
+            #expect(on.status == .ok && on.json == .null, "\(on.text)")
+            #expect(try await fixture.store.jobs(states: [.queued], limit: 10).contains { $0.kind == "instance.poweron" })
+            try await fixture.store.setInstanceState(uuid: uuid, to: .createdError)
+            let broken = try await api.send(.post, "/instances/p/poweron", token: admin)
+            #expect(broken.status == .conflict && broken.text.contains("is not ready (created-error)"), "\(broken.text)")
+        }
+    }
 }

@@ -101,7 +101,10 @@ struct QuotaTests {
         var quotas = NamespaceQuotas()
         quotas.queuedJobs = 3
         try await Self.withTenant(quotas) { api, tenant, _, fixture in
-            #expect(try await api.send(.post, "/instances", token: tenant, body: Self.instance("a")).status == .ok)
+            let made = try await api.send(.post, "/instances", token: tenant, body: Self.instance("a"))
+            let uuid = try #require(made["uuid"]?.stringValue.flatMap(UUID.init(uuidString:)))
+            // Power operations are for a created instance; no agent runs here, so it is made so.
+            for state in [InstanceState.preflight, .creating, .created] { try await fixture.store.setInstanceState(uuid: uuid, to: state) }
             #expect(try await api.send(.post, "/instances/a/poweroff", token: tenant).status == .ok)
             #expect(try await api.send(.post, "/instances/a/poweroff", token: tenant).status == .ok)
             let queued = try await fixture.store.jobs(states: [.queued], limit: 100)
