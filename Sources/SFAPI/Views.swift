@@ -18,6 +18,21 @@ extension JSONWriter {
     }
 }
 
+/// One of an instance's `disks`.
+struct DiskView: WireValue {
+    let disk: InstanceDisk
+
+    func write(to json: inout JSONWriter) {
+        json.object { c in
+            c.put("device", disk.device)
+            c.put("bus", disk.bus.rawValue)
+            c.put("size", disk.sizeGiB)
+            c.put("blob_uuid", disk.blobUUID?.lowercasedString)
+            c.put("snapshot_ignores", disk.snapshotIgnores)
+        }
+    }
+}
+
 struct InstanceView: WireValue {
     let instance: Instance
     let interfaces: [InterfaceView]
@@ -41,7 +56,7 @@ struct InstanceView: WireValue {
             c.put("cpus", instance.cpus)
             c.put("memory", instance.memory)
             c.put("disk_spec", instance.diskSpec.map(DiskSpecView.init))
-            c.put("disks", [String]())
+            c.put("disks", InstanceDisk.of(instance).map(DiskView.init))
             c.put("video", VideoView(video: instance.video))
             c.put("ssh_key", config.sshKey)
             c.put("user_data", config.userData)

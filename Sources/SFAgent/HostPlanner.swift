@@ -145,16 +145,13 @@ public struct HostPlanner: Sendable {
     func plan(for instance: Instance, images mode: ImageResolver.Mode = .cachedOnly) async throws -> InstancePlan {
         var disks: [InstancePlan.Disk] = []
         for (index, spec) in instance.diskSpec.enumerated() {
-            let bus = try spec.bus.map { text -> DomainSpec.Disk.Bus in
-                guard let bus = DomainSpec.Disk.Bus(rawValue: text) else {
-                    throw ControlError.invalid("disk \(index) of instance \(instance.uuid): unknown bus '\(text)'")
-                }
-                return bus
-            } ?? .virtio
+            guard let bus = InstanceDisk.bus(of: spec) else {
+                throw ControlError.invalid("disk \(index) of instance \(instance.uuid): unknown bus '\(spec.bus ?? "")'")
+            }
             switch (spec.type, spec.base) {
             case (.cdrom, let text?):
                 let image = try await base(text, cdrom: true, of: instance, mode: mode)
-                disks.append(.init(source: .cdrom(path: image.path), bus: bus == .virtio ? .sata : bus))
+                disks.append(.init(source: .cdrom(path: image.path), bus: bus))
             case (.disk, let text?):
                 let image = try await base(text, cdrom: false, of: instance, mode: mode)
                 disks.append(.init(source: .overlay(base: image.path, format: image.format, sizeGiB: spec.size), bus: bus))
@@ -167,7 +164,7 @@ public struct HostPlanner: Sendable {
         for interface in try await store.interfaces(instanceUUID: instance.uuid).sorted(by: { $0.order < $1.order }) {
             let network = try await store.network(uuid: interface.networkUUID)
             guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
-                throw ControlError.invalid("interface \(interface.uuid): NIC model '\(interface.model)' is not one of virtio, e1000, rtl8139")
+                throw ControlError.invalid("interface \(interface.uuid): NIC model '\(interface.model)' is not one of \(DomainSpec.NICModel.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             interfaces.append(.init(
                 uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model,

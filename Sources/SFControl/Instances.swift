@@ -116,8 +116,14 @@ extension Control {
     /// not ready or not the namespace's to see (``ImageAccess``) is refused now with Shaken Fist's
     /// 404, as the agent would refuse it later. A URL is checked by the agent when it fetches.
     func checkDisk(_ disk: DiskSpec, index: Int, namespace: String) async throws {
-        if let bus = disk.bus, DiskBus(rawValue: bus) == nil {
-            throw ControlError.invalid("disk \(index): invalid disk bus '\(bus)' (use \(DiskBus.allCases.map(\.rawValue).joined(separator: ", ")))")
+        if let bus = disk.bus {
+            if bus == "ide" { throw ControlError.invalid("IDE disks are no longer supported") }
+            if bus == "nvme" {
+                throw ControlError.invalid("disk \(index): disk bus nvme is not supported: this node's libvirt has no NVMe disk bus (use virtio, sata, scsi or usb)")
+            }
+            guard DiskBus(rawValue: bus) != nil else {
+                throw ControlError.invalid("disk \(index): invalid disk bus \(bus) (use virtio, sata, scsi or usb)")
+            }
         }
         if let size = disk.size, !InstanceLimits.diskGiB.contains(size) {
             throw ControlError.invalid("disk \(index): size \(size) GiB is outside \(InstanceLimits.diskGiB.lowerBound)...\(InstanceLimits.diskGiB.upperBound)")

@@ -228,11 +228,10 @@ public struct DomainSpec: Sendable, Equatable {
             w.element("on_reboot", text: "restart")
             w.element("on_crash", text: "destroy")
             w.element("devices") { w in
-                var used: [Disk.Bus: Int] = [:]
-                for disk in disks {
-                    let slot = used[disk.bus, default: 0]
-                    used[disk.bus] = slot + 1
-                    let target = disk.bus.targetPrefix + String(UnicodeScalar(UInt8(ascii: "a") + UInt8(slot)))
+                // SCSI disks on virtio-scsi: libvirt's default controller (LSI) has no driver in
+                // many guests.
+                if disks.contains(where: { $0.bus == .scsi }) { w.element("controller", ["type": "scsi", "index": "0", "model": "virtio-scsi"]) }
+                for (disk, target) in zip(disks, DiskBus.deviceNames(disks.map(\.bus))) {
                     w.element("disk", ["type": "file", "device": disk.device.rawValue]) { w in
                         w.element("driver", ["name": "qemu", "type": disk.format.rawValue])
                         w.element("source", ["file": disk.path])
@@ -301,15 +300,6 @@ public enum DomainSpecError: Error, CustomStringConvertible, Equatable, Sendable
 }
 
 extension DiskBus {
-    /// The guest-visible name prefix libvirt expects for targets on this bus.
-    var targetPrefix: String {
-        switch self {
-        case .virtio: return "vd"
-        case .sata: return "sd"
-        case .ide: return "hd"
-        }
-    }
-
     /// How many disks the bus takes: IDE has two channels of two.
     var capacity: Int { self == .ide ? 4 : 26 }
 }

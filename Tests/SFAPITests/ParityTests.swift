@@ -161,4 +161,45 @@ struct ParityTests {
             #expect(broken.status == .conflict && broken.text.contains("is not ready (created-error)"), "\(broken.text)")
         }
     }
+
+    @Test("disk buses and NIC models as the seeds document them; the view's disks once the instance is made; one interface by MAC under its instance")
+    func devicesAndDisks() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            func create(_ name: String, disks: JSONValue, model: String = "virtio") async throws -> APIResponse {
+                let network = try await api.send(.post, "/networks", token: admin, body: ["netblock": "10.9.0.0/24", "name": .string("n-" + name)])
+                let uuid = try #require(network["uuid"]?.stringValue)
+                return try await api.send(.post, "/instances", token: admin, body: [
+                    "name": .string(name), "cpus": 1, "memory": 256, "disk": disks,
+                    "network": [["network_uuid": .string(uuid), "model": .string(model)]],
+                ])
+            }
+            let nvme = try await create("nv", disks: [["size": 8, "bus": "nvme"]])
+            #expect(nvme.status == .badRequest && nvme.text.contains("nvme is not supported"), "\(nvme.text)")
+            let ide = try await create("ide", disks: [["size": 8, "bus": "ide"]])
+            #expect(ide.status == .badRequest && ide.text.contains("IDE disks are no longer supported"))
+            let made = try await create(
+                "devices", disks: [["size": 8], ["size": 2, "bus": "scsi"], ["size": 1, "bus": "usb"], ["size": 3, "bus": "sata"]], model: "ne2k_pci")
+            #expect(made.status == .ok, "\(made.text)")
+            #expect(made["disks"] == .array([]), "no disks before the node lays them out")
+            let uuid = try #require(made["uuid"]?.stringValue.flatMap(UUID.init(uuidString:)))
+            try await fixture.store.setInstanceState(uuid: uuid, to: .preflight)
+            try await fixture.store.setInstanceState(uuid: uuid, to: .creating)
+            let shown = try await api.send(.get, "/instances/devices", token: admin)
+            let devices = shown["disks"]?.arrayValue?.compactMap { value -> [String: JSONValue]? in if case .object(let members) = value { return members } else { return nil } } ?? []
+            #expect(devices.map { $0["device"]?.stringValue } == ["vda", "sda", "sdb", "sdc", "vdb"], "\(shown.text)")
+            #expect(devices.map { $0["bus"]?.stringValue } == ["virtio", "scsi", "usb", "sata", "virtio"])
+            #expect(devices.map { $0["snapshot_ignores"] } == [false, false, false, false, true], "the config drive is left out of snapshots")
+            #expect(devices.first?["size"] == 8)
+            let first = shown["interfaces"]?.arrayValue?.first
+            guard case .object(let interface)? = first else { Issue.record("no interface: \(shown.text)"); return }
+            #expect(interface["model"] == "ne2k_pci")
+            let mac = try #require(interface["macaddr"]?.stringValue)
+            let nested = try await api.send(.get, "/instances/devices/interfaces/\(mac)", token: admin)
+            #expect(nested.status == .ok && nested["uuid"] == interface["uuid"], "\(nested.text)")
+            #expect(try await api.send(.get, "/instances/devices/interfaces/00:00:00:00:00:01", token: admin).status == .notFound)
+        }
+    }
 }

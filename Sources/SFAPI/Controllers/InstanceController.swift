@@ -37,6 +37,16 @@ struct InstanceController {
             let instance = try await resolve(request, context)
             return Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance)))
         }
+        // The nested form of GET /interfaces/<ref>: one interface of this instance, by UUID or MAC.
+        group.get("/instances/:ref/interfaces/:interface") { request, context in
+            let instance = try await resolve(request, context)
+            let reference = try request.parameter("interface", context).lowercased()
+            let interfaces = try await api.control.interfaces(ofInstance: instance)
+            guard let interface = interfaces.first(where: { $0.uuid.lowercasedString == reference || $0.macaddr.description.lowercased() == reference }) else {
+                throw APIError(.notFound, "interface not found")
+            }
+            return Reply.json(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
+        }
         group.get("/instances/:ref/events") { request, context in
             try await eventsResponse(api.control, .instance, try await resolve(request, context).uuid, request, context)
         }
@@ -154,7 +164,6 @@ struct InstanceController {
             guard let kind = DiskSpec.Kind(rawValue: type) else { throw APIError(.badRequest, "disk type '\(type)' is not disk or cdrom") }
             spec.type = kind
         }
-        if spec.bus == "ide" { throw APIError(.badRequest, "IDE disks are no longer supported") }
         return spec
     }
 

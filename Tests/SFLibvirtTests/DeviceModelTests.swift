@@ -1,0 +1,56 @@
+import Foundation
+import SFLibvirt
+import SFSystem
+import SFTestSupport
+import Testing
+
+extension LibvirtIntegration {
+    /// The disk buses and NIC models the seeds' instance documentation names, as this node's libvirt
+    /// and QEMU take them (issue 14).
+    @Suite(.serialized, .enabled(if: libvirtAvailable, "needs root and a running libvirtd"))
+    struct DeviceModelTests {
+        @Test("a domain with a disk on every bus starts; SCSI disks get a virtio-scsi controller; the names are the instance view's")
+        func everyDiskBusStarts() async throws {
+            let connection = try LibvirtConnection(logger: testLogger)
+            let name = TestNames.unique("bus")
+            let directory = TestGuest.runDirectory + "/" + name
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let buses: [DiskBus] = [.virtio, .sata, .scsi, .usb, .scsi]
+            var disks: [DomainSpec.Disk] = []
+            for (index, bus) in buses.enumerated() {
+                let path = "\(directory)/disk\(index).qcow2"
+                let made = try ChildProcess.run(["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", path, "64M"])
+                #expect(made.status == 0, "\(made.stderr)")
+                disks.append(.init(path: path, bus: bus))
+            }
+            let spec = DomainSpec(
+                name: name, uuid: UUID(), type: .qemu, memoryMiB: 64, vcpus: 1, disks: disks, serialLogPath: directory + "/serial",
+                video: .init(model: .none))
+            let xml = try spec.xml()
+            #expect(xml.contains("<controller type=\"scsi\" index=\"0\" model=\"virtio-scsi\"") || xml.contains("<controller type='scsi' index='0' model='virtio-scsi'"), "\(xml)")
+            #expect(DiskBus.deviceNames(buses) == ["vda", "sda", "sdb", "sdc", "sdd"])
+            let state = try await withDomain(connection, spec) { identity in
+                try await connection.start(.uuid(identity.uuid))
+                return try await connection.state(of: .uuid(identity.uuid))
+            }
+            #expect(state == .on)
+        }
+
+        @Test("every NIC model is written as the model libvirt and QEMU know")
+        func everyNICModelIsDefined() async throws {
+            let connection = try LibvirtConnection(logger: testLogger)
+            let name = TestNames.unique("nic")
+            let interfaces = NICModel.allCases.enumerated().map { index, model in
+                DomainSpec.NetworkInterface(tapDevice: "\(name.prefix(8))t\(index)", mac: MACAddress(0x52, 0x54, 0, 0, 0x10, UInt8(index)), model: model)
+            }
+            let spec = DomainSpec(name: name, uuid: UUID(), type: .qemu, memoryMiB: 64, vcpus: 1, interfaces: interfaces, video: .init(model: .none))
+            let xml = try spec.xml()
+            for model in ["virtio", "e1000", "rtl8139", "ne2k_pci", "pcnet", "i82551", "i82557b", "i82559er"] {
+                #expect(xml.contains("\"\(model)\"") || xml.contains("'\(model)'"), "\(model) missing from \(xml)")
+            }
+            let state = try await withDomain(connection, spec) { identity in try await connection.state(of: .uuid(identity.uuid)) }
+            #expect(state == .off)
+        }
+    }
+}
