@@ -105,7 +105,6 @@ public struct APILimits: Sendable, Equatable {
 
 /// The client's calls sfnode answers with "not supported".
 let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
-    (.delete, "/artifacts/:ref/versions/:version", "deleting one artifact version"),
     (.delete, "/nodes/:name", "deleting a node"), (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
 ]
 

@@ -256,6 +256,30 @@ extension Control {
         }
     }
 
+    /// Deletes one version of the artifact by its index (Shaken Fist's `DELETE …/versions/<v>`): its
+    /// blob goes when nothing else holds it, with its data on this node; deleting the only version
+    /// deletes the artifact. Indexes are never reused.
+    @discardableResult public func deleteArtifactVersion(
+        _ reference: String, index text: String, namespace: String? = nil, storage: BlobStorage
+    ) async throws -> Artifact {
+        let artifact = try await self.artifact(reference, namespace: namespace)
+        try Self.checkOwned(artifact, by: namespace, reference)
+        guard let index = Int(text) else { throw ControlError.invalid("version index is not an integer") }
+        guard artifact.state != .deleted else { throw ControlError.conflict("artifact \(reference) is deleted; it has no versions to delete") }
+        let blobs = try blobStore(storage)
+        return try await controlled {
+            let held = try await blobs.records.references(holderType: "artifact", holderUUID: artifact.uuid.uuidString).map(\.blobUUID)
+            let changed: Artifact
+            do {
+                changed = try await blobs.records.deleteArtifactVersion(uuid: artifact.uuid, index: index)
+            } catch StoreError.notFound(type: "artifact index", _) {
+                throw ControlError.notFound("artifact index not found")
+            }
+            try await removeDataOfDeletedBlobs(held, blobs)
+            return changed
+        }
+    }
+
     /// Sets how many versions the artifact keeps (at least 1), dropping the oldest beyond that at
     /// once, with the data of blobs nothing else references.
     @discardableResult public func setMaxVersions(

@@ -79,6 +79,10 @@ public protocol BlobRecords: Sendable {
     /// Moves the artifact to `deleted` and drops all its versions and references, with the rule
     /// above for their blobs. Deleting a deleted artifact changes nothing.
     @discardableResult func deleteArtifact(uuid: UUID) async throws -> Artifact
+    /// Removes one version by its index (the blob's reference goes unless another version holds
+    /// it); the last one's removal deletes the artifact. notFound ("artifact index") for an index it
+    /// does not have; invalidArgument for a deleted artifact.
+    @discardableResult func deleteArtifactVersion(uuid: UUID, index: Int) async throws -> Artifact
 
     // MARK: Uploads
 

@@ -83,8 +83,12 @@ extension SQLiteStore {
     func trimVersions(_ db: Database, _ artifactUUID: UUID, keep: Int) throws {
         let versions = try Self.fetchVersions(db, artifactUUID)
         guard versions.count > keep else { return }
-        let dropped = versions.prefix(versions.count - keep)
-        let kept = Set(versions.suffix(keep).map(\.blobUUID))
+        try dropVersions(db, artifactUUID, Array(versions.prefix(versions.count - keep)), keeping: Array(versions.suffix(keep)))
+    }
+
+    /// Removes `dropped` of the artifact's versions, and the references of their blobs that no
+    /// version `keeping` still holds.
+    func dropVersions(_ db: Database, _ artifactUUID: UUID, _ dropped: [ArtifactVersion], keeping kept: [ArtifactVersion]) throws {
         for version in dropped {
             try db.execute(
                 sql: "DELETE FROM artifact_version WHERE artifact_uuid = ? AND \"index\" = ?",
@@ -93,7 +97,7 @@ extension SQLiteStore {
                 db, type: "artifact", uuid: artifactUUID.lowercasedString, attribute: "index_\(Self.paddedIndex(version.index))",
                 value: nil)
         }
-        for blobUUID in Set(dropped.map(\.blobUUID)).subtracting(kept) {
+        for blobUUID in Set(dropped.map(\.blobUUID)).subtracting(kept.map(\.blobUUID)) {
             _ = try dropReference(db, Self.indexReference(artifactUUID, blobUUID))
         }
     }

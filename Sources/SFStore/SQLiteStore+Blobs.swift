@@ -381,18 +381,36 @@ extension SQLiteStore: BlobRecords {
     }
 
     @discardableResult public func deleteArtifact(uuid: UUID) async throws -> Artifact {
+        try await write { db in try self.markArtifactDeleted(db, uuid) }
+    }
+
+    @discardableResult public func deleteArtifactVersion(uuid: UUID, index: Int) async throws -> Artifact {
         try await write { db in
-            var artifact = try Self.fetchArtifact(db, uuid)
-            guard artifact.state != .deleted else { return artifact }
-            try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.lowercasedString])
-            try self.dropHeldReferences(db, holderType: "artifact", holderUUID: uuid.lowercasedString)
-            artifact.state = .deleted
-            try db.execute(
-                sql: "UPDATE artifact SET state = ? WHERE uuid = ?", arguments: [ArtifactState.deleted.rawValue, uuid.lowercasedString])
-            try self.recordMutation(
-                db, type: "artifact", uuid: uuid.lowercasedString, attribute: "state", value: ArtifactState.deleted.rawValue)
-            return artifact
+            let artifact = try Self.fetchArtifact(db, uuid)
+            guard artifact.state != .deleted else {
+                throw StoreError.invalidArgument("artifact \(uuid.lowercasedString) is deleted; it has no versions to delete")
+            }
+            let versions = try Self.fetchVersions(db, uuid)
+            guard let version = versions.first(where: { $0.index == index }) else {
+                throw StoreError.notFound(type: "artifact index", id: "\(index)")
+            }
+            let kept = versions.filter { $0.index != index }
+            try self.dropVersions(db, uuid, [version], keeping: kept)
+            // Its last version gone, the artifact is gone, as in Shaken Fist.
+            return kept.isEmpty ? try self.markArtifactDeleted(db, uuid) : try Self.fetchArtifact(db, uuid)
         }
+    }
+
+    /// Deletes the artifact in `db`'s transaction: its versions, the references they hold, its state.
+    private func markArtifactDeleted(_ db: Database, _ uuid: UUID) throws -> Artifact {
+        var artifact = try Self.fetchArtifact(db, uuid)
+        guard artifact.state != .deleted else { return artifact }
+        try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.lowercasedString])
+        try self.dropHeldReferences(db, holderType: "artifact", holderUUID: uuid.lowercasedString)
+        artifact.state = .deleted
+        try db.execute(sql: "UPDATE artifact SET state = ? WHERE uuid = ?", arguments: [ArtifactState.deleted.rawValue, uuid.lowercasedString])
+        try self.recordMutation(db, type: "artifact", uuid: uuid.lowercasedString, attribute: "state", value: ArtifactState.deleted.rawValue)
+        return artifact
     }
 
     // MARK: - Uploads

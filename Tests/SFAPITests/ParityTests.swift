@@ -202,4 +202,38 @@ struct ParityTests {
             #expect(try await api.send(.get, "/instances/devices/interfaces/00:00:00:00:00:01", token: admin).status == .notFound)
         }
     }
+
+    @Test("an artifact version is deleted by its index; the last one deletes the artifact; bad and unknown indexes are refused")
+    func artifactVersionDelete() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            var artifact = ""
+            for content in ["first image", "second image", "third image"] {
+                let upload = try #require(try await api.send(.post, "/upload", token: admin)["uuid"]?.stringValue)
+                _ = try await api.send(.post, "/upload/\(upload)", token: admin, raw: ByteBuffer(string: content))
+                let made = try await api.send(.post, "/artifacts/upload/versioned", token: admin, body: ["upload_uuid": .string(upload)])
+                artifact = try #require(made["uuid"]?.stringValue, "\(made.text)")
+            }
+            func indexes() async throws -> [Double] {
+                let versions = try await api.send(.get, "/artifacts/\(artifact)/versions", token: admin)
+                return versions.json?.arrayValue?.compactMap { value -> Double? in
+                    if case .object(let members) = value, case .number(let index)? = members["index"] { return index } else { return nil }
+                } ?? []
+            }
+            #expect(try await indexes() == [1, 2, 3])
+            let second = try await api.send(.delete, "/artifacts/\(artifact)/versions/2", token: admin)
+            #expect(second.status == .ok && second["state"] == "created", "\(second.text)")
+            #expect(try await indexes() == [1, 3])
+            let bad = try await api.send(.delete, "/artifacts/\(artifact)/versions/two", token: admin)
+            #expect(bad.status == .badRequest && bad.text.contains("version index is not an integer"))
+            let unknown = try await api.send(.delete, "/artifacts/\(artifact)/versions/7", token: admin)
+            #expect(unknown.status == .notFound && unknown.text.contains("artifact index not found"))
+            _ = try await api.send(.delete, "/artifacts/\(artifact)/versions/1", token: admin)
+            let last = try await api.send(.delete, "/artifacts/\(artifact)/versions/3", token: admin)
+            #expect(last.status == .ok && last["state"] == "deleted", "\(last.text)")
+            #expect(try await api.send(.delete, "/artifacts/\(artifact)/versions/3", token: admin).status == .conflict)
+        }
+    }
 }

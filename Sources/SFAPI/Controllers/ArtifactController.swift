@@ -92,6 +92,14 @@ struct ArtifactController {
             _ = try await api.control.setMaxVersions(try request.parameter("ref", context), count, namespace: caller.scope, storage: api.storage)
             return Reply.null
         }
+        group.delete("/artifacts/:ref/versions/:version") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let owned = try await resolveOwned(request, context).artifact
+            let caller = try context.authenticated()
+            let artifact = try await api.control.deleteArtifactVersion(
+                owned.uuid.lowercasedString, index: try request.parameter("version", context), namespace: caller.scope, storage: api.storage)
+            return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
+        }
         group.post("/artifacts/:ref/share") { request, context in
             let owned = try await resolveOwned(request, context).artifact
             guard owned.namespace == Namespace.system else { throw APIError(.forbidden, "only artifacts in the system namespace can be shared") }
