@@ -1,4 +1,5 @@
 import Foundation
+import SFStore
 
 /// The agent's locking rule. Jobs for different objects run at once (see ``JobRunner``), so what
 /// they share on the host is guarded here; what one object's jobs do in order, the store already
@@ -107,11 +108,11 @@ public struct HostLocks: Sendable {
     }
 
     /// The object lock of a network.
-    public static func network(_ uuid: UUID) -> String { "network:" + uuid.lowercasedString }
+    public static func network(_ uuid: UUID) -> String { ObjectKey(.network, uuid).text }
     /// The object lock of an instance.
-    public static func instance(_ uuid: UUID) -> String { "instance:" + uuid.lowercasedString }
+    public static func instance(_ uuid: UUID) -> String { ObjectKey(.instance, uuid).text }
     /// The object lock of an interface.
-    public static func interface(_ uuid: UUID) -> String { "interface:" + uuid.lowercasedString }
+    public static func interface(_ uuid: UUID) -> String { ObjectKey.interface(uuid).text }
     /// The host-wide egress bridge and masquerade of the network node.
     public static let egress = "host:egress"
 }

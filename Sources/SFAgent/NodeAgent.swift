@@ -64,7 +64,7 @@ extension JobOrder {
         case .instance(let uuid): return [HostLocks.instance(uuid)]
         case .interface(let uuid): return [HostLocks.interface(uuid)]
         case .network(let uuid): return [HostLocks.network(uuid)]
-        case .artifact(let uuid): return ["artifact:" + uuid.lowercasedString]
+        case .artifact(let uuid): return [ObjectKey(.artifact, uuid).text]
         case .namespace: return []
         }
     }

@@ -11,7 +11,7 @@ import SFSystem
 /// job in one transaction (so a crash never leaves an object without its job), and throws only
 /// ``ControlError``.
 public struct Control: Sendable {
-    public let store: any NodeStore
+    let store: any NodeStore
     public let settings: ControlSettings
     let logger: Logger
 

@@ -236,6 +236,13 @@ extension Control {
         return try await self.instance(uuid, namespace: namespace)
     }
 
+    /// Whether a job about `object` is queued or running: what a caller waits out before it reads
+    /// the object's state as final.
+    public func hasPendingJobs(_ object: ObjectKey) async throws -> Bool {
+        let jobs = try await controlled { try await store.jobs(states: [.queued, .running], limit: Self.queueScanLimit) }
+        return jobs.contains { $0.objectKey == object.text }
+    }
+
     /// The job once it has finished (succeeded or failed), or nil when it is still queued or
     /// running after `timeout`. How a caller learns that what it asked for is done.
     public func waitForJob(_ id: Int64, timeout: Duration, poll: Duration = .milliseconds(100)) async throws -> Job? {

@@ -12,7 +12,7 @@ extension Control {
                 interface = try await store.interface(uuid: uuid)
             } else if let mac = MACAddress(reference) {
                 let owner = try await store.macOwner(mac)
-                guard let owner, owner.hasPrefix("interface:"), let uuid = UUID(uuidString: String(owner.dropFirst("interface:".count))) else {
+                guard let owner = owner.flatMap(ObjectKey.init(text:)), owner.type == .interface, let uuid = UUID(uuidString: owner.id) else {
                     throw ControlError.notFound("interface \(reference) not found")
                 }
                 interface = try await store.interface(uuid: uuid)

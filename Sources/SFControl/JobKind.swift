@@ -154,8 +154,17 @@ public struct JobOrder: Hashable, Sendable {
     }
 
     /// The key that orders jobs about the same object (`instance:<uuid>`); nil for namespace jobs.
-    public var objectKey: String? {
-        objectUUID.map { "\(kind.subject.rawValue):\($0.lowercasedString)" }
+    public var objectKey: String? { object?.text }
+
+    /// The object the job is about; nil for a namespace.
+    public var object: ObjectKey? {
+        switch subject {
+        case .network(let uuid): return ObjectKey(.network, uuid)
+        case .instance(let uuid): return ObjectKey(.instance, uuid)
+        case .interface(let uuid): return .interface(uuid)
+        case .artifact(let uuid): return ObjectKey(.artifact, uuid)
+        case .namespace: return nil
+        }
     }
 
     /// The job to queue for `target`.

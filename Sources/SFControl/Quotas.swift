@@ -185,7 +185,7 @@ extension Control {
             let interfaces = records.flatMap(\.interfaces).filter { $0.state != .deleted }
             let floating = interfaces.filter { $0.floating != nil }.count
             let gateways = try await store.networks(namespace: namespace).filter { $0.state != .deleted && $0.provideNAT }.count
-            let keys = Set(interfaces.filter { $0.floating == nil }.map { "interface:\($0.uuid.lowercasedString)" })
+            let keys = Set(interfaces.filter { $0.floating == nil }.map { ObjectKey.interface($0.uuid).text })
             let queuedFloats = Set(
                 try await store.jobs(states: [.queued], limit: Self.queueScanLimit)
                     .filter { $0.kind == JobKind.interfaceFloat.rawValue }.compactMap(\.objectKey).filter(keys.contains)
@@ -232,10 +232,10 @@ extension Control {
             if namespace == Namespace.system { return (namespace, []) }
             var keys = Set<String>()
             for record in try await store.instanceRecords(namespace: namespace) {
-                keys.insert("instance:\(record.instance.uuid.lowercasedString)")
-                for interface in record.interfaces { keys.insert("interface:\(interface.uuid.lowercasedString)") }
+                keys.insert(ObjectKey(.instance, record.instance.uuid).text)
+                for interface in record.interfaces { keys.insert(ObjectKey.interface(interface.uuid).text) }
             }
-            for network in try await store.networks(namespace: namespace) { keys.insert("network:\(network.uuid.lowercasedString)") }
+            for network in try await store.networks(namespace: namespace) { keys.insert(ObjectKey(.network, network.uuid).text) }
             return (namespace, keys)
         }
     }

@@ -1,37 +1,6 @@
 import Foundation
 import SFStore
 
-/// The kinds of object events and metadata are kept for.
-public enum ObjectType: String, Sendable, CaseIterable {
-    case instance, network, interface, node, blob, artifact, namespace
-}
-
-/// One object whose events and metadata the store keeps: its type and its id, which is the
-/// lower-case UUID, or the name for a namespace or a node (they have no UUID).
-public struct ObjectKey: Sendable, Hashable, CustomStringConvertible {
-    public let type: ObjectType
-    /// The id the store files the object's rows under.
-    public let id: String
-
-    /// An object known by its UUID.
-    public init(_ type: ObjectType, _ uuid: UUID) {
-        self.type = type
-        self.id = uuid.lowercasedString
-    }
-
-    private init(_ type: ObjectType, name: String) {
-        self.type = type
-        self.id = name
-    }
-
-    /// A namespace, by name.
-    public static func namespace(_ name: String) -> ObjectKey { ObjectKey(.namespace, name: name) }
-    /// A node, by name.
-    public static func node(_ name: String) -> ObjectKey { ObjectKey(.node, name: name) }
-
-    public var description: String { "\(type.rawValue) \(id)" }
-}
-
 extension Control {
     /// An object's events (of `eventType` only, when given), newest first, at most `limit` (1 to 1000).
     public func events(_ type: ObjectType, _ uuid: UUID, eventType: EventType? = nil, limit: Int = 100) async throws -> [Event] {

@@ -201,7 +201,7 @@ extension SQLiteStore {
         guard network.state != .deleted, network.state != .deleteWait else {
             throw StoreError.invalidArgument("network \(networkUUID.lowercasedString) is \(network.state.rawValue)")
         }
-        let owner = "interface:\(id)"
+        let owner = ObjectKey.interface(uuid).text
         var ipv4: IPv4Address?
         switch address {
         case .any: ipv4 = try Self.allocateIPv4(db, network: network, requested: nil, owner: owner)
@@ -270,7 +270,7 @@ extension SQLiteStore {
     }
 
     static func releaseAddresses(_ db: Database, _ interface: Interface) throws {
-        let owner = "interface:\(interface.uuid.lowercasedString)"
+        let owner = ObjectKey.interface(interface.uuid).text
         try db.execute(
             sql: "DELETE FROM ipv4_allocation WHERE network_uuid = ? AND owner = ?",
             arguments: [interface.networkUUID.lowercasedString, owner])
@@ -291,7 +291,7 @@ extension SQLiteStore {
                 throw StoreError.invalidArgument("interface \(uuid.lowercasedString) has no address to float")
             }
             let address = try Self.allocateFloating(
-                db, range: range, requested: nil, owner: "interface:\(uuid.lowercasedString)")
+                db, range: range, requested: nil, owner: ObjectKey.interface(uuid).text)
             interface.floating = address
             try db.execute(
                 sql: "UPDATE interface SET floating = ? WHERE uuid = ?", arguments: [address.description, uuid.lowercasedString])

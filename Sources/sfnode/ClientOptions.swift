@@ -19,15 +19,25 @@ struct ClientOptions: ParsableArguments {
 
     /// The use cases over the store the configuration names.
     func control() throws -> Control {
+        let (store, settings) = try storeAndSettings()
+        return Control(store: store, settings: settings.controlSettings, logger: Self.logger)
+    }
+
+    /// The store the configuration names, with the configuration.
+    func storeAndSettings() throws -> (SQLiteStore, AgentConfiguration) {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         guard FileManager.default.fileExists(atPath: settings.storePath) else {
             throw ValidationError(
                 "no store at \(settings.storePath): start sfnode first (scripts/setup-host && swift run -c release sfnode), or point --config or SFNODE_STORE_PATH at its store")
         }
+        return (try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: Self.logger), settings)
+    }
+
+    /// The command line's own logger: warnings and worse, as the commands print what matters.
+    static var logger: Logger {
         var logger = Logger(label: "sfnode.client")
         logger.logLevel = .warning
-        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
-        return Control(store: store, settings: settings.controlSettings, logger: logger)
+        return logger
     }
 }
 

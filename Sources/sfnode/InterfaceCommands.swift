@@ -53,9 +53,7 @@ struct InterfaceCommand: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(timeout)
         while ContinuousClock.now < deadline {
             let current = try await control.interface(interface.uuid.lowercasedString)
-            let jobs = try await control.store.jobs(states: [.queued, .running], limit: 10_000)
-            let busy = jobs.contains { $0.objectKey == "interface:\(interface.uuid.lowercasedString)" }
-            if done(current) && !busy { return current }
+            if done(current), try await !control.hasPendingJobs(.interface(interface.uuid)) { return current }
             try await Task.sleep(for: .milliseconds(200))
         }
         throw ValidationError("interface \(interface.uuid.lowercasedString) did not change within \(timeout) s; see sfnode job list for its job's error")

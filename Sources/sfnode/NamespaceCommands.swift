@@ -209,8 +209,5 @@ struct NamespaceListing: Encodable {
 
 extension ClientOptions {
     /// The store's namespaces and keys.
-    func authRecords() throws -> any AuthRecords {
-        guard let records = try control().store as? any AuthRecords else { throw CommandFailure("this store keeps no namespaces") }
-        return records
-    }
+    func authRecords() throws -> any AuthRecords { try storeAndSettings().0 }
 }
