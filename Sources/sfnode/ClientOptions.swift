@@ -41,6 +41,8 @@ extension AgentConfiguration {
         control.storagePath = storagePath
         control.nodeName = nodeName
         control.quotas = namespaceQuotas
+        if let prefix = namePrefix { control.networkNamespacePrefix = prefix }
+        control.pingsAtOnce = pingsAtOnce
         return control
     }
 }
