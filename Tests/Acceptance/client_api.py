@@ -171,7 +171,13 @@ def cmd_capabilities(args, client):
 
 
 def cmd_create_network(args, client):
+    if args.dns:
+        return client.allocate_network(args.netblock, True, True, args.name, provide_dns=True)
     return client.allocate_network(args.netblock, True, True, args.name)
+
+
+def cmd_ping(args, client):
+    return client.ping(args.ref, args.address)
 
 
 def cmd_show_network(args, client):
@@ -383,6 +389,11 @@ def _parser():
             'allocate_network(NETBLOCK, True, True, NAME); waits while initial/creating')
     s.add_argument('name')
     s.add_argument('netblock')
+    s.add_argument('--dns', action='store_true', help='provide_dns=True')
+
+    s = add('ping', cmd_ping, 'ping(NETWORK_REF, ADDRESS): {"stdout": [...], "stderr": [...]}')
+    s.add_argument('ref')
+    s.add_argument('address')
 
     s = add('show-network', cmd_show_network, 'get_network(REF)')
     s.add_argument('ref')
