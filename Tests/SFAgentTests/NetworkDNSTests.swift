@@ -46,7 +46,7 @@ struct NetworkDNSTests {
                 provideNAT: false, provideDNS: true, spoofFilter: true, jobs: [])
             teardown.add("network") {
                 for interface in try await store.interfaces(networkUUID: network.uuid) {
-                    try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
+                    _ = try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
                 }
                 try await agent.networkJobs.delete(network.uuid)
             }
@@ -88,7 +88,7 @@ struct NetworkDNSTests {
             #expect(otherZone.addresses.isEmpty, "another namespace's zone: \(otherZone)")
 
             // Ping through the use case, 3 requests 0.2 s apart, from inside the network's namespace.
-            try await store.setNetworkState(uuid: network.uuid, to: .created)
+            _ = try await store.setNetworkState(uuid: network.uuid, to: .created)
             var settings = ControlSettings()
             settings.networkNamespacePrefix = layout.namespacePrefix
             (settings.pingCount, settings.pingInterval) = (3, .milliseconds(200))
@@ -142,7 +142,7 @@ struct NetworkDNSTests {
         let uuid = network.uuid.lowercasedString
         #expect(await controlError { _ = try await control.ping(network: uuid, address: "127.0.0.1") }
             == ControlError(.notReady, "network \(uuid) is not ready (initial)"))
-        try await store.setNetworkState(uuid: network.uuid, to: .created)
+        _ = try await store.setNetworkState(uuid: network.uuid, to: .created)
         let missing = await controlError { _ = try await control.ping(network: uuid, address: "127.0.0.1") }
         #expect(missing?.code == .conflict && missing?.message.contains("ping runs on the network node") == true, "\(String(describing: missing))")
 
@@ -159,7 +159,7 @@ struct NetworkDNSTests {
         let answered = try await control.ping(network: uuid, address: "127.0.0.1")
         #expect(answered.received == 3, "\(answered.lines)")
 
-        try await store.setNetworkState(uuid: network.uuid, to: .error)
+        _ = try await store.setNetworkState(uuid: network.uuid, to: .error)
         #expect(await controlError { _ = try await control.ping(network: uuid, address: "127.0.0.1") }
             == ControlError(.conflict, "network \(uuid) is not ready (error)"))
     }
