@@ -115,12 +115,21 @@ public actor DHCPServer {
     private var pidPath: String { directory + "/pid" }
     private var leasesPath: String { directory + "/leases" }
 
-    /// Makes dnsmasq run with exactly `hosts`. Returns what it did, for events.
+    /// Makes dnsmasq run with exactly `hosts`, and with DNS, the network's `extraNames` (extra
+    /// records, name to address; a name without a dot also answers within the network's domain).
+    /// Returns what it did, for events.
     @discardableResult
-    public func ensure(hosts: [DHCPHost]) throws -> DHCPChange {
+    public func ensure(hosts: [DHCPHost], extraNames: [String: IPv4Address] = [:]) throws -> DHCPChange {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var files = [(hostsPath, hosts.map(\.line).sorted().joined(separator: "\n") + "\n")]
-        if let dns { files.append((dnsHostsPath, hosts.compactMap { $0.dnsLine(domain: dns.domain) }.sorted().joined(separator: "\n") + "\n")) }
+        if let dns {
+            // Names the control layer checked; the records after the instances', as Shaken Fist writes them.
+            let extra = extraNames.sorted { $0.key < $1.key }.map { name, address in
+                name.contains(".") ? "\(address) \(name)" : "\(address) \(name).\(dns.domain) \(name)"
+            }
+            let lines = hosts.compactMap { $0.dnsLine(domain: dns.domain) }.sorted() + extra
+            files.append((dnsHostsPath, lines.joined(separator: "\n") + "\n"))
+        }
         var changed = false
         for (path, text) in files where (try? String(contentsOfFile: path, encoding: .utf8)) != text {
             // dnsmasq re-reading on SIGHUP never sees half a file.

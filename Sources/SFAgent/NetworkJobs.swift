@@ -162,7 +162,10 @@ public struct NetworkJobs: JobHandlers {
         let thread = try await context.networks.ensureOnNetworkNode(plan)
         try CrashPoint.reach("network.create.after-namespace")
         // One dnsmasq serves DHCP, DNS or both, as Shaken Fist runs one for either.
-        if network.provideDHCP || network.provideDNS { try await dhcp(for: network, thread: thread).ensure(hosts: view.dhcpHosts) }
+        if network.provideDHCP || network.provideDNS {
+            let extraNames = network.provideDNS ? try await store.networkDNSEntries(uuid: network.uuid) : [:]
+            try await dhcp(for: network, thread: thread).ensure(hosts: view.dhcpHosts, extraNames: extraNames)
+        }
         try CrashPoint.reach("network.create.after-dhcp")
     }
 

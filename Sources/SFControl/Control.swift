@@ -58,6 +58,8 @@ public struct ControlSettings: Sendable, Equatable {
     /// The echo requests of one network ping and the gap between them (Shaken Fist's `ping -c 10`).
     public var pingCount = 10
     public var pingInterval: Duration = .seconds(1)
+    /// Extra DNS records one network may have (`SFNODE_NETWORK_DNS_ENTRIES`).
+    public var networkDNSEntries = 256
 
     public init() {}
 }

@@ -160,3 +160,66 @@ extension Control {
     /// Pings running in this process, against ``ControlSettings/pingsAtOnce``: each holds a thread.
     private static let pingsInFlight = Mutex(0)
 }
+
+extension Control {
+    /// Adds or replaces one of the network's extra DNS records (Shaken Fist's
+    /// `POST /networks/<ref>/dns`): `name` then resolves to `value` on the network's DNS, and a
+    /// name without a dot also as `<name>.<namespace>.<zone>`. Unlike Shaken Fist, the value must
+    /// be an IPv4 address (dnsmasq's hosts file holds nothing else), and errors are 400, not 406.
+    public func setNetworkDNSEntry(
+        network reference: String, name: String, value: String, namespace: String? = nil, requestID: String? = nil
+    ) async throws {
+        let network = try await dnsNetwork(reference, namespace: namespace)
+        let name = try Self.checkedDNSName(name)
+        guard let address = IPv4Address(value) else { throw ControlError.invalid("invalid DNS value: '\(value)' is not an IPv4 address") }
+        let entries = try await controlled { try await store.networkDNSEntries(uuid: network.uuid) }
+        if entries[name] == nil, entries.count >= settings.networkDNSEntries {
+            throw ControlError.invalid(
+                "network \(network.uuid.lowercasedString) already has \(entries.count) DNS entries, the most SFNODE_NETWORK_DNS_ENTRIES allows")
+        }
+        let order = try JobOrder(.networkRefresh, .network(network.uuid), requestID: requestID)
+        try await controlled {
+            try await store.setNetworkDNSEntry(
+                uuid: network.uuid, name: name, address: address, limit: settings.networkDNSEntries, jobs: [order.job(for: .networkNode)])
+        }
+    }
+
+    /// Removes one of the network's extra DNS records; removing a name it does not have is not an error.
+    public func deleteNetworkDNSEntry(network reference: String, name: String, namespace: String? = nil, requestID: String? = nil) async throws {
+        let network = try await dnsNetwork(reference, namespace: namespace)
+        let name = try Self.checkedDNSName(name)
+        guard try await controlled({ try await store.networkDNSEntries(uuid: network.uuid) })[name] != nil else { return }
+        let order = try JobOrder(.networkRefresh, .network(network.uuid), requestID: requestID)
+        try await controlled {
+            try await store.setNetworkDNSEntry(
+                uuid: network.uuid, name: name, address: nil, limit: settings.networkDNSEntries, jobs: [order.job(for: .networkNode)])
+        }
+    }
+
+    /// The network an extra-record call names, which must be created and provide DNS.
+    private func dnsNetwork(_ reference: String, namespace: String?) async throws -> Network {
+        let network = try await self.network(reference, namespace: namespace)
+        switch network.state {
+        case .created: break
+        case .initial: throw ControlError.notReady("network \(network.uuid.lowercasedString) is not ready (\(network.state.rawValue))")
+        case .deleteWait, .deleted, .error:
+            throw ControlError.conflict("network \(network.uuid.lowercasedString) is not ready (\(network.state.rawValue))")
+        }
+        guard network.provideDNS else { throw ControlError.invalid("network does not provide DNS") }
+        return network
+    }
+
+    /// `text` as a host name dnsmasq can hold: labels of letters, digits and '-' (not first or
+    /// last), 1 to 63 bytes each, 253 in all; lower-cased.
+    static func checkedDNSName(_ text: String) throws -> String {
+        let name = text.lowercased()
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...253).contains(name.utf8.count),
+            labels.allSatisfy({ label in
+                (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                    && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+            })
+        else { throw ControlError.invalid("invalid DNS name") }
+        return name
+    }
+}

@@ -50,6 +50,7 @@ import SFSystem
 /// | `dnsZone` | `SFNODE_DNS_ZONE` | `shakenfist`: instances resolve as `<name>.<namespace>.<zone>` on networks with DNS |
 /// | `dnsServer` | `SFNODE_DNS_SERVER` | `auto`: the first non-loopback nameserver of /etc/resolv.conf; `none` or an IPv4 address |
 /// | `pingsAtOnce` | `SFNODE_PINGS_AT_ONCE` | `8`: network pings running at once (each holds a thread for ~10 s) |
+/// | `networkDNSEntries` | `SFNODE_NETWORK_DNS_ENTRIES` | `256`: extra DNS records (`POST /networks/<ref>/dns`) per network |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -203,6 +204,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var dnsServer = "auto"
     /// How many network pings may run at once.
     public var pingsAtOnce = 8
+    /// How many extra DNS records one network may have.
+    public var networkDNSEntries = 256
 
     /// ``dnsServer`` resolved: nil for `none`, or for `auto` when resolv.conf names no usable server.
     public func resolvedDNSServer(resolvConf: String = "/etc/resolv.conf") -> IPv4Address? {
@@ -655,6 +658,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaQueuedJobs", environmentName: "SFNODE_QUOTA_QUEUED_JOBS", path: \.quotaQueuedJobs, range: 1...1_000_000, unit: "jobs"),
         .init(key: "quotaMetadataKeys", environmentName: "SFNODE_QUOTA_METADATA_KEYS", path: \.quotaMetadataKeys, range: 1...100_000, unit: "keys"),
         .init(key: "pingsAtOnce", environmentName: "SFNODE_PINGS_AT_ONCE", path: \.pingsAtOnce, range: 1...256, unit: "pings"),
+        .init(key: "networkDNSEntries", environmentName: "SFNODE_NETWORK_DNS_ENTRIES", path: \.networkDNSEntries, range: 0...100_000, unit: "DNS entries"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -28,6 +28,11 @@ public protocol NodeStore: Sendable {
     ) async throws -> Network
     /// The network, or ``StoreError/notFound(type:id:)``.
     func network(uuid: UUID) async throws -> Network
+    /// The network's extra DNS records, name to address.
+    func networkDNSEntries(uuid: UUID) async throws -> [String: IPv4Address]
+    /// Sets (or with a nil `address` removes) one extra DNS record, and queues `jobs` in the same
+    /// transaction; a new name beyond `limit` records is ``StoreError/invalidArgument(_:)``.
+    func setNetworkDNSEntry(uuid: UUID, name: String, address: IPv4Address?, limit: Int, jobs: [NewJob]) async throws
     /// Networks, all or of one namespace, oldest first.
     func networks(namespace: String?) async throws -> [Network]
     /// Moves the network to `state`, refusing transitions ``NetworkState/canTransition(to:)`` forbids.

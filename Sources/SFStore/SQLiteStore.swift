@@ -207,6 +207,8 @@ public final class SQLiteStore: NodeStore {
         // Existing networks never offered DNS.
         migrator.registerMigration("v9-network-provide-dns") { db in
             try db.execute(sql: "ALTER TABLE network ADD COLUMN provide_dns INTEGER NOT NULL DEFAULT 0")
+            // Extra DNS records, {name: address} (SQLiteStore+NetworkDNS.swift).
+            try db.execute(sql: "ALTER TABLE network ADD COLUMN dns_entries TEXT NOT NULL DEFAULT '{}'")
         }
         return migrator
     }

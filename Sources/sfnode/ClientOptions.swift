@@ -43,6 +43,7 @@ extension AgentConfiguration {
         control.quotas = namespaceQuotas
         if let prefix = namePrefix { control.networkNamespacePrefix = prefix }
         control.pingsAtOnce = pingsAtOnce
+        control.networkDNSEntries = networkDNSEntries
         return control
     }
 }

@@ -62,4 +62,31 @@ import Testing
             #expect(failed.status == .conflict && failed["error"]?.stringValue == "network \(uuidText) is not ready (error)", "\(failed.text)")
         }
     }
+
+    @Test func extraDNSEntriesAnswer400NotTheClientsRetrying406() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let token = try await api.token()
+            let page = try await api.send(.get, "/")
+            #expect(page.text.contains("extra-dns-entries"))
+            let dns = try #require(try await api.send(.post, "/networks", token: token, body: ["netblock": "10.4.0.0/24", "name": "dns", "provide_dns": true])["uuid"]?.stringValue)
+            let plain = try #require(try await api.send(.post, "/networks", token: token, body: ["netblock": "10.5.0.0/24", "name": "plain"])["uuid"]?.stringValue)
+            let early = try await api.send(.post, "/networks/\(dns)/dns", token: token, body: ["name": "db", "value": "10.4.0.5"])
+            #expect(early.status == .notAcceptable, "\(early.text)")
+            for uuid in [dns, plain] { _ = try await fixture.store.setNetworkState(uuid: try #require(UUID(uuidString: uuid)), to: .created) }
+            let added = try await api.send(.post, "/networks/\(dns)/dns", token: token, body: ["name": "db", "value": "10.4.0.5"])
+            #expect(added.status == .ok && added.json == .null, "\(added.text)")
+            let removed = try await api.send(.delete, "/networks/\(dns)/dns", token: token, body: ["name": "db"])
+            #expect(removed.status == .ok && removed.json == .null, "\(removed.text)")
+            for (uuid, body, message) in [
+                (plain, ["name": "db", "value": "10.5.0.5"] as JSONValue, "network does not provide DNS"),
+                (dns, ["name": "no such!", "value": "10.4.0.5"], "invalid DNS name"),
+                (dns, ["name": "db", "value": "somewhere"], "invalid DNS value: 'somewhere' is not an IPv4 address"),
+            ] {
+                let refused = try await api.send(.post, "/networks/\(uuid)/dns", token: token, body: body)
+                #expect(refused.status == .badRequest && refused["error"]?.stringValue == message, "\(refused.text)")
+            }
+        }
+    }
 }

@@ -87,12 +87,30 @@ struct NetworkDNSTests {
             let otherZone = try await DNSQuery.lookup("web1.other.shakenfist", server: router, from: guestNamespace)
             #expect(otherZone.addresses.isEmpty, "another namespace's zone: \(otherZone)")
 
-            // Ping through the use case, 3 requests 0.2 s apart, from inside the network's namespace.
-            _ = try await store.setNetworkState(uuid: network.uuid, to: .created)
             var settings = ControlSettings()
             settings.networkNamespacePrefix = layout.namespacePrefix
             (settings.pingCount, settings.pingInterval) = (3, .milliseconds(200))
             let control = Control(store: store, settings: settings, logger: logger)
+
+            // Extra records: a bare name also answers in the zone; a deleted one stops answering.
+            try await control.setNetworkDNSEntry(network: "dnsnet", name: "db", value: "10.93.0.50", namespace: "ci")
+            try await control.setNetworkDNSEntry(network: "dnsnet", name: "www.example.test", value: "10.93.0.51", namespace: "ci")
+            try await agent.networkJobs.converge(network.uuid)
+            let extra = await eventually(timeout: .seconds(10)) {
+                let found = await [("db", "10.93.0.50"), ("db.ci.shakenfist", "10.93.0.50"), ("www.example.test", "10.93.0.51")].asyncAllSatisfy { name, value in
+                    (try? await DNSQuery.lookup(name, server: router, from: guestNamespace, timeoutSeconds: 1))?.addresses == [IPv4Address(value)!]
+                }
+                return found
+            }
+            #expect(extra, "the extra records do not resolve")
+            try await control.deleteNetworkDNSEntry(network: "dnsnet", name: "db", namespace: "ci")
+            try await agent.networkJobs.converge(network.uuid)
+            let gone = await eventually(timeout: .seconds(10)) {
+                (try? await DNSQuery.lookup("db", server: router, from: guestNamespace, timeoutSeconds: 1))?.addresses == []
+            }
+            #expect(gone, "a deleted record still resolves")
+
+            // Ping through the use case, 3 requests 0.2 s apart, from inside the network's namespace.
             for target in [router, address] {
                 let report = try await control.ping(network: network.uuid.lowercasedString, address: target.description)
                 #expect(report.received == 3, "\(target): \(report.lines)")
@@ -178,5 +196,13 @@ func controlError(_ body: () async throws -> Void) async -> ControlError? {
         return error
     } catch {
         return ControlError(classifying: error)
+    }
+}
+
+extension Array {
+    /// Whether `predicate` holds of every element, awaited one after another.
+    func asyncAllSatisfy(_ predicate: (Element) async -> Bool) async -> Bool {
+        for element in self where !(await predicate(element)) { return false }
+        return true
     }
 }

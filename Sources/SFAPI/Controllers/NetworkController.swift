@@ -74,6 +74,22 @@ struct NetworkController {
             // Shaken Fist splits ping's output on newlines: the lines, then "" after the last newline.
             return Reply.json(PingView(stdout: report.lines + [""], stderr: [""]))
         }
+        group.post("/networks/:ref/dns") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["name", "value", "namespace"])
+            let network = try await resolve(request, context, namespace: try body.string("namespace"))
+            guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+            guard let value = try body.string("value") else { throw APIError(.badRequest, "value is required") }
+            try await api.control.setNetworkDNSEntry(
+                network: network.uuid.lowercasedString, name: name, value: value, requestID: context.requestID)
+            return Reply.null
+        }
+        group.delete("/networks/:ref/dns") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["name", "namespace"])
+            let network = try await resolve(request, context, namespace: try body.string("namespace"))
+            guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+            try await api.control.deleteNetworkDNSEntry(network: network.uuid.lowercasedString, name: name, requestID: context.requestID)
+            return Reply.null
+        }
         group.get("/networks/:ref/events") { request, context in
             try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
         }
