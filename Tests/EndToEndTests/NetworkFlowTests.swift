@@ -36,6 +36,15 @@ struct NetworkFlowTests {
                 #expect(own.status != 0 && (own.stderr + own.stdout).contains(message), "sfnode network create \(netblock): \(own.stderr)")
             }
 
+            // Extra records through the Python API reach the network's dnsmasq hosts file.
+            #expect(try client.python(["set-dns-entry", "net", "db", "10.97.0.50"]) is NSNull)
+            let dnsHosts = flow.storage + "/dhcp/\(uuid)/dnshosts"
+            let written = await eventually(timeout: .seconds(30)) {
+                ((try? String(contentsOfFile: dnsHosts, encoding: .utf8)) ?? "").contains("10.97.0.50 db.system.shakenfist db")
+            }
+            #expect(written, "dnshosts: \((try? String(contentsOfFile: dnsHosts, encoding: .utf8)) ?? "missing")")
+            #expect(try client.python(["delete-dns-entry", "net", "db"]) is NSNull)
+
             // The Python API's ping(): Shaken Fist's shape, lists of lines.
             let router = try #require(try client.python(["ping", "net", "10.97.0.1"]) as? [String: Any])
             let routerLines = try #require(router["stdout"] as? [String])
