@@ -151,6 +151,9 @@ enum OpenAPIDocument {
                 Operation(method: "get", summary: "A network by UUID or name", body: namespaceOnly, response: ref("Network")),
                 Operation(method: "delete", summary: "Delete a network (null when already deleted)", body: namespaceOnly, response: ["nullable": true, "allOf": [ref("Network")]])),
             "/networks/{ref}/interfaces": ops(Operation(method: "get", summary: "A network's interfaces", response: array(ref("Interface")))),
+            "/networks/{ref}/dns": ops(
+                Operation(method: "post", summary: "Add or replace an extra DNS record (the value an IPv4 address) on a network with DNS; 400 for a bad name or value or a network without DNS", body: object(["name": string, "value": string, "namespace": nullableString], required: ["name", "value"], closed: true), response: null),
+                Operation(method: "delete", summary: "Remove an extra DNS record (a missing name is not an error)", body: object(["name": string, "namespace": nullableString], required: ["name"], closed: true), response: null)),
             "/networks/{ref}/ping/{address}": ops(Operation(method: "get", summary: "Ping an address of the network from its namespace (10 requests, 1 s apart): ping's output as lines; 406 while the network is made, 409 when it is in error or deleted, 429 when too many pings run", response: object(["stdout": array(string), "stderr": array(string)], required: ["stdout", "stderr"], closed: true))),
             "/blobs": ops(Operation(method: "get", summary: "Every blob (admin)", body: object(["node": nullableString], required: [], closed: true), response: array(ref("Blob")))),
             "/blobs/{uuid}": ops(Operation(method: "get", summary: "A blob", response: ref("Blob"))),
