@@ -56,6 +56,18 @@ struct NetworkDNSTests {
             let arguments = commandLine(of: dnsmasq.first ?? 0)
             #expect(arguments.contains("--local=/ci.shakenfist/") && !arguments.contains("--port=0"), "\(arguments)")
             #expect(!arguments.contains { $0.hasPrefix("--server=") }, "an upstream in a test: \(arguments)")
+            // DHCP hands out the router as the guests' DNS server.
+            #expect(arguments.contains("--dhcp-option=6,10.93.0.1") && arguments.contains("--listen-address=10.93.0.1"), "\(arguments)")
+
+            // A network without DNS keeps dnsmasq to DHCP: no port 53, no names file.
+            let plain = try await store.createNetwork(
+                uuid: UUID(), name: "plain", namespace: "ci", netblock: IPv4Prefix("10.92.0.0/24")!, provideDHCP: true,
+                provideNAT: false, provideDNS: false, spoofFilter: true, jobs: [])
+            teardown.add("plain network") { try await agent.networkJobs.delete(plain.uuid) }
+            try await agent.networkJobs.create(plain.uuid)
+            let plainArguments = commandLine(of: dnsmasqProcesses(mentioning: plain.uuid.lowercasedString).first ?? 0)
+            #expect(plainArguments.contains("--port=0") && !plainArguments.contains { $0.hasPrefix("--addn-hosts") || $0.hasPrefix("--dhcp-option=6") },
+                "\(plainArguments)")
 
             // An instance joins after the network was made: the names file is rewritten and re-read.
             let instance = Instance(name: "web1", namespace: "ci", cpus: 1, memory: 64, diskSpec: [])
