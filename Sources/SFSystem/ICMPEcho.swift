@@ -44,6 +44,11 @@ public enum ICMPEcho {
         let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(IPPROTO_ICMP))
         if fd < 0 { throw SystemError.fromErrno("opening a raw ICMP socket") }
         defer { close(fd) }
+        // The netblock's broadcast address is a valid target (Shaken Fist allows it), as `ping -b`.
+        var on: Int32 = 1
+        if setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            throw SystemError.fromErrno("allowing broadcast on the ICMP socket")
+        }
         var remote = sockaddr_in()
         remote.sin_family = sa_family_t(AF_INET)
         remote.sin_addr = in_addr(s_addr: target.networkOrder)

@@ -137,6 +137,9 @@ struct NetworkDNSTests {
             #expect(unanswered.received == 0, "\(unanswered.lines)")
             #expect(unanswered.lines.contains { $0.hasPrefix("3 packets transmitted, 0 received") && $0.contains("100% packet loss") }, "\(unanswered.lines)")
             #expect(!unanswered.lines.contains { $0.hasPrefix("64 bytes") })
+            // The broadcast address is in the block too: sent (as ping -b), answered by nobody here.
+            let broadcast = try await control.ping(network: "dnsnet", address: "10.93.0.255", namespace: "ci")
+            #expect(broadcast.transmitted == 3 && broadcast.received == 0, "\(broadcast.lines)")
             #expect(await controlError { _ = try await control.ping(network: "dnsnet", address: "10.94.0.1") }?.message
                 == "ping request for address outside network block")
             #expect(await controlError { _ = try await control.ping(network: "dnsnet", address: "fd00::1") }?.message
