@@ -72,10 +72,11 @@ public struct DNSService: Sendable, Equatable {
 /// network's namespace.
 ///
 /// Its files live in one directory per network: `hosts` (one fixed lease per interface), `dnshosts`
-/// (with DNS: each interface's address and names), `leases` and `pid`. Changing the hosts re-writes
-/// the files atomically and sends SIGHUP, which makes dnsmasq re-read them without dropping leases. A dnsmasq found running from an earlier agent (its pid file
-/// names a live dnsmasq for this directory) is adopted rather than duplicated; one that died is started
-/// again and reaped.
+/// (with DNS: each interface's address and names, then the extra records), `leases` and `pid`.
+/// Changing the hosts re-writes the files atomically and sends SIGHUP, which makes dnsmasq re-read
+/// them without dropping leases. A dnsmasq found running from an earlier agent (its pid file names a
+/// live dnsmasq for this directory) is adopted rather than duplicated; one that died is started again
+/// and reaped. An adopted one keeps the DNS upstream it was started with.
 public actor DHCPServer {
     public let directory: String
     private let interface: String
