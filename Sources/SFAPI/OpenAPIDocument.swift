@@ -145,12 +145,16 @@ enum OpenAPIDocument {
             "/interfaces/{ref}/defloat": ops(Operation(method: "post", summary: "Release its floating address", response: null)),
             "/networks": ops(
                 Operation(method: "get", summary: "Networks", body: object(["all": boolean], required: [], closed: true), response: array(ref("Network"))),
-                Operation(method: "post", summary: "Create a network", body: object(["netblock": string, "name": string, "provide_dhcp": boolean, "provide_nat": boolean, "provide_dns": boolean, "spoof_filter": boolean, "namespace": nullableString], required: ["netblock", "name"], closed: true), response: ref("Network")),
+                Operation(method: "post", summary: "Create a network: an IPv4 netblock with host bits clear, /8 to /29 (400 otherwise); provide_dns answers the instances' names on the router", body: object(["netblock": string, "name": string, "provide_dhcp": boolean, "provide_nat": boolean, "provide_dns": boolean, "spoof_filter": boolean, "namespace": nullableString], required: ["netblock", "name"], closed: true), response: ref("Network")),
                 Operation(method: "delete", summary: "Delete every network of a namespace", body: deleteAll, response: array(string))),
             "/networks/{ref}": ops(
                 Operation(method: "get", summary: "A network by UUID or name", body: namespaceOnly, response: ref("Network")),
                 Operation(method: "delete", summary: "Delete a network (null when already deleted)", body: namespaceOnly, response: ["nullable": true, "allOf": [ref("Network")]])),
             "/networks/{ref}/interfaces": ops(Operation(method: "get", summary: "A network's interfaces", response: array(ref("Interface")))),
+            "/networks/{ref}/dns": ops(
+                Operation(method: "post", summary: "Add or replace an extra DNS record (the value an IPv4 address) on a network with DNS; 400 for a bad name or value or a network without DNS", body: object(["name": string, "value": string, "namespace": nullableString], required: ["name", "value"], closed: true), response: null),
+                Operation(method: "delete", summary: "Remove an extra DNS record (a missing name is not an error)", body: object(["name": string, "namespace": nullableString], required: ["name"], closed: true), response: null)),
+            "/networks/{ref}/ping/{address}": ops(Operation(method: "get", summary: "Ping an address of the network from its namespace (10 requests, 1 s apart): ping's output as lines; 406 while the network is made, 409 when it is in error or deleted, 429 when too many pings run", response: object(["stdout": array(string), "stderr": array(string)], required: ["stdout", "stderr"], closed: true))),
             "/blobs": ops(Operation(method: "get", summary: "Every blob (admin)", body: object(["node": nullableString], required: [], closed: true), response: array(ref("Blob")))),
             "/blobs/{uuid}": ops(Operation(method: "get", summary: "A blob", response: ref("Blob"))),
             "/blobs/{uuid}/data": ops(Operation(method: "get", summary: "Blob data from offset, at most limit bytes (0: to the end); always 200", response: ["type": "string", "format": "binary"], responseType: "application/octet-stream", query: ["offset", "limit"])),

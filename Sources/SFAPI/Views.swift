@@ -137,7 +137,7 @@ struct NetworkView: WireValue {
             c.put("provide_dhcp", network.provideDHCP)
             c.put("provide_nat", network.provideNAT)
             c.put("spoof_filter", network.spoofFilter)
-            c.put("provide_dns", false)
+            c.put("provide_dns", network.provideDNS)
             c.put("floating_gateway", network.floatingGateway?.description)
             c.put("vxlan_id", network.vxid)
         }

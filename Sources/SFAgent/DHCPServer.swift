@@ -22,23 +22,69 @@ public struct DHCPHost: Sendable, Equatable, Hashable {
     /// The dnsmasq hosts-file line. Hostnames are reduced to what DHCP allows, so that no user
     /// string can add fields or lines to the file.
     var line: String {
-        let name = hostname.map { String($0.lowercased().filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }.prefix(63)) }
-        if let name, !name.isEmpty { return "\(mac),\(address),\(name)" }
+        if let name = hostname.map(DNSService.label), !name.isEmpty { return "\(mac),\(address),\(name)" }
         return "\(mac),\(address)"
+    }
+
+    /// The addn-hosts line that names the interface's address in DNS, `<address> <name>.<domain>
+    /// <name>`; nil without a usable name.
+    func dnsLine(domain: String) -> String? {
+        guard let name = hostname.map(DNSService.label), !name.isEmpty else { return nil }
+        return "\(address) \(name).\(domain) \(name)"
     }
 }
 
-/// dnsmasq serving DHCP (no DNS) for one network, inside the network's namespace.
+/// The agent's DNS settings for networks with DNS (`SFNODE_DNS_ZONE`, `SFNODE_DNS_SERVER`).
+public struct DNSSettings: Sendable, Equatable {
+    /// The zone under which each namespace's names resolve: `<instance>.<namespace>.<zone>`.
+    public var zone: String
+    /// Where names outside the zone are forwarded; nil forwards nothing.
+    public var upstream: IPv4Address?
+
+    public init(zone: String = "shakenfist", upstream: IPv4Address? = nil) {
+        self.zone = zone
+        self.upstream = upstream
+    }
+}
+
+/// What one network's dnsmasq serves in DNS, on its router address, port 53.
+public struct DNSService: Sendable, Equatable {
+    /// `<network's namespace>.<zone>`: answered from the network's hosts, never forwarded.
+    public var domain: String
+    /// Where other names go; nil answers them with nothing.
+    public var upstream: IPv4Address?
+
+    /// The service of a network in `namespace`, under `settings`.
+    public init(namespace: String, settings: DNSSettings) {
+        let label = Self.label(namespace)
+        domain = (label.isEmpty ? "namespace" : label) + "." + settings.zone
+        upstream = settings.upstream
+    }
+
+    /// `text` as one DNS label (and DHCP host name): lower case letters, digits and '-', at most 63
+    /// bytes, so that no user string can add fields or lines to dnsmasq's files.
+    static func label(_ text: String) -> String {
+        String(text.lowercased().filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }.prefix(63))
+    }
+}
+
+/// dnsmasq serving DHCP, and DNS when the network provides it, for one network, inside the
+/// network's namespace.
 ///
-/// Its files live in one directory per network: `hosts` (one fixed lease per interface), `leases`
-/// and `pid`. Changing the hosts re-writes the file atomically and sends SIGHUP, which makes dnsmasq
-/// re-read it without dropping leases. A dnsmasq found running from an earlier agent (its pid file
-/// names a live dnsmasq for this directory) is adopted rather than duplicated; one that died is started
-/// again and reaped.
+/// Its files live in one directory per network: `hosts` (one fixed lease per interface), `dnshosts`
+/// (with DNS: each interface's address and names, then the extra records), `leases` and `pid`.
+/// Changing the hosts re-writes the files atomically and sends SIGHUP, which makes dnsmasq re-read
+/// them without dropping leases. A dnsmasq found running from an earlier agent (its pid file names a
+/// live dnsmasq for this directory) is adopted rather than duplicated; one that died is started again
+/// and reaped. An adopted one keeps the DNS upstream it was started with.
 public actor DHCPServer {
     public let directory: String
     private let interface: String
     private let router: IPv4Prefix
+    /// Whether dnsmasq hands out addresses (the network's provide_dhcp).
+    private let dhcp: Bool
+    /// What it serves in DNS; nil keeps DNS off (`--port=0`).
+    private let dns: DNSService?
     /// The thread in the network's namespace that dnsmasq is started from.
     public nonisolated let thread: NamespaceExecutor
     private let logger: Logger
@@ -50,10 +96,15 @@ public actor DHCPServer {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.executor.asUnownedSerialExecutor() }
 
     /// A server for the network whose router address is `router` on `interface`, in `thread`'s namespace.
-    public init(directory: String, interface: String, router: IPv4Prefix, thread: NamespaceExecutor, logger: Logger) {
+    public init(
+        directory: String, interface: String, router: IPv4Prefix, dhcp: Bool = true, dns: DNSService? = nil,
+        thread: NamespaceExecutor, logger: Logger
+    ) {
         self.directory = directory
         self.interface = interface
         self.router = router
+        self.dhcp = dhcp
+        self.dns = dns
         self.thread = thread
         var logger = logger
         logger[metadataKey: "dhcp.directory"] = "\(directory)"
@@ -61,18 +112,30 @@ public actor DHCPServer {
     }
 
     private var hostsPath: String { directory + "/hosts" }
+    private var dnsHostsPath: String { directory + "/dnshosts" }
     private var pidPath: String { directory + "/pid" }
     private var leasesPath: String { directory + "/leases" }
 
-    /// Makes dnsmasq run with exactly `hosts`. Returns what it did, for events.
+    /// Makes dnsmasq run with exactly `hosts`, and with DNS, the network's `extraNames` (extra
+    /// records, name to address; a name without a dot also answers within the network's domain).
+    /// Returns what it did, for events.
     @discardableResult
-    public func ensure(hosts: [DHCPHost]) throws -> DHCPChange {
+    public func ensure(hosts: [DHCPHost], extraNames: [String: IPv4Address] = [:]) throws -> DHCPChange {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let text = hosts.map(\.line).sorted().joined(separator: "\n") + "\n"
-        let changed = (try? String(contentsOfFile: hostsPath, encoding: .utf8)) != text
-        if changed {
+        var files = [(hostsPath, hosts.map(\.line).sorted().joined(separator: "\n") + "\n")]
+        if let dns {
+            // Names the control layer checked; the records after the instances', as Shaken Fist writes them.
+            let extra = extraNames.sorted { $0.key < $1.key }.map { name, address in
+                name.contains(".") ? "\(address) \(name)" : "\(address) \(name).\(dns.domain) \(name)"
+            }
+            let lines = hosts.compactMap { $0.dnsLine(domain: dns.domain) }.sorted() + extra
+            files.append((dnsHostsPath, lines.joined(separator: "\n") + "\n"))
+        }
+        var changed = false
+        for (path, text) in files where (try? String(contentsOfFile: path, encoding: .utf8)) != text {
             // dnsmasq re-reading on SIGHUP never sees half a file.
-            try AtomicFile.write(Data(text.utf8), to: hostsPath, mode: 0o644)
+            try AtomicFile.write(Data(text.utf8), to: path, mode: 0o644)
+            changed = true
         }
         try stopStray()
         if let pid = runningPID() {
@@ -146,12 +209,30 @@ public actor DHCPServer {
     }
 
     private func start() throws {
-        let arguments = [
-            "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
+        var arguments = [
+            "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--bind-interfaces", "--interface=\(interface)", "--except-interface=lo",
-            "--dhcp-range=\(router.host(2)),static,\(router.netmask),1h", "--dhcp-option=3,\(router.address)",
             "--dhcp-hostsfile=\(hostsPath)", "--dhcp-leasefile=\(leasesPath)", "--pid-file=\(pidPath)",
-            "--dhcp-authoritative",
+        ]
+        if dhcp {
+            arguments += [
+                "--dhcp-range=\(router.host(2)),static,\(router.netmask),1h", "--dhcp-option=3,\(router.address)",
+                "--dhcp-authoritative",
+            ]
+        }
+        if let dns {
+            // Port 53 on the router address only (bind-interfaces); the zone is answered from the
+            // hosts file alone, and everything else goes to the one upstream, or nowhere.
+            arguments += [
+                "--listen-address=\(router.address)", "--addn-hosts=\(dnsHostsPath)", "--domain=\(dns.domain)",
+                "--local=/\(dns.domain)/", "--domain-needed", "--bogus-priv",
+            ]
+            if let upstream = dns.upstream { arguments.append("--server=\(upstream)") }
+            if dhcp { arguments.append("--dhcp-option=6,\(router.address)") }
+        } else {
+            arguments.append("--port=0")
+        }
+        arguments += [
             // A guest controls what dnsmasq logs: every DHCPDISCOVER from a random MAC is a line, so a
             // file log (the old `--log-facility=-` into <dir>/log, never rotated) let one guest fill
             // the store's file system. --quiet-* drops the routine lines, but refusals ("no address

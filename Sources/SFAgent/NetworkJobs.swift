@@ -161,7 +161,11 @@ public struct NetworkJobs: JobHandlers {
         guard context.isNetworkNode else { return }
         let thread = try await context.networks.ensureOnNetworkNode(plan)
         try CrashPoint.reach("network.create.after-namespace")
-        if network.provideDHCP { try await dhcp(for: network, thread: thread).ensure(hosts: view.dhcpHosts) }
+        // One dnsmasq serves DHCP, DNS or both, as Shaken Fist runs one for either.
+        if network.provideDHCP || network.provideDNS {
+            let extraNames = network.provideDNS ? try await store.networkDNSEntries(uuid: network.uuid) : [:]
+            try await dhcp(for: network, thread: thread).ensure(hosts: view.dhcpHosts, extraNames: extraNames)
+        }
         try CrashPoint.reach("network.create.after-dhcp")
     }
 
@@ -172,11 +176,14 @@ public struct NetworkJobs: JobHandlers {
         return await context.dhcpServers.server(for: network.uuid, thread: thread) { server }
     }
 
-    /// A DHCP server object for the network's dnsmasq (which it starts or adopts).
+    /// A DHCP server object for the network's dnsmasq (which it starts or adopts), with DNS when the
+    /// network provides it.
     func makeDHCPServer(for network: Network, thread: NamespaceExecutor) throws -> DHCPServer {
         let plan = NetworkPlan(uuid: network.uuid, vxid: try planner.vxlanID(of: network), netblock: network.netblock, provideNAT: false)
         return DHCPServer(
             directory: context.dhcpDirectory + "/" + network.uuid.lowercasedString,
-            interface: context.networks.layout.routerInner(plan.vxid), router: plan.router, thread: thread, logger: context.logger)
+            interface: context.networks.layout.routerInner(plan.vxid), router: plan.router, dhcp: network.provideDHCP,
+            dns: network.provideDNS ? DNSService(namespace: network.namespace, settings: context.dns) : nil, thread: thread,
+            logger: context.logger)
     }
 }

@@ -17,6 +17,8 @@ public struct AgentContext: Sendable {
     public let dhcpDirectory: String
     /// The network node's interface towards the outside; nil means the default route's.
     public let egressInterface: String?
+    /// The zone and upstream of the networks that provide DNS.
+    public let dns: DNSSettings
     /// The dnsmasq of each network, kept for the agent's lifetime: the server owns its child process,
     /// and a server dropped after each job would take its dnsmasq with it.
     let dhcpServers = DHCPServers()
@@ -87,7 +89,7 @@ public struct NodeAgent: Sendable {
     public init(
         store: any NodeStore, networks: any NetworkRealizing, instances: any InstanceRealizing, nodeName: String,
         floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(),
-        egressInterface: String? = nil, images: ImageResolver? = nil, logger: Logger
+        egressInterface: String? = nil, images: ImageResolver? = nil, dns: DNSSettings = DNSSettings(), logger: Logger
     ) {
         let locks = HostLocks()
         let planner = HostPlanner(
@@ -95,7 +97,7 @@ public struct NodeAgent: Sendable {
             mtu: instances.layout.mtu, images: images, locks: locks, logger: logger)
         context = AgentContext(
             store: store, networks: networks, instances: instances, planner: planner, locks: locks, dhcpDirectory: dhcpDirectory,
-            egressInterface: egressInterface, logger: logger)
+            egressInterface: egressInterface, dns: dns, logger: logger)
         networkJobs = NetworkJobs(context: context)
         instanceJobs = InstanceJobs(context: context, networks: networkJobs)
         floatJobs = FloatJobs(context: context, networks: networkJobs)

@@ -54,6 +54,15 @@ public struct ControlSettings: Sendable, Equatable {
     public var nodeName = ""
     /// What each namespace may hold and queue (the admin is exempt).
     public var quotas = NamespaceQuotas()
+    /// The prefix of the networks' namespaces on this node (`SFNODE_NAME_PREFIX`), where ping runs.
+    public var networkNamespacePrefix = "sfnode-"
+    /// Pings that may run at once in this process (`SFNODE_PINGS_AT_ONCE`); each holds a thread.
+    public var pingsAtOnce = 8
+    /// The echo requests of one network ping and the gap between them (Shaken Fist's `ping -c 10`).
+    public var pingCount = 10
+    public var pingInterval: Duration = .seconds(1)
+    /// Extra DNS records one network may have (`SFNODE_NETWORK_DNS_ENTRIES`).
+    public var networkDNSEntries = 256
 
     public init() {}
 }

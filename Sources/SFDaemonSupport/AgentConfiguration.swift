@@ -47,6 +47,10 @@ import SFSystem
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
 /// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
+/// | `dnsZone` | `SFNODE_DNS_ZONE` | `shakenfist`: instances resolve as `<name>.<namespace>.<zone>` on networks with DNS |
+/// | `dnsServer` | `SFNODE_DNS_SERVER` | `auto`: the first non-loopback nameserver of /etc/resolv.conf; `none` or an IPv4 address |
+/// | `pingsAtOnce` | `SFNODE_PINGS_AT_ONCE` | `8`: network pings running at once (each holds a thread for ~10 s) |
+/// | `networkDNSEntries` | `SFNODE_NETWORK_DNS_ENTRIES` | `256`: extra DNS records (`POST /networks/<ref>/dns`) per network |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -193,6 +197,37 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var quotaMetadataKeys = 256
     /// Namespaces one namespace may trust (`SFNODE_QUOTA_TRUSTS`).
     public var quotaTrusts = 64
+
+    // Network DNS and ping (issue 14).
+    /// The zone instance names resolve in on networks with DNS: `<instance>.<namespace>.<zone>`.
+    public var dnsZone = "shakenfist"
+    /// Where networks with DNS forward names outside their zone: `auto` (the first nameserver of
+    /// /etc/resolv.conf that is not loopback, read when the agent starts), `none`, or an address.
+    public var dnsServer = "auto"
+    /// How many network pings may run at once.
+    public var pingsAtOnce = 8
+    /// How many extra DNS records one network may have.
+    public var networkDNSEntries = 256
+
+    /// ``dnsServer`` resolved: nil for `none`, or for `auto` when resolv.conf names no usable server.
+    public func resolvedDNSServer(resolvConf: String = "/etc/resolv.conf") -> IPv4Address? {
+        switch dnsServer {
+        case "none": return nil
+        case "auto": return Self.firstNameserver(in: (try? String(contentsOfFile: resolvConf, encoding: .utf8)) ?? "")
+        default: return IPv4Address(dnsServer)
+        }
+    }
+
+    /// The first `nameserver` line's IPv4 address that is not loopback (a local stub resolver such
+    /// as systemd-resolved's 127.0.0.53 is unreachable from a network's namespace).
+    public static func firstNameserver(in resolvConf: String) -> IPv4Address? {
+        for line in resolvConf.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard words.count >= 2, words[0] == "nameserver", let address = IPv4Address(String(words[1])) else { continue }
+            if address.octets[0] != 127 { return address }
+        }
+        return nil
+    }
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -373,6 +408,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encodeIfPresent(namePrefix, forKey: AnyKey("namePrefix"))
         try container.encodeIfPresent(tapPrefix, forKey: AnyKey("tapPrefix"))
         for field in Self.wholeNumberFields { try container.encode(self[keyPath: field.path], forKey: AnyKey(field.key)) }
+        try container.encode(dnsZone, forKey: AnyKey("dnsZone"))
+        try container.encode(dnsServer, forKey: AnyKey("dnsServer"))
     }
 
     private static let defaultsKey: CodingUserInfoKey = {
@@ -545,6 +582,28 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             }
             configuration.tapPrefix = prefix
         },
+        Field(key: "dnsZone", environmentName: "SFNODE_DNS_ZONE") { configuration, text in
+            let zone = try required(text).lowercased()
+            // Names become `<instance>.<namespace>.<zone>`: the zone leaves room for both (253 in all).
+            let labels = zone.split(separator: ".", omittingEmptySubsequences: false)
+            guard (1...120).contains(zone.utf8.count),
+                labels.allSatisfy({ label in
+                    (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                        && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+                })
+            else { throw InvalidValue(reason: "is not a DNS zone (labels of letters, digits and '-', separated by '.', at most 120 bytes)") }
+            configuration.dnsZone = zone
+        },
+        Field(key: "dnsServer", environmentName: "SFNODE_DNS_SERVER") { configuration, text in
+            let value = (text ?? "").lowercased()
+            if value.isEmpty || value == "none" {
+                configuration.dnsServer = "none"
+            } else if value == "auto" || IPv4Address(value) != nil {
+                configuration.dnsServer = value
+            } else {
+                throw InvalidValue(reason: "is not auto, none or an IPv4 address (a.b.c.d)")
+            }
+        },
     ] + wholeNumberFields.map { limit in
         Field(key: limit.key, environmentName: limit.environmentName) { configuration, text in
             configuration[keyPath: limit.path] = try wholeNumber(text, in: limit.range, of: limit.unit)
@@ -601,6 +660,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaQueuedJobs", environmentName: "SFNODE_QUOTA_QUEUED_JOBS", path: \.quotaQueuedJobs, range: 1...1_000_000, unit: "jobs"),
         .init(key: "quotaMetadataKeys", environmentName: "SFNODE_QUOTA_METADATA_KEYS", path: \.quotaMetadataKeys, range: 1...100_000, unit: "keys"),
         .init(key: "quotaTrusts", environmentName: "SFNODE_QUOTA_TRUSTS", path: \.quotaTrusts, range: 0...10_000, unit: "namespaces"),
+        .init(key: "pingsAtOnce", environmentName: "SFNODE_PINGS_AT_ONCE", path: \.pingsAtOnce, range: 1...256, unit: "pings"),
+        .init(key: "networkDNSEntries", environmentName: "SFNODE_NETWORK_DNS_ENTRIES", path: \.networkDNSEntries, range: 0...100_000, unit: "DNS entries"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -130,12 +130,16 @@ public struct Network: Codable, Hashable, Sendable {
     /// Whether its guests' taps drop frames from any MAC or address but the guest's own (on unless
     /// the admin turned it off when creating the network).
     public var spoofFilter: Bool
+    /// Whether the network's dnsmasq answers DNS on the router address for its instances' names.
+    public var provideDNS: Bool
 
     public init(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
-        vxid: Int, state: NetworkState, stateUpdated: Date, floatingGateway: IPv4Address?, spoofFilter: Bool = true
+        vxid: Int, state: NetworkState, stateUpdated: Date, floatingGateway: IPv4Address?, spoofFilter: Bool = true,
+        provideDNS: Bool = false
     ) {
         self.spoofFilter = spoofFilter
+        self.provideDNS = provideDNS
         self.uuid = uuid
         self.name = name
         self.namespace = namespace
@@ -156,6 +160,7 @@ public struct Network: Codable, Hashable, Sendable {
         case stateUpdated = "state_updated"
         case floatingGateway = "floating_gateway"
         case spoofFilter = "spoof_filter"
+        case provideDNS = "provide_dns"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -171,6 +176,7 @@ public struct Network: Codable, Hashable, Sendable {
         stateUpdated = try c.decode(Date.self, forKey: .stateUpdated)
         floatingGateway = try c.decodeIfPresent(String.self, forKey: .floatingGateway).flatMap(IPv4Address.init)
         spoofFilter = try c.decodeIfPresent(Bool.self, forKey: .spoofFilter) ?? true
+        provideDNS = try c.decodeIfPresent(Bool.self, forKey: .provideDNS) ?? false
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -186,6 +192,7 @@ public struct Network: Codable, Hashable, Sendable {
         try c.encode(stateUpdated, forKey: .stateUpdated)
         try c.encode(floatingGateway?.description, forKey: .floatingGateway)
         try c.encode(spoofFilter, forKey: .spoofFilter)
+        try c.encode(provideDNS, forKey: .provideDNS)
     }
 }
 

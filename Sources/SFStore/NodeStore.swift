@@ -20,13 +20,19 @@ public protocol NodeStore: Sendable {
 
     /// Creates a network in state `initial`, giving it a fresh unique VXLAN id, and queues `jobs`
     /// in the same transaction. `netblock`'s host bits are cleared (10.0.0.7/24 is stored as
-    /// 10.0.0.0/24). `spoofFilter` is the network's ``Network/spoofFilter``.
+    /// 10.0.0.0/24). `provideDNS` and `spoofFilter` are the network's ``Network/provideDNS`` and
+    /// ``Network/spoofFilter``.
     func createNetwork(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
-        spoofFilter: Bool, jobs: [NewJob]
+        provideDNS: Bool, spoofFilter: Bool, jobs: [NewJob]
     ) async throws -> Network
     /// The network, or ``StoreError/notFound(type:id:)``.
     func network(uuid: UUID) async throws -> Network
+    /// The network's extra DNS records, name to address.
+    func networkDNSEntries(uuid: UUID) async throws -> [String: IPv4Address]
+    /// Sets (or with a nil `address` removes) one extra DNS record, and queues `jobs` in the same
+    /// transaction; a new name beyond `limit` records is ``StoreError/invalidArgument(_:)``.
+    func setNetworkDNSEntry(uuid: UUID, name: String, address: IPv4Address?, limit: Int, jobs: [NewJob]) async throws
     /// Networks, all or of one namespace, oldest first.
     func networks(namespace: String?) async throws -> [Network]
     /// Moves the network to `state`, refusing transitions ``NetworkState/canTransition(to:)`` forbids.
@@ -196,15 +202,15 @@ public struct NewInterface: Hashable, Sendable {
 }
 
 extension NodeStore {
-    /// ``createNetwork(uuid:name:namespace:netblock:provideDHCP:provideNAT:spoofFilter:jobs:)`` with the
-    /// anti-spoofing filter on.
+    /// ``createNetwork(uuid:name:namespace:netblock:provideDHCP:provideNAT:provideDNS:spoofFilter:jobs:)``
+    /// without DNS and with the anti-spoofing filter on.
     public func createNetwork(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
         jobs: [NewJob]
     ) async throws -> Network {
         try await createNetwork(
             uuid: uuid, name: name, namespace: namespace, netblock: netblock, provideDHCP: provideDHCP,
-            provideNAT: provideNAT, spoofFilter: true, jobs: jobs)
+            provideNAT: provideNAT, provideDNS: false, spoofFilter: true, jobs: jobs)
     }
 
     /// ``createNetwork(uuid:name:namespace:netblock:provideDHCP:provideNAT:jobs:)`` queuing nothing.

@@ -65,7 +65,8 @@ extension SQLiteStore {
             state: try row.parsed("state", "network", NetworkState.init(rawValue:)),
             stateUpdated: try row.requiredDate("state_updated", "network"),
             floatingGateway: try row.optionalParsed("floating_gateway", "network", IPv4Address.init),
-            spoofFilter: try row.required("spoof_filter", "network"))
+            spoofFilter: try row.required("spoof_filter", "network"),
+            provideDNS: try row.required("provide_dns", "network"))
     }
 
     /// The instance table's columns, as ``decodeInstance(_:)`` reads them.

@@ -204,6 +204,12 @@ public final class SQLiteStore: NodeStore {
         }
         // v8 (retention's indexes) by SQLiteStore+Retention.swift.
         registerRetentionMigrations(&migrator)
+        // Existing networks never offered DNS.
+        migrator.registerMigration("v9-network-provide-dns") { db in
+            try db.execute(sql: "ALTER TABLE network ADD COLUMN provide_dns INTEGER NOT NULL DEFAULT 0")
+            // Extra DNS records, {name: address} (SQLiteStore+NetworkDNS.swift).
+            try db.execute(sql: "ALTER TABLE network ADD COLUMN dns_entries TEXT NOT NULL DEFAULT '{}'")
+        }
         registerTrustMigrations(&migrator)
         return migrator
     }
@@ -303,7 +309,7 @@ public final class SQLiteStore: NodeStore {
 
     public func createNetwork(
         uuid: UUID, name: String, namespace: String, netblock: IPv4Prefix, provideDHCP: Bool, provideNAT: Bool,
-        spoofFilter: Bool, jobs: [NewJob]
+        provideDNS: Bool, spoofFilter: Bool, jobs: [NewJob]
     ) async throws -> Network {
         let now = Date.storableNow()
         let jobRows = try jobs.map(Self.validatedRow)
@@ -326,16 +332,16 @@ public final class SQLiteStore: NodeStore {
             let network = Network(
                 uuid: uuid, name: name, namespace: namespace, netblock: netblock.network, provideDHCP: provideDHCP,
                 provideNAT: provideNAT, vxid: vxid, state: .initial, stateUpdated: now, floatingGateway: nil,
-                spoofFilter: spoofFilter)
+                spoofFilter: spoofFilter, provideDNS: provideDNS)
             try db.execute(
                 sql: """
                     INSERT INTO network (uuid, name, namespace, netblock, provide_dhcp, provide_nat, vxid, state,
-                                         state_updated, floating_gateway, created, spoof_filter)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
+                                         state_updated, floating_gateway, created, spoof_filter, provide_dns)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
                     """,
                 arguments: [
                     id, name, namespace, network.netblock.description, provideDHCP, provideNAT, vxid,
-                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970, spoofFilter,
+                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970, spoofFilter, provideDNS,
                 ])
             try self.insertEvent(
                 db, Event(objectType: "network", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))

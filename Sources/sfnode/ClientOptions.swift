@@ -51,6 +51,9 @@ extension AgentConfiguration {
         control.storagePath = storagePath
         control.nodeName = nodeName
         control.quotas = namespaceQuotas
+        if let prefix = namePrefix { control.networkNamespacePrefix = prefix }
+        control.pingsAtOnce = pingsAtOnce
+        control.networkDNSEntries = networkDNSEntries
         return control
     }
 }

@@ -171,7 +171,21 @@ def cmd_capabilities(args, client):
 
 
 def cmd_create_network(args, client):
+    if args.dns:
+        return client.allocate_network(args.netblock, True, True, args.name, provide_dns=True)
     return client.allocate_network(args.netblock, True, True, args.name)
+
+
+def cmd_ping(args, client):
+    return client.ping(args.ref, args.address)
+
+
+def cmd_set_dns_entry(args, client):
+    return client.update_network_dns_entry(args.ref, args.name, args.value)
+
+
+def cmd_delete_dns_entry(args, client):
+    return client.delete_network_dns_entry(args.ref, args.name)
 
 
 def cmd_show_network(args, client):
@@ -393,6 +407,20 @@ def _parser():
             'allocate_network(NETBLOCK, True, True, NAME); waits while initial/creating')
     s.add_argument('name')
     s.add_argument('netblock')
+    s.add_argument('--dns', action='store_true', help='provide_dns=True')
+
+    s = add('ping', cmd_ping, 'ping(NETWORK_REF, ADDRESS): {"stdout": [...], "stderr": [...]}')
+    s.add_argument('ref')
+    s.add_argument('address')
+
+    s = add('set-dns-entry', cmd_set_dns_entry, 'update_network_dns_entry(NETWORK_REF, NAME, VALUE)')
+    s.add_argument('ref')
+    s.add_argument('name')
+    s.add_argument('value')
+
+    s = add('delete-dns-entry', cmd_delete_dns_entry, 'delete_network_dns_entry(NETWORK_REF, NAME)')
+    s.add_argument('ref')
+    s.add_argument('name')
 
     s = add('show-network', cmd_show_network, 'get_network(REF)')
     s.add_argument('ref')

@@ -14,10 +14,10 @@ struct AuthTests {
         try await fixture.run { api in
             let page = try await api.send(.get, "/")
             #expect(page.status == .ok)
-            for implemented in ["blob-search-by-hash", "blob-data-limit", "events-by-type", "interface-metadata", "get-instance-namespace"] {
+            for implemented in ["blob-search-by-hash", "blob-data-limit", "events-by-type", "interface-metadata", "get-instance-namespace", "provide-dns"] {
                 #expect(page.text.contains(implemented), "missing \(implemented)")
             }
-            for missing in ["network-delete-async", "hot-plug-interface", "provide-dns", "blob-events", "blob-single-checksum", "get-cluster-operations"] {
+            for missing in ["network-delete-async", "hot-plug-interface", "blob-events", "blob-single-checksum", "get-cluster-operations"] {
                 #expect(!page.text.contains(missing), "advertises \(missing), which is not implemented")
             }
         }

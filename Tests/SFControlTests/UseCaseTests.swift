@@ -9,7 +9,7 @@ import Testing
     @Test func aNetworkIsStoredWithItsJobForTheNetworkNode() async throws {
         let fixture = try await ControlFixture()
         defer { fixture.cleanup() }
-        let network = try await fixture.control.createNetwork(name: "net", netblock: "10.0.0.7/24", requestID: "req-1")
+        let network = try await fixture.control.createNetwork(name: "net", netblock: "10.0.0.0/24", requestID: "req-1")
         #expect(network.netblock.description == "10.0.0.0/24" && network.state == .initial)
         let jobs = try await fixture.store.jobs(states: [.queued], limit: 10)
         #expect(jobs.map(\.kind) == ["network.create"])
@@ -21,12 +21,38 @@ import Testing
     @Test func badNetworksAreRefusedByName() async throws {
         let fixture = try await ControlFixture()
         defer { fixture.cleanup() }
-        #expect(await controlError { _ = try await fixture.control.createNetwork(name: "n", netblock: "10.0.0.0/33") }?.message
-            == "netblock '10.0.0.0/33' is not an IPv4 range such as 10.0.0.0/24")
-        #expect(await controlError { _ = try await fixture.control.createNetwork(name: "n", netblock: "10.0.0.0/31") }?.code == .invalidArgument)
+        // Shaken Fist's checks and messages (strict ip_network, /29 smallest); IPv6 refused by sfnode.
+        let refusals = [
+            ("10.0.0.0/33", "cannot parse netblock: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 network"),
+            ("foo", "cannot parse netblock: 'foo' does not appear to be an IPv4 or IPv6 network"),
+            (" 10.0.0.0/24", "cannot parse netblock: ' 10.0.0.0/24' does not appear to be an IPv4 or IPv6 network"),
+            ("10.0.0.1/24", "cannot parse netblock: 10.0.0.1/24 has host bits set"),
+            ("192.168.200.1/24", "cannot parse netblock: 192.168.200.1/24 has host bits set"),
+            ("10.0.0.0/30", "network is below minimum size of /29"),
+            ("10.0.0.0/31", "network is below minimum size of /29"),
+            ("10.0.0.0/32", "network is below minimum size of /29"),
+            ("10.0.0.9", "network is below minimum size of /29"),
+            ("fd00::/64", "cannot parse netblock: fd00::/64 is an IPv6 network; sfnode networks are IPv4 only"),
+            ("10.0.0.0/7", "network 10.0.0.0/7 is above the maximum size of /8"),
+        ]
+        for (netblock, message) in refusals {
+            let error = await controlError { _ = try await fixture.control.createNetwork(name: "n", netblock: netblock) }
+            #expect(error?.code == .invalidArgument && error?.message == message, "\(netblock): \(String(describing: error))")
+        }
         #expect(await controlError { _ = try await fixture.control.createNetwork(name: "", netblock: "10.0.0.0/24") }?.message == "network name is empty")
         #expect(await controlError { _ = try await fixture.control.createNetwork(name: String(repeating: "n", count: 65), netblock: "10.0.0.0/24") }?.code == .invalidArgument)
         #expect(try await fixture.store.jobs(states: [], limit: 10).isEmpty)
+    }
+
+    @Test func theSmallestAndLargestNetworksAndDNSAreStored() async throws {
+        let fixture = try await ControlFixture()
+        defer { fixture.cleanup() }
+        let small = try await fixture.control.createNetwork(name: "small", netblock: "10.0.0.8/29", provideDNS: true)
+        let large = try await fixture.control.createNetwork(name: "large", netblock: "10.0.0.0/8")
+        #expect(small.netblock.description == "10.0.0.8/29" && small.provideDNS)
+        #expect(large.netblock.description == "10.0.0.0/8" && !large.provideDNS)
+        #expect(try await fixture.store.network(uuid: small.uuid).provideDNS)
+        #expect(try await !fixture.store.network(uuid: large.uuid).provideDNS)
     }
 
     @Test func anInstanceIsPlacedAndStoredWithItsInterfacesAndJobs() async throws {

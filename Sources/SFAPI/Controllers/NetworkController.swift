@@ -29,13 +29,13 @@ struct NetworkController {
             }
             guard let netblock = try body.string("netblock") else { throw APIError(.badRequest, "netblock is required") }
             guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
-            if try body.bool("provide_dns") == true { throw APIError(.badRequest, "provide_dns is not supported by this cluster") }
             // Turning the anti-spoofing filter off lets the network's guests forge addresses: the admin's call.
             let spoofFilter = try body.bool("spoof_filter") ?? true
             if !spoofFilter, !caller.isAdmin { throw APIError(.unauthorized, "only admins can turn spoof_filter off") }
             let network = try await api.control.createNetwork(
                 name: name, netblock: netblock, provideDHCP: try body.bool("provide_dhcp") ?? true,
-                provideNAT: try body.bool("provide_nat") ?? true, spoofFilter: spoofFilter, namespace: namespace,
+                provideNAT: try body.bool("provide_nat") ?? true, provideDNS: try body.bool("provide_dns") ?? false,
+                spoofFilter: spoofFilter, namespace: namespace,
                 requestID: context.requestID)
             return Reply.json(try await view(network))
         }
@@ -66,6 +66,30 @@ struct NetworkController {
             let network = try await resolve(request, context)
             return Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofNetwork: network.uuid.lowercasedString)))
         }
+        group.get("/networks/:ref/ping/:address") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            let network = try await resolve(request, context)
+            let report = try await api.control.ping(
+                network: network.uuid.lowercasedString, address: try request.parameter("address", context))
+            // Shaken Fist splits ping's output on newlines: the lines, then "" after the last newline.
+            return Reply.json(PingView(stdout: report.lines + [""], stderr: [""]))
+        }
+        group.post("/networks/:ref/dns") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["name", "value", "namespace"])
+            let network = try await resolve(request, context, namespace: try body.string("namespace"))
+            guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+            guard let value = try body.string("value") else { throw APIError(.badRequest, "value is required") }
+            try await api.control.setNetworkDNSEntry(
+                network: network.uuid.lowercasedString, name: name, value: value, requestID: context.requestID)
+            return Reply.null
+        }
+        group.delete("/networks/:ref/dns") { request, context in
+            let body = try await RequestBody.read(request, context: context, allowed: ["name", "namespace"])
+            let network = try await resolve(request, context, namespace: try body.string("namespace"))
+            guard let name = try body.string("name") else { throw APIError(.badRequest, "name is required") }
+            try await api.control.deleteNetworkDNSEntry(network: network.uuid.lowercasedString, name: name, requestID: context.requestID)
+            return Reply.null
+        }
         group.get("/networks/:ref/events") { request, context in
             try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
         }
@@ -81,6 +105,19 @@ struct NetworkController {
 
     func view(_ network: Network) async throws -> NetworkView {
         NetworkView(network: network, metadata: try await api.control.metadata(.network, network.uuid))
+    }
+}
+
+/// Shaken Fist's answer to a ping: ping's standard output and error, as lists of lines.
+struct PingView: WireValue {
+    let stdout: [String]
+    let stderr: [String]
+
+    func write(to json: inout JSONWriter) {
+        json.object { c in
+            c.put("stdout", stdout)
+            c.put("stderr", stderr)
+        }
     }
 }
 

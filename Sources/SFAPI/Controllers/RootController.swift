@@ -14,7 +14,7 @@ struct RootController {
         ("blobs", ["blob-metadata", "blob-search-by-hash", "blob-data-limit"]),
         ("events", ["events-by-type"]),
         ("instances", ["get-instance-namespace"]),
-        ("networks", ["get-network-namespace"]),
+        ("networks", ["get-network-namespace", "provide-dns", "extra-dns-entries"]),
         ("networkinterfaces", ["interface-metadata"]),
         ("nodes", ["node-get", "node-metadata"]),
     ]
