@@ -150,7 +150,7 @@ extension Control {
     }
 
     /// Refuses `adding` more bytes when the namespace's artifacts and uploads already hold its quota.
-    private func checkBlobBytes(namespace: String, adding: Int64) async throws {
+    func checkBlobBytes(namespace: String, adding: Int64) async throws {
         let limit = settings.quotas.blobBytes
         let records = try blobRecords()
         let held: Int64 = try await controlled {
