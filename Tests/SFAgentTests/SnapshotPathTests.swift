@@ -1,0 +1,107 @@
+import Foundation
+import SFAgent
+import SFBlobs
+import SFControl
+import SFLibvirt
+import SFStore
+import SFSystem
+import SFTestSupport
+import Synchronization
+import Testing
+
+/// Snapshots through the real agent, libvirtd and qemu-img: a running guest's disk copied into a
+/// blob while the guest is paused, the copy a version of its snapshot artifact, and a new instance
+/// made from `sf://snapshot/<artifact uuid>`. The source guest only needs to run (an instance in
+/// `created` whose domain is on), not to have booted, so it is snapshot at once under TCG.
+@Suite(.serialized, .enabled(if: runningAsRoot, "needs root, libvirtd and the test guest image"))
+struct SnapshotPathTests {
+    @Test func aRunningGuestIsPausedCopiedAndResumedAndANewInstanceIsMadeFromTheSnapshot() async throws {
+        try #require(FileManager.default.fileExists(atPath: TestGuest.baseImage), "no \(TestGuest.baseImage): run scripts/build-test-image")
+        try await withImageLab { lab in
+            let resolver = lab.resolver()
+            let (agent, runner) = try await lab.agent(images: resolver)
+            try await agent.checkIn()
+            lab.server.register("/guest.qcow2", file: TestGuest.baseImage)
+            var settings = ControlSettings()
+            settings.imageDownloadURL = lab.server.baseURL
+            let control = Control(store: lab.store, settings: settings, logger: lab.logger)
+            let source = try await lab.instance("source", base: lab.server.url("/guest.qcow2"))
+            try await agent.instanceJobs.create(source.uuid)
+            let libvirt = agent.realInstances.libvirt
+            #expect(try await libvirt.state(of: .uuid(source.uuid)) == .on)
+
+            // libvirt's own account of the domain's lifecycle while the snapshot runs.
+            let seen = Mutex<[DomainLifecycleEvent.Kind]>([])
+            let lifecycle = try await libvirt.domainLifecycleEvents()
+            let watcher = Task { for await event in lifecycle where event.identity.uuid == source.uuid { seen.withLock { $0.append(event.kind) } } }
+            defer { watcher.cancel() }
+
+            func snapshot(_ request: SnapshotRequest = SnapshotRequest()) async throws -> SnapshotTarget {
+                let queued = try await control.snapshotInstance(source.uuid.lowercasedString, request: request)
+                let target = try #require(queued.plan.targets.first)
+                while try await runner.runOne() {}
+                let job = try await lab.store.job(id: try #require(queued.jobID))
+                #expect(job.state == .succeeded, "snapshot job: \(job.lastError ?? "")")
+                return target
+            }
+
+            let first = try await snapshot()
+            #expect(first.device == "vda")
+            let blob = try await lab.store.blob(uuid: first.blobUUID)
+            let data = resolver.blobs.path(of: blob.uuid)
+            #expect(blob.state == .created && blob.locations == [lab.nodeName])
+            #expect(blob.sha512 == (try lab.sha512(of: data)))
+            // Flattened: a qcow2 with no backing file, whole on its own.
+            let info = try lab.qemuInfo(data)
+            #expect(info["format"] == "qcow2" && info["backing-filename"] == nil)
+            let artifact = try await lab.store.artifact(uuid: first.artifactUUID)
+            #expect(artifact.state == .created && artifact.type == .snapshot)
+            #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).map(\.blobUUID) == [blob.uuid])
+            // Paused while read, running again after, and told as events.
+            #expect(await eventually(timeout: .seconds(10)) { seen.withLock { $0.contains(.suspended) && $0.contains(.resumed) } })
+            #expect(seen.withLock { kinds in kinds.firstIndex(of: .suspended).map { kinds[$0...].contains(.resumed) } ?? false })
+            #expect(try await libvirt.state(of: .uuid(source.uuid)) == .on)
+            let messages = try await lab.events(of: source.uuid)
+            #expect(messages.contains("paused for snapshot") && messages.contains("resumed after snapshot"))
+            #expect(lab.files(in: agent.realInstances.directory(of: source.uuid)).filter { $0.hasPrefix("snapshot-") }.isEmpty)
+
+            // The job run again (as after the agent died under it) adds no second version.
+            let job = try #require(try await lab.store.jobs(states: [.succeeded], limit: 100).first { $0.kind == "instance.snapshot" })
+            let rerun = try await lab.store.enqueue(kind: job.kind, payload: job.payload, target: job.target, objectKey: job.objectKey)
+            while try await runner.runOne() {}
+            #expect(try await lab.store.job(id: rerun.id).state == .succeeded)
+            #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).count == 1)
+
+            // A second snapshot is a second version, newest last, and what sf://snapshot/ resolves to.
+            let second = try await snapshot()
+            #expect(second.artifactUUID == artifact.uuid && second.blobUUID != first.blobUUID)
+            #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).map(\.blobUUID) == [first.blobUUID, second.blobUUID])
+            let listed = try await control.instanceSnapshots(source.uuid.lowercasedString)
+            #expect(listed.map(\.blob.blob.uuid) == [first.blobUUID, second.blobUUID] && listed.allSatisfy { $0.device == "vda" })
+            let access = ImageAccess(records: lab.store) { _ in nil }
+            #expect(try await access.blob(for: .snapshot(artifact.uuid), namespace: "system")?.uuid == second.blobUUID)
+
+            // An instance from the snapshot: accepted, and its disk an overlay on the snapshot's blob.
+            let (clone, _) = try await control.createInstance(
+                InstanceRequest(
+                    name: "clone", cpus: 1, memoryMiB: 256, disks: [DiskSpec(base: "sf://snapshot/\(artifact.uuid.lowercasedString)")],
+                    namespace: "system"))
+            while try await runner.runOne() {}
+            #expect(try await lab.store.instance(uuid: clone.uuid).state == .created)
+            let cloneDisk = agent.realInstances.directory(of: clone.uuid) + "/disk0.qcow2"
+            #expect(try lab.qemuInfo(cloneDisk)["backing-filename"] == .string(resolver.cache.path(for: second.blobUUID, purpose: .disk)))
+            // Only the source's guest need run under TCG.
+            try await agent.instanceJobs.power(.poweroff, clone.uuid)
+
+            // Thin: the copy keeps the source's base as its backing file and depends on its blob.
+            let thin = try await snapshot(SnapshotRequest(thin: true))
+            let baseBlob = try #require(try await lab.store.references(holderType: "instance", holderUUID: source.uuid.uuidString).first?.blobUUID)
+            #expect(try lab.qemuInfo(resolver.blobs.path(of: thin.blobUUID))["backing-filename"] == .string(resolver.cache.path(for: baseBlob, purpose: .disk)))
+            #expect(try await lab.store.references(to: baseBlob).contains {
+                $0.holderType == "blob" && $0.holderUUID == thin.blobUUID.uuidString.lowercased() && $0.relationship == .dependsOn
+            })
+            // max_versions 3: the fourth snapshot would drop the first; three are kept now.
+            #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).count == 3)
+        }
+    }
+}
