@@ -31,9 +31,9 @@ struct SnapshotPathTests {
             #expect(try await libvirt.state(of: .uuid(source.uuid)) == .on)
 
             // libvirt's own account of the domain's lifecycle while the snapshot runs.
-            let seen = Mutex<[DomainLifecycleEvent.Kind]>([])
+            let seen = LifecycleLog()
             let lifecycle = try await libvirt.domainLifecycleEvents()
-            let watcher = Task { for await event in lifecycle where event.identity.uuid == source.uuid { seen.withLock { $0.append(event.kind) } } }
+            let watcher = Task { for await event in lifecycle where event.identity.uuid == source.uuid { seen.kinds.withLock { $0.append(event.kind) } } }
             defer { watcher.cancel() }
 
             func snapshot(_ request: SnapshotRequest = SnapshotRequest()) async throws -> SnapshotTarget {
@@ -58,8 +58,8 @@ struct SnapshotPathTests {
             #expect(artifact.state == .created && artifact.type == .snapshot)
             #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).map(\.blobUUID) == [blob.uuid])
             // Paused while read, running again after, and told as events.
-            #expect(await eventually(timeout: .seconds(10)) { seen.withLock { $0.contains(.suspended) && $0.contains(.resumed) } })
-            #expect(seen.withLock { kinds in kinds.firstIndex(of: .suspended).map { kinds[$0...].contains(.resumed) } ?? false })
+            #expect(await eventually(timeout: .seconds(10)) { seen.kinds.withLock { $0.contains(.suspended) && $0.contains(.resumed) } })
+            #expect(seen.kinds.withLock { kinds in kinds.firstIndex(of: .suspended).map { kinds[$0...].contains(.resumed) } ?? false })
             #expect(try await libvirt.state(of: .uuid(source.uuid)) == .on)
             let messages = try await lab.events(of: source.uuid)
             #expect(messages.contains("paused for snapshot") && messages.contains("resumed after snapshot"))
@@ -104,4 +104,9 @@ struct SnapshotPathTests {
             #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).count == 3)
         }
     }
+}
+
+/// The lifecycle events of one domain, in the order libvirt sent them.
+private final class LifecycleLog: Sendable {
+    let kinds = Mutex<[DomainLifecycleEvent.Kind]>([])
 }
