@@ -24,7 +24,8 @@ struct RealClientSnapshotTests {
             let vda = try #require(snapshot["vda"])
             #expect(vda["source_url"] == "sf://instance/\(uuid)/vda")
             let artifact = try #require(vda["artifact_uuid"])
-            let blob = try #require(try client.python(["show-blob", try #require(vda["blob_uuid"])]) as? [String: Any])
+            let blobUUID = try #require(vda["blob_uuid"])
+            let blob = try #require(try client.python(["show-blob", blobUUID]) as? [String: Any])
             #expect(blob["state"] as? String == "created" && (blob["sha512"] as? String)?.count == 128)
 
             // sfnode's own CLI, same syntax, waits for the job too: a second version.
