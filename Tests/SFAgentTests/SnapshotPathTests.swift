@@ -64,6 +64,12 @@ struct SnapshotPathTests {
             let messages = try await lab.events(of: source.uuid)
             #expect(messages.contains("paused for snapshot") && messages.contains("resumed after snapshot"))
             #expect(lab.files(in: agent.realInstances.directory(of: source.uuid)).filter { $0.hasPrefix("snapshot-") }.isEmpty)
+            let recorded = try await lab.store.events(objectType: "instance", objectUUID: source.uuid.uuidString.lowercased())
+            if let pausedAt = recorded.first(where: { $0.message == "paused for snapshot" })?.timestamp,
+                let resumedAt = recorded.first(where: { $0.message == "resumed after snapshot" })?.timestamp
+            {
+                print("snapshot path: guest paused for \(resumedAt.timeIntervalSince(pausedAt)) s to copy a \(blob.size)-byte qcow2")
+            }
 
             // The job run again (as after the agent died under it) adds no second version.
             let job = try #require(try await lab.store.jobs(states: [.succeeded], limit: 100).first { $0.kind == "instance.snapshot" })
