@@ -99,6 +99,21 @@ struct SnapshotPathTests {
             // Only the source's guest need run under TCG.
             try await agent.instanceJobs.power(.poweroff, clone.uuid)
 
+            // A copy that fails still resumes the guest, and fails the job, not the instance: the
+            // disk's file is moved away (QEMU keeps its open descriptor), so qemu-img finds nothing.
+            let diskPath = agent.realInstances.directory(of: source.uuid) + "/disk0.qcow2"
+            try FileManager.default.moveItem(atPath: diskPath, toPath: diskPath + ".away")
+            let failing = try await control.snapshotInstance(source.uuid.lowercasedString)
+            while try await runner.runOne() {}
+            try FileManager.default.moveItem(atPath: diskPath + ".away", toPath: diskPath)
+            let failed = try await lab.store.job(id: try #require(failing.jobID))
+            #expect(failed.state == .failed && failed.lastError?.contains("has no disk file") == true, "\(failed)")
+            #expect(try await libvirt.state(of: .uuid(source.uuid)) == .on)
+            #expect(try await lab.store.instance(uuid: source.uuid).state == .created)
+            let afterFailure = try await lab.events(of: source.uuid)
+            #expect(afterFailure.filter { $0 == "paused for snapshot" }.count == 3 && afterFailure.filter { $0 == "resumed after snapshot" }.count == 3)
+            #expect((try? await lab.store.blob(uuid: try #require(failing.plan.targets.first).blobUUID)) == nil)
+
             // Thin: the copy keeps the source's base as its backing file and depends on its blob.
             let thin = try await snapshot(SnapshotRequest(thin: true))
             let baseBlob = try #require(try await lab.store.references(holderType: "instance", holderUUID: source.uuid.uuidString).first?.blobUUID)
@@ -108,6 +123,19 @@ struct SnapshotPathTests {
             })
             // max_versions 3: the fourth snapshot would drop the first; three are kept now.
             #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).count == 3)
+
+            // Labelled server-side as sf-client does it: the label holds the copy, and the snapshot
+            // artifact may go without taking the blob with it.
+            let labelled = try await control.snapshotInstance(
+                source.uuid.lowercasedString, request: SnapshotRequest(device: "vda", labelName: "golden", deleteSnapshotAfterLabel: true))
+            while try await runner.runOne() {}
+            try await control.waitForSnapshot(labelled, timeout: .seconds(5))
+            let storage = BlobStorage(path: lab.storage, nodeName: lab.nodeName)
+            _ = try await control.labelSnapshot(labelled, name: "golden", device: "vda", deleteSnapshot: true, storage: storage)
+            let golden = try #require(labelled.plan.targets.first).blobUUID
+            #expect(try await control.label("golden", namespace: "system").uuid == golden)
+            #expect(try await lab.store.artifact(uuid: artifact.uuid).state == .deleted)
+            #expect(try await lab.store.blob(uuid: golden).state == .created && resolver.blobs.hasData(golden))
         }
     }
 }
