@@ -29,6 +29,8 @@ public struct NamespaceQuotas: Sendable, Equatable {
     public var queuedJobs = 200
     /// Metadata keys on one object.
     public var metadataKeys = 256
+    /// Versions one snapshot artifact may keep: each is a whole disk (the bytes quota counts them too).
+    public var snapshotVersions = 100
 
     public init() {}
 }

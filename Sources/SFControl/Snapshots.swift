@@ -11,7 +11,8 @@ public struct SnapshotRequest: Sendable, Equatable {
     public var device: String?
     /// Keep the disk's base image as the copy's backing file instead of flattening the chain.
     public var thin: Bool
-    /// How many versions a newly made snapshot artifact keeps; nil or 0 means 3 (Shaken Fist's default).
+    /// How many versions a newly made snapshot artifact keeps; nil or 0 means 3 (Shaken Fist's
+    /// default), at most ``NamespaceQuotas/snapshotVersions``.
     public var maxVersions: Int?
     /// Point this label at the copy once it is made (what sf-client does client-side).
     public var labelName: String?
@@ -29,9 +30,6 @@ public struct SnapshotRequest: Sendable, Equatable {
         self.labelName = labelName
         self.deleteSnapshotAfterLabel = deleteSnapshotAfterLabel
     }
-
-    /// The most versions a snapshot artifact may keep: every version is a full disk.
-    public static let maxVersionsLimit = 100
 }
 
 /// One disk of an instance as its guest sees it.
@@ -192,8 +190,10 @@ extension Control {
         default: throw ControlError.conflict("instance \(uuid) is \(instance.state.rawValue); only a created instance can be snapshot")
         }
         let maxVersions = request.maxVersions.flatMap { $0 == 0 ? nil : $0 } ?? 3
-        guard (1...SnapshotRequest.maxVersionsLimit).contains(maxVersions) else {
-            throw ControlError.invalid("max_versions \(maxVersions) is outside 1...\(SnapshotRequest.maxVersionsLimit) (0 means the default, 3)")
+        let versionLimit = settings.quotas.snapshotVersions
+        guard (1...max(versionLimit, 1)).contains(maxVersions) else {
+            throw ControlError.invalid(
+                "max_versions \(maxVersions) is outside 1...\(versionLimit) (SFNODE_QUOTA_SNAPSHOT_VERSIONS; 0 means the default, 3)")
         }
         if let label = request.labelName {
             try Names.checkName(label, "label name")

@@ -43,7 +43,7 @@ import SFSystem
 /// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
-/// | `apiAuthBodyBytes` … `quotaMetadataKeys` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
+/// | `apiAuthBodyBytes` … `quotaSnapshotVersions` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
 /// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
@@ -191,6 +191,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var quotaQueuedJobs = 200
     /// Metadata keys per object.
     public var quotaMetadataKeys = 256
+    /// Versions one snapshot artifact may keep (`max_versions` of a snapshot).
+    public var quotaSnapshotVersions = 100
 
     /// Where the configuration file is unless `--config` or `SFNODE_CONFIG` says otherwise.
     public static let defaultPath = "/etc/sfnode/agent.json"
@@ -598,6 +600,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaFloatingAddresses", environmentName: "SFNODE_QUOTA_FLOATING_ADDRESSES", path: \.quotaFloatingAddresses, range: 0...1_000_000, unit: "addresses"),
         .init(key: "quotaQueuedJobs", environmentName: "SFNODE_QUOTA_QUEUED_JOBS", path: \.quotaQueuedJobs, range: 1...1_000_000, unit: "jobs"),
         .init(key: "quotaMetadataKeys", environmentName: "SFNODE_QUOTA_METADATA_KEYS", path: \.quotaMetadataKeys, range: 1...100_000, unit: "keys"),
+        .init(key: "quotaSnapshotVersions", environmentName: "SFNODE_QUOTA_SNAPSHOT_VERSIONS", path: \.quotaSnapshotVersions, range: 1...10_000, unit: "versions"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -17,6 +17,7 @@ extension AgentConfiguration {
         quotas.floatingAddresses = quotaFloatingAddresses
         quotas.queuedJobs = quotaQueuedJobs
         quotas.metadataKeys = quotaMetadataKeys
+        quotas.snapshotVersions = quotaSnapshotVersions
         return quotas
     }
 

@@ -45,7 +45,7 @@ import Testing
         }
         // Bad requests, each by name.
         #expect(await controlError { _ = try await control.snapshotInstance(uuid, request: SnapshotRequest(maxVersions: 101)) }?.message
-            .hasPrefix("max_versions 101 is outside 1...100") == true)
+            .hasPrefix("max_versions 101 is outside 1...100 (SFNODE_QUOTA_SNAPSHOT_VERSIONS") == true)
         #expect(await controlError { _ = try await control.snapshotInstance(uuid, request: SnapshotRequest(all: true, labelName: "l")) }?.code
             == .invalidArgument)
         #expect(await controlError { _ = try await control.snapshotInstance(uuid, request: SnapshotRequest(deleteSnapshotAfterLabel: true)) }?
