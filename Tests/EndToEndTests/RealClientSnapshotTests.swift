@@ -43,6 +43,40 @@ struct RealClientSnapshotTests {
             #expect(running["state"] as? String == "created", "\(running)")
             _ = try client.sfClient(["instance", "delete", "clone"])
             _ = try await client.waitForInstance(cloneUUID) { $0["state"] as? String == "deleted" }
+
+            // Labelled by the server (label_name in the body): the call waits for the copy, then labels it.
+            let served = try Self.postJSON(
+                client, "/instances/\(uuid)/snapshot", body: #"{"device": "vda", "label_name": "served", "delete_snapshot_after_label": false}"#)
+            let servedLabel = try #require(served["label"] as? [String: Any], "\(served)")
+            #expect(servedLabel["artifact_type"] as? String == "label" && servedLabel["source_url"] as? String == "sf://label/system/served")
+            #expect(servedLabel["blob_uuid"] as? String == (served["vda"] as? [String: Any])?["blob_uuid"] as? String)
+
+            // Labelled by sf-client (update_label, then delete_artifact): the label keeps the blob.
+            let labelled = try #require(
+                try client.sfClient(["instance", "snapshot", "web", "-l", "golden", "--delete-snapshot-after-label"]) as? [String: Any])
+            let golden = try #require((labelled["label"] as? [String: Any])?["blob_uuid"] as? String, "\(labelled)")
+            #expect(golden == (labelled["vda"] as? [String: Any])?["blob_uuid"] as? String)
+            let gone = try #require(try client.python(["show-artifact", artifact]) as? [String: Any])
+            #expect(gone["state"] as? String == "deleted", "\(gone)")
+            #expect((try client.python(["show-blob", golden]) as? [String: Any])?["state"] as? String == "created")
         }
+    }
+
+    /// `POST path` with a raw JSON body, as the client's own token, through the client's Python (the
+    /// API listens in the test process's namespace); the reply parsed.
+    static func postJSON(_ client: RealClient, _ path: String, body: String) throws -> [String: Any] {
+        let script = """
+            import os, sys, requests
+            base = os.environ['SHAKENFIST_API_URL']
+            token = requests.post(base + '/auth', json={'namespace': os.environ['SHAKENFIST_NAMESPACE'], 'key': os.environ['SHAKENFIST_KEY']}).json()['access_token']
+            r = requests.post(base + sys.argv[1], data=sys.argv[2], headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'})
+            print(r.text)
+            sys.exit(0 if r.status_code == 200 else 1)
+            """
+        let output = try ChildProcess.run(client.command([client.venv + "/bin/python", "-c", script, path, body]))
+        guard output.status == 0, let reply = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any] else {
+            throw AgentProcessError("POST \(path) failed: \(output.stdout)\(output.stderr)")
+        }
+        return reply
     }
 }
