@@ -44,10 +44,11 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
 
     /// Whether a job of this kind may download (an artifact's URL, an instance's disk bases) and so
     /// take as long as a slow server makes it: the agent runs these in a lane of their own, so that
-    /// they never hold every worker (a network.create must not wait behind a download).
+    /// they never hold every worker (a network.create must not wait behind a download). A snapshot,
+    /// which copies whole disks, is such long work too.
     public var mayDownload: Bool {
         switch self {
-        case .artifactFetch, .instanceCreate: return true
+        case .artifactFetch, .instanceCreate, .instanceSnapshot: return true
         default: return false
         }
     }

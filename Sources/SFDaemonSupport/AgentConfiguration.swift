@@ -45,7 +45,7 @@ import SFSystem
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
 /// | `apiAuthBodyBytes` … `quotaSnapshotVersions` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
-/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
+/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch, instance.create and instance.snapshot jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
