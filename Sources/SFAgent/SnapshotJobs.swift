@@ -77,6 +77,13 @@ struct SnapshotJobs: Sendable {
             }
             if let blob = try? await records.blob(uuid: target.blobUUID) {
                 guard blob.state == .created else {
+                    // An agent that died between recording the blob and completing it: its UUID
+                    // cannot be used again, so the half-made blob goes (with any data) and the
+                    // caller is told to snapshot again.
+                    if blob.state == .initial {
+                        try await records.setBlobState(uuid: blob.uuid, to: .deleted)
+                        _ = try await images.blobs.sweep()
+                    }
                     throw JobError.refusal(
                         "blob \(target.blobUUID.lowercasedString) of the snapshot of \(target.device) was left \(blob.state.rawValue) by an interrupted copy; snapshot again")
                 }

@@ -114,6 +114,17 @@ struct SnapshotPathTests {
             #expect(afterFailure.filter { $0 == "paused for snapshot" }.count == 3 && afterFailure.filter { $0 == "resumed after snapshot" }.count == 3)
             #expect((try? await lab.store.blob(uuid: try #require(failing.plan.targets.first).blobUUID)) == nil)
 
+            // An agent that died half-way through recording a copy left its blob `initial`: the rerun
+            // removes that blob and fails, without pausing the guest again.
+            let interrupted = try await control.snapshotInstance(source.uuid.lowercasedString)
+            let halfMade = try #require(interrupted.plan.targets.first).blobUUID
+            try await lab.store.createBlob(Blob(uuid: halfMade, state: .initial))
+            while try await runner.runOne() {}
+            let refused = try await lab.store.job(id: try #require(interrupted.jobID))
+            #expect(refused.state == .failed && refused.lastError?.contains("interrupted copy; snapshot again") == true, "\(refused)")
+            #expect(try await lab.store.blob(uuid: halfMade).state == .deleted)
+            #expect(try await lab.events(of: source.uuid).filter { $0 == "paused for snapshot" }.count == 3)
+
             // Thin: the copy keeps the source's base as its backing file and depends on its blob.
             let thin = try await snapshot(SnapshotRequest(thin: true))
             let baseBlob = try #require(try await lab.store.references(holderType: "instance", holderUUID: source.uuid.uuidString).first?.blobUUID)
