@@ -87,7 +87,13 @@ struct SnapshotJobs: Sendable {
                     throw JobError.refusal(
                         "blob \(target.blobUUID.lowercasedString) of the snapshot of \(target.device) was left \(blob.state.rawValue) by an interrupted copy; snapshot again")
                 }
-                // Copied by an earlier run: only its version may be missing.
+                // Copied by an earlier run: only its version (and a thin copy's claim on its base)
+                // may be missing.
+                if plan.thin, try await records.references(holderType: "blob", holderUUID: blob.uuid.uuidString).isEmpty,
+                    let base = try await backing(of: images.blobs.path(of: blob.uuid), instance: instance.uuid, images)
+                {
+                    try await records.addReference(BlobReference(blobUUID: base.blob, holderType: "blob", holderUUID: blob.uuid, relationship: .dependsOn))
+                }
                 try await addVersion(blob, to: artifact, device: target.device, of: instance, images)
                 continue
             }

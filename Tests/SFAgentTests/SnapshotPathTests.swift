@@ -132,6 +132,21 @@ struct SnapshotPathTests {
             #expect(try await lab.store.references(to: baseBlob).contains {
                 $0.holderType == "blob" && $0.holderUUID == thin.blobUUID.uuidString.lowercased() && $0.relationship == .dependsOn
             })
+            // The thin job run again after the agent died before recording the claim on the base:
+            // the rerun records it, and copies nothing.
+            let dependsOn = BlobReference(blobUUID: baseBlob, holderType: "blob", holderUUID: thin.blobUUID, relationship: .dependsOn)
+            try await lab.store.removeReference(dependsOn)
+            func isThin(_ job: Job) -> Bool {
+                guard case .object(let fields) = job.payload, case .object(let plan)? = fields["snapshot"] else { return false }
+                return job.kind == "instance.snapshot" && plan["thin"] == true
+            }
+            let thinJob = try #require(try await lab.store.jobs(states: [.succeeded], limit: 100).first(where: isThin))
+            let thinRerun = try await lab.store.enqueue(kind: thinJob.kind, payload: thinJob.payload, target: thinJob.target, objectKey: thinJob.objectKey)
+            while try await runner.runOne() {}
+            #expect(try await lab.store.job(id: thinRerun.id).state == .succeeded)
+            #expect(try await lab.store.references(to: baseBlob).contains(dependsOn))
+            #expect(try await lab.events(of: source.uuid).filter { $0 == "paused for snapshot" }.count == 4)
+
             // max_versions 3: the fourth snapshot would drop the first; three are kept now.
             #expect(try await lab.store.artifactVersions(artifactUUID: artifact.uuid).count == 3)
 
