@@ -123,6 +123,7 @@ public func buildRouter(
     let authenticated = router.group().add(middleware: AuthenticationMiddleware(authenticator: authenticator))
     NamespaceController(api: api).add(to: authenticated)
     InstanceController(api: api).add(to: authenticated)
+    SnapshotController(api: api).add(to: authenticated)
     NetworkController(api: api).add(to: authenticated)
     InterfaceController(api: api).add(to: authenticated)
     BlobController(api: api).add(to: authenticated)

@@ -140,6 +140,9 @@ enum OpenAPIDocument {
             "/instances/{ref}/consoledata": ops(
                 Operation(method: "get", summary: "The end of the serial console log", body: object(["length": ["oneOf": [integer, string], "nullable": true]], required: [], closed: true), response: ["type": "string", "format": "binary"], responseType: "application/octet-stream"),
                 Operation(method: "delete", summary: "Clear the console log", response: null)),
+            "/instances/{ref}/snapshot": ops(
+                Operation(method: "post", summary: "Snapshot disk 0, one device or all disks; answers at once, keyed by device (the blobs exist once the job ran)", body: object(["all": boolean, "device": nullableString, "thin": boolean, "max_versions": ["oneOf": [integer, string], "nullable": true], "label_name": nullableString, "delete_snapshot_after_label": boolean], required: [], closed: true), response: ["type": "object", "properties": ["label": ref("Artifact")], "additionalProperties": object(["source_url": string, "artifact_uuid": string, "blob_uuid": string])]),
+                Operation(method: "get", summary: "Every version of the instance's snapshot artifacts: the artifact overlaid with its blob, plus device and created", response: array(object(["uuid": string, "artifact_type": string, "source_url": string, "blob_uuid": string, "state": string, "device": string, "created": number, "size": integer, "sha512": nullableString, "depends_on": nullableString, "index": integer])))),
             "/interfaces/{ref}": ops(Operation(method: "get", summary: "An interface by UUID or MAC", response: ref("Interface"))),
             "/interfaces/{ref}/float": ops(Operation(method: "post", summary: "Give the interface a floating address", response: null)),
             "/interfaces/{ref}/defloat": ops(Operation(method: "post", summary: "Release its floating address", response: null)),

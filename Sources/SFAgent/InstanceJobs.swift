@@ -3,7 +3,8 @@ import SFControl
 import SFLibvirt
 import SFStore
 
-/// The instance jobs: instance.create, instance.delete, instance.delete_all and the power operations.
+/// The instance jobs: instance.create, instance.delete, instance.delete_all, the power operations
+/// and instance.snapshot (``SnapshotJobs``).
 ///
 /// instance.create runs in two stages: the images stage (states, the networks' readiness, the disk
 /// bases, which may download) holds only the instance's own lock and the image lock shared, so a
@@ -23,6 +24,7 @@ public struct InstanceJobs: JobHandlers {
         for operation in PowerOperation.allCases {
             await runner.register(JobKind(operation)) { order, _ in try await power(operation, try order.uuid()) }
         }
+        await runner.register(.instanceSnapshot) { [context] order, job in try await SnapshotJobs(context: context).run(order, job) }
     }
 
     var store: any NodeStore { context.store }

@@ -8,7 +8,7 @@ import SFStore
 /// and runs them, several at once, in the order the store hands them out.
 ///
 /// Concurrency: jobs run in two lanes, each with its own bound on jobs at once: jobs that may
-/// download (``JobKind/mayDownload``: artifact.fetch, instance.create) and all the others, so that
+/// download (``JobKind/mayDownload``: artifact.fetch, instance.create, instance.snapshot) and all the others, so that
 /// slow downloads never take the workers a network.create needs. One object's jobs still run one at
 /// a time, in order: the store does not hand out a job while an earlier live job has its object key.
 /// What jobs for different objects share on the host is guarded by ``HostLocks``.

@@ -160,7 +160,7 @@ public struct NodeAgent: Sendable {
                     try await store.setNetworkState(uuid: object, to: .error)
                 }
             case .networkDelete, .networkRefresh, .instanceDeleteAll, .instancePoweron, .instancePoweroff, .instanceRebootsoft,
-                .instanceReboothard, .instancePause, .instanceUnpause, .interfaceFloat, .interfaceDefloat, .artifactFetch:
+                .instanceReboothard, .instancePause, .instanceUnpause, .interfaceFloat, .interfaceDefloat, .artifactFetch, .instanceSnapshot:
                 break
             }
         }

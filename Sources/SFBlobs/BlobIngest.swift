@@ -24,6 +24,8 @@ public final class BlobIngest: @unchecked Sendable {
     public let partialPath: String
     let store: BlobStore
     let expectedSHA512: String?
+    /// Whether content the store already has becomes that blob rather than this one.
+    let deduplicate: Bool
     private let lock = Mutex(())
     private var state: State
 
@@ -35,7 +37,8 @@ public final class BlobIngest: @unchecked Sendable {
         var open = true
     }
 
-    init(store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, fd: Int32) {
+    init(store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, fd: Int32) {
+        self.deduplicate = deduplicate
         self.store = store
         self.uuid = uuid
         self.partialPath = partialPath
@@ -98,7 +101,8 @@ public final class BlobIngest: @unchecked Sendable {
         // fsync of a file of gigabytes can take seconds: on a blocking-work thread, not the pool.
         let (sha512, size) = try await runBlocking { try self.seal() }
         return try await store.commit(
-            uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info)
+            uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info,
+            deduplicate: deduplicate)
     }
 
     /// Closes and syncs the file and returns its sha512 and size; blocks for the fsync.

@@ -84,20 +84,24 @@ public final class BlobStore: Sendable {
     // MARK: - Writing
 
     /// Starts writing a new blob's data. `expectedSHA512`, when given, is checked by
-    /// ``BlobIngest/finish(info:)``.
-    public func beginIngest(uuid: UUID = UUID(), expectedSHA512: String? = nil) throws -> BlobIngest {
+    /// ``BlobIngest/finish(info:)``. `deduplicate` false keeps the data as blob `uuid` even when a
+    /// blob with the same content exists: a snapshot's UUID is handed out before its data exists,
+    /// and its client waits for exactly that blob.
+    public func beginIngest(uuid: UUID = UUID(), expectedSHA512: String? = nil, deduplicate: Bool = true) throws -> BlobIngest {
         try ensureDirectory()
         let partial = partialPath(of: uuid)
         let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 { throw BlobError.system("open", partial, code: errno) }
-        return BlobIngest(store: self, uuid: uuid, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), fd: fd)
+        return BlobIngest(
+            store: self, uuid: uuid, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), deduplicate: deduplicate, fd: fd)
     }
 
     /// Turns a synced, hashed `.partial` into a blob: reuses a created blob with the same content
     /// when there is one (so identical data is stored once), else records a new blob, renames the
     /// file into place and marks it created here. The partial is gone however this ends.
     func commit(
-        uuid: UUID, partial: String, expectedSHA512: String?, sha512: String, size: Int64, info: [String: JSONValue]
+        uuid: UUID, partial: String, expectedSHA512: String?, sha512: String, size: Int64, info: [String: JSONValue],
+        deduplicate: Bool = true
     ) async throws -> Blob {
         let metadata: Logger.Metadata = ["blob.uuid": "\(Self.fileName(for: uuid))", "blob.sha512": "\(sha512)"]
         defer { unlink(partial) }
@@ -107,7 +111,7 @@ public final class BlobStore: Sendable {
                 metadata: metadata.merging(["blob.expected_sha512": "\(expectedSHA512)"]) { $1 })
             throw BlobError.checksumMismatch(expected: expectedSHA512, actual: sha512)
         }
-        if let existing = try await records.blob(sha512: sha512) {
+        if deduplicate, let existing = try await records.blob(sha512: sha512) {
             // The same content is already a blob: keep one copy. Another node may hold it and not
             // this one; then this verified file becomes this node's copy of it.
             if !hasData(existing.uuid) { try await moveIntoPlace(partial, existing.uuid) }

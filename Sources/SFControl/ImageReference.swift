@@ -13,6 +13,8 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
     case upload(UUID)
     /// The newest version of an uploaded artifact (`sf://upload/NAMESPACE/NAME`).
     case uploadArtifact(namespace: String, name: String)
+    /// The newest version of a snapshot artifact (`sf://snapshot/ARTIFACT_UUID`).
+    case snapshot(UUID)
     /// A file already on the node (tests and operators only: the use cases refuse it from users,
     /// since it would let a request read any host file).
     case localPath(String)
@@ -25,6 +27,7 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
         case .label(nil, let name): return "label:\(name)"
         case .upload(let uuid): return "sf://upload/\(uuid.lowercasedString)"
         case .uploadArtifact(let namespace, let name): return "sf://upload/\(namespace)/\(name)"
+        case .snapshot(let uuid): return "sf://snapshot/\(uuid.lowercasedString)"
         case .localPath(let path): return path
         }
     }
@@ -32,7 +35,7 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
     /// Parses a disk's `base`. A short name such as `debian:11` becomes
     /// `<imageDownloadURL>/debian:11/latest.qcow2`.
     public static func parse(_ text: String, imageDownloadURL: String) throws(ControlError) -> ImageReference {
-        let why = "use an http(s) URL, sf://blob/UUID, sf://upload/NAMESPACE/NAME, label:NAME, sf://label/[NAMESPACE/]NAME or a short name such as debian:12"
+        let why = "use an http(s) URL, sf://blob/UUID, sf://snapshot/UUID, sf://upload/NAMESPACE/NAME, label:NAME, sf://label/[NAMESPACE/]NAME or a short name such as debian:12"
         guard !text.isEmpty, text.utf8.count <= 2048 else { throw .invalid("disk base '\(text.prefix(64))' is empty or longer than 2048 bytes") }
         guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == " " }) else {
             throw .invalid("disk base '\(text)' contains a space or a control character")
@@ -45,9 +48,13 @@ public enum ImageReference: Hashable, Sendable, CustomStringConvertible {
         if lower.hasPrefix("sf://") {
             let parts = text.dropFirst(5).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             switch (parts.first, parts.count) {
-            case ("blob", 2), ("upload", 2):
+            case ("blob", 2), ("upload", 2), ("snapshot", 2):
                 guard let uuid = UUID(uuidString: parts[1]) else { throw .invalid("disk base '\(text)': '\(parts[1])' is not a UUID") }
-                return parts[0] == "blob" ? .blob(uuid) : .upload(uuid)
+                switch parts[0] {
+                case "blob": return .blob(uuid)
+                case "snapshot": return .snapshot(uuid)
+                default: return .upload(uuid)
+                }
             case ("upload", 3):
                 try Names.checkName(parts[1], "namespace")
                 try Names.checkName(parts[2], "artifact name")
@@ -186,6 +193,16 @@ public struct ImageAccess: Sendable {
         case .uploadArtifact(let owner, let name):
             let artifact = try await records.artifact(type: .image, name: name, namespace: owner)
             return try await newestBlob(of: artifact, namespace: namespace, unresolved: "Could not resolve artifact to a blob")
+        case .snapshot(let uuid):
+            // Only a snapshot artifact: sf://snapshot/ must not become a way to name any artifact.
+            var artifact: Artifact?
+            do {
+                artifact = try await records.artifact(uuid: uuid)
+            } catch StoreError.notFound {
+                artifact = nil
+            }
+            return try await newestBlob(
+                of: artifact?.type == .snapshot ? artifact : nil, namespace: namespace, unresolved: "Could not resolve artifact to a blob")
         }
     }
 

@@ -19,6 +19,9 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
     case interfaceDefloat = "interface.defloat"
     /// Fetch (or refresh) an image artifact's URL into a blob on the node the job is sent to.
     case artifactFetch = "artifact.fetch"
+    /// Copy an instance's disks into blobs, each the newest version of its snapshot artifact; the
+    /// payload's `snapshot` member says which disks, into which artifacts and blob UUIDs.
+    case instanceSnapshot = "instance.snapshot"
 
     /// What the payload names: the object the job is about, or a namespace.
     public enum Subject: String, Sendable {
@@ -41,13 +44,18 @@ public enum JobKind: String, Sendable, CaseIterable, Codable {
 
     /// Whether a job of this kind may download (an artifact's URL, an instance's disk bases) and so
     /// take as long as a slow server makes it: the agent runs these in a lane of their own, so that
-    /// they never hold every worker (a network.create must not wait behind a download).
+    /// they never hold every worker (a network.create must not wait behind a download). A snapshot,
+    /// which copies whole disks, is such long work too.
     public var mayDownload: Bool {
         switch self {
-        case .artifactFetch, .instanceCreate: return true
+        case .artifactFetch, .instanceCreate, .instanceSnapshot: return true
         default: return false
         }
     }
+
+    /// Payload members this kind has beside its subject's key and `request_id`, which the handler
+    /// checks itself (a snapshot's disks).
+    public var extraPayloadKeys: Set<String> { self == .instanceSnapshot ? ["snapshot"] : [] }
 
     /// The power operation of an `instance.power…`/`pause` kind, nil for the others.
     public var powerOperation: PowerOperation? {
@@ -182,9 +190,10 @@ public struct JobOrder: Hashable, Sendable {
             throw .invalid("the payload of a \(text) job must be a JSON object with \"\(kind.subject.payloadKey)\"")
         }
         let key = kind.subject.payloadKey
-        let unknown = Set(fields.keys).subtracting([key, "request_id"])
+        let unknown = Set(fields.keys).subtracting([key, "request_id"]).subtracting(kind.extraPayloadKeys)
         guard unknown.isEmpty else {
-            throw .invalid("the payload of a \(text) job has unknown field(s) \(unknown.sorted().map { "\"\($0)\"" }.joined(separator: ", ")); it takes \"\(key)\" and \"request_id\"")
+            let extra = kind.extraPayloadKeys.sorted().map { ", \"\($0)\"" }.joined()
+            throw .invalid("the payload of a \(text) job has unknown field(s) \(unknown.sorted().map { "\"\($0)\"" }.joined(separator: ", ")); it takes \"\(key)\"\(extra) and \"request_id\"")
         }
         guard let value = fields[key] else { throw .invalid("the payload of a \(text) job has no \"\(key)\"") }
         guard let string = value.stringValue else { throw .invalid("\"\(key)\" of a \(text) job must be a string") }

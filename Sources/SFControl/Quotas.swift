@@ -31,6 +31,8 @@ public struct NamespaceQuotas: Sendable, Equatable {
     public var metadataKeys = 256
     /// Namespaces one namespace trusts.
     public var trusts = 64
+    /// Versions one snapshot artifact may keep: each is a whole disk (the bytes quota counts them too).
+    public var snapshotVersions = 100
 
     public init() {}
 }
@@ -152,7 +154,7 @@ extension Control {
     }
 
     /// Refuses `adding` more bytes when the namespace's artifacts and uploads already hold its quota.
-    private func checkBlobBytes(namespace: String, adding: Int64) async throws {
+    func checkBlobBytes(namespace: String, adding: Int64) async throws {
         let limit = settings.quotas.blobBytes
         let records = try blobRecords()
         let held: Int64 = try await controlled {

@@ -43,9 +43,9 @@ import SFSystem
 /// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
-/// | `apiAuthBodyBytes` … `quotaTrusts` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
+/// | `apiAuthBodyBytes` … `quotaSnapshotVersions` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
-/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch and instance.create jobs run at once, beside those |
+/// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch, instance.create and instance.snapshot jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
 /// | `dnsZone` | `SFNODE_DNS_ZONE` | `shakenfist`: instances resolve as `<name>.<namespace>.<zone>` on networks with DNS |
 /// | `dnsServer` | `SFNODE_DNS_SERVER` | `auto`: the first non-loopback nameserver of /etc/resolv.conf; `none` or an IPv4 address |
@@ -197,6 +197,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var quotaMetadataKeys = 256
     /// Namespaces one namespace may trust (`SFNODE_QUOTA_TRUSTS`).
     public var quotaTrusts = 64
+    /// Versions one snapshot artifact may keep (`max_versions` of a snapshot).
+    public var quotaSnapshotVersions = 100
 
     // Network DNS and ping (issue 14).
     /// The zone instance names resolve in on networks with DNS: `<instance>.<namespace>.<zone>`.
@@ -662,6 +664,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaTrusts", environmentName: "SFNODE_QUOTA_TRUSTS", path: \.quotaTrusts, range: 0...10_000, unit: "namespaces"),
         .init(key: "pingsAtOnce", environmentName: "SFNODE_PINGS_AT_ONCE", path: \.pingsAtOnce, range: 1...256, unit: "pings"),
         .init(key: "networkDNSEntries", environmentName: "SFNODE_NETWORK_DNS_ENTRIES", path: \.networkDNSEntries, range: 0...100_000, unit: "DNS entries"),
+        .init(key: "quotaSnapshotVersions", environmentName: "SFNODE_QUOTA_SNAPSHOT_VERSIONS", path: \.quotaSnapshotVersions, range: 1...10_000, unit: "versions"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -18,6 +18,7 @@ extension AgentConfiguration {
         quotas.queuedJobs = quotaQueuedJobs
         quotas.metadataKeys = quotaMetadataKeys
         quotas.trusts = quotaTrusts
+        quotas.snapshotVersions = quotaSnapshotVersions
         return quotas
     }
 

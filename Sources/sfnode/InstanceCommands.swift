@@ -9,7 +9,7 @@ struct InstanceCommand: AsyncParsableCommand {
         commandName: "instance", abstract: "Create, list, show, delete and power instances.",
         subcommands: [
             Create.self, List.self, Show.self, Delete.self, PowerOn.self, PowerOff.self, Reboot.self, Pause.self,
-            Unpause.self, Events.self, ConsoleData.self, ConsoleDelete.self,
+            Unpause.self, Events.self, ConsoleData.self, ConsoleDelete.self, Snapshot.self,
         ])
 
     struct Create: AsyncParsableCommand {
@@ -74,6 +74,60 @@ struct InstanceCommand: AsyncParsableCommand {
                 throw ValidationError("\(option) \(path): no such readable file")
             }
             return data
+        }
+    }
+
+    struct Snapshot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Snapshot an instance's disk 0 (or one device, or all disks) and wait until the copies are blobs.",
+            discussion: "Each disk's copy becomes the newest version of its snapshot artifact, which boots as sf://snapshot/ARTIFACT_UUID.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "The instance's UUID or name.") var instance: String
+        @Flag(name: [.customShort("a"), .long], help: "Snapshot all disks, not just disk 0.") var all = false
+        @Option(name: [.customShort("d"), .long], help: "Snapshot this device (such as vdb) instead of disk 0.") var device: String?
+        @Option(name: [.customShort("l"), .customLong("label_name"), .customLong("label-name")], help: "Point this label at the snapshot.")
+        var labelName: String?
+        @Flag(help: "With a label, delete the snapshot artifact once the label holds the copy (or keep it, the default).")
+        var afterLabel = AfterLabel.retainSnapshotAfterLabel
+        @Flag(help: "Keep the copy on its base image (qemu-img -B), or flatten the chain (the default).") var copy = Copy.flatten
+
+        /// sf-client's `--delete-snapshot-after-label/--retain-snapshot-after-label`.
+        enum AfterLabel: String, EnumerableFlag { case deleteSnapshotAfterLabel, retainSnapshotAfterLabel }
+        /// sf-client's `--thin/--flatten`.
+        enum Copy: String, EnumerableFlag { case thin, flatten }
+
+        var deleteSnapshotAfterLabel: Bool { afterLabel == .deleteSnapshotAfterLabel }
+        var thin: Bool { copy == .thin }
+        @Option(help: "How long to wait, in seconds.") var timeout = 3600
+
+        func run() async throws {
+            let control = try options.control()
+            let request = SnapshotRequest(
+                all: all, device: device, thin: thin, labelName: labelName, deleteSnapshotAfterLabel: deleteSnapshotAfterLabel)
+            let snapshot = try await control.snapshotInstance(instance, namespace: options.namespace, request: request)
+            try await control.waitForSnapshot(snapshot, timeout: .seconds(timeout))
+            var label: Artifact?
+            if let labelName, !snapshot.plan.targets.isEmpty {
+                let (blobControl, storage) = try options.blobControl()
+                label = try await blobControl.labelSnapshot(
+                    snapshot, name: labelName, device: device, deleteSnapshot: deleteSnapshotAfterLabel, storage: storage)
+            }
+            if options.json {
+                var out: [String: JSONValue] = [:]
+                for target in snapshot.plan.targets {
+                    out[target.device] = .object([
+                        "source_url": .string(target.sourceURL), "artifact_uuid": .string(target.artifactUUID.lowercasedString),
+                        "blob_uuid": .string(target.blobUUID.lowercasedString),
+                    ])
+                }
+                if let label { out["label"] = .string(label.uuid.lowercasedString) }
+                return try Output(json: true).printJSON(out)
+            }
+            if snapshot.plan.targets.isEmpty { print("no disk of instance \(snapshot.instance.uuid.lowercasedString) to snapshot") }
+            for target in snapshot.plan.targets {
+                print("\(target.device): blob \(target.blobUUID.lowercasedString), artifact \(target.artifactUUID.lowercasedString) (sf://snapshot/\(target.artifactUUID.lowercasedString))")
+            }
+            if let label { print("label \(labelName ?? "") (\(label.uuid.lowercasedString)) points at the snapshot") }
         }
     }
 

@@ -72,6 +72,8 @@ import Glibc
                 "video": ["model": "cirrus", "memory": 16384], "metadata": ["affinity": ["x": 1]],
             ]
         case ("post", "/artifacts/{ref}/versions"): return ["max_versions": 3]
+        // A device the instance does not have: accepted (Shaken Fist's {}), and nothing is queued.
+        case ("post", "/instances/{ref}/snapshot"): return ["max_versions": 3, "device": "vdz"]
         case ("get", let path) where path.hasSuffix("/consoledata"): return ["length": 100]
         default: return ["limit": 5]  // the events routes
         }
@@ -127,6 +129,10 @@ import Glibc
             // Real objects for the paths to name.
             _ = try await api.send(.post, "/networks", token: token, body: ["netblock": "10.0.0.0/24", "name": "net"])
             let instance = try await api.send(.post, "/instances", token: token, body: ["name": "web", "cpus": 1, "memory": 512, "disk": [["size": 8]]])
+            // Created, as an agent would leave it: a snapshot is only taken of a created instance.
+            if let uuid = instance["uuid"]?.stringValue.flatMap(UUID.init(uuidString:)) {
+                for next in [InstanceState.preflight, .creating, .created] { try await fixture.store.setInstanceState(uuid: uuid, to: next) }
+            }
             // An artifact from an upload: nothing is fetched.
             let upload = try #require(try await api.send(.post, "/upload", token: token)["uuid"]?.stringValue)
             _ = try await api.send(.post, "/upload/\(upload)", token: token, raw: ByteBuffer(repeating: 7, count: 4096))
