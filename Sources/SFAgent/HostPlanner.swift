@@ -173,7 +173,13 @@ public struct HostPlanner: Sendable {
                 uuid: interface.uuid, mac: interface.macaddr, order: interface.order, networkUUID: network.uuid,
                 netblock: network.netblock, address: interface.ipv4))
         }
-        let video = DomainSpec.VideoModel(rawValue: instance.video.model).map { DomainSpec.Video(model: $0, memoryKiB: instance.video.memory) }
+        // Typed from request to plan: a model the store holds but the domain cannot have is refused,
+        // never dropped into "no video".
+        guard let videoModel = DomainSpec.VideoModel(rawValue: instance.video.model) else {
+            throw ControlError.invalid(
+                "instance \(instance.uuid): video model '\(instance.video.model)' is not one of \(DomainSpec.VideoModel.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let video = DomainSpec.Video(model: videoModel, memoryKiB: instance.video.memory)
         return InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
             video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: mtu))
