@@ -76,6 +76,23 @@ struct APIClient: Sendable {
         return token
     }
 
+    /// Makes namespace `name` with one key (as the admin, whose token is `admin`) and answers a
+    /// token of it.
+    func tenant(_ name: String, admin: String) async throws -> String {
+        let key = name + "-key-1234"
+        let made = try await send(.post, "/auth/namespaces", token: admin, body: ["namespace": .string(name), "key_name": "k", "key": .string(key)])
+        guard made.status == .ok else { throw APIFixtureError("creating namespace \(name) gave \(made.status.code): \(made.text)") }
+        return try await token(namespace: name, key: key)
+    }
+
+    /// Uploads `content` and makes it (a new version of) the artifact `name`: the artifact's view.
+    func uploadArtifact(_ name: String, content: String, token: String) async throws -> APIResponse {
+        let upload = try await send(.post, "/upload", token: token)
+        guard let uuid = upload["uuid"]?.stringValue else { throw APIFixtureError("POST /upload gave \(upload.text)") }
+        _ = try await send(.post, "/upload/\(uuid)", token: token, raw: ByteBuffer(string: content))
+        return try await send(.post, "/artifacts/upload/\(name)", token: token, body: ["upload_uuid": .string(uuid)])
+    }
+
     /// Sends a request with an optional JSON body (or raw bytes) and bearer token.
     func send(
         _ method: HTTPRequest.Method, _ path: String, token: String? = nil, body: JSONValue? = nil, raw: ByteBuffer? = nil,

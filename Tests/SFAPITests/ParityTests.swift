@@ -38,19 +38,14 @@ struct ParityTests {
         defer { fixture.cleanup() }
         try await fixture.run { api in
             let admin = try await api.token()
-            _ = try await api.send(.post, "/auth/namespaces", token: admin, body: ["namespace": "tenant", "key_name": "k", "key": "tenant-key-1"])
-            let tenant = try await api.token(namespace: "tenant", key: "tenant-key-1")
-            let upload = try await api.send(.post, "/upload", token: tenant)
-            let uploadUUID = try #require(upload["uuid"]?.stringValue)
-            _ = try await api.send(.post, "/upload/\(uploadUUID)", token: tenant, raw: ByteBuffer(string: "some image bytes"))
-            let made = try await api.send(.post, "/artifacts/upload/img", token: tenant, body: ["upload_uuid": .string(uploadUUID)])
+            let tenant = try await api.tenant("tenant", admin: admin)
+            let made = try await api.uploadArtifact("img", content: "some image bytes", token: tenant)
             let blob = try #require(made["blob_uuid"]?.stringValue, "\(made.text)")
             let set = try await api.send(.put, "/blobs/\(blob)/metadata/owner", token: tenant, body: ["value": "team-a"])
             #expect(set.status == .ok, "\(set.text)")
             let read = try await api.send(.get, "/blobs/\(blob)/metadata", token: tenant)
             #expect(read["owner"] == .string("team-a"))
-            _ = try await api.send(.post, "/auth/namespaces", token: admin, body: ["namespace": "other", "key_name": "k", "key": "other-key-12"])
-            let other = try await api.token(namespace: "other", key: "other-key-12")
+            let other = try await api.tenant("other", admin: admin)
             let foreign = try await api.send(.put, "/blobs/\(blob)/metadata/owner", token: other, body: ["value": "mine"])
             #expect(foreign.status == .notFound)
         }
@@ -62,8 +57,7 @@ struct ParityTests {
         defer { fixture.cleanup() }
         try await fixture.run { api in
             let admin = try await api.token()
-            _ = try await api.send(.post, "/auth/namespaces", token: admin, body: ["namespace": "tenant", "key_name": "k", "key": "tenant-key-1"])
-            let tenant = try await api.token(namespace: "tenant", key: "tenant-key-1")
+            let tenant = try await api.tenant("tenant", admin: admin)
             let set = try await api.send(.post, "/auth/namespaces/tenant/metadata", token: tenant, body: ["key": "team", "value": "blue"])
             #expect(set.status == .ok && set.json == .null, "\(set.text)")
             #expect(try await api.send(.get, "/auth/namespaces/tenant/metadata", token: admin)["team"] == .string("blue"))
@@ -93,16 +87,9 @@ struct ParityTests {
         defer { fixture.cleanup() }
         try await fixture.run { api in
             let admin = try await api.token()
-            for (name, key) in [("alpha", "alpha-key-1"), ("beta", "beta-key-12")] {
-                _ = try await api.send(.post, "/auth/namespaces", token: admin, body: ["namespace": .string(name), "key_name": "k", "key": .string(key)])
-            }
-            let alpha = try await api.token(namespace: "alpha", key: "alpha-key-1")
-            let beta = try await api.token(namespace: "beta", key: "beta-key-12")
-            let upload = try await api.send(.post, "/upload", token: alpha)
-            let uploadUUID = try #require(upload["uuid"]?.stringValue)
-            _ = try await api.send(.post, "/upload/\(uploadUUID)", token: alpha, raw: ByteBuffer(string: "an image of alpha's"))
-            let artifact = try #require(
-                try await api.send(.post, "/artifacts/upload/img", token: alpha, body: ["upload_uuid": .string(uploadUUID)])["uuid"]?.stringValue)
+            let alpha = try await api.tenant("alpha", admin: admin)
+            let beta = try await api.tenant("beta", admin: admin)
+            let artifact = try #require(try await api.uploadArtifact("img", content: "an image of alpha's", token: alpha)["uuid"]?.stringValue)
             let instance: JSONValue = [
                 "name": "from-alpha", "cpus": 1, "memory": 256, "network": [],
                 "disk": [["size": 8, "base": "sf://upload/alpha/img"]],
@@ -211,9 +198,7 @@ struct ParityTests {
             let admin = try await api.token()
             var artifact = ""
             for content in ["first image", "second image", "third image"] {
-                let upload = try #require(try await api.send(.post, "/upload", token: admin)["uuid"]?.stringValue)
-                _ = try await api.send(.post, "/upload/\(upload)", token: admin, raw: ByteBuffer(string: content))
-                let made = try await api.send(.post, "/artifacts/upload/versioned", token: admin, body: ["upload_uuid": .string(upload)])
+                let made = try await api.uploadArtifact("versioned", content: content, token: admin)
                 artifact = try #require(made["uuid"]?.stringValue, "\(made.text)")
             }
             func indexes() async throws -> [Double] {
