@@ -106,7 +106,6 @@ public struct APILimits: Sendable, Equatable {
 /// The client's calls sfnode answers with "not supported".
 let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
     (.delete, "/nodes/:name", "deleting a node"), (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
-    (.get, "/instances/:ref/vdiconsolehelper", "a VDI console"),
 ]
 
 /// The router alone, for tests that drive it without a socket (`app.test(.router)`).

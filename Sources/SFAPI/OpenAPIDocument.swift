@@ -186,6 +186,7 @@ enum OpenAPIDocument {
             "/auth/namespaces/{namespace}/trust/{external}": ops(Operation(method: "delete", summary: "Stop trusting a namespace", response: ref("Namespace"))),
             "/instances/{ref}/interfaces/{interface}": ops(Operation(method: "get", summary: "One interface of the instance, by UUID or MAC address", response: ref("Interface"))),
             "/artifacts/{ref}/versions/{version}": ops(Operation(method: "delete", summary: "Delete one version by its index; the last one deletes the artifact", response: ref("Artifact"))),
+            "/instances/{ref}/vdiconsolehelper": ops(Operation(method: "get", summary: "The virt-viewer file of the instance's display (404 until it has a port)", response: ["type": "string"], responseType: "application/x-virt-viewer")),
             "/admin/locks": ops(Operation(method: "get", summary: "The leases held now, one per running job, keyed as Shaken Fist's locks (admin)", response: anyObject)),
         ]
         for operation in ["rebootsoft", "reboothard", "poweroff", "poweron", "pause", "unpause"] {

@@ -73,8 +73,8 @@ struct InstanceView: WireValue {
             c.put("error_message", instance.errorMessage)
             c.put("node", instance.node)
             c.put("power_state", instance.powerState.rawValue)
-            c.put("console_port", Int?.none)
-            c.put("vdi_port", Int?.none)
+            c.put("console_port", instance.consolePort)
+            c.put("vdi_port", instance.vdiPort)
             c.put("vdi_tls_port", Int?.none)
             c.put("interfaces", interfaces)
         }

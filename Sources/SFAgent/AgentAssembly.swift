@@ -74,7 +74,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
             imageLimits: ImageLimits(
                 maxImageBytes: Int64(settings.imageMaxGiB) << 30, qemuImgTimeLimit: .seconds(settings.qemuImgTimeoutSeconds)),
             logger: logger),
-        dns: DNSSettings(zone: settings.dnsZone, upstream: settings.resolvedDNSServer()),
+        dns: DNSSettings(zone: settings.dnsZone, upstream: settings.resolvedDNSServer()), consoleAddress: settings.consoleAddress,
         logger: logger)
     // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
     // job waits before another agent (or this one, restarted) takes it again.

@@ -26,13 +26,17 @@ public struct HostPlanner: Sendable {
     public let mtu: Int
     /// Where disk bases come from; nil for a node that only takes bases that are files on it.
     public let images: ImageResolver?
+    /// Where instances' serial consoles (telnet) and displays listen (`SFNODE_CONSOLE_LISTEN`); nil
+    /// keeps consoles on a pty, read through their logs only.
+    public let consoleAddress: IPv4Address?
     let locks: HostLocks
     let logger: Logger
 
     public init(
         store: any NodeStore, nodeName: String, isNetworkNode: Bool, floatingRange: IPv4Prefix, mesh: Mesh = Mesh(), mtu: Int = 1450,
-        images: ImageResolver? = nil, locks: HostLocks = HostLocks(), logger: Logger
+        images: ImageResolver? = nil, consoleAddress: IPv4Address? = nil, locks: HostLocks = HostLocks(), logger: Logger
     ) {
+        self.consoleAddress = consoleAddress
         self.store = store
         self.nodeName = nodeName
         self.isNetworkNode = isNetworkNode
@@ -182,8 +186,34 @@ public struct HostPlanner: Sendable {
         let video = DomainSpec.Video(model: videoModel, memoryKiB: instance.video.memory)
         return InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
-            video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: mtu))
+            video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: mtu), consoles: try await consoles(of: instance))
     }
+
+    /// The instance's console and display ports on ``consoleAddress``: the ones it has, or new ones,
+    /// reserved in the store against the other instances of this node. Shaken Fist's range.
+    func consoles(of instance: Instance) async throws -> DomainSpec.Consoles? {
+        guard let address = consoleAddress else { return nil }
+        let display: DomainSpec.Consoles.Display? =
+            instance.video.model == VideoModel.none.rawValue ? nil : (instance.video.vdi?.hasPrefix("vnc") == true ? .vnc : .spice)
+        var placed = instance
+        if placed.consolePort == nil {
+            let ports = Self.consolePorts
+            let candidates = (0..<32).compactMap { _ -> (console: Int, vdi: Int?)? in
+                let console = Int.random(in: ports)
+                let vdi = display == nil ? nil : Int.random(in: ports)
+                guard TCPPorts.isFree(console, on: address), vdi.map({ TCPPorts.isFree($0, on: address) }) ?? true else { return nil }
+                return (console, vdi)
+            }
+            placed = try await store.reserveConsolePorts(uuid: instance.uuid, node: nodeName, candidates: candidates)
+        }
+        guard let consolePort = placed.consolePort else { return nil }
+        var shown: (kind: DomainSpec.Consoles.Display, port: Int)?
+        if let display, let port = placed.vdiPort { shown = (display, port) }
+        return DomainSpec.Consoles(address: address.description, consolePort: consolePort, display: shown)
+    }
+
+    /// Where console and display ports come from (Shaken Fist's).
+    static let consolePorts = 30000...50000
 
     /// One disk's base as a file on this node, its download reported as events on the instance.
     private func base(_ text: String, cdrom: Bool, of instance: Instance, mode: ImageResolver.Mode) async throws -> ImageResolver.Base {

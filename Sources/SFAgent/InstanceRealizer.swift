@@ -64,11 +64,14 @@ public struct InstancePlan: Sendable, Equatable {
     public var video: DomainSpec.Video?
     /// What the config drive tells the guest; nil for an instance without one (`configdrive: none`).
     public var configDrive: ConfigDrive?
+    /// Where its serial console and display listen; nil for a pty console only.
+    public var consoles: DomainSpec.Consoles?
 
     public init(
         uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil,
-        configDrive: ConfigDrive? = nil
+        configDrive: ConfigDrive? = nil, consoles: DomainSpec.Consoles? = nil
     ) {
+        self.consoles = consoles
         self.uuid = uuid
         self.cpus = cpus
         self.memoryMiB = memoryMiB
@@ -167,10 +170,11 @@ public struct InstanceRealizer: Sendable {
             try await root.createTap(name: tap, mtu: layout.mtu)
             try await root.ensureTapFilter(interface, device: tap)
         }
-        let spec = DomainSpec(
+        var spec = DomainSpec(
             name: name, uuid: plan.uuid, type: virtualization, memoryMiB: plan.memoryMiB, vcpus: plan.cpus, disks: disks,
             interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
             serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
+        spec.consoles = plan.consoles
         try await libvirt.define(spec)
         try CrashPoint.reach("instance.create.after-define")
         try await libvirt.start(.name(name))

@@ -89,12 +89,13 @@ public struct NodeAgent: Sendable {
     public init(
         store: any NodeStore, networks: any NetworkRealizing, instances: any InstanceRealizing, nodeName: String,
         floatingRange: IPv4Prefix, dhcpDirectory: String, isNetworkNode: Bool = true, mesh: Mesh = Mesh(),
-        egressInterface: String? = nil, images: ImageResolver? = nil, dns: DNSSettings = DNSSettings(), logger: Logger
+        egressInterface: String? = nil, images: ImageResolver? = nil, dns: DNSSettings = DNSSettings(), consoleAddress: IPv4Address? = nil,
+        logger: Logger
     ) {
         let locks = HostLocks()
         let planner = HostPlanner(
             store: store, nodeName: nodeName, isNetworkNode: isNetworkNode, floatingRange: floatingRange, mesh: mesh,
-            mtu: instances.layout.mtu, images: images, locks: locks, logger: logger)
+            mtu: instances.layout.mtu, images: images, consoleAddress: consoleAddress, locks: locks, logger: logger)
         context = AgentContext(
             store: store, networks: networks, instances: instances, planner: planner, locks: locks, dhcpDirectory: dhcpDirectory,
             egressInterface: egressInterface, dns: dns, logger: logger)

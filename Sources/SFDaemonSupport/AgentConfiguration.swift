@@ -19,6 +19,7 @@ import SFSystem
 /// | `isNetworkNode` | `SFNODE_IS_NETWORK_NODE` | `true` (a single node is its own network node) |
 /// | `meshAddress` | `SFNODE_MESH_ADDRESS` | none: a single node needs no mesh |
 /// | `meshInterface` | `SFNODE_MESH_INTERFACE` | none: the kernel routes to the other nodes |
+/// | `consoleAddress` | `SFNODE_CONSOLE_LISTEN` | 127.0.0.1 (`none`: no console or display ports) |
 /// | `mtu` | `SFNODE_MTU` | `1450` (1500 less VXLAN's 50 bytes) |
 /// | `logLevel` | `SFNODE_LOG_LEVEL` | `info` |
 /// | `libvirtURI` | `SFNODE_LIBVIRT_URI` | `qemu:///system` |
@@ -84,6 +85,10 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var meshAddress: IPv4Address?
     /// The interface holding ``meshAddress``, which VXLANs are bound to; nil lets the kernel route.
     public var meshInterface: String?
+    /// Where instances' serial consoles (telnet) and displays (VNC, SPICE) listen, each on a port
+    /// of its own (`SFNODE_CONSOLE_LISTEN`): loopback unless the operator opens it; `none` keeps
+    /// consoles readable through their logs only.
+    public var consoleAddress: IPv4Address? = IPv4Address(0x7f00_0001)
     /// The MTU of instance-facing interfaces. 1450 leaves room for VXLAN's 50-byte encapsulation on
     /// a 1500-byte underlay.
     public var mtu: Int
@@ -398,6 +403,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encode(isNetworkNode, forKey: AnyKey("isNetworkNode"))
         try container.encodeIfPresent(meshAddress?.description, forKey: AnyKey("meshAddress"))
         try container.encodeIfPresent(meshInterface, forKey: AnyKey("meshInterface"))
+        try container.encode(consoleAddress?.description ?? "none", forKey: AnyKey("consoleAddress"))
         try container.encode(mtu, forKey: AnyKey("mtu"))
         try container.encode(logLevel.rawValue, forKey: AnyKey("logLevel"))
         try container.encode(libvirtURI, forKey: AnyKey("libvirtURI"))
@@ -502,6 +508,15 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
             }
             guard let address = IPv4Address(text) else { throw InvalidValue(reason: "is not an IPv4 address (a.b.c.d)") }
             configuration.meshAddress = address
+        },
+        Field(key: "consoleAddress", environmentName: "SFNODE_CONSOLE_LISTEN") { configuration, text in
+            let text = try required(text)
+            if text == "none" {
+                configuration.consoleAddress = nil
+                return
+            }
+            guard let address = IPv4Address(text) else { throw InvalidValue(reason: "is not an IPv4 address (a.b.c.d) or none") }
+            configuration.consoleAddress = address
         },
         Field(key: "meshInterface", environmentName: "SFNODE_MESH_INTERFACE") { configuration, text in
             configuration.meshInterface = try interfaceName(text)

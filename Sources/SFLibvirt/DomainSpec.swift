@@ -28,6 +28,8 @@ public struct DomainSpec: Sendable, Equatable {
     public var serialLogPath: String?
     /// The video device, or nil for libvirt's default.
     public var video: Video?
+    /// The console's and display's ports; nil keeps the console a pty (read through its log only).
+    public var consoles: Consoles?
     /// The sfnode instance this domain belongs to, stored in sfnode's metadata namespace so that
     /// sfnode can tell the domains it owns from everything else on the host.
     public var instanceUUID: UUID?
@@ -128,6 +130,31 @@ public struct DomainSpec: Sendable, Equatable {
     public typealias NICModel = SFSystem.NICModel
 
     /// The video device.
+    /// Where a guest's serial console and display listen: an address of the node and a port each.
+    public struct Consoles: Sendable, Equatable {
+        /// What the display speaks, Shaken Fist's `vdi`.
+        public enum Display: String, Sendable, CaseIterable {
+            case vnc, spice
+        }
+        /// The address they listen on (never 0.0.0.0 unless the operator says so).
+        public var address: String
+        /// The serial console's port: telnet, logged to ``DomainSpec/serialLogPath`` as well.
+        public var consolePort: Int
+        /// The display's kind and port; nil for none.
+        public var display: (kind: Display, port: Int)?
+
+        public init(address: String, consolePort: Int, display: (kind: Display, port: Int)?) {
+            self.address = address
+            self.consolePort = consolePort
+            self.display = display
+        }
+
+        public static func == (lhs: Consoles, rhs: Consoles) -> Bool {
+            lhs.address == rhs.address && lhs.consolePort == rhs.consolePort && lhs.display?.kind == rhs.display?.kind
+                && lhs.display?.port == rhs.display?.port
+        }
+    }
+
     public struct Video: Sendable, Equatable {
         /// The emulated video card.
         public var model: VideoModel
@@ -247,15 +274,25 @@ public struct DomainSpec: Sendable, Equatable {
                     }
                 }
                 if let serialLogPath {
-                    // A pty with a log, as Shaken Fist's console (without its telnet port): virtlogd
-                    // writes the log, so it survives a QEMU restart and is rotated rather than
-                    // growing without bound, and the pty stays free for an interactive console.
-                    w.element("serial", ["type": "pty"]) { w in
+                    // With a log either way: virtlogd writes it, so it survives a QEMU restart and is
+                    // rotated rather than growing without bound. With a port, the console is also
+                    // telnet on it, as Shaken Fist's; without, a pty (for `virsh console`).
+                    let type = consoles == nil ? "pty" : "tcp"
+                    w.element("serial", ["type": type]) { w in
+                        if let consoles {
+                            w.element("source", ["mode": "bind", "host": consoles.address, "service": String(consoles.consolePort)])
+                            w.element("protocol", ["type": "telnet"])
+                        }
                         w.element("log", ["file": serialLogPath, "append": "on"])
                         w.element("target", ["port": "0"])
                     }
-                    w.element("console", ["type": "pty"]) { w in
+                    w.element("console", ["type": type]) { w in
                         w.element("target", ["type": "serial", "port": "0"])
+                    }
+                }
+                if let consoles, let display = consoles.display, video?.model != VideoModel.none {
+                    w.element("graphics", ["type": display.kind.rawValue, "port": String(display.port), "autoport": "no"]) { w in
+                        w.element("listen", ["type": "address", "address": consoles.address])
                     }
                 }
                 if let video {

@@ -314,6 +314,10 @@ public struct Instance: Codable, Hashable, Sendable {
     public var errorMessage: String?
     /// What the guest is told at boot (ssh key, user data, config drive) and machine options.
     public var config: InstanceConfig
+    /// The TCP port of its serial console (telnet) on its node, once the node gave it one.
+    public var consolePort: Int?
+    /// The TCP port of its display (VNC or SPICE) on its node; nil without a video device.
+    public var vdiPort: Int?
 
     /// A new instance; `state` starts at `initial` and `power_state` at `initial`, as in Shaken Fist.
     public init(
@@ -346,6 +350,8 @@ public struct Instance: Codable, Hashable, Sendable {
         case powerStatePrevious = "power_state_previous"
         case powerStateUpdated = "power_state_updated"
         case errorMessage = "error_message"
+        case consolePort = "console_port"
+        case vdiPort = "vdi_port"
     }
 }
 

@@ -61,6 +61,9 @@ public protocol NodeStore: Sendable {
     /// stored one (error states carry the reason).
     @discardableResult func setInstanceState(uuid: UUID, to state: InstanceState, errorMessage: String?)
         async throws -> Instance
+    /// Gives the instance the first of `candidates` (console port, display port) that no other live
+    /// instance of `node` holds, unless it has its ports already; answers the instance.
+    @discardableResult func reserveConsolePorts(uuid: UUID, node: String, candidates: [(console: Int, vdi: Int?)]) async throws -> Instance
     /// Records a power state; the old one becomes `powerStatePrevious` when it differs.
     @discardableResult func setPowerState(uuid: UUID, _ state: PowerState) async throws -> Instance
     /// The instance with its interfaces and their metadata, in one read; ``StoreError/notFound(type:id:)``

@@ -72,7 +72,7 @@ extension SQLiteStore {
     /// The instance table's columns, as ``decodeInstance(_:)`` reads them.
     enum InstanceColumn: Int32, TableColumn {
         case uuid, name, namespace, cpus, memory, diskSpec, video, node, state, stateUpdated
-        case powerState, powerStatePrevious, powerStateUpdated, errorMessage, config
+        case powerState, powerStatePrevious, powerStateUpdated, errorMessage, config, consolePort, vdiPort
         static let table = "instance"
         var sqlName: String {
             switch self {
@@ -91,6 +91,8 @@ extension SQLiteStore {
             case .powerStateUpdated: "power_state_updated"
             case .errorMessage: "error_message"
             case .config: "config"
+            case .consolePort: "console_port"
+            case .vdiPort: "vdi_port"
             }
         }
     }
@@ -116,6 +118,8 @@ extension SQLiteStore {
         instance.powerStateUpdated = try row.requiredDate(.powerStateUpdated)
         instance.errorMessage = try row.text(.errorMessage)
         if let config = try row.json(InstanceConfig.self, .config) { instance.config = config }
+        instance.consolePort = try row.int(.consolePort)
+        instance.vdiPort = try row.int(.vdiPort)
         return instance
     }
 

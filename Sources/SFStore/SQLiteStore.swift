@@ -211,6 +211,11 @@ public final class SQLiteStore: NodeStore {
             try db.execute(sql: "ALTER TABLE network ADD COLUMN dns_entries TEXT NOT NULL DEFAULT '{}'")
         }
         registerTrustMigrations(&migrator)
+        // The console and display ports a node gave its instances (issue 14).
+        migrator.registerMigration("v11-instance-ports") { db in
+            try db.execute(sql: "ALTER TABLE instance ADD COLUMN console_port INTEGER")
+            try db.execute(sql: "ALTER TABLE instance ADD COLUMN vdi_port INTEGER")
+        }
         return migrator
     }
 
@@ -484,6 +489,28 @@ public final class SQLiteStore: NodeStore {
                 arguments: [
                     state.rawValue, instance.stateUpdated.timeIntervalSince1970, instance.errorMessage, uuid.lowercasedString,
                 ])
+            return instance
+        }
+    }
+
+    public func reserveConsolePorts(uuid: UUID, node: String, candidates: [(console: Int, vdi: Int?)]) async throws -> Instance {
+        try await write { db in
+            var instance = try Self.fetchInstance(db, uuid)
+            if instance.consolePort != nil { return instance }
+            // In one transaction with the read of what the node's instances hold, so that two
+            // instances started at once never get the same port.
+            let used = Set(
+                try Row.fetchAll(
+                    db, sql: "SELECT console_port, vdi_port FROM instance WHERE node = ? AND state != 'deleted' AND uuid != ?",
+                    arguments: [node, uuid.lowercasedString]
+                ).flatMap { row -> [Int] in [row["console_port"], row["vdi_port"]].compactMap { $0 } })
+            guard let chosen = candidates.first(where: { !used.contains($0.console) && !($0.vdi.map(used.contains) ?? false) && $0.console != $0.vdi })
+            else { throw StoreError.invalidArgument("no free console port among \(candidates.count) candidates on node \(node)") }
+            instance.consolePort = chosen.console
+            instance.vdiPort = chosen.vdi
+            try db.execute(
+                sql: "UPDATE instance SET console_port = ?, vdi_port = ? WHERE uuid = ?", arguments: [chosen.console, chosen.vdi, uuid.lowercasedString])
+            try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "console_port", value: "\(chosen.console)")
             return instance
         }
     }

@@ -26,6 +26,14 @@ struct RealClientFlowTests {
             try await flow.connectOutside()
             try await expectGuestAnswers(flow, at: try #require(interface["floating"] as? String))
 
+            // Its serial console (telnet) and display listen on loopback, sfnode's default console address.
+            let consolePort = try #require(running["console_port"] as? Int, "\(running)")
+            let vdiPort = try #require(running["vdi_port"] as? Int, "\(running)")
+            let loopback = try #require(IPv4Address("127.0.0.1"))
+            #expect(!TCPPorts.isFree(consolePort, on: loopback) && !TCPPorts.isFree(vdiPort, on: loopback))
+            let viewer = try #require(try client.python(["call", "get_vdi_console_helper", uuid]) as? String)
+            #expect(viewer.contains("[virt-viewer]") && viewer.contains("port=\(vdiPort)"), "\(viewer)")
+
             let events = try #require(try client.sfClient(["instance", "events", "web"]) as? [[String: Any]])
             #expect(events.contains { ($0["message"] as? String)?.contains("instance creation complete") == true }, "\(events)")
             _ = try client.sfClient(["instance", "set-metadata", "web", "owner", "ops"])

@@ -14,7 +14,7 @@ struct AuthTests {
         try await fixture.run { api in
             let page = try await api.send(.get, "/")
             #expect(page.status == .ok)
-            for implemented in ["blob-search-by-hash", "blob-data-limit", "events-by-type", "interface-metadata", "get-instance-namespace", "provide-dns"] {
+            for implemented in ["blob-search-by-hash", "blob-data-limit", "events-by-type", "interface-metadata", "get-instance-namespace", "provide-dns", "node-metadata", "vdi-console-helper", "extra-dns-entries"] {
                 #expect(page.text.contains(implemented), "missing \(implemented)")
             }
             for missing in ["network-delete-async", "hot-plug-interface", "blob-events", "blob-single-checksum", "get-cluster-operations"] {

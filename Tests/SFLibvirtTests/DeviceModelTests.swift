@@ -52,5 +52,30 @@ extension LibvirtIntegration {
             let state = try await withDomain(connection, spec) { identity in try await connection.state(of: .uuid(identity.uuid)) }
             #expect(state == .off)
         }
+    
+        @Test("the serial console listens as telnet and the display as SPICE or VNC on the address given, the log still written")
+        func consolesListenOnTheirPorts() async throws {
+            let connection = try LibvirtConnection(logger: testLogger)
+            let loopback = try #require(IPv4Address("127.0.0.1"))
+            for kind in DomainSpec.Consoles.Display.allCases {
+                let name = TestNames.unique("con")
+                let directory = TestGuest.runDirectory + "/" + name
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let ports = (0..<64).map { _ in Int.random(in: 30000...50000) }.filter { TCPPorts.isFree($0, on: loopback) }
+                let console = try #require(ports.first)
+                let display = try #require(ports.dropFirst().first { $0 != console })
+                var spec = DomainSpec(
+                    name: name, uuid: UUID(), type: .qemu, memoryMiB: 64, vcpus: 1, serialLogPath: directory + "/console.log",
+                    video: .init(model: .cirrus))
+                spec.consoles = .init(address: "127.0.0.1", consolePort: console, display: (kind, display))
+                let listening = try await withDomain(connection, spec) { identity in
+                    try await connection.start(.uuid(identity.uuid))
+                    return (TCPPorts.isFree(console, on: loopback), TCPPorts.isFree(display, on: loopback))
+                }
+                #expect(listening == (false, false), "\(kind): the console and display ports should be taken while the domain runs")
+                #expect(FileManager.default.fileExists(atPath: directory + "/console.log"), "virtlogd keeps writing the log")
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import SFControl
 import SFStore
 
@@ -36,6 +37,18 @@ struct InstanceController {
         group.get("/instances/:ref/interfaces") { request, context in
             let instance = try await resolve(request, context)
             return Reply.json(try await api.interfaceViews(try await api.control.interfaces(ofInstance: instance)))
+        }
+        // Shaken Fist's virt-viewer file for the instance's display, once its node gave it a port.
+        group.get("/instances/:ref/vdiconsolehelper") { request, context in
+            let instance = try await resolve(request, context)
+            guard let port = instance.vdiPort, let node = instance.node else {
+                throw APIError(.notFound, "instance \(instance.uuid.lowercasedString) has no display port (it has no video device, or has not started yet)")
+            }
+            let kind = instance.video.vdi?.hasPrefix("vnc") == true ? "vnc" : "spice"
+            var response = Response(
+                status: .ok, body: .init(byteBuffer: ByteBuffer(string: "[virt-viewer]\ntype=\(kind)\nhost=\(node)\nport=\(port)\ndelete-this-file=1\n")))
+            response.headers[.contentType] = "application/x-virt-viewer"
+            return response
         }
         // The nested form of GET /interfaces/<ref>: one interface of this instance, by UUID or MAC.
         group.get("/instances/:ref/interfaces/:interface") { request, context in

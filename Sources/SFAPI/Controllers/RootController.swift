@@ -13,7 +13,7 @@ struct RootController {
         ("artifacts", ["artifact-metadata"]),
         ("blobs", ["blob-metadata", "blob-search-by-hash", "blob-data-limit"]),
         ("events", ["events-by-type"]),
-        ("instances", ["get-instance-namespace"]),
+        ("instances", ["get-instance-namespace", "vdi-console-helper"]),
         ("networks", ["get-network-namespace", "provide-dns", "extra-dns-entries"]),
         ("networkinterfaces", ["interface-metadata"]),
         ("nodes", ["node-get", "node-metadata"]),
