@@ -184,9 +184,12 @@ public struct HostPlanner: Sendable {
                 "instance \(instance.uuid): video model '\(instance.video.model)' is not one of \(DomainSpec.VideoModel.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let video = DomainSpec.Video(model: videoModel, memoryKiB: instance.video.memory)
-        return InstancePlan(
+        var plan = InstancePlan(
             uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: disks, interfaces: interfaces,
             video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: mtu), consoles: try await consoles(of: instance))
+        plan.uefi = instance.config.uefi
+        plan.secureBoot = instance.config.secureBoot
+        return plan
     }
 
     /// The instance's console and display ports on ``consoleAddress``: the ones it has, or new ones,

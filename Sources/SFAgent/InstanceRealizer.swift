@@ -66,6 +66,9 @@ public struct InstancePlan: Sendable, Equatable {
     public var configDrive: ConfigDrive?
     /// Where its serial console and display listen; nil for a pty console only.
     public var consoles: DomainSpec.Consoles?
+    /// UEFI firmware (OVMF) rather than BIOS, and with it secure boot when asked.
+    public var uefi: Bool = false
+    public var secureBoot: Bool = false
 
     public init(
         uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil,
@@ -175,6 +178,7 @@ public struct InstanceRealizer: Sendable {
             interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
             serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
         spec.consoles = plan.consoles
+        if plan.uefi { spec.firmware = .ovmf(secureBoot: plan.secureBoot, variables: files.firmwareVariables(of: plan.uuid)) }
         try await libvirt.define(spec)
         try CrashPoint.reach("instance.create.after-define")
         try await libvirt.start(.name(name))

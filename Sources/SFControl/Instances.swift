@@ -91,9 +91,11 @@ extension Control {
 
     func checkConfig(_ config: InstanceConfig) throws(ControlError) {
         if config.secureBoot && !config.uefi { throw ControlError.invalid("secure boot requires UEFI be enabled") }
-        // Refused rather than ignored: a guest built for UEFI does not boot from BIOS.
-        if config.uefi { throw ControlError.invalid("uefi: this node boots guests with BIOS only; UEFI is not supported yet") }
-        if config.nvramTemplate != nil { throw ControlError.invalid("nvram_template needs UEFI, which this node does not support yet") }
+        // Refused rather than ignored: a guest would start from variables it did not ask for.
+        if config.nvramTemplate != nil {
+            throw ControlError.invalid(
+                "nvram_template: custom NVRAM templates are not supported; a UEFI guest starts from the distribution's OVMF variables")
+        }
         for channel in config.sideChannels where !InstanceLimits.sideChannels.contains(channel) {
             throw ControlError.invalid("\(channel) is not a known side channel type (use \(InstanceLimits.sideChannels.sorted().joined(separator: " or ")))")
         }

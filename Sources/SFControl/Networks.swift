@@ -124,13 +124,7 @@ extension Control {
             throw ControlError.invalid(
                 "a ping is 1 to \(ICMPEcho.maximumCount) requests \(ICMPEcho.intervalRange.lowerBound) to \(ICMPEcho.intervalRange.upperBound) apart")
         }
-        let network = try await self.network(reference, namespace: namespace)
-        switch network.state {
-        case .created: break
-        case .initial: throw ControlError.notReady("network \(network.uuid.lowercasedString) is not ready (\(network.state.rawValue))")
-        case .deleteWait, .deleted, .error:
-            throw ControlError.conflict("network \(network.uuid.lowercasedString) is not ready (\(network.state.rawValue))")
-        }
+        let network = try await createdNetwork(reference, namespace: namespace)
         guard let target = IPAddress(address) else { throw ControlError.invalid("invalid address") }
         guard case .v4(let target4) = target, network.netblock.contains(target4) else {
             throw ControlError.invalid("ping request for address outside network block")
@@ -196,8 +190,9 @@ extension Control {
         }
     }
 
-    /// The network an extra-record call names, which must be created and provide DNS.
-    private func dnsNetwork(_ reference: String, namespace: String?) async throws -> Network {
+    /// The network `reference` names, refused unless it is created: 406 while it is being made (the
+    /// client retries), 409 once it never will be.
+    private func createdNetwork(_ reference: String, namespace: String?) async throws -> Network {
         let network = try await self.network(reference, namespace: namespace)
         switch network.state {
         case .created: break
@@ -205,6 +200,12 @@ extension Control {
         case .deleteWait, .deleted, .error:
             throw ControlError.conflict("network \(network.uuid.lowercasedString) is not ready (\(network.state.rawValue))")
         }
+        return network
+    }
+
+    /// The network an extra-record call names, which must be created and provide DNS.
+    private func dnsNetwork(_ reference: String, namespace: String?) async throws -> Network {
+        let network = try await createdNetwork(reference, namespace: namespace)
         guard network.provideDNS else { throw ControlError.invalid("network does not provide DNS") }
         return network
     }

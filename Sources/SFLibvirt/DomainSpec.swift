@@ -30,6 +30,8 @@ public struct DomainSpec: Sendable, Equatable {
     public var video: Video?
     /// The console's and display's ports; nil keeps the console a pty (read through its log only).
     public var consoles: Consoles?
+    /// UEFI firmware; nil boots with SeaBIOS.
+    public var firmware: Firmware?
     /// The sfnode instance this domain belongs to, stored in sfnode's metadata namespace so that
     /// sfnode can tell the domains it owns from everything else on the host.
     public var instanceUUID: UUID?
@@ -130,6 +132,35 @@ public struct DomainSpec: Sendable, Equatable {
     public typealias NICModel = SFSystem.NICModel
 
     /// The video device.
+    /// UEFI firmware: OVMF's code, read-only, and the guest's own variable store (NVRAM), which
+    /// libvirt makes from the template the first time the domain starts and keeps after.
+    public struct Firmware: Sendable, Equatable {
+        /// The firmware code (`OVMF_CODE_4M.fd`, or `OVMF_CODE_4M.ms.fd` for secure boot).
+        public var code: String
+        /// What a new variable store is copied from.
+        public var variablesTemplate: String
+        /// The guest's variable store.
+        public var variables: String
+        /// Secure boot: only signed boot loaders run. Needs SMM, so the machine is q35.
+        public var secureBoot: Bool
+
+        public init(code: String, variablesTemplate: String, variables: String, secureBoot: Bool) {
+            self.code = code
+            self.variablesTemplate = variablesTemplate
+            self.variables = variables
+            self.secureBoot = secureBoot
+        }
+
+        /// Debian's OVMF (package `ovmf`): the 4 MiB builds, with Microsoft's keys enrolled for
+        /// secure boot.
+        public static func ovmf(secureBoot: Bool, variables: String) -> Firmware {
+            Firmware(
+                code: secureBoot ? "/usr/share/OVMF/OVMF_CODE_4M.ms.fd" : "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                variablesTemplate: secureBoot ? "/usr/share/OVMF/OVMF_VARS_4M.ms.fd" : "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                variables: variables, secureBoot: secureBoot)
+        }
+    }
+
     /// Where a guest's serial console and display listen: an address of the node and a port each.
     public struct Consoles: Sendable, Equatable {
         /// What the display speaks, Shaken Fist's `vdi`.
@@ -184,6 +215,11 @@ public struct DomainSpec: Sendable, Equatable {
         if type == .qemu && cpuMode != .emulatorDefault {
             throw DomainSpecError.invalidValue(
                 field: "cpuMode", value: cpuMode.rawValue, reason: "host CPU modes need KVM; under qemu (TCG) use emulatorDefault")
+        }
+        if let firmware {
+            try Self.checkPath(firmware.code, field: "firmware path")
+            try Self.checkPath(firmware.variablesTemplate, field: "firmware variables template")
+            try Self.checkPath(firmware.variables, field: "firmware variables path")
         }
         for disk in disks {
             try Self.checkPath(disk.path, field: "disk path")
@@ -242,13 +278,18 @@ public struct DomainSpec: Sendable, Equatable {
             w.element("memory", ["unit": "MiB"], text: String(memoryMiB))
             w.element("vcpu", text: String(vcpus))
             w.element("os") { w in
-                w.element("type", ["arch": "x86_64", "machine": "pc"], text: "hvm")
+                w.element("type", ["arch": "x86_64", "machine": firmware?.secureBoot == true ? "q35" : "pc"], text: "hvm")
+                if let firmware {
+                    w.element("loader", ["readonly": "yes", "secure": firmware.secureBoot ? "yes" : "no", "type": "pflash"], text: firmware.code)
+                    w.element("nvram", ["template": firmware.variablesTemplate], text: firmware.variables)
+                }
                 w.element("boot", ["dev": "hd"])
             }
             // ACPI is what makes the power-button shutdown and reboot reach the guest.
             w.element("features") { w in
                 w.element("acpi")
                 w.element("apic")
+                if firmware?.secureBoot == true { w.element("smm", ["state": "on"]) }
             }
             if cpuMode != .emulatorDefault { w.element("cpu", ["mode": cpuMode.rawValue]) }
             w.element("on_poweroff", text: "destroy")

@@ -22,4 +22,7 @@ public struct InstanceFiles: Sendable, Equatable {
 
     /// The instance's config drive, a config-2 ISO 9660 image attached as a read-only disk.
     public func configDrive(of instance: UUID) -> String { directory(of: instance) + "/config-drive.iso" }
+
+    /// A UEFI instance's firmware variables (NVRAM), which libvirt makes from OVMF's template.
+    public func firmwareVariables(of instance: UUID) -> String { directory(of: instance) + "/nvram.fd" }
 }

@@ -221,4 +221,24 @@ struct ParityTests {
             #expect(try await api.send(.delete, "/artifacts/\(artifact)/versions/3", token: admin).status == .conflict)
         }
     }
+
+    @Test("UEFI and secure boot are taken and kept; secure boot without UEFI and a custom NVRAM template are refused by name")
+    func uefiRequests() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            func create(_ name: String, _ extra: [String: JSONValue]) async throws -> APIResponse {
+                var body: [String: JSONValue] = ["name": .string(name), "cpus": 1, "memory": 256, "disk": [["size": 8]]]
+                for (key, value) in extra { body[key] = value }
+                return try await api.send(.post, "/instances", token: admin, body: .object(body))
+            }
+            let uefi = try await create("u", ["uefi": true, "secure_boot": true])
+            #expect(uefi.status == .ok && uefi["uefi"] == true && uefi["secure_boot"] == true, "\(uefi.text)")
+            let bare = try await create("b", ["secure_boot": true])
+            #expect(bare.status == .badRequest && bare.text.contains("secure boot requires UEFI"))
+            let template = try await create("t", ["uefi": true, "nvram_template": "label:vars"])
+            #expect(template.status == .badRequest && template.text.contains("nvram_template"), "\(template.text)")
+        }
+    }
 }

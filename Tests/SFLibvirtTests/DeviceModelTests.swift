@@ -77,5 +77,39 @@ extension LibvirtIntegration {
                 #expect(FileManager.default.fileExists(atPath: directory + "/console.log"), "virtlogd keeps writing the log")
             }
         }
+
+        @Test(
+            "a guest boots with UEFI from Debian's OVMF, its NVRAM made from the template; secure boot runs OVMF's signed build on q35",
+            .enabled(if: FileManager.default.fileExists(atPath: TestGuest.baseImage), "needs scripts/build-test-image"))
+        func uefiBootsAndSecureBootStarts() async throws {
+            let connection = try LibvirtConnection(logger: testLogger)
+            let name = TestNames.unique("uefi")
+            let files = try GuestFiles(name: name)
+            let variables = TestGuest.runDirectory + "/\(name).nvram"
+            defer {
+                files.remove()
+                try? FileManager.default.removeItem(atPath: variables)
+            }
+            var spec = DomainSpec(
+                name: name, uuid: UUID(), type: .qemu, memoryMiB: 256, vcpus: 1, disks: [.init(path: files.overlay)],
+                serialLogPath: files.serialLog, video: .init(model: .none))
+            spec.firmware = .ovmf(secureBoot: false, variables: variables)
+            try await withDomain(connection, spec) { identity in
+                try await connection.start(.uuid(identity.uuid))
+                try await files.waitForFirstBoot()
+            }
+            #expect(FileManager.default.fileExists(atPath: variables) == false, "undefining removes the guest's NVRAM")
+
+            let secure = TestNames.unique("sb")
+            var secureSpec = DomainSpec(name: secure, uuid: UUID(), type: .qemu, memoryMiB: 256, vcpus: 1, video: .init(model: .none))
+            secureSpec.firmware = .ovmf(secureBoot: true, variables: TestGuest.runDirectory + "/\(secure).nvram")
+            let xml = try secureSpec.xml()
+            #expect(xml.contains("q35") && xml.contains("smm") && xml.contains("OVMF_CODE_4M.ms.fd"), "\(xml)")
+            let state = try await withDomain(connection, secureSpec) { identity in
+                try await connection.start(.uuid(identity.uuid))
+                return try await connection.state(of: .uuid(identity.uuid))
+            }
+            #expect(state == .on)
+        }
     }
 }
