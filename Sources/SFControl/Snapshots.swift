@@ -250,21 +250,12 @@ extension Control {
     /// running at the deadline is not ready. A snapshot without a job returns at once.
     public func waitForSnapshot(_ snapshot: QueuedSnapshot, timeout: Duration) async throws {
         guard let id = snapshot.jobID else { return }
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let job = try await controlled { try await store.job(id: id) }
-            switch job.state {
-            case .succeeded: return
-            case .failed:
-                throw ControlError(
-                    .internal, "snapshot of instance \(snapshot.instance.uuid.lowercasedString) failed: \(job.lastError ?? "no reason recorded")")
-            case .queued, .running:
-                guard ContinuousClock.now < deadline else {
-                    throw ControlError.notReady(
-                        "snapshot job \(id) of instance \(snapshot.instance.uuid.lowercasedString) is still \(job.state.rawValue) after \(timeout.components.seconds) s")
-                }
-                try await Task.sleep(for: .milliseconds(250))
-            }
+        let instance = snapshot.instance.uuid.lowercasedString
+        guard let job = try await waitForJob(id, timeout: timeout, poll: .milliseconds(250)) else {
+            throw ControlError.notReady("snapshot job \(id) of instance \(instance) is still running after \(timeout.components.seconds) s")
+        }
+        if job.state == .failed {
+            throw ControlError(.internal, "snapshot of instance \(instance) failed: \(job.lastError ?? "no reason recorded")")
         }
     }
 
