@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SFAPI
 import SFControl
 import SFStore
 
@@ -194,10 +195,26 @@ struct InstanceCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show an instance and its interfaces.")
         @OptionGroup var options: ClientOptions
         @Argument(help: "The instance's UUID or name.") var instance: String
+        @Flag(help: "Show its snapshots too (sf-client's --snapshots).") var snapshots = false
 
         func run() async throws {
             let control = try options.control()
-            try await InstanceCommand.show(try await control.instance(instance, namespace: options.namespace), control, options)
+            let found = try await control.instance(instance, namespace: options.namespace)
+            guard snapshots else { return try await InstanceCommand.show(found, control, options) }
+            let versions = try await control.instanceSnapshots(found.uuid.lowercasedString, namespace: options.namespace)
+            if options.json {
+                // As sf-client prints it: the instance with its snapshots under "snapshots".
+                var withMetadata: [(SnapshotVersion, metadata: [String: JSONValue])] = []
+                for version in versions { withMetadata.append((version, try await control.metadata(.blob, version.blob.blob.uuid))) }
+                let record = try await control.instanceRecord(found.uuid.lowercasedString)
+                guard case .object(var members) = try JSONValue.parse(WireJSON.instance(record)) else { return }
+                members["snapshots"] = try JSONValue.parse(WireJSON.snapshots(withMetadata))
+                return try Output(json: true).printJSON(JSONValue.object(members))
+            }
+            try await InstanceCommand.show(found, control, options)
+            Output(json: false).printTable(
+                ["snapshot", "device", "version", "blob", "state"],
+                versions.map { [$0.artifact.uuid.lowercasedString, $0.device, "\($0.version.index)", $0.blob.blob.uuid.lowercasedString, $0.blob.blob.state.rawValue] })
         }
     }
 
@@ -282,7 +299,8 @@ struct InstanceCommand: AsyncParsableCommand {
         let interfaces = try await control.interfaces(ofInstance: instance)
         let metadata = try await control.metadata(.instance, instance.uuid)
         let output = Output(json: options.json)
-        if options.json { return try output.printJSON(InstanceView(instance: instance, interfaces: interfaces, metadata: metadata)) }
+        // The API's own view, byte for byte.
+        if options.json { return print(WireJSON.instance(try await control.instanceRecord(instance.uuid.lowercasedString))) }
         output.printFields([
             ("uuid", instance.uuid.lowercasedString), ("name", instance.name), ("namespace", instance.namespace), ("cpus", "\(instance.cpus)"),
             ("memory", "\(instance.memory)"), ("node", instance.node ?? "none"), ("state", instance.state.rawValue),
@@ -292,22 +310,6 @@ struct InstanceCommand: AsyncParsableCommand {
         } + interfaces.map { interface in
             ("interface \(interface.order)", "\(interface.uuid.lowercasedString) \(interface.macaddr) \(interface.ipv4.orNone) floating \(interface.floating.orNone) \(interface.state.rawValue)")
         } + metadata.keys.sorted().map { ("metadata \($0)", (try? metadata[$0]?.jsonText()) .flatMap { $0 } ?? "") })
-    }
-}
-
-/// An instance with its interfaces and metadata, as `--json` prints it.
-struct InstanceView: Encodable {
-    let instance: Instance
-    let interfaces: [Interface]
-    let metadata: [String: JSONValue]
-
-    enum CodingKeys: String, CodingKey { case interfaces, metadata }
-
-    func encode(to encoder: any Encoder) throws {
-        try instance.encode(to: encoder)
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(interfaces, forKey: .interfaces)
-        try container.encode(metadata, forKey: .metadata)
     }
 }
 

@@ -31,6 +31,10 @@ struct RealClientFlowTests {
             let vdiPort = try #require(running["vdi_port"] as? Int, "\(running)")
             let loopback = try #require(IPv4Address("127.0.0.1"))
             #expect(!TCPPorts.isFree(consolePort, on: loopback) && !TCPPorts.isFree(vdiPort, on: loopback))
+            // sfnode's own --json is the API's view of the instance.
+            let viaCLI = try JSONSerialization.jsonObject(with: Data(try flow.run(["instance", "show", "web", "--json"]).stdout.utf8)) as? NSDictionary
+            let viaAPI = try client.python(["show-instance", uuid]) as? NSDictionary
+            #expect(viaCLI != nil && viaCLI == viaAPI, "sfnode instance show --json: \(String(describing: viaCLI))\nGET /instances: \(String(describing: viaAPI))")
             let viewer = try #require(try client.python(["call", "get_vdi_console_helper", uuid]) as? String)
             #expect(viewer.contains("[virt-viewer]") && viewer.contains("port=\(vdiPort)"), "\(viewer)")
 

@@ -1,0 +1,16 @@
+import SFControl
+import SFStore
+
+/// The API's JSON of its objects, for the command line's `--json`: byte for byte what the API
+/// answers, so `sfnode instance show --json` prints `GET /instances/<uuid>`.
+public enum WireJSON {
+    /// The body of `GET /instances/<uuid>`.
+    public static func instance(_ record: InstanceRecord) -> String {
+        String(decoding: JSONWriter.encode(InstanceView(record)), as: UTF8.self)
+    }
+
+    /// The body of `GET /instances/<uuid>/snapshot`, from the snapshots and each blob's metadata.
+    public static func snapshots(_ versions: [(SnapshotVersion, metadata: [String: JSONValue])]) -> String {
+        String(decoding: JSONWriter.encode(versions.map { SnapshotVersionView(version: $0.0, metadata: $0.metadata) }), as: UTF8.self)
+    }
+}
