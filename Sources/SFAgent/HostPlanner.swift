@@ -196,8 +196,7 @@ public struct HostPlanner: Sendable {
     /// reserved in the store against the other instances of this node. Shaken Fist's range.
     func consoles(of instance: Instance) async throws -> DomainSpec.Consoles? {
         guard let address = consoleAddress else { return nil }
-        let display: DomainSpec.Consoles.Display? =
-            instance.video.model == VideoModel.none.rawValue ? nil : (instance.video.vdi?.hasPrefix("vnc") == true ? .vnc : .spice)
+        let display = instance.video.displayProtocol.flatMap(DomainSpec.Consoles.Display.init(rawValue:))
         var placed = instance
         if placed.consolePort == nil {
             let ports = Self.consolePorts

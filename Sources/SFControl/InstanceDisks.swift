@@ -46,7 +46,8 @@ public struct InstanceDisk: Sendable, Equatable {
         let names = DiskBus.deviceNames(buses)
         var disks = zip(own, names).map { entry, device in
             let (index, spec, bus) = entry
-            let blob = spec.base.flatMap { base in base.hasPrefix("sf://blob/") ? UUID(uuidString: String(base.dropFirst(10))) : nil }
+            var blob: UUID?
+            if let base = spec.base, case .blob(let uuid)? = try? ImageReference.parse(base, imageDownloadURL: "") { blob = uuid }
             return InstanceDisk(
                 index: index, device: device, spec: spec, bus: bus, sizeGiB: spec.size, blobUUID: blob, snapshotIgnores: spec.type == .cdrom,
                 isConfigDrive: false)

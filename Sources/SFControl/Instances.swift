@@ -261,10 +261,7 @@ extension Control {
     /// already that it was coalesced into.
     @discardableResult private func queue(_ kind: JobKind, for instance: Instance, requestID: String?) async throws -> Job? {
         let order = try JobOrder(kind, .instance(instance.uuid), requestID: requestID)
-        guard try await admitJob(order) else {
-            let queued = try await controlled { try await store.jobs(states: [.queued], limit: Self.queueScanLimit) }
-            return queued.first { $0.objectKey == order.objectKey && $0.kind == kind.rawValue }
-        }
+        if case .coalesced(let queued) = try await admitJob(order) { return queued }
         let target: JobTarget = instance.node.map(JobTarget.node) ?? .networkNode
         return try await controlled { try await store.enqueue([order.job(for: target)]) }.first
     }

@@ -45,7 +45,7 @@ extension Control {
 
     private func queue(_ kind: JobKind, _ interface: Interface, requestID: String?) async throws {
         let order = try JobOrder(kind, .interface(interface.uuid), requestID: requestID)
-        guard try await admitJob(order) else { return }
+        guard case .admitted = try await admitJob(order) else { return }
         _ = try await controlled { try await store.enqueue([order.job(for: .networkNode)]) }
     }
 }

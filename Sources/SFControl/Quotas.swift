@@ -199,24 +199,32 @@ extension Control {
     /// How many queued jobs a quota check reads at most.
     static let queueScanLimit = 10_000
 
-    /// Admits `order` to the queue for its object's namespace: false when the newest queued job of
-    /// the same object is already this kind (a second reboot queued behind a first changes
+    /// What ``admitJob(_:)`` decided.
+    enum JobAdmission {
+        /// Queue it.
+        case admitted
+        /// The newest queued job of the same object is already this kind; it stands for this one.
+        case coalesced(into: Job)
+    }
+
+    /// Admits `order` to the queue for its object's namespace: coalesced when the newest queued job
+    /// of the same object is already this kind (a second reboot queued behind a first changes
     /// nothing, so it is coalesced into it); a ``ControlError/Code/tooBusy`` error when the
     /// namespace already has its quota of queued jobs. The admin is never refused.
-    func admitJob(_ order: JobOrder) async throws -> Bool {
-        guard let key = order.objectKey else { return true }
+    func admitJob(_ order: JobOrder) async throws -> JobAdmission {
+        guard let key = order.objectKey else { return .admitted }
         let (namespace, keys) = try await namespaceKeys(of: order.subject)
         let queued = try await controlled { try await store.jobs(states: [.queued], limit: Self.queueScanLimit) }
         // Newest first: the first of this object is its newest queued job.
-        if let newest = queued.first(where: { $0.objectKey == key }), newest.kind == order.kind.rawValue { return false }
-        guard namespace != Namespace.system else { return true }
+        if let newest = queued.first(where: { $0.objectKey == key }), newest.kind == order.kind.rawValue { return .coalesced(into: newest) }
+        guard namespace != Namespace.system else { return .admitted }
         let mine = queued.filter { $0.objectKey.map(keys.contains) ?? false }.count
         guard mine < settings.quotas.queuedJobs else {
             throw ControlError(
                 .tooBusy,
                 "namespace \(namespace) already has \(mine) jobs queued; its quota is \(settings.quotas.queuedJobs) (SFNODE_QUOTA_QUEUED_JOBS): wait for them to run")
         }
-        return true
+        return .admitted
     }
 
     /// The namespace the subject belongs to and the object keys of all its instances, interfaces

@@ -207,16 +207,13 @@ extension Control {
             // admitJob coalesces a job behind a queued one of the same kind: for a snapshot that is
             // only right when the queued one copies the same disks the same way (it then copies the
             // same state this one would). Its blob UUIDs are answered, so the caller waits for them.
-            guard try await admitJob(order) else {
-                let queued = try await store.jobs(states: [.queued], limit: Self.queueScanLimit)
-                    .first { $0.objectKey == order.objectKey && $0.kind == order.kind.rawValue }
-                if let queued, case .object(let fields) = queued.payload, let earlier = try? SnapshotPlan.decode(fields["snapshot"]),
+            if case .coalesced(let queued) = try await admitJob(order) {
+                if case .object(let fields) = queued.payload, let earlier = try? SnapshotPlan.decode(fields["snapshot"]),
                     earlier.thin == plan.thin, earlier.targets.map(\.device) == plan.targets.map(\.device)
                 {
                     return QueuedSnapshot(instance: instance, plan: earlier, jobID: queued.id)
                 }
-                throw ControlError(
-                    .tooBusy, "a different snapshot of instance \(uuid) is already queued\(queued.map { " (job \($0.id))" } ?? ""); wait for it to run")
+                throw ControlError(.tooBusy, "a different snapshot of instance \(uuid) is already queued (job \(queued.id)); wait for it to run")
             }
             guard case .object(var payload) = order.payload else { throw ControlError(.internal, "a job order's payload is not an object") }
             payload["snapshot"] = plan.json

@@ -292,6 +292,12 @@ public struct VideoSpec: Codable, Hashable, Sendable {
         self.memory = memory
         self.vdi = vdi
     }
+
+    /// The protocol its display speaks: `vnc` when `vdi` asks for it, else `spice` (Shaken Fist's
+    /// default, and what `spiceconcurrent` is); nil without a video device.
+    public var displayProtocol: String? {
+        model == "none" ? nil : (vdi?.hasPrefix("vnc") == true ? "vnc" : "spice")
+    }
 }
 
 /// A virtual machine.

@@ -32,7 +32,10 @@ public struct ObjectKey: Sendable, Hashable, CustomStringConvertible {
 
     /// The key as the store files it: `<type>:<id>` (`interface:<uuid>`), the one spelling of a
     /// job's object key, an address's or MAC's owner and a host lock's name.
-    public var text: String { "\(type.rawValue):\(id)" }
+    public var text: String { Self.text(type, id) }
+
+    /// `<type>:<id>` for an id read from a row, as ``text`` spells it.
+    public static func text(_ type: ObjectType, _ id: String) -> String { "\(type.rawValue):\(id)" }
 
     /// The key `text` spells, or nil when it is not one.
     public init?(text: String) {

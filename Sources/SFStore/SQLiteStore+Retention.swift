@@ -206,7 +206,7 @@ extension SQLiteStore {
             guard try deleteHistory(db, type: "interface", uuid: id, &batch), batch.budget >= 4 else { return false }
             // Deleting the interface released these; an allocation still held by its owner is a
             // leftover (of a crash or an older build) that nothing else would ever free.
-            let owner = "\(ObjectType.interface.rawValue):\(id)"  // ObjectKey.text, from the row's id
+            let owner = ObjectKey.text(.interface, id)
             try deleteRow(db, "DELETE FROM ipv4_allocation WHERE network_uuid = ? AND owner = ?", [network, owner], &batch, \.otherRows)
             try deleteRow(db, "DELETE FROM mac_allocation WHERE macaddr = ? AND owner = ?", [mac, owner], &batch, \.otherRows)
             try deleteRow(db, "DELETE FROM floating_allocation WHERE owner = ?", [owner], &batch, \.otherRows)

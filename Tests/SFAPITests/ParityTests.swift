@@ -241,4 +241,13 @@ struct ParityTests {
             #expect(template.status == .badRequest && template.text.contains("nvram_template"), "\(template.text)")
         }
     }
+
+    @Test("a disk based on sf://blob/<uuid> shows that blob in the view's disks; other bases show none")
+    func diskBlobs() throws {
+        let blob = UUID()
+        let instance = Instance(
+            name: "b", namespace: "system", cpus: 1, memory: 256,
+            diskSpec: [DiskSpec(base: "sf://blob/\(blob.uuidString)", size: 8), DiskSpec(base: "label:golden", size: 8), DiskSpec(size: 2)])
+        #expect(InstanceDisk.layout(of: instance).map(\.blobUUID) == [blob, nil, nil, nil])
+    }
 }

@@ -41,10 +41,9 @@ struct InstanceController {
         // Shaken Fist's virt-viewer file for the instance's display, once its node gave it a port.
         group.get("/instances/:ref/vdiconsolehelper") { request, context in
             let instance = try await resolve(request, context)
-            guard let port = instance.vdiPort, let node = instance.node else {
+            guard let port = instance.vdiPort, let node = instance.node, let kind = instance.video.displayProtocol else {
                 throw APIError(.notFound, "instance \(instance.uuid.lowercasedString) has no display port (it has no video device, or has not started yet)")
             }
-            let kind = instance.video.vdi?.hasPrefix("vnc") == true ? "vnc" : "spice"
             var response = Response(
                 status: .ok, body: .init(byteBuffer: ByteBuffer(string: "[virt-viewer]\ntype=\(kind)\nhost=\(node)\nport=\(port)\ndelete-this-file=1\n")))
             response.headers[.contentType] = "application/x-virt-viewer"
