@@ -61,6 +61,7 @@ public struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case .quotaExceeded: return .forbidden
         case .tooLarge: return .contentTooLarge
         case .tooBusy: return .tooManyRequests
+        case .forbidden: return .forbidden
         }
     }
 

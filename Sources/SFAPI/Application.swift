@@ -105,7 +105,7 @@ public struct APILimits: Sendable, Equatable {
 
 /// The client's calls sfnode answers with "not supported".
 let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
-    (.delete, "/nodes/:name", "deleting a node"), (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
+    (.post, "/instances/:ref/interfaces", "hot-plugging an interface"),
 ]
 
 /// The router alone, for tests that drive it without a socket (`app.test(.router)`).

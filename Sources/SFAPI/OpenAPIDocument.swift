@@ -180,7 +180,9 @@ enum OpenAPIDocument {
             "/upload/{uuid}": ops(Operation(method: "post", summary: "Append a chunk; answers the new total size", body: ["type": "string", "format": "binary"], bodyType: "application/octet-stream", response: integer)),
             "/upload/{uuid}/truncate/{offset}": ops(Operation(method: "post", summary: "Cut the upload back to offset bytes", response: null)),
             "/nodes": ops(Operation(method: "get", summary: "The cluster's nodes (admin)", response: array(ref("Node")))),
-            "/nodes/{name}": ops(Operation(method: "get", summary: "A node (admin)", response: ref("Node"))),
+            "/nodes/{name}": ops(
+                Operation(method: "get", summary: "A node (admin)", response: ref("Node")),
+                Operation(method: "delete", summary: "Delete a node that is gone, with its instances (admin)", response: ref("Node"))),
             "/nodes/{name}/events": ops(Operation(method: "get", summary: "A node's events, newest first (admin; none for an unknown node)", body: eventsQuery, response: array(ref("Event")))),
             "/auth/namespaces/{namespace}/trust": ops(Operation(method: "post", summary: "Trust another namespace to see and boot this one's images", body: object(["external_namespace": string], closed: true), response: ref("Namespace"))),
             "/auth/namespaces/{namespace}/trust/{external}": ops(Operation(method: "delete", summary: "Stop trusting a namespace", response: ref("Namespace"))),

@@ -292,12 +292,12 @@ struct UploadView: WireValue {
 struct NodeView: WireValue {
     let node: Node
     let metadata: [String: JSONValue]
-    /// Whether the node checked in recently enough to be `created` rather than `missing`.
-    let isLive: Bool
+    /// `created`, `missing` or `deleted` (``Control/state(of:now:)``).
+    let state: String
 
     func write(to json: inout JSONWriter) {
         json.object { c in
-            c.putHeader(uuid: node.name, state: isLive ? "created" : "missing", metadata: metadata, version: 7)
+            c.putHeader(uuid: node.name, state: state, metadata: metadata, version: 7)
             c.put("name", node.name)
             c.put("ip", node.meshAddress?.description)
             c.put("lastseen", node.lastSeen?.timeIntervalSince1970 ?? 0)

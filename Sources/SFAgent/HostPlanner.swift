@@ -189,6 +189,10 @@ public struct HostPlanner: Sendable {
             video: video, configDrive: try ConfigDrive.of(instance, interfaces: told, mtu: mtu), consoles: try await consoles(of: instance))
         plan.uefi = instance.config.uefi
         plan.secureBoot = instance.config.secureBoot
+        if instance.config.uefi, let template = instance.config.nvramTemplate {
+            guard let images else { throw ControlError.invalid("nvram_template needs the image store, which this agent was built without") }
+            plan.nvramTemplate = try await images.nvramTemplate(template, instance: instance.uuid, namespace: instance.namespace)
+        }
         return plan
     }
 

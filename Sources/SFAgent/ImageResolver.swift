@@ -118,6 +118,25 @@ public actor ImageResolver {
         return Base(path: cached.path, format: cached.format, blobUUID: blob.uuid)
     }
 
+    /// The data of the blob a UEFI instance of `namespace` starts its firmware variables from
+    /// (its `nvram_template`, a blob UUID), checked as the namespace sees images again and held by
+    /// the instance (Shaken Fist's `nvram_template` reference) so that it is not deleted under it.
+    public func nvramTemplate(_ text: String, instance: UUID, namespace: String) async throws -> String {
+        guard let uuid = UUID(uuidString: text) else { throw ControlError.invalid("nvram_template '\(text)' of instance \(instance) is not a blob UUID") }
+        guard try await access.canSee(blob: uuid, namespace: namespace), let blob = try? await records.blob(uuid: uuid) else {
+            throw ControlError.notFound("nvram_template blob \(text) of an instance in namespace \(namespace): blob not found")
+        }
+        guard blob.state == .created, blob.size <= InstanceLimits.nvramTemplateBytes else {
+            throw ControlError.conflict("nvram_template blob \(text) is \(blob.state.rawValue) and \(blob.size) bytes; it must be created and at most \(InstanceLimits.nvramTemplateBytes)")
+        }
+        guard blobs.hasData(uuid) else {
+            throw ControlError.notFound("nvram_template blob \(text) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
+        }
+        try await records.addReference(BlobReference(blobUUID: uuid, holderType: "instance", holderUUID: instance, relationship: .nvramTemplate))
+        try await records.touchBlob(uuid: uuid)
+        return blobs.path(of: uuid)
+    }
+
     /// Fetches (or refreshes) the image artifact `uuid` from its source URL: the job behind
     /// `sfnode artifact cache URL`.
     public func fetchArtifact(_ uuid: UUID, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {

@@ -69,6 +69,9 @@ public struct InstancePlan: Sendable, Equatable {
     /// UEFI firmware (OVMF) rather than BIOS, and with it secure boot when asked.
     public var uefi: Bool = false
     public var secureBoot: Bool = false
+    /// The file the instance's firmware variables start as a copy of (its `nvram_template` blob);
+    /// nil starts them from OVMF's own template.
+    public var nvramTemplate: String?
 
     public init(
         uuid: UUID, cpus: Int, memoryMiB: Int, disks: [Disk], interfaces: [Interface], video: DomainSpec.Video? = nil,
@@ -178,12 +181,34 @@ public struct InstanceRealizer: Sendable {
             interfaces: plan.interfaces.map { .init(tapDevice: layout.tap(of: $0.uuid), mac: $0.mac, model: $0.model) },
             serialLogPath: consoleLog(of: plan.uuid), video: plan.video, instanceUUID: plan.uuid)
         spec.consoles = plan.consoles
-        if plan.uefi { spec.firmware = .ovmf(secureBoot: plan.secureBoot, variables: files.firmwareVariables(of: plan.uuid)) }
+        if plan.uefi {
+            let firmware = DomainSpec.Firmware.ovmf(secureBoot: plan.secureBoot, variables: files.firmwareVariables(of: plan.uuid))
+            if let template = plan.nvramTemplate { try await Self.seedVariables(firmware, from: template) }
+            spec.firmware = firmware
+        }
         try await libvirt.define(spec)
         try CrashPoint.reach("instance.create.after-define")
         try await libvirt.start(.name(name))
         try CrashPoint.reach("instance.create.after-start")
         try await plugTaps(plan)
+    }
+
+    /// Makes the instance's variable store a copy of `template` when it has none yet: libvirt then
+    /// keeps it rather than copying OVMF's own template, and a store the guest has written to is
+    /// never replaced. A template of another size than this node's OVMF build would not boot, so it
+    /// is refused by name. Written whole or not at all (a crash leaves no half-copied store).
+    static func seedVariables(_ firmware: DomainSpec.Firmware, from template: String) async throws {
+        let target = firmware.variables
+        guard !FileManager.default.fileExists(atPath: target) else { return }
+        try await runBlocking {
+            let data = try Data(contentsOf: URL(fileURLWithPath: template))
+            let expected = (try? FileManager.default.attributesOfItem(atPath: firmware.variablesTemplate)[.size] as? Int) ?? nil
+            if let expected, expected != data.count {
+                throw ControlError.invalid(
+                    "nvram_template is \(data.count) bytes, but this node's OVMF variable store (\(firmware.variablesTemplate)) is \(expected): use a variable store of the same firmware build")
+            }
+            try AtomicFile.write(data, to: target, mode: 0o600)
+        }
     }
 
     /// Moves the instance's taps into the host namespace if needed and enslaves them to their

@@ -195,6 +195,12 @@ public struct NodeAgent: Sendable {
         let mesh = planner.mesh
         try await store.saveNode(
             Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address, capacity: capacity))
+        if let deleted = previous?.deleted {
+            // The operator said this node is gone: it is placed nothing and sent no job by name.
+            context.logger.error(
+                "this node was deleted (DELETE /nodes/\(nodeName)); it takes no new instances, and its instances were deleted with it",
+                metadata: ["node.deleted": "\(deleted)"])
+        }
         if let previous, previous.meshAddress != mesh.address || previous.roles != roles { await meshAnnouncement.raise() }
         guard await meshAnnouncement.isRaised else { return }
         context.logger.info("this node's mesh address or roles changed; telling the other nodes of its networks")

@@ -25,6 +25,8 @@ public struct ControlError: Error, CustomStringConvertible, Equatable, Sendable 
         case tooLarge = "too-large"
         /// Too much is already queued or in flight; the same request succeeds later.
         case tooBusy = "too-busy"
+        /// The caller may never do this, whatever the state: a reserved name, the system namespace.
+        case forbidden
     }
 
     public let code: Code

@@ -92,6 +92,9 @@ public enum InstanceLimits {
     public static let interfaces = 0...16
     /// Decoded user data, in bytes (Nova's limit).
     public static let userDataBytes = 65_535
+    /// The largest NVRAM template: OVMF's variable stores are 128 KiB and 528 KiB, so this leaves
+    /// room for other builds while keeping a copy per instance small.
+    public static let nvramTemplateBytes: Int64 = 16 << 20
     /// An `affinity` score (tag → score metadata steering placement). Shaken Fist takes any Python
     /// integer; sfnode bounds them so that a sum over every tagged instance stays meaningful, and
     /// ±10 000 leaves room for any weighting of "prefer" against "avoid" a user needs.

@@ -28,6 +28,8 @@ extension Control {
         guard (0...262_144).contains(video.memory) else { throw ControlError.invalid("video memory \(video.memory) KiB is outside 0...262144") }
         try checkPlacementMetadata(request.metadata)
         try checkConfig(request.config)
+        var config = request.config
+        if let template = config.nvramTemplate { config.nvramTemplate = try await resolveNVRAMTemplate(template, namespace: namespace) }
         guard InstanceLimits.interfaces.contains(request.networks.count) else {
             throw ControlError.invalid("\(request.networks.count) interfaces asked for; an instance has at most \(InstanceLimits.interfaces.upperBound)")
         }
@@ -69,7 +71,7 @@ extension Control {
             let placement = try await place(request)
             var instance = Instance(
                 name: request.name, namespace: namespace, cpus: request.cpus, memory: request.memoryMiB, diskSpec: request.disks,
-                video: video, node: placement.node, config: request.config)
+                video: video, node: placement.node, config: config)
             instance.errorMessage = nil
             var jobs = [try JobOrder(.instanceCreate, .instance(instance.uuid), requestID: request.requestID).job(for: .node(placement.node))]
             for uuid in floats {
@@ -91,11 +93,7 @@ extension Control {
 
     func checkConfig(_ config: InstanceConfig) throws(ControlError) {
         if config.secureBoot && !config.uefi { throw ControlError.invalid("secure boot requires UEFI be enabled") }
-        // Refused rather than ignored: a guest would start from variables it did not ask for.
-        if config.nvramTemplate != nil {
-            throw ControlError.invalid(
-                "nvram_template: custom NVRAM templates are not supported; a UEFI guest starts from the distribution's OVMF variables")
-        }
+        if config.nvramTemplate != nil && !config.uefi { throw ControlError.invalid("nvram_template requires UEFI be enabled") }
         for channel in config.sideChannels where !InstanceLimits.sideChannels.contains(channel) {
             throw ControlError.invalid("\(channel) is not a known side channel type (use \(InstanceLimits.sideChannels.sorted().joined(separator: " or ")))")
         }
@@ -112,6 +110,31 @@ extension Control {
                 throw ControlError.invalid("user_data is \(decoded.count) bytes decoded; at most \(InstanceLimits.userDataBytes) are allowed")
             }
         }
+    }
+
+    /// The blob a UEFI instance of `namespace` starts its firmware variables from, named as Shaken
+    /// Fist does (a blob UUID) or as any disk base that names a blob (`sf://blob/…`, `label:…`,
+    /// `sf://snapshot/…`): as the namespace sees images, with a 404 for what it cannot see, and no
+    /// larger than ``InstanceLimits/nvramTemplateBytes``. Answers the blob's UUID, which is what the
+    /// instance keeps: a label moved later does not change the variables it booted with.
+    func resolveNVRAMTemplate(_ text: String, namespace: String) async throws -> String {
+        let reference = try UUID(uuidString: text).map(ImageReference.blob) ?? ImageReference.parse(text, imageDownloadURL: settings.imageDownloadURL)
+        switch reference {
+        case .url: throw ControlError.invalid("nvram_template \(text) is a URL; name a blob (its UUID, sf://blob/UUID or a label)")
+        default: break
+        }
+        let access = try imageAccess()
+        guard let blob = try await controlled({ try await access.blob(for: reference, namespace: namespace) }) else {
+            throw ControlError.notFound("nvram_template \(text): blob not found")
+        }
+        guard blob.state == .created else {
+            throw ControlError.conflict("nvram_template blob \(blob.uuid.lowercasedString) is \(blob.state.rawValue), not created")
+        }
+        guard blob.size <= InstanceLimits.nvramTemplateBytes else {
+            throw ControlError.invalid(
+                "nvram_template blob \(blob.uuid.lowercasedString) is \(blob.size) bytes; an NVRAM template is at most \(InstanceLimits.nvramTemplateBytes) (a firmware variable store such as OVMF_VARS_4M.fd)")
+        }
+        return blob.uuid.lowercasedString
     }
 
     /// Checks one disk of an instance of `namespace`, its base included: a base that is missing,

@@ -37,6 +37,56 @@ extension Control {
         return node.lastSeen.map { now.timeIntervalSince($0) <= timeout } ?? false
     }
 
+    /// The node's state as Shaken Fist names it: `deleted` once an operator deleted it, else
+    /// `created` while it checks in and `missing` when it has not lately.
+    public func state(of node: Node, now: Date = Date()) -> String {
+        node.deleted != nil ? "deleted" : isLive(node, now: now) ? "created" : "missing"
+    }
+
+    /// Deletes a node as Shaken Fist does: the operator's word that it is gone for good, never a
+    /// guess from silence (a node that stops checking in is only `missing`). The node stays listed,
+    /// `deleted`, and takes no more instances or jobs; the jobs queued for it fail; its instances
+    /// that were made or being made are deleted with their interfaces, which frees their addresses,
+    /// MACs and floating addresses, and their networks are refreshed on the network node so DHCP,
+    /// DNS and NAT stop serving them. Instances in an error state stay for the operator, as in
+    /// Shaken Fist. Running it again changes nothing more.
+    @discardableResult public func deleteNode(named name: String, requestID: String? = nil) async throws -> Node {
+        let node = try await controlled {
+            do {
+                return try await store.deleteNode(named: name, reason: "node \(name) was deleted")
+            } catch StoreError.notFound {
+                throw ControlError.notFound("node not found")
+            }
+        }
+        let gone: [InstanceState] = [.initial, .preflight, .creating, .created]
+        var touched = Set<UUID>()
+        try await controlled {
+            for instance in try await store.instances(node: name) where gone.contains(instance.state) {
+                let uuid = instance.uuid.lowercasedString
+                for interface in try await store.interfaces(instanceUUID: instance.uuid) where interface.state != .deleted {
+                    touched.insert(interface.networkUUID)
+                    try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
+                }
+                try await store.setInstanceState(uuid: instance.uuid, to: .deleted)
+                try await store.record(
+                    Event(objectType: "instance", objectUUID: uuid, type: .audit, fqdn: name,
+                          message: "instance deleted with its node \(name)", extra: requestID.map { ["request-id": .string($0)] }))
+            }
+            var jobs: [NewJob] = []
+            for network in touched.sorted(by: { $0.uuidString < $1.uuidString }) {
+                var job = try JobOrder(.networkRefresh, .network(network), requestID: requestID).job(for: .networkNode)
+                // As the agent's refreshes: idempotent and read from the store when run.
+                job.objectKey = nil
+                jobs.append(job)
+            }
+            if !jobs.isEmpty { _ = try await store.enqueue(jobs) }
+            try await store.record(
+                Event(objectType: "node", objectUUID: name, type: .audit, fqdn: name,
+                      message: "node deleted", extra: requestID.map { ["request-id": .string($0)] }))
+        }
+        return node
+    }
+
     /// The leases held now: one per running job.
     public func leases() async throws -> [Lease] {
         try await controlled { try await store.jobs(states: [.running], limit: 10_000) }.map { job in

@@ -40,6 +40,10 @@ extension Control {
         let timeout = settings.checkInTimeout.components.seconds
         var fits: [(node: Node, load: NodeLoad)] = []
         for node in candidates {
+            guard node.deleted == nil else {
+                audit.append("schedule rejected \(node.name): it was deleted")
+                continue
+            }
             guard let seen = node.lastSeen, now.timeIntervalSince(seen) <= Double(timeout) else {
                 audit.append("schedule rejected \(node.name): not checked in for \(timeout) s")
                 continue

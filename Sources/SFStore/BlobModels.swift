@@ -77,6 +77,8 @@ public enum BlobRelationship: String, Codable, Sendable, CaseIterable {
     case dependsOn = "depends_on"
     /// A blob is a transcoded form of the blob.
     case transcode
+    /// A UEFI instance's firmware variables (NVRAM) started as a copy of the blob.
+    case nvramTemplate = "nvram_template"
 }
 
 /// One holder's claim on a blob. A blob with no references left is deleted.

@@ -14,20 +14,24 @@ public struct Node: Codable, Hashable, Sendable {
     public var meshAddress: IPv4Address?
     /// What the node can give instances, as it last said; nil for a node that has not said.
     public var capacity: NodeCapacity?
+    /// When an operator deleted the node (said it is gone for good); nil for a node in service.
+    /// A deleted node stays deleted, whatever it says when it checks in, as in Shaken Fist.
+    public var deleted: Date?
 
     public init(
         name: String, roles: Set<NodeRole>, lastSeen: Date? = nil, meshAddress: IPv4Address? = nil,
-        capacity: NodeCapacity? = nil
+        capacity: NodeCapacity? = nil, deleted: Date? = nil
     ) {
         self.name = name
         self.roles = roles
         self.lastSeen = lastSeen
         self.meshAddress = meshAddress
         self.capacity = capacity
+        self.deleted = deleted
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, roles, capacity
+        case name, roles, capacity, deleted
         case lastSeen = "last_seen"
         case meshAddress = "mesh_address"
     }
@@ -44,6 +48,7 @@ public struct Node: Codable, Hashable, Sendable {
             return address
         }
         capacity = try c.decodeIfPresent(NodeCapacity.self, forKey: .capacity)
+        deleted = try c.decodeIfPresent(Date.self, forKey: .deleted)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -53,6 +58,7 @@ public struct Node: Codable, Hashable, Sendable {
         try c.encodeIfPresent(lastSeen, forKey: .lastSeen)
         try c.encodeIfPresent(meshAddress?.description, forKey: .meshAddress)
         try c.encodeIfPresent(capacity, forKey: .capacity)
+        try c.encodeIfPresent(deleted, forKey: .deleted)
     }
 }
 

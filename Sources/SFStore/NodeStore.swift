@@ -15,6 +15,9 @@ public protocol NodeStore: Sendable {
     func node(named name: String) async throws -> Node?
     /// All nodes, by name.
     func nodes() async throws -> [Node]
+    /// Marks the node deleted (once: a second call keeps the first time) and fails the jobs still
+    /// queued for it by name, which no agent will claim; answers the node. `notFound` when unknown.
+    @discardableResult func deleteNode(named name: String, reason: String) async throws -> Node
 
     // MARK: Networks
 

@@ -50,7 +50,8 @@ extension SQLiteStore {
             roles: Set(roleNames.compactMap(NodeRole.init(rawValue:))),
             lastSeen: row.date("last_seen"),
             meshAddress: try row.optionalParsed("mesh_address", "node", IPv4Address.init),
-            capacity: try (row["capacity"] as String?).map { try jsonValue(NodeCapacity.self, $0, "node capacity") })
+            capacity: try (row["capacity"] as String?).map { try jsonValue(NodeCapacity.self, $0, "node capacity") },
+            deleted: row.date("deleted"))
     }
 
     static func decodeNetwork(_ row: Row) throws -> Network {

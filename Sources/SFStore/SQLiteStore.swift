@@ -216,6 +216,10 @@ public final class SQLiteStore: NodeStore {
             try db.execute(sql: "ALTER TABLE instance ADD COLUMN console_port INTEGER")
             try db.execute(sql: "ALTER TABLE instance ADD COLUMN vdi_port INTEGER")
         }
+        // Nodes an operator deleted (issue 14): check-ins update the row but never this column.
+        migrator.registerMigration("v12-node-deleted") { db in
+            try db.execute(sql: "ALTER TABLE node ADD COLUMN deleted REAL")
+        }
         return migrator
     }
 

@@ -104,9 +104,9 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Option(help: "The key itself (default: a generated one, printed once).") var key: String?
 
         func run() async throws {
-            let administration = NamespaceAdministration(records: try options.authRecords())
-            try await administering { try await administration.create(name) }
-            if let keyName { try await addKey(administration, namespace: name, name: keyName, given: key, options: options) }
+            let control = try options.control()
+            try await control.createNamespace(name, hasher: Authenticator.hash)
+            if let keyName { try await addKey(control, namespace: name, name: keyName, given: key, options: options) }
             if !options.json { print("namespace \(name) created") }
         }
     }
@@ -119,9 +119,7 @@ struct NamespaceCommand: AsyncParsableCommand {
 
         func run() async throws {
             let (control, storage) = try options.blobControl()
-            try await administering {
-                try await NamespaceAdministration(records: try options.authRecords()).delete(name, control: control, storage: storage)
-            }
+            try await control.deleteNamespace(name, storage: storage)
             print("namespace \(name) deleted; tokens of its keys no longer work")
         }
     }
@@ -139,7 +137,7 @@ struct NamespaceCommand: AsyncParsableCommand {
             @Argument(help: "The key itself (default: a generated one, printed once).") var key: String?
 
             func run() async throws {
-                try await addKey(NamespaceAdministration(records: try options.authRecords()), namespace: namespace, name: name, given: key, options: options)
+                try await addKey(try options.control(), namespace: namespace, name: name, given: key, options: options)
             }
         }
 
@@ -151,8 +149,8 @@ struct NamespaceCommand: AsyncParsableCommand {
 
             func run() async throws {
                 do {
-                    try await options.authRecords().deleteKey(namespace: namespace, name: name)
-                } catch StoreError.notFound {
+                    try await options.control().deleteKey(namespace: namespace, name: name)
+                } catch let error as ControlError where error.code == .notFound {
                     throw CommandFailure("namespace \(namespace) has no key \(name); see sfnode namespace list")
                 }
                 print("key \(name) of namespace \(namespace) deleted")
@@ -162,9 +160,9 @@ struct NamespaceCommand: AsyncParsableCommand {
 }
 
 /// Adds a key, generating it when none is given, and prints it once (it is stored only hashed).
-private func addKey(_ administration: NamespaceAdministration, namespace: String, name: String, given: String?, options: ClientOptions) async throws {
-    let secret = given ?? NamespaceAdministration.generateSecret()
-    try await administering { try await administration.addKey(namespace: namespace, name: name, secret: secret) }
+private func addKey(_ control: Control, namespace: String, name: String, given: String?, options: ClientOptions) async throws {
+    let secret = given ?? Control.generateSecret()
+    try await control.addKey(namespace: namespace, name: name, secret: secret, hasher: Authenticator.hash)
     if options.json {
         try Output(json: true).printJSON(["namespace": namespace, "key_name": name, "key": given == nil ? secret : nil])
     } else if given == nil {
@@ -193,14 +191,6 @@ private func liveNamespace(_ name: String, _ options: ClientOptions) async throw
 }
 
 /// Runs an administration step, turning its API-shaped errors into the command line's.
-private func administering(_ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let error as APIError {
-        throw CommandFailure(error.message)
-    }
-}
-
 struct NamespaceListing: Encodable {
     let name: String
     let state: String

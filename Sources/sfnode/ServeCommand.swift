@@ -61,7 +61,9 @@ func buildAPI(settings: AgentConfiguration, store: SQLiteStore, logger: Logger) 
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {
-        try await ClientConfiguration.prepare(at: settings.clientConfig, apiURL: configuration.localURL, records: store, logger: logger)
+        try await ClientConfiguration.prepare(
+            at: settings.clientConfig, apiURL: configuration.localURL,
+            control: Control(store: store, settings: settings.controlSettings, logger: logger), records: store, logger: logger)
     } catch {
         // The API is still useful to clients configured some other way.
         logger.warning(

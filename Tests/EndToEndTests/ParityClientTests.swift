@@ -6,7 +6,7 @@ import Testing
 /// Shaken Fist user makes them (issue 14); no guest is booted.
 @Suite(.serialized, .enabled(if: runningAsRoot, "needs root and libvirtd"))
 struct ParityClientTests {
-    @Test func theRealClientManagesTrustsMetadataNodesAndLocks() async throws {
+    @Test func theRealClientManagesTrustsMetadataNodesLocksAndDeletesANode() async throws {
         let flow = try await CommandLineFlow.start(serving: true)
         try await flow.finishing {
             let admin = try RealClient(flow: flow)
@@ -42,6 +42,11 @@ struct ParityClientTests {
             try admin.sfClientText(["namespace", "delete", "alpha"])
             let gone = try #require(try admin.python(["call", "get_artifact", artifactUUID]) as? [String: Any])
             #expect(gone["state"] as? String == "deleted", "\(gone)")
+
+            // Last, since the node then takes no more work: the operator says it is gone.
+            let deleted = try #require(try admin.sfClient(["node", "delete", flow.nodeName]) as? [String: Any])
+            #expect(deleted["state"] as? String == "deleted", "\(deleted)")
+            #expect(try admin.sfClientText(["node", "list"]).contains("deleted"))
         }
     }
 }

@@ -33,7 +33,7 @@ struct APIFixture {
         try await store.saveNode(
             Node(name: "hv1", roles: [.hypervisor, .networkNode], lastSeen: Date(), capacity: NodeCapacity(cpus: 4, memoryMiB: 8192, diskGiB: 100)))
         try await store.createNamespace("system")
-        try await NamespaceAdministration(records: store).addKey(namespace: "system", name: "test", secret: Self.adminKey)
+        try await control.addKey(namespace: "system", name: "test", secret: Self.adminKey, hasher: Authenticator.hash)
     }
 
     func cleanup() { store.removeFiles() }

@@ -77,16 +77,16 @@ struct AuthTests {
         defer { fixture.cleanup() }
         let path = (fixture.store.path as NSString).deletingLastPathComponent + "/etc-sf/shakenfist.json"
         let logger = Logger(label: "test")
-        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", records: fixture.store, logger: logger)
+        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", control: fixture.control, records: fixture.store, logger: logger)
         let first = try JSONDecoder().decode(ClientConfiguration.self, from: try Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(first.namespace == "system" && first.apiurl == "http://127.0.0.1:13000")
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
-        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", records: fixture.store, logger: logger)
+        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", control: fixture.control, records: fixture.store, logger: logger)
         #expect(try JSONDecoder().decode(ClientConfiguration.self, from: try Data(contentsOf: URL(fileURLWithPath: path))) == first)
         let foreign = ClientConfiguration(namespace: "system", key: "a-key-from-another-store", apiurl: "http://127.0.0.1:13000")
         try JSONEncoder().encode(foreign).write(to: URL(fileURLWithPath: path))
-        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", records: fixture.store, logger: logger)
+        try await ClientConfiguration.prepare(at: path, apiURL: "http://127.0.0.1:13000", control: fixture.control, records: fixture.store, logger: logger)
         let replaced = try JSONDecoder().decode(ClientConfiguration.self, from: try Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(replaced.key != foreign.key && replaced.key != first.key)
         try await fixture.run { api in

@@ -37,7 +37,7 @@ struct NameNormalFormTests {
         // Made before names were checked (straight in the store, as an older sfnode could have).
         for (name, secret) in [(Self.composed, "composed-key"), (Self.decomposed, "decomposed-key")] {
             try await fixture.store.createNamespace(name)
-            try await NamespaceAdministration(records: fixture.store).addKey(namespace: name, name: "k", secret: secret)
+            try await fixture.control.addKey(namespace: name, name: "k", secret: secret, hasher: Authenticator.hash)
         }
         try await fixture.run { api in
             let nfd = try await api.token(namespace: Self.decomposed, key: "decomposed-key")

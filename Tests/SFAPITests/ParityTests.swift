@@ -79,6 +79,51 @@ struct ParityTests {
         }
     }
 
+    @Test("deleting a node that is gone deletes its made instances with their addresses, fails its jobs, keeps it listed as deleted, and is idempotent")
+    func nodeDelete() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            let network = try #require(try await api.send(.post, "/networks", token: admin, body: ["netblock": "10.0.0.0/24", "name": "net"])["uuid"]?.stringValue)
+            let made = try await api.send(.post, "/instances", token: admin, body: InstanceAPITests.createBody(network: network))
+            let instance = try #require(made["uuid"]?.stringValue, "\(made.text)")
+            let broken = try #require(try await api.send(.post, "/instances", token: admin, body: InstanceAPITests.createBody(network: network, extra: ["name": "broken"]))["uuid"]?.stringValue)
+            let brokenUUID = try #require(UUID(uuidString: broken))
+            try await fixture.store.setInstanceState(uuid: brokenUUID, to: .initialError)
+            try await fixture.store.setInstanceState(uuid: brokenUUID, to: .error)
+            let interfaces = try await api.send(.get, "/instances/\(instance)/interfaces", token: admin).json?.arrayValue
+            guard case .object(let interface)? = interfaces?.first, let address = interface["ipv4"]?.stringValue else {
+                Issue.record("no interface with an address: \(String(describing: interfaces))")
+                return
+            }
+
+            #expect(try await api.send(.delete, "/nodes/hv1", token: try await api.tenant("t", admin: admin)).status == .unauthorized)
+            #expect(try await api.send(.delete, "/nodes/nowhere", token: admin).status == .notFound)
+            let deleted = try await api.send(.delete, "/nodes/hv1", token: admin)
+            #expect(deleted.status == .ok && deleted["state"] == "deleted" && deleted["name"] == "hv1", "\(deleted.text)")
+            #expect(try await api.send(.get, "/instances/\(instance)", token: admin)["state"] == "deleted")
+            #expect(try await api.send(.get, "/instances/\(broken)", token: admin)["state"] == "error")
+            let addresses = try await fixture.store.allocatedIPv4(networkUUID: try #require(UUID(uuidString: network)))
+            #expect(!addresses.keys.map(\.description).contains(address), "\(addresses)")
+            // Its create jobs will never run there: failed, saying why; the network node refreshes the network.
+            let jobs = try await fixture.store.jobs(states: JobState.allCases, limit: 100)
+            #expect(jobs.filter { $0.target == .node("hv1") }.allSatisfy { $0.state == .failed && $0.lastError == "node hv1 was deleted" })
+            #expect(jobs.contains { $0.kind == "network.refresh" && $0.target == .networkNode && $0.state == .queued })
+
+            // Checking in again does not bring it back, and nothing is placed on it.
+            try await fixture.store.saveNode(
+                Node(name: "hv1", roles: [.hypervisor, .networkNode], lastSeen: Date(), capacity: NodeCapacity(cpus: 4, memoryMiB: 8192, diskGiB: 100)))
+            let again = try await api.send(.delete, "/nodes/hv1", token: admin)
+            #expect(again.status == .ok && again["state"] == "deleted" && again["lastseen"] != deleted["lastseen"])
+            let nodes = try await api.send(.get, "/nodes", token: admin).json?.arrayValue
+            guard case .object(let listed)? = nodes?.first else { Issue.record("no node listed"); return }
+            #expect(listed["state"] == "deleted")
+            let refused = try await api.send(.post, "/instances", token: admin, body: InstanceAPITests.createBody(network: network, extra: ["name": "later"]))
+            #expect(refused.status.code == 507, "\(refused.text)")
+        }
+    }
+
     @Test("a namespace that trusts another lets it see and boot its images until it stops; deleting a namespace deletes its artifacts")
     func trustsAndNamespaceDelete() async throws {
         var quotas = NamespaceQuotas()
@@ -225,7 +270,7 @@ struct ParityTests {
         }
     }
 
-    @Test("UEFI and secure boot are taken and kept; secure boot without UEFI and a custom NVRAM template are refused by name")
+    @Test("UEFI and secure boot are taken and kept; secure boot or an NVRAM template without UEFI are refused by name")
     func uefiRequests() async throws {
         let fixture = try await APIFixture()
         defer { fixture.cleanup() }
@@ -240,8 +285,41 @@ struct ParityTests {
             #expect(uefi.status == .ok && uefi["uefi"] == true && uefi["secure_boot"] == true, "\(uefi.text)")
             let bare = try await create("b", ["secure_boot": true])
             #expect(bare.status == .badRequest && bare.text.contains("secure boot requires UEFI"))
-            let template = try await create("t", ["uefi": true, "nvram_template": "label:vars"])
-            #expect(template.status == .badRequest && template.text.contains("nvram_template"), "\(template.text)")
+            let template = try await create("t", ["nvram_template": "label:vars"])
+            #expect(template.status == .badRequest && template.text.contains("nvram_template requires UEFI"), "\(template.text)")
+        }
+    }
+
+    @Test("an NVRAM template is a blob the caller sees, named as Shaken Fist does or as a disk base, kept as the blob's UUID, and bounded")
+    func nvramTemplates() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            let (a, b) = (try await api.tenant("a", admin: admin), try await api.tenant("b", admin: admin))
+            func create(_ template: String, token: String) async throws -> APIResponse {
+                let body: JSONValue = ["name": "t", "cpus": 1, "memory": 256, "disk": [["size": 8]], "uefi": true, "nvram_template": .string(template)]
+                return try await api.send(.post, "/instances", token: token, body: body)
+            }
+            let vars = try await api.uploadArtifact("vars", content: String(repeating: "v", count: 4096), token: a)
+            let blob = try #require(vars["blob_uuid"]?.stringValue, "\(vars.text)")
+            for named in [blob, "sf://blob/\(blob)", "sf://upload/a/vars"] {
+                let made = try await create(named, token: a)
+                #expect(made.status == .ok && made["nvram_template"]?.stringValue == blob, "\(named): \(made.text)")
+            }
+            // Another tenant's blob is not there for b, by any name; a label that does not exist neither.
+            for named in [blob, "sf://upload/a/vars", "label:missing"] {
+                let refused = try await create(named, token: b)
+                #expect(refused.status == .notFound, "\(named): \(refused.text)")
+            }
+            #expect(try await create("https://example.com/vars.fd", token: a).status == .badRequest)
+            // Past 16 MiB it is no variable store: refused before any node copies it.
+            let upload = try #require(try await api.send(.post, "/upload", token: a)["uuid"]?.stringValue)
+            let chunk = String(repeating: "x", count: 1 << 20)
+            for _ in 0..<17 { _ = try await api.send(.post, "/upload/\(upload)", token: a, raw: ByteBuffer(string: chunk)) }
+            let big = try await api.send(.post, "/artifacts/upload/big", token: a, body: ["upload_uuid": .string(upload)])
+            let refused = try await create(try #require(big["blob_uuid"]?.stringValue, "\(big.text)"), token: a)
+            #expect(refused.status == .badRequest && refused.text.contains("at most 16777216"), "\(refused.text)")
         }
     }
 

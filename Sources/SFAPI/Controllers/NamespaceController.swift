@@ -20,8 +20,10 @@ struct NamespaceController {
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace", "key_name", "key"])
             try context.authenticated().requireAdmin()
             guard let name = try body.string("namespace"), !name.isEmpty else { throw APIError(.badRequest, "no namespace specified") }
-            let namespace = try await NamespaceAdministration(records: api.auth).create(
-                name, keyName: try body.string("key_name"), secret: try body.string("key"))
+            let authenticator = api.authenticator
+            let namespace = try await api.control.createNamespace(
+                name, keyName: try body.string("key_name"), secret: try body.string("key"),
+                hasher: { try await authenticator.hash($0, namespace: name) })
             return Reply.json(try await view(namespace))
         }
         group.get("/auth/namespaces/:namespace") { request, context in
@@ -30,7 +32,7 @@ struct NamespaceController {
         group.delete("/auth/namespaces/:namespace") { request, context in
             try context.authenticated().requireAdmin()
             let namespace = try await visible(request, context)
-            try await NamespaceAdministration(records: api.auth).delete(namespace.name, control: api.control, storage: api.storage)
+            try await api.control.deleteNamespace(namespace.name, storage: api.storage)
             api.authenticator.forgetConfirmations(namespace: namespace.name)
             return Reply.null
         }
@@ -65,7 +67,7 @@ struct NamespaceController {
             guard let secret = try body.string("key"), !secret.isEmpty else { throw APIError(.badRequest, "no key specified") }
             let authenticator = api.authenticator
             let name = namespace.name
-            try await NamespaceAdministration(records: api.auth).addKey(
+            try await api.control.addKey(
                 namespace: name, name: keyName, secret: secret, limit: context.limits.keysPerNamespace,
                 hasher: { try await authenticator.hash($0, namespace: name) })
             // Replacing a key revokes its tokens; a new key revokes nothing.
@@ -75,11 +77,7 @@ struct NamespaceController {
         group.delete("/auth/namespaces/:namespace/keys/:key") { request, context in
             let namespace = try await visible(request, context)
             let key = try request.parameter("key", context)
-            do {
-                try await api.auth.deleteKey(namespace: namespace.name, name: key)
-            } catch StoreError.notFound {
-                throw APIError(.notFound, "key name not found in namespace")
-            }
+            try await api.control.deleteKey(namespace: namespace.name, name: key)
             api.authenticator.forgetConfirmations(namespace: namespace.name, key: key)
             return Reply.null
         }

@@ -19,6 +19,13 @@ struct NodeController {
         group.get("/nodes/:name") { request, context in
             Reply.json(try await view(try await existing(request, context)))
         }
+        // The operator's word that the node is gone: its instances go with it (Shaken Fist's answer is the node, deleted).
+        group.delete("/nodes/:name") { request, context in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            try context.authenticated().requireAdmin()
+            let node = try await api.control.deleteNode(named: try request.parameter("name", context), requestID: context.requestID)
+            return Reply.json(try await view(node))
+        }
         // As in Shaken Fist, an unknown node has no events rather than a 404.
         group.get("/nodes/:name/events") { request, context in
             try context.authenticated().requireAdmin()
@@ -39,6 +46,6 @@ struct NodeController {
     }
 
     func view(_ node: Node) async throws -> NodeView {
-        NodeView(node: node, metadata: try await api.control.metadata(.node(node.name)), isLive: api.control.isLive(node))
+        NodeView(node: node, metadata: try await api.control.metadata(.node(node.name)), state: api.control.state(of: node))
     }
 }
