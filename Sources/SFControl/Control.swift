@@ -14,11 +14,20 @@ public struct Control: Sendable {
     let store: any NodeStore
     public let settings: ControlSettings
     let logger: Logger
+    /// The requests waiting for their jobs, shared by the copies of this Control.
+    let waiters = JobWaiters()
 
     public init(store: any NodeStore, settings: ControlSettings = ControlSettings(), logger: Logger) {
         self.store = store
         self.settings = settings
         self.logger = logger
+    }
+
+    /// Runs `body`, which waits for a job of `namespace`'s, in one of the namespace's
+    /// ``NamespaceQuotas/waitingRequests`` places (429 when none is free; `system` is not limited).
+    public func waitingForJobs<T: Sendable>(namespace: String, _ body: () async throws -> T) async throws -> T {
+        guard namespace != Namespace.system else { return try await body() }
+        return try await waiters.waiting(namespace: namespace, limit: settings.quotas.waitingRequests, body)
     }
 
     /// Runs `body`, turning whatever it throws into a ``ControlError``.

@@ -251,10 +251,12 @@ extension Control {
             throw ControlError.conflict("Invalid lifecycle state: you cannot \(verb) a powered off instance")
         }
         guard instance.node != nil else { return instance }
-        guard let job = try await queue(JobKind(operation), for: instance, requestID: requestID) else { return instance }
-        guard let finished = try await waitForJob(job.id, timeout: wait ?? settings.powerWait) else {
-            return try await self.instance(uuid, namespace: namespace)
+        // The caller's places: an admin acting on a tenant's instance does not use up the tenant's.
+        let finished: Job? = try await waitingForJobs(namespace: namespace ?? Namespace.system) {
+            guard let job = try await queue(JobKind(operation), for: instance, requestID: requestID) else { return nil }
+            return try await waitForJob(job.id, timeout: wait ?? settings.powerWait)
         }
+        guard let finished else { return try await self.instance(uuid, namespace: namespace) }
         if finished.state == .failed {
             throw ControlError.conflict(finished.lastError ?? "\(operation.verb) of instance \(uuid) failed")
         }

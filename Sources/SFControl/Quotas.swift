@@ -33,6 +33,8 @@ public struct NamespaceQuotas: Sendable, Equatable {
     public var trusts = 64
     /// Versions one snapshot artifact may keep: each is a whole disk (the bytes quota counts them too).
     public var snapshotVersions = 100
+    /// Requests of one namespace waiting at once for their jobs (power operations, labelled snapshots).
+    public var waitingRequests = 16
 
     public init() {}
 }

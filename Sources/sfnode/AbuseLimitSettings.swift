@@ -19,6 +19,7 @@ extension AgentConfiguration {
         quotas.metadataKeys = quotaMetadataKeys
         quotas.trusts = quotaTrusts
         quotas.snapshotVersions = quotaSnapshotVersions
+        quotas.waitingRequests = quotaWaitingRequests
         return quotas
     }
 

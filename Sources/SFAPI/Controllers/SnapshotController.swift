@@ -21,10 +21,14 @@ struct SnapshotController {
                 all: try body.bool("all") ?? false, device: try body.string("device"), thin: try body.bool("thin") ?? false,
                 maxVersions: try body.int("max_versions"), labelName: try body.string("label_name"),
                 deleteSnapshotAfterLabel: try body.bool("delete_snapshot_after_label") ?? false)
-            let snapshot = try await api.control.snapshotInstance(reference, namespace: caller.scope, request: asked, requestID: context.requestID)
+            // Only a snapshot asked with a label waits for its job; it waits in its namespace's places.
+            let snapshot = try await api.control.waitingForJobs(namespace: asked.labelName == nil ? Namespace.system : caller.namespace) {
+                let snapshot = try await api.control.snapshotInstance(reference, namespace: caller.scope, request: asked, requestID: context.requestID)
+                if asked.labelName != nil, !snapshot.plan.targets.isEmpty { try await api.control.waitForSnapshot(snapshot, timeout: Self.labelWait) }
+                return snapshot
+            }
             var label: ArtifactWireView?
             if let name = asked.labelName, !snapshot.plan.targets.isEmpty {
-                try await api.control.waitForSnapshot(snapshot, timeout: Self.labelWait)
                 let made = try await api.control.labelSnapshot(
                     snapshot, name: name, device: asked.device, deleteSnapshot: asked.deleteSnapshotAfterLabel, storage: api.storage)
                 let artifacts = ArtifactController(api: api)
