@@ -37,11 +37,14 @@ struct InstanceView: WireValue {
     let instance: Instance
     let interfaces: [InterfaceView]
     let metadata: [String: JSONValue]
+    /// ``Control/shownPowerState(of:missingNodes:)``.
+    let powerState: String
 
-    init(_ record: InstanceRecord) {
+    init(_ record: InstanceRecord, missingNodes: Set<String> = []) {
         instance = record.instance
         interfaces = record.interfaces.map { InterfaceView(interface: $0, metadata: record.interfaceMetadata[$0.uuid] ?? [:]) }
         metadata = record.metadata
+        powerState = Control.shownPowerState(of: record.instance, missingNodes: missingNodes)
     }
 
     func write(to json: inout JSONWriter) {
@@ -72,7 +75,7 @@ struct InstanceView: WireValue {
             c.put("agent_system_boot_time", Double?.none)
             c.put("error_message", instance.errorMessage)
             c.put("node", instance.node)
-            c.put("power_state", instance.powerState.rawValue)
+            c.put("power_state", powerState)
             c.put("console_port", instance.consolePort)
             c.put("vdi_port", instance.vdiPort)
             c.put("vdi_tls_port", Int?.none)

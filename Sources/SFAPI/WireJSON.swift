@@ -4,9 +4,9 @@ import SFStore
 /// The API's JSON of its objects, for the command line's `--json`: byte for byte what the API
 /// answers, so `sfnode instance show --json` prints `GET /instances/<uuid>`.
 public enum WireJSON {
-    /// The body of `GET /instances/<uuid>`.
-    public static func instance(_ record: InstanceRecord) -> String {
-        String(decoding: JSONWriter.encode(InstanceView(record)), as: UTF8.self)
+    /// The body of `GET /instances/<uuid>`, given the nodes that are missing now.
+    public static func instance(_ record: InstanceRecord, missingNodes: Set<String>) -> String {
+        String(decoding: JSONWriter.encode(InstanceView(record, missingNodes: missingNodes)), as: UTF8.self)
     }
 
     /// The body of `GET /nodes/<name>`, from the node, its metadata and its state.

@@ -16,6 +16,8 @@ public struct Control: Sendable {
     let logger: Logger
     /// The requests waiting for their jobs, shared by the copies of this Control.
     let waiters = JobWaiters()
+    /// Which nodes are missing, cached for the views.
+    let nodeStates = MissingNodeCache()
 
     public init(store: any NodeStore, settings: ControlSettings = ControlSettings(), logger: Logger) {
         self.store = store

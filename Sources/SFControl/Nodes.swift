@@ -1,5 +1,20 @@
 import Foundation
 import SFStore
+import Synchronization
+
+/// The set of missing nodes, read at most once a second: every instance view asks for it.
+final class MissingNodeCache: Sendable {
+    private let cached = Mutex<(names: Set<String>, read: Date)?>(nil)
+
+    func fresh(now: Date) -> Set<String>? {
+        cached.withLock { entry in
+            guard let entry, abs(now.timeIntervalSince(entry.read)) < 1 else { return nil }
+            return entry.names
+        }
+    }
+
+    func store(_ names: Set<String>, now: Date) { cached.withLock { $0 = (names, now) } }
+}
 
 /// A job being run, as `GET /admin/locks` shows it: sfnode's leases take the place of Shaken
 /// Fist's etcd locks (one per object a node is working on).
@@ -35,6 +50,24 @@ extension Control {
     public func isLive(_ node: Node, now: Date = Date()) -> Bool {
         let timeout = Double(settings.checkInTimeout.components.seconds)
         return node.lastSeen.map { now.timeIntervalSince($0) <= timeout } ?? false
+    }
+
+    /// The nodes that are `missing` now (in service, not checked in within
+    /// ``ControlSettings/checkInTimeout``): their instances are shown with power state `unknown`,
+    /// never changed in the store, so that they read as they really are again once the node is back.
+    /// Read from the store at most once a second, however many views ask.
+    public func missingNodes(now: Date = Date()) async throws -> Set<String> {
+        if let cached = nodeStates.fresh(now: now) { return cached }
+        let missing = Set(try await nodes().filter { $0.deleted == nil && !isLive($0, now: now) }.map(\.name))
+        nodeStates.store(missing, now: now)
+        return missing
+    }
+
+    /// The power state an instance is shown with: `unknown` while its node is missing (unknown is
+    /// not gone: what the node last said may no longer be true, and nothing is changed), else the
+    /// one its node last reported.
+    public static func shownPowerState(of instance: Instance, missingNodes: Set<String>) -> String {
+        instance.node.map(missingNodes.contains) == true ? "unknown" : instance.powerState.rawValue
     }
 
     /// The node's state as Shaken Fist names it: `deleted` once an operator deleted it, else

@@ -44,7 +44,7 @@ import SFSystem
 /// | `fetchRateWindowSeconds` | `SFNODE_FETCH_RATE_WINDOW_SECONDS` | `60`: the window that rate is averaged over |
 /// | `imageMaxGiB` | `SFNODE_IMAGE_MAX_GIB` | `64`: the largest image fetched, unpacked or converted |
 /// | `qemuImgTimeoutSeconds` | `SFNODE_QEMU_IMG_TIMEOUT_SECONDS` | `1800`: each qemu-img run, then it is killed |
-/// | `apiAuthBodyBytes` … `quotaWaitingRequests` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
+/// | `apiAuthBodyBytes` … `nodeMissingSeconds` | `SFNODE_API_…`, `SFNODE_LOGIN_…`, `SFNODE_QUOTA_…` | see ``wholeNumberFields`` |
 /// | `jobWorkers` | `SFNODE_JOB_WORKERS` | `4`: jobs (other than downloads) run at once, for different objects |
 /// | `jobDownloadWorkers` | `SFNODE_JOB_DOWNLOAD_WORKERS` | `4`: artifact.fetch, instance.create and instance.snapshot jobs run at once, beside those |
 /// | `jobMaxDeaths` | `SFNODE_JOB_MAX_DEATHS` | `2`: a job in flight when the agent died this often is failed, never run again (1 to 4) |
@@ -206,6 +206,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var quotaSnapshotVersions = 100
     /// Requests of one namespace waiting at once for their jobs (`SFNODE_QUOTA_WAITING_REQUESTS`).
     public var quotaWaitingRequests = 16
+    /// Seconds without a check-in after which a node is missing: placed nothing, its instances'
+    /// power state shown as unknown (`SFNODE_NODE_MISSING_SECONDS`).
+    public var nodeMissingSeconds = 120
 
     // Network DNS and ping (issue 14).
     /// The zone instance names resolve in on networks with DNS: `<instance>.<namespace>.<zone>`.
@@ -683,6 +686,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "networkDNSEntries", environmentName: "SFNODE_NETWORK_DNS_ENTRIES", path: \.networkDNSEntries, range: 0...100_000, unit: "DNS entries"),
         .init(key: "quotaSnapshotVersions", environmentName: "SFNODE_QUOTA_SNAPSHOT_VERSIONS", path: \.quotaSnapshotVersions, range: 1...10_000, unit: "versions"),
         .init(key: "quotaWaitingRequests", environmentName: "SFNODE_QUOTA_WAITING_REQUESTS", path: \.quotaWaitingRequests, range: 1...10_000, unit: "requests"),
+        .init(key: "nodeMissingSeconds", environmentName: "SFNODE_NODE_MISSING_SECONDS", path: \.nodeMissingSeconds, range: 60...86_400, unit: "seconds"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

@@ -54,6 +54,7 @@ extension AgentConfiguration {
         if let prefix = namePrefix { control.networkNamespacePrefix = prefix }
         control.pingsAtOnce = pingsAtOnce
         control.networkDNSEntries = networkDNSEntries
+        control.checkInTimeout = .seconds(nodeMissingSeconds)
         return control
     }
 }

@@ -180,13 +180,15 @@ struct InstanceCommand: AsyncParsableCommand {
         @Flag(help: "Include deleted instances.") var all = false
 
         func run() async throws {
-            let instances = try await options.control().instances(namespace: options.namespace, includeDeleted: all)
+            let control = try options.control()
+            let instances = try await control.instances(namespace: options.namespace, includeDeleted: all)
+            let missing = try await control.missingNodes()
             let output = Output(json: options.json)
             if options.json { return try output.printJSON(instances) }
             output.printTable(
                 ["uuid", "name", "namespace", "cpus", "memory", "node", "state", "power"],
                 instances.map {
-                    [$0.uuid.lowercasedString, $0.name, $0.namespace, "\($0.cpus)", "\($0.memory)", $0.node ?? "-", $0.state.rawValue, $0.powerState.rawValue]
+                    [$0.uuid.lowercasedString, $0.name, $0.namespace, "\($0.cpus)", "\($0.memory)", $0.node ?? "-", $0.state.rawValue, Control.shownPowerState(of: $0, missingNodes: missing)]
                 })
         }
     }
@@ -207,7 +209,7 @@ struct InstanceCommand: AsyncParsableCommand {
                 var withMetadata: [(SnapshotVersion, metadata: [String: JSONValue])] = []
                 for version in versions { withMetadata.append((version, try await control.metadata(.blob, version.blob.blob.uuid))) }
                 let record = try await control.instanceRecord(found.uuid.lowercasedString)
-                guard case .object(var members) = try JSONValue.parse(WireJSON.instance(record)) else { return }
+                guard case .object(var members) = try JSONValue.parse(WireJSON.instance(record, missingNodes: try await control.missingNodes())) else { return }
                 members["snapshots"] = try JSONValue.parse(WireJSON.snapshots(withMetadata))
                 return try Output(json: true).printJSON(JSONValue.object(members))
             }
@@ -300,11 +302,11 @@ struct InstanceCommand: AsyncParsableCommand {
         let metadata = try await control.metadata(.instance, instance.uuid)
         let output = Output(json: options.json)
         // The API's own view, byte for byte.
-        if options.json { return print(WireJSON.instance(try await control.instanceRecord(instance.uuid.lowercasedString))) }
+        if options.json { return print(WireJSON.instance(try await control.instanceRecord(instance.uuid.lowercasedString), missingNodes: try await control.missingNodes())) }
         output.printFields([
             ("uuid", instance.uuid.lowercasedString), ("name", instance.name), ("namespace", instance.namespace), ("cpus", "\(instance.cpus)"),
             ("memory", "\(instance.memory)"), ("node", instance.node ?? "none"), ("state", instance.state.rawValue),
-            ("power state", instance.powerState.rawValue), ("error message", instance.errorMessage ?? "none"),
+            ("power state", Control.shownPowerState(of: instance, missingNodes: try await control.missingNodes())), ("error message", instance.errorMessage ?? "none"),
         ] + instance.diskSpec.enumerated().map { index, disk in
             ("disk \(index)", "\(disk.type.rawValue) \(disk.size.map { "\($0) GiB" } ?? "base size") \(disk.base.map { "from \($0)" } ?? "blank")")
         } + interfaces.map { interface in

@@ -124,6 +124,42 @@ struct ParityTests {
         }
     }
 
+    @Test("a node that stops checking in is missing: its instances show power state unknown, nothing of them changes, its jobs wait; back, all reads as it is")
+    func missingNode() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            let made = try await api.send(.post, "/instances", token: admin, body: ["name": "vm", "cpus": 1, "memory": 256, "disk": [["size": 8]]])
+            let uuid = try #require(made["uuid"]?.stringValue.flatMap(UUID.init(uuidString:)), "\(made.text)")
+            for state in [InstanceState.preflight, .creating, .created] { try await fixture.store.setInstanceState(uuid: uuid, to: state) }
+            try await fixture.store.setPowerState(uuid: uuid, .on)
+            let node = try #require(try await fixture.store.node(named: "hv1"))
+            func checkIn(secondsAgo: Double) async throws {
+                var seen = node
+                seen.lastSeen = Date(timeIntervalSinceNow: -secondsAgo)
+                try await fixture.store.saveNode(seen)
+                // Past the view's one-second cache of which nodes are missing.
+                try await Task.sleep(for: .milliseconds(1100))
+            }
+
+            try await checkIn(secondsAgo: 600)
+            #expect(try await api.send(.get, "/nodes/hv1", token: admin)["state"] == "missing")
+            let shown = try await api.send(.get, "/instances/vm", token: admin)
+            #expect(shown["power_state"] == "unknown" && shown["state"] == "created", "\(shown.text)")
+            let listed = try await api.send(.get, "/instances", token: admin).json?.arrayValue
+            guard case .object(let first)? = listed?.first else { Issue.record("no instance listed"); return }
+            #expect(first["power_state"] == "unknown")
+            #expect(try await fixture.store.instance(uuid: uuid).powerState == .on, "the store keeps what the node last said")
+            let queued = try await fixture.store.jobs(states: [.queued], limit: 100).filter { $0.target == .node("hv1") }
+            #expect(!queued.isEmpty, "the create job waits for its node, neither failed nor moved")
+
+            try await checkIn(secondsAgo: 0)
+            #expect(try await api.send(.get, "/nodes/hv1", token: admin)["state"] == "created")
+            #expect(try await api.send(.get, "/instances/vm", token: admin)["power_state"] == "on")
+        }
+    }
+
     @Test("a namespace that trusts another lets it see and boot its images until it stops; deleting a namespace deletes its artifacts")
     func trustsAndNamespaceDelete() async throws {
         var quotas = NamespaceQuotas()

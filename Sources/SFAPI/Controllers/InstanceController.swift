@@ -16,7 +16,8 @@ struct InstanceController {
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
             let caller = try context.authenticated()
             let scope = try await api.lookupScope(try body.string("namespace"), caller: caller)
-            return Reply.json(InstanceView(try await api.control.instanceRecord(try request.parameter("ref", context), namespace: scope)))
+            let record = try await api.control.instanceRecord(try request.parameter("ref", context), namespace: scope)
+            return Reply.json(InstanceView(record, missingNodes: try await api.control.missingNodes()))
         }
         group.delete("/instances/:ref") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["namespace"])
@@ -94,14 +95,15 @@ struct InstanceController {
     }
 
     func view(_ instance: Instance) async throws -> InstanceView {
-        InstanceView(try await api.control.instanceRecord(instance.uuid.lowercasedString))
+        InstanceView(try await api.control.instanceRecord(instance.uuid.lowercasedString), missingNodes: try await api.control.missingNodes())
     }
 
     func list(_ request: Request, _ context: APIContext) async throws -> Response {
         let body = try await RequestBody.read(request, context: context, allowed: ["all"])
         let caller = try context.authenticated()
         let records = try await api.control.instanceRecords(namespace: caller.scope, includeDeleted: try body.bool("all") ?? false)
-        return Reply.json(records.map(InstanceView.init))
+        let missing = try await api.control.missingNodes()
+        return Reply.json(records.map { InstanceView($0, missingNodes: missing) })
     }
 
     func create(_ request: Request, _ context: APIContext) async throws -> Response {
