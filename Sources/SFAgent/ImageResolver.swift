@@ -237,7 +237,13 @@ public actor ImageResolver {
     }
 
     private nonisolated func fetch(_ url: String, artifact: Artifact, progress: @escaping @Sendable (String) async -> Void) async throws -> Blob {
-        let ingest = Mutex(try blobs.beginIngest())
+        // An agent killed mid-download left a checkpoint: resume it rather than start from byte 0.
+        let key = artifact.uuid.lowercasedString
+        let (first, resume) = try await blobs.beginResumableIngest(key: key, url: url)
+        if let resume {
+            logger.info("resuming an interrupted download", metadata: ["image.url": "\(URLRedaction.redacted(url))", "fetch.offset": "\(resume.offset)"])
+        }
+        let ingest = Mutex(first)
         let reported = Mutex(-10.0)
         let events = AsyncStream<String>.makeStream()
         let reporter = Task { for await line in events.stream { await progress(line) } }
@@ -246,6 +252,7 @@ public actor ImageResolver {
         do {
             result = try await fetcher.fetch(
                 url, hashing: false,  // the blob ingest hashes every byte already
+                resuming: resume,
                 progress: { report in
                     // An event per 10 %, as Shaken Fist's "fetching required blob".
                     guard let percent = report.percent else { return }
@@ -256,8 +263,13 @@ public actor ImageResolver {
                     }
                     if due { events.continuation.yield("fetching image \(URLRedaction.redacted(url)), \(Int(percent)) %") }
                 },
+                validated: { validator in
+                    // Before the body's first byte: where a later process could pick this download up.
+                    let blob = ingest.withLock { $0.uuid }
+                    try self.blobs.recordCheckpoint(key: key, url: url, blob: blob, validator: validator)
+                },
                 restart: {
-                    // A retry starts the body again: start the blob's file again too.
+                    // The body starts again: start the blob's file again too.
                     let fresh = try self.blobs.beginIngest()
                     ingest.withLock { current in
                         current.abandon()
@@ -267,8 +279,10 @@ public actor ImageResolver {
                 into: { bytes in try ingest.withLock { try $0.append(bytes) } })
         } catch {
             ingest.withLock { $0.abandon() }
+            blobs.clearCheckpoint(key: key)
             throw Self.redacting(error, url)
         }
+        blobs.clearCheckpoint(key: key)
         events.continuation.finish()
         await reporter.value
         let writer = ingest.withLock { $0 }

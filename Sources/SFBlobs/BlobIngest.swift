@@ -37,13 +37,18 @@ public final class BlobIngest: @unchecked Sendable {
         var open = true
     }
 
-    init(store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, fd: Int32) {
+    /// An ingest writing to `fd`; `hasher` and `written` are what it holds already (a resumed
+    /// download's bytes), nothing by default.
+    init(
+        store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, fd: Int32,
+        hasher: SHA512 = SHA512(), written: Int64 = 0
+    ) {
         self.deduplicate = deduplicate
         self.store = store
         self.uuid = uuid
         self.partialPath = partialPath
         self.expectedSHA512 = expectedSHA512
-        self.state = State(fd: fd)
+        self.state = State(fd: fd, hasher: hasher, written: written)
     }
 
     /// Runs `body` on the state while holding the lock.

@@ -146,7 +146,7 @@ public final class BlobStore: Sendable {
         }
     }
 
-    private func ensureDirectory() throws {
+    func ensureDirectory() throws {
         do {
             try createPrivateDirectory(directory)
         } catch {
@@ -254,9 +254,14 @@ public final class BlobStore: Sendable {
         let known = Dictionary(try await records.blobs().map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
         var doomed: [(path: String, blob: Blob?)] = []
         var partials: [String] = []
+        var checkpoints: [String] = []
         for name in names {
             if name.hasSuffix(".partial") {
                 partials.append(directory + "/" + name)
+                continue
+            }
+            if name.hasPrefix("fetch-") && name.hasSuffix(".json") {
+                checkpoints.append(directory + "/" + name)
                 continue
             }
             guard let uuid = UUID(uuidString: name), name == Self.fileName(for: uuid) else { continue }
@@ -266,12 +271,22 @@ public final class BlobStore: Sendable {
         }
         let doomedPaths = doomed.map(\.path)
         let partialPaths = partials
+        let checkpointPaths = checkpoints
         let (removedPartials, unlinked) = try await runBlocking { () -> ([String], [String: String]) in
             let now = Date().timeIntervalSince1970
             var removedPartials: [String] = []
             for path in partialPaths {
                 var info = stat()
                 guard stat(path, &info) == 0, now - Double(info.st_mtim.tv_sec) > Self.partialLifetime else { continue }
+                if unlink(path) == 0 { removedPartials.append(path) }
+            }
+            // A download's checkpoint goes with its partial file (a live download writes the
+            // partial, not the checkpoint, so only the partial's age tells).
+            for path in checkpointPaths {
+                var info = stat()
+                guard stat(path, &info) == 0, now - Double(info.st_mtim.tv_sec) > Self.partialLifetime else { continue }
+                let checkpoint = FileManager.default.contents(atPath: path).flatMap { try? JSONDecoder().decode(FetchCheckpoint.self, from: $0) }
+                if let blob = checkpoint?.blob, access(directory + "/" + Self.fileName(for: blob) + ".partial", F_OK) == 0 { continue }
                 if unlink(path) == 0 { removedPartials.append(path) }
             }
             // Each path maps to "" when removed, or to why it could not be.

@@ -272,8 +272,9 @@ struct ImagePathTests {
         }
     }
 
-    // (h) The agent killed mid-download leaves no blob; started again, it finishes the instance.
-    @Test func agentKilledMidDownloadLeavesNoBlobAndTheRestartFinishes() async throws {
+    // (h) The agent killed mid-download leaves no blob, only its partial file and a checkpoint;
+    // started again, it resumes the download where it stopped (Range, If-Range) and finishes the instance.
+    @Test func agentKilledMidDownloadLeavesNoBlobAndTheRestartResumesAndFinishes() async throws {
         let image = try Self.guestImage()
         let executable = try AgentProcess.executable()
         try await withImageLab { lab in
@@ -283,7 +284,8 @@ struct ImagePathTests {
             lab.teardown.add("libvirt connection") { await libvirt.close() }
             let size = try #require(FileManager.default.attributesOfItem(atPath: image)[.size] as? Int64)
             // Slow enough to be killed in the middle of: about 4 s for the 16 MiB guest.
-            lab.server.register("/slow.qcow2", file: image, behaviour: .throttled(bytesPerSecond: 4 << 20))
+            lab.server.register(
+                "/slow.qcow2", body: .file(image), behaviour: .throttled(bytesPerSecond: 4 << 20), etag: "\"guest-v1\"", ranges: true)
             let instance = try await lab.instance("slow", base: lab.server.url("/slow.qcow2"))
             lab.teardown.add("domain") {
                 try? await libvirt.destroy(.uuid(instance.uuid))
@@ -301,11 +303,12 @@ struct ImagePathTests {
             await killed.kill()
             let sentBeforeKill = lab.server.bytesSent("/slow.qcow2")
             #expect(sentBeforeKill < size, "the download finished before the kill")
-            // What the kill left: no blob at all; at most a .partial that no record names.
+            // What the kill left: no blob at all; a .partial that no record names, and its checkpoint.
             let blobs = lab.storage + "/blobs"
             let leftovers = lab.files(in: blobs)
             #expect(try await lab.store.blobs().isEmpty)
-            #expect(leftovers.allSatisfy { $0.hasSuffix(".partial") }, "\(leftovers)")
+            #expect(leftovers.filter { $0.hasSuffix(".partial") }.count == 1, "\(leftovers)")
+            #expect(leftovers.allSatisfy { $0.hasSuffix(".partial") || ($0.hasPrefix("fetch-") && $0.hasSuffix(".json")) }, "\(leftovers)")
             // The fetch made the storage path on its way to blobs/: blobs/ is private, but the storage
             // path must stay searchable, or qemu's user cannot reach the instance disks under it.
             let modes = try [lab.storage, blobs].map { try #require(FileManager.default.attributesOfItem(atPath: $0)[.posixPermissions] as? Int) }
@@ -319,11 +322,16 @@ struct ImagePathTests {
             #expect(try await lab.store.instance(uuid: instance.uuid).state == .created)
             #expect(try await libvirt.state(of: .uuid(instance.uuid)) == .on)
             #expect(lab.server.requestCount("/slow.qcow2", method: "GET") == 2)
+            // Resumed: only the rest was asked for and sent, into the same partial file, and the blob is whole.
+            let asked = lab.server.rangesAsked("/slow.qcow2")
+            #expect(asked.count == 1 && (asked.first ?? 0) > 0 && (asked.first ?? 0) <= sentBeforeKill, "\(asked)")
+            #expect(lab.server.bytesSent("/slow.qcow2") == sentBeforeKill + size - (asked.first ?? 0))
             let stored = try await lab.store.blobs()
             #expect(stored.count == 1 && stored.first?.state == .created)
             #expect(stored.first?.sha512 == (try lab.sha512(of: image)))
-            // The killed run's .partial was never taken for the image.
-            #expect(stored.allSatisfy { !leftovers.contains($0.uuid.uuidString.lowercased() + ".partial") })
+            #expect(stored.allSatisfy { leftovers.contains($0.uuid.uuidString.lowercased() + ".partial") })
+            #expect(lab.files(in: blobs).allSatisfy { !$0.hasPrefix("fetch-") }, "the checkpoint goes once the blob is made")
+            print("image path: the restart resumed at byte \(asked.first ?? 0) of \(size)")
 
             let delete = try await lab.store.enqueue(
                 kind: "instance.delete", payload: .object(["instance_uuid": .string(instance.uuid.uuidString)]),

@@ -77,6 +77,45 @@ import Testing
         #expect(server.requestCount("/drop", method: "GET") == 3)
     }
 
+    @Test("a body dropped mid-way is resumed with Range and If-Range: only the rest is sent, and the hash covers the whole")
+    func dropsAreResumed() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let payload = randomData(1 << 20)
+        server.register("/drop", body: .data(payload), behaviour: .dropAfter(bytes: 300_000, times: 2), etag: "\"v1\"", ranges: true)
+        let (result, data, restarts, _) = try await download(fetcher(), server.url("/drop"))
+        #expect(data == payload && restarts == 0 && result.attempts == 3 && result.size == Int64(payload.count))
+        server.register("/whole", data: payload)
+        let whole = try await download(fetcher(), server.url("/whole")).0
+        #expect(result.sha512 != nil && result.sha512 == whole.sha512)
+        // Each dropped response sent 300 000 bytes; the client asks for the rest after what reached it.
+        let asked = server.rangesAsked("/drop")
+        #expect(asked.count == 2 && asked[0] > 0 && asked[0] <= 300_000 && asked[1] > asked[0] && asked[1] <= asked[0] + 300_000, "\(asked)")
+        #expect(server.bytesSent("/drop") == 600_000 + Int64(payload.count) - (asked.last ?? 0), "only what was lost is sent again")
+    }
+
+    @Test("a resumed download whose image changed on the server is sent whole, and the caller starts over")
+    func staleResumeStartsOver() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let payload = randomData(200_000)
+        server.register("/changed", body: .data(payload), etag: "\"v2\"", ranges: true)
+        var data = Data(repeating: 7, count: 50_000)  // what an earlier process held of the old image
+        var restarts = 0
+        let validators = Mutex<[String?]>([])
+        let result = try await fetcher().fetch(
+            server.url("/changed"), hashing: false, resuming: FetchResume(offset: 50_000, validator: "\"v1\""),
+            validated: { validator in validators.withLock { $0.append(validator) } },
+            restart: {
+                restarts += 1
+                data.removeAll()
+            },
+            into: { data.append(contentsOf: $0) })
+        #expect(data == payload && restarts == 1 && result.size == Int64(payload.count))
+        #expect(server.rangesAsked("/changed") == [50_000])
+        #expect(validators.withLock { $0 } == ["\"v2\""])
+    }
+
     @Test func dropsBeyondTheRetryLimitFail() async throws {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }

@@ -52,10 +52,16 @@ public final class LoopbackHTTPServer: Sendable {
         var body: Body
         var behaviour: Behaviour
         var lastModified: String
+        /// Sent as ETag, and what If-Range must match for a range to be served.
+        var etag: String?
+        /// Whether `Range: bytes=N-` is answered with 206 (when If-Range, if sent, still matches).
+        var ranges: Bool
     }
 
     private struct State: Sendable {
         var routes: [String: Route] = [:]
+        /// The offsets of the ranges asked for (served or not), by path.
+        var rangesAsked: [String: [Int64]] = [:]
         var counts: [String: Int] = [:]  // "METHOD path" and "path"
         var bytesSent: [String: Int64] = [:]  // body bytes, by path
         var stopping = false
@@ -82,9 +88,16 @@ public final class LoopbackHTTPServer: Sendable {
     /// Serves `body` at `path` (such as `/image.qcow2`) with `behaviour`.
     public func register(
         _ path: String, body: Body, behaviour: Behaviour = .normal,
-        lastModified: String = "Wed, 21 Oct 2015 07:28:00 GMT"
+        lastModified: String = "Wed, 21 Oct 2015 07:28:00 GMT", etag: String? = nil, ranges: Bool = false
     ) {
-        state.withLock { $0.routes[path] = Route(body: body, behaviour: behaviour, lastModified: lastModified) }
+        state.withLock {
+            $0.routes[path] = Route(body: body, behaviour: behaviour, lastModified: lastModified, etag: etag, ranges: ranges)
+        }
+    }
+
+    /// The offsets of the `Range: bytes=N-` requests received for `path`, in order.
+    public func rangesAsked(_ path: String) -> [Int64] {
+        state.withLock { $0.rangesAsked[path] ?? [] }
     }
 
     /// Serves `data` at `path`.
@@ -150,10 +163,15 @@ public final class LoopbackHTTPServer: Sendable {
     }
 
     private func serve(_ client: Int32) {
-        guard let (method, path) = readRequestHead(client) else { return }
+        guard let (method, path, headers) = readRequestHead(client) else { return }
+        let rangeStart = headers["range"].flatMap { value -> Int64? in
+            guard value.hasPrefix("bytes="), value.hasSuffix("-") else { return nil }
+            return Int64(value.dropFirst(6).dropLast())
+        }
         let route = state.withLock { state -> (Route, Int)? in
             state.counts[path, default: 0] += 1
             state.counts["\(method) \(path)", default: 0] += 1
+            if let rangeStart { state.rangesAsked[path, default: []].append(rangeStart) }
             guard let route = state.routes[path] else { return nil }
             return (route, state.counts["GET \(path)"] ?? 0)
         }
@@ -176,9 +194,20 @@ public final class LoopbackHTTPServer: Sendable {
             return
         }
         if case .claimsLength(let claimed) = route.behaviour { length = claimed }
-        let lengthHeader = route.behaviour == .endless ? "" : "Content-Length: \(length)\r\n"
+        // A range only while the representation is the one the client has part of (If-Range).
+        var offset: Int64 = 0
+        if route.ranges, let rangeStart, rangeStart < length,
+            headers["if-range"].map({ $0 == route.etag || $0 == route.lastModified }) ?? true
+        {
+            offset = rangeStart
+        }
+        let status = offset > 0 ? "206 Partial Content" : "200 OK"
+        var lengthHeader = route.behaviour == .endless ? "" : "Content-Length: \(length - offset)\r\n"
+        if offset > 0 { lengthHeader += "Content-Range: bytes \(offset)-\(length - 1)/\(length)\r\n" }
+        if let etag = route.etag { lengthHeader += "ETag: \(etag)\r\n" }
+        if route.ranges { lengthHeader += "Accept-Ranges: bytes\r\n" }
         let head =
-            "HTTP/1.1 200 OK\r\n\(lengthHeader)Last-Modified: \(route.lastModified)\r\n"
+            "HTTP/1.1 \(status)\r\n\(lengthHeader)Last-Modified: \(route.lastModified)\r\n"
             + "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
         guard send(client, Array(head.utf8)), method != "HEAD" else { return }
         switch route.behaviour {
@@ -196,7 +225,8 @@ public final class LoopbackHTTPServer: Sendable {
         var rate: Int?
         if case .throttled(let bytesPerSecond) = route.behaviour { rate = max(1, bytesPerSecond) }
         streamBody(
-            route.body, path: path, to: client, limit: limit, corruptFirstByte: route.behaviour == .wrongBytes, bytesPerSecond: rate)
+            route.body, path: path, to: client, from: offset, limit: limit, corruptFirstByte: route.behaviour == .wrongBytes,
+            bytesPerSecond: rate)
         if limit != Int64.max { shutdown(client, Int32(SHUT_RDWR)) }
     }
 
@@ -210,7 +240,7 @@ public final class LoopbackHTTPServer: Sendable {
     }
 
     private func streamBody(
-        _ body: Body, path: String, to client: Int32, limit: Int64, corruptFirstByte: Bool, bytesPerSecond: Int?
+        _ body: Body, path: String, to client: Int32, from start: Int64, limit: Int64, corruptFirstByte: Bool, bytesPerSecond: Int?
     ) {
         var sent: Int64 = 0
         var first = corruptFirstByte
@@ -245,7 +275,7 @@ public final class LoopbackHTTPServer: Sendable {
         }
         switch body {
         case .data(let data):
-            var offset = 0
+            var offset = Int(start)
             while offset < data.count {
                 let end = min(data.count, offset + (1 << 20))
                 if !emit([UInt8](data[data.startIndex + offset..<data.startIndex + end])) { return }
@@ -255,6 +285,7 @@ public final class LoopbackHTTPServer: Sendable {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { return }
             defer { close(fd) }
+            guard lseek(fd, off_t(start), SEEK_SET) == off_t(start) else { return }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             while true {
                 let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -297,8 +328,9 @@ public final class LoopbackHTTPServer: Sendable {
         _ = send(client, Array(head.utf8) + bytes)
     }
 
-    /// Reads up to the blank line; returns the method and the path (query removed).
-    private func readRequestHead(_ client: Int32) -> (String, String)? {
+    /// Reads up to the blank line; returns the method, the path (query removed) and the headers
+    /// (names in lower case).
+    private func readRequestHead(_ client: Int32) -> (String, String, [String: String])? {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         let end = Array("\r\n\r\n".utf8)
@@ -315,7 +347,12 @@ public final class LoopbackHTTPServer: Sendable {
         let words = line.split(separator: " ")
         guard words.count >= 2 else { return nil }
         let path = words[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? String(words[1])
-        return (String(words[0]), path)
+        var headers: [String: String] = [:]
+        for field in text.split(separator: "\r\n").dropFirst() {
+            guard let colon = field.firstIndex(of: ":") else { continue }
+            headers[field[..<colon].lowercased()] = field[field.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return (String(words[0]), path, headers)
     }
 
     /// Sends all of `bytes`; false when the peer is gone. MSG_NOSIGNAL: a client that hung up must

@@ -37,6 +37,40 @@ public struct RemoteImage: Sendable, Equatable {
     public let lastModified: Date?
 }
 
+/// Where an interrupted download picks up: the bytes already held, and the validator the server
+/// sent with them (a strong ETag, else Last-Modified), which the server must still match.
+public struct FetchResume: Sendable, Equatable {
+    /// Bytes of the body already held.
+    public let offset: Int64
+    /// Sent back as `If-Range`.
+    public let validator: String
+
+    public init(offset: Int64, validator: String) {
+        self.offset = offset
+        self.validator = validator
+    }
+}
+
+/// A `Content-Range: bytes START-END/TOTAL` header; nil for any other form (`*` totals included:
+/// without a total a short body could not be told from a whole one).
+struct ContentRange: Equatable {
+    let start: Int64
+    let end: Int64
+    let total: Int64
+
+    init?(_ text: String) {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("bytes ") else { return nil }
+        let parts = trimmed.dropFirst(6).split(separator: "/", maxSplits: 1)
+        guard parts.count == 2, let total = Int64(parts[1]) else { return nil }
+        let bounds = parts[0].split(separator: "-", maxSplits: 1)
+        guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), start >= 0, start <= end, end < total else { return nil }
+        self.start = start
+        self.end = end
+        self.total = total
+    }
+}
+
 /// A finished download.
 public struct FetchResult: Sendable, Equatable {
     /// The URL asked for.
@@ -143,8 +177,8 @@ public struct HTTPFetcher: Sendable {
     /// retrying transient failures, within the deadline.
     public func head(_ url: String) async throws -> RemoteImage {
         try await watched(url) { watch in
-            try await withRetries(url: url, watch: watch, restart: {}) { _ in
-                let hop = try await open(url, method: .HEAD, watch: watch)
+            try await withRetries(url: url, watch: watch) { _ in
+                let hop = try await open(url, method: .HEAD, watch: watch, from: nil)
                 await hop.close(watch)
                 let headers = hop.response.headers
                 return RemoteImage(
@@ -160,31 +194,50 @@ public struct HTTPFetcher: Sendable {
     /// hashing it with sha512 on the way and reporting `progress` at most every 1 % or 1 s.
     ///
     /// A transient failure (connection refused, reset or dropped mid-body, a timeout, a 5xx) is
-    /// retried after 0.5 s, 1 s, 2 s ... up to ``Configuration/retries`` times. Since `sink` has
-    /// already received part of the body by then, `restart` is called before each retry: the caller
-    /// truncates whatever it wrote. An error thrown by `sink` or `restart` (a full disk, say) ends
-    /// the fetch at once, unchanged, without retries. A missed limit (deadline, rate, size) ends it
-    /// too, with its own ``FetchError``.
+    /// retried after 0.5 s, 1 s, 2 s ... up to ``Configuration/retries`` times. A retry after part of
+    /// the body arrived asks for the rest only (`Range`, with `If-Range` carrying the validator the
+    /// server sent: a strong ETag, else Last-Modified), so a drop costs what was lost, not the whole
+    /// download. When the server sends the whole body instead (it changed, or it ignores ranges),
+    /// `restart` runs first and the caller truncates what it wrote. An error thrown by `sink`,
+    /// `restart` or `validated` (a full disk, say) ends the fetch at once, unchanged, without
+    /// retries. A missed limit (deadline, rate, size) ends it too, with its own ``FetchError``.
     ///
     /// - Parameters:
     ///   - expectedSHA512: when given (hex, either case), a body with another hash fails with
     ///     ``FetchError/checksumMismatch(url:expected:actual:)``, which is not retried.
     ///   - hashing: false when the sink hashes the bytes itself (a ``BlobIngest`` does), so that each
     ///     byte is hashed once; an expected sha512 turns hashing on again.
+    ///   - resuming: the bytes the sink already holds from an earlier, interrupted download of
+    ///     `url` (by a process that died, say) and their validator: only the rest is asked for.
+    ///     Ignored when this fetch hashes (it never saw those bytes).
+    ///   - validated: told the validator of each response whose body the sink receives, before a
+    ///     byte of it, so that a caller can record where a later process could resume.
     /// - Returns: the size, the sha512 and the headers of the successful attempt.
     public func fetch(
-        _ url: String, expectedSHA512: String? = nil, hashing: Bool = true, progress: @Sendable (FetchProgress) -> Void = { _ in },
+        _ url: String, expectedSHA512: String? = nil, hashing: Bool = true, resuming: FetchResume? = nil,
+        progress: @Sendable (FetchProgress) -> Void = { _ in }, validated: (String?) throws -> Void = { _ in },
         restart: () throws -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
-        try await watched(url) { watch in
-            try await withRetries(url: url, watch: watch, restart: restart) { attempt in
+        let hashing = hashing || expectedSHA512 != nil
+        var body = BodyState(held: 0, validator: nil)
+        if let resuming, !hashing, resuming.offset > 0 { body = BodyState(held: resuming.offset, validator: resuming.validator) }
+        return try await watched(url) { watch in
+            try await withRetries(url: url, watch: watch) { attempt in
                 watch.beginAttempt()
                 defer { watch.endAttempt() }
-                let hop = try await open(url, method: .GET, watch: watch)
+                if body.held > 0 && body.validator == nil { try body.startOver(restart) }
+                var hop: Hop
+                do {
+                    hop = try await open(url, method: .GET, watch: watch, from: body.resumePoint)
+                } catch FetchError.httpStatus(_, 416, _) where body.resumePoint != nil {
+                    // The range is past what the server has now: the whole body again.
+                    try body.startOver(restart)
+                    hop = try await open(url, method: .GET, watch: watch, from: nil)
+                }
                 do {
                     let result = try await read(
-                        hop, url: url, attempt: attempt, watch: watch, expectedSHA512: expectedSHA512,
-                        hashing: hashing || expectedSHA512 != nil, progress: progress, into: sink)
+                        hop, url: url, attempt: attempt, watch: watch, body: &body, expectedSHA512: expectedSHA512,
+                        hashing: hashing, progress: progress, validated: validated, restart: restart, into: sink)
                     await hop.close(watch)
                     return result
                 } catch {
@@ -195,37 +248,73 @@ public struct HTTPFetcher: Sendable {
         }
     }
 
-    /// Streams one response's body to `sink`, hashing it, and checks its length and hash.
+    /// What the sink holds of the body across attempts, the hash of those bytes, and the
+    /// validator that names the representation they came from.
+    private struct BodyState {
+        var held: Int64
+        var validator: String?
+        var hasher = SHA512()
+
+        /// Where the next request may start: after what is held, while a validator vouches for it.
+        var resumePoint: FetchResume? {
+            guard held > 0, let validator else { return nil }
+            return FetchResume(offset: held, validator: validator)
+        }
+
+        /// Drops what is held (the caller truncates in `restart`).
+        mutating func startOver(_ restart: () throws -> Void) throws {
+            do { try restart() } catch { throw CallerFailure(underlying: error) }
+            held = 0
+            validator = nil
+            hasher = SHA512()
+        }
+    }
+
+    /// Streams one response's body to `sink`, after what `body` holds when the server answered a
+    /// range, hashing it, and checks its length and hash.
     private func read(
-        _ hop: Hop, url: String, attempt: Int, watch: TransferWatch, expectedSHA512: String?, hashing: Bool,
-        progress: @Sendable (FetchProgress) -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
+        _ hop: Hop, url: String, attempt: Int, watch: TransferWatch, body: inout BodyState, expectedSHA512: String?, hashing: Bool,
+        progress: @Sendable (FetchProgress) -> Void, validated: (String?) throws -> Void, restart: () throws -> Void,
+        into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
         let headers = hop.response.headers
-        let total = contentLength(headers)
+        var total = contentLength(headers)
+        if hop.response.status.code == 206 {
+            guard let range = headers.first(name: "content-range").flatMap(ContentRange.init), range.start == body.held else {
+                // Not the rest of what is held: start over on the next attempt.
+                body.validator = nil
+                throw FetchError.transport(
+                    url: hop.url, message: "asked for bytes from \(body.held), the server sent \(headers.first(name: "content-range") ?? "no Content-Range")")
+            }
+            total = range.total
+        } else if body.held > 0 {
+            // The whole body after all (the image changed, or the server ignores ranges).
+            try body.startOver(restart)
+        }
+        body.validator = Self.validator(headers)
+        do { try validated(body.validator) } catch { throw CallerFailure(underlying: error) }
         let limit = configuration.maxBytes
         // Before a byte of the body is read: a server announcing too much is not believed to be
         // lying about it.
         if let total, total > limit {
             throw FetchError.tooLarge(url: hop.url, bytes: total, limit: limit, announced: true)
         }
-        var hasher = SHA512()
-        var received: Int64 = 0
         var reporter = ProgressReporter(total: total)
         do {
             for try await buffer in hop.response.body {
                 let count = Int64(buffer.readableBytes)
                 // Not one byte past the cap reaches the sink, whatever Content-Length said (or
                 // whether it was sent at all).
-                guard count <= limit - received else {
+                guard count <= limit - body.held else {
                     throw FetchError.tooLarge(url: hop.url, bytes: limit, limit: limit, announced: false)
                 }
                 try buffer.withUnsafeReadableBytes { bytes in
-                    if hashing { hasher.update(bufferPointer: bytes) }
+                    if hashing { body.hasher.update(bufferPointer: bytes) }
                     do { try sink(bytes) } catch { throw CallerFailure(underlying: error) }
                 }
-                received += count
+                body.held += count
                 watch.received(count)
-                if let report = reporter.next(received) { progress(report) }
+                if let report = reporter.next(body.held) { progress(report) }
             }
             // A read ended by the watcher may end like a normal end of body: the verdict decides.
             try watch.checkLimits()
@@ -233,20 +322,27 @@ public struct HTTPFetcher: Sendable {
         } catch let failure as CallerFailure {
             throw failure
         } catch {
-            throw transportError(error, url: url, watch: watch, during: "reading the body after \(received) bytes")
+            throw transportError(error, url: url, watch: watch, during: "reading the body after \(body.held) bytes")
         }
-        if let total, received < total {
-            throw FetchError.shortBody(url: url, received: received, expected: total)
+        if let total, body.held < total {
+            throw FetchError.shortBody(url: url, received: body.held, expected: total)
         }
-        progress(FetchProgress(bytes: received, total: total))
-        let digest = hashing ? hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
+        progress(FetchProgress(bytes: body.held, total: total))
+        let digest = hashing ? body.hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
         if let expected = expectedSHA512, let digest, expected.lowercased() != digest {
             throw FetchError.checksumMismatch(url: url, expected: expected.lowercased(), actual: digest)
         }
         return FetchResult(
-            url: url, finalURL: hop.url, size: received, sha512: digest,
+            url: url, finalURL: hop.url, size: body.held, sha512: digest,
             lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate),
             contentLength: total, attempts: attempt)
+    }
+
+    /// What `If-Range` may carry for this response: a strong ETag (a weak one may not be used),
+    /// else Last-Modified as sent; nil when the server sent neither, and a retry starts over.
+    static func validator(_ headers: HTTPHeaders) -> String? {
+        if let etag = headers.first(name: "etag"), !etag.hasPrefix("W/"), !etag.isEmpty { return etag }
+        return headers.first(name: "last-modified")
     }
 
     /// Downloads `url` into the file `path`: written as `<path>.partial`, truncated before each
@@ -303,9 +399,9 @@ public struct HTTPFetcher: Sendable {
     }
 
     /// Runs `attempt` until it succeeds, fails permanently, or has failed transiently
-    /// `configuration.retries + 1` times; `restart` runs before each retry.
+    /// `configuration.retries + 1` times.
     private func withRetries<T>(
-        url: String, watch: TransferWatch, restart: () throws -> Void, _ attempt: (Int) async throws -> T
+        url: String, watch: TransferWatch, _ attempt: (Int) async throws -> T
     ) async throws -> T {
         var delay = configuration.firstRetryDelay
         var number = 1
@@ -326,7 +422,6 @@ public struct HTTPFetcher: Sendable {
                 // Never past the deadline: the watcher cannot interrupt this sleep.
                 try await Task.sleep(for: min(delay, watch.remaining))
                 try watch.checkLimits()
-                try restart()
                 delay *= 2
                 number += 1
             }
@@ -351,7 +446,9 @@ public struct HTTPFetcher: Sendable {
 
     /// Sends `method` to `url`, following redirects (each hop's destination checked before it is
     /// connected to), and returns the final 2xx response. Non-2xx statuses become ``FetchError``s.
-    private func open(_ url: String, method: HTTPMethod, watch: TransferWatch) async throws -> Hop {
+    /// With `from`, asks for the body from its offset on, if the representation is still the one
+    /// its validator names.
+    private func open(_ url: String, method: HTTPMethod, watch: TransferWatch, from resume: FetchResume?) async throws -> Hop {
         var current = url
         for _ in 0...configuration.maxRedirects {
             let target = try Target(current)
@@ -368,6 +465,10 @@ public struct HTTPFetcher: Sendable {
                 var request = HTTPClientRequest(url: current)
                 request.method = method
                 request.headers.add(name: "User-Agent", value: "sfnode")
+                if let resume {
+                    request.headers.add(name: "Range", value: "bytes=\(resume.offset)-")
+                    request.headers.add(name: "If-Range", value: resume.validator)
+                }
                 response = try await client.execute(request, timeout: timeAmount(max(watch.remaining, .milliseconds(1))))
             } catch {
                 watch.detach(client)

@@ -1,0 +1,78 @@
+import Crypto
+import Foundation
+import SFSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a download into a blob stands, written beside the blob's partial file as
+/// `fetch-<key>.json`, so that a process that starts after one died mid-download resumes it rather
+/// than starting from byte 0 (an image of gigabytes, killed repeatedly, would otherwise never arrive).
+public struct FetchCheckpoint: Codable, Sendable, Equatable {
+    /// The URL being downloaded.
+    public var url: String
+    /// The blob whose partial file holds the bytes so far.
+    public var blob: UUID
+    /// The validator the server sent with them (``FetchResume/validator``); nil when it sent none,
+    /// and then nothing can be resumed.
+    public var validator: String?
+}
+
+extension BlobStore {
+    /// The checkpoint file of downloads named `key` (one at a time per key: an artifact's fetch).
+    func checkpointPath(key: String) -> String { directory + "/fetch-\(key).json" }
+
+    /// Where to write a download of `url` named `key`: the partial blob a dead process left for it,
+    /// with the point to resume from, when its checkpoint names this URL and a validator and its
+    /// partial file is still there (``sweep()`` removes both once abandoned); else a new ingest. The
+    /// bytes already held are hashed again here (the hash state died with the process), off the
+    /// cooperative pool.
+    public func beginResumableIngest(key: String, url: String) async throws -> (BlobIngest, FetchResume?) {
+        try ensureDirectory()
+        let path = checkpointPath(key: key)
+        if let data = FileManager.default.contents(atPath: path), let checkpoint = try? JSONDecoder().decode(FetchCheckpoint.self, from: data),
+            checkpoint.url == url, let validator = checkpoint.validator
+        {
+            let partial = partialPath(of: checkpoint.blob)
+            let resumed = try await runBlocking { () throws -> (Int32, SHA512, Int64)? in
+                let fd = open(partial, O_RDWR | O_APPEND | O_CLOEXEC)
+                guard fd >= 0 else { return nil }
+                var hasher = SHA512()
+                var total: Int64 = 0
+                var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(total)) }
+                    if count < 0 {
+                        if errno == EINTR { continue }
+                        close(fd)
+                        return nil
+                    }
+                    if count == 0 { break }
+                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                    total += Int64(count)
+                }
+                return (fd, hasher, total)
+            }
+            if let (fd, hasher, held) = resumed, held > 0 {
+                let ingest = BlobIngest(
+                    store: self, uuid: checkpoint.blob, partialPath: partial, expectedSHA512: nil, fd: fd, hasher: hasher, written: held)
+                return (ingest, FetchResume(offset: held, validator: validator))
+            }
+            if let (fd, _, _) = resumed { close(fd) }
+        }
+        return (try beginIngest(), nil)
+    }
+
+    /// Records that the download named `key` writes `url` into `blob`'s partial file, under
+    /// `validator`; replaced whole (a crash leaves the old checkpoint or the new one).
+    public func recordCheckpoint(key: String, url: String, blob: UUID, validator: String?) throws {
+        let data = try JSONEncoder().encode(FetchCheckpoint(url: url, blob: blob, validator: validator))
+        try AtomicFile.write(data, to: checkpointPath(key: key), mode: 0o600)
+    }
+
+    /// Forgets the download named `key`: it finished, or failed in a way that must start over.
+    public func clearCheckpoint(key: String) {
+        unlink(checkpointPath(key: key))
+    }
+}
