@@ -68,7 +68,9 @@ struct SnapshotJobs: Sendable {
         var pending: [SnapshotTarget] = []
         for target in plan.targets {
             let sourceURL = "sf://instance/\(instance.uuid.lowercasedString)/\(target.device)"
-            guard disks.contains(where: { $0.index == target.diskIndex && $0.device == target.device && !$0.snapshotIgnores }) else {
+            if target.isNVRAM {
+                guard instance.config.uefi else { throw JobError.refusal("instance \(instance.uuid) boots without UEFI: it has no NVRAM to snapshot") }
+            } else if !disks.contains(where: { $0.index == target.diskIndex && $0.device == target.device && !$0.snapshotIgnores }) {
                 throw JobError.refusal("instance \(instance.uuid) has no disk \(target.device) at position \(target.diskIndex) to snapshot")
             }
             let artifact = try await records.artifact(uuid: target.artifactUUID)
@@ -152,8 +154,9 @@ struct SnapshotJobs: Sendable {
     /// or with `thin` on the disk's base as its backing file. `-U`: the running domain holds the
     /// disk's lock, and the guest is paused, so the read is consistent.
     private func convert(_ target: SnapshotTarget, directory: String, thin: Bool, instance: UUID, _ images: ImageResolver) async throws -> Copy {
-        let disk = "\(directory)/disk\(target.diskIndex).qcow2"
         let output = "\(directory)/snapshot-\(target.blobUUID.lowercasedString).partial"
+        if target.isNVRAM { return try await copyVariables(to: output, target, instance: instance) }
+        let disk = "\(directory)/disk\(target.diskIndex).qcow2"
         var base: (blob: UUID, path: String)?
         if thin { base = try await backing(of: disk, instance: instance, images) }
         let timeLimit = (context.instances as? InstanceRealizer)?.qemuImgTimeLimit ?? ImageLimits().qemuImgTimeLimit
@@ -180,6 +183,19 @@ struct SnapshotJobs: Sendable {
             }
         }
         return Copy(target: target, path: output, base: base?.blob)
+    }
+
+    /// The instance's firmware variables (a raw flash image, read while the guest is paused) copied
+    /// to `output`; an instance that has not started yet has none.
+    private func copyVariables(to output: String, _ target: SnapshotTarget, instance: UUID) async throws -> Copy {
+        let variables = InstanceFiles(storagePath: context.instances.storagePath).firmwareVariables(of: instance)
+        try await runBlocking {
+            guard let data = FileManager.default.contents(atPath: variables) else {
+                throw ControlError.notFound("instance \(instance) has no NVRAM file \(variables) on this node (it has not started yet)")
+            }
+            try AtomicFile.write(data, to: output, mode: 0o600)
+        }
+        return Copy(target: target, path: output, base: nil)
     }
 
     /// The blob the disk's backing file is the cached base of, and that file; nil for a blank disk.
@@ -222,8 +238,8 @@ struct SnapshotJobs: Sendable {
             ingest.abandon()
             throw error
         }
-        var info: [String: JSONValue] = ["mime-type": .string("application/x-qemu-disk")]
-        if copy.base == nil, let inspected = try? await ImageInspector(logger: context.logger).inspect(ingest.partialPath, allowRaw: false) {
+        var info: [String: JSONValue] = ["mime-type": .string(copy.target.isNVRAM ? "application/octet-stream" : "application/x-qemu-disk")]
+        if copy.base == nil, !copy.target.isNVRAM, let inspected = try? await ImageInspector(logger: context.logger).inspect(ingest.partialPath, allowRaw: false) {
             info = ImageResolver.blobInfo(inspected)
         }
         let blob = try await ingest.finish(info: info)

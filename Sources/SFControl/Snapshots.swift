@@ -34,8 +34,12 @@ public struct SnapshotRequest: Sendable, Equatable {
 
 /// Where one disk's copy goes: its snapshot artifact and the blob UUID handed out before the data exists.
 public struct SnapshotTarget: Sendable, Equatable {
+    /// Shaken Fist's pseudo-device for a UEFI instance's firmware variables, copied with `all`; its
+    /// blob can be another instance's `nvram_template`.
+    public static let nvramDevice = "nvram"
+
     public let device: String
-    /// The disk's position in the instance's `disk_spec`.
+    /// The disk's position in the instance's `disk_spec`; -1 for ``nvramDevice``.
     public let diskIndex: Int
     public let artifactUUID: UUID
     public let blobUUID: UUID
@@ -49,6 +53,9 @@ public struct SnapshotTarget: Sendable, Equatable {
         self.blobUUID = blobUUID
         self.sourceURL = sourceURL
     }
+
+    /// Whether this copies the firmware variables rather than a disk.
+    public var isNVRAM: Bool { device == Self.nvramDevice }
 }
 
 /// What an `instance.snapshot` job copies: its payload's `snapshot` member.
@@ -97,8 +104,11 @@ public struct SnapshotPlan: Sendable, Equatable {
             guard let device = disk["device"]?.stringValue, (1...16).contains(device.utf8.count),
                 device.unicodeScalars.allSatisfy({ $0.isASCII && CharacterSet.alphanumerics.contains($0) })
             else { throw .invalid("\"snapshot.disks[\(position)].device\" must be a device name such as vda") }
-            guard let index = disk["disk_index"]?.integerValue, (0..<InstanceLimits.disks.upperBound).contains(index) else {
-                throw .invalid("\"snapshot.disks[\(position)].disk_index\" must be an integer from 0 to \(InstanceLimits.disks.upperBound - 1)")
+            guard let index = disk["disk_index"]?.integerValue,
+                (0..<InstanceLimits.disks.upperBound).contains(index) || (index == -1 && device == SnapshotTarget.nvramDevice)
+            else {
+                throw .invalid(
+                    "\"snapshot.disks[\(position)].disk_index\" must be an integer from 0 to \(InstanceLimits.disks.upperBound - 1) (-1 for nvram)")
             }
             guard let sourceURL = disk["source_url"]?.stringValue, sourceURL.utf8.count <= 256 else {
                 throw .invalid("\"snapshot.disks[\(position)].source_url\" must be a string")
@@ -183,16 +193,23 @@ extension Control {
             // Disk 0 only: a CD-ROM as disk 0 snapshots nothing, as in Shaken Fist.
             chosen = candidates.filter { $0.index == 0 }
         }
-        guard !chosen.isEmpty else { return QueuedSnapshot(instance: instance, plan: SnapshotPlan(thin: request.thin, targets: []), jobID: nil) }
+        // With every disk, a UEFI instance's firmware variables too, as Shaken Fist's `nvram`.
+        let nvram = request.all && request.device == nil && instance.config.uefi
+        guard !chosen.isEmpty || nvram else {
+            return QueuedSnapshot(instance: instance, plan: SnapshotPlan(thin: request.thin, targets: []), jobID: nil)
+        }
         guard let node = instance.node else { throw ControlError.conflict("instance \(uuid) is placed on no node; there is no disk to copy") }
         if instance.namespace != Namespace.system {
-            try await checkBlobBytes(namespace: instance.namespace, adding: try await largestCopy(of: chosen, instance: instance))
+            let nvramBytes = nvram ? InstanceLimits.nvramTemplateBytes : 0
+            let disksBytes = try await largestCopy(of: chosen, instance: instance)
+            try await checkBlobBytes(namespace: instance.namespace, adding: disksBytes.addingReportingOverflow(nvramBytes).overflow ? .max : disksBytes + nvramBytes)
         }
         let records = try blobRecords()
         let order = try JobOrder(.instanceSnapshot, .instance(instance.uuid), requestID: requestID)
         return try await controlled {
             var targets: [SnapshotTarget] = []
-            for disk in chosen {
+            let devices = chosen.map { (device: $0.device, index: $0.index) } + (nvram ? [(device: SnapshotTarget.nvramDevice, index: -1)] : [])
+            for disk in devices {
                 let sourceURL = "sf://instance/\(uuid)/\(disk.device)"
                 let artifact = try await Self.findOrCreate(
                     Artifact(type: .snapshot, name: "\(uuid)/\(disk.device)", sourceURL: sourceURL, namespace: instance.namespace, maxVersions: maxVersions),

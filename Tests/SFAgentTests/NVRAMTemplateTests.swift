@@ -15,7 +15,7 @@ struct NVRAMTemplateTests {
     static let enrolledVariables = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
     static let enrolledKey = Data("Microsoft Corporation KEK CA 2011".utf8)
 
-    @Test func aUEFIGuestStartsFromItsTemplateBlobAndATemplateOfAnotherSizeIsRefusedByName() async throws {
+    @Test func aUEFIGuestStartsFromItsTemplateBlobItsSnapshotCarriesTheNVRAMAndATemplateOfAnotherSizeIsRefused() async throws {
         try #require(FileManager.default.fileExists(atPath: TestGuest.baseImage), "no \(TestGuest.baseImage): run scripts/build-test-image")
         let enrolled = try Data(contentsOf: URL(fileURLWithPath: Self.enrolledVariables))
         #expect(enrolled.range(of: Self.enrolledKey) != nil)
@@ -47,6 +47,20 @@ struct NVRAMTemplateTests {
             // Held by the instance, so the blob is not deleted under it.
             let holders = try await lab.store.references(to: template.uuid)
             #expect(holders.contains { UUID(uuidString: $0.holderUUID) == guest.uuid && $0.relationship == .nvramTemplate }, "\(holders)")
+
+            // Snapshot with every disk: the firmware variables come too (Shaken Fist's `nvram`
+            // pseudo-device), and that blob is the template of the next guest.
+            let control = Control(store: lab.store, settings: ControlSettings(), logger: lab.logger)
+            let queued = try await control.snapshotInstance(guest.uuid.lowercasedString, request: SnapshotRequest(all: true))
+            #expect(queued.plan.targets.map(\.device) == ["vda", "nvram"])
+            while try await runner.runOne() {}
+            #expect(try await lab.store.job(id: try #require(queued.jobID)).state == .succeeded)
+            let nvram = try #require(queued.plan.targets.first { $0.isNVRAM })
+            let copied = try Data(contentsOf: URL(fileURLWithPath: resolver.blobs.path(of: nvram.blobUUID)))
+            #expect(copied.count == enrolled.count && copied.range(of: Self.enrolledKey) != nil)
+            let clone = try await uefiInstance("clone", template: try await lab.store.blob(uuid: nvram.blobUUID))
+            let (cloned, _) = try await lab.runCreate(clone, with: runner)
+            #expect(cloned.state == .succeeded, "\(cloned.lastError ?? "")")
 
             // A store of another firmware build would not boot: the job says so and makes no domain.
             let odd = try await uefiInstance("odd", template: try await blob(Data(repeating: 0xff, count: 131_072)))
