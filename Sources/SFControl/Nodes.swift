@@ -81,7 +81,8 @@ extension Control {
     /// `deleted`, and takes no more instances or jobs; the jobs queued for it fail; its instances
     /// that were made or being made are deleted with their interfaces, which frees their addresses,
     /// MACs and floating addresses, and their networks are refreshed on the network node so DHCP,
-    /// DNS and NAT stop serving them. Instances in an error state stay for the operator, as in
+    /// DNS and NAT stop serving them; they hold no blobs any more, and the node is no blob's
+    /// location. Instances in an error state stay for the operator, as in
     /// Shaken Fist. Running it again changes nothing more.
     @discardableResult public func deleteNode(named name: String, requestID: String? = nil) async throws -> Node {
         let node = try await controlled {
@@ -92,6 +93,7 @@ extension Control {
             }
         }
         let gone: [InstanceState] = [.initial, .preflight, .creating, .created]
+        let records = try blobRecords()
         var touched = Set<UUID>()
         try await controlled {
             for instance in try await store.instances(node: name) where gone.contains(instance.state) {
@@ -101,6 +103,10 @@ extension Control {
                     try await store.setInterfaceState(uuid: interface.uuid, to: .deleted)
                 }
                 try await store.setInstanceState(uuid: instance.uuid, to: .deleted)
+                // Its disks no longer hold their images (the node that had them is gone).
+                for reference in try await records.references(holderType: "instance", holderUUID: instance.uuid.uuidString) {
+                    try await records.removeReference(reference)
+                }
                 try await store.record(
                     Event(objectType: "instance", objectUUID: uuid, type: .audit, fqdn: name,
                           message: "instance deleted with its node \(name)", extra: requestID.map { ["request-id": .string($0)] }))
@@ -113,6 +119,10 @@ extension Control {
                 jobs.append(job)
             }
             if !jobs.isEmpty { _ = try await store.enqueue(jobs) }
+            // What was on the node is not anywhere any more, as Shaken Fist drops it from blob locations.
+            for blob in try await records.blobs() where blob.locations.contains(name) {
+                try await records.removeBlobLocation(uuid: blob.uuid, node: name)
+            }
             try await store.record(
                 Event(objectType: "node", objectUUID: name, type: .audit, fqdn: name,
                       message: "node deleted", extra: requestID.map { ["request-id": .string($0)] }))

@@ -98,12 +98,20 @@ struct ParityTests {
                 return
             }
 
+            // An image on the node, which the instance's disk holds (as its agent would have recorded).
+            let image = try #require(try await api.uploadArtifact("img", content: "image bytes", token: admin)["blob_uuid"]?.stringValue.flatMap(UUID.init(uuidString:)))
+            #expect(try await fixture.store.blob(uuid: image).locations == ["hv1"])
+            try await fixture.store.addReference(
+                BlobReference(blobUUID: image, holderType: "instance", holderUUID: try #require(UUID(uuidString: instance)), relationship: .disk))
+
             #expect(try await api.send(.delete, "/nodes/hv1", token: try await api.tenant("t", admin: admin)).status == .unauthorized)
             #expect(try await api.send(.delete, "/nodes/nowhere", token: admin).status == .notFound)
             let deleted = try await api.send(.delete, "/nodes/hv1", token: admin)
             #expect(deleted.status == .ok && deleted["state"] == "deleted" && deleted["name"] == "hv1", "\(deleted.text)")
             #expect(try await api.send(.get, "/instances/\(instance)", token: admin)["state"] == "deleted")
             #expect(try await api.send(.get, "/instances/\(broken)", token: admin)["state"] == "error")
+            #expect(try await fixture.store.blob(uuid: image).locations.isEmpty)
+            #expect(try await fixture.store.references(to: image).allSatisfy { $0.holderType != "instance" })
             let addresses = try await fixture.store.allocatedIPv4(networkUUID: try #require(UUID(uuidString: network)))
             #expect(!addresses.keys.map(\.description).contains(address), "\(addresses)")
             // Its create jobs will never run there: failed, saying why; the network node refreshes the network.
