@@ -30,8 +30,11 @@ struct APIFixture {
         settings.powerWait = .milliseconds(200)
         control = Control(store: store, settings: settings, logger: logger)
         configuration = APIConfiguration(tokenLifetime: tokenLifetime, limits: limits)
+        // No agent checks in here: a check-in an hour ahead keeps hv1 live however long a test runs
+        // on a loaded machine (past SFNODE_NODE_MISSING_SECONDS it would be missing and placed nothing).
         try await store.saveNode(
-            Node(name: "hv1", roles: [.hypervisor, .networkNode], lastSeen: Date(), capacity: NodeCapacity(cpus: 4, memoryMiB: 8192, diskGiB: 100)))
+            Node(name: "hv1", roles: [.hypervisor, .networkNode], lastSeen: Date(timeIntervalSinceNow: 3600),
+                 capacity: NodeCapacity(cpus: 4, memoryMiB: 8192, diskGiB: 100)))
         try await store.createNamespace("system")
         try await control.addKey(namespace: "system", name: "test", secret: Self.adminKey, hasher: Authenticator.hash)
     }

@@ -39,7 +39,7 @@ struct OwnershipTests {
             #expect(try await api.send(.delete, "/instances", token: admin, body: ["confirm": true, "namespace": "nowhere"]).status == .notFound)
             #expect(try await api.send(.delete, "/auth/namespaces/ci", token: admin).status == .ok, "its artifact goes with it")
             #expect(try await api.send(.get, "/artifacts/\(artifactUUID)", token: admin)["state"] == "deleted")
-            let unsupported = try await api.send(.delete, "/nodes/hv1", token: admin)
+            let unsupported = try await api.send(.post, "/instances/\(UUID().uuidString)/interfaces", token: admin)
             #expect(unsupported.status == .badRequest && unsupported.text.contains("not supported by sfnode"), "\(unsupported.text)")
         }
         let mode = try FileManager.default.attributesOfItem(atPath: fixture.store.path)[.posixPermissions] as? Int
