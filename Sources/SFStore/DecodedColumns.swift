@@ -28,12 +28,13 @@ final class DecodedColumns: Sendable {
     static let longestKept = 4096
 
     /// A JSON column's `text` decoded as `type` through ``shared``; a failure is
-    /// ``StoreError/corrupt(_:)`` naming `what` (the table and column).
-    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: String) throws -> T {
+    /// ``StoreError/corrupt(_:)`` naming `what` (the table and column), spelled only then: a list
+    /// reads thousands of JSON columns.
+    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: @autoclosure () -> String) throws -> T {
         do {
             return try shared.value(type, text)
         } catch {
-            throw StoreError.corrupt("\(what): \(error)")
+            throw StoreError.corrupt("\(what()): \(error)")
         }
     }
 

@@ -8,8 +8,8 @@ import SFSystem
 extension SQLiteStore {
     static func jsonText<T: Encodable>(_ value: T) throws -> String { try StoredJSON.text(value) }
 
-    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: String) throws -> T {
-        try DecodedColumns.jsonValue(type, text, what)
+    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: @autoclosure () -> String) throws -> T {
+        try DecodedColumns.jsonValue(type, text, what())
     }
 
     static func fetchNetwork(_ db: Database, _ uuid: UUID) throws -> Network {
