@@ -64,9 +64,9 @@ extension SQLiteStore {
     /// One object's metadata inside the caller's read.
     static func metadata(_ db: Database, _ objectType: String, _ objectUUID: String) throws -> [String: JSONValue] {
         var result: [String: JSONValue] = [:]
+        // Key and value only: the object is the one asked for (two strings fewer per key on a GET).
         try eachRow(db, MetadataTable.self, MetadataTable.selectOfObject, [objectType, objectUUID]) { row in
-            let item = try MetadataTable.decode(row)
-            result[item.key] = item.value
+            result[try row.requiredText(.key)] = try row.requiredJSON(JSONValue.self, .value)
         }
         return result
     }
