@@ -130,6 +130,11 @@ let package = Package(
             path: "Benchmarks/ImageBenchmark"),
 
         .executableTarget(
+            name: "StoreBenchmark",
+            dependencies: ["SFSystem", "SFStore"],
+            path: "Benchmarks/StoreBenchmark"),
+
+        .executableTarget(
             name: "APIBenchmark",
             dependencies: [
                 "SFSystem", "SFStore", "SFControl", "SFLibvirt", "SFTestSupport", .product(name: "Logging", package: "swift-log"),

@@ -27,6 +27,17 @@ final class DecodedColumns: Sendable {
     /// Longer texts (a large metadata value, say) are decoded each time rather than kept.
     static let longestKept = 4096
 
+    /// A JSON column's `text` decoded as `type` through ``shared``; a failure is
+    /// ``StoreError/corrupt(_:)`` naming `what` (the table and column), spelled only then: a list
+    /// reads thousands of JSON columns.
+    static func jsonValue<T: Decodable & Sendable>(_ type: T.Type, _ text: String, _ what: @autoclosure () -> String) throws -> T {
+        do {
+            return try shared.value(type, text)
+        } catch {
+            throw StoreError.corrupt("\(what()): \(error)")
+        }
+    }
+
     /// `text` decoded as `type`, from memory when it was decoded before.
     func value<T: Decodable & Sendable>(_ type: T.Type, _ text: String) throws -> T {
         let key = Key(type: ObjectIdentifier(type), text: text)

@@ -41,9 +41,7 @@ extension SQLiteStore {
             {
                 throw StoreError.addressUnavailable("\(requested) in \(pool) is taken by \(holder)")
             }
-            try db.execute(
-                sql: "INSERT INTO ipv4_allocation (network_uuid, address, owner) VALUES (?, ?, ?)",
-                arguments: [id, Int64(requested.value), owner])
+            try execute(db, IPv4AllocationTable.insert(networkUUID: network.uuid, address: requested, owner: owner))
             return requested
         }
         guard let range = usableHosts(network.netblock) else { throw StoreError.addressesExhausted(pool: pool) }
@@ -52,9 +50,7 @@ extension SQLiteStore {
         guard let free = range.first(where: { !taken.contains(Int64($0)) }) else {
             throw StoreError.addressesExhausted(pool: "\(pool) (\(network.netblock))")
         }
-        try db.execute(
-            sql: "INSERT INTO ipv4_allocation (network_uuid, address, owner) VALUES (?, ?, ?)",
-            arguments: [id, Int64(free), owner])
+        try execute(db, IPv4AllocationTable.insert(networkUUID: network.uuid, address: IPv4Address(free), owner: owner))
         return IPv4Address(free)
     }
 
@@ -134,15 +130,10 @@ extension SQLiteStore {
     public func allocatedIPv4(networkUUID: UUID) async throws -> [IPv4Address: String] {
         try await read { db in
             var result: [IPv4Address: String] = [:]
-            for row in try Row.fetchAll(
-                db, sql: "SELECT address, owner FROM ipv4_allocation WHERE network_uuid = ?",
-                arguments: [networkUUID.lowercasedString])
-            {
-                let address: Int64 = try row.required("address", "ipv4_allocation")
-                guard let value = UInt32(exactly: address) else {
-                    throw StoreError.corrupt("ipv4_allocation.address \(address) is not an IPv4 address")
-                }
-                result[IPv4Address(value)] = try row.required("owner", "ipv4_allocation")
+            try Self.eachRow(db, IPv4AllocationTable.self, IPv4AllocationTable.select + "WHERE network_uuid = ?", [networkUUID.lowercasedString]) {
+                row in
+                let allocation = try IPv4AllocationTable.decode(row)
+                result[allocation.address] = allocation.owner
             }
             return result
         }
@@ -213,15 +204,7 @@ extension SQLiteStore {
         let interface = Interface(
             uuid: uuid, instanceUUID: instanceUUID, networkUUID: networkUUID, macaddr: mac, ipv4: ipv4, order: order,
             model: model, floating: nil, state: .initial)
-        try db.execute(
-            sql: """
-                INSERT INTO interface (uuid, instance_uuid, network_uuid, macaddr, ipv4, "order", model, floating, state)
-                VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
-                """,
-            arguments: [
-                id, instanceUUID.lowercasedString, networkUUID.lowercasedString, mac.description, ipv4?.description, order, model,
-                interface.state.rawValue,
-            ])
+        try Self.execute(db, InterfaceTable.insert(interface))
         try self.insertEvent(
             db, Event(objectType: "interface", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         return interface
@@ -233,16 +216,15 @@ extension SQLiteStore {
 
     public func interfaces(instanceUUID: UUID) async throws -> [Interface] {
         try await read { db in
-            try Self.allRows(
-                db, Self.selectInterfacesOfInstance, [instanceUUID.lowercasedString], Self.decodeInterface)
+            try Self.allRows(db, InterfaceTable.self, InterfaceTable.selectOfInstance, [instanceUUID.lowercasedString])
         }
     }
 
     public func interfaces(networkUUID: UUID) async throws -> [Interface] {
         try await read { db in
             try Self.allRows(
-                db, Self.selectInterfaces + "WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid", [networkUUID.lowercasedString],
-                Self.decodeInterface)
+                db, InterfaceTable.self, InterfaceTable.select + "WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid",
+                [networkUUID.lowercasedString])
         }
     }
 

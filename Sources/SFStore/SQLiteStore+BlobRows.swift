@@ -26,9 +26,8 @@ extension SQLiteStore {
 
     /// Drops every reference `holderUUID` holds, with the rule for each blob.
     func dropHeldReferences(_ db: Database, holderType: String, holderUUID: String) throws {
-        let held = try Row.fetchAll(
-            db, sql: "SELECT * FROM blob_reference WHERE holder_type = ? AND holder_uuid = ?", arguments: [holderType, holderUUID]
-        ).map(Self.decodeReference)
+        let held = try Self.allRows(
+            db, BlobReferenceTable.self, BlobReferenceTable.select + "WHERE holder_type = ? AND holder_uuid = ?", [holderType, holderUUID])
         for reference in held { _ = try dropReference(db, reference) }
     }
 
@@ -55,15 +54,7 @@ extension SQLiteStore {
     }
 
     static func insertReference(_ db: Database, _ reference: BlobReference) throws {
-        try db.execute(
-            sql: """
-                INSERT INTO blob_reference (blob_uuid, holder_type, holder_uuid, relationship, created) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT DO NOTHING
-                """,
-            arguments: [
-                reference.blobUUID.lowercasedString, reference.holderType, reference.holderUUID.lowercased(),
-                reference.relationship.rawValue, Date.storableNow().timeIntervalSince1970,
-            ])
+        try execute(db, BlobReferenceTable.insert(reference, created: Date.storableNow()))
     }
 
     // MARK: - Artifact versions
@@ -103,9 +94,7 @@ extension SQLiteStore {
     }
 
     static func fetchVersions(_ db: Database, _ artifactUUID: UUID) throws -> [ArtifactVersion] {
-        try Row.fetchAll(
-            db, sql: "SELECT * FROM artifact_version WHERE artifact_uuid = ? ORDER BY \"index\"", arguments: [artifactUUID.lowercasedString]
-        ).map(decodeVersion)
+        try allRows(db, ArtifactVersionTable.self, ArtifactVersionTable.selectOfArtifact, [artifactUUID.lowercasedString])
     }
 
     // MARK: - Rows
@@ -120,83 +109,26 @@ extension SQLiteStore {
     }
 
     static func fetchBlob(_ db: Database, _ uuid: UUID) throws -> Blob {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM blob WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        guard let blob = try firstRow(db, BlobTable.self, BlobTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "blob", id: uuid.lowercasedString) }
-        return try decodeBlob(row)
+        return blob
     }
 
     static func fetchArtifact(_ db: Database, _ uuid: UUID) throws -> Artifact {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM artifact WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        guard let artifact = try firstRow(db, ArtifactTable.self, ArtifactTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "artifact", id: uuid.lowercasedString) }
-        return try decodeArtifact(row)
+        return artifact
     }
 
     static func liveArtifact(_ db: Database, _ type: ArtifactType, _ name: String, _ namespace: String) throws -> Artifact? {
-        try Row.fetchOne(
-            db, sql: "SELECT * FROM artifact WHERE type = ? AND name = ? AND namespace = ? AND state != 'deleted'",
-            arguments: [type.rawValue, name, namespace]
-        ).map(decodeArtifact)
+        try firstRow(
+            db, ArtifactTable.self, ArtifactTable.select + "WHERE type = ? AND name = ? AND namespace = ? AND state != 'deleted'",
+            [type.rawValue, name, namespace])
     }
 
     static func fetchUpload(_ db: Database, _ uuid: UUID) throws -> Upload {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM upload WHERE uuid = ?", arguments: [uuid.lowercasedString])
+        guard let upload = try firstRow(db, UploadTable.self, UploadTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "upload", id: uuid.lowercasedString) }
-        return try decodeUpload(row)
-    }
-
-    static func decodeBlob(_ row: Row) throws -> Blob {
-        let info = try JSONValue.parse(try row.required("info", "blob") as String)
-        guard case .object(let infoObject) = info else { throw StoreError.corrupt("blob.info is not a JSON object") }
-        return Blob(
-            uuid: try row.uuid("uuid", "blob"),
-            size: try row.required("size", "blob"),
-            sha512: row["sha512"],
-            state: try row.parsed("state", "blob", BlobState.init(rawValue:)),
-            modified: try row.requiredDate("modified", "blob"),
-            fetchedAt: row.date("fetched_at"),
-            lastUsed: row.date("last_used"),
-            locations: try jsonValue([String].self, try row.required("locations", "blob"), "blob.locations"),
-            info: infoObject,
-            created: try row.requiredDate("created", "blob"))
-    }
-
-    static func decodeReference(_ row: Row) throws -> BlobReference {
-        BlobReference(
-            blobUUID: try row.uuid("blob_uuid", "blob_reference"),
-            holderType: try row.required("holder_type", "blob_reference"),
-            holderUUID: try row.required("holder_uuid", "blob_reference") as String,
-            relationship: try row.parsed("relationship", "blob_reference", BlobRelationship.init(rawValue:)))
-    }
-
-    static func decodeArtifact(_ row: Row) throws -> Artifact {
-        Artifact(
-            uuid: try row.uuid("uuid", "artifact"),
-            type: try row.parsed("type", "artifact", ArtifactType.init(rawValue:)),
-            name: try row.required("name", "artifact"),
-            sourceURL: row["source_url"],
-            namespace: try row.required("namespace", "artifact"),
-            state: try row.parsed("state", "artifact", ArtifactState.init(rawValue:)),
-            maxVersions: try row.required("max_versions", "artifact"),
-            created: try row.requiredDate("created", "artifact"),
-            shared: try row.required("shared", "artifact"))
-    }
-
-    static func decodeVersion(_ row: Row) throws -> ArtifactVersion {
-        ArtifactVersion(
-            artifactUUID: try row.uuid("artifact_uuid", "artifact_version"),
-            index: try row.required("index", "artifact_version"),
-            blobUUID: try row.uuid("blob_uuid", "artifact_version"),
-            created: try row.requiredDate("created", "artifact_version"),
-            lastModified: row["last_modified"],
-            contentLength: row["content_length"])
-    }
-
-    static func decodeUpload(_ row: Row) throws -> Upload {
-        Upload(
-            uuid: try row.uuid("uuid", "upload"),
-            node: try row.required("node", "upload"),
-            namespace: try row.required("namespace", "upload"),
-            received: try row.required("received", "upload"),
-            created: try row.requiredDate("created", "upload"))
+        return upload
     }
 }

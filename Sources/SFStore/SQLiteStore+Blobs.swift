@@ -78,23 +78,13 @@ extension SQLiteStore: BlobRecords {
             throw StoreError.invalidArgument("a new blob starts initial or created, not \(blob.state.rawValue)")
         }
         let sha512 = try blob.sha512.map(Self.normalisedSHA512)
-        let locations = try Self.jsonText(Set(blob.locations).sorted())
-        let info = try JSONValue.object(blob.info).jsonText()
+        let insert = try BlobTable.insert(blob, sha512: sha512)
         try await write { db in
             let id = blob.uuid.lowercasedString
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM blob WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "blob", id: id)
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO blob (uuid, size, sha512, state, modified, fetched_at, last_used, locations, info, created)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    id, blob.size, sha512, blob.state.rawValue, blob.modified.timeIntervalSince1970,
-                    blob.fetchedAt?.timeIntervalSince1970, blob.lastUsed?.timeIntervalSince1970, locations, info,
-                    blob.created.timeIntervalSince1970,
-                ])
+            try Self.execute(db, insert)
             try self.insertEvent(
                 db, Event(objectType: "blob", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         }
@@ -107,15 +97,13 @@ extension SQLiteStore: BlobRecords {
     public func blob(sha512: String) async throws -> Blob? {
         let hash = try Self.normalisedSHA512(sha512)
         return try await read { db in
-            try Row.fetchOne(
-                db, sql: "SELECT * FROM blob WHERE sha512 = ? AND state = 'created' ORDER BY created, uuid LIMIT 1",
-                arguments: [hash]
-            ).map(Self.decodeBlob)
+            try Self.firstRow(
+                db, BlobTable.self, BlobTable.select + "WHERE sha512 = ? AND state = 'created' ORDER BY created, uuid LIMIT 1", [hash])
         }
     }
 
     public func blobs() async throws -> [Blob] {
-        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM blob ORDER BY created, uuid").map(Self.decodeBlob) }
+        try await read { db in try Self.allRows(db, BlobTable.self, BlobTable.select + "ORDER BY created, uuid") }
     }
 
     @discardableResult public func setBlobState(uuid: UUID, to state: BlobState) async throws -> Blob {
@@ -227,23 +215,18 @@ extension SQLiteStore: BlobRecords {
     public func references(to blobUUID: UUID) async throws -> [BlobReference] {
         try await read { db in
             _ = try Self.fetchBlob(db, blobUUID)
-            return try Row.fetchAll(
-                db, sql: "SELECT * FROM blob_reference WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
-                arguments: [blobUUID.lowercasedString]
-            ).map(Self.decodeReference)
+            return try Self.allRows(
+                db, BlobReferenceTable.self, BlobReferenceTable.select + "WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
+                [blobUUID.lowercasedString])
         }
     }
 
     public func references(holderType: String, holderUUID: String) async throws -> [BlobReference] {
         try await read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM blob_reference WHERE holder_type = ? AND holder_uuid = ?
-                    ORDER BY blob_uuid, relationship
-                    """,
-                arguments: [holderType, holderUUID.lowercased()]
-            ).map(Self.decodeReference)
+            try Self.allRows(
+                db, BlobReferenceTable.self,
+                BlobReferenceTable.select + "WHERE holder_type = ? AND holder_uuid = ? ORDER BY blob_uuid, relationship",
+                [holderType, holderUUID.lowercased()])
         }
     }
 
@@ -266,15 +249,7 @@ extension SQLiteStore: BlobRecords {
                     type: "artifact",
                     id: "\(artifact.type.rawValue) \(artifact.name) in namespace \(artifact.namespace) (\(live.uuid.lowercasedString))")
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO artifact (uuid, type, name, source_url, namespace, state, max_versions, highest_index, created, shared)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
-                    """,
-                arguments: [
-                    id, artifact.type.rawValue, artifact.name, artifact.sourceURL, artifact.namespace,
-                    artifact.state.rawValue, artifact.maxVersions, artifact.created.timeIntervalSince1970, artifact.shared,
-                ])
+            try Self.execute(db, ArtifactTable.insert(artifact))
             try self.insertEvent(
                 db, Event(objectType: "artifact", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         }
@@ -290,10 +265,8 @@ extension SQLiteStore: BlobRecords {
 
     public func artifacts(namespace: String?) async throws -> [Artifact] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM artifact WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid",
-                arguments: [namespace]
-            ).map(Self.decodeArtifact)
+            try Self.allRows(
+                db, ArtifactTable.self, ArtifactTable.select + "WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", [namespace])
         }
     }
 
@@ -321,15 +294,7 @@ extension SQLiteStore: BlobRecords {
             let version = ArtifactVersion(
                 artifactUUID: artifactUUID, index: highest + 1, blobUUID: blobUUID, created: Date.storableNow(),
                 lastModified: lastModified, contentLength: contentLength)
-            try db.execute(
-                sql: """
-                    INSERT INTO artifact_version (artifact_uuid, "index", blob_uuid, created, last_modified, content_length)
-                    VALUES (?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    artifactUUID.lowercasedString, version.index, blobUUID.lowercasedString, version.created.timeIntervalSince1970,
-                    lastModified, contentLength,
-                ])
+            try Self.execute(db, ArtifactVersionTable.insert(version))
             try db.execute(
                 sql: "UPDATE artifact SET highest_index = ? WHERE uuid = ?", arguments: [version.index, artifactUUID.lowercasedString])
             try self.recordMutation(
@@ -421,9 +386,7 @@ extension SQLiteStore: BlobRecords {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM upload WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "upload", id: id)
             }
-            try db.execute(
-                sql: "INSERT INTO upload (uuid, node, namespace, received, created) VALUES (?, ?, ?, ?, ?)",
-                arguments: [id, upload.node, upload.namespace, upload.received, upload.created.timeIntervalSince1970])
+            try Self.execute(db, UploadTable.insert(upload))
         }
     }
 
@@ -432,7 +395,7 @@ extension SQLiteStore: BlobRecords {
     }
 
     public func uploads() async throws -> [Upload] {
-        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM upload ORDER BY created, uuid").map(Self.decodeUpload) }
+        try await read { db in try Self.allRows(db, UploadTable.self, UploadTable.select + "ORDER BY created, uuid") }
     }
 
     @discardableResult public func setUploadReceived(uuid: UUID, _ received: Int64) async throws -> Upload {

@@ -27,25 +27,11 @@ extension SQLiteStore {
         }
     }
 
-    fileprivate static func namespace(_ row: Row) throws -> Namespace {
-        Namespace(
-            name: try row.required("name", "namespace"),
-            state: try row.parsed("state", "namespace", NamespaceState.init(rawValue:)),
-            created: try row.requiredDate("created", "namespace"))
-    }
-
-    fileprivate static func key(_ row: Row) throws -> NamespaceKey {
-        NamespaceKey(
-            namespace: try row.required("namespace", "key"), name: try row.required("name", "key"),
-            hash: try row.required("hash", "key"), nonce: try row.required("nonce", "key"),
-            created: try row.requiredDate("created", "key"))
-    }
-
     fileprivate static func fetchNamespace(_ db: Database, _ name: String) throws -> Namespace {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM namespace WHERE name = ?", arguments: [name]) else {
+        guard let namespace = try firstRow(db, NamespaceTable.self, NamespaceTable.selectByName, [name]) else {
             throw StoreError.notFound(type: "namespace", id: name)
         }
-        return try namespace(row)
+        return namespace
     }
 }
 
@@ -102,9 +88,7 @@ extension SQLiteStore: AuthRecords {
                 throw StoreError.alreadyExists(type: "namespace", id: name)
             }
             let created = Namespace(name: name)
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO namespace (name, state, created) VALUES (?, ?, ?)",
-                arguments: [name, created.state.rawValue, created.created.timeIntervalSince1970])
+            try Self.execute(db, NamespaceTable.insertOrReplace(created))
             return created
         }
     }
@@ -115,7 +99,7 @@ extension SQLiteStore: AuthRecords {
 
     public func namespaces() async throws -> [Namespace] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM namespace WHERE state != 'deleted' ORDER BY name").map(Self.namespace)
+            try Self.allRows(db, NamespaceTable.self, NamespaceTable.select + "WHERE state != 'deleted' ORDER BY name")
         }
     }
 
@@ -135,17 +119,14 @@ extension SQLiteStore: AuthRecords {
                 throw StoreError.notFound(type: "namespace", id: namespace)
             }
             let key = NamespaceKey(namespace: namespace, name: name, hash: hash)
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO namespace_key (namespace, name, hash, nonce, created) VALUES (?, ?, ?, ?, ?)",
-                arguments: [namespace, name, hash, key.nonce, key.created.timeIntervalSince1970])
+            try Self.execute(db, NamespaceKeyTable.insertOrReplace(key))
             return key
         }
     }
 
     public func keys(namespace: String) async throws -> [NamespaceKey] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM namespace_key WHERE namespace = ? ORDER BY name", arguments: [namespace])
-                .map(Self.key)
+            try Self.allRows(db, NamespaceKeyTable.self, NamespaceKeyTable.selectOfNamespace, [namespace])
         }
     }
 

@@ -6,7 +6,7 @@ extension SQLiteStore {
         let now = Date.storableNow().timeIntervalSince1970
         return try await write { db in
             try db.execute(sql: "UPDATE node SET deleted = ? WHERE name = ? AND deleted IS NULL", arguments: [now, name])
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM node WHERE name = ?", arguments: [name]) else {
+            guard let node = try Self.firstRow(db, NodeTable.self, NodeTable.select + "WHERE name = ?", [name]) else {
                 throw StoreError.notFound(type: "node", id: name)
             }
             // Queued or leased to that node by name: nobody else may claim them, so they would wait forever.
@@ -16,7 +16,7 @@ extension SQLiteStore {
                     WHERE target = ? AND state IN ('queued', 'running')
                     """,
                 arguments: [reason, now, JobTarget.node(name).description])
-            return try Self.decodeNode(row)
+            return node
         }
     }
 }

@@ -27,17 +27,11 @@ extension SQLiteStore {
 
     /// Inserts a queued job inside the caller's transaction. The caller signals after the commit.
     static func insertJob(_ db: Database, _ row: JobRow) throws -> Job {
-        let now = Date.storableNow().timeIntervalSince1970
-        try db.execute(
-            sql: """
-                INSERT INTO job (kind, payload, target, object_key, state, attempts, max_attempts, not_before,
-                                 created, updated)
-                VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)
-                """,
-            arguments: [
-                row.job.kind, row.payloadText, row.job.target.description, row.job.objectKey, row.job.maxAttempts, now,
-                now, now,
-            ])
+        try execute(
+            db,
+            JobTable.insert(
+                kind: row.job.kind, payloadText: row.payloadText, target: row.job.target, objectKey: row.job.objectKey,
+                maxAttempts: row.job.maxAttempts, now: Date.storableNow()))
         return try fetchJob(db, db.lastInsertedRowID)
     }
 
@@ -47,6 +41,22 @@ extension SQLiteStore {
             try db.execute(sql: "ALTER TABLE job ADD COLUMN deaths INTEGER NOT NULL DEFAULT 0")
         }
     }
+
+    /// The oldest job a claim may take: queued, or running with a lapsed lease, and no earlier
+    /// live job on the same object. A `static let`, so every claim uses the one cached statement.
+    static let selectClaimable = """
+        SELECT \(JobTable.selectList(as: "j")) FROM job AS j
+        WHERE j.target IN (SELECT value FROM json_each(?1))
+          AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
+          AND j.not_before <= ?2
+          AND (?3 = '[]' OR (j.kind IN (SELECT value FROM json_each(?3))) != ?4)
+          AND NOT EXISTS (
+              SELECT 1 FROM job AS e
+              WHERE e.object_key = j.object_key AND e.id < j.id
+                AND e.state IN ('queued', 'running'))
+        ORDER BY j.id
+        LIMIT 1
+        """
 
     public func claimNext(
         targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int
@@ -70,24 +80,8 @@ extension SQLiteStore {
         return try await write { db -> Job? in
             let now = Date().timeIntervalSince1970
             guard
-                let row = try Row.fetchOne(
-                        db,
-                        sql: """
-                            SELECT * FROM job AS j
-                            WHERE j.target IN (SELECT value FROM json_each(?1))
-                              AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
-                              AND j.not_before <= ?2
-                              AND (?3 = '[]' OR (j.kind IN (SELECT value FROM json_each(?3))) != ?4)
-                              AND NOT EXISTS (
-                                  SELECT 1 FROM job AS e
-                                  WHERE e.object_key = j.object_key AND e.id < j.id
-                                    AND e.state IN ('queued', 'running'))
-                            ORDER BY j.id
-                            LIMIT 1
-                            """,
-                    arguments: [targetList, now, kindList, excluding])
+                let candidate = try Self.firstRow(db, JobTable.self, Self.selectClaimable, [targetList, now, kindList, excluding])
             else { return nil }
-            let candidate = try Self.decodeJob(row)
             // A running job whose lease lapsed was in flight when its agent died (or hung): a death,
             // whatever the attempt. Once it has died `maxDeaths` times it is handed over only so that
             // the claimer records the failure on its object (Job.diedTooOften), like a job whose
@@ -199,15 +193,13 @@ extension SQLiteStore {
         let stateList = try JSONValue.array(states.map { .string($0.rawValue) }).jsonText()
         let capped = min(max(limit, 0), 10_000)
         return try await read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM job
+            try Self.allRows(
+                db, JobTable.self,
+                JobTable.select + """
                     WHERE ?1 = '[]' OR state IN (SELECT value FROM json_each(?1))
                     ORDER BY id DESC LIMIT ?2
                     """,
-                arguments: [stateList, capped]
-            ).map(Self.decodeJob)
+                [stateList, capped])
         }
     }
 

@@ -59,10 +59,13 @@ extension SQLiteStore {
         // the objects over the cap; each is then trimmed, newest kept, a batch at a time.
         let cap = policy.eventsPerObject
         let crowded = try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT object_type, object_uuid FROM event GROUP BY object_type, object_uuid HAVING count(*) > ?",
-                arguments: [cap]
-            ).map { row -> [String] in [try row.required("object_type", "event"), try row.required("object_uuid", "event")] }
+            var objects: [[String]] = []
+            try Self.eachPositionalRow(
+                db, "SELECT object_type, object_uuid FROM event GROUP BY object_type, object_uuid HAVING count(*) > ?", [cap], reading: "event"
+            ) { row in
+                objects.append([try row.requiredString(at: 0, "event.object_type"), try row.requiredString(at: 1, "event.object_uuid")])
+            }
+            return objects
         }
         for object in crowded {
             try await drain(&report, rows) { db, batch in
@@ -196,13 +199,17 @@ extension SQLiteStore {
         return candidates.count < limit
     }
 
+    private static let selectInterfacesToPrune = InterfaceTable.select + "WHERE instance_uuid = ?"
+
     /// Removes one instance and its interfaces, children first, so that whatever a full budget
     /// leaves for the next transaction is still a consistent deleted instance. True when it is gone.
     private static func pruneInstance(_ db: Database, _ uuid: String, _ batch: inout PruneBatch) throws -> Bool {
-        for interface in try Row.fetchAll(db, sql: "SELECT uuid, network_uuid, macaddr FROM interface WHERE instance_uuid = ?", arguments: [uuid]) {
-            let id: String = try interface.required("uuid", "interface")
-            let network: String = try interface.required("network_uuid", "interface")
-            let mac: String = try interface.required("macaddr", "interface")
+        // Read whole before the loop deletes from the same table.
+        var interfaces: [(id: String, network: String, mac: String)] = []
+        try eachRow(db, InterfaceTable.self, selectInterfacesToPrune, [uuid]) { row in
+            interfaces.append((try row.requiredText(.uuid), try row.requiredText(.networkUUID), try row.requiredText(.macaddr)))
+        }
+        for (id, network, mac) in interfaces {
             guard try deleteHistory(db, type: "interface", uuid: id, &batch), batch.budget >= 4 else { return false }
             // Deleting the interface released these; an allocation still held by its owner is a
             // leftover (of a crash or an older build) that nothing else would ever free.

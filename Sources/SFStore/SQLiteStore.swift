@@ -267,15 +267,7 @@ public final class SQLiteStore: NodeStore {
 
     /// Appends an event inside the caller's transaction.
     func insertEvent(_ db: Database, _ event: Event) throws {
-        try db.execute(
-            sql: """
-                INSERT INTO event (object_type, object_uuid, type, timestamp, fqdn, duration, message, extra)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                event.objectType, event.objectUUID, event.type.rawValue, event.timestamp.timeIntervalSince1970,
-                event.fqdn, event.duration, event.message, try event.extra.map { try JSONValue.object($0).jsonText() },
-            ])
+        try Self.execute(db, try EventTable.insert(event))
     }
 
     /// The "set attribute" mutate event Shaken Fist writes for every attribute change (§4).
@@ -290,28 +282,18 @@ public final class SQLiteStore: NodeStore {
     // MARK: - Nodes
 
     public func saveNode(_ node: Node) async throws {
-        let roles = try JSONValue.array(node.roles.map(\.rawValue).sorted().map(JSONValue.string)).jsonText()
-        let capacity = try node.capacity.map { try Self.jsonText($0) }
-        try await write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO node (name, roles, last_seen, mesh_address, capacity) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT(name) DO UPDATE SET
-                        roles = excluded.roles, last_seen = excluded.last_seen, mesh_address = excluded.mesh_address,
-                        capacity = excluded.capacity
-                    """,
-                arguments: [node.name, roles, node.lastSeen?.timeIntervalSince1970, node.meshAddress?.description, capacity])
-        }
+        let upsert = try NodeTable.upsert(node)
+        try await write { db in try Self.execute(db, upsert) }
     }
 
     public func node(named name: String) async throws -> Node? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM node WHERE name = ?", arguments: [name]).map(Self.decodeNode)
+            try Self.firstRow(db, NodeTable.self, NodeTable.select + "WHERE name = ?", [name])
         }
     }
 
     public func nodes() async throws -> [Node] {
-        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM node ORDER BY name").map(Self.decodeNode) }
+        try await read { db in try Self.allRows(db, NodeTable.self, NodeTable.select + "ORDER BY name") }
     }
 
     // MARK: - Networks
@@ -342,16 +324,7 @@ public final class SQLiteStore: NodeStore {
                 uuid: uuid, name: name, namespace: namespace, netblock: netblock.network, provideDHCP: provideDHCP,
                 provideNAT: provideNAT, vxid: vxid, state: .initial, stateUpdated: now, floatingGateway: nil,
                 spoofFilter: spoofFilter, provideDNS: provideDNS)
-            try db.execute(
-                sql: """
-                    INSERT INTO network (uuid, name, namespace, netblock, provide_dhcp, provide_nat, vxid, state,
-                                         state_updated, floating_gateway, created, spoof_filter, provide_dns)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
-                    """,
-                arguments: [
-                    id, name, namespace, network.netblock.description, provideDHCP, provideNAT, vxid,
-                    network.state.rawValue, now.timeIntervalSince1970, now.timeIntervalSince1970, spoofFilter, provideDNS,
-                ])
+            try Self.execute(db, NetworkTable.insert(network, created: now))
             try self.insertEvent(
                 db, Event(objectType: "network", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
             for row in jobRows { _ = try Self.insertJob(db, row) }
@@ -365,10 +338,7 @@ public final class SQLiteStore: NodeStore {
 
     public func networks(namespace: String?) async throws -> [Network] {
         try await read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM network WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid",
-                arguments: [namespace]
-            ).map(Self.decodeNetwork)
+            try Self.allRows(db, NetworkTable.self, NetworkTable.select + "WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", [namespace])
         }
     }
 
@@ -382,9 +352,7 @@ public final class SQLiteStore: NodeStore {
             guard network.state != state else { return network }
             network.state = state
             network.stateUpdated = Date.storableNow()
-            try db.execute(
-                sql: "UPDATE network SET state = ?, state_updated = ? WHERE uuid = ?",
-                arguments: [state.rawValue, network.stateUpdated.timeIntervalSince1970, uuid.lowercasedString])
+            try Self.execute(db, NetworkTable.updateStatement([.state: state.rawValue, .stateUpdated: network.stateUpdated], where: .uuid, is: uuid))
             try self.recordMutation(db, type: "network", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
             return network
         }
@@ -430,9 +398,7 @@ public final class SQLiteStore: NodeStore {
         guard instance.state == .initial else {
             throw StoreError.invalidArgument("a new instance starts in state initial, not \(instance.state.rawValue)")
         }
-        let diskSpec = try Self.jsonText(instance.diskSpec)
-        let video = try Self.jsonText(instance.video)
-        let config = try Self.jsonText(instance.config)
+        let insert = try InstanceTable.insert(instance, created: Date())
         let jobRows = try jobs.map(Self.validatedRow)
         defer { if !jobRows.isEmpty { signal() } }
         return try await write { db in
@@ -440,19 +406,7 @@ public final class SQLiteStore: NodeStore {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM instance WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "instance", id: id)
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO instance (uuid, name, namespace, cpus, memory, disk_spec, video, node, state,
-                        state_updated, power_state, power_state_previous, power_state_updated, error_message, created, config)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    id, instance.name, instance.namespace, instance.cpus, instance.memory, diskSpec, video,
-                    instance.node, instance.state.rawValue, instance.stateUpdated.timeIntervalSince1970,
-                    instance.powerState.rawValue, instance.powerStatePrevious?.rawValue,
-                    instance.powerStateUpdated.timeIntervalSince1970, instance.errorMessage,
-                    Date().timeIntervalSince1970, config,
-                ])
+            try Self.execute(db, insert)
             try self.insertEvent(
                 db, Event(objectType: "instance", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
             let created = try interfaces.enumerated().map { order, interface in
@@ -469,9 +423,11 @@ public final class SQLiteStore: NodeStore {
         try await read { db in try Self.fetchInstance(db, uuid) }
     }
 
+    static let selectInstancesOfNode = InstanceTable.select + "WHERE ?1 IS NULL OR node = ?1 ORDER BY created, uuid"
+
     public func instances(node: String?) async throws -> [Instance] {
         try await read { db in
-            try Self.allRows(db, Self.selectInstances + "WHERE ?1 IS NULL OR node = ?1 ORDER BY created, uuid", [node], Self.decodeInstance)
+            try Self.allRows(db, InstanceTable.self, Self.selectInstancesOfNode, [node])
         }
     }
 
@@ -488,11 +444,10 @@ public final class SQLiteStore: NodeStore {
                 instance.stateUpdated = Date.storableNow()
                 try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
             }
-            try db.execute(
-                sql: "UPDATE instance SET state = ?, state_updated = ?, error_message = ? WHERE uuid = ?",
-                arguments: [
-                    state.rawValue, instance.stateUpdated.timeIntervalSince1970, instance.errorMessage, uuid.lowercasedString,
-                ])
+            try Self.execute(
+                db,
+                InstanceTable.updateStatement(
+                    [.state: state.rawValue, .stateUpdated: instance.stateUpdated, .errorMessage: instance.errorMessage], where: .uuid, is: uuid))
             return instance
         }
     }
@@ -503,17 +458,18 @@ public final class SQLiteStore: NodeStore {
             if instance.consolePort != nil { return instance }
             // In one transaction with the read of what the node's instances hold, so that two
             // instances started at once never get the same port.
-            let used = Set(
-                try Row.fetchAll(
-                    db, sql: "SELECT console_port, vdi_port FROM instance WHERE node = ? AND state != 'deleted' AND uuid != ?",
-                    arguments: [node, uuid.lowercasedString]
-                ).flatMap { row -> [Int] in [row["console_port"], row["vdi_port"]].compactMap { $0 } })
+            var used = Set<Int>()
+            try Self.eachRow(
+                db, InstanceTable.self, InstanceTable.select + "WHERE node = ? AND state != 'deleted' AND uuid != ?", [node, uuid.lowercasedString]
+            ) { row in
+                if let port = try row.int(.consolePort) { used.insert(port) }
+                if let port = try row.int(.vdiPort) { used.insert(port) }
+            }
             guard let chosen = candidates.first(where: { !used.contains($0.console) && !($0.vdi.map(used.contains) ?? false) && $0.console != $0.vdi })
             else { throw StoreError.invalidArgument("no free console port among \(candidates.count) candidates on node \(node)") }
             instance.consolePort = chosen.console
             instance.vdiPort = chosen.vdi
-            try db.execute(
-                sql: "UPDATE instance SET console_port = ?, vdi_port = ? WHERE uuid = ?", arguments: [chosen.console, chosen.vdi, uuid.lowercasedString])
+            try Self.execute(db, InstanceTable.updateStatement([.consolePort: chosen.console, .vdiPort: chosen.vdi], where: .uuid, is: uuid))
             try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "console_port", value: "\(chosen.console)")
             return instance
         }
@@ -528,12 +484,13 @@ public final class SQLiteStore: NodeStore {
             instance.powerStatePrevious = instance.powerState
             instance.powerState = state
             instance.powerStateUpdated = Date.storableNow()
-            try db.execute(
-                sql: "UPDATE instance SET power_state = ?, power_state_previous = ?, power_state_updated = ? WHERE uuid = ?",
-                arguments: [
-                    state.rawValue, instance.powerStatePrevious?.rawValue,
-                    instance.powerStateUpdated.timeIntervalSince1970, uuid.lowercasedString,
-                ])
+            try Self.execute(
+                db,
+                InstanceTable.updateStatement(
+                    [
+                        .powerState: state.rawValue, .powerStatePrevious: instance.powerStatePrevious?.rawValue,
+                        .powerStateUpdated: instance.powerStateUpdated,
+                    ], where: .uuid, is: uuid))
             try self.recordMutation(
                 db, type: "instance", uuid: uuid.lowercasedString, attribute: "power_state", value: state.rawValue)
             return instance
@@ -544,7 +501,7 @@ public final class SQLiteStore: NodeStore {
         try await write { db in
             var instance = try Self.fetchInstance(db, uuid)
             instance.node = node
-            try db.execute(sql: "UPDATE instance SET node = ? WHERE uuid = ?", arguments: [node, uuid.lowercasedString])
+            try Self.execute(db, InstanceTable.updateStatement([.node: node], where: .uuid, is: uuid))
             try self.recordMutation(db, type: "instance", uuid: uuid.lowercasedString, attribute: "node", value: node)
             return instance
         }
@@ -555,12 +512,7 @@ public final class SQLiteStore: NodeStore {
     public func setMetadata(objectType: String, objectUUID: String, key: String, value: JSONValue) async throws {
         let text = try value.jsonText()
         try await write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO metadata (object_type, object_uuid, key, value) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(object_type, object_uuid, key) DO UPDATE SET value = excluded.value
-                    """,
-                arguments: [objectType, objectUUID, key, text])
+            try Self.execute(db, MetadataTable.upsert(objectType: objectType, objectUUID: objectUUID, key: key, valueText: text))
         }
     }
 
@@ -587,14 +539,13 @@ public final class SQLiteStore: NodeStore {
     public func events(objectType: String, objectUUID: String, type: EventType?, limit: Int) async throws -> [Event] {
         let capped = min(max(limit, 0), 1000)
         return try await read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM event WHERE object_type = ?1 AND object_uuid = ?2 AND (?3 IS NULL OR type = ?3)
+            try Self.allRows(
+                db, EventTable.self,
+                EventTable.select + """
+                    WHERE object_type = ?1 AND object_uuid = ?2 AND (?3 IS NULL OR type = ?3)
                     ORDER BY timestamp DESC, id DESC LIMIT ?4
                     """,
-                arguments: [objectType, objectUUID, type?.rawValue, capped]
-            ).map(Self.decodeEvent)
+                [objectType, objectUUID, type?.rawValue, capped])
         }
     }
 
