@@ -490,7 +490,7 @@ do {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let tap = layout.tap(of: UUID())
         try await root.createTap(name: tap, mtu: layout.mtu)
-        let mac = try MACAddress(octets: [2, 0, 0, UInt8(index), UInt8.random(in: 0...255), UInt8.random(in: 0...255)])
+        let mac = try MACAddress(octets: [2, 0, 0, UInt8(truncatingIfNeeded: index), UInt8.random(in: 0...255), UInt8.random(in: 0...255)])
         let name = layout.namespacePrefix + uuid.uuidString.lowercased()
         let spec = DomainSpec(
             name: name, uuid: uuid, type: .qemu, memoryMiB: 256, vcpus: 1, disks: [DomainSpec.Disk(path: directory + "/disk0.qcow2")],
@@ -624,7 +624,7 @@ do {
         }
     }
     FileHandle.standardError.write(Data("(f) passes done\n".utf8))
-    report.append("## (f) Reconciliation pass\n")
+    report.append("## (f) Reconciliation pass, \(reconcileObjects + 1) networks and \(reconcileObjects) instances\n")
     report.append("`Reconciler.reconcileOnce()` with \(reconcileObjects + 1) networks (created and realized: bridge, VXLAN, namespace,")
     report.append("router veth; no NAT, no DHCP) and \(reconcileObjects) instances (state created, power state off, domains")
     report.append("defined, not running), on a host that already matches, so each pass only checks and re-applies.")
