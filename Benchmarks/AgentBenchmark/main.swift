@@ -80,8 +80,8 @@ func median(_ values: [Double]) -> Double {
 
 func ms(_ value: Double) -> String { String(format: "%.1f ms", value * 1000) }
 
-/// VmRSS and VmHWM of this process, in KiB.
-func memoryStatus() -> (rss: Int, hwm: Int) {
+/// VmRSS and VmHWM of this process, in KiB, its threads and its open file descriptors.
+func memoryStatus() -> (rss: Int, hwm: Int, threads: Int, descriptors: Int) {
     let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
     func field(_ name: String) -> Int {
         for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
@@ -89,7 +89,8 @@ func memoryStatus() -> (rss: Int, hwm: Int) {
         }
         return -1
     }
-    return (field("VmRSS"), field("VmHWM"))
+    let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    return (field("VmRSS"), field("VmHWM"), field("Threads"), descriptors)
 }
 
 func payload(_ key: String, _ uuid: UUID) -> JSONValue { .object([key: .string(uuid.uuidString)]) }
@@ -316,8 +317,10 @@ do {
     let store = try SQLiteStore(path: workDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
     let clock = ContinuousClock()
 
-    // (d2) alone with SFNODE_BENCH_ONLY=d2 (it needs no guest image).
-    let underDownloads = try await benchmarkPickupUnderDownloads(
+    // (d2) alone with SFNODE_BENCH_ONLY=d2 (it needs no guest image). SFNODE_BENCH_ONLY=scale runs
+    // only what grows with the store: (f), (g) and (e3).
+    let scaleOnly = environment["SFNODE_BENCH_ONLY"] == "scale"
+    let underDownloads = scaleOnly ? (report: [], failures: []) : try await benchmarkPickupUnderDownloads(
         networks: Int(environment["SFNODE_BENCH_D2_NETWORKS"] ?? "") ?? 20, downloads: 4)
     if environment["SFNODE_BENCH_ONLY"] == "d2" {
         await cleanup()
@@ -351,8 +354,8 @@ do {
         }
         return latencies
     }
-    let sameProcess = try await measurePickup(store)
-    let otherInstance = try await measurePickup(otherStore)
+    let sameProcess = scaleOnly ? [] : try await measurePickup(store)
+    let otherInstance = scaleOnly ? [] : try await measurePickup(otherStore)
 
     // A real second process: `sfnode job submit` if the sfnode binary sits next to this one, else this
     // binary's `submit` mode (the same store calls: open, enqueue, exit).
@@ -375,7 +378,7 @@ do {
         submitCommand = [ownPath, "submit", store.path, "node:\(pickupNode)"]
         submitLabel = "second process (`AgentBenchmark submit`: open the store, enqueue, exit)"
     }
-    do {
+    if !scaleOnly {
         for _ in 0..<pickupJobs {
             try await Task.sleep(for: .milliseconds(Int.random(in: 0...50)))
             let before = clock.now
@@ -391,6 +394,7 @@ do {
     pickupTask.cancel()
     await pickupTask.value
 
+    if !scaleOnly {
     report.append("## (d) Job pick-up latency\n")
     report.append("From submitting a job to its handler starting (a no-op handler on a `JobRunner`), \(pickupJobs) jobs each,")
     report.append("submitted one at a time after a random 0–50 ms pause.\n")
@@ -411,6 +415,7 @@ do {
         if median(values) >= 0.250 { failures.append("(d) \(label) median pick-up \(ms(median(values))) is not under 250 ms") }
     }
 
+    }
     report += underDownloads.report
     failures += underDownloads.failures
 
@@ -485,7 +490,7 @@ do {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let tap = layout.tap(of: UUID())
         try await root.createTap(name: tap, mtu: layout.mtu)
-        let mac = try MACAddress(octets: [2, 0, 0, UInt8(index), UInt8.random(in: 0...255), UInt8.random(in: 0...255)])
+        let mac = try MACAddress(octets: [2, 0, 0, UInt8(truncatingIfNeeded: index), UInt8.random(in: 0...255), UInt8.random(in: 0...255)])
         let name = layout.namespacePrefix + uuid.uuidString.lowercased()
         let spec = DomainSpec(
             name: name, uuid: uuid, type: .qemu, memoryMiB: 256, vcpus: 1, disks: [DomainSpec.Disk(path: directory + "/disk0.qcow2")],
@@ -520,7 +525,7 @@ do {
     var agentCreates: [(running: Double, done: Double)] = []
     var cachedCreates: [(running: Double, done: Double)] = []
     var virshCreates: [(running: Double, done: Double)] = []
-    for index in 1...createRepetitions {
+    for index in 1...createRepetitions where !scaleOnly {
         agentCreates.append(try await createWithAgent(index))
         cachedCreates.append(try await createWithAgent(100 + index, base: cachedURL))
         virshCreates.append(try await createWithVirsh(index))
@@ -540,14 +545,14 @@ do {
     }
     var firstAgent: [(running: Double, done: Double)] = []
     var firstByHand: [(running: Double, done: Double)] = []
-    for index in 1...createRepetitions {
+    for index in 1...createRepetitions where !scaleOnly {
         firstAgent.append(try await createWithAgent(200 + index, base: try uniqueRaw("agent\(index)")))
         firstByHand.append(try await createWithVirsh(200 + index, firstFetch: try uniqueRaw("hand\(index)")))
     }
-    try await agent.networkJobs.delete(network.uuid)
     let agentRunning = median(agentCreates.map(\.running))
     let virshRunning = median(virshCreates.map(\.running))
     let overhead = (agentRunning / virshRunning - 1) * 100
+    if !scaleOnly {
     report.append("## (e) instance.create\n")
     report.append("One guest (1 vCPU, 256 MiB, TCG, a qcow2 overlay on the test image, one NIC on a tap), median of \(createRepetitions)")
     report.append("after one untimed warm-up, the two sides interleaved. \"Running\" is libvirt's started event for the domain;")
@@ -575,6 +580,7 @@ do {
     report.append("| sfnode `instance.create` job | \(ms(median(firstAgent.map(\.running)))) | \(ms(median(firstAgent.map(\.done)))) |")
     report.append("| `curl` + `qemu-img convert` + `qemu-img create` + `virsh create` | \(ms(median(firstByHand.map(\.running)))) | \(ms(median(firstByHand.map(\.done)))) |")
     report.append("")
+    }
 
     // MARK: (f) Reconciliation with 200 instances and 200 networks
 
@@ -603,17 +609,23 @@ do {
     }
     let setupTime = seconds(clock.now - setupStart)
     let reconciler = Reconciler(agent: agent, logger: logger)
+    // For attaching a profiler to the passes alone: a line on stderr, then a pause.
+    let profilePause = Int(environment["SFNODE_BENCH_PROFILE_PAUSE"] ?? "") ?? 0
+    FileHandle.standardError.write(Data("(f) set up in \(String(format: "%.1f", setupTime)) s; passes start (pid \(getpid()))\n".utf8))
+    if profilePause > 0 { try await Task.sleep(for: .seconds(profilePause)) }
     var passes: [Double] = []
     for _ in 0..<reconcilePasses {
         let start = clock.now
         let result = try await reconciler.reconcileOnce()
         passes.append(seconds(clock.now - start))
-        guard result == Reconciler.Report(networksEnsured: reconcileObjects) else {
+        // (e)'s network is still there, for (e3).
+        guard result == Reconciler.Report(networksEnsured: reconcileObjects + 1) else {
             throw BenchmarkFailed("a reconciliation pass did more than ensure the networks: \(result)")
         }
     }
-    report.append("## (f) Reconciliation pass\n")
-    report.append("`Reconciler.reconcileOnce()` with \(reconcileObjects) networks (created and realized: bridge, VXLAN, namespace,")
+    FileHandle.standardError.write(Data("(f) passes done\n".utf8))
+    report.append("## (f) Reconciliation pass, \(reconcileObjects + 1) networks and \(reconcileObjects) instances\n")
+    report.append("`Reconciler.reconcileOnce()` with \(reconcileObjects + 1) networks (created and realized: bridge, VXLAN, namespace,")
     report.append("router veth; no NAT, no DHCP) and \(reconcileObjects) instances (state created, power state off, domains")
     report.append("defined, not running), on a host that already matches, so each pass only checks and re-applies.")
     report.append("Setting them up took \(String(format: "%.1f", setupTime)) s.\n")
@@ -630,8 +642,31 @@ do {
     let memory = memoryStatus()
     report.append("## (g) Agent memory, idle with \(reconcileObjects) instances and \(reconcileObjects) networks\n")
     report.append("This process after everything above, its job runner idle: \(String(format: "%.1f", Double(memory.rss) / 1024)) MiB")
-    report.append("resident (VmRSS), peak \(String(format: "%.1f", Double(memory.hwm) / 1024)) MiB (VmHWM). Target: under 64 MiB.\n")
+    report.append("resident (VmRSS), peak \(String(format: "%.1f", Double(memory.hwm) / 1024)) MiB (VmHWM), \(memory.threads) threads,")
+    report.append("\(memory.descriptors) open file descriptors. Target: under 64 MiB.\n")
     if Double(memory.rss) / 1024 >= 64 { failures.append("(g) idle RSS \(memory.rss / 1024) MiB is not under 64 MiB") }
+
+    // MARK: (e3) instance.create from a cached image with the store and host full
+
+    // The same as (e)'s cached row and the commands, now with (f)'s networks and instances in the
+    // store and on the host: what grows with them shows here.
+    var cachedAtScale: [(running: Double, done: Double)] = []
+    var virshAtScale: [(running: Double, done: Double)] = []
+    for index in 1...createRepetitions {
+        cachedAtScale.append(try await createWithAgent(300 + index, base: cachedURL))
+        virshAtScale.append(try await createWithVirsh(300 + index))
+    }
+    try await agent.networkJobs.delete(network.uuid)
+    let scaleOverhead = (median(cachedAtScale.map(\.running)) / median(virshAtScale.map(\.running)) - 1) * 100
+    report.append("## (e3) instance.create from a cached image, \(reconcileObjects) networks and \(reconcileObjects) instances in the store\n")
+    report.append("As (e)'s cached row, after (f) made its networks (realized) and instances (domains defined); median of")
+    report.append("\(createRepetitions), the two sides interleaved.\n")
+    report.append("| implementation | queued → running | queued → done |")
+    report.append("| --- | --- | --- |")
+    report.append("| sfnode `instance.create` job, base an image cached from a URL | \(ms(median(cachedAtScale.map(\.running)))) | \(ms(median(cachedAtScale.map(\.done)))) (job succeeded) |")
+    report.append("| `qemu-img create` + `virsh create` | \(ms(median(virshAtScale.map(\.running)))) | \(ms(median(virshAtScale.map(\.done)))) (`virsh` exited) |")
+    report.append("\nsfnode's overhead to running: \(String(format: "%+.1f", scaleOverhead)) %. Target: under 5 %.\n")
+    if scaleOverhead >= 5 { failures.append("(e3) instance.create from a cached image at \(reconcileObjects) objects: overhead \(String(format: "%.1f", scaleOverhead)) % is not under 5 %") }
 
     runnerTask.cancel()
     await runnerTask.value

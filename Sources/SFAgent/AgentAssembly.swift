@@ -55,7 +55,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
     let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
     let node = NodeAgent(
-        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+        store: store, networks: NetworkRealizer(layout: layout, host: host, namespaceThreadLimit: settings.namespaceThreads, logger: logger),
         instances: InstanceRealizer(
             layout: layout, host: host, root: root, libvirt: libvirt, storagePath: settings.storagePath,
             virtualization: settings.virtualizationType.resolved(logger: logger),

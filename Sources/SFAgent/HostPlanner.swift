@@ -69,13 +69,17 @@ public struct HostPlanner: Sendable {
     /// What this node keeps, read from the store: its instances, their live interfaces (the taps it
     /// keeps) and the networks it keeps.
     public func kept() async throws -> Kept {
-        let networks = try await store.networks(namespace: nil)
-        let instances = try await store.instances(node: nodeName)
-        let interfaces = try await liveInterfaces(of: instances)
+        kept(in: try await snapshot())
+    }
+
+    /// What this node keeps, from a snapshot of the store (see ``kept()``).
+    public func kept(in snapshot: Snapshot) -> Kept {
+        let instances = snapshot.instances.filter { $0.node == nodeName }
+        let interfaces = instances.filter { $0.state != .deleted }.flatMap { snapshot.interfaces(ofInstance: $0.uuid) }
         let hosted = Set(interfaces.map(\.networkUUID))
         return Kept(
-            instances: instances, interfaces: interfaces, allNetworks: networks,
-            networks: networks.filter { keeps($0, hostedHere: hosted.contains($0.uuid)) })
+            instances: instances, interfaces: interfaces, allNetworks: snapshot.networks,
+            networks: snapshot.networks.filter { keeps($0, hostedHere: hosted.contains($0.uuid)) })
     }
 
     /// What this node keeps (see ``kept()``).
@@ -90,18 +94,56 @@ public struct HostPlanner: Sendable {
         public let networks: [Network]
     }
 
-    /// The live interfaces of those of `instances` that are live.
-    func liveInterfaces(of instances: [Instance]) async throws -> [Interface] {
-        var interfaces: [Interface] = []
-        for instance in instances where instance.state != .deleted {
-            interfaces += try await store.interfaces(instanceUUID: instance.uuid).filter { $0.state != .deleted }
+    /// The store as a pass over the whole host needs it: every network, instance, live interface and
+    /// node, each kind read once. A pass that asked per object (an instance's interfaces, a
+    /// network's interfaces and their instances, the nodes for each network's flood list) spent
+    /// time that grew faster than the store.
+    public func snapshot() async throws -> Snapshot {
+        // Interfaces before instances: every interface read then has its instance in the later read
+        // (instances are only ever removed by retention, long after their interfaces were deleted).
+        let interfaces = try await store.liveInterfaces()
+        let networks = try await store.networks(namespace: nil)
+        let instances = try await store.instances(node: nil)
+        let nodes = try await store.nodes()
+        return Snapshot(networks: networks, instances: instances, liveInterfaces: interfaces, nodes: nodes)
+    }
+
+    /// The store's objects read once for a pass (see ``snapshot()``), indexed for lookups by UUID.
+    public struct Snapshot: Sendable {
+        /// Every network, in the store's order.
+        public let networks: [Network]
+        /// Every instance, deleted ones too, in the store's order.
+        public let instances: [Instance]
+        /// Every node.
+        public let nodes: [Node]
+        let networksByUUID: [UUID: Network]
+        let instancesByUUID: [UUID: Instance]
+        /// Live interfaces by network, by UUID (the order of ``NodeStore/interfaces(networkUUID:)``).
+        let interfacesByNetwork: [UUID: [Interface]]
+        /// Live interfaces by instance, by order (the order of ``NodeStore/interfaces(instanceUUID:)``).
+        let interfacesByInstance: [UUID: [Interface]]
+
+        public init(networks: [Network], instances: [Instance], liveInterfaces: [Interface], nodes: [Node]) {
+            self.networks = networks
+            self.instances = instances
+            self.nodes = nodes
+            networksByUUID = Dictionary(networks.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
+            instancesByUUID = Dictionary(instances.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
+            let live = liveInterfaces.filter { $0.state != .deleted }
+            interfacesByNetwork = Dictionary(grouping: live, by: \.networkUUID)
+            interfacesByInstance = Dictionary(grouping: live, by: \.instanceUUID).mapValues { interfaces in
+                interfaces.sorted { ($0.order, $0.uuid.lowercasedString) < ($1.order, $1.uuid.lowercasedString) }
+            }
         }
-        return interfaces
+
+        /// The live interfaces of an instance, by order.
+        func interfaces(ofInstance uuid: UUID) -> [Interface] { interfacesByInstance[uuid] ?? [] }
     }
 
     /// The live interfaces of the live instances placed on this node.
     func liveInterfacesHere() async throws -> [Interface] {
-        try await liveInterfaces(of: try await store.instances(node: nodeName))
+        let here = Set(try await store.instances(node: nodeName).filter { $0.state != .deleted }.map(\.uuid))
+        return try await store.liveInterfaces().filter { here.contains($0.instanceUUID) }
     }
 
     /// The instances in a transitional state (preflight, creating, delete-wait) that no queued or
@@ -167,12 +209,7 @@ public struct HostPlanner: Sendable {
         var told: [ConfigDrive.Interface] = []
         for interface in try await store.interfaces(instanceUUID: instance.uuid).sorted(by: { $0.order < $1.order }) {
             let network = try await store.network(uuid: interface.networkUUID)
-            guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
-                throw ControlError.invalid("interface \(interface.uuid): NIC model '\(interface.model)' is not one of \(DomainSpec.NICModel.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            interfaces.append(.init(
-                uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model,
-                address: interface.ipv4, spoofFilter: network.spoofFilter))
+            interfaces.append(try planned(interface, on: network))
             told.append(.init(
                 uuid: interface.uuid, mac: interface.macaddr, order: interface.order, networkUUID: network.uuid,
                 netblock: network.netblock, address: interface.ipv4))
@@ -194,6 +231,29 @@ public struct HostPlanner: Sendable {
             plan.nvramTemplate = try await images.nvramTemplate(template, instance: instance.uuid, namespace: instance.namespace)
         }
         return plan
+    }
+
+    /// One interface as its instance's plan has it, on its network's bridge.
+    func planned(_ interface: Interface, on network: Network) throws -> InstancePlan.Interface {
+        guard let model = DomainSpec.NICModel(rawValue: interface.model) else {
+            throw ControlError.invalid("interface \(interface.uuid): NIC model '\(interface.model)' is not one of \(DomainSpec.NICModel.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return InstancePlan.Interface(
+            uuid: interface.uuid, mac: interface.macaddr, vxid: try vxlanID(of: network), model: model, address: interface.ipv4,
+            spoofFilter: network.spoofFilter)
+    }
+
+    /// What putting a running instance's taps back on their bridges needs (``InstanceRealizing/plugTaps(_:)``),
+    /// from a pass's snapshot: its live interfaces and their networks, without reading the store or
+    /// resolving its disks' bases as ``plan(for:images:)`` does.
+    func tapPlan(for instance: Instance, in snapshot: Snapshot) throws -> InstancePlan {
+        let interfaces = try snapshot.interfaces(ofInstance: instance.uuid).map { interface in
+            guard let network = snapshot.networksByUUID[interface.networkUUID] else {
+                throw StoreError.notFound(type: "network", id: interface.networkUUID.lowercasedString)
+            }
+            return try planned(interface, on: network)
+        }
+        return InstancePlan(uuid: instance.uuid, cpus: instance.cpus, memoryMiB: instance.memory, disks: [], interfaces: interfaces)
     }
 
     /// The instance's console and display ports on ``consoleAddress``: the ones it has, or new ones,
@@ -258,6 +318,14 @@ public struct HostPlanner: Sendable {
         return NetworkView(network: network, live: live, instances: instances)
     }
 
+    /// The network's view from a pass's snapshot (see ``view(of:)``), with the nodes for its flood list.
+    func view(of network: Network, in snapshot: Snapshot) -> NetworkView {
+        let live = snapshot.interfacesByNetwork[network.uuid] ?? []
+        var instances: [UUID: Instance] = [:]
+        for interface in live { instances[interface.instanceUUID] = snapshot.instancesByUUID[interface.instanceUUID] }
+        return NetworkView(network: network, live: live, instances: instances, nodes: snapshot.nodes)
+    }
+
     func plan(for view: NetworkView) async throws -> NetworkPlan {
         let network = view.network
         let floats = view.live.compactMap { interface -> NetworkPlan.Float? in
@@ -275,7 +343,8 @@ public struct HostPlanner: Sendable {
     /// cannot be reached and is left out.
     func meshPeers(of view: NetworkView) async throws -> [IPv4Address] {
         let network = view.network.uuid
-        let nodes = try await store.nodes()
+        let nodes: [Node]
+        if let known = view.nodes { nodes = known } else { nodes = try await store.nodes() }
         var names = view.hosts
         names.formUnion(nodes.filter { $0.roles.contains(.networkNode) }.map(\.name))
         names.remove(nodeName)
@@ -306,6 +375,15 @@ public struct NetworkView: Sendable {
     let live: [Interface]
     /// The instances those interfaces belong to.
     let instances: [UUID: Instance]
+    /// Every node, when read with the rest (a pass's snapshot); nil to read them when needed.
+    let nodes: [Node]?
+
+    init(network: Network, live: [Interface], instances: [UUID: Instance], nodes: [Node]? = nil) {
+        self.network = network
+        self.live = live
+        self.instances = instances
+        self.nodes = nodes
+    }
 
     /// The nodes on which live instances with live interfaces on the network are placed (the
     /// planner's rule, seen from the network).

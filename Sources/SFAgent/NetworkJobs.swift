@@ -99,16 +99,29 @@ public struct NetworkJobs: JobHandlers {
     @discardableResult
     public func converge(_ uuid: UUID) async throws -> NetworkView {
         try await context.locks.hostStep([HostLocks.network(uuid)]) {
-            let view = try await planner.view(of: try await store.network(uuid: uuid))
-            if context.isNetworkNode && view.network.state == .deleteWait && view.live.isEmpty {
-                try await deleteHeld(uuid)
-            } else if planner.realizes(view) {
-                try await realize(view)
-            } else if !context.isNetworkNode, !view.hosts.contains(context.nodeName) {
-                try await context.networks.removeNodeSide(try await planner.plan(for: view))
-            }
-            return view
+            try await convergeHeld(try await planner.view(of: try await store.network(uuid: uuid)))
         }
+    }
+
+    /// ``converge(_:)`` from a view the caller already read: a reconciliation pass reads the whole
+    /// store once (``HostPlanner/snapshot()``) rather than once per network. The pass holds the host
+    /// lock exclusively, so no job changes the host between its read and this. A deletion still
+    /// reads the network afresh.
+    @discardableResult
+    func converge(_ view: NetworkView) async throws -> NetworkView {
+        try await context.locks.hostStep([HostLocks.network(view.network.uuid)]) { try await convergeHeld(view) }
+    }
+
+    /// ``converge(_:)``, the network's lock held.
+    private func convergeHeld(_ view: NetworkView) async throws -> NetworkView {
+        if context.isNetworkNode && view.network.state == .deleteWait && view.live.isEmpty {
+            try await deleteHeld(view.network.uuid)
+        } else if planner.realizes(view) {
+            try await realize(view)
+        } else if !context.isNetworkNode, !view.hosts.contains(context.nodeName) {
+            try await context.networks.removeNodeSide(try await planner.plan(for: view))
+        }
+        return view
     }
 
     /// Converges this node's share of each network, then sends `network.refresh` to the other nodes

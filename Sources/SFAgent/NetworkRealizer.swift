@@ -81,14 +81,22 @@ public struct NetworkRealizer: Sendable {
     public let host: NetlinkSession
     /// The host namespace's rules: forwarding and masquerade between the egress bridge and the uplink.
     private let hostFirewall: Firewall
-    /// One thread per network namespace, kept while the namespace is the same one.
-    private let namespaceThreads = NamespaceThreads()
+    /// One thread per network namespace, kept while the namespace is the same one, at most
+    /// ``namespaceThreadLimit`` of them.
+    private let namespaceThreads: NamespaceThreads
     let logger: Logger
 
-    public init(layout: HostLayout, host: NetlinkSession, logger: Logger) {
+    /// How many network namespaces' threads are kept between uses, by default (`SFNODE_NAMESPACE_THREADS`).
+    public static let defaultNamespaceThreadLimit = 64
+
+    /// With `namespaceThreadLimit`, how many network namespaces' threads are kept between uses (the
+    /// least recently used goes first): a thread costs its stack and allocator caches, about 30 KiB
+    /// resident each, and a network node with thousands of networks must not keep one for each.
+    public init(layout: HostLayout, host: NetlinkSession, namespaceThreadLimit: Int = defaultNamespaceThreadLimit, logger: Logger) {
         self.layout = layout
         self.host = host
         self.hostFirewall = Firewall(thread: host.thread, logger: logger)
+        self.namespaceThreads = NamespaceThreads(limit: namespaceThreadLimit)
         self.logger = logger
     }
 
@@ -204,26 +212,57 @@ public struct NetworkRealizer: Sendable {
 /// instead of starting another each time. A namespace deleted (and perhaps made again) underneath
 /// its thread is noticed through its identity, and gets a new thread in the namespace that now has
 /// the name; a stale thread would keep building in a namespace nobody can reach.
+///
+/// At most `limit` threads are kept: past that, the least recently used is let go (it ends once its
+/// last user drops it), so a node's threads do not grow with its networks. A pass over more networks
+/// than that starts a thread for each, which costs far less than keeping thousands.
 actor NamespaceThreads {
     /// The thread of each namespace, or the start of one still under way: a second caller for the
     /// same namespace waits for that start instead of making a second thread.
     private var threads: [String: Task<NamespaceExecutor, any Error>] = [:]
+    /// When each kept namespace's thread was last asked for, as a count of requests.
+    private var lastUse: [String: UInt64] = [:]
+    private var requests: UInt64 = 0
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = max(1, limit)
+    }
 
     /// The thread in `namespace`, creating the namespace when it is missing.
     func thread(in namespace: String) async throws -> NamespaceExecutor {
+        requests += 1
+        lastUse[namespace] = requests
         if let pending = threads[namespace], let thread = try? await pending.value, thread.isCurrent { return thread }
         let start = Task { try await NamespaceExecutor.start(namespace: namespace, creating: true) }
         threads[namespace] = start
+        letGoBeyondLimit(keeping: namespace)
         do {
             return try await start.value
         } catch {
             // Only this start's entry: another caller may have begun a newer one meanwhile.
-            if threads[namespace] == start { threads[namespace] = nil }
+            if threads[namespace] == start {
+                threads[namespace] = nil
+                lastUse[namespace] = nil
+            }
             throw error
         }
     }
 
+    /// How many threads are kept now (for tests).
+    var count: Int { threads.count }
+
     func forget(_ namespace: String) {
         threads[namespace] = nil
+        lastUse[namespace] = nil
+    }
+
+    /// Lets go of the least recently used threads until at most `limit` are kept. A caller still
+    /// using one keeps it alive until it is done.
+    private func letGoBeyondLimit(keeping namespace: String) {
+        while threads.count > limit {
+            guard let oldest = lastUse.filter({ $0.key != namespace }).min(by: { $0.value < $1.value })?.key else { return }
+            forget(oldest)
+        }
     }
 }

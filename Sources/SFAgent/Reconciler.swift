@@ -69,8 +69,11 @@ public struct Reconciler: Sendable {
         let layout = agent.networks.layout
         let planner = agent.planner
         let domainControl = agent.instances.domainControl
-        // Read everything first: a failed read ends the pass before anything is removed.
-        let kept = try await planner.kept()
+        // Read everything first: a failed read ends the pass before anything is removed. Each kind
+        // is read once, whatever the store holds; the networks and instances below are looked up in
+        // this snapshot, never read one by one.
+        let snapshot = try await planner.snapshot()
+        let kept = planner.kept(in: snapshot)
         let networks = kept.allNetworks
         let instances = kept.instances
         let domains = try await domainControl.domains()
@@ -107,7 +110,7 @@ public struct Reconciler: Sendable {
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
         for network in kept.networks where network.state == .created || network.state == .deleteWait {
             do {
-                try await agent.networkJobs.converge(network.uuid)
+                try await agent.networkJobs.converge(planner.view(of: network, in: snapshot))
                 report.networksEnsured += 1
             } catch {
                 logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
@@ -119,17 +122,18 @@ public struct Reconciler: Sendable {
         // Off on purpose (the guest shut itself down, or someone destroyed it) is what the store
         // should learn, when the lifecycle event has not said so yet; it is not drift to undo.
         let stopped = Set(domains.filter(\.isOffOnPurpose).map(\.identity.uuid))
+        // A plan is made only for an instance the pass acts on: an instance that is off as it should
+        // be costs nothing, and a running one's taps need only its interfaces, from the snapshot.
         for instance in instances where instance.state == .created {
             do {
-                let plan = try await planner.plan(for: instance)
                 if instance.powerState == .on && stopped.contains(instance.uuid) {
                     try await recordObserved(.off, of: instance.uuid)
                 } else if instance.powerState == .on && !running.contains(instance.uuid) {
-                    try await agent.instances.ensureRunning(plan)
+                    try await agent.instances.ensureRunning(try await planner.plan(for: instance))
                     try await event("instance", instance.uuid, "instance restarted by reconciliation: it should be on")
                     report.instancesStarted += 1
                 } else if running.contains(instance.uuid) {
-                    try await agent.instances.plugTaps(plan)
+                    try await agent.instances.plugTaps(try planner.tapPlan(for: instance, in: snapshot))
                 }
             } catch {
                 logger.error("could not reconcile an instance", metadata: ["instance.uuid": "\(instance.uuid)", "error": "\(error)"])
@@ -137,18 +141,17 @@ public struct Reconciler: Sendable {
         }
 
         // Orphans: sfnode's domains and namespaces whose owner the store says is deleted or unknown.
-        let known = Dictionary(
-            try await store.instances(node: nil).map { ($0.uuid, $0.state) }, uniquingKeysWith: { first, _ in first })
+        let known = Dictionary(snapshot.instances.map { ($0.uuid, $0.state) }, uniquingKeysWith: { first, _ in first })
         for domain in domains where domain.identity.name == agent.instances.domainName(of: domain.identity.uuid) {
             let owner = domain.identity.uuid
-            // sfnode's own mark, not just the name: its metadata must name the same instance.
+            guard known[owner] == nil || known[owner] == .deleted else { continue }
+            // sfnode's own mark, not just the name: its metadata must name the same instance. Read
+            // only for a domain that is to go, since it costs a libvirt call (a domain's XML) each.
             guard try await domainControl.instanceUUID(of: .uuid(owner)) == owner else { continue }
-            if known[owner] == nil || known[owner] == .deleted {
-                try await domainControl.destroy(.uuid(owner))
-                try await domainControl.undefine(.uuid(owner))
-                logger.warning("removed a domain that belongs to no live instance", metadata: ["instance.uuid": "\(owner)"])
-                report.domainsRemoved += 1
-            }
+            try await domainControl.destroy(.uuid(owner))
+            try await domainControl.undefine(.uuid(owner))
+            logger.warning("removed a domain that belongs to no live instance", metadata: ["instance.uuid": "\(owner)"])
+            report.domainsRemoved += 1
         }
         // Only the network node makes network namespaces, so only it removes them.
         let liveNetworks = Set(networks.filter { $0.state != .deleted }.map { layout.namespace(of: $0.uuid) })

@@ -52,6 +52,7 @@ import SFSystem
 /// | `dnsServer` | `SFNODE_DNS_SERVER` | `auto`: the first non-loopback nameserver of /etc/resolv.conf; `none` or an IPv4 address |
 /// | `pingsAtOnce` | `SFNODE_PINGS_AT_ONCE` | `8`: network pings running at once (each holds a thread for ~10 s) |
 /// | `networkDNSEntries` | `SFNODE_NETWORK_DNS_ENTRIES` | `256`: extra DNS records (`POST /networks/<ref>/dns`) per network |
+/// | `namespaceThreads` | `SFNODE_NAMESPACE_THREADS` | `64`: network namespaces' threads kept between uses (least recently used go first) |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -220,6 +221,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var pingsAtOnce = 8
     /// How many extra DNS records one network may have.
     public var networkDNSEntries = 256
+    /// How many network namespaces' threads the agent keeps between uses; past that the least
+    /// recently used goes, so that a network node's threads do not grow with its networks.
+    public var namespaceThreads = 64
 
     /// ``dnsServer`` resolved: nil for `none`, or for `auto` when resolv.conf names no usable server.
     public func resolvedDNSServer(resolvConf: String = "/etc/resolv.conf") -> IPv4Address? {
@@ -687,6 +691,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaSnapshotVersions", environmentName: "SFNODE_QUOTA_SNAPSHOT_VERSIONS", path: \.quotaSnapshotVersions, range: 1...10_000, unit: "versions"),
         .init(key: "quotaWaitingRequests", environmentName: "SFNODE_QUOTA_WAITING_REQUESTS", path: \.quotaWaitingRequests, range: 1...10_000, unit: "requests"),
         .init(key: "nodeMissingSeconds", environmentName: "SFNODE_NODE_MISSING_SECONDS", path: \.nodeMissingSeconds, range: 60...86_400, unit: "seconds"),
+        .init(key: "namespaceThreads", environmentName: "SFNODE_NAMESPACE_THREADS", path: \.namespaceThreads, range: 1...100_000, unit: "threads"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

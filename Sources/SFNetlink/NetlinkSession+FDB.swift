@@ -46,14 +46,18 @@ extension NetlinkSession {
         let index = try index(of: device, operation: operation)
         let sock = try socket()
         // An AF_BRIDGE neighbour dump is the bridge FDB; libnl's neighbour cache does not ask for it,
-        // so the request is built here and the replies read with cnl_parse_flood_entry.
+        // so the request is built here and the replies read with cnl_parse_flood_entry. The request
+        // names the device as `bridge fdb show dev` does (an ifinfomsg whose ifi_index the kernel
+        // reads as the port to dump): an unfiltered dump returns every bridge port's entries in the
+        // namespace, which made listing one VXLAN's flood list grow with the number of networks.
         guard let message = nlmsg_alloc_simple(Int32(RTM_GETNEIGH), NLM_F_DUMP) else {
             throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
         }
         defer { nlmsg_free(message) }
-        var header = ndmsg()
-        header.ndm_family = UInt8(AF_BRIDGE)
-        guard nlmsg_append(message, &header, MemoryLayout<ndmsg>.size, Int32(NLMSG_ALIGNTO)) == 0 else {
+        var header = ifinfomsg()
+        header.ifi_family = UInt8(AF_BRIDGE)
+        header.ifi_index = index
+        guard nlmsg_append(message, &header, MemoryLayout<ifinfomsg>.size, Int32(NLMSG_ALIGNTO)) == 0 else {
             throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_MSGSIZE))
         }
         // Allocated before sending: failing between the send and the read would leave the dump's

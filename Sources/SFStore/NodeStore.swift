@@ -188,6 +188,12 @@ public protocol NodeStore: Sendable {
     /// when it changes; with SQLite it is `PRAGMA data_version` on a dedicated connection, which is
     /// a read of shared memory and costs microseconds.
     func changeToken() async throws -> Int64
+
+    // MARK: Bulk reads
+
+    /// Every interface that is not deleted, of every instance and network, by UUID: one read where
+    /// a pass over the whole store would otherwise ask once per instance or network.
+    func liveInterfaces() async throws -> [Interface]
 }
 
 /// An interface to create with its instance.

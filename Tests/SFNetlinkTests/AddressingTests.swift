@@ -109,6 +109,16 @@ struct AddressingTests {
             let other = TestNames.unique("vx")
             try await session.createVXLAN(name: other, id: 101, underlay: nil, local: nil)
             #expect(try await session.floodEntries(device: other).isEmpty)
+
+            // A VXLAN that is a bridge port (as every network's is) lists its own entries, and only
+            // those, among its bridge's and its neighbours' (the dump asks for that one device).
+            let bridge = TestNames.unique("br")
+            try await session.createBridge(name: bridge, up: true)
+            try await session.setMaster(vxlan, master: bridge)
+            try await session.setMaster(other, master: bridge)
+            try await session.appendFloodEntry(device: other, remote: remoteA)
+            #expect(try await session.floodEntries(device: vxlan) == [remoteB])
+            #expect(try await session.floodEntries(device: other) == [remoteA])
         }
     }
 

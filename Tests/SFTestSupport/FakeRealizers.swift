@@ -75,6 +75,10 @@ public final class FakeInstanceRealizer: InstanceRealizing {
     public let domains = FakeDomains()
     public let calls = FakeCalls()
     private let failure = Mutex<(any Error & Sendable)?>(nil)
+    private let pluggedPlans = Mutex<[InstancePlan]>([])
+
+    /// The plans ``plugTaps(_:)`` was given, in order.
+    public var plugged: [InstancePlan] { pluggedPlans.withLock { $0 } }
 
     public init(layout: HostLayout = HostLayout(namespacePrefix: "fake-", tapPrefix: "fk"), storagePath: String = "/nonexistent") {
         self.layout = layout
@@ -94,7 +98,10 @@ public final class FakeInstanceRealizer: InstanceRealizing {
         domains.set(plan.uuid, .on)
     }
 
-    public func plugTaps(_ plan: InstancePlan) async throws { calls.append("plugTaps \(plan.uuid.lowercasedString)") }
+    public func plugTaps(_ plan: InstancePlan) async throws {
+        calls.append("plugTaps \(plan.uuid.lowercasedString)")
+        pluggedPlans.withLock { $0.append(plan) }
+    }
 
     public func remove(_ plan: InstancePlan) async throws {
         calls.append("remove \(plan.uuid.lowercasedString)")
