@@ -13,7 +13,11 @@ import Testing
         let stream: AsyncStream<Int64>
         private let continuation: AsyncStream<Int64>.Continuation
 
-        init() { (stream, continuation) = AsyncStream<Int64>.makeStream() }
+        init() {
+            let (stream, continuation) = AsyncStream<Int64>.makeStream()
+            self.stream = stream
+            self.continuation = continuation
+        }
 
         func record(_ id: Int64) { continuation.yield(id) }
 
