@@ -26,6 +26,8 @@ let logger = {
 }()
 let environment = ProcessInfo.processInfo.environment
 let pickupJobs = Int(environment["SFNODE_BENCH_JOBS"] ?? "") ?? 200
+/// SFNODE_BENCH_QUEUE_ONLY=pickup skips the throughput runs.
+let pickupOnly = environment["SFNODE_BENCH_QUEUE_ONLY"] == "pickup"
 let throughputJobs = Int(environment["SFNODE_BENCH_QUEUE_JOBS"] ?? "") ?? 2000
 let throughputRepeats = 3
 let claimerCounts = [1, 4, 16]
@@ -199,8 +201,9 @@ func startRunner(_ kind: RunnerKind, store: any NodeStore, target: String, start
 
 // MARK: - Pick-up latency
 
-/// Pick-up latencies (seconds) of `pickupJobs` jobs enqueued one at a time by this process.
-func pickupInProcess(_ backend: Backend, _ kind: RunnerKind) async throws -> [Double] {
+/// Pick-up latencies (seconds) of `pickupJobs` jobs enqueued one at a time by this process, and the
+/// enqueue calls' own durations (their commit is part of every pick-up).
+func pickupInProcess(_ backend: Backend, _ kind: RunnerKind) async throws -> (pickups: [Double], enqueues: [Double]) {
     let (location, remove) = try backend.makeLocation("pickup-local-\(kind)")
     defer { remove() }
     let store = try backend.open(location)
@@ -210,17 +213,22 @@ func pickupInProcess(_ backend: Backend, _ kind: RunnerKind) async throws -> [Do
     defer { runner.cancel() }
     try await Task.sleep(for: .milliseconds(100))
     var latencies: [Double] = []
+    var enqueues: [Double] = []
     for _ in 0..<pickupJobs {
         try await Task.sleep(for: .milliseconds(Int.random(in: 0...50)))
         let before = monotonicNanos()
         guard let id = try await store.enqueue([try noopJob(target: target)]).first?.id else { throw BenchmarkFailed("enqueue returned no job") }
+        enqueues.append(Double(monotonicNanos() - before) / 1e9)
         try await waitUntilDone(store, id)
         guard let start = starts.start(of: id) else { throw BenchmarkFailed("job \(id) finished without its handler") }
         latencies.append(Double(start - before) / 1e9)
     }
     runner.cancel()
     await runner.value
-    return latencies
+    if environment["SFNODE_BENCH_DUMP"] != nil {
+        FileHandle.standardError.write(Data("\(kind) in-process: \(latencies.sorted().suffix(12).map { ms($0) })\n".utf8))
+    }
+    return (latencies, enqueues)
 }
 
 /// Pick-up latencies of `pickupJobs` jobs enqueued one at a time by a second process (this binary in
@@ -248,6 +256,9 @@ func pickupAcrossProcesses(_ backend: Backend, _ kind: RunnerKind) async throws 
         guard fields.count == 2, let id = Int64(fields[0]), let before = Int64(fields[1]) else { continue }
         guard let start = starts.start(of: id) else { throw BenchmarkFailed("job \(id) finished without its handler") }
         latencies.append(Double(start - before) / 1e9)
+    }
+    if environment["SFNODE_BENCH_DUMP"] != nil {
+        FileHandle.standardError.write(Data("\(kind) across: \(latencies.sorted().suffix(12).map { ms($0) })\n".utf8))
     }
     guard latencies.count == pickupJobs else { throw BenchmarkFailed("the enqueueing process reported \(latencies.count) of \(pickupJobs) jobs") }
     runner.cancel()
@@ -311,14 +322,17 @@ do {
     defer { try? FileManager.default.removeItem(atPath: workDirectory) }
 
     var inProcess: [String: [RunnerKind: [Double]]] = [:]
+    var enqueueCalls: [String: [Double]] = [:]
     var acrossProcesses: [String: [RunnerKind: [Double]]] = [:]
     var throughput: [String: [Int: Throughput]] = [:]
     for backend in backends {
         for kind in RunnerKind.allCases {
-            inProcess[backend.name, default: [:]][kind] = try await pickupInProcess(backend, kind)
+            let local = try await pickupInProcess(backend, kind)
+            inProcess[backend.name, default: [:]][kind] = local.pickups
+            enqueueCalls[backend.name, default: []] += local.enqueues
             acrossProcesses[backend.name, default: [:]][kind] = try await pickupAcrossProcesses(backend, kind)
         }
-        for claimers in claimerCounts {
+        for claimers in claimerCounts where !pickupOnly {
             throughput[backend.name, default: [:]][claimers] = try await claimAndComplete(backend, claimers: claimers)
         }
     }
@@ -341,6 +355,8 @@ do {
             report.append("| \(label), \(kind.label) | " + cells.joined(separator: " | ") + " |")
         }
     }
+    let enqueueCells = names.map { name in "\(ms(median(enqueueCalls[name] ?? []))) / \(ms(percentile(enqueueCalls[name] ?? [], 99)))" }
+    report.append("| the enqueue call alone (its commit), in-process | " + enqueueCells.joined(separator: " | ") + " |")
     report.append("\nClaim-and-complete: \(throughputJobs) jobs queued up front, then N claimers (tasks sharing one store")
     report.append("handle), each claiming and completing one job at a time until none is left; jobs/s is the median of")
     report.append("\(throughputRepeats) runs on fresh stores, and each job's claim + complete is given as median / p99.\n")
