@@ -143,6 +143,13 @@ let package = Package(
             ],
             path: "Benchmarks/APIBenchmark"),
 
+        .executableTarget(
+            name: "QueueBenchmark",
+            dependencies: [
+                "SFSystem", "SFStore", "SFControl", "SFAgent", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/QueueBenchmark"),
+
         .target(
             name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent"],
             path: "Tests/SFTestSupport"),

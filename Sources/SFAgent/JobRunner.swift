@@ -21,8 +21,12 @@ import SFStore
 /// other job starts until it ends, and it starts when the others have ended), so that a second
 /// death is its own and never an innocent neighbour's.
 ///
-/// Pick-up is prompt: in-process enqueues wake the runner at once, and other processes' commits
-/// are noticed by polling the store's change token every few milliseconds.
+/// Pick-up is prompt: the store's ``NodeStore/wakeups()`` (a job enqueued or finished, in this
+/// process or another) ends the runner's idle wait at once. Until issue 15 a wake-up only set a flag
+/// that the loop read after its 20 ms sleep, so a job waited for the rest of the tick (a median of
+/// 13 ms in-process); now the wait itself is what a wake-up resumes. The runner still looks at the
+/// queue every ``pollInterval`` when nothing wakes it, for delayed jobs coming due, leases that
+/// lapse, and a notification that was lost.
 public actor JobRunner {
     /// Runs one job, given typed (its kind and payload already checked) and as stored.
     public typealias Handler = @Sendable (JobOrder, Job) async throws -> Void
@@ -55,9 +59,10 @@ public actor JobRunner {
 
     /// A runner for `targets`, claiming as `owner` (unique per agent process) with leases of
     /// `lease`, running up to `workers` jobs at once plus up to `downloadWorkers` jobs that may download.
+    /// `pollInterval` is how long an idle runner waits for a wake-up before it looks at the queue anyway.
     public init(
         store: any NodeStore, targets: [JobTarget], owner: String, lease: Duration = .seconds(30),
-        pollInterval: Duration = .milliseconds(20), notReadyDeadline: Duration = .seconds(600),
+        pollInterval: Duration = .milliseconds(250), notReadyDeadline: Duration = .seconds(600),
         notReadyDelay: Duration = .seconds(1), workers: Int = 4, downloadWorkers: Int = 4, maxDeaths: Int = Job.defaultMaxDeaths,
         logger: Logger
     ) {
@@ -65,7 +70,7 @@ public actor JobRunner {
         self.targets = targets
         self.owner = owner
         self.lease = lease
-        self.pollInterval = pollInterval
+        self.pollInterval = max(pollInterval, .milliseconds(1))
         self.notReadyDeadline = max(notReadyDeadline, lease * 2)
         self.notReadyDelay = notReadyDelay
         self.maxDeaths = max(maxDeaths, 1)
@@ -115,10 +120,36 @@ public actor JobRunner {
         }
     }
 
-    /// Set when this process enqueued or finished a job since the runner last looked.
+    /// Set when a wake-up came, or this runner finished a job, since the runner last looked.
     private var poked = false
+    /// The idle loop's wait (``idle(upTo:)``), resumed by the next poke or by its timer.
+    private var idleWaiter: CheckedContinuation<Void, Never>?
 
-    private func poke() { poked = true }
+    private func poke() {
+        poked = true
+        endIdle()
+    }
+
+    private func endIdle() {
+        idleWaiter?.resume()
+        idleWaiter = nil
+    }
+
+    /// Waits until a poke (at once if one came since the loop last looked), cancellation, or
+    /// `interval`, whichever is first.
+    private func idle(upTo interval: Duration) async {
+        if poked || stopping || Task.isCancelled { return }
+        let timer = Task { [weak self] in
+            guard (try? await Task.sleep(for: interval)) != nil else { return }
+            await self?.endIdle()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in idleWaiter = continuation }
+        } onCancel: {
+            Task { await self.endIdle() }
+        }
+        timer.cancel()
+    }
 
     /// Set by ``stop()``: the runner finishes the jobs it is running and claims no other.
     private var stopping = false
@@ -134,7 +165,7 @@ public actor JobRunner {
     /// (the shutdown bound passed) keeps its lease until it lapses and is then taken again.
     public func stop() {
         stopping = true
-        poked = true
+        poke()
     }
 
     /// Runs jobs until the task is cancelled or ``stop()`` is called, then waits for the running
@@ -166,8 +197,9 @@ public actor JobRunner {
     }
 
     private func loop() async {
-        var lastToken = (try? await store.changeToken()) ?? 0
         while !Task.isCancelled && !stopping {
+            // Cleared before the claim: a wake-up that comes while it runs (its job committed too
+            // late for this claim to see) makes the wait below return at once.
             poked = false
             do {
                 if try await claimForLanes() { continue }
@@ -175,17 +207,10 @@ public actor JobRunner {
                 if Task.isCancelled { break }
                 logger.error("claiming a job failed; retrying", metadata: ["error": "\(error)"])
             }
-            // Idle until this process enqueues or finishes a job, another process commits, or a
-            // delayed job may be due.
-            let deadline = ContinuousClock.now + .milliseconds(250)
-            while !Task.isCancelled && !poked && ContinuousClock.now < deadline {
-                let token = (try? await store.changeToken()) ?? lastToken
-                if token != lastToken {
-                    lastToken = token
-                    break
-                }
-                try? await Task.sleep(for: pollInterval)
-            }
+            // Idle until a job is enqueued or finished (here or in another process), or until the
+            // poll interval passes: a delayed job may be due, a lease may have lapsed, or a
+            // notification may have been lost.
+            await idle(upTo: pollInterval)
         }
         if Task.isCancelled { cancelRunning() }
         while let task = running.values.first { await task.value }
@@ -240,7 +265,7 @@ public actor JobRunner {
         running[job.id] = nil
         if let lane { lanes[lane].running -= 1 }
         if isolated == job.id { isolated = nil }
-        poked = true
+        poke()
     }
 
     /// Claims and runs one job of any kind, in this task; false when there was none.

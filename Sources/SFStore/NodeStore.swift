@@ -180,13 +180,16 @@ public protocol NodeStore: Sendable {
     /// The job, or ``StoreError/notFound(type:id:)``.
     func job(id: Int64) async throws -> Job
 
-    /// Fires (coalesced) whenever this process enqueues a job or finishes one (a finished job may
-    /// unblock the next job of its object). For other processes' changes, poll ``changeToken()``.
+    /// Fires (coalesced) soon after any process using this store commits a transaction that
+    /// enqueues jobs or finishes, fails or postpones one (a finished job may unblock the next job of
+    /// its object): at once for this process's own commits, on a notification for the others' (with
+    /// SQLite a doorbell file watched through inotify; a server backend would use its own, such as
+    /// PostgreSQL's LISTEN/NOTIFY). Best effort: a claimer still polls now and then, for delayed jobs
+    /// coming due, lapsed leases and a notification lost.
     func wakeups() -> AsyncStream<Void>
     /// An opaque number that changes whenever another process (or another store instance) commits
-    /// anything. Idle agents poll it every 20–50 ms and call ``claimNext(targets:owner:lease:)``
-    /// when it changes; with SQLite it is `PRAGMA data_version` on a dedicated connection, which is
-    /// a read of shared memory and costs microseconds.
+    /// anything: a cheap "has anything changed since I looked" for a poller that has no wake-ups.
+    /// With SQLite it is `PRAGMA data_version` on a dedicated connection, a read of shared memory.
     func changeToken() async throws -> Int64
 
     // MARK: Bulk reads

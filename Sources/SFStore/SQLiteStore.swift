@@ -26,7 +26,8 @@ public final class SQLiteStore: NodeStore {
     /// For short reads by key, without a thread switch (``readByKey(_:)``).
     private let inPlaceReaders: InPlaceReaders
     private let logger: Logger
-    private let hub = WakeupHub()
+    /// This store's wake-ups (SQLiteStore+Wakeups.swift).
+    let wakeupHub: WakeupHub
 
     /// Opens (creating if needed) the store at `path` and applies pending migrations.
     ///
@@ -39,6 +40,7 @@ public final class SQLiteStore: NodeStore {
         self.path = path
         self.fqdn = fqdn
         self.logger = logger
+        wakeupHub = WakeupHub(storePath: path, logger: logger)
         var config = Configuration()
         config.busyMode = .timeout(busyTimeout.seconds)
         config.label = "sfnode.store"
@@ -551,8 +553,6 @@ public final class SQLiteStore: NodeStore {
 
     // MARK: - Change signals
 
-    public func wakeups() -> AsyncStream<Void> { hub.subscribe() }
-
     public func changeToken() async throws -> Int64 {
         do {
             return try await monitor.read { db in try Int64.fetchOne(db, sql: "PRAGMA data_version") ?? 0 }
@@ -561,27 +561,4 @@ public final class SQLiteStore: NodeStore {
         }
     }
 
-    /// Wakes this process's waiters.
-    func signal() { hub.fire() }
-}
-
-/// Fans a "something changed" signal out to every live `wakeups()` stream. Each stream buffers at
-/// most one signal: a waiter only needs to know "look again", not how many times.
-final class WakeupHub: Sendable {
-    private let continuations = Mutex<[UUID: AsyncStream<Void>.Continuation]>([:])
-
-    func subscribe() -> AsyncStream<Void> {
-        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = UUID()
-        continuations.withLock { $0[id] = continuation }
-        continuation.onTermination = { [weak self] _ in
-            self?.continuations.withLock { _ = $0.removeValue(forKey: id) }
-        }
-        return stream
-    }
-
-    func fire() {
-        let all = continuations.withLock { Array($0.values) }
-        for continuation in all { continuation.yield() }
-    }
 }
