@@ -8,7 +8,7 @@ import SFSystem
 extension SQLiteStore {
     public func liveInterfaces() async throws -> [Interface] {
         try await read { db in
-            try Self.allRows(db, Self.selectInterfaces + "WHERE state != 'deleted' ORDER BY uuid", [], Self.decodeInterface)
+            try Self.allRows(db, InterfaceTable.self, InterfaceTable.select + "WHERE state != 'deleted' ORDER BY uuid", [])
         }
     }
 }
