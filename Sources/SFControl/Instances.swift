@@ -271,14 +271,30 @@ extension Control {
     }
 
     /// The job once it has finished (succeeded or failed), or nil when it is still queued or
-    /// running after `timeout`. How a caller learns that what it asked for is done.
-    public func waitForJob(_ id: Int64, timeout: Duration, poll: Duration = .milliseconds(100)) async throws -> Job? {
+    /// running after `timeout`. How a caller learns that what it asked for is done: it reads the job
+    /// again on each of the store's wake-ups (a commit here or in another process), and every `poll`
+    /// when none comes.
+    public func waitForJob(_ id: Int64, timeout: Duration, poll: Duration = .seconds(1)) async throws -> Job? {
         let deadline = ContinuousClock.now + timeout
         while true {
+            // Subscribed before the read: a job that finishes just after it still ends this wait.
+            let wakeups = store.wakeups()
             let job = try await controlled { try await store.job(id: id) }
             if !job.state.isLive { return job }
-            guard ContinuousClock.now < deadline else { return nil }
-            try await Task.sleep(for: poll)
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return nil }
+            try Task.checkCancellation()
+            await Self.firstWakeup(wakeups, within: min(poll, left))
+        }
+    }
+
+    /// Returns on the stream's first wake-up, or after `limit`, whichever comes first.
+    private static func firstWakeup(_ wakeups: AsyncStream<Void>, within limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in wakeups { return } }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
         }
     }
 

@@ -259,13 +259,13 @@ extension Control {
         return total
     }
 
-    /// Waits (polling every quarter second, up to `timeout`) until the snapshot's job has run: returns
+    /// Waits (up to `timeout`, see ``waitForJob(_:timeout:poll:)``) until the snapshot's job has run: returns
     /// when it succeeded; a failed job is an error carrying the job's own, and one still queued or
     /// running at the deadline is not ready. A snapshot without a job returns at once.
     public func waitForSnapshot(_ snapshot: QueuedSnapshot, timeout: Duration) async throws {
         guard let id = snapshot.jobID else { return }
         let instance = snapshot.instance.uuid.lowercasedString
-        guard let job = try await waitForJob(id, timeout: timeout, poll: .milliseconds(250)) else {
+        guard let job = try await waitForJob(id, timeout: timeout) else {
             throw ControlError.notReady("snapshot job \(id) of instance \(instance) is still running after \(timeout.components.seconds) s")
         }
         if job.state == .failed {
