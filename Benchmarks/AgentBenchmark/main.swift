@@ -403,16 +403,17 @@ do {
     func pickupRow(_ label: String, _ values: [Double]) -> String {
         "| \(label) | \(ms(median(values))) | \(ms(percentile(values, 90))) | \(ms(values.max() ?? .nan)) |"
     }
-    report.append(pickupRow("same process, same store (store wakeup)", sameProcess))
-    report.append(pickupRow("second `SQLiteStore` on the same file (change-token polling)", otherInstance))
+    report.append(pickupRow("same process, same store (in-process wake-up)", sameProcess))
+    report.append(pickupRow("second `SQLiteStore` on the same file (the store's doorbell file)", otherInstance))
     if !processFromCommit.isEmpty {
         report.append(pickupRow("\(submitLabel), from the job's commit", processFromCommit))
         report.append(pickupRow("\(submitLabel), from spawning it", processFromSpawn))
     }
-    report.append("\nTargets: median under 50 ms in-process, under 250 ms across processes.\n")
-    if median(sameProcess) >= 0.050 { failures.append("(d) in-process median pick-up \(ms(median(sameProcess))) is not under 50 ms") }
+    // Issue 15's targets; QueueBenchmark (q) measures the queue alone, against the old poll.
+    report.append("\nTargets: median under 2 ms in-process, under 5 ms across processes (issue 15).\n")
+    if median(sameProcess) >= 0.002 { failures.append("(d) in-process median pick-up \(ms(median(sameProcess))) is not under 2 ms") }
     for (label, values) in [("second store", otherInstance), ("second process", processFromCommit)] where !values.isEmpty {
-        if median(values) >= 0.250 { failures.append("(d) \(label) median pick-up \(ms(median(values))) is not under 250 ms") }
+        if median(values) >= 0.005 { failures.append("(d) \(label) median pick-up \(ms(median(values))) is not under 5 ms") }
     }
 
     }
