@@ -116,6 +116,25 @@ import Testing
         #expect(validators.withLock { $0 } == ["\"v2\""])
     }
 
+    @Test("a fetch that hashes cannot resume bytes it never saw: the caller's are dropped first and the whole body comes once")
+    func hashingFetchDoesNotResume() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let payload = randomData(100_000)
+        server.register("/whole", body: .data(payload), etag: "\"v1\"", ranges: true)
+        var data = Data(payload.prefix(30_000))
+        var restarts = 0
+        let result = try await fetcher().fetch(
+            server.url("/whole"), resuming: FetchResume(offset: 30_000, validator: "\"v1\""),
+            restart: {
+                restarts += 1
+                data.removeAll()
+            },
+            into: { data.append(contentsOf: $0) })
+        #expect(data == payload && restarts == 1 && result.size == Int64(payload.count) && result.sha512 != nil)
+        #expect(server.rangesAsked("/whole").isEmpty)
+    }
+
     @Test func dropsBeyondTheRetryLimitFail() async throws {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }

@@ -58,12 +58,18 @@ struct ContentRange: Equatable {
     let end: Int64
     let total: Int64
 
+    init(start: Int64, end: Int64, total: Int64) {
+        self.start = start
+        self.end = end
+        self.total = total
+    }
+
     init?(_ text: String) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard trimmed.hasPrefix("bytes ") else { return nil }
-        let parts = trimmed.dropFirst(6).split(separator: "/", maxSplits: 1)
+        let parts = trimmed.dropFirst(6).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, let total = Int64(parts[1]) else { return nil }
-        let bounds = parts[0].split(separator: "-", maxSplits: 1)
+        let bounds = parts[0].split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), start >= 0, start <= end, end < total else { return nil }
         self.start = start
         self.end = end
@@ -209,7 +215,8 @@ public struct HTTPFetcher: Sendable {
     ///     byte is hashed once; an expected sha512 turns hashing on again.
     ///   - resuming: the bytes the sink already holds from an earlier, interrupted download of
     ///     `url` (by a process that died, say) and their validator: only the rest is asked for.
-    ///     Ignored when this fetch hashes (it never saw those bytes).
+    ///     When this fetch hashes (it never saw those bytes), `restart` runs first and the whole
+    ///     body is fetched.
     ///   - validated: told the validator of each response whose body the sink receives, before a
     ///     byte of it, so that a caller can record where a later process could resume.
     /// - Returns: the size, the sha512 and the headers of the successful attempt.
@@ -219,8 +226,10 @@ public struct HTTPFetcher: Sendable {
         restart: () throws -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
     ) async throws -> FetchResult {
         let hashing = hashing || expectedSHA512 != nil
-        var body = BodyState(held: 0, validator: nil)
-        if let resuming, !hashing, resuming.offset > 0 { body = BodyState(held: resuming.offset, validator: resuming.validator) }
+        // The sink holds `resuming.offset` bytes already. When this fetch hashes, it never saw them,
+        // so it cannot resume: without a validator the first attempt starts over (restart runs).
+        let held = max(resuming?.offset ?? 0, 0)
+        var body = BodyState(held: held, validator: hashing ? nil : resuming?.validator)
         return try await watched(url) { watch in
             try await withRetries(url: url, watch: watch) { attempt in
                 watch.beginAttempt()
