@@ -34,6 +34,11 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // 1.32.2 fixed a crash in LISTEN; the cluster store's wake-ups depend on it.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Already there under postgres-nio and async-http-client; named for NIOThreadPool, on which
+        // the PostgreSQL store runs its transactions off the cooperative pool.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
@@ -58,7 +63,8 @@ let package = Package(
             name: "SFStore",
             dependencies: [
                 "SFSystem", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]),
 
         .target(
@@ -151,7 +157,11 @@ let package = Package(
             path: "Benchmarks/QueueBenchmark"),
 
         .target(
-            name: "SFTestSupport", dependencies: ["SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent"],
+            name: "SFTestSupport",
+            dependencies: [
+                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent",
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/SFTestSupport"),
         .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),

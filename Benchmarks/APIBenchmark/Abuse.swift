@@ -80,7 +80,7 @@ func uploadLoop(port: Int, token: String, name: String, progress: AbuseProgress)
 
     // The instance read is placed on a node that never runs it (no agent of that name): booting a
     // guest during the measurement would only add noise.
-    let store = try SQLiteStore(path: directory + "/store.sqlite", fqdn: "\(runID)-bench", logger: logger)
+    let store = try SQLStore(path: directory + "/store.sqlite", fqdn: "\(runID)-bench", logger: logger)
     let far = "\(runID)-far"
     try await store.saveNode(fakeNode(far))
     var request = controlRequest(name: "read", base: "debian:12", memory: 1024)

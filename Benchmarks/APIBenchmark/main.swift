@@ -265,10 +265,10 @@ do {
     let apiDirectory = workDirectory + "/api"
     try FileManager.default.createDirectory(atPath: apiDirectory, withIntermediateDirectories: true)
     let nodeName = "\(runID)-node"
-    let store = try SQLiteStore(path: apiDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
+    let store = try SQLStore(path: apiDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
     try await store.saveNode(fakeNode(nodeName))
     // The in-process side of (k) gets a store of its own, seeded alike.
-    let controlStore = try SQLiteStore(path: apiDirectory + "/control.sqlite", fqdn: nodeName, logger: logger)
+    let controlStore = try SQLStore(path: apiDirectory + "/control.sqlite", fqdn: nodeName, logger: logger)
     try await controlStore.saveNode(fakeNode(nodeName))
     // Placement only uses a node seen within 120 s: keep checking the fake one in.
     // Detached: the measurements below block the main actor for minutes at a time.
@@ -475,7 +475,7 @@ do {
         guard serve.isRunning else { throw BenchmarkFailed("sfnode serve exited: \(serve.logTail())") }
         return FileManager.default.fileExists(atPath: serveConfig) && isListening(serveURL)
     }
-    let serveStore = try SQLiteStore(path: serveDirectory + "/store.sqlite", fqdn: "\(runID)-bench", logger: logger)
+    let serveStore = try SQLStore(path: serveDirectory + "/store.sqlite", fqdn: "\(runID)-bench", logger: logger)
     try await waitUntil("sfnode serve's agent checking in", timeout: .seconds(60)) {
         (try await serveStore.node(named: serveNode))?.lastSeen != nil
     }

@@ -188,7 +188,7 @@ func cleanup() async {
 // it does what `sfnode job submit` does (open the store, enqueue one job) and exits.
 if CommandLine.arguments.count == 4, CommandLine.arguments[1] == "submit" {
     do {
-        let store = try SQLiteStore(path: CommandLine.arguments[2], fqdn: "submitter", logger: logger)
+        let store = try SQLStore(path: CommandLine.arguments[2], fqdn: "submitter", logger: logger)
         let noop = try JobOrder(.networkRefresh, .network(UUID()))
         _ = try await store.enqueue(
             kind: noop.kind.rawValue, payload: noop.payload, target: try JobTarget.parse(CommandLine.arguments[3]), objectKey: nil)
@@ -213,7 +213,7 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
     let root = try NetlinkSession(namespace: nil, logger: logger)
     let libvirt = try LibvirtConnection(logger: logger)
     defer { Task { await libvirt.close() } }
-    let store = try SQLiteStore(path: workDirectory + "/d2.sqlite", fqdn: nodeName, logger: logger)
+    let store = try SQLStore(path: workDirectory + "/d2.sqlite", fqdn: nodeName, logger: logger)
     let server = try LoopbackHTTPServer()
     defer { server.stop() }
     // 64 MiB each at 64 KiB/s: every download outlasts the measurement many times over.
@@ -314,7 +314,7 @@ do {
     guard FileManager.default.fileExists(atPath: baseImage) || environment["SFNODE_BENCH_ONLY"] == "d2" else {
         throw BenchmarkFailed("no test guest image at \(baseImage): run scripts/build-test-image")
     }
-    let store = try SQLiteStore(path: workDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
+    let store = try SQLStore(path: workDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
     let clock = ContinuousClock()
 
     // (d2) alone with SFNODE_BENCH_ONLY=d2 (it needs no guest image). SFNODE_BENCH_ONLY=scale runs
@@ -339,7 +339,7 @@ do {
     let pickupRunner = JobRunner(store: store, targets: [.node(pickupNode)], owner: "\(runID)-pickup", logger: logger)
     await pickupRunner.register(.networkRefresh) { _, job in starts.record(job) }
     let pickupTask = Task { await pickupRunner.run() }
-    let otherStore = try SQLiteStore(path: store.path, fqdn: nodeName, logger: logger)
+    let otherStore = try SQLStore(path: store.path, fqdn: nodeName, logger: logger)
 
     func measurePickup(_ submitter: any NodeStore) async throws -> [Double] {
         var latencies: [Double] = []
@@ -404,7 +404,7 @@ do {
         "| \(label) | \(ms(median(values))) | \(ms(percentile(values, 90))) | \(ms(values.max() ?? .nan)) |"
     }
     report.append(pickupRow("same process, same store (in-process wake-up)", sameProcess))
-    report.append(pickupRow("second `SQLiteStore` on the same file (the store's doorbell file)", otherInstance))
+    report.append(pickupRow("second `SQLStore` on the same file (the store's doorbell file)", otherInstance))
     if !processFromCommit.isEmpty {
         report.append(pickupRow("\(submitLabel), from the job's commit", processFromCommit))
         report.append(pickupRow("\(submitLabel), from spawning it", processFromSpawn))

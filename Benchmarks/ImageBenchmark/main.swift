@@ -47,7 +47,7 @@ do {
     let server = try LoopbackHTTPServer()
     defer { server.stop() }
     server.register("/image", file: source)
-    let store = try SQLiteStore(path: workDirectory + "/store.sqlite", fqdn: "bench", logger: logger)
+    let store = try SQLStore(path: workDirectory + "/store.sqlite", fqdn: "bench", logger: logger)
     let blobs = BlobStore(records: store, directory: workDirectory + "/blobs", nodeName: "bench", logger: logger)
     try FileManager.default.createDirectory(atPath: workDirectory + "/blobs", withIntermediateDirectories: true)
     let fetcher = HTTPFetcher(

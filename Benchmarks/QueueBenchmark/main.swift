@@ -56,7 +56,7 @@ let backends: [Backend] = [
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             return (directory + "/store.sqlite", { try? FileManager.default.removeItem(atPath: directory) })
         },
-        open: { location in try SQLiteStore(path: location, fqdn: "bench-node", logger: logger) })
+        open: { location in try SQLStore(path: location, fqdn: "bench-node", logger: logger) })
 ]
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on the host.

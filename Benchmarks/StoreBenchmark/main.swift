@@ -47,7 +47,7 @@ func timed(_ repetitions: Int, _ body: () async throws -> Void) async throws -> 
     return (wall, cpu)
 }
 
-let store = try SQLiteStore.temporary(fqdn: "bench-node")
+let store = try SQLStore.temporary(fqdn: "bench-node")
 defer { store.removeFiles() }
 
 guard let netblock = IPv4Prefix("10.0.0.0/16") else { throw StoreError.invalidArgument("the benchmark's netblock") }

@@ -14,7 +14,7 @@ import Glibc
 
 /// An assembled agent: its store, its handlers and its job runner, and the services that run it.
 public struct Agent: Sendable {
-    public let store: SQLiteStore
+    public let store: SQLStore
     public let node: NodeAgent
     public let runner: JobRunner
     /// The libvirt connection the instance realizer drives, for closing at exit.
@@ -49,7 +49,7 @@ public func hostLayout(settings: AgentConfiguration) -> HostLayout {
 public func buildAgent(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
     try FileManager.default.createDirectory(
         atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+    let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
     let layout = hostLayout(settings: settings)
     let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
     let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)

@@ -248,7 +248,7 @@ extension Control {
 
     // MARK: Plumbing
 
-    /// The store as the blob records it also is. Every backend sfnode has (SQLiteStore) is both;
+    /// The store as the blob records it also is. Every backend sfnode has (SQLStore) is both;
     /// a store that is not cannot hold blobs at all.
     func blobRecords() throws(ControlError) -> any BlobRecords {
         guard let records = store as? any BlobRecords else {

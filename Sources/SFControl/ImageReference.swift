@@ -120,7 +120,7 @@ public struct ImageAccess: Sendable {
         self.trustingNamespaces = trustingNamespaces
     }
 
-    /// The rule over a store that keeps blob records, and (SQLiteStore does) instances and
+    /// The rule over a store that keeps blob records, and (SQLStore does) instances and
     /// namespaces' trusts: a store without them lets no instance vouch for a blob and no namespace
     /// trust another.
     public init(store records: any BlobRecords) {

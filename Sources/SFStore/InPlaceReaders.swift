@@ -48,6 +48,6 @@ final class InPlaceReaders: Sendable {
         let statement = try db.cachedStatement(sql: sql).sqliteStatement
         defer { sqlite3_reset(statement) }
         let code = sqlite3_step(statement)
-        guard code == SQLITE_DONE else { throw StoreError.backend("\(sql): \(SQLiteStore.sqliteMessage(db, code: code))") }
+        guard code == SQLITE_DONE else { throw StoreError.backend("\(sql): \(SQLiteDatabase.message(db, code: code))") }
     }
 }

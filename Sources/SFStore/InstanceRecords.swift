@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// An instance with its interfaces and the metadata of both: everything an API view of an
 /// instance shows, read in one snapshot.
@@ -18,7 +17,7 @@ public struct InstanceRecord: Sendable, Equatable {
     }
 }
 
-extension SQLiteStore {
+extension SQLStore {
     /// The instance's record in one read by key, on the calling thread when a connection is idle
     /// (``readByKey(_:)``), decoded by column position: a busy API's GET of one instance costs a
     /// few index lookups.
@@ -26,7 +25,7 @@ extension SQLiteStore {
         try await readByKey { db in
             let key = uuid.lowercasedString
             let instance = try Self.fetchInstance(db, uuid)
-            let interfaces = try Self.allRows(db, InterfaceTable.self, InterfaceTable.selectOfInstance, [key])
+            let interfaces = try db.allRows(InterfaceTable.self, InterfaceTable.selectOfInstance, [key])
             var interfaceMetadata: [UUID: [String: JSONValue]] = [:]
             for interface in interfaces {
                 interfaceMetadata[interface.uuid] = try Self.metadata(db, "interface", interface.uuid.lowercasedString)
@@ -40,15 +39,15 @@ extension SQLiteStore {
     /// list of a thousand instances is four queries, not thousands.
     public func instanceRecords(namespace: String?) async throws -> [InstanceRecord] {
         try await read { db in
-            let instances = try Self.allRows(db, InstanceTable.self, Self.selectInstancesOfNamespace, [namespace])
+            let instances = try db.allRows(InstanceTable.self, Self.selectInstancesOfNamespace, [namespace])
             let wanted = Set(instances.map(\.uuid))
             var interfaces: [UUID: [Interface]] = [:]
-            try Self.eachRow(db, InterfaceTable.self, Self.selectAllInterfaces) { row in
+            try db.eachRow(InterfaceTable.self, Self.selectAllInterfaces) { row in
                 let interface = try InterfaceTable.decode(row)
                 if wanted.contains(interface.instanceUUID) { interfaces[interface.instanceUUID, default: []].append(interface) }
             }
             var metadata: [String: [String: [String: JSONValue]]] = [:]
-            try Self.eachRow(db, MetadataTable.self, Self.selectInstanceAndInterfaceMetadata) { row in
+            try db.eachRow(MetadataTable.self, Self.selectInstanceAndInterfaceMetadata) { row in
                 let item = try MetadataTable.decode(row)
                 metadata[item.objectType, default: [:]][item.objectUUID, default: [:]][item.key] = item.value
             }
@@ -62,10 +61,10 @@ extension SQLiteStore {
     }
 
     /// One object's metadata inside the caller's read.
-    static func metadata(_ db: Database, _ objectType: String, _ objectUUID: String) throws -> [String: JSONValue] {
+    static func metadata(_ db: any StoreDatabase, _ objectType: String, _ objectUUID: String) throws -> [String: JSONValue] {
         var result: [String: JSONValue] = [:]
         // Key and value only: the object is the one asked for (two strings fewer per key on a GET).
-        try eachRow(db, MetadataTable.self, MetadataTable.selectOfObject, [objectType, objectUUID]) { row in
+        try db.eachRow(MetadataTable.self, MetadataTable.selectOfObject, [objectType, objectUUID]) { row in
             result[try row.requiredText(.key)] = try row.requiredJSON(JSONValue.self, .value)
         }
         return result

@@ -88,9 +88,9 @@ struct EventsCommand: AsyncParsableCommand {
 
 /// The store named by the agent's configuration.
 enum OperatorStore {
-    static func open(_ config: String?) throws -> SQLiteStore {
+    static func open(_ config: String?) throws -> SQLStore {
         let settings = try AgentConfiguration.load(commandLinePath: config)
-        return try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
+        return try SQLStore(path: settings.storePath, fqdn: settings.nodeName)
     }
 }
 
@@ -131,7 +131,7 @@ struct StateCommand: AsyncParsableCommand {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         var logger = Logger(label: "sfnode.state")
         logger.logLevel = .warning
-        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName)
+        let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName)
         let layout = hostLayout(settings: settings)
         let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
         let links = Set(try await host.links().map(\.name))

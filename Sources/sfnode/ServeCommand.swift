@@ -42,7 +42,7 @@ struct APICommand: AsyncParsableCommand {
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
         try FileManager.default.createDirectory(
             atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
         let api = try await buildAPI(settings: settings, store: store, logger: logger)
         logger.info("serving the API", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
@@ -57,7 +57,7 @@ func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, 
 }
 
 /// The API service over `store`, after making sure the local client can reach it.
-func buildAPI(settings: AgentConfiguration, store: SQLiteStore, logger: Logger) async throws -> any Service {
+func buildAPI(settings: AgentConfiguration, store: SQLStore, logger: Logger) async throws -> any Service {
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {

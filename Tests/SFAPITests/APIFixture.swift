@@ -12,14 +12,14 @@ import SFStore
 /// and blob storage in a temporary directory, driven through Hummingbird's router test client (no
 /// socket, no root).
 struct APIFixture {
-    let store: SQLiteStore
+    let store: SQLStore
     let control: Control
     let storage: BlobStorage
     let configuration: APIConfiguration
     static let adminKey = "admin-secret-for-tests"
 
     init(tokenLifetime: Duration = .seconds(900), quotas: NamespaceQuotas = NamespaceQuotas(), limits: APILimits = APILimits()) async throws {
-        store = try SQLiteStore.temporary()
+        store = try SQLStore.temporary()
         var logger = Logger(label: "sfnode.test.api")
         logger.logLevel = .critical
         let directory = (store.path as NSString).deletingLastPathComponent

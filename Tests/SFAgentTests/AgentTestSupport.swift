@@ -61,7 +61,7 @@ let loopbackFetchRules = DestinationRules(
 /// from loopback, and short names resolved against `imageDownloadURL` (a ``LoopbackHTTPServer``'s
 /// base URL). `cacheHighWaterBytes` 0 makes every release evict whatever no live instance uses.
 func makeTestImageResolver(
-    store: SQLiteStore, storage: String, nodeName: String, imageDownloadURL: String, cacheHighWaterBytes: Int64 = 1 << 40,
+    store: SQLStore, storage: String, nodeName: String, imageDownloadURL: String, cacheHighWaterBytes: Int64 = 1 << 40,
     recheckInterval: Duration = .seconds(60), logger: Logger
 ) -> ImageResolver {
     ImageResolver(

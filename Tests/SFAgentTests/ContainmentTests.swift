@@ -12,7 +12,7 @@ import Testing
 /// job's own cause reaches its object even with reconciliation passes running; without root.
 @Suite struct ContainmentTests {
     /// An agent that claims `job` under a short lease and dies with it (its lease lapses unrenewed).
-    static func dieWith(_ store: SQLiteStore, owner: String) async throws -> Job? {
+    static func dieWith(_ store: SQLStore, owner: String) async throws -> Job? {
         let job = try await store.claimNext(targets: [.node(FakeHost.node)], owner: owner, lease: .milliseconds(50))
         try await Task.sleep(for: .milliseconds(120))
         return job

@@ -41,7 +41,7 @@ final class CrashScenario {
     let nodeName: String
     /// The agent's whole configuration (the crash point apart).
     let environment: [String: String]
-    let store: SQLiteStore
+    let store: SQLStore
     let libvirt: LibvirtConnection
     let host: NetlinkSession
     let root: NetlinkSession
@@ -70,7 +70,7 @@ final class CrashScenario {
         nodeName = id + "-node"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         teardown.add("agent directory") { try? FileManager.default.removeItem(atPath: directory) }
-        store = try SQLiteStore(path: directory + "/store.sqlite", fqdn: nodeName, logger: logger)
+        store = try SQLStore(path: directory + "/store.sqlite", fqdn: nodeName, logger: logger)
         let libvirt = try LibvirtConnection(logger: logger)
         self.libvirt = libvirt
         // Closed before the test returns: a connection left to its deinit may close while the
@@ -93,7 +93,7 @@ final class CrashScenario {
     /// network.create, instance.create and interface.float for `objects`, in that order. They share
     /// one object key, so the agent runs them one after another in queue order (it would run them at
     /// once otherwise), and each crash point is reached with the jobs before it done.
-    private static func enqueueCreates(_ objects: GuestObjects, in store: SQLiteStore, nodeName: String) async throws -> [Job] {
+    private static func enqueueCreates(_ objects: GuestObjects, in store: SQLStore, nodeName: String) async throws -> [Job] {
         [
             try await store.enqueue(
                 kind: "network.create", payload: jobPayload("network_uuid", objects.network.uuid), target: .networkNode,

@@ -11,7 +11,7 @@ import Testing
 /// The job handlers against the fake realizers and a real store: state transitions, refusals and
 /// failure recording, without root, libvirtd or a kernel to change.
 struct FakeHost {
-    let store: SQLiteStore
+    let store: SQLStore
     let instances = FakeInstanceRealizer()
     let networks = FakeNetworkRealizer()
     let agent: NodeAgent
@@ -19,7 +19,7 @@ struct FakeHost {
     static let node = "n1"
 
     init(maxDeaths: Int = Job.defaultMaxDeaths, lease: Duration = .seconds(30)) throws {
-        store = try SQLiteStore.temporary()
+        store = try SQLStore.temporary()
         var logger = Logger(label: "sfnode.test.fake-host")
         logger.logLevel = .critical
         agent = NodeAgent(
@@ -127,7 +127,7 @@ struct FakeHost {
 
     /// A network.create sent to a node that is not the network node is refused, the network stays initial.
     @Test func aNetworkCreateOffTheNetworkNodeIsRefused() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let agent = NodeAgent(
             store: store, networks: FakeNetworkRealizer(), instances: FakeInstanceRealizer(), nodeName: "hv",

@@ -22,7 +22,7 @@ final class ImageLab: Sendable {
     let nodeName: String
     /// `<run directory>/<id>-img`: storage paths, images to serve, agent logs.
     let directory: String
-    let store: SQLiteStore
+    let store: SQLStore
     let server: LoopbackHTTPServer
     let teardown = Teardown()
     let logger: Logger
@@ -35,7 +35,7 @@ final class ImageLab: Sendable {
         logger.logLevel = .warning
         self.logger = logger
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        store = try SQLiteStore(path: directory + "/store.sqlite", fqdn: nodeName, logger: logger)
+        store = try SQLStore(path: directory + "/store.sqlite", fqdn: nodeName, logger: logger)
         server = try LoopbackHTTPServer()
         let (directory, server) = (directory, server)
         // Registered first, so they run last: after every instance, domain and mount is gone.

@@ -37,7 +37,7 @@ final class JobPathFixture {
     let internetNamespace: String
     /// `<run directory>/<id>-agent`: the agent's storage path and the CD-ROM image.
     let storage: String
-    let store: SQLiteStore
+    let store: SQLStore
     let libvirt: LibvirtConnection
     let host: NetlinkSession
     let agent: NodeAgent
@@ -57,7 +57,7 @@ final class JobPathFixture {
         (hostNamespace, outsideNamespace, internetNamespace) = (id + "host", id + "out", id + "inet")
         layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
         let storage = TestGuest.runDirectory + "/\(id)-agent"
-        let store = try SQLiteStore.temporary(fqdn: Self.nodeName)
+        let store = try SQLStore.temporary(fqdn: Self.nodeName)
         (self.storage, self.store) = (storage, store)
         teardown.add("store") { store.removeFiles() }
         teardown.add("storage") { try? FileManager.default.removeItem(atPath: storage) }

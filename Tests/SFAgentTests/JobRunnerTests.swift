@@ -35,7 +35,7 @@ import Testing
     /// its handler stops at its next step boundary rather than running alongside the agent that now
     /// holds the job, and the runner neither completes nor fails it.
     @Test(.timeLimit(.minutes(1))) func aHandlerStopsWhenItsLeaseLapses() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(300), logger: Self.quietLogger())
         let progress = Mutex<String>("not run")
@@ -54,7 +54,7 @@ import Testing
     /// Shutdown that cannot wait (the runner's task is cancelled) stops the handler at a step
     /// boundary and puts the job back in the queue at once: no attempt is spent and no death counted.
     @Test(.timeLimit(.minutes(1))) func aCancelledRunnerPutsItsJobBack() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let messages = RecordedMessages()
         let logger = Logger(label: "sfnode.test.runner") { _ in RecordingLogHandler(messages: messages) }
@@ -77,7 +77,7 @@ import Testing
 
     /// A handler that finishes while its lease holds completes the job, and the heartbeat stops with it.
     @Test func aJobThatOutlivesSeveralRenewalsCompletes() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(2), logger: Self.quietLogger())
         // Longer than the lease: only the renewals (every 2/3 s) keep it.
@@ -89,7 +89,7 @@ import Testing
 
     /// A refused job fails at once and tells the failure handler it was a refusal.
     @Test func aRefusalReachesTheFailureHandlerAsSuch() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", logger: Self.quietLogger())
         let seen = Mutex<[Bool]>([])
@@ -111,7 +111,7 @@ extension JobRunnerTests {
     /// A dependency that is not ready makes the job wait without spending its attempts; once the
     /// deadline passes it fails, and the failure reaches its object like any other.
     @Test(.timeLimit(.minutes(1))) func aJobWaitsForADependencyWithoutSpendingAttempts() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(
             store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(5),
@@ -131,7 +131,7 @@ extension JobRunnerTests {
 
     /// Past its deadline a job still not ready fails, saying how long it waited.
     @Test func aDependencyThatNeverComesFailsTheJobAfterTheDeadline() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         // The deadline is at least two leases: here 2 × 10 ms.
         let runner = JobRunner(
@@ -152,7 +152,7 @@ extension JobRunnerTests {
     /// A job whose agent died during its last allowed attempt is recorded as failed by the next
     /// claimer, and its failure handler runs (it used to be failed silently inside the claim).
     @Test func aJobWhoseLastAttemptDiedReachesTheFailureHandler() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let job = try await enqueueTestJob(store, maxAttempts: 1)
         // The first agent claims it and dies: its 50 ms lease lapses with no attempt left.
@@ -174,7 +174,7 @@ extension JobRunnerTests {
 
     /// A stored job whose payload does not decode fails at once, naming the field.
     @Test func aMalformedJobFailsNamingTheField() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", logger: Self.quietLogger())
         await runner.register(.instanceCreate) { _, _ in }
@@ -224,7 +224,7 @@ struct RecordingLogHandler: LogHandler {
 /// What counts as an instance stuck half-way: a transitional state and no live job about it, by
 /// its payload (object keys are free-form and may be written in either case).
 @Test func stuckInstancesAreThoseNoLiveJobIsAbout() async throws {
-    let store = try SQLiteStore.temporary()
+    let store = try SQLStore.temporary()
     defer { store.removeFiles() }
     func instance(_ state: InstanceState, namespace: String = "ns") -> Instance {
         var instance = Instance(name: "i", namespace: namespace, cpus: 1, memory: 64, diskSpec: [])

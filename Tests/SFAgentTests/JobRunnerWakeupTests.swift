@@ -41,11 +41,11 @@ import Testing
     }
 
     @Test(.timeLimit(.minutes(2))) func jobsFromThisProcessAndFromAnotherHandleStartWithoutThePoll() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         // A second handle on the same file, as a second process would open it: its commits reach the
         // runner only through the store's cross-process notification.
-        let other = try SQLiteStore(path: store.path, fqdn: "test-node-2")
+        let other = try SQLStore(path: store.path, fqdn: "test-node-2")
         let runner = JobRunner(
             store: store, targets: [.node("n1")], owner: "runner-1", pollInterval: .seconds(60), logger: JobRunnerTests.quietLogger())
         let starts = Starts()

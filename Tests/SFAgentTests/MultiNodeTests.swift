@@ -30,10 +30,10 @@ struct MultiNodeTests {
         let layoutB = HostLayout(hostNamespace: namespaceB, namespacePrefix: id + "-", tapPrefix: id)
         let storage = TestGuest.runDirectory + "/\(id)-multinode"
         let teardown = Teardown()
-        let storeA = try SQLiteStore.temporary(fqdn: "sft-a")
+        let storeA = try SQLStore.temporary(fqdn: "sft-a")
         teardown.add("store") { storeA.removeFiles() }
         // Node B opens the same file, as a second node's agent would open a shared store.
-        let storeB = try SQLiteStore(path: storeA.path, fqdn: "sft-b")
+        let storeB = try SQLStore(path: storeA.path, fqdn: "sft-b")
         teardown.add("storage") { try? FileManager.default.removeItem(atPath: storage) }
         let libvirt = try LibvirtConnection(logger: logger)
 
@@ -49,7 +49,7 @@ struct MultiNodeTests {
             try await hostA.addAddress(try IPv4Prefix(address: Self.meshA, length: 24), to: "mesh0")
             try await hostB.addAddress(try IPv4Prefix(address: Self.meshB, length: 24), to: "mesh0")
 
-            func makeAgent(_ name: String, _ store: SQLiteStore, _ layout: HostLayout, _ host: NetlinkSession, networkNode: Bool, mesh: IPv4Address)
+            func makeAgent(_ name: String, _ store: SQLStore, _ layout: HostLayout, _ host: NetlinkSession, networkNode: Bool, mesh: IPv4Address)
                 -> NodeAgent
             {
                 makeTestAgent(

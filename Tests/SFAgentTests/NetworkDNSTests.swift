@@ -27,7 +27,7 @@ struct NetworkDNSTests {
         let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
         let storage = TestGuest.runDirectory + "/\(id)-dns"
         let teardown = Teardown()
-        let store = try SQLiteStore.temporary(fqdn: "sft-dns")
+        let store = try SQLStore.temporary(fqdn: "sft-dns")
         teardown.add("store") { store.removeFiles() }
         teardown.add("storage") { try? FileManager.default.removeItem(atPath: storage) }
         do {
@@ -161,7 +161,7 @@ struct NetworkDNSTests {
     @Test func pingsWaitForTheNetworkAndAreLimited() async throws {
         var logger = Logger(label: "sfnode.test.ping")
         logger.logLevel = .warning
-        let store = try SQLiteStore.temporary(fqdn: "sft-ping")
+        let store = try SQLStore.temporary(fqdn: "sft-ping")
         defer { store.removeFiles() }
         let prefix = TestNames.unique("-")
         var settings = ControlSettings()

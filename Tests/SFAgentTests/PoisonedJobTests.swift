@@ -19,7 +19,7 @@ struct PoisonedJobTests {
             let hostNamespace = id + "host"
             try teardown.createNamespaces([hostNamespace])
             let nodeName = id + "-node"
-            let store = try SQLiteStore(path: directory + "/store.sqlite", fqdn: nodeName)
+            let store = try SQLStore(path: directory + "/store.sqlite", fqdn: nodeName)
             let network = try await store.createNetwork(
                 uuid: UUID(), name: "net", namespace: "system", netblock: IPv4Prefix("10.97.0.0/24")!, provideDHCP: false,
                 provideNAT: false)

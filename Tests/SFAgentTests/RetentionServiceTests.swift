@@ -15,7 +15,7 @@ struct RetentionServiceTests {
 
     @Test("prunes at start and again every interval until cancelled")
     func periodic() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         try await store.record(ancient("before start"))
         try await store.record(Event(objectType: "node", objectUUID: "sf-1", type: .audit, fqdn: "sf-1", message: "today"))
@@ -40,7 +40,7 @@ struct RetentionServiceTests {
             "SFNODE_EVENT_RETENTION_DAYS": "90", "SFNODE_EVENT_MAX_PER_OBJECT": "500", "SFNODE_JOB_RETENTION_DAYS": "2",
             "SFNODE_DELETED_RETENTION_DAYS": "1", "SFNODE_PRUNE_INTERVAL_MINUTES": "15",
         ])
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         let service = RetentionService(store: store, settings: settings, logger: Logger(label: "test.retention"))
         #expect(

@@ -10,13 +10,13 @@ import Glibc
 
 /// A temporary store plus blob and upload directories, removed however the test ends.
 struct BlobFixture {
-    let store: SQLiteStore
+    let store: SQLStore
     let root: String
     let blobs: BlobStore
     let uploads: UploadSessions
 
     init() throws {
-        store = try SQLiteStore.temporary()
+        store = try SQLStore.temporary()
         root = FileManager.default.temporaryDirectory.appendingPathComponent("sfblobs-\(UUID().uuidString.lowercased())").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let quiet = Logger(label: "test.blobs", factory: { _ in SwiftLogNoOpLogHandler() })

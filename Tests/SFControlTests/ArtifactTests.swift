@@ -11,7 +11,7 @@ import Testing
         let base: ControlFixture
         let storage: BlobStorage
         var control: Control { base.control }
-        var store: SQLiteStore { base.store }
+        var store: SQLStore { base.store }
 
         init() async throws {
             base = try await ControlFixture()

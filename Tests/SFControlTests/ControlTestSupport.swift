@@ -5,11 +5,11 @@ import SFStore
 
 /// A Control over a fresh temporary store with one hypervisor that has checked in now.
 struct ControlFixture {
-    let store: SQLiteStore
+    let store: SQLStore
     let control: Control
 
     init(nodes: [Node] = [ControlFixture.hypervisor("hv1")], settings: ControlSettings = ControlSettings()) async throws {
-        store = try SQLiteStore.temporary()
+        store = try SQLStore.temporary()
         var logger = Logger(label: "sfnode.test.control")
         logger.logLevel = .critical
         control = Control(store: store, settings: settings, logger: logger)

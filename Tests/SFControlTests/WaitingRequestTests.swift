@@ -47,7 +47,7 @@ struct WaitingRequestTests {
         // The poll alone would answer after two minutes.
         let waiting = Task { try await control.waitForJob(job.id, timeout: .seconds(120), poll: .seconds(120)) }
         try await Task.sleep(for: .milliseconds(300))
-        let other = try SQLiteStore(path: fixture.store.path, fqdn: "another-process")
+        let other = try SQLStore(path: fixture.store.path, fqdn: "another-process")
         try await other.complete(jobID: job.id, owner: "w")
         let finished = try await waiting.value
         #expect(finished?.state == .succeeded)

@@ -1,5 +1,7 @@
 import Foundation
 import SFStore
+import SFTestSupport
+import Synchronization
 
 /// A store under test plus what the contract needs beyond the protocol: a second, independent
 /// handle on the same data (standing in for a second process) and cleanup.
@@ -17,13 +19,38 @@ struct Backend: Sendable, CustomStringConvertible {
     let open: @Sendable () throws -> OpenedStore
 
     static let sqlite = Backend(description: "SQLite temp file") {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         let path = store.path
         return OpenedStore(
-            store: store, reopen: { try SQLiteStore(path: path, fqdn: "test-node-2") }, cleanup: { store.removeFiles() })
+            store: store, reopen: { try SQLStore(path: path, fqdn: "test-node-2") }, cleanup: { store.removeFiles() })
     }
 
-    static let all: [Backend] = [.sqlite]
+    /// A database of its own on the tests' PostgreSQL server; a second handle is a second store on
+    /// it, as a second node would open.
+    static let postgres = Backend(description: "PostgreSQL") {
+        let database = try PostgresTestDatabase.create()
+        do {
+            let store = try SQLStore.open(location: database.url, fqdn: "test-node")
+            let opened = Mutex<[SQLStore]>([store])
+            return OpenedStore(
+                store: store,
+                reopen: {
+                    let other = try SQLStore.open(location: database.url, fqdn: "test-node-2")
+                    opened.withLock { $0.append(other) }
+                    return other
+                },
+                cleanup: {
+                    for store in opened.withLock({ $0 }) { store.close() }
+                    database.drop()
+                })
+        } catch {
+            database.drop()
+            throw error
+        }
+    }
+
+    /// SQLite always; PostgreSQL when the tests were given a server (scripts/test always does).
+    static let all: [Backend] = PostgresTestDatabase.serverURL == nil ? [.sqlite] : [.sqlite, .postgres]
 }
 
 /// Runs `body` with a fresh store of `backend`, removing it however `body` ends.

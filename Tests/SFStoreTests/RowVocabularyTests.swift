@@ -77,7 +77,7 @@ struct RowVocabularyTests {
     /// table lacks) is caught here, not by a NULL in production.
     @Test("every table file lists exactly its table's columns")
     func tableFilesMatchTheSchema() async throws {
-        let store = try SQLiteStore.temporary()
+        let store = try SQLStore.temporary()
         defer { store.removeFiles() }
         func check<Table: StoreTable>(_ table: Table.Type, notRead: Set<String> = []) async throws {
             let schema = try await store.schemaColumns(of: Table.name)

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The `job` table: the work queue (SQLiteStore+Queue.swift holds its rules).
+/// The `job` table: the work queue (SQLStore+Queue.swift holds its rules).
 enum JobTable: StoreTable {
     enum Column: Int, TableColumn {
         case id, kind, payload, target, objectKey, state, attempts, maxAttempts, notBefore, leaseOwner, leaseExpiry

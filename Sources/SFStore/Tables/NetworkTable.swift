@@ -2,7 +2,7 @@ import Foundation
 import SFSystem
 
 /// The `network` table. Its `dns_entries` column is read and written on its own
-/// (SQLiteStore+NetworkDNS.swift), never as part of a ``Network``.
+/// (SQLStore+NetworkDNS.swift), never as part of a ``Network``.
 enum NetworkTable: StoreTable {
     enum Column: Int, TableColumn {
         case uuid, name, namespace, netblock, provideDHCP, provideNAT, vxid, state, stateUpdated, floatingGateway

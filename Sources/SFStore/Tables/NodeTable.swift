@@ -22,7 +22,7 @@ enum NodeTable: StoreTable {
     static let select = selectStatement()
 
     /// A node saves itself whole: the row is inserted, or every column but the name replaced, except
-    /// `deleted`, which only an operator sets (``SQLiteStore/deleteNode(named:reason:)``): a deleted node
+    /// `deleted`, which only an operator sets (``SQLStore/deleteNode(named:reason:)``): a deleted node
     /// that checks in stays deleted.
     static func upsert(_ node: Node) throws -> TableStatement {
         upsertStatement(

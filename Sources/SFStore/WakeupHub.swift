@@ -5,20 +5,14 @@ import Synchronization
 
 /// Wake-ups: how a claimer learns, without polling, that a job may have become claimable.
 ///
-/// In this process, a commit that enqueues or finishes jobs fires every live ``wakeups()`` stream at
-/// once. For the other processes on the node, the same commit rings a doorbell file beside the
-/// database (`<store>.wakeup`, see ``FileDoorbell`` for why a file and inotify); each process that
-/// listens watches that file and fires its own streams when it is rung. One ring per transaction,
-/// never per row, and rings in a burst coalesce. Delivery is best effort: a claimer still polls the
-/// queue now and then, which also catches delayed jobs coming due and leases that lapse.
-extension SQLiteStore {
-    public func wakeups() -> AsyncStream<Void> { wakeupHub.subscribe() }
-
-    /// Wakes this process's waiters at once and rings the doorbell for the others. Called once
-    /// after the commit of a transaction that enqueued, finished, failed or postponed jobs.
-    func signal() { wakeupHub.signal() }
-}
-
+/// In this process, a commit that enqueues or finishes jobs fires every live ``NodeStore/wakeups()``
+/// stream at once. The other processes learn of it by the backend's own means: with SQLite the same
+/// commit rings a doorbell file beside the database (`<store>.wakeup`, see ``FileDoorbell`` for why
+/// a file and inotify) that each listening process watches; with PostgreSQL the transaction sends
+/// one NOTIFY that every node's listening connection receives (PostgresListener.swift). One signal
+/// per transaction, never per row, and signals in a burst coalesce. Delivery is best effort: a
+/// claimer still polls the queue now and then, which also catches delayed jobs coming due and
+/// leases that lapse.
 /// Fans a "something changed" signal out to every live `wakeups()` stream of one store. Each stream
 /// buffers at most one signal: a waiter only needs to know "look again", not how many times.
 final class WakeupHub: Sendable {
@@ -34,9 +28,14 @@ final class WakeupHub: Sendable {
     private let doorbell: FileDoorbell?
     private let logger: Logger
 
-    /// A hub for the store at `storePath`, whose doorbell is `<storePath>.wakeup`.
-    init(storePath: String, logger: Logger) {
+    /// A hub whose doorbell is `<storePath>.wakeup`; without a path, a hub of this process only
+    /// (its backend tells the other processes itself, and calls ``fire()`` when they tell it).
+    init(storePath: String?, logger: Logger) {
         self.logger = logger
+        guard let storePath else {
+            doorbell = nil
+            return
+        }
         do {
             doorbell = try FileDoorbell(path: storePath + ".wakeup")
         } catch {

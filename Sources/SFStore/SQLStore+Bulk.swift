@@ -1,14 +1,13 @@
 import Foundation
-import GRDB
 import SFSystem
 
 // Bulk reads: one query per kind for a pass over the whole store (the agent's reconciliation),
 // which would otherwise ask once per object and cost time that grows faster than the store.
 
-extension SQLiteStore {
+extension SQLStore {
     public func liveInterfaces() async throws -> [Interface] {
         try await read { db in
-            try Self.allRows(db, InterfaceTable.self, InterfaceTable.select + "WHERE state != 'deleted' ORDER BY uuid", [])
+            try db.allRows(InterfaceTable.self, InterfaceTable.select + "WHERE state != 'deleted' ORDER BY uuid", [])
         }
     }
 }

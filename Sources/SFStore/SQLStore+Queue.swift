@@ -1,15 +1,17 @@
 import Foundation
-import GRDB
 
-/// The work queue. Times are wall-clock epoch seconds because leases are compared by several
-/// processes; a lease is therefore only as good as the node's clock, which is fine for one node.
-extension SQLiteStore {
+/// The work queue. Times are epoch seconds by the database's clock (``StoreDatabase/now()``), so
+/// that nodes whose clocks differ agree on when a lease lapsed.
+///
+/// The queue's transactions are not serialised with the store's other writes (``SQLStore/writeQueue(_:)``):
+/// a claim locks the job it takes and skips jobs other claimers hold (PostgreSQL's `FOR UPDATE
+/// SKIP LOCKED`), and every later change of a running job (renew, complete, fail, postpone) names
+/// its lease owner in the `UPDATE` itself, so a job that was rescued from a holder presumed dead
+/// is never overwritten by that holder finishing late.
+extension SQLStore {
     public func enqueue(_ jobs: [NewJob]) async throws -> [Job] {
         let rows = try jobs.map(Self.validatedRow)
-        let queued = try await write { db in try rows.map { try Self.insertJob(db, $0) } }
-        // Only after the commit: a woken claimer must be able to see the jobs.
-        if !queued.isEmpty { signal() }
-        return queued
+        return try await write { db in try rows.map { try Self.insertJob(db, $0) } }
     }
 
     /// A job checked and with its payload as text, ready for ``insertJob(_:_:)`` inside a transaction.
@@ -25,31 +27,25 @@ extension SQLiteStore {
         return JobRow(job: job, payloadText: try job.payload.jsonText())
     }
 
-    /// Inserts a queued job inside the caller's transaction. The caller signals after the commit.
-    static func insertJob(_ db: Database, _ row: JobRow) throws -> Job {
-        try execute(
-            db,
-            JobTable.insert(
-                kind: row.job.kind, payloadText: row.payloadText, target: row.job.target, objectKey: row.job.objectKey,
-                maxAttempts: row.job.maxAttempts, now: Date.storableNow()))
-        return try fetchJob(db, db.lastInsertedRowID)
-    }
-
-    /// v6-job-deaths: lease lapses of a running job, counted apart from attempts.
-    static func registerQueueMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v6-job-deaths") { db in
-            try db.execute(sql: "ALTER TABLE job ADD COLUMN deaths INTEGER NOT NULL DEFAULT 0")
-        }
+    /// Inserts a queued job inside the caller's transaction, whose commit wakes claimers.
+    static func insertJob(_ db: any StoreDatabase, _ row: JobRow) throws -> Job {
+        let insert = JobTable.insert(
+            kind: row.job.kind, payloadText: row.payloadText, target: row.job.target, objectKey: row.job.objectKey,
+            maxAttempts: row.job.maxAttempts, now: Date(timeIntervalSince1970: try db.now()))
+        let id = try db.insertReturningID(sql: insert.sql, arguments: StoreArguments(insert.values))
+        db.jobsChanged()
+        return try fetchJob(db, id)
     }
 
     /// The oldest job a claim may take: queued, or running with a lapsed lease, and no earlier
-    /// live job on the same object. A `static let`, so every claim uses the one cached statement.
+    /// live job on the same object. A `static let`, so every claim uses the one cached statement;
+    /// PostgreSQL adds ``StoreDatabase/skipLockedRows``.
     static let selectClaimable = """
         SELECT \(JobTable.selectList(as: "j")) FROM job AS j
         WHERE j.target IN (SELECT value FROM json_each(?1))
           AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
           AND j.not_before <= ?2
-          AND (?3 = '[]' OR (j.kind IN (SELECT value FROM json_each(?3))) != ?4)
+          AND (?3 = '[]' OR (CASE WHEN j.kind IN (SELECT value FROM json_each(?3)) THEN 1 ELSE 0 END) != ?4)
           AND NOT EXISTS (
               SELECT 1 FROM job AS e
               WHERE e.object_key = j.object_key AND e.id < j.id
@@ -77,10 +73,11 @@ extension SQLiteStore {
         }
         if case .only(let names) = kinds, names.isEmpty { return nil }
         let leaseSeconds = lease.seconds
-        return try await write { db -> Job? in
-            let now = Date().timeIntervalSince1970
+        return try await writeQueue { db -> Job? in
+            let now = try db.now()
             guard
-                let candidate = try Self.firstRow(db, JobTable.self, Self.selectClaimable, [targetList, now, kindList, excluding])
+                let candidate = try db.firstRow(
+                    JobTable.self, Self.selectClaimable + db.skipLockedRows, [targetList, now, kindList, excluding])
             else { return nil }
             // A running job whose lease lapsed was in flight when its agent died (or hung): a death,
             // whatever the attempt. Once it has died `maxDeaths` times it is handed over only so that
@@ -111,8 +108,8 @@ extension SQLiteStore {
     public func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool {
         guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
         let leaseSeconds = lease.seconds
-        return try await write { db in
-            let now = Date().timeIntervalSince1970
+        return try await writeQueue { db in
+            let now = try db.now()
             // An expired lease is lost even if nobody has reclaimed the job yet: someone may be
             // about to, and two workers must never both believe they hold it.
             try db.execute(
@@ -132,7 +129,7 @@ extension SQLiteStore {
     /// The running job `jobID` if `owner` holds it; else the error that says why not. A lease that
     /// expired but that nobody reclaimed still belongs to its owner: the work is done, and running
     /// it again would only repeat it.
-    static func ownedRunningJob(_ db: Database, jobID: Int64, owner: String) throws -> Job {
+    static func ownedRunningJob(_ db: any StoreDatabase, jobID: Int64, owner: String) throws -> Job {
         let job = try fetchJob(db, jobID)
         guard job.leaseOwner == owner else {
             throw StoreError.notLeaseOwner(jobID: jobID, owner: owner, actual: job.state == .running ? job.leaseOwner : nil)
@@ -142,59 +139,65 @@ extension SQLiteStore {
     }
 
     public func complete(jobID: Int64, owner: String) async throws {
-        try await write { db in
-            _ = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
-            try db.execute(
-                sql: "UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = ? WHERE id = ?",
-                arguments: [Date().timeIntervalSince1970, jobID])
+        try await writeQueue { db in
+            try Self.updateOwnedJob(
+                db, jobID: jobID, owner: owner, set: "state = 'succeeded', lease_expiry = NULL, updated = ?",
+                arguments: [try db.now()])
         }
-        signal()
     }
 
     public func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws {
-        try await write { db in
+        try await writeQueue { db in
             let job = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
-            let now = Date().timeIntervalSince1970
+            let now = try db.now()
             if retryable && job.attempts < job.maxAttempts {
                 let notBefore = now + Job.retryDelay(afterAttempt: job.attempts).seconds
-                try db.execute(
-                    sql: """
-                        UPDATE job SET state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
-                                       last_error = ?, updated = ?
-                        WHERE id = ?
-                        """,
-                    arguments: [notBefore, error, now, jobID])
+                try Self.updateOwnedJob(
+                    db, jobID: jobID, owner: owner,
+                    set: "state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?, last_error = ?, updated = ?",
+                    arguments: [notBefore, error, now])
             } else {
-                try db.execute(
-                    sql: "UPDATE job SET state = 'failed', lease_expiry = NULL, last_error = ?, updated = ? WHERE id = ?",
-                    arguments: [error, now, jobID])
+                try Self.updateOwnedJob(
+                    db, jobID: jobID, owner: owner, set: "state = 'failed', lease_expiry = NULL, last_error = ?, updated = ?",
+                    arguments: [error, now])
             }
         }
-        signal()
     }
 
     public func postpone(jobID: Int64, owner: String, delay: Duration, reason: String) async throws {
         guard delay >= .zero else { throw StoreError.invalidArgument("postponing by \(delay), a negative delay") }
-        try await write { db in
-            _ = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
-            let now = Date().timeIntervalSince1970
-            try db.execute(
-                sql: """
-                    UPDATE job SET state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
-                                   attempts = max(attempts - 1, 0), last_error = ?, updated = ?
-                    WHERE id = ?
+        try await writeQueue { db in
+            let now = try db.now()
+            try Self.updateOwnedJob(
+                db, jobID: jobID, owner: owner,
+                set: """
+                    state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
+                    attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, last_error = ?, updated = ?
                     """,
-                arguments: [now + delay.seconds, reason, now, jobID])
+                arguments: [now + delay.seconds, reason, now])
         }
-        signal()
+    }
+
+    /// `UPDATE job SET <set> WHERE` the job is running under `owner`'s lease, checked in the
+    /// statement itself (a rescue that committed in between makes it change nothing); when it
+    /// changes nothing, the error says why (``ownedRunningJob(_:jobID:owner:)``). Wakes claimers at
+    /// the commit: a finished job may unblock the next job of its object.
+    static func updateOwnedJob(_ db: any StoreDatabase, jobID: Int64, owner: String, set: String, arguments: StoreArguments) throws {
+        let changed = try db.execute(
+            sql: "UPDATE job SET \(set) WHERE id = ? AND state = 'running' AND lease_owner = ?",
+            arguments: StoreArguments(arguments.values + [.integer(jobID), .text(owner)]))
+        guard changed == 1 else {
+            _ = try ownedRunningJob(db, jobID: jobID, owner: owner)
+            throw StoreError.backend("job \(jobID) changed under its lease owner \(owner)")
+        }
+        db.jobsChanged()
     }
 
     public func jobs(states: [JobState], limit: Int) async throws -> [Job] {
         let stateList = try JSONValue.array(states.map { .string($0.rawValue) }).jsonText()
         let capped = min(max(limit, 0), 10_000)
         return try await read { db in
-            try Self.allRows(
-                db, JobTable.self,
+            try db.allRows(JobTable.self,
                 JobTable.select + """
                     WHERE ?1 = '[]' OR state IN (SELECT value FROM json_each(?1))
                     ORDER BY id DESC LIMIT ?2

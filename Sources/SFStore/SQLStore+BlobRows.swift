@@ -1,14 +1,13 @@
 import Foundation
-import GRDB
 
 /// Row conversions and the in-transaction steps the blob records share: the reference rule and the
 /// trimming of artifact versions.
-extension SQLiteStore {
+extension SQLStore {
     // MARK: - The reference rule
 
     /// Removes `reference` and returns how many references its blob has left; when the reference
     /// existed and none are left, the blob is deleted.
-    func dropReference(_ db: Database, _ reference: BlobReference) throws -> Int {
+    func dropReference(_ db: any StoreDatabase, _ reference: BlobReference) throws -> Int {
         try db.execute(
             sql: "DELETE FROM blob_reference WHERE blob_uuid = ? AND holder_type = ? AND holder_uuid = ? AND relationship = ?",
             arguments: [
@@ -16,8 +15,7 @@ extension SQLiteStore {
                 reference.relationship.rawValue,
             ])
         let removed = db.changesCount > 0
-        let remaining = try Int.fetchOne(
-            db, sql: "SELECT count(*) FROM blob_reference WHERE blob_uuid = ?", arguments: [reference.blobUUID.lowercasedString]) ?? 0
+        let remaining = try db.fetchOne(Int.self, sql: "SELECT count(*) FROM blob_reference WHERE blob_uuid = ?", arguments: [reference.blobUUID.lowercasedString]) ?? 0
         // Only a removal deletes: a blob just made and not yet referenced must survive a stray
         // release of a reference it never had.
         if removed && remaining == 0 { try markBlobDeleted(db, reference.blobUUID) }
@@ -25,36 +23,35 @@ extension SQLiteStore {
     }
 
     /// Drops every reference `holderUUID` holds, with the rule for each blob.
-    func dropHeldReferences(_ db: Database, holderType: String, holderUUID: String) throws {
-        let held = try Self.allRows(
-            db, BlobReferenceTable.self, BlobReferenceTable.select + "WHERE holder_type = ? AND holder_uuid = ?", [holderType, holderUUID])
+    func dropHeldReferences(_ db: any StoreDatabase, holderType: String, holderUUID: String) throws {
+        let held = try db.allRows(BlobReferenceTable.self, BlobReferenceTable.select + "WHERE holder_type = ? AND holder_uuid = ?", [holderType, holderUUID])
         for reference in held { _ = try dropReference(db, reference) }
     }
 
     /// Moves the blob to `deleted` and drops what it held itself (`depends_on`, `transcode`), as
     /// Shaken Fist decrements a deleted blob's dependencies. The state is written first, so a
     /// reference cycle ends when it comes back to a blob already deleted.
-    func markBlobDeleted(_ db: Database, _ uuid: UUID) throws {
+    func markBlobDeleted(_ db: any StoreDatabase, _ uuid: UUID) throws {
         let blob = try Self.fetchBlob(db, uuid)
         guard blob.state != .deleted else { return }
         try updateBlobState(db, uuid, .deleted)
         try dropHeldReferences(db, holderType: "blob", holderUUID: uuid.lowercasedString)
     }
 
-    func updateBlobState(_ db: Database, _ uuid: UUID, _ state: BlobState) throws {
+    func updateBlobState(_ db: any StoreDatabase, _ uuid: UUID, _ state: BlobState) throws {
         try db.execute(sql: "UPDATE blob SET state = ? WHERE uuid = ?", arguments: [state.rawValue, uuid.lowercasedString])
         try recordMutation(db, type: "blob", uuid: uuid.lowercasedString, attribute: "state", value: state.rawValue)
     }
 
-    func writeLocations(_ db: Database, _ blob: inout Blob, _ locations: [String]) throws {
+    func writeLocations(_ db: any StoreDatabase, _ blob: inout Blob, _ locations: [String]) throws {
         blob.locations = Set(locations).sorted()
         let text = try Self.jsonText(blob.locations)
         try db.execute(sql: "UPDATE blob SET locations = ? WHERE uuid = ?", arguments: [text, blob.uuid.lowercasedString])
         try recordMutation(db, type: "blob", uuid: blob.uuid.lowercasedString, attribute: "locations", value: text)
     }
 
-    static func insertReference(_ db: Database, _ reference: BlobReference) throws {
-        try execute(db, BlobReferenceTable.insert(reference, created: Date.storableNow()))
+    static func insertReference(_ db: any StoreDatabase, _ reference: BlobReference) throws {
+        try db.execute(BlobReferenceTable.insert(reference, created: Date.storableNow()))
     }
 
     // MARK: - Artifact versions
@@ -71,7 +68,7 @@ extension SQLiteStore {
 
     /// Drops the oldest versions beyond `keep`. One reference covers every version of the artifact
     /// on the same blob, so it goes only with the last of them.
-    func trimVersions(_ db: Database, _ artifactUUID: UUID, keep: Int) throws {
+    func trimVersions(_ db: any StoreDatabase, _ artifactUUID: UUID, keep: Int) throws {
         let versions = try Self.fetchVersions(db, artifactUUID)
         guard versions.count > keep else { return }
         try dropVersions(db, artifactUUID, Array(versions.prefix(versions.count - keep)), keeping: Array(versions.suffix(keep)))
@@ -79,7 +76,7 @@ extension SQLiteStore {
 
     /// Removes `dropped` of the artifact's versions, and the references of their blobs that no
     /// version `keeping` still holds.
-    func dropVersions(_ db: Database, _ artifactUUID: UUID, _ dropped: [ArtifactVersion], keeping kept: [ArtifactVersion]) throws {
+    func dropVersions(_ db: any StoreDatabase, _ artifactUUID: UUID, _ dropped: [ArtifactVersion], keeping kept: [ArtifactVersion]) throws {
         for version in dropped {
             try db.execute(
                 sql: "DELETE FROM artifact_version WHERE artifact_uuid = ? AND \"index\" = ?",
@@ -93,8 +90,8 @@ extension SQLiteStore {
         }
     }
 
-    static func fetchVersions(_ db: Database, _ artifactUUID: UUID) throws -> [ArtifactVersion] {
-        try allRows(db, ArtifactVersionTable.self, ArtifactVersionTable.selectOfArtifact, [artifactUUID.lowercasedString])
+    static func fetchVersions(_ db: any StoreDatabase, _ artifactUUID: UUID) throws -> [ArtifactVersion] {
+        try db.allRows(ArtifactVersionTable.self, ArtifactVersionTable.selectOfArtifact, [artifactUUID.lowercasedString])
     }
 
     // MARK: - Rows
@@ -108,26 +105,25 @@ extension SQLiteStore {
         return hash
     }
 
-    static func fetchBlob(_ db: Database, _ uuid: UUID) throws -> Blob {
-        guard let blob = try firstRow(db, BlobTable.self, BlobTable.selectByUUID, [uuid.lowercasedString])
+    static func fetchBlob(_ db: any StoreDatabase, _ uuid: UUID) throws -> Blob {
+        guard let blob = try db.firstRow(BlobTable.self, BlobTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "blob", id: uuid.lowercasedString) }
         return blob
     }
 
-    static func fetchArtifact(_ db: Database, _ uuid: UUID) throws -> Artifact {
-        guard let artifact = try firstRow(db, ArtifactTable.self, ArtifactTable.selectByUUID, [uuid.lowercasedString])
+    static func fetchArtifact(_ db: any StoreDatabase, _ uuid: UUID) throws -> Artifact {
+        guard let artifact = try db.firstRow(ArtifactTable.self, ArtifactTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "artifact", id: uuid.lowercasedString) }
         return artifact
     }
 
-    static func liveArtifact(_ db: Database, _ type: ArtifactType, _ name: String, _ namespace: String) throws -> Artifact? {
-        try firstRow(
-            db, ArtifactTable.self, ArtifactTable.select + "WHERE type = ? AND name = ? AND namespace = ? AND state != 'deleted'",
+    static func liveArtifact(_ db: any StoreDatabase, _ type: ArtifactType, _ name: String, _ namespace: String) throws -> Artifact? {
+        try db.firstRow(ArtifactTable.self, ArtifactTable.select + "WHERE type = ? AND name = ? AND namespace = ? AND state != 'deleted'",
             [type.rawValue, name, namespace])
     }
 
-    static func fetchUpload(_ db: Database, _ uuid: UUID) throws -> Upload {
-        guard let upload = try firstRow(db, UploadTable.self, UploadTable.selectByUUID, [uuid.lowercasedString])
+    static func fetchUpload(_ db: any StoreDatabase, _ uuid: UUID) throws -> Upload {
+        guard let upload = try db.firstRow(UploadTable.self, UploadTable.selectByUUID, [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "upload", id: uuid.lowercasedString) }
         return upload
     }

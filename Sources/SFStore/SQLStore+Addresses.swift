@@ -1,12 +1,11 @@
 import Foundation
-import GRDB
 import SFSystem
 
 /// Interfaces and address management. Allocation runs inside the caller's write transaction, so
 /// "find a free address, insert it" cannot interleave with another allocator (in this process the
 /// pool's single writer serialises, across processes `BEGIN IMMEDIATE` does); the primary keys of
 /// the allocation tables are a second guard against duplicates.
-extension SQLiteStore {
+extension SQLStore {
     /// The usable addresses of `prefix` in ascending order: all but the network address, the
     /// broadcast address and .1 (the router / gateway).
     static func usableHosts(_ prefix: IPv4Prefix) -> ClosedRange<UInt32>? {
@@ -27,7 +26,7 @@ extension SQLiteStore {
     }
 
     static func allocateIPv4(
-        _ db: Database, network: Network, requested: IPv4Address?, owner: String
+        _ db: any StoreDatabase, network: Network, requested: IPv4Address?, owner: String
     ) throws -> IPv4Address {
         let pool = "network \(network.uuid.lowercasedString)"
         let id = network.uuid.lowercasedString
@@ -35,33 +34,31 @@ extension SQLiteStore {
             if let reason = unusableReason(requested, in: network.netblock, pool: pool) {
                 throw StoreError.addressUnavailable(reason)
             }
-            if let holder = try String.fetchOne(
-                db, sql: "SELECT owner FROM ipv4_allocation WHERE network_uuid = ? AND address = ?",
+            if let holder = try db.fetchOne(String.self, sql: "SELECT owner FROM ipv4_allocation WHERE network_uuid = ? AND address = ?",
                 arguments: [id, Int64(requested.value)])
             {
                 throw StoreError.addressUnavailable("\(requested) in \(pool) is taken by \(holder)")
             }
-            try execute(db, IPv4AllocationTable.insert(networkUUID: network.uuid, address: requested, owner: owner))
+            try db.execute(IPv4AllocationTable.insert(networkUUID: network.uuid, address: requested, owner: owner))
             return requested
         }
         guard let range = usableHosts(network.netblock) else { throw StoreError.addressesExhausted(pool: pool) }
         let taken = Set(
-            try Int64.fetchAll(db, sql: "SELECT address FROM ipv4_allocation WHERE network_uuid = ?", arguments: [id]))
+            try db.fetchAll(Int64.self, sql: "SELECT address FROM ipv4_allocation WHERE network_uuid = ?", arguments: [id]))
         guard let free = range.first(where: { !taken.contains(Int64($0)) }) else {
             throw StoreError.addressesExhausted(pool: "\(pool) (\(network.netblock))")
         }
-        try execute(db, IPv4AllocationTable.insert(networkUUID: network.uuid, address: IPv4Address(free), owner: owner))
+        try db.execute(IPv4AllocationTable.insert(networkUUID: network.uuid, address: IPv4Address(free), owner: owner))
         return IPv4Address(free)
     }
 
     static func allocateFloating(
-        _ db: Database, range: IPv4Prefix, requested: IPv4Address?, owner: String
+        _ db: any StoreDatabase, range: IPv4Prefix, requested: IPv4Address?, owner: String
     ) throws -> IPv4Address {
         let pool = "floating range \(range.network)"
         if let requested {
             if let reason = unusableReason(requested, in: range, pool: pool) { throw StoreError.addressUnavailable(reason) }
-            if let holder = try String.fetchOne(
-                db, sql: "SELECT owner FROM floating_allocation WHERE address = ?", arguments: [Int64(requested.value)])
+            if let holder = try db.fetchOne(String.self, sql: "SELECT owner FROM floating_allocation WHERE address = ?", arguments: [Int64(requested.value)])
             {
                 throw StoreError.addressUnavailable("floating address \(requested) is taken by \(holder)")
             }
@@ -73,8 +70,7 @@ extension SQLiteStore {
         guard let hosts = usableHosts(range) else { throw StoreError.addressesExhausted(pool: pool) }
         // Floating addresses are unique across ranges, so look at every allocation inside this range.
         let taken = Set(
-            try Int64.fetchAll(
-                db, sql: "SELECT address FROM floating_allocation WHERE address BETWEEN ? AND ?",
+            try db.fetchAll(Int64.self, sql: "SELECT address FROM floating_allocation WHERE address BETWEEN ? AND ?",
                 arguments: [Int64(hosts.lowerBound), Int64(hosts.upperBound)]))
         guard let free = hosts.first(where: { !taken.contains(Int64($0)) }) else {
             throw StoreError.addressesExhausted(pool: pool)
@@ -85,10 +81,9 @@ extension SQLiteStore {
         return IPv4Address(free)
     }
 
-    static func allocateMAC(_ db: Database, requested: MACAddress?, owner: String) throws -> MACAddress {
+    static func allocateMAC(_ db: any StoreDatabase, requested: MACAddress?, owner: String) throws -> MACAddress {
         if let requested {
-            if let holder = try String.fetchOne(
-                db, sql: "SELECT owner FROM mac_allocation WHERE macaddr = ?", arguments: [requested.description])
+            if let holder = try db.fetchOne(String.self, sql: "SELECT owner FROM mac_allocation WHERE macaddr = ?", arguments: [requested.description])
             {
                 throw StoreError.addressUnavailable("MAC \(requested) is taken by \(holder)")
             }
@@ -100,7 +95,7 @@ extension SQLiteStore {
         for _ in 0..<64 {
             let random = UInt32.random(in: 0...0xff_ffff)
             let mac = try MACAddress(octets: [0x02, 0, 0, UInt8(random >> 16), UInt8(random >> 8 & 0xff), UInt8(random & 0xff)])
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM mac_allocation WHERE macaddr = ?", arguments: [mac.description])
+            if try db.fetchOne(Bool.self, sql: "SELECT 1 FROM mac_allocation WHERE macaddr = ?", arguments: [mac.description])
                 == nil
             {
                 try db.execute(
@@ -130,7 +125,7 @@ extension SQLiteStore {
     public func allocatedIPv4(networkUUID: UUID) async throws -> [IPv4Address: String] {
         try await read { db in
             var result: [IPv4Address: String] = [:]
-            try Self.eachRow(db, IPv4AllocationTable.self, IPv4AllocationTable.select + "WHERE network_uuid = ?", [networkUUID.lowercasedString]) {
+            try db.eachRow(IPv4AllocationTable.self, IPv4AllocationTable.select + "WHERE network_uuid = ?", [networkUUID.lowercasedString]) {
                 row in
                 let allocation = try IPv4AllocationTable.decode(row)
                 result[allocation.address] = allocation.owner
@@ -155,7 +150,7 @@ extension SQLiteStore {
 
     public func macOwner(_ address: MACAddress) async throws -> String? {
         try await read { db in
-            try String.fetchOne(db, sql: "SELECT owner FROM mac_allocation WHERE macaddr = ?", arguments: [address.description])
+            try db.fetchOne(String.self, sql: "SELECT owner FROM mac_allocation WHERE macaddr = ?", arguments: [address.description])
         }
     }
 
@@ -180,11 +175,11 @@ extension SQLiteStore {
 
     /// Creates an interface inside the caller's transaction (see ``createInterface(uuid:instanceUUID:networkUUID:order:model:address:macaddr:)``).
     func insertInterface(
-        _ db: Database, uuid: UUID, instanceUUID: UUID, networkUUID: UUID, order: Int, model: String,
+        _ db: any StoreDatabase, uuid: UUID, instanceUUID: UUID, networkUUID: UUID, order: Int, model: String,
         address: AddressRequest, macaddr: MACAddress?
     ) throws -> Interface {
         let id = uuid.lowercasedString
-        if try Bool.fetchOne(db, sql: "SELECT 1 FROM interface WHERE uuid = ?", arguments: [id]) != nil {
+        if try db.fetchOne(Bool.self, sql: "SELECT 1 FROM interface WHERE uuid = ?", arguments: [id]) != nil {
             throw StoreError.alreadyExists(type: "interface", id: id)
         }
         _ = try Self.fetchInstance(db, instanceUUID)
@@ -204,7 +199,7 @@ extension SQLiteStore {
         let interface = Interface(
             uuid: uuid, instanceUUID: instanceUUID, networkUUID: networkUUID, macaddr: mac, ipv4: ipv4, order: order,
             model: model, floating: nil, state: .initial)
-        try Self.execute(db, InterfaceTable.insert(interface))
+        try db.execute(InterfaceTable.insert(interface))
         try self.insertEvent(
             db, Event(objectType: "interface", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         return interface
@@ -216,14 +211,13 @@ extension SQLiteStore {
 
     public func interfaces(instanceUUID: UUID) async throws -> [Interface] {
         try await read { db in
-            try Self.allRows(db, InterfaceTable.self, InterfaceTable.selectOfInstance, [instanceUUID.lowercasedString])
+            try db.allRows(InterfaceTable.self, InterfaceTable.selectOfInstance, [instanceUUID.lowercasedString])
         }
     }
 
     public func interfaces(networkUUID: UUID) async throws -> [Interface] {
         try await read { db in
-            try Self.allRows(
-                db, InterfaceTable.self, InterfaceTable.select + "WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid",
+            try db.allRows(InterfaceTable.self, InterfaceTable.select + "WHERE network_uuid = ? AND state != 'deleted' ORDER BY uuid",
                 [networkUUID.lowercasedString])
         }
     }
@@ -251,7 +245,7 @@ extension SQLiteStore {
         }
     }
 
-    static func releaseAddresses(_ db: Database, _ interface: Interface) throws {
+    static func releaseAddresses(_ db: any StoreDatabase, _ interface: Interface) throws {
         let owner = ObjectKey.interface(interface.uuid).text
         try db.execute(
             sql: "DELETE FROM ipv4_allocation WHERE network_uuid = ? AND owner = ?",

@@ -1,17 +1,15 @@
 import Foundation
-import GRDB
 import SFSystem
 
 /// A network's extra DNS records (Shaken Fist's `hosteddns`): names its dnsmasq answers besides its
 /// instances', kept as one JSON object `{name: address}` in the network's row, in no view.
-extension SQLiteStore {
+extension SQLStore {
     public func networkDNSEntries(uuid: UUID) async throws -> [String: IPv4Address] {
         try await read { db in try Self.dnsEntries(db, uuid) }
     }
 
     public func setNetworkDNSEntry(uuid: UUID, name: String, address: IPv4Address?, limit: Int, jobs: [NewJob]) async throws {
         let jobRows = try jobs.map(Self.validatedRow)
-        defer { if !jobRows.isEmpty { signal() } }
         try await write { db in
             var entries = try Self.dnsEntries(db, uuid)
             if let address {
@@ -29,8 +27,8 @@ extension SQLiteStore {
         }
     }
 
-    private static func dnsEntries(_ db: Database, _ uuid: UUID) throws -> [String: IPv4Address] {
-        guard let text = try String.fetchOne(db, sql: "SELECT dns_entries FROM network WHERE uuid = ?", arguments: [uuid.lowercasedString])
+    private static func dnsEntries(_ db: any StoreDatabase, _ uuid: UUID) throws -> [String: IPv4Address] {
+        guard let text = try db.fetchOne(String.self, sql: "SELECT dns_entries FROM network WHERE uuid = ?", arguments: [uuid.lowercasedString])
         else { throw StoreError.notFound(type: "network", id: uuid.lowercasedString) }
         guard let raw = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else {
             throw StoreError.corrupt("network \(uuid.lowercasedString) has unreadable DNS entries")

@@ -1,59 +1,21 @@
 import Foundation
-import GRDB
 
-extension SQLiteStore {
-    /// Registers "v5: namespaces": the instance's config column, namespaces, their keys and the
-    /// cluster settings. Append later migrations here, never edit an applied one.
-    static func registerNamespaceMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v5: namespaces") { db in
-            try db.execute(
-                sql: """
-                    ALTER TABLE instance ADD COLUMN config TEXT;
-                    CREATE TABLE namespace (
-                        name TEXT PRIMARY KEY NOT NULL,
-                        state TEXT NOT NULL,
-                        created REAL NOT NULL);
-                    CREATE TABLE namespace_key (
-                        namespace TEXT NOT NULL,
-                        name TEXT NOT NULL,
-                        hash TEXT NOT NULL,
-                        nonce TEXT NOT NULL,
-                        created REAL NOT NULL,
-                        PRIMARY KEY (namespace, name)) WITHOUT ROWID;
-                    CREATE TABLE setting (
-                        key TEXT PRIMARY KEY NOT NULL,
-                        value TEXT NOT NULL) WITHOUT ROWID;
-                    """)
-        }
-    }
+extension SQLStore {
 
-    fileprivate static func fetchNamespace(_ db: Database, _ name: String) throws -> Namespace {
-        guard let namespace = try firstRow(db, NamespaceTable.self, NamespaceTable.selectByName, [name]) else {
+    fileprivate static func fetchNamespace(_ db: any StoreDatabase, _ name: String) throws -> Namespace {
+        guard let namespace = try db.firstRow(NamespaceTable.self, NamespaceTable.selectByName, [name]) else {
             throw StoreError.notFound(type: "namespace", id: name)
         }
         return namespace
     }
 }
 
-extension SQLiteStore {
-    /// Which namespaces trust which (issue 14): registered after every earlier migration.
-    static func registerTrustMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v10-namespace-trusts") { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE namespace_trust (
-                        namespace TEXT NOT NULL,
-                        trusted TEXT NOT NULL,
-                        PRIMARY KEY (namespace, trusted)) WITHOUT ROWID;
-                    CREATE INDEX namespace_trusted ON namespace_trust(trusted);
-                    """)
-        }
-    }
+extension SQLStore {
 
     public func trusts(of namespace: String) async throws -> [String] {
         try await read { db in
             guard try Self.fetchNamespace(db, namespace).state != .deleted else { throw StoreError.notFound(type: "namespace", id: namespace) }
-            return try String.fetchAll(db, sql: "SELECT trusted FROM namespace_trust WHERE namespace = ? ORDER BY trusted", arguments: [namespace])
+            return try db.fetchAll(String.self, sql: "SELECT trusted FROM namespace_trust WHERE namespace = ? ORDER BY trusted", arguments: [namespace])
         }
     }
 
@@ -70,9 +32,7 @@ extension SQLiteStore {
 
     public func namespacesTrusting(_ namespace: String) async throws -> [String] {
         try await read { db in
-            try String.fetchAll(
-                db,
-                sql: """
+            try db.fetchAll(String.self, sql: """
                     SELECT t.namespace FROM namespace_trust t JOIN namespace n ON n.name = t.namespace
                     WHERE t.trusted = ? AND n.state != 'deleted' ORDER BY t.namespace
                     """, arguments: [namespace])
@@ -80,7 +40,7 @@ extension SQLiteStore {
     }
 }
 
-extension SQLiteStore: AuthRecords {
+extension SQLStore: AuthRecords {
     public func createNamespace(_ name: String) async throws -> Namespace {
         guard !name.isEmpty else { throw StoreError.invalidArgument("a namespace needs a name") }
         return try await write { db in
@@ -88,7 +48,7 @@ extension SQLiteStore: AuthRecords {
                 throw StoreError.alreadyExists(type: "namespace", id: name)
             }
             let created = Namespace(name: name)
-            try Self.execute(db, NamespaceTable.insertOrReplace(created))
+            try db.execute(NamespaceTable.insertOrReplace(created))
             return created
         }
     }
@@ -99,7 +59,7 @@ extension SQLiteStore: AuthRecords {
 
     public func namespaces() async throws -> [Namespace] {
         try await read { db in
-            try Self.allRows(db, NamespaceTable.self, NamespaceTable.select + "WHERE state != 'deleted' ORDER BY name")
+            try db.allRows(NamespaceTable.self, NamespaceTable.select + "WHERE state != 'deleted' ORDER BY name")
         }
     }
 
@@ -119,14 +79,14 @@ extension SQLiteStore: AuthRecords {
                 throw StoreError.notFound(type: "namespace", id: namespace)
             }
             let key = NamespaceKey(namespace: namespace, name: name, hash: hash)
-            try Self.execute(db, NamespaceKeyTable.insertOrReplace(key))
+            try db.execute(NamespaceKeyTable.insertOrReplace(key))
             return key
         }
     }
 
     public func keys(namespace: String) async throws -> [NamespaceKey] {
         try await read { db in
-            try Self.allRows(db, NamespaceKeyTable.self, NamespaceKeyTable.selectOfNamespace, [namespace])
+            try db.allRows(NamespaceKeyTable.self, NamespaceKeyTable.selectOfNamespace, [namespace])
         }
     }
 
@@ -138,13 +98,13 @@ extension SQLiteStore: AuthRecords {
     }
 
     public func setting(_ key: String) async throws -> String? {
-        try await read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+        try await read { db in try db.fetchOne(String.self, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
     }
 
     public func settingCreatingIfAbsent(_ key: String, value: String) async throws -> String {
         try await write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO setting (key, value) VALUES (?, ?)", arguments: [key, value])
-            guard let stored = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) else {
+            guard let stored = try db.fetchOne(String.self, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) else {
                 throw StoreError.backend("setting \(key) vanished inside its own transaction")
             }
             return stored

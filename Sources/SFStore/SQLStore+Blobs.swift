@@ -1,78 +1,11 @@
 import Foundation
-import GRDB
 
-extension SQLiteStore {
-    /// Registers the blob, reference, artifact and upload tables ("v4: blobs"). Append later blob
-    /// migrations here, never edit an applied one.
-    static func registerBlobMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v4: blobs") { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE blob (
-                        uuid TEXT PRIMARY KEY NOT NULL,
-                        size INTEGER NOT NULL,
-                        sha512 TEXT,
-                        state TEXT NOT NULL,
-                        modified REAL NOT NULL,
-                        fetched_at REAL,
-                        last_used REAL,
-                        locations TEXT NOT NULL,
-                        info TEXT NOT NULL,
-                        created REAL NOT NULL);
-                    CREATE INDEX blob_sha512 ON blob(sha512);
-                    CREATE TABLE blob_reference (
-                        blob_uuid TEXT NOT NULL,
-                        holder_type TEXT NOT NULL,
-                        holder_uuid TEXT NOT NULL,
-                        relationship TEXT NOT NULL,
-                        created REAL NOT NULL,
-                        PRIMARY KEY (blob_uuid, holder_type, holder_uuid, relationship)) WITHOUT ROWID;
-                    CREATE INDEX blob_reference_holder ON blob_reference(holder_type, holder_uuid);
-                    CREATE TABLE artifact (
-                        uuid TEXT PRIMARY KEY NOT NULL,
-                        type TEXT NOT NULL,
-                        name TEXT NOT NULL,
-                        source_url TEXT,
-                        namespace TEXT NOT NULL,
-                        state TEXT NOT NULL,
-                        max_versions INTEGER NOT NULL CHECK (max_versions >= 1),
-                        highest_index INTEGER NOT NULL,
-                        created REAL NOT NULL);
-                    CREATE UNIQUE INDEX artifact_live ON artifact(type, namespace, name) WHERE state != 'deleted';
-                    CREATE TABLE artifact_version (
-                        artifact_uuid TEXT NOT NULL,
-                        "index" INTEGER NOT NULL,
-                        blob_uuid TEXT NOT NULL,
-                        created REAL NOT NULL,
-                        last_modified TEXT,
-                        content_length INTEGER,
-                        PRIMARY KEY (artifact_uuid, "index")) WITHOUT ROWID;
-                    CREATE INDEX artifact_version_blob ON artifact_version(blob_uuid);
-                    CREATE TABLE upload (
-                        uuid TEXT PRIMARY KEY NOT NULL,
-                        node TEXT NOT NULL,
-                        namespace TEXT NOT NULL,
-                        received INTEGER NOT NULL,
-                        created REAL NOT NULL);
-                    """)
-        }
-        // Artifacts belong to their namespace; `shared` ones (system's only) are seen by every
-        // namespace. Until now every system image artifact cached from a URL was shared: they stay so.
-        migrator.registerMigration("v6: shared artifacts") { db in
-            try db.execute(
-                sql: """
-                    ALTER TABLE artifact ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
-                    UPDATE artifact SET shared = 1
-                        WHERE namespace = 'system' AND type = 'image' AND name = source_url
-                        AND (lower(name) LIKE 'http://%' OR lower(name) LIKE 'https://%');
-                    """)
-        }
-    }
+extension SQLStore {
 }
 
 // MARK: - Blobs
 
-extension SQLiteStore: BlobRecords {
+extension SQLStore: BlobRecords {
     public func createBlob(_ blob: Blob) async throws {
         guard blob.state == .initial || blob.state == .created else {
             throw StoreError.invalidArgument("a new blob starts initial or created, not \(blob.state.rawValue)")
@@ -81,10 +14,10 @@ extension SQLiteStore: BlobRecords {
         let insert = try BlobTable.insert(blob, sha512: sha512)
         try await write { db in
             let id = blob.uuid.lowercasedString
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM blob WHERE uuid = ?", arguments: [id]) != nil {
+            if try db.fetchOne(Bool.self, sql: "SELECT 1 FROM blob WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "blob", id: id)
             }
-            try Self.execute(db, insert)
+            try db.execute(insert)
             try self.insertEvent(
                 db, Event(objectType: "blob", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         }
@@ -97,13 +30,12 @@ extension SQLiteStore: BlobRecords {
     public func blob(sha512: String) async throws -> Blob? {
         let hash = try Self.normalisedSHA512(sha512)
         return try await read { db in
-            try Self.firstRow(
-                db, BlobTable.self, BlobTable.select + "WHERE sha512 = ? AND state = 'created' ORDER BY created, uuid LIMIT 1", [hash])
+            try db.firstRow(BlobTable.self, BlobTable.select + "WHERE sha512 = ? AND state = 'created' ORDER BY created, uuid LIMIT 1", [hash])
         }
     }
 
     public func blobs() async throws -> [Blob] {
-        try await read { db in try Self.allRows(db, BlobTable.self, BlobTable.select + "ORDER BY created, uuid") }
+        try await read { db in try db.allRows(BlobTable.self, BlobTable.select + "ORDER BY created, uuid") }
     }
 
     @discardableResult public func setBlobState(uuid: UUID, to state: BlobState) async throws -> Blob {
@@ -215,16 +147,14 @@ extension SQLiteStore: BlobRecords {
     public func references(to blobUUID: UUID) async throws -> [BlobReference] {
         try await read { db in
             _ = try Self.fetchBlob(db, blobUUID)
-            return try Self.allRows(
-                db, BlobReferenceTable.self, BlobReferenceTable.select + "WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
+            return try db.allRows(BlobReferenceTable.self, BlobReferenceTable.select + "WHERE blob_uuid = ? ORDER BY holder_type, holder_uuid, relationship",
                 [blobUUID.lowercasedString])
         }
     }
 
     public func references(holderType: String, holderUUID: String) async throws -> [BlobReference] {
         try await read { db in
-            try Self.allRows(
-                db, BlobReferenceTable.self,
+            try db.allRows(BlobReferenceTable.self,
                 BlobReferenceTable.select + "WHERE holder_type = ? AND holder_uuid = ? ORDER BY blob_uuid, relationship",
                 [holderType, holderUUID.lowercased()])
         }
@@ -241,7 +171,7 @@ extension SQLiteStore: BlobRecords {
         }
         try await write { db in
             let id = artifact.uuid.lowercasedString
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM artifact WHERE uuid = ?", arguments: [id]) != nil {
+            if try db.fetchOne(Bool.self, sql: "SELECT 1 FROM artifact WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "artifact", id: id)
             }
             if let live = try Self.liveArtifact(db, artifact.type, artifact.name, artifact.namespace) {
@@ -249,7 +179,7 @@ extension SQLiteStore: BlobRecords {
                     type: "artifact",
                     id: "\(artifact.type.rawValue) \(artifact.name) in namespace \(artifact.namespace) (\(live.uuid.lowercasedString))")
             }
-            try Self.execute(db, ArtifactTable.insert(artifact))
+            try db.execute(ArtifactTable.insert(artifact))
             try self.insertEvent(
                 db, Event(objectType: "artifact", objectUUID: id, type: .audit, fqdn: self.fqdn, message: "db record created"))
         }
@@ -265,8 +195,7 @@ extension SQLiteStore: BlobRecords {
 
     public func artifacts(namespace: String?) async throws -> [Artifact] {
         try await read { db in
-            try Self.allRows(
-                db, ArtifactTable.self, ArtifactTable.select + "WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", [namespace])
+            try db.allRows(ArtifactTable.self, ArtifactTable.select + "WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created, uuid", [namespace])
         }
     }
 
@@ -289,12 +218,11 @@ extension SQLiteStore: BlobRecords {
             if let newest = try Self.fetchVersions(db, artifactUUID).last, newest.blobUUID == blobUUID {
                 return newest
             }
-            let highest = try Int.fetchOne(
-                db, sql: "SELECT highest_index FROM artifact WHERE uuid = ?", arguments: [artifactUUID.lowercasedString]) ?? 0
+            let highest = try db.fetchOne(Int.self, sql: "SELECT highest_index FROM artifact WHERE uuid = ?", arguments: [artifactUUID.lowercasedString]) ?? 0
             let version = ArtifactVersion(
                 artifactUUID: artifactUUID, index: highest + 1, blobUUID: blobUUID, created: Date.storableNow(),
                 lastModified: lastModified, contentLength: contentLength)
-            try Self.execute(db, ArtifactVersionTable.insert(version))
+            try db.execute(ArtifactVersionTable.insert(version))
             try db.execute(
                 sql: "UPDATE artifact SET highest_index = ? WHERE uuid = ?", arguments: [version.index, artifactUUID.lowercasedString])
             try self.recordMutation(
@@ -367,7 +295,7 @@ extension SQLiteStore: BlobRecords {
     }
 
     /// Deletes the artifact in `db`'s transaction: its versions, the references they hold, its state.
-    private func markArtifactDeleted(_ db: Database, _ uuid: UUID) throws -> Artifact {
+    private func markArtifactDeleted(_ db: any StoreDatabase, _ uuid: UUID) throws -> Artifact {
         var artifact = try Self.fetchArtifact(db, uuid)
         guard artifact.state != .deleted else { return artifact }
         try db.execute(sql: "DELETE FROM artifact_version WHERE artifact_uuid = ?", arguments: [uuid.lowercasedString])
@@ -383,10 +311,10 @@ extension SQLiteStore: BlobRecords {
     public func createUpload(_ upload: Upload) async throws {
         try await write { db in
             let id = upload.uuid.lowercasedString
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM upload WHERE uuid = ?", arguments: [id]) != nil {
+            if try db.fetchOne(Bool.self, sql: "SELECT 1 FROM upload WHERE uuid = ?", arguments: [id]) != nil {
                 throw StoreError.alreadyExists(type: "upload", id: id)
             }
-            try Self.execute(db, UploadTable.insert(upload))
+            try db.execute(UploadTable.insert(upload))
         }
     }
 
@@ -395,7 +323,7 @@ extension SQLiteStore: BlobRecords {
     }
 
     public func uploads() async throws -> [Upload] {
-        try await read { db in try Self.allRows(db, UploadTable.self, UploadTable.select + "ORDER BY created, uuid") }
+        try await read { db in try db.allRows(UploadTable.self, UploadTable.select + "ORDER BY created, uuid") }
     }
 
     @discardableResult public func setUploadReceived(uuid: UUID, _ received: Int64) async throws -> Upload {

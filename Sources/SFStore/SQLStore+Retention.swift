@@ -1,31 +1,9 @@
 import Foundation
-import GRDB
 
 /// Retention: what ``RetentionPolicy`` says has been kept long enough is deleted, in bounded
 /// transactions. Each transaction re-checks, under the write lock, everything that keeps a row
 /// alive, so a job queued or a reference taken between two batches is seen before anything goes.
-extension SQLiteStore {
-    /// Registers "v8-retention-indexes": the indexes that let a prune find old and deleted rows
-    /// without scanning their tables, and `deleted_seen`, which remembers when a prune first saw a
-    /// deleted artifact or blob (those rows record no time of deletion).
-    static func registerRetentionMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v8-retention-indexes") { db in
-            try db.execute(
-                sql: """
-                    CREATE INDEX event_timestamp ON event(timestamp);
-                    CREATE INDEX job_finished ON job(updated) WHERE state IN ('succeeded', 'failed');
-                    CREATE INDEX instance_deleted ON instance(state_updated) WHERE state = 'deleted';
-                    CREATE INDEX network_deleted ON network(state_updated) WHERE state = 'deleted';
-                    CREATE INDEX artifact_deleted ON artifact(uuid) WHERE state = 'deleted';
-                    CREATE INDEX blob_deleted ON blob(uuid) WHERE state = 'deleted';
-                    CREATE TABLE deleted_seen (
-                        object_type TEXT NOT NULL,
-                        object_uuid TEXT NOT NULL,
-                        seen REAL NOT NULL,
-                        PRIMARY KEY (object_type, object_uuid)) WITHOUT ROWID;
-                    """)
-        }
-    }
+extension SQLStore {
 
     public func prune(_ policy: RetentionPolicy, now: Date) async throws -> PruneReport {
         try policy.validate()
@@ -60,8 +38,7 @@ extension SQLiteStore {
         let cap = policy.eventsPerObject
         let crowded = try await read { db in
             var objects: [[String]] = []
-            try Self.eachPositionalRow(
-                db, "SELECT object_type, object_uuid FROM event GROUP BY object_type, object_uuid HAVING count(*) > ?", [cap], reading: "event"
+            try db.eachPositionalRow("SELECT object_type, object_uuid FROM event GROUP BY object_type, object_uuid HAVING count(*) > ?", [cap], reading: "event"
             ) { row in
                 objects.append([try row.requiredString(at: 0, "event.object_type"), try row.requiredString(at: 1, "event.object_uuid")])
             }
@@ -98,7 +75,7 @@ extension SQLiteStore {
     /// long as the transaction took, so that a long prune holds the write lock at most half the
     /// time and other writers, in this process or another, are never shut out.
     private func drain(
-        _ report: inout PruneReport, _ rows: Int, _ step: @escaping @Sendable (Database, inout PruneBatch) throws -> Bool
+        _ report: inout PruneReport, _ rows: Int, _ step: @escaping @Sendable (any StoreDatabase, inout PruneBatch) throws -> Bool
     ) async throws {
         while true {
             try Task.checkCancellation()
@@ -127,7 +104,7 @@ extension SQLiteStore {
     /// appended to `arguments`, and counts what it deleted. True when fewer rows than allowed were
     /// deleted, that is when no such row is left.
     static func deleteSome(
-        _ db: Database, _ sql: String, _ arguments: StatementArguments, _ batch: inout PruneBatch,
+        _ db: any StoreDatabase, _ sql: String, _ arguments: StoreArguments, _ batch: inout PruneBatch,
         _ counter: WritableKeyPath<PruneReport, Int>
     ) throws -> Bool {
         let limit = batch.budget
@@ -141,7 +118,7 @@ extension SQLiteStore {
     }
 
     /// Deletes (within the budget) an object's events and metadata; true when none are left.
-    static func deleteHistory(_ db: Database, type: String, uuid: String, _ batch: inout PruneBatch) throws -> Bool {
+    static func deleteHistory(_ db: any StoreDatabase, type: String, uuid: String, _ batch: inout PruneBatch) throws -> Bool {
         guard
             try deleteSome(
                 db, "DELETE FROM event WHERE id IN (SELECT id FROM event WHERE object_type = ? AND object_uuid = ? LIMIT ?)",
@@ -158,7 +135,7 @@ extension SQLiteStore {
     /// Deletes one fixed set of rows (an object's own row, or one of its few leftovers) and counts
     /// them; the caller has checked that the budget has room for them.
     static func deleteRow(
-        _ db: Database, _ sql: String, _ arguments: StatementArguments, _ batch: inout PruneBatch,
+        _ db: any StoreDatabase, _ sql: String, _ arguments: StoreArguments, _ batch: inout PruneBatch,
         _ counter: WritableKeyPath<PruneReport, Int>
     ) throws {
         try db.execute(sql: sql, arguments: arguments)
@@ -177,11 +154,9 @@ extension SQLiteStore {
     /// blob reference (its disks were not released yet: the agent still has work to do), while a
     /// job about it or one of its interfaces is queued or running, or while one of its interfaces
     /// is not deleted.
-    static func pruneInstances(_ db: Database, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
+    static func pruneInstances(_ db: any StoreDatabase, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
         let limit = batch.budget
-        let candidates = try String.fetchAll(
-            db,
-            sql: """
+        let candidates = try db.fetchAll(String.self, sql: """
                 SELECT i.uuid FROM instance AS i
                 WHERE i.state = 'deleted' AND i.state_updated < ?1
                   AND NOT EXISTS (SELECT 1 FROM blob_reference WHERE holder_type = 'instance' AND holder_uuid = i.uuid)
@@ -203,10 +178,10 @@ extension SQLiteStore {
 
     /// Removes one instance and its interfaces, children first, so that whatever a full budget
     /// leaves for the next transaction is still a consistent deleted instance. True when it is gone.
-    private static func pruneInstance(_ db: Database, _ uuid: String, _ batch: inout PruneBatch) throws -> Bool {
+    private static func pruneInstance(_ db: any StoreDatabase, _ uuid: String, _ batch: inout PruneBatch) throws -> Bool {
         // Read whole before the loop deletes from the same table.
         var interfaces: [(id: String, network: String, mac: String)] = []
-        try eachRow(db, InterfaceTable.self, selectInterfacesToPrune, [uuid]) { row in
+        try db.eachRow(InterfaceTable.self, selectInterfacesToPrune, [uuid]) { row in
             interfaces.append((try row.requiredText(.uuid), try row.requiredText(.networkUUID), try row.requiredText(.macaddr)))
         }
         for (id, network, mac) in interfaces {
@@ -226,11 +201,9 @@ extension SQLiteStore {
 
     /// Deleted networks past the cutoff. A network stays while any interface row names it (those
     /// go with their instance) or a job about it is queued or running.
-    static func pruneNetworks(_ db: Database, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
+    static func pruneNetworks(_ db: any StoreDatabase, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
         let limit = batch.budget
-        let candidates = try String.fetchAll(
-            db,
-            sql: """
+        let candidates = try db.fetchAll(String.self, sql: """
                 SELECT n.uuid FROM network AS n
                 WHERE n.state = 'deleted' AND n.state_updated < ?1
                   AND NOT EXISTS (SELECT 1 FROM interface WHERE network_uuid = n.uuid)
@@ -261,7 +234,7 @@ extension SQLiteStore {
 
     /// Records when a prune first saw each deleted `type` ("artifact" or "blob") row, whose table
     /// keeps no time of deletion, and forgets the records of rows that are gone.
-    static func markDeleted(_ db: Database, type: String, now: Double, _ batch: inout PruneBatch) throws -> Bool {
+    static func markDeleted(_ db: any StoreDatabase, type: String, now: Double, _ batch: inout PruneBatch) throws -> Bool {
         guard batch.budget >= 1 else { return false }
         try db.execute(
             sql: """
@@ -289,11 +262,9 @@ extension SQLiteStore {
 
     /// Deleted artifacts seen deleted before the cutoff. Deleting an artifact dropped its versions
     /// and references; one that still has either, or a queued or running job, stays.
-    static func pruneArtifacts(_ db: Database, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
+    static func pruneArtifacts(_ db: any StoreDatabase, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
         let limit = batch.budget
-        let candidates = try String.fetchAll(
-            db,
-            sql: """
+        let candidates = try db.fetchAll(String.self, sql: """
                 SELECT a.uuid FROM artifact AS a
                 JOIN deleted_seen AS s ON s.object_type = 'artifact' AND s.object_uuid = a.uuid
                 WHERE a.state = 'deleted' AND s.seen < ?1
@@ -310,11 +281,9 @@ extension SQLiteStore {
     /// Deleted blobs seen deleted before the cutoff whose data is gone from every node (no
     /// locations left: each node's sweep removes its copy and then its location). A blob that is
     /// referenced, holds a reference or is an artifact's version stays.
-    static func pruneBlobs(_ db: Database, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
+    static func pruneBlobs(_ db: any StoreDatabase, before cutoff: Double, _ batch: inout PruneBatch) throws -> Bool {
         let limit = batch.budget
-        let candidates = try String.fetchAll(
-            db,
-            sql: """
+        let candidates = try db.fetchAll(String.self, sql: """
                 SELECT b.uuid FROM blob AS b
                 JOIN deleted_seen AS s ON s.object_type = 'blob' AND s.object_uuid = b.uuid
                 WHERE b.state = 'deleted' AND s.seen < ?1 AND b.locations = '[]'
@@ -332,7 +301,7 @@ extension SQLiteStore {
     /// its deleted-since mark, while the batch has room; true when all `limit` candidates fit, so
     /// none are left.
     static func deleteSeenDeleted(
-        _ db: Database, type: String, uuids: [String], limit: Int, _ batch: inout PruneBatch,
+        _ db: any StoreDatabase, type: String, uuids: [String], limit: Int, _ batch: inout PruneBatch,
         _ counter: WritableKeyPath<PruneReport, Int>
     ) throws -> Bool {
         for uuid in uuids {

@@ -1,0 +1,356 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+import Synchronization
+
+/// The cluster backend: a PostgreSQL database shared by every node, through postgres-nio.
+///
+/// The store's operations are synchronous (``StoreDatabase``), as GRDB's are; here each transaction
+/// runs on a thread of a pool of its own, never on Swift's cooperative pool, holding one connection
+/// and waiting on its replies. Threads and connections are as many as
+/// ``PostgresStoreConfiguration/poolSize`` (bounded), so a thread always finds a connection.
+///
+/// - Writes the store serialises take a transaction-scoped advisory lock first, so that "read what
+///   is free, then take it" (addresses, VXLAN ids, quotas) behaves as under SQLite's single writer,
+///   in every process of the cluster. The queue's writes do not: a claim takes its job with `FOR
+///   UPDATE SKIP LOCKED` and later changes name the lease owner in their `UPDATE`.
+/// - Times that several nodes compare (leases, check-ins) are the server's `now()`.
+/// - A transaction that enqueued or finished jobs sends one `NOTIFY` before its commit; a listening
+///   connection of each process wakes its claimers (``PostgresListener``).
+/// - A broken connection is dropped and the next transaction opens a new one, so the store
+///   outlives a restart of the server without a restart of its own.
+final class PostgresBackend: StoreBackend {
+    let configuration: PostgresStoreConfiguration
+    private let threads: NIOThreadPool
+    private let idle = Mutex<[PostgresConnection]>([])
+    private let nextConnectionID = Atomic<Int>(1)
+    private let wakeupHub: WakeupHub
+    private let listener: PostgresListener
+    private let logger: Logger
+
+    /// The channel the queue's wake-ups are sent on.
+    static let wakeupChannel = "sfnode_jobs"
+    /// The advisory lock every serialised write takes (ASCII "sfnodeW1"); PostgreSQL scopes
+    /// advisory locks to the database.
+    static let writeLock: Int64 = 0x7366_6E6F_6465_5731
+    /// The advisory lock a process holds while it migrates ("sfnodeM1").
+    static let migrationLock: Int64 = 0x7366_6E6F_6465_4D31
+
+    init(configuration: PostgresStoreConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        threads = NIOThreadPool(numberOfThreads: configuration.poolSize)
+        threads.start()
+        let hub = WakeupHub(storePath: nil, logger: logger)
+        wakeupHub = hub
+        listener = PostgresListener(configuration: configuration, logger: logger) { hub.fire() }
+        do {
+            let connection = try Self.connect(configuration, id: 0, logger: logger)
+            defer { try? connection.close().wait() }
+            try PostgresMigrator(connection: connection, logger: logger).migrate()
+        } catch {
+            try? threads.syncShutdownGracefully()
+            throw StoreError.backend("opening \(configuration.redactedURL): \(Self.message(error))")
+        }
+        listener.start()
+    }
+
+    deinit {
+        close()
+    }
+
+    func close() {
+        listener.stop()
+        let connections = idle.withLock { idle in
+            defer { idle.removeAll() }
+            return idle
+        }
+        for connection in connections { try? connection.close().wait() }
+        try? threads.syncShutdownGracefully()
+    }
+
+    // MARK: Transactions
+
+    func write<T: Sendable>(serialised: Bool, _ body: @escaping @Sendable (any StoreDatabase) throws -> T) async throws -> T {
+        let (result, jobsChanged) = try await onConnection { connection in
+            try self.transaction(connection, begin: "BEGIN", lock: serialised ? Self.writeLock : nil) { transaction in
+                let result = try body(transaction)
+                // One NOTIFY per transaction, never per row: NOTIFY takes a global lock at commit.
+                if transaction.jobsChangedMark { try transaction.execute(sql: "NOTIFY \(Self.wakeupChannel)") }
+                // The change token moves once per transaction that changed rows.
+                if transaction.wroteRows { try transaction.execute(sql: "SELECT nextval('sfnode_change')") }
+                return (result, transaction.jobsChangedMark)
+            }
+        }
+        // This process's claimers need not wait for the notification to come back.
+        if jobsChanged { wakeupHub.fire() }
+        return result
+    }
+
+    func read<T: Sendable>(_ body: @escaping @Sendable (any StoreDatabase) throws -> T) async throws -> T {
+        try await onConnection { connection in
+            try self.transaction(connection, begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", lock: nil) { transaction in
+                try body(transaction)
+            }
+        }
+    }
+
+    func readByKey<T: Sendable>(_ body: @escaping @Sendable (any StoreDatabase) throws -> T) async throws -> T {
+        try await read(body)
+    }
+
+    func wakeups() -> AsyncStream<Void> { wakeupHub.subscribe() }
+
+    /// A sequence that every write transaction that changed rows advances before its commit. A
+    /// sequence is not transactional, so a transaction that then fails to commit moves it too: a
+    /// spare look for the poller, never a missed change.
+    func changeToken() async throws -> Int64 {
+        try await onConnection { connection in
+            try self.transaction(connection, begin: "BEGIN READ ONLY", lock: nil) { transaction in
+                try transaction.fetchOne(Int64.self, sql: "SELECT last_value FROM sfnode_change") ?? 0
+            }
+        }
+    }
+
+    /// Runs `work` on a thread of the pool with a connection of its own, opening one when none is
+    /// idle. A connection that broke is closed and forgotten.
+    private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        do {
+            return try await threads.runIfActive {
+                let connection = try self.idle.withLock { $0.popLast() } ?? self.openConnection()
+                do {
+                    let result = try work(connection)
+                    self.release(connection)
+                    return result
+                } catch {
+                    self.release(connection)
+                    throw error
+                }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError.backend(Self.message(error))
+        }
+    }
+
+    private func openConnection() throws -> PostgresConnection {
+        let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
+        return try Self.connect(configuration, id: id, logger: logger)
+    }
+
+    private func release(_ connection: PostgresConnection) {
+        if connection.isClosed { return }
+        idle.withLock { $0.append(connection) }
+    }
+
+    /// One transaction on `connection`: `begin`, the advisory `lock` if any, `body`, `COMMIT`; a
+    /// `ROLLBACK` when `body` throws. A connection that cannot roll back is closed.
+    private func transaction<T>(
+        _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
+    ) throws -> T {
+        let transaction = PostgresTransaction(connection: connection, logger: logger)
+        try transaction.execute(sql: begin)
+        do {
+            if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
+            let result = try body(transaction)
+            try transaction.execute(sql: "COMMIT")
+            return result
+        } catch {
+            do {
+                try transaction.execute(sql: "ROLLBACK")
+            } catch {
+                try? connection.close().wait()
+            }
+            throw error
+        }
+    }
+
+    static func connect(_ configuration: PostgresStoreConfiguration, id: Int, logger: Logger) throws -> PostgresConnection {
+        var connectionConfiguration = PostgresConnection.Configuration(
+            host: configuration.host, port: configuration.port, username: configuration.username,
+            password: configuration.password, database: configuration.database, tls: .disable)
+        connectionConfiguration.options.connectTimeout = .seconds(10)
+        let timeout = Int(configuration.statementTimeout.components.seconds) * 1000
+        connectionConfiguration.options.additionalStartupParameters = [
+            ("application_name", "sfnode"),
+            ("statement_timeout", "\(timeout)"),
+            // A node that dies inside a transaction must not hold its locks for ever.
+            ("idle_in_transaction_session_timeout", "\(timeout)"),
+        ]
+        return try PostgresConnection.connect(
+            on: MultiThreadedEventLoopGroup.singleton.any(), configuration: connectionConfiguration, id: id, logger: logger
+        ).wait()
+    }
+
+    /// The server's own words for `error` (postgres-nio's description of an error is deliberately
+    /// vague); never the password, which no message carries.
+    static func message(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let info = error.serverInfo {
+            var text = info[.message] ?? "server error"
+            if let state = info[.sqlState] { text += " (SQLSTATE \(state))" }
+            if let detail = info[.detail] { text += ": \(detail)" }
+            return text
+        }
+        if let underlying = error.underlying { return "PostgreSQL \(error.code): \(underlying)" }
+        return "PostgreSQL \(error.code)"
+    }
+}
+
+/// One PostgreSQL transaction, as the store's operations see it.
+final class PostgresTransaction: StoreDatabase {
+    private let connection: PostgresConnection
+    private let logger: Logger
+    private var transactionNow: Double?
+    private(set) var changesCount = 0
+    private(set) var jobsChangedMark = false
+
+    init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    private func run(_ sql: String, _ arguments: StoreArguments) throws -> PostgresQueryResult {
+        var bindings = PostgresBindings(capacity: arguments.values.count)
+        for value in arguments.values {
+            switch value {
+            case .null: bindings.appendNull()
+            case .integer(let integer): bindings.append(integer)
+            case .real(let real): bindings.append(real)
+            case .text(let text): bindings.append(text)
+            // Booleans are 0 and 1 on both backends (PostgresSchema.swift).
+            case .bool(let flag): bindings.append(Int64(flag ? 1 : 0))
+            case .bytes(let bytes): bindings.append(ByteBuffer(bytes: bytes))
+            }
+        }
+        let query = PostgresQuery(unsafeSQL: PostgresSQL.translate(sql), binds: bindings)
+        do {
+            return try connection.query(query, logger: logger).wait()
+        } catch {
+            throw StoreError.backend(PostgresBackend.message(error))
+        }
+    }
+
+    /// Whether a statement of this transaction changed rows.
+    private(set) var wroteRows = false
+
+    @discardableResult
+    func execute(sql: String, arguments: StoreArguments) throws -> Int {
+        let result = try run(sql, arguments)
+        changesCount = result.metadata.rows ?? 0
+        if changesCount > 0 && !sql.hasPrefix("SELECT") { wroteRows = true }
+        return changesCount
+    }
+
+    func insertReturningID(sql: String, arguments: StoreArguments) throws -> Int64 {
+        wroteRows = true
+        let result = try run(sql + " RETURNING id", arguments)
+        guard let row = result.rows.first else { throw StoreError.backend("an insert answered no id (\(sql))") }
+        guard let id = try PostgresPositionalRow(row.makeRandomAccess()).int64(at: 0) else {
+            throw StoreError.corrupt("an insert answered a NULL id")
+        }
+        return id
+    }
+
+    func eachPositionalRow(
+        _ sql: String, _ arguments: StoreArguments, reading what: String, _ body: (any PositionalRow) throws -> Void
+    ) throws {
+        for row in try run(sql, arguments).rows { try body(PostgresPositionalRow(row.makeRandomAccess())) }
+    }
+
+    func firstRow<Table: StoreTable>(_ table: Table.Type, _ sql: String, _ arguments: StoreArguments) throws -> Table.Record? {
+        guard let row = try run(sql, arguments).rows.first else { return nil }
+        return try Table.decode(TableRow(PostgresPositionalRow(row.makeRandomAccess())))
+    }
+
+    func eachRow<Table: StoreTable>(
+        _ table: Table.Type, _ sql: String, _ arguments: StoreArguments, _ body: (TableRow<Table, AnyTableRow>) throws -> Void
+    ) throws {
+        for row in try run(sql, arguments).rows {
+            try body(TableRow(AnyTableRow(base: PostgresPositionalRow(row.makeRandomAccess()))))
+        }
+    }
+
+    /// The server's clock at the transaction's start (`now()`), read once.
+    func now() throws -> Double {
+        if let transactionNow { return transactionNow }
+        guard let now = try fetchOne(Double.self, sql: "SELECT extract(epoch FROM now())::float8") else {
+            throw StoreError.backend("the server answered no time")
+        }
+        transactionNow = now
+        return now
+    }
+
+    func jobsChanged() { jobsChangedMark = true }
+
+    var skipLockedRows: String { " FOR UPDATE SKIP LOCKED" }
+}
+
+extension Double: StoreScalar {
+    static func read(_ row: any PositionalRow, _ what: String) throws -> Double? {
+        do throws(ColumnTypeMismatch) { return try row.double(at: 0) } catch { throw StoreError.corrupt("\(what) \(error.problem)") }
+    }
+}
+
+/// A PostgreSQL row read by column position, with the same strictness as SQLite's: an integer
+/// column reads as an integer (any width) or a number, text as text, and nothing is converted from
+/// text.
+struct PostgresPositionalRow: PositionalRow {
+    let row: PostgresRandomAccessRow
+
+    init(_ row: PostgresRandomAccessRow) {
+        self.row = row
+    }
+
+    private func cell(_ index: Int) throws(ColumnTypeMismatch) -> PostgresCell? {
+        guard index >= 0, index < row.count else { throw ColumnTypeMismatch(problem: "is not in the row (column \(index))") }
+        let cell = row[index]
+        return cell.bytes == nil ? nil : cell
+    }
+
+    func int64(at index: Int) throws(ColumnTypeMismatch) -> Int64? {
+        guard let cell = try cell(index) else { return nil }
+        switch cell.dataType {
+        case .int2, .int4, .int8:
+            do { return try cell.decode(Int64.self) } catch { throw ColumnTypeMismatch(problem: "is not an integer") }
+        default: throw ColumnTypeMismatch(problem: "is not an integer")
+        }
+    }
+
+    func string(at index: Int) throws(ColumnTypeMismatch) -> String? {
+        guard let cell = try cell(index) else { return nil }
+        switch cell.dataType {
+        case .text, .varchar, .name, .bpchar:
+            do { return try cell.decode(String.self) } catch { throw ColumnTypeMismatch(problem: "is not text") }
+        default: throw ColumnTypeMismatch(problem: "is not text")
+        }
+    }
+
+    func double(at index: Int) throws(ColumnTypeMismatch) -> Double? {
+        guard let cell = try cell(index) else { return nil }
+        switch cell.dataType {
+        case .float8, .float4:
+            do { return try cell.decode(Double.self) } catch { throw ColumnTypeMismatch(problem: "is not a number") }
+        case .int2, .int4, .int8:
+            do { return Double(try cell.decode(Int64.self)) } catch { throw ColumnTypeMismatch(problem: "is not a number") }
+        default: throw ColumnTypeMismatch(problem: "is not a number")
+        }
+    }
+
+    func bytes(at index: Int) throws(ColumnTypeMismatch) -> [UInt8]? {
+        guard let cell = try cell(index) else { return nil }
+        guard cell.dataType == .bytea, let buffer = cell.bytes else { throw ColumnTypeMismatch(problem: "is not a blob") }
+        return Array(buffer.readableBytesView)
+    }
+
+    func bool(at index: Int) throws(ColumnTypeMismatch) -> Bool? {
+        guard let cell = try cell(index) else { return nil }
+        if cell.dataType == .bool {
+            do { return try cell.decode(Bool.self) } catch { throw ColumnTypeMismatch(problem: "is not a boolean") }
+        }
+        do { return try int64(at: index).map { $0 != 0 } } catch { throw ColumnTypeMismatch(problem: "is not a boolean") }
+    }
+}
