@@ -44,12 +44,20 @@ public func hostLayout(settings: AgentConfiguration) -> HostLayout {
     return layout
 }
 
+/// The store the settings name: the PostgreSQL database of `storeURL`, else the SQLite file at
+/// `storePath` (its directory made if missing). Every command opens it here.
+public func openStore(settings: AgentConfiguration, logger: Logger) throws -> SQLStore {
+    if settings.storeURL == nil {
+        try FileManager.default.createDirectory(
+            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    }
+    return try SQLStore.open(location: settings.storeLocation, fqdn: settings.nodeName, logger: logger)
+}
+
 /// Builds the agent from its settings (store, plumbing sessions, realizers, handlers) and checks it
 /// in. `sfnode agent`, the tests and the benchmarks all assemble it here.
 public func buildAgent(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
-    try FileManager.default.createDirectory(
-        atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+    let store = try openStore(settings: settings, logger: logger)
     let layout = hostLayout(settings: settings)
     let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
     let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)

@@ -13,6 +13,7 @@ import SFSystem
 /// | `hostNamespace` | `SFNODE_HOST_NAMESPACE` | none: the root namespace (empty text means none) |
 /// | `virtualizationType` | `SFNODE_VIRTUALIZATION_TYPE` | `auto` (`kvm`, `qemu`, `auto`) |
 /// | `storePath` | `SFNODE_STORE_PATH` | `/var/lib/sfnode/sfnode.sqlite` |
+/// | `storeURL` | `SFNODE_STORE_URL` | none: the SQLite store at `storePath`; `postgres://USER:PASSWORD@HOST:PORT/DB` shares a PostgreSQL store |
 /// | `storagePath` | `SFNODE_STORAGE_PATH` | `/var/lib/sfnode/instances` |
 /// | `floatingRange` | `SFNODE_FLOATING_RANGE` | `192.168.20.0/24` |
 /// | `egressInterface` | `SFNODE_EGRESS_INTERFACE` | none: the interface of the default route |
@@ -66,8 +67,14 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     public var hostNamespace: String?
     /// How guests are run.
     public var virtualizationType: Virtualization
-    /// The SQLite database holding the node's desired and observed state.
+    /// The SQLite database holding the node's desired and observed state, when ``storeURL`` is nil.
     public var storePath: String
+    /// A `postgres://` URL: the store is the cluster's PostgreSQL database instead of the SQLite
+    /// file. It may hold a password, so it is never logged (the store logs its redacted form).
+    public var storeURL: String?
+
+    /// What the store opens: ``storeURL`` when set, else ``storePath``.
+    public var storeLocation: String { storeURL ?? storePath }
     /// The directory holding instance disks and other per-instance files.
     public var storagePath: String
     /// The network floating addresses are taken from.
@@ -406,6 +413,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         try container.encodeIfPresent(hostNamespace, forKey: AnyKey("hostNamespace"))
         try container.encode(virtualizationType.rawValue, forKey: AnyKey("virtualizationType"))
         try container.encode(storePath, forKey: AnyKey("storePath"))
+        try container.encodeIfPresent(storeURL, forKey: AnyKey("storeURL"))
         try container.encode(storagePath, forKey: AnyKey("storagePath"))
         try container.encode(floatingRange.description, forKey: AnyKey("floatingRange"))
         try container.encodeIfPresent(egressInterface, forKey: AnyKey("egressInterface"))
@@ -484,6 +492,17 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         },
         Field(key: "storePath", environmentName: "SFNODE_STORE_PATH") { configuration, text in
             configuration.storePath = try absolutePath(text)
+        },
+        Field(key: "storeURL", environmentName: "SFNODE_STORE_URL") { configuration, text in
+            let value = text?.trimmingCharacters(in: .whitespaces) ?? ""
+            guard !value.isEmpty else {
+                configuration.storeURL = nil
+                return
+            }
+            guard value.hasPrefix("postgres://") || value.hasPrefix("postgresql://") else {
+                throw InvalidValue(reason: "is not a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+            }
+            configuration.storeURL = value
         },
         Field(key: "storagePath", environmentName: "SFNODE_STORAGE_PATH") { configuration, text in
             configuration.storagePath = try absolutePath(text)

@@ -40,12 +40,25 @@ extension SQLStore {
     /// The columns the database has for `table`, in table order: what the check that every table
     /// file lists its table's columns compares against.
     func schemaColumns(of table: String) async throws -> [String] {
-        try await read { db in
-            var names: [String] = []
-            try db.eachPositionalRow("SELECT name FROM pragma_table_info(?)", [table], reading: "pragma_table_info") { row in
-                names.append(try row.requiredString(at: 0, "pragma_table_info.name"))
-            }
-            return names
-        }
+        let sql =
+            backend is PostgresBackend
+            ? """
+            SELECT column_name::text FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position
+            """
+            : "SELECT name FROM pragma_table_info(?)"
+        return try await read { db in try db.fetchAll(String.self, sql: sql, arguments: [table]) }
+    }
+
+    /// The store's tables, by name (each backend's own bookkeeping left out).
+    func schemaTables() async throws -> [String] {
+        let sql =
+            backend is PostgresBackend
+            ? """
+            SELECT table_name::text FROM information_schema.tables
+            WHERE table_schema = current_schema() AND table_name != 'sfnode_migration' ORDER BY table_name
+            """
+            : "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name"
+        return try await read { db in try db.fetchAll(String.self, sql: sql) }
     }
 }

@@ -29,7 +29,7 @@ struct AgentCommand: AsyncParsableCommand {
         var logger = Logger(label: "sfnode.agent")
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let agent = try await buildAgent(settings: settings, logger: logger)
-        logger.info("agent started", metadata: ["store.path": "\(settings.storePath)"])
+        logger.info("agent started", metadata: ["store.location": "\(agent.store.path)"])
         await runDaemon(services: agent.services, readyStatus: "taking jobs", logger: logger) {
             await agent.libvirt.close()
         }

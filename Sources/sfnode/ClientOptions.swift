@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SFAgent
 import SFControl
 import SFDaemonSupport
 import SFStore
@@ -26,11 +27,11 @@ struct ClientOptions: ParsableArguments {
     /// The store the configuration names, with the configuration.
     func storeAndSettings() throws -> (SQLStore, AgentConfiguration) {
         let settings = try AgentConfiguration.load(commandLinePath: config)
-        guard FileManager.default.fileExists(atPath: settings.storePath) else {
+        guard settings.storeURL != nil || FileManager.default.fileExists(atPath: settings.storePath) else {
             throw ValidationError(
                 "no store at \(settings.storePath): start sfnode first (scripts/setup-host && swift run -c release sfnode), or point --config or SFNODE_STORE_PATH at its store")
         }
-        return (try SQLStore(path: settings.storePath, fqdn: settings.nodeName, logger: Self.logger), settings)
+        return (try openStore(settings: settings, logger: Self.logger), settings)
     }
 
     /// The command line's own logger: warnings and worse, as the commands print what matters.

@@ -90,7 +90,7 @@ struct EventsCommand: AsyncParsableCommand {
 enum OperatorStore {
     static func open(_ config: String?) throws -> SQLStore {
         let settings = try AgentConfiguration.load(commandLinePath: config)
-        return try SQLStore(path: settings.storePath, fqdn: settings.nodeName)
+        return try openStore(settings: settings, logger: Logger(label: "sfnode.operator"))
     }
 }
 
@@ -131,7 +131,7 @@ struct StateCommand: AsyncParsableCommand {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         var logger = Logger(label: "sfnode.state")
         logger.logLevel = .warning
-        let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName)
+        let store = try openStore(settings: settings, logger: logger)
         let layout = hostLayout(settings: settings)
         let host = try NetlinkSession(namespace: settings.hostNamespace, logger: logger)
         let links = Set(try await host.links().map(\.name))

@@ -22,7 +22,7 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
         let agent = try await buildAgent(settings: settings, logger: logger)
         let api = try await buildAPI(settings: settings, store: agent.store, logger: logger)
-        logger.info("serving", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
+        logger.info("serving", metadata: ["store.location": "\(agent.store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {
             await agent.libvirt.close()
         }
@@ -40,11 +40,9 @@ struct APICommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
-        try FileManager.default.createDirectory(
-            atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let store = try SQLStore(path: settings.storePath, fqdn: settings.nodeName, logger: logger)
+        let store = try openStore(settings: settings, logger: logger)
         let api = try await buildAPI(settings: settings, store: store, logger: logger)
-        logger.info("serving the API", metadata: ["store.path": "\(settings.storePath)", "api.listen": "\(settings.apiListen)"])
+        logger.info("serving the API", metadata: ["store.location": "\(store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
     }
 }

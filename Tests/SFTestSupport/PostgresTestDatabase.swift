@@ -6,8 +6,8 @@ import SFStore
 
 /// A database of its own on the tests' PostgreSQL server (`scripts/test-postgres`, whose URL
 /// `scripts/test` exports as `SFNODE_TEST_POSTGRES_URL`), named with a random suffix and dropped
-/// by ``drop()`` (connections still open are ended). Leftovers of a killed run are all named
-/// `sfnode_t_*`.
+/// by ``drop()`` (connections still open are ended). Leftovers of a killed run are named `sftpg*`,
+/// which `scripts/cleanup-test-leftovers` drops.
 public struct PostgresTestDatabase: Sendable {
     /// The store URL of the new database.
     public let url: String
@@ -23,7 +23,7 @@ public struct PostgresTestDatabase: Sendable {
         guard let serverURL, let server = try PostgresStoreConfiguration(url: serverURL) else {
             throw StoreError.invalidArgument("SFNODE_TEST_POSTGRES_URL is not set (scripts/test-postgres prints one)")
         }
-        let name = "sfnode_t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+        let name = "sftpg" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
         try Self.administer(server, "CREATE DATABASE \(name)")
         var database = server
         database.database = name
