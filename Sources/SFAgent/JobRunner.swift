@@ -3,6 +3,7 @@ import Logging
 import SFControl
 import SFLibvirt
 import SFStore
+import Synchronization
 
 /// Takes jobs addressed to this node (and to the network-node role, when it has it) from the store
 /// and runs them, several at once, in the order the store hands them out.
@@ -326,18 +327,35 @@ public actor JobRunner {
             let heartbeat = Task.detached {
                 // Renew at a third of the lease, so two missed renewals still leave time. A renewal
                 // that fails (a busy store) is retried at the next beat. A lease that has lapsed ends
-                // the job: another agent may already run it, and two at once would fight.
+                // the job: another agent may already run it, and two at once would fight. So does a
+                // store this agent has not reached for twice the lease (a database server down, a
+                // cut link): by then another agent may have rescued the job, and this one cannot
+                // know.
+                // A renewal runs beside the beat, so that one that hangs (a store that does not
+                // answer) is counted against the lease as well as one that fails.
+                let renewal = LeaseRenewal()
                 while !Task.isCancelled {
                     try? await Task.sleep(for: lease / 3)
                     if Task.isCancelled { break }
-                    do {
-                        if try await !store.renewLease(jobID: job.id, owner: owner, lease: lease) {
-                            work.cancel()
-                            return true
+                    if renewal.lost {
+                        work.cancel()
+                        return true
+                    }
+                    if ContinuousClock.now - renewal.lastRenewed >= lease * 2 {
+                        logger.error(
+                            "the job's lease could not be renewed for twice its length; stopping the job",
+                            metadata: ["error": "\(renewal.lastError ?? "no answer from the store")"])
+                        work.cancel()
+                        return true
+                    }
+                    guard renewal.begin() else { continue }
+                    Task {
+                        do {
+                            renewal.finish(renewed: try await store.renewLease(jobID: job.id, owner: owner, lease: lease), error: nil)
+                        } catch {
+                            logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
+                            renewal.finish(renewed: nil, error: "\(error)")
                         }
-                    } catch {
-                        if Task.isCancelled { break }
-                        logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
                     }
                 }
                 return false
@@ -416,4 +434,42 @@ public struct JobError: Error, CustomStringConvertible, Sendable, ControlErrorCo
     public static func refusal(_ description: String) -> JobError { JobError(refusal: description) }
 
     public var controlError: ControlError { ControlError(isRefusal ? .conflict : .invalidArgument, description) }
+}
+
+/// The lease renewals of one running job: one in flight at a time, when the last one succeeded, and
+/// whether the store said the lease is gone.
+final class LeaseRenewal: Sendable {
+    private struct State {
+        var inFlight = false
+        var lastRenewed = ContinuousClock.now
+        var lost = false
+        var lastError: String?
+    }
+
+    private let state = Mutex(State())
+
+    var lastRenewed: ContinuousClock.Instant { state.withLock { $0.lastRenewed } }
+    var lost: Bool { state.withLock { $0.lost } }
+    var lastError: String? { state.withLock { $0.lastError } }
+
+    /// Whether a renewal may start now (none is in flight); marks one in flight.
+    func begin() -> Bool {
+        state.withLock { state in
+            guard !state.inFlight else { return false }
+            state.inFlight = true
+            return true
+        }
+    }
+
+    /// A renewal's outcome: `renewed` true (renewed), false (the lease is gone), nil (it failed).
+    func finish(renewed: Bool?, error: String?) {
+        state.withLock { state in
+            state.inFlight = false
+            switch renewed {
+            case true?: state.lastRenewed = ContinuousClock.now
+            case false?: state.lost = true
+            case nil: state.lastError = error
+            }
+        }
+    }
 }

@@ -194,7 +194,7 @@ public struct NodeAgent: Sendable {
             diskGiB: HostCapacity.diskGiB(at: instances.storagePath) ?? 0)
         let mesh = planner.mesh
         try await store.saveNode(
-            Node(name: nodeName, roles: roles, lastSeen: Date.storableNow(), meshAddress: mesh.address, capacity: capacity))
+            Node(name: nodeName, roles: roles, lastSeen: try await store.clock(), meshAddress: mesh.address, capacity: capacity))
         if let deleted = previous?.deleted {
             // The operator said this node is gone: it is placed nothing and sent no job by name.
             context.logger.error(

@@ -46,8 +46,14 @@ extension Control {
         return node
     }
 
-    /// Whether the node checked in within ``ControlSettings/checkInTimeout`` of `now`.
-    public func isLive(_ node: Node, now: Date = Date()) -> Bool {
+    /// The store's clock, which stamps check-ins: what a node's age is measured against.
+    public func clock() async throws -> Date {
+        try await controlled { try await store.clock() }
+    }
+
+    /// Whether the node checked in within ``ControlSettings/checkInTimeout`` of `now` (by
+    /// ``clock()``).
+    public func isLive(_ node: Node, now: Date) -> Bool {
         let timeout = Double(settings.checkInTimeout.components.seconds)
         return node.lastSeen.map { now.timeIntervalSince($0) <= timeout } ?? false
     }
@@ -55,11 +61,13 @@ extension Control {
     /// The nodes that are `missing` now (in service, not checked in within
     /// ``ControlSettings/checkInTimeout``): their instances are shown with power state `unknown`,
     /// never changed in the store, so that they read as they really are again once the node is back.
-    /// Read from the store at most once a second, however many views ask.
-    public func missingNodes(now: Date = Date()) async throws -> Set<String> {
-        if let cached = nodeStates.fresh(now: now) { return cached }
+    /// Read from the store at most once a second, however many views ask. Ages are measured by the
+    /// store's clock, which stamped the check-ins.
+    public func missingNodes() async throws -> Set<String> {
+        if let cached = nodeStates.fresh(now: Date()) { return cached }
+        let now = try await clock()
         let missing = Set(try await nodes().filter { $0.deleted == nil && !isLive($0, now: now) }.map(\.name))
-        nodeStates.store(missing, now: now)
+        nodeStates.store(missing, now: Date())
         return missing
     }
 
@@ -72,7 +80,7 @@ extension Control {
 
     /// The node's state as Shaken Fist names it: `deleted` once an operator deleted it, else
     /// `created` while it checks in and `missing` when it has not lately.
-    public func state(of node: Node, now: Date = Date()) -> String {
+    public func state(of node: Node, now: Date) -> String {
         node.deleted != nil ? "deleted" : isLive(node, now: now) ? "created" : "missing"
     }
 

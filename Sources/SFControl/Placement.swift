@@ -22,7 +22,8 @@ extension Control {
     /// affinity metadata (tag → score, summed over the instances already on a node that carry
     /// the tag) decides, then the node with the most free vCPUs.
     func place(_ request: InstanceRequest) async throws -> Placement {
-        let now = Date()
+        // Check-ins are stamped by the store's clock: ages are measured against it, not this node's.
+        let now = try await clock()
         let nodes = try await store.nodes()
         let live = try await store.instances(node: nil).filter { $0.state != .deleted && $0.node != nil }
         var audit: [String] = []

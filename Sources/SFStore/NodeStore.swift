@@ -191,6 +191,10 @@ public protocol NodeStore: Sendable {
     /// anything: a cheap "has anything changed since I looked" for a poller that has no wake-ups.
     /// With SQLite it is `PRAGMA data_version` on a dedicated connection, a read of shared memory.
     func changeToken() async throws -> Int64
+    /// The store's clock: PostgreSQL's server's, SQLite's machine's. A node's check-in is stamped
+    /// with it and a node's age measured against it, so that nodes whose clocks differ agree on
+    /// which of them is missing.
+    func clock() async throws -> Date
 
     // MARK: Bulk reads
 

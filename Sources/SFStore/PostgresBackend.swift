@@ -49,6 +49,7 @@ final class PostgresBackend: StoreBackend {
         do {
             let connection = try Self.connect(configuration, id: 0, logger: logger)
             defer { try? connection.close().wait() }
+            // Waits for the migration lock as long as another starter migrates.
             try PostgresMigrator(connection: connection, logger: logger).migrate()
         } catch {
             try? threads.syncShutdownGracefully()
@@ -114,12 +115,24 @@ final class PostgresBackend: StoreBackend {
         }
     }
 
+    /// The server's clock now (not the transaction's start, as `now()` would be).
+    func clock() async throws -> Double {
+        try await onConnection { connection in
+            let session = PostgresTransaction(
+                connection: connection, logger: self.logger, statementTimeout: self.configuration.statementTimeout)
+            guard let now = try session.fetchOne(Double.self, sql: "SELECT extract(epoch FROM clock_timestamp())::float8") else {
+                throw StoreError.backend("the server answered no time")
+            }
+            return now
+        }
+    }
+
     /// Runs `work` on a thread of the pool with a connection of its own, opening one when none is
     /// idle. A connection that broke is closed and forgotten.
     private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
             return try await threads.runIfActive {
-                let connection = try self.idle.withLock { $0.popLast() } ?? self.openConnection()
+                let connection = try self.idleConnection() ?? self.openConnection()
                 do {
                     let result = try work(connection)
                     self.release(connection)
@@ -134,6 +147,16 @@ final class PostgresBackend: StoreBackend {
         } catch {
             throw StoreError.backend(Self.message(error))
         }
+    }
+
+    /// An idle connection that is still open. One the server ended while it was idle (a restart,
+    /// `pg_terminate_backend`) is dropped here: postgres-nio would take a query on it and never
+    /// answer.
+    private func idleConnection() -> PostgresConnection? {
+        while let connection = idle.withLock({ $0.popLast() }) {
+            if !connection.isClosed { return connection }
+        }
+        return nil
     }
 
     private func openConnection() throws -> PostgresConnection {
@@ -151,7 +174,7 @@ final class PostgresBackend: StoreBackend {
     private func transaction<T>(
         _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
     ) throws -> T {
-        let transaction = PostgresTransaction(connection: connection, logger: logger)
+        let transaction = PostgresTransaction(connection: connection, logger: logger, statementTimeout: configuration.statementTimeout)
         try transaction.execute(sql: begin)
         do {
             if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
@@ -208,9 +231,38 @@ final class PostgresTransaction: StoreDatabase {
     private(set) var changesCount = 0
     private(set) var jobsChangedMark = false
 
-    init(connection: PostgresConnection, logger: Logger) {
+    /// How long a reply may take before the connection is given up: the server cancels a
+    /// statement at its `statement_timeout`, so a reply later than that is one that will never come
+    /// (a connection the server ended without the client noticing).
+    private let replyTimeout: TimeAmount
+
+    init(connection: PostgresConnection, logger: Logger, statementTimeout: Duration = .seconds(60)) {
         self.connection = connection
         self.logger = logger
+        let seconds = statementTimeout.components.seconds
+        replyTimeout = .seconds(seconds > Int64.max - 10 ? Int64.max : seconds + 10)
+    }
+
+    /// `future`'s value, waited for from a thread of the pool, for at most `timeout`: then the
+    /// connection is closed and the wait fails (a blocked thread would otherwise hold its
+    /// connection for ever).
+    static func wait<Value: Sendable>(
+        for future: EventLoopFuture<Value>, on connection: PostgresConnection, timeout: TimeAmount
+    ) throws -> Value {
+        let promise = future.eventLoop.makePromise(of: Value.self)
+        // Both callbacks run on the future's event loop; the first to come settles the promise.
+        let settled = OnceFlag()
+        let timer = future.eventLoop.scheduleTask(in: timeout) {
+            guard settled.claim() else { return }
+            promise.fail(StoreError.backend("PostgreSQL did not answer in \(timeout.nanoseconds / 1_000_000_000) s; the connection is closed"))
+            connection.close().whenComplete { _ in }
+        }
+        future.whenComplete { result in
+            guard settled.claim() else { return }
+            timer.cancel()
+            promise.completeWith(result)
+        }
+        return try promise.futureResult.wait()
     }
 
     private func run(_ sql: String, _ arguments: StoreArguments) throws -> PostgresQueryResult {
@@ -228,7 +280,7 @@ final class PostgresTransaction: StoreDatabase {
         }
         let query = PostgresQuery(unsafeSQL: PostgresSQL.translate(sql), binds: bindings)
         do {
-            return try connection.query(query, logger: logger).wait()
+            return try Self.wait(for: connection.query(query, logger: logger), on: connection, timeout: replyTimeout)
         } catch {
             throw StoreError.backend(PostgresBackend.message(error))
         }
@@ -353,4 +405,11 @@ struct PostgresPositionalRow: PositionalRow {
         }
         do { return try int64(at: index).map { $0 != 0 } } catch { throw ColumnTypeMismatch(problem: "is not a boolean") }
     }
+}
+
+/// True for the first caller of ``claim()`` only.
+final class OnceFlag: Sendable {
+    private let taken = Atomic<Bool>(false)
+
+    func claim() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
 }

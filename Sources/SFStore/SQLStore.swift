@@ -102,6 +102,8 @@ public final class SQLStore: NodeStore {
 
     public func changeToken() async throws -> Int64 { try await backend.changeToken() }
 
+    public func clock() async throws -> Date { Date(timeIntervalSince1970: try await backend.clock()) }
+
     /// Appends an event inside the caller's transaction.
     func insertEvent(_ db: any StoreDatabase, _ event: Event) throws {
         try db.execute(try EventTable.insert(event))

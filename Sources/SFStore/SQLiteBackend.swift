@@ -106,6 +106,9 @@ final class SQLiteBackend: StoreBackend {
         }
     }
 
+    /// This machine's clock: every process of a SQLite store runs on it.
+    func clock() async throws -> Double { Date.storableNow().timeIntervalSince1970 }
+
     func close() {}
 }
 

@@ -15,6 +15,8 @@ protocol StoreBackend: Sendable {
     func wakeups() -> AsyncStream<Void>
     /// See ``NodeStore/changeToken()``.
     func changeToken() async throws -> Int64
+    /// The store's clock, in seconds since 1970 (see ``NodeStore/clock()``).
+    func clock() async throws -> Double
     /// Closes connections; later calls fail.
     func close()
 }

@@ -21,10 +21,11 @@ struct NodeCommand: AsyncParsableCommand {
                 for node in nodes { views.append(try await view(node, control)) }
                 return try Output(json: true).printJSON(JSONValue.array(views))
             }
+            let now = try await control.clock()
             Output(json: false).printTable(
                 ["name", "state", "last seen", "roles"],
                 nodes.map { node in
-                    [node.name, control.state(of: node), node.lastSeen.map { "\($0)" } ?? "never", node.roles.map(\.rawValue).sorted().joined(separator: ",")]
+                    [node.name, control.state(of: node, now: now), node.lastSeen.map { "\($0)" } ?? "never", node.roles.map(\.rawValue).sorted().joined(separator: ",")]
                 })
         }
     }
@@ -51,5 +52,5 @@ struct NodeCommand: AsyncParsableCommand {
 }
 
 private func view(_ node: Node, _ control: Control) async throws -> JSONValue {
-    try JSONValue.parse(WireJSON.node(node, metadata: try await control.metadata(.node(node.name)), state: control.state(of: node)))
+    try JSONValue.parse(WireJSON.node(node, metadata: try await control.metadata(.node(node.name)), state: control.state(of: node, now: try await control.clock())))
 }

@@ -51,6 +51,38 @@ import Testing
         #expect(after.lastError == nil)
     }
 
+    /// A store the runner cannot reach (a PostgreSQL database that refuses its connections, the
+    /// ones it had cut) ends the job once its lease has gone unrenewed for twice its length: by
+    /// then another agent may hold the job. The job is neither completed nor failed by this runner.
+    @Test(.timeLimit(.minutes(1)), .enabled(if: PostgresTestDatabase.serverURL != nil, "needs the tests' PostgreSQL server"))
+    func aHandlerStopsWhenTheStoreIsUnreachableForTwiceTheLease() async throws {
+        let server = try #require(try PostgresTestDatabase.serverURL.flatMap { try PostgresStoreConfiguration(url: $0) })
+        let database = try PostgresTestDatabase.create()
+        defer { database.drop() }
+        let store = try SQLStore.open(location: database.url, fqdn: "n1")
+        defer { store.close() }
+        let messages = RecordedMessages()
+        let logger = Logger(label: "sfnode.test.runner") { _ in RecordingLogHandler(messages: messages) }
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(900), logger: logger)
+        let progress = Mutex<String>("not run")
+        await runner.register(.networkRefresh) { _, _ in
+            // The database goes away under the running job.
+            try PostgresTestDatabase.administer(server, "ALTER DATABASE \(database.name) CONNECTION LIMIT 0")
+            try PostgresTestDatabase.administer(
+                server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database.name)'")
+            try await Self.endlessSteps(progress)
+        }
+        let job = try await enqueueTestJob(store)
+        let started = ContinuousClock.now
+        #expect(try await runner.runOne())
+        #expect(ContinuousClock.now - started >= .milliseconds(1800))
+        #expect(progress.withLock { $0 } == "stopped at a step boundary")
+        #expect(messages.all.contains("the job's lease could not be renewed for twice its length; stopping the job"))
+        try PostgresTestDatabase.administer(server, "ALTER DATABASE \(database.name) CONNECTION LIMIT -1")
+        let after = try await store.job(id: job.id)
+        #expect(after.state == .running && after.leaseOwner == "runner-1")
+    }
+
     /// Shutdown that cannot wait (the runner's task is cancelled) stops the handler at a step
     /// boundary and puts the job back in the queue at once: no attempt is spent and no death counted.
     @Test(.timeLimit(.minutes(1))) func aCancelledRunnerPutsItsJobBack() async throws {

@@ -46,6 +46,6 @@ struct NodeController {
     }
 
     func view(_ node: Node) async throws -> NodeView {
-        NodeView(node: node, metadata: try await api.control.metadata(.node(node.name)), state: api.control.state(of: node))
+        NodeView(node: node, metadata: try await api.control.metadata(.node(node.name)), state: api.control.state(of: node, now: try await api.control.clock()))
     }
 }
