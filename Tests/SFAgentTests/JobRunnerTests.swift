@@ -226,33 +226,6 @@ func enqueueTestJob(_ store: any NodeStore, kind: JobKind = .networkRefresh, max
         kind: kind.rawValue, payload: order.payload, target: .node("n1"), objectKey: nil, maxAttempts: maxAttempts)
 }
 
-/// The messages a logger was given, for tests that check what was said.
-final class RecordedMessages: Sendable {
-    private let messages = Mutex<[String]>([])
-
-    func append(_ message: String) { messages.withLock { $0.append(message) } }
-    var all: [String] { messages.withLock { $0 } }
-}
-
-/// A log handler that records every message, at every level.
-struct RecordingLogHandler: LogHandler {
-    let messages: RecordedMessages
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
-    ) {
-        messages.append(message.description)
-    }
-}
-
 /// What counts as an instance stuck half-way: a transitional state and no live job about it, by
 /// its payload (object keys are free-form and may be written in either case).
 @Test func stuckInstancesAreThoseNoLiveJobIsAbout() async throws {

@@ -44,8 +44,8 @@ struct PostgresBackendTests {
         let database = try PostgresTestDatabase.create()
         defer { database.drop() }
         let password = try #require(try PostgresStoreConfiguration(url: database.url)?.password)
-        let lines = LoggedLines()
-        var logger = Logger(label: "sfnode.test.store") { _ in LineRecorder(lines: lines) }
+        let lines = RecordedMessages()
+        var logger = Logger(label: "sfnode.test.store") { _ in RecordingLogHandler(messages: lines) }
         logger.logLevel = .trace
         let store = try SQLStore.open(location: database.url, fqdn: "n1", logger: logger)
         _ = try await store.enqueue(kind: "k", payload: nil, target: .node("n1"), objectKey: nil)
@@ -59,8 +59,8 @@ struct PostgresBackendTests {
             #expect(!"\(error)".contains(password), "\(error)")
             #expect("\(error)".contains("postgres://"), "the error names the store: \(error)")
         }
-        #expect(!lines.all.isEmpty)
-        for line in lines.all { #expect(!line.contains(password), "\(line)") }
+        #expect(!lines.lines.isEmpty)
+        for line in lines.lines { #expect(!line.contains(password), "\(line)") }
     }
 
     @Test("nodes that start together migrate once", .enabled(if: PostgresTestDatabase.serverURL != nil))
@@ -90,9 +90,9 @@ struct PostgresBackendTests {
             other.close()
         }
         _ = try await store.enqueue(kind: "k", payload: nil, target: .node("n1"), objectKey: nil)
-        let wakes = LoggedLines()
+        let wakes = Mutex(0)
         let wakeups = store.wakeups()
-        let listening = Task { for await _ in wakeups { wakes.append("woke") } }
+        let listening = Task { for await _ in wakeups { wakes.withLock { $0 += 1 } } }
         defer { listening.cancel() }
         try PostgresTestDatabase.administer(
             server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database.name)'")
@@ -105,41 +105,15 @@ struct PostgresBackendTests {
         var wokenRounds = 0
         while wokenRounds < 2 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(300))
-            let before = wakes.all.count
+            let before = wakes.withLock { $0 }
             _ = try await other.enqueue(kind: "k", payload: nil, target: .node("n1"), objectKey: nil)
             var woke = false
             for _ in 0..<20 where !woke {
                 try await Task.sleep(for: .milliseconds(50))
-                woke = wakes.all.count > before
+                woke = wakes.withLock { $0 } > before
             }
             wokenRounds = woke ? wokenRounds + 1 : 0
         }
         #expect(wokenRounds == 2)
-    }
-}
-
-/// Every log line, message and metadata, as one text each.
-private final class LoggedLines: Sendable {
-    private let lines = Mutex<[String]>([])
-
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
-}
-
-private struct LineRecorder: LogHandler {
-    let lines: LoggedLines
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
-    ) {
-        lines.append("\(message) \(self.metadata.merging(metadata ?? [:]) { $1 })")
     }
 }
