@@ -34,7 +34,8 @@ extension SQLStore {
             if let reason = unusableReason(requested, in: network.netblock, pool: pool) {
                 throw StoreError.addressUnavailable(reason)
             }
-            if let holder = try db.fetchOne(String.self, sql: "SELECT owner FROM ipv4_allocation WHERE network_uuid = ? AND address = ?",
+            if let holder = try db.fetchOne(
+                String.self, sql: "SELECT owner FROM ipv4_allocation WHERE network_uuid = ? AND address = ?",
                 arguments: [id, Int64(requested.value)])
             {
                 throw StoreError.addressUnavailable("\(requested) in \(pool) is taken by \(holder)")

@@ -110,17 +110,17 @@ extension SQLiteBackend {
         migrator.registerMigration("v3: node capacity") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN capacity TEXT")
         }
-        // v4 (blobs, references, artifacts, uploads) is registered by SQLStore+Blobs.swift.
+        // v4: blobs, references, artifacts, uploads (below).
         registerBlobMigrations(&migrator)
-        // v5 (instance config, namespaces, keys, settings) by SQLStore+Namespaces.swift.
+        // v5: instance config, namespaces, keys, settings (below).
         registerNamespaceMigrations(&migrator)
-        // v6-job-deaths (how often a job's agent died under it) by SQLStore+Queue.swift.
+        // v6-job-deaths: how often a job's agent died under it (below).
         registerQueueMigrations(&migrator)
         // Existing networks keep the anti-spoofing filter on, as new ones get it.
         migrator.registerMigration("v7-network-spoof-filter") { db in
             try db.execute(sql: "ALTER TABLE network ADD COLUMN spoof_filter INTEGER NOT NULL DEFAULT 1")
         }
-        // v8 (retention's indexes) by SQLStore+Retention.swift.
+        // v8: retention's indexes (below).
         registerRetentionMigrations(&migrator)
         // Existing networks never offered DNS.
         migrator.registerMigration("v9-network-provide-dns") { db in
