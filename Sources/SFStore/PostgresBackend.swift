@@ -28,6 +28,7 @@ final class PostgresBackend: StoreBackend {
     private let nextConnectionID = Atomic<Int>(1)
     private let wakeupHub: WakeupHub
     private let listener: PostgresListener
+    private let closed = OnceFlag()
     private let logger: Logger
 
     /// The channel the queue's wake-ups are sent on.
@@ -52,24 +53,42 @@ final class PostgresBackend: StoreBackend {
             // Waits for the migration lock as long as another starter migrates.
             try PostgresMigrator(connection: connection, logger: logger).migrate()
         } catch {
-            try? threads.syncShutdownGracefully()
+            shutDown(waiting: true)
             throw StoreError.backend("opening \(configuration.redactedURL): \(Self.message(error))")
         }
         listener.start()
     }
 
+    /// Without waiting: the last reference may go on a thread of the pool itself (the closure of
+    /// a transaction that outlived its store), which must not wait for its own pool to stop.
     deinit {
-        close()
+        shutDown(waiting: false)
     }
 
     func close() {
+        shutDown(waiting: true)
+    }
+
+    private func shutDown(waiting: Bool) {
+        guard closed.claim() else { return }
         listener.stop()
         let connections = idle.withLock { idle in
             defer { idle.removeAll() }
             return idle
         }
-        for connection in connections { try? connection.close().wait() }
-        try? threads.syncShutdownGracefully()
+        for connection in connections {
+            if waiting {
+                try? connection.close().wait()
+            } else {
+                // Kept until closed: postgres-nio asserts that a connection is closed before it goes.
+                connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+            }
+        }
+        if waiting {
+            try? threads.syncShutdownGracefully()
+        } else {
+            threads.shutdownGracefully { _ in }
+        }
     }
 
     // MARK: Transactions
