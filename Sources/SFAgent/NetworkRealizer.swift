@@ -100,6 +100,24 @@ public struct NetworkRealizer: Sendable {
         self.logger = logger
     }
 
+    /// The flood lists a reconciliation pass read at its start, in one dump (``withPassSnapshot(_:)``).
+    /// A pass converges each network once, and only its own VXLAN's list, so the listing stays true
+    /// for it; a job running beside the pass may have added an entry since, which the pass then
+    /// sees as absent and adds again (harmless), never as present to remove.
+    @TaskLocal static var passFloodListing: FloodListing?
+
+    public func withPassSnapshot<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        let listing: FloodListing?
+        do {
+            listing = try await host.allFloodEntries()
+        } catch {
+            // Each network then reads its own list, as a job does.
+            logger.warning("could not list every flood entry at once", metadata: ["error": "\(error)"])
+            listing = nil
+        }
+        return try await Self.$passFloodListing.withValue(listing) { try await body() }
+    }
+
     /// The part every node with the network has: the VXLAN on the bridge, and the flood list naming
     /// exactly the other nodes (a node in its own list sees every frame twice).
     public func ensureOnNode(_ plan: NetworkPlan, underlay: String?, local: IPv4Address?) async throws {
@@ -109,7 +127,12 @@ public struct NetworkRealizer: Sendable {
         try await host.createVXLAN(
             name: vxlan, id: plan.vxid, underlay: underlay, local: local, mtu: layout.mtu, master: bridge, up: true)
         let wanted = Set(plan.meshPeers.filter { $0 != local })
-        let present = Set(try await host.floodEntries(device: vxlan))
+        let present: Set<IPv4Address>
+        if let listing = Self.passFloodListing {
+            present = Set(try await host.floodEntries(device: vxlan, in: listing))
+        } else {
+            present = Set(try await host.floodEntries(device: vxlan))
+        }
         for remote in present.subtracting(wanted) { try await host.deleteFloodEntry(device: vxlan, remote: remote) }
         for remote in wanted.subtracting(present) { try await host.appendFloodEntry(device: vxlan, remote: remote) }
     }

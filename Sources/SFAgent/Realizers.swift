@@ -72,6 +72,9 @@ public protocol NetworkRealizing: Sendable {
     func removeNodeSide(_ plan: NetworkPlan) async throws
     /// The links of the host namespace, by name.
     func hostLinkNames() async throws -> [String]
+    /// Runs a reconciliation pass's work on the networks (`body`) with what it would otherwise read
+    /// once per network read once for all of them.
+    func withPassSnapshot<T: Sendable>(_ body: () async throws -> T) async throws -> T
     /// Deletes a link of the host namespace; deleting one that is gone is no error.
     func deleteHostLink(_ name: String) async throws
     /// Changes to the host namespace's links as they happen.

@@ -108,13 +108,17 @@ public struct Reconciler: Sendable {
             logger.error("could not reconcile the egress bridge", metadata: ["error": "\(error)"])
         }
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
-        for network in kept.networks where network.state == .created || network.state == .deleteWait {
-            do {
-                try await agent.networkJobs.converge(planner.view(of: network, in: snapshot))
-                report.networksEnsured += 1
-            } catch {
-                logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
+        report.networksEnsured = try await agent.networks.withPassSnapshot {
+            var ensured = 0
+            for network in kept.networks where network.state == .created || network.state == .deleteWait {
+                do {
+                    try await agent.networkJobs.converge(planner.view(of: network, in: snapshot))
+                    ensured += 1
+                } catch {
+                    logger.error("could not reconcile a network", metadata: ["network.uuid": "\(network.uuid)", "error": "\(error)"])
+                }
             }
+            return ensured
         }
 
         // Paused domains are running: their taps are QEMU's, and they must not be started again.

@@ -42,33 +42,50 @@ extension NetlinkSession {
 
     /// The remotes on the flood list of `device`, in the kernel's order.
     public func floodEntries(device: String) throws -> [IPv4Address] {
+        let index = try index(of: device, operation: "list flood entries")
+        return try dumpFloodEntries(port: index, object: device)[index] ?? []
+    }
+
+    /// Every flood list of the namespace, in one dump: what a pass over every network reads once,
+    /// rather than once per VXLAN (the kernel walks every device of the namespace for each
+    /// filtered dump, so one dump per network made a pass grow with the square of the networks).
+    public func allFloodEntries() throws -> FloodListing {
+        FloodListing(byIndex: try dumpFloodEntries(port: nil, object: "every device"))
+    }
+
+    /// The flood list of `device` as `listing` read it; a device made after the listing was read
+    /// has none (the kernel gives a new VXLAN an empty list).
+    public func floodEntries(device: String, in listing: FloodListing) throws -> [IPv4Address] {
+        listing.byIndex[try index(of: device, operation: "list flood entries")] ?? []
+    }
+
+    /// The flood entries of `port` (every port without one), by device index.
+    private func dumpFloodEntries(port: Int32?, object: String) throws -> [Int32: [IPv4Address]] {
         let operation = "list flood entries"
-        let index = try index(of: device, operation: operation)
         let sock = try socket()
         // An AF_BRIDGE neighbour dump is the bridge FDB; libnl's neighbour cache does not ask for it,
-        // so the request is built here and the replies read with cnl_parse_flood_entry. The request
-        // names the device as `bridge fdb show dev` does (an ifinfomsg whose ifi_index the kernel
-        // reads as the port to dump): an unfiltered dump returns every bridge port's entries in the
-        // namespace, which made listing one VXLAN's flood list grow with the number of networks.
+        // so the request is built here and the replies read with cnl_parse_flood_entry. With a
+        // port, the request names it as `bridge fdb show dev` does (an ifinfomsg whose ifi_index the
+        // kernel reads as the port to dump); without, every bridge port's entries in the namespace.
         guard let message = nlmsg_alloc_simple(Int32(RTM_GETNEIGH), NLM_F_DUMP) else {
-            throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
         }
         defer { nlmsg_free(message) }
         var header = ifinfomsg()
         header.ifi_family = UInt8(AF_BRIDGE)
-        header.ifi_index = index
+        header.ifi_index = port ?? 0
         guard nlmsg_append(message, &header, MemoryLayout<ifinfomsg>.size, Int32(NLMSG_ALIGNTO)) == 0 else {
-            throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_MSGSIZE))
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_MSGSIZE))
         }
         // Allocated before sending: failing between the send and the read would leave the dump's
         // replies queued on the socket for the next request to read as its own.
         guard let callbacks = nl_cb_alloc(NL_CB_DEFAULT) else {
-            throw NetlinkError(operation: operation, object: device, libnlCode: Int32(NLE_NOMEM))
+            throw NetlinkError(operation: operation, object: object, libnlCode: Int32(NLE_NOMEM))
         }
         defer { nl_cb_put(callbacks) }
         var rc = nl_send_auto(sock, message)
-        if rc < 0 { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
-        let collector = FloodEntryCollector(index: index)
+        if rc < 0 { throw NetlinkError(operation: operation, object: object, libnlCode: rc) }
+        let collector = FloodEntryCollector(port: port)
         rc = withExtendedLifetime(collector) {
             nl_cb_set(callbacks, NL_CB_VALID, NL_CB_CUSTOM, collectFloodEntry, Unmanaged.passUnretained(collector).toOpaque())
             return nl_recvmsgs(sock, callbacks)
@@ -76,7 +93,7 @@ extension NetlinkSession {
         if rc < 0 {
             // The rest of the dump may still be queued on the socket; a fresh one starts clean.
             closeSocket()
-            throw NetlinkError(operation: operation, object: device, libnlCode: rc)
+            throw NetlinkError(operation: operation, object: object, libnlCode: rc)
         }
         return collector.remotes
     }
@@ -183,9 +200,15 @@ extension NetlinkSession {
 
 /// Gathers a dump's flood entries for one ifindex; only touched on the session thread.
 private final class FloodEntryCollector {
-    let index: Int32
-    var remotes: [IPv4Address] = []
-    init(index: Int32) { self.index = index }
+    let port: Int32?
+    var remotes: [Int32: [IPv4Address]] = [:]
+    init(port: Int32?) { self.port = port }
+}
+
+/// Every flood list of a namespace, by device index, as one dump read them
+/// (``NetlinkSession/allFloodEntries()``).
+public struct FloodListing: Sendable {
+    let byIndex: [Int32: [IPv4Address]]
 }
 
 /// `NL_CB_VALID` callback of the FDB dump; `argument` is an unretained ``FloodEntryCollector``.
@@ -194,9 +217,9 @@ private let collectFloodEntry: nl_recvmsg_msg_cb_t = { message, argument in
     let collector = Unmanaged<FloodEntryCollector>.fromOpaque(argument).takeUnretainedValue()
     var index: Int32 = 0
     var remote: UInt32 = 0
-    if cnl_parse_flood_entry(message, &index, &remote) == 1, index == collector.index {
+    if cnl_parse_flood_entry(message, &index, &remote) == 1, collector.port.map({ $0 == index }) ?? true {
         let address = IPv4Address(networkOrder: remote)
-        if !collector.remotes.contains(address) { collector.remotes.append(address) }
+        if collector.remotes[index]?.contains(address) != true { collector.remotes[index, default: []].append(address) }
     }
     return Int32(NL_OK.rawValue)
 }

@@ -119,6 +119,17 @@ struct AddressingTests {
             try await session.appendFloodEntry(device: other, remote: remoteA)
             #expect(try await session.floodEntries(device: vxlan) == [remoteB])
             #expect(try await session.floodEntries(device: other) == [remoteA])
+
+            // One dump of the whole namespace, as a reconciliation pass reads it, says the same for
+            // each device; a device made after it has an empty list.
+            let listing = try await session.allFloodEntries()
+            #expect(try await session.floodEntries(device: vxlan, in: listing) == [remoteB])
+            #expect(try await session.floodEntries(device: other, in: listing) == [remoteA])
+            let later = TestNames.unique("vx")
+            try await session.createVXLAN(name: later, id: 102, underlay: nil, local: nil)
+            try await session.appendFloodEntry(device: later, remote: remoteA)
+            #expect(try await session.floodEntries(device: later, in: listing).isEmpty)
+            #expect(try await session.floodEntries(device: later) == [remoteA])
         }
     }
 
