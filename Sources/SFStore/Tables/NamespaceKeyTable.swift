@@ -22,9 +22,10 @@ enum NamespaceKeyTable: StoreTable {
 
     /// Saving a key under a name it already has replaces it.
     static func insertOrReplace(_ key: NamespaceKey) -> TableStatement {
-        insertStatement(
+        // An upsert, not SQLite's INSERT OR REPLACE, which PostgreSQL does not have.
+        upsertStatement(
             [.namespace: key.namespace, .name: key.name, .hash: key.hash, .nonce: key.nonce, .created: key.created],
-            verb: "INSERT OR REPLACE")
+            conflict: [.namespace, .name])
     }
 
     static func decode<Row: PositionalRow>(_ row: TableRow<Self, Row>) throws -> NamespaceKey {

@@ -20,8 +20,8 @@ enum NamespaceTable: StoreTable {
     static let selectByName = select + "WHERE name = ?"
 
     static func insertOrReplace(_ namespace: Namespace) -> TableStatement {
-        insertStatement(
-            [.name: namespace.name, .state: namespace.state.rawValue, .created: namespace.created], verb: "INSERT OR REPLACE")
+        // An upsert, not SQLite's INSERT OR REPLACE, which PostgreSQL does not have.
+        upsertStatement([.name: namespace.name, .state: namespace.state.rawValue, .created: namespace.created], conflict: [.name])
     }
 
     static func decode<Row: PositionalRow>(_ row: TableRow<Self, Row>) throws -> Namespace {
