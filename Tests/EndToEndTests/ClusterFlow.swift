@@ -108,10 +108,16 @@ final class ClusterFlow: Sendable {
         // The API's node first: it migrates the new database.
         try nodes[0].start()
         try await waitForCheckIn(nodes[0], store: store)
+        // Asked from the test's own namespace, where the API listens on loopback.
+        let home = try await NamespaceExecutor.start(namespace: nil)
         let ready = await eventually(timeout: .seconds(60)) {
-            FileManager.default.fileExists(atPath: flow.clientConfig) && isListening(flow.apiURL)
+            guard FileManager.default.fileExists(atPath: flow.clientConfig) else { return false }
+            return (try? await home.executor.run { isListening(flow.apiURL) }) ?? false
         }
-        guard ready else { throw AgentProcessError("the API did not listen within 60 s: \(nodes[0].logTail())") }
+        guard ready else {
+            let written = FileManager.default.fileExists(atPath: flow.clientConfig)
+            throw AgentProcessError("the API did not listen within 60 s (client configuration written: \(written)): \(nodes[0].logTail())")
+        }
         try nodes[1].start()
         try nodes[2].start(extra: firstRunOfC)
         try await waitForCheckIn(nodes[1], store: store)

@@ -10,7 +10,7 @@ import Synchronization
 /// namespace is a test namespace on the cluster's mesh, configured by its environment alone
 /// (``AgentProcess/clusterEnvironment(storeURL:storage:hostNamespace:nodeName:prefix:floatingRange:leaseSeconds:meshAddress:meshInterface:networkNode:)``).
 /// It can be stopped and started again, as an operator restarts an agent: each run logs to a file
-/// of its own (`log`, then `log.2`, `log.3`...). The process runs in the root namespace, where it
+/// of its own (`log`, then `log.2`, `log.3`...). The process runs in the test's own namespace, where it
 /// reaches the store on loopback; everything it builds for guests is in its host namespace.
 public final class ClusterNode: Sendable {
     /// The node's name (`SFNODE_NODE_NAME`).
@@ -44,9 +44,12 @@ public final class ClusterNode: Sendable {
             state.runs += 1
             return state.runs
         }
+        // In the test process's own network namespace (its main thread's), where the store listens
+        // on loopback: a child inherits the namespace of the thread that spawns it, and a test's
+        // threads also enter its namespaces. nsenter execs sfnode, so the pid is sfnode's.
         let process = try AgentProcess.start(
-            executable: executable, arguments: arguments, environment: environment.merging(extra) { _, given in given },
-            log: run == 1 ? log : log + ".\(run)")
+            executable: "/usr/bin/nsenter", arguments: ["--net=/proc/\(getpid())/ns/net", "--", executable] + arguments,
+            environment: environment.merging(extra) { _, given in given }, log: run == 1 ? log : log + ".\(run)")
         state.withLock { $0.process = process }
         return process
     }
