@@ -119,11 +119,14 @@ final class PostgresBackend: StoreBackend {
     private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
             return try await threads.runIfActive {
-                let connection = try self.idle.withLock { $0.popLast() } ?? self.openConnection()
+                let connection = try self.idleConnection() ?? self.openConnection()
                 do {
                     let result = try work(connection)
                     self.release(connection)
                     return result
+                } catch let error as PostgresNoAnswer {
+                    // Its close is under way: it must not be handed out again.
+                    throw StoreError.backend(error.description)
                 } catch {
                     self.release(connection)
                     throw error
@@ -133,6 +136,16 @@ final class PostgresBackend: StoreBackend {
             throw error
         } catch {
             throw StoreError.backend(Self.message(error))
+        }
+    }
+
+    /// An idle connection that is still open: the server ends every connection when it restarts.
+    private func idleConnection() -> PostgresConnection? {
+        idle.withLock { idle in
+            while let connection = idle.popLast() {
+                if !connection.isClosed { return connection }
+            }
+            return nil
         }
     }
 
@@ -151,13 +164,15 @@ final class PostgresBackend: StoreBackend {
     private func transaction<T>(
         _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
     ) throws -> T {
-        let transaction = PostgresTransaction(connection: connection, logger: logger)
+        let transaction = PostgresTransaction(connection: connection, answerLimit: answerLimit, logger: logger)
         try transaction.execute(sql: begin)
         do {
             if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
             let result = try body(transaction)
             try transaction.execute(sql: "COMMIT")
             return result
+        } catch let error as PostgresNoAnswer {
+            throw error
         } catch {
             do {
                 try transaction.execute(sql: "ROLLBACK")
@@ -167,6 +182,11 @@ final class PostgresBackend: StoreBackend {
             throw error
         }
     }
+
+    /// How long a statement's reply may take before its connection is given up: the server's
+    /// `statement_timeout` ends a slow statement before this, so only a reply that will never come
+    /// (the server ended the connection under it) reaches it.
+    var answerLimit: Duration { configuration.statementTimeout + .seconds(5) }
 
     static func connect(_ configuration: PostgresStoreConfiguration, id: Int, logger: Logger) throws -> PostgresConnection {
         var connectionConfiguration = PostgresConnection.Configuration(
@@ -203,13 +223,17 @@ final class PostgresBackend: StoreBackend {
 /// One PostgreSQL transaction, as the store's operations see it.
 final class PostgresTransaction: StoreDatabase {
     private let connection: PostgresConnection
+    private let answerLimit: Duration
     private let logger: Logger
     private var transactionNow: Double?
     private(set) var changesCount = 0
     private(set) var jobsChangedMark = false
 
-    init(connection: PostgresConnection, logger: Logger) {
+    /// - Parameter answerLimit: how long to wait for a statement's reply before closing the
+    ///   connection and throwing ``PostgresNoAnswer``.
+    init(connection: PostgresConnection, answerLimit: Duration = .seconds(65), logger: Logger) {
         self.connection = connection
+        self.answerLimit = answerLimit
         self.logger = logger
     }
 
@@ -227,8 +251,19 @@ final class PostgresTransaction: StoreDatabase {
             }
         }
         let query = PostgresQuery(unsafeSQL: PostgresSQL.translate(sql), binds: bindings)
+        let reply = connection.query(query, logger: logger)
+        // postgres-nio has left a query unanswered for ever on a connection the server ended while
+        // restarting (a fast shutdown): a bounded wait, so that no pool thread, and no caller of
+        // the store, hangs on it.
+        let answered = DispatchSemaphore(value: 0)
+        reply.whenComplete { _ in answered.signal() }
+        let seconds = answerLimit.components.seconds
+        if answered.wait(timeout: .now() + .seconds(Int(seconds))) == .timedOut {
+            let _: EventLoopFuture<Void> = connection.close()
+            throw PostgresNoAnswer(seconds: seconds)
+        }
         do {
-            return try connection.query(query, logger: logger).wait()
+            return try reply.wait()
         } catch {
             throw StoreError.backend(PostgresBackend.message(error))
         }
@@ -353,4 +388,11 @@ struct PostgresPositionalRow: PositionalRow {
         }
         do { return try int64(at: index).map { $0 != 0 } } catch { throw ColumnTypeMismatch(problem: "is not a boolean") }
     }
+}
+
+/// A statement whose reply did not come within the backend's answer limit; its connection is
+/// closed and never used again.
+struct PostgresNoAnswer: Error, CustomStringConvertible {
+    let seconds: Int64
+    var description: String { "PostgreSQL did not answer within \(seconds) s; the connection was closed" }
 }
