@@ -259,6 +259,7 @@ final class PostgresTransaction: StoreDatabase {
         reply.whenComplete { _ in answered.signal() }
         let seconds = answerLimit.components.seconds
         if answered.wait(timeout: .now() + .seconds(Int(seconds))) == .timedOut {
+            logger.warning("PostgreSQL did not answer a statement; closing its connection", metadata: ["store.wait_seconds": "\(seconds)"])
             let _: EventLoopFuture<Void> = connection.close()
             throw PostgresNoAnswer(seconds: seconds)
         }
