@@ -137,8 +137,7 @@ final class PostgresBackend: StoreBackend {
     /// The server's clock now (not the transaction's start, as `now()` would be).
     func clock() async throws -> Double {
         try await onConnection { connection in
-            let session = PostgresTransaction(
-                connection: connection, logger: self.logger, statementTimeout: self.configuration.statementTimeout)
+            let session = PostgresTransaction(connection: connection, answerLimit: self.answerLimit, logger: self.logger)
             guard let now = try session.fetchOne(Double.self, sql: "SELECT extract(epoch FROM clock_timestamp())::float8") else {
                 throw StoreError.backend("the server answered no time")
             }
@@ -156,6 +155,9 @@ final class PostgresBackend: StoreBackend {
                     let result = try work(connection)
                     self.release(connection)
                     return result
+                } catch let error as PostgresNoAnswer {
+                    // Its close is under way: it must not be handed out again.
+                    throw StoreError.backend(error.description)
                 } catch {
                     self.release(connection)
                     throw error
@@ -193,13 +195,15 @@ final class PostgresBackend: StoreBackend {
     private func transaction<T>(
         _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
     ) throws -> T {
-        let transaction = PostgresTransaction(connection: connection, logger: logger, statementTimeout: configuration.statementTimeout)
+        let transaction = PostgresTransaction(connection: connection, answerLimit: answerLimit, logger: logger)
         try transaction.execute(sql: begin)
         do {
             if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
             let result = try body(transaction)
             try transaction.execute(sql: "COMMIT")
             return result
+        } catch let error as PostgresNoAnswer {
+            throw error
         } catch {
             do {
                 try transaction.execute(sql: "ROLLBACK")
@@ -209,6 +213,11 @@ final class PostgresBackend: StoreBackend {
             throw error
         }
     }
+
+    /// How long a statement's reply may take before its connection is given up: the server's
+    /// `statement_timeout` ends a slow statement before this, so only a reply that will never come
+    /// (the server ended the connection under it) reaches it.
+    var answerLimit: Duration { configuration.statementTimeout + .seconds(5) }
 
     static func connect(_ configuration: PostgresStoreConfiguration, id: Int, logger: Logger) throws -> PostgresConnection {
         var connectionConfiguration = PostgresConnection.Configuration(
@@ -245,43 +254,18 @@ final class PostgresBackend: StoreBackend {
 /// One PostgreSQL transaction, as the store's operations see it.
 final class PostgresTransaction: StoreDatabase {
     private let connection: PostgresConnection
+    private let answerLimit: Duration
     private let logger: Logger
     private var transactionNow: Double?
     private(set) var changesCount = 0
     private(set) var jobsChangedMark = false
 
-    /// How long a reply may take before the connection is given up: the server cancels a
-    /// statement at its `statement_timeout`, so a reply later than that is one that will never come
-    /// (a connection the server ended without the client noticing).
-    private let replyTimeout: TimeAmount
-
-    init(connection: PostgresConnection, logger: Logger, statementTimeout: Duration = .seconds(60)) {
+    /// - Parameter answerLimit: how long to wait for a statement's reply before closing the
+    ///   connection and throwing ``PostgresNoAnswer``.
+    init(connection: PostgresConnection, answerLimit: Duration = .seconds(65), logger: Logger) {
         self.connection = connection
+        self.answerLimit = answerLimit
         self.logger = logger
-        let seconds = statementTimeout.components.seconds
-        replyTimeout = .seconds(seconds > Int64.max - 10 ? Int64.max : seconds + 10)
-    }
-
-    /// `future`'s value, waited for from a thread of the pool, for at most `timeout`: then the
-    /// connection is closed and the wait fails (a blocked thread would otherwise hold its
-    /// connection for ever).
-    static func wait<Value: Sendable>(
-        for future: EventLoopFuture<Value>, on connection: PostgresConnection, timeout: TimeAmount
-    ) throws -> Value {
-        let promise = future.eventLoop.makePromise(of: Value.self)
-        // Both callbacks run on the future's event loop; the first to come settles the promise.
-        let settled = OnceFlag()
-        let timer = future.eventLoop.scheduleTask(in: timeout) {
-            guard settled.claim() else { return }
-            promise.fail(StoreError.backend("PostgreSQL did not answer in \(timeout.nanoseconds / 1_000_000_000) s; the connection is closed"))
-            connection.close().whenComplete { _ in }
-        }
-        future.whenComplete { result in
-            guard settled.claim() else { return }
-            timer.cancel()
-            promise.completeWith(result)
-        }
-        return try promise.futureResult.wait()
     }
 
     private func run(_ sql: String, _ arguments: StoreArguments) throws -> PostgresQueryResult {
@@ -298,8 +282,21 @@ final class PostgresTransaction: StoreDatabase {
             }
         }
         let query = PostgresQuery(unsafeSQL: PostgresSQL.translate(sql), binds: bindings)
+        let reply = connection.query(query, logger: logger)
+        // postgres-nio has left a query unanswered for ever on a connection the server ended while
+        // restarting (a fast shutdown): a bounded wait, so that no pool thread, and no caller of
+        // the store, hangs on it.
+        let answered = DispatchSemaphore(value: 0)
+        reply.whenComplete { _ in answered.signal() }
+        let seconds = answerLimit.components.seconds
+        if answered.wait(timeout: .now() + .seconds(Int(seconds))) == .timedOut {
+            logger.warning("PostgreSQL did not answer a statement; closing its connection", metadata: ["store.wait_seconds": "\(seconds)"])
+            // Kept until closed: postgres-nio asserts that a connection is closed before it goes.
+            connection.close().whenComplete { [connection] _ in withExtendedLifetime(connection) {} }
+            throw PostgresNoAnswer(seconds: seconds)
+        }
         do {
-            return try Self.wait(for: connection.query(query, logger: logger), on: connection, timeout: replyTimeout)
+            return try reply.wait()
         } catch {
             throw StoreError.backend(PostgresBackend.message(error))
         }
@@ -431,4 +428,11 @@ final class OnceFlag: Sendable {
     private let taken = Atomic<Bool>(false)
 
     func claim() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+/// A statement whose reply did not come within the backend's answer limit; its connection is
+/// closed and never used again.
+struct PostgresNoAnswer: Error, CustomStringConvertible {
+    let seconds: Int64
+    var description: String { "PostgreSQL did not answer within \(seconds) s; the connection was closed" }
 }

@@ -71,6 +71,27 @@ public final class AgentProcess: Sendable {
         ]
     }
 
+    /// The settings of one node of a test cluster: ``environment(directory:storage:hostNamespace:nodeName:prefix:floatingRange:leaseSeconds:)``
+    /// with the shared PostgreSQL store of `storeURL` (`SFNODE_STORE_URL`) in place of a SQLite
+    /// file, this node's mesh address on `meshInterface` in its host namespace, and the network
+    /// node's role only when `networkNode`. Nodes of one cluster share `prefix`: each keeps its
+    /// links in its own host namespace, and a node removes only domains whose instance the shared
+    /// store says is gone.
+    public static func clusterEnvironment(
+        storeURL: String, storage: String, hostNamespace: String, nodeName: String, prefix: String, floatingRange: String,
+        leaseSeconds: Int, meshAddress: String, meshInterface: String, networkNode: Bool
+    ) -> [String: String] {
+        var settings = environment(
+            directory: storage, storage: storage, hostNamespace: hostNamespace, nodeName: nodeName, prefix: prefix,
+            floatingRange: floatingRange, leaseSeconds: leaseSeconds)
+        settings["SFNODE_STORE_PATH"] = nil
+        settings["SFNODE_STORE_URL"] = storeURL
+        settings["SFNODE_MESH_ADDRESS"] = meshAddress
+        settings["SFNODE_MESH_INTERFACE"] = meshInterface
+        settings["SFNODE_IS_NETWORK_NODE"] = networkNode ? "true" : "false"
+        return settings
+    }
+
     /// Whether the agent still runs.
     public var isRunning: Bool { process.isRunning }
 
