@@ -24,7 +24,7 @@ import Synchronization
 final class PostgresBackend: StoreBackend {
     let configuration: PostgresStoreConfiguration
     private let threads: NIOThreadPool
-    private let idle = Mutex<[PostgresConnection]>([])
+    private let idle: IdleConnections
     private let nextConnectionID = Atomic<Int>(1)
     private let wakeupHub: WakeupHub
     private let listener: PostgresListener
@@ -46,7 +46,11 @@ final class PostgresBackend: StoreBackend {
         threads.start()
         let hub = WakeupHub(storePath: nil, logger: logger)
         wakeupHub = hub
-        listener = PostgresListener(configuration: configuration, logger: logger) { hub.fire() }
+        let idle = IdleConnections()
+        self.idle = idle
+        // A server that ended the listener's connection (a restart) has most likely ended the idle
+        // ones too, and postgres-nio may not have noticed yet: they are closed rather than tried.
+        listener = PostgresListener(configuration: configuration, logger: logger, onLost: { idle.closeAll() }) { hub.fire() }
         do {
             let connection = try Self.connect(configuration, id: 0, logger: logger)
             defer { try? connection.close().wait() }
@@ -72,21 +76,11 @@ final class PostgresBackend: StoreBackend {
     private func shutDown(waiting: Bool) {
         guard closed.claim() else { return }
         listener.stop()
-        let connections = idle.withLock { idle in
-            defer { idle.removeAll() }
-            return idle
-        }
-        for connection in connections {
-            if waiting {
-                try? connection.close().wait()
-            } else {
-                // Kept until closed: postgres-nio asserts that a connection is closed before it goes.
-                connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
-            }
-        }
         if waiting {
+            for connection in idle.drain() { try? connection.close().wait() }
             try? threads.syncShutdownGracefully()
         } else {
+            idle.closeAll()
             threads.shutdownGracefully { _ in }
         }
     }
@@ -150,16 +144,16 @@ final class PostgresBackend: StoreBackend {
     private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
             return try await threads.runIfActive {
-                let connection = try self.idleConnection() ?? self.openConnection()
+                let connection = try self.idle.take() ?? self.openConnection()
                 do {
                     let result = try work(connection)
-                    self.release(connection)
+                    self.idle.give(connection)
                     return result
                 } catch let error as PostgresNoAnswer {
                     // Its close is under way: it must not be handed out again.
                     throw StoreError.backend(error.description)
                 } catch {
-                    self.release(connection)
+                    self.idle.give(connection)
                     throw error
                 }
             }
@@ -170,24 +164,9 @@ final class PostgresBackend: StoreBackend {
         }
     }
 
-    /// An idle connection that is still open. One the server ended while it was idle (a restart,
-    /// `pg_terminate_backend`) is dropped here: postgres-nio would take a query on it and never
-    /// answer.
-    private func idleConnection() -> PostgresConnection? {
-        while let connection = idle.withLock({ $0.popLast() }) {
-            if !connection.isClosed { return connection }
-        }
-        return nil
-    }
-
     private func openConnection() throws -> PostgresConnection {
         let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).oldValue
         return try Self.connect(configuration, id: id, logger: logger)
-    }
-
-    private func release(_ connection: PostgresConnection) {
-        if connection.isClosed { return }
-        idle.withLock { $0.append(connection) }
     }
 
     /// One transaction on `connection`: `begin`, the advisory `lock` if any, `body`, `COMMIT`; a
@@ -435,4 +414,39 @@ final class OnceFlag: Sendable {
 struct PostgresNoAnswer: Error, CustomStringConvertible {
     let seconds: Int64
     var description: String { "PostgreSQL did not answer within \(seconds) s; the connection was closed" }
+}
+
+/// The pool's connections not in use. One the server ended while it was idle (a restart,
+/// `pg_terminate_backend`) is dropped when taken: postgres-nio would take a query on it and never
+/// answer.
+final class IdleConnections: Sendable {
+    private let connections = Mutex<[PostgresConnection]>([])
+
+    func take() -> PostgresConnection? {
+        while let connection = connections.withLock({ $0.popLast() }) {
+            if !connection.isClosed { return connection }
+        }
+        return nil
+    }
+
+    func give(_ connection: PostgresConnection) {
+        if connection.isClosed { return }
+        connections.withLock { $0.append(connection) }
+    }
+
+    /// Every idle connection, taken out of the pool.
+    func drain() -> [PostgresConnection] {
+        connections.withLock { connections in
+            defer { connections.removeAll() }
+            return connections
+        }
+    }
+
+    /// Closes every idle connection; the next transactions open new ones.
+    func closeAll() {
+        for connection in drain() {
+            // Kept until closed: postgres-nio asserts that a connection is closed before it goes.
+            connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+        }
+    }
 }

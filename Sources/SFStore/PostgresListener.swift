@@ -16,15 +16,22 @@ final class PostgresListener: Sendable {
     private let configuration: PostgresStoreConfiguration
     private let logger: Logger
     private let onWake: @Sendable () -> Void
+    private let onLost: @Sendable () -> Void
     private let task = Mutex<Task<Void, Never>?>(nil)
     private let current = Mutex<PostgresConnection?>(nil)
     static let pingInterval: Duration = .seconds(5)
     static let pingTimeout: Duration = .seconds(5)
 
-    init(configuration: PostgresStoreConfiguration, logger: Logger, onWake: @escaping @Sendable () -> Void) {
+    /// `onWake` on every notification (and on each return); `onLost` when the connection fails,
+    /// which usually means the server ended every connection of this process.
+    init(
+        configuration: PostgresStoreConfiguration, logger: Logger, onLost: @escaping @Sendable () -> Void,
+        onWake: @escaping @Sendable () -> Void
+    ) {
         self.configuration = configuration
         self.logger = logger
         self.onWake = onWake
+        self.onLost = onLost
     }
 
     func start() {
@@ -66,6 +73,7 @@ final class PostgresListener: Sendable {
                 if let failure { throw failure }
             } catch {
                 if Task.isCancelled { return }
+                onLost()
                 if listened.load(ordering: .relaxed) {
                     failing = false
                     pause = .milliseconds(100)
