@@ -100,18 +100,22 @@ final class PostgresServer: Sendable {
     /// Runs `sql` on the server's own database; answers its output, unaligned.
     @discardableResult
     func psql(_ sql: String) throws -> String {
-        let output = try ChildProcess.run(["psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", adminURL, "-c", sql])
+        let output = try ChildProcess.run([psqlPath, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", adminURL, "-c", sql])
         guard output.status == 0 else { throw BenchmarkFailed("psql \(sql): \(output.stderr)") }
         return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+/// psql on the PATH (posix_spawn takes an absolute path).
+let psqlPath = (environment["PATH"] ?? "/usr/bin").split(separator: ":").map { "\($0)/psql" }
+    .first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/psql"
 
 /// The server's URL: the environment's, else the one `scripts/test-postgres` starts (put in the
 /// environment, so that the second process finds it too); nil with SFNODE_BENCH_SQLITE_ONLY.
 func postgresServerURL() throws -> String? {
     if environment["SFNODE_BENCH_SQLITE_ONLY"] != nil { return nil }
     if let url = environment["SFNODE_BENCH_POSTGRES_URL"], !url.isEmpty { return url }
-    let output = try ChildProcess.run(["scripts/test-postgres"])
+    let output = try ChildProcess.run([FileManager.default.currentDirectoryPath + "/scripts/test-postgres"])
     let url = output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     guard output.status == 0, url.hasPrefix("postgres") else {
         throw BenchmarkFailed("scripts/test-postgres (run from the repository's root) failed: \(output.stderr)")
