@@ -32,10 +32,15 @@ extension SQLStore {
         let insert = JobTable.insert(
             kind: row.job.kind, payloadText: row.payloadText, target: row.job.target, objectKey: row.job.objectKey,
             maxAttempts: row.job.maxAttempts, now: Date(timeIntervalSince1970: try db.now()))
-        let id = try db.insertReturningID(sql: insert.sql, arguments: StoreArguments(insert.values))
+        // The row comes back from the insert itself (one statement, where a re-read was a second).
+        guard let job = try db.allRows(JobTable.self, insert.sql + Self.returningJob, StoreArguments(insert.values)).first else {
+            throw StoreError.backend("inserting a job answered no row")
+        }
         db.jobsChanged()
-        return try fetchJob(db, id)
+        return job
     }
+
+    static let returningJob = " RETURNING \(JobTable.selectList)"
 
     /// The oldest jobs a claim may take, at most ?5: queued, or running with a lapsed lease, and no
     /// earlier live job on the same object. That last rule also keeps a batch to one job per object:
