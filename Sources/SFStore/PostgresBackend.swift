@@ -158,11 +158,7 @@ final class PostgresBackend: StoreBackend {
         _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
     ) throws -> T {
         let transaction = PostgresTransaction(connection: connection, logger: logger)
-        if begin == "BEGIN" {
-            try transaction.beginReadingNow()
-        } else {
-            try transaction.execute(sql: begin)
-        }
+        try transaction.execute(sql: begin)
         do {
             if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
             let result = try body(transaction)
@@ -285,25 +281,6 @@ final class PostgresTransaction: StoreDatabase {
         for row in try run(sql, arguments).rows {
             try body(TableRow(AnyTableRow(base: PostgresPositionalRow(row.makeRandomAccess()))))
         }
-    }
-
-    /// `BEGIN` and the read of ``now()`` sent together, without waiting for the first's answer in
-    /// between: nearly every write reads the clock (the queue's all do), and each wait
-    /// is a round trip through the event loop and this thread. `now()` is the transaction's start
-    /// whenever it is read, so reading it first changes nothing.
-    func beginReadingNow() throws {
-        let begin = connection.query(PostgresQuery(unsafeSQL: "BEGIN"), logger: logger)
-        let clock = connection.query(PostgresQuery(unsafeSQL: Self.readNow), logger: logger)
-        let now: Double?
-        do {
-            _ = try begin.wait()
-            now = try clock.wait().rows.first.flatMap { row in try PostgresPositionalRow(row.makeRandomAccess()).double(at: 0) }
-        } catch {
-            _ = try? clock.wait()
-            throw StoreError.backend(PostgresBackend.message(error))
-        }
-        guard let now else { throw StoreError.backend("the server answered no time") }
-        transactionNow = now
     }
 
     static let readNow = "SELECT extract(epoch FROM now())::float8"
