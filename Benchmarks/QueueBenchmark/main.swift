@@ -370,7 +370,8 @@ func pickupAcrossProcesses(_ backend: Backend, _ kind: RunnerKind) async throws 
     let runner = await startRunner(kind, store: store, target: target, starts: starts)
     defer { runner.cancel() }
     try await Task.sleep(for: .milliseconds(100))
-    let output = location + ".child-output"
+    // In the run's directory: a PostgreSQL location is a database name, not a path.
+    let output = workDirectory + "/\(backend.name)-\(kind).child-output"
     let ownPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
     let child = try ChildProcess.spawn(
         [ownPath, "enqueue", backend.name, location, target, String(pickupJobs)], outputPath: output)
