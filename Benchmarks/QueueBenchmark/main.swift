@@ -10,14 +10,21 @@ import Synchronization
 import Glibc
 #endif
 
-// The queue's own figures (issue 15, items 2 and 8): pick-up latency in-process and from a second
-// process, with the runner's wake-ups against the 20 ms poll it replaced, and claim-and-complete
-// throughput with 1, 4 and 16 concurrent claimers. One column per backend: add a PostgreSQL entry
-// to `backends` and every row gains its figure.
+// The queue's own figures (issue 15, items 2 and 8), on SQLite and on PostgreSQL in the same run:
+// pick-up latency in-process and from a second process, with the runner's wake-ups against the 20 ms
+// poll it replaced, and claim-and-complete throughput with 1, 4 and 16 concurrent claimers, one job
+// at a time (claimNext) and in batches (claimBatch).
+//
+// PostgreSQL: the server of `SFNODE_BENCH_POSTGRES_URL` (a URL whose user may create databases),
+// else the throwaway loopback server `scripts/test-postgres` starts (run from the repository's
+// root). Every measurement gets a fresh database, made and dropped with `psql`, named `sftqb…` so
+// that `scripts/cleanup-test-leftovers` drops what a killed run leaves. `SFNODE_BENCH_SQLITE_ONLY=1`
+// leaves PostgreSQL out.
 //
 // `QueueBenchmark` prints a BENCHMARKS.md section; `QueueBenchmark enqueue <backend> <location>
 // <target> <count>` is the second process of the cross-process rows (it prints, per job, its id and
 // the CLOCK_MONOTONIC time just before its enqueue, which is system-wide, so the parent can compare).
+// A PostgreSQL location is a database name: the password stays in the environment, out of argv.
 
 let logger = {
     var logger = Logger(label: "sfnode.bench.queue")
@@ -28,9 +35,13 @@ let environment = ProcessInfo.processInfo.environment
 let pickupJobs = Int(environment["SFNODE_BENCH_JOBS"] ?? "") ?? 200
 /// SFNODE_BENCH_QUEUE_ONLY=pickup skips the throughput runs.
 let pickupOnly = environment["SFNODE_BENCH_QUEUE_ONLY"] == "pickup"
-let throughputJobs = Int(environment["SFNODE_BENCH_QUEUE_JOBS"] ?? "") ?? 2000
+let throughputJobs = Int(environment["SFNODE_BENCH_QUEUE_JOBS"] ?? "") ?? 4000
 let throughputRepeats = 3
 let claimerCounts = [1, 4, 16]
+/// Jobs per claimBatch in the batched rows.
+let batchSize = 100
+/// Connections of a PostgreSQL store: one per claimer at the most (the store's default is 8).
+let postgresPoolSize = 16
 
 struct BenchmarkFailed: Error, CustomStringConvertible {
     let description: String
@@ -42,22 +53,104 @@ struct Backend: Sendable {
     let name: String
     /// A fresh location for a store, and how to remove it.
     let makeLocation: @Sendable (_ label: String) throws -> (location: String, remove: @Sendable () -> Void)
-    let open: @Sendable (_ location: String) throws -> any NodeStore
+    let open: @Sendable (_ location: String) throws -> SQLStore
 }
 
 let runID = "sfq" + String(format: "%05x", UInt32.random(in: 0...0xfffff))
 let workDirectory = "/var/lib/sfnode/bench/\(runID)"
 
-let backends: [Backend] = [
+/// The PostgreSQL server the benchmark makes its databases on.
+final class PostgresServer: Sendable {
+    /// The server's URL without its password (which `psql` reads from `PGPASSWORD`).
+    let adminURL: String
+    let components: URLComponents
+    private let databases = Mutex(0)
+
+    init(url: String) throws {
+        guard var components = URLComponents(string: url), components.host != nil, components.user != nil else {
+            throw BenchmarkFailed("SFNODE_BENCH_POSTGRES_URL is not a postgres:// URL with a user and a host")
+        }
+        if let password = components.password { setenv("PGPASSWORD", password, 1) }
+        self.components = components
+        components.password = nil
+        guard let adminURL = components.string else { throw BenchmarkFailed("the server URL cannot be rebuilt") }
+        self.adminURL = adminURL
+    }
+
+    /// The store URL of `database` on this server, with the benchmark's pool size.
+    func storeURL(database: String) throws -> String {
+        var url = components
+        url.path = "/" + database
+        url.queryItems = [URLQueryItem(name: "pool_size", value: String(postgresPoolSize))]
+        guard let text = url.string else { throw BenchmarkFailed("no URL for database \(database)") }
+        return text
+    }
+
+    /// A new, empty database, and how to drop it (connections still open to it are ended).
+    func createDatabase() throws -> (name: String, drop: @Sendable () -> Void) {
+        let number = databases.withLock { count in
+            count += 1
+            return count
+        }
+        let name = "sftqb\(runID.dropFirst(3))_\(number)"
+        try psql("CREATE DATABASE \(name)")
+        return (name, { [self] in try? self.psql("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") })
+    }
+
+    /// Runs `sql` on the server's own database; answers its output, unaligned.
+    @discardableResult
+    func psql(_ sql: String) throws -> String {
+        let output = try ChildProcess.run([psqlPath, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", adminURL, "-c", sql])
+        guard output.status == 0 else { throw BenchmarkFailed("psql \(sql): \(output.stderr)") }
+        return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// psql on the PATH (posix_spawn takes an absolute path).
+let psqlPath = (environment["PATH"] ?? "/usr/bin").split(separator: ":").map { "\($0)/psql" }
+    .first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/psql"
+
+/// The server's URL: the environment's, else the one `scripts/test-postgres` starts (put in the
+/// environment, so that the second process finds it too); nil with SFNODE_BENCH_SQLITE_ONLY.
+func postgresServerURL() throws -> String? {
+    if environment["SFNODE_BENCH_SQLITE_ONLY"] != nil { return nil }
+    if let url = environment["SFNODE_BENCH_POSTGRES_URL"], !url.isEmpty { return url }
+    let output = try ChildProcess.run([FileManager.default.currentDirectoryPath + "/scripts/test-postgres"])
+    let url = output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard output.status == 0, url.hasPrefix("postgres") else {
+        throw BenchmarkFailed("scripts/test-postgres (run from the repository's root) failed: \(output.stderr)")
+    }
+    setenv("SFNODE_BENCH_POSTGRES_URL", url, 1)
+    return url
+}
+
+let sqlite = Backend(
+    name: "SQLite",
+    makeLocation: { label in
+        let directory = workDirectory + "/" + label
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return (directory + "/store.sqlite", { try? FileManager.default.removeItem(atPath: directory) })
+    },
+    open: { location in try SQLStore(path: location, fqdn: "bench-node", logger: logger) })
+
+func postgres(_ server: PostgresServer) -> Backend {
     Backend(
-        name: "SQLite",
-        makeLocation: { label in
-            let directory = workDirectory + "/" + label
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            return (directory + "/store.sqlite", { try? FileManager.default.removeItem(atPath: directory) })
+        name: "PostgreSQL",
+        makeLocation: { _ in
+            let database = try server.createDatabase()
+            return (database.name, database.drop)
         },
-        open: { location in try SQLStore(path: location, fqdn: "bench-node", logger: logger) })
-]
+        open: { database in try SQLStore.open(location: try server.storeURL(database: database), fqdn: "bench-node", logger: logger) })
+}
+
+let postgresServer: PostgresServer?
+do {
+    postgresServer = try postgresServerURL().map { try PostgresServer(url: $0) }
+} catch {
+    print("QueueBenchmark failed: \(error)")
+    exit(1)
+}
+let backends = [sqlite] + (postgresServer.map { [postgres($0)] } ?? [])
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on the host.
 func monotonicNanos() -> Int64 {
@@ -88,26 +181,56 @@ func noopJob(target: String) throws -> NewJob {
     return NewJob(kind: order.kind.rawValue, payload: order.payload, target: .node(target), objectKey: nil)
 }
 
-/// When each job's handler started (CLOCK_MONOTONIC ns), by job id.
+/// When each job's handler started (CLOCK_MONOTONIC ns), by job id; and who waits for one.
 final class HandlerStarts: Sendable {
-    private let starts = Mutex<[Int64: Int64]>([:])
+    private struct State {
+        var starts: [Int64: Int64] = [:]
+        var waiters: [Int64: CheckedContinuation<Bool, Never>] = [:]
+    }
+    private let state = Mutex(State())
 
     func record(_ id: Int64) {
         let now = monotonicNanos()
-        starts.withLock { $0[id] = now }
+        let waiter = state.withLock { state in
+            state.starts[id] = now
+            return state.waiters.removeValue(forKey: id)
+        }
+        waiter?.resume(returning: true)
     }
 
-    func start(of id: Int64) -> Int64? { starts.withLock { $0[id] } }
+    func start(of id: Int64) -> Int64? { state.withLock { $0.starts[id] } }
+
+    /// Waits until the handler of `id` started, without asking the store (whose reads would
+    /// compete with the runner for the two cores while it picks the job up); false after 60 s.
+    func waitForStart(of id: Int64) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let started = state.withLock { state in
+                if state.starts[id] != nil { return true }
+                state.waiters[id] = continuation
+                return false
+            }
+            if started {
+                continuation.resume(returning: true)
+                return
+            }
+            Task {
+                try? await Task.sleep(for: .seconds(60))
+                self.state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
+            }
+        }
+    }
 }
 
-/// Waits until `id` succeeded (the previous job is out of the way before the next is enqueued).
-func waitUntilDone(_ store: any NodeStore, _ id: Int64) async throws {
+/// Waits until `id` succeeded (the previous job is out of the way before the next is enqueued),
+/// looking first after `firstLook` and then every `interval`.
+func waitUntilDone(_ store: any NodeStore, _ id: Int64, firstLook: Duration = .zero, interval: Duration = .milliseconds(1)) async throws {
     let deadline = ContinuousClock.now + .seconds(60)
+    try await Task.sleep(for: firstLook)
     while ContinuousClock.now < deadline {
         switch try await store.job(id: id).state {
         case .succeeded: return
         case .failed: throw BenchmarkFailed("job \(id) failed")
-        case .queued, .running: try await Task.sleep(for: .milliseconds(1))
+        case .queued, .running: try await Task.sleep(for: interval)
         }
     }
     throw BenchmarkFailed("job \(id) did not finish within 60 s")
@@ -131,7 +254,9 @@ if CommandLine.arguments.count == 6 && CommandLine.arguments[1] == "enqueue" {
             let queued = try await store.enqueue([job])
             guard let id = queued.first?.id else { throw BenchmarkFailed("enqueue returned no job") }
             print("\(id) \(before)")
-            try await waitUntilDone(store, id)
+            // Looked for only after a pick-up's worth of time, so that this process's reads do not
+            // compete with the runner for the two cores while it picks the job up.
+            try await waitUntilDone(store, id, firstLook: .milliseconds(20), interval: .milliseconds(5))
         }
         exit(0)
     } catch {
@@ -207,6 +332,7 @@ func pickupInProcess(_ backend: Backend, _ kind: RunnerKind) async throws -> (pi
     let (location, remove) = try backend.makeLocation("pickup-local-\(kind)")
     defer { remove() }
     let store = try backend.open(location)
+    defer { store.close() }
     let starts = HandlerStarts()
     let target = "\(runID)-local"
     let runner = await startRunner(kind, store: store, target: target, starts: starts)
@@ -219,6 +345,7 @@ func pickupInProcess(_ backend: Backend, _ kind: RunnerKind) async throws -> (pi
         let before = monotonicNanos()
         guard let id = try await store.enqueue([try noopJob(target: target)]).first?.id else { throw BenchmarkFailed("enqueue returned no job") }
         enqueues.append(Double(monotonicNanos() - before) / 1e9)
+        guard await starts.waitForStart(of: id) else { throw BenchmarkFailed("job \(id) was not picked up within 60 s") }
         try await waitUntilDone(store, id)
         guard let start = starts.start(of: id) else { throw BenchmarkFailed("job \(id) finished without its handler") }
         latencies.append(Double(start - before) / 1e9)
@@ -237,12 +364,14 @@ func pickupAcrossProcesses(_ backend: Backend, _ kind: RunnerKind) async throws 
     let (location, remove) = try backend.makeLocation("pickup-remote-\(kind)")
     defer { remove() }
     let store = try backend.open(location)
+    defer { store.close() }
     let starts = HandlerStarts()
     let target = "\(runID)-remote"
     let runner = await startRunner(kind, store: store, target: target, starts: starts)
     defer { runner.cancel() }
     try await Task.sleep(for: .milliseconds(100))
-    let output = location + ".child-output"
+    // In the run's directory: a PostgreSQL location is a database name, not a path.
+    let output = workDirectory + "/\(backend.name)-\(kind).child-output"
     let ownPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
     let child = try ChildProcess.spawn(
         [ownPath, "enqueue", backend.name, location, target, String(pickupJobs)], outputPath: output)
@@ -268,48 +397,100 @@ func pickupAcrossProcesses(_ backend: Backend, _ kind: RunnerKind) async throws 
 
 // MARK: - Claim-and-complete throughput
 
+enum ClaimMode: CaseIterable {
+    case single, batched
+
+    var label: String {
+        switch self {
+        case .single: "one at a time"
+        case .batched: "batches of \(batchSize)"
+        }
+    }
+}
+
 struct Throughput {
     /// Jobs per second, one figure per repeat.
     var rates: [Double] = []
-    /// Each job's claim plus complete, in seconds, over all repeats.
-    var perJob: [Double] = []
+    /// Each claim call (one job, or one batch), in seconds, over all repeats.
+    var claims: [Double] = []
+    /// Each complete call, in seconds, over all repeats.
+    var completes: [Double] = []
 }
 
-/// `throughputJobs` jobs queued up front (one transaction), then `claimers` tasks, each claiming and
-/// completing one job at a time until the queue is empty; a fresh store each repeat.
-func claimAndComplete(_ backend: Backend, claimers: Int) async throws -> Throughput {
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// `throughputJobs` jobs queued up front (one transaction), then `claimers` tasks sharing one store
+/// handle, each claiming (one job, or a batch) and completing each job until the queue is empty; a
+/// fresh store each repeat.
+func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async throws -> Throughput {
     var result = Throughput()
     for repeatIndex in 0..<throughputRepeats {
-        let (location, remove) = try backend.makeLocation("throughput-\(claimers)-\(repeatIndex)")
+        let (location, remove) = try backend.makeLocation("throughput-\(mode)-\(claimers)-\(repeatIndex)")
         defer { remove() }
         let store = try backend.open(location)
+        defer { store.close() }
         let target = "\(runID)-throughput"
         let jobs = try (0..<throughputJobs).map { _ in try noopJob(target: target) }
         _ = try await store.enqueue(jobs)
         let started = ContinuousClock.now
-        let perJob = try await withThrowingTaskGroup(of: [Double].self) { group in
+        let timings = try await withThrowingTaskGroup(of: (claims: [Double], completes: [Double]).self) { group in
             for index in 0..<claimers {
                 group.addTask {
                     let owner = "claimer-\(index)"
-                    var mine: [Double] = []
+                    var claims: [Double] = []
+                    var completes: [Double] = []
                     while true {
                         let before = ContinuousClock.now
-                        guard let job = try await store.claimNext(targets: [.node(target)], owner: owner, lease: .seconds(30)) else { break }
-                        try await store.complete(jobID: job.id, owner: owner)
-                        let took = ContinuousClock.now - before
-                        mine.append(Double(took.components.attoseconds) / 1e18 + Double(took.components.seconds))
+                        let claimed: [Job]
+                        switch mode {
+                        case .single:
+                            claimed = try await store.claimNext(targets: [.node(target)], owner: owner, lease: .seconds(30)).map { [$0] } ?? []
+                        case .batched:
+                            claimed = try await store.claimBatch(targets: [.node(target)], owner: owner, lease: .seconds(30), limit: batchSize)
+                        }
+                        if claimed.isEmpty { break }
+                        claims.append(seconds(ContinuousClock.now - before))
+                        for job in claimed {
+                            let beforeComplete = ContinuousClock.now
+                            try await store.complete(jobID: job.id, owner: owner)
+                            completes.append(seconds(ContinuousClock.now - beforeComplete))
+                        }
                     }
-                    return mine
+                    return (claims, completes)
                 }
             }
-            return try await group.reduce(into: [Double]()) { $0 += $1 }
+            return try await group.reduce(into: (claims: [Double](), completes: [Double]())) {
+                $0.claims += $1.claims
+                $0.completes += $1.completes
+            }
         }
         let elapsed = ContinuousClock.now - started
-        guard perJob.count == throughputJobs else { throw BenchmarkFailed("\(perJob.count) of \(throughputJobs) jobs were claimed") }
-        result.rates.append(Double(throughputJobs) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
-        result.perJob += perJob
+        guard timings.completes.count == throughputJobs else {
+            throw BenchmarkFailed("\(timings.completes.count) of \(throughputJobs) jobs were claimed and completed")
+        }
+        result.rates.append(Double(throughputJobs) / seconds(elapsed))
+        result.claims += timings.claims
+        result.completes += timings.completes
     }
     return result
+}
+
+/// The cost of the backend's smallest transaction: `changeToken()` (with PostgreSQL three
+/// statements, BEGIN, one SELECT and COMMIT, each a round trip to the server), `count` times.
+func smallestTransaction(_ backend: Backend, count: Int = 500) async throws -> [Double] {
+    let (location, remove) = try backend.makeLocation("round-trip")
+    defer { remove() }
+    let store = try backend.open(location)
+    defer { store.close() }
+    var durations: [Double] = []
+    for _ in 0..<count {
+        let before = ContinuousClock.now
+        _ = try await store.changeToken()
+        durations.append(seconds(ContinuousClock.now - before))
+    }
+    return durations
 }
 
 // MARK: - Report
@@ -324,7 +505,8 @@ do {
     var inProcess: [String: [RunnerKind: [Double]]] = [:]
     var enqueueCalls: [String: [Double]] = [:]
     var acrossProcesses: [String: [RunnerKind: [Double]]] = [:]
-    var throughput: [String: [Int: Throughput]] = [:]
+    var throughput: [String: [ClaimMode: [Int: Throughput]]] = [:]
+    var transactions: [String: [Double]] = [:]
     for backend in backends {
         for kind in RunnerKind.allCases {
             let local = try await pickupInProcess(backend, kind)
@@ -332,8 +514,13 @@ do {
             enqueueCalls[backend.name, default: []] += local.enqueues
             acrossProcesses[backend.name, default: [:]][kind] = try await pickupAcrossProcesses(backend, kind)
         }
-        for claimers in claimerCounts where !pickupOnly {
-            throughput[backend.name, default: [:]][claimers] = try await claimAndComplete(backend, claimers: claimers)
+        guard !pickupOnly else { continue }
+        transactions[backend.name] = try await smallestTransaction(backend)
+        for mode in ClaimMode.allCases {
+            for claimers in claimerCounts {
+                throughput[backend.name, default: [:]][mode, default: [:]][claimers] =
+                    try await claimAndComplete(backend, claimers: claimers, mode: mode)
+            }
         }
     }
 
@@ -341,38 +528,52 @@ do {
     func header(_ first: String) -> [String] {
         ["| \(first) | " + names.joined(separator: " | ") + " |", "| --- |" + String(repeating: " --- |", count: names.count)]
     }
-    report.append("## (q) Job queue: pick-up latency and claim-and-complete throughput\n")
+    func spread(_ values: [Double]) -> String { "\(ms(median(values))) / \(ms(percentile(values, 99)))" }
+    report.append("## (q) Job queue: pick-up latency and claim-and-complete throughput, SQLite and PostgreSQL\n")
+    if let postgresServer {
+        let version = (try? postgresServer.psql("SHOW server_version")) ?? "?"
+        let fsync = (try? postgresServer.psql("SHOW fsync")) ?? "?"
+        report.append("Both backends in the same run. SQLite: a store file on the local disk. PostgreSQL \(version): a fresh")
+        report.append("database per measurement on a server on loopback (`scripts/test-postgres`, fsync \(fsync)), sharing the two")
+        report.append("cores with the benchmark, through the store's own connections (pool_size=\(postgresPoolSize)).\n")
+    } else {
+        report.append("SQLite only (SFNODE_BENCH_SQLITE_ONLY): a store file on the local disk.\n")
+    }
     report.append("Pick-up: from just before a job's enqueue to its (no-op) handler starting, \(pickupJobs) jobs each, one at a")
     report.append("time after a random 0–50 ms pause; median / p99. The second process is this benchmark's own binary in a")
-    report.append("child mode (it opens the store, then enqueues), timed on CLOCK_MONOTONIC, which both processes share.\n")
+    report.append("child mode (it opens the store, then enqueues), timed on CLOCK_MONOTONIC, which both processes share; its")
+    report.append("commit reaches the runner through the doorbell file and inotify (SQLite) or NOTIFY and the store's")
+    report.append("LISTEN connection (PostgreSQL).\n")
     report += header("pick-up")
     for (label, table) in [("in-process", inProcess), ("from a second process", acrossProcesses)] {
         for kind in RunnerKind.allCases {
-            let cells = names.map { name -> String in
-                let values = table[name]?[kind] ?? []
-                return "\(ms(median(values))) / \(ms(percentile(values, 99)))"
-            }
+            let cells = names.map { name in spread(table[name]?[kind] ?? []) }
             report.append("| \(label), \(kind.label) | " + cells.joined(separator: " | ") + " |")
         }
     }
-    let enqueueCells = names.map { name in "\(ms(median(enqueueCalls[name] ?? []))) / \(ms(percentile(enqueueCalls[name] ?? [], 99)))" }
-    report.append("| the enqueue call alone (its commit), in-process | " + enqueueCells.joined(separator: " | ") + " |")
-    report.append("\nClaim-and-complete: \(throughputJobs) jobs queued up front, then N claimers (tasks sharing one store")
-    report.append("handle), each claiming and completing one job at a time until none is left; jobs/s is the median of")
-    report.append("\(throughputRepeats) runs on fresh stores, and each job's claim + complete is given as median / p99.\n")
-    report += header("claim and complete")
-    for claimers in claimerCounts {
-        let rates = names.map { name in String(format: "%.0f jobs/s", median(throughput[name]?[claimers]?.rates ?? [])) }
-        report.append("| \(claimers) claimer\(claimers == 1 ? "" : "s"), one at a time | " + rates.joined(separator: " | ") + " |")
-        let latencies = names.map { name -> String in
-            let values = throughput[name]?[claimers]?.perJob ?? []
-            return "\(ms(median(values))) / \(ms(percentile(values, 99)))"
+    report.append("| the enqueue call alone (its commit), in-process | " + names.map { spread(enqueueCalls[$0] ?? []) }.joined(separator: " | ") + " |")
+    if !pickupOnly {
+        report.append("\nClaim-and-complete: \(throughputJobs) jobs queued up front, then N claimers (tasks sharing one store")
+        report.append("handle), each claiming one job (`claimNext`) or up to \(batchSize) (`claimBatch`, one transaction) and")
+        report.append("completing each job (one transaction each) until none is left; jobs/s is the median of \(throughputRepeats) runs")
+        report.append("on fresh stores; the calls' own times are median / p99 over every call of the \(throughputRepeats) runs.\n")
+        report += header("claim and complete")
+        for mode in ClaimMode.allCases {
+            for claimers in claimerCounts {
+                let who = "\(claimers) claimer\(claimers == 1 ? "" : "s"), \(mode.label)"
+                let rates = names.map { name in String(format: "**%.0f jobs/s**", median(throughput[name]?[mode]?[claimers]?.rates ?? [])) }
+                report.append("| \(who) | " + rates.joined(separator: " | ") + " |")
+                let claims = names.map { spread(throughput[$0]?[mode]?[claimers]?.claims ?? []) }
+                report.append("| … its claim call\(mode == .batched ? " (a batch)" : "") | " + claims.joined(separator: " | ") + " |")
+                let completes = names.map { spread(throughput[$0]?[mode]?[claimers]?.completes ?? []) }
+                report.append("| … its complete call | " + completes.joined(separator: " | ") + " |")
+            }
         }
-        report.append("| \(claimers) claimer\(claimers == 1 ? "" : "s"), per job | " + latencies.joined(separator: " | ") + " |")
+        let smallest = names.map { spread(transactions[$0] ?? []) }
+        report.append("| the smallest transaction (`changeToken`), alone | " + smallest.joined(separator: " | ") + " |")
     }
-    report.append("| batched | " + names.map { _ in "no batch claim in the store" }.joined(separator: " | ") + " |")
-    report.append("\nTargets: pick-up median under 2 ms in-process and under 5 ms from a second process; 2,000 jobs/s with 16")
-    report.append("claimers one at a time (5,000 batched) on PostgreSQL.\n")
+    report.append("\nTargets (issue 15): pick-up median under 2 ms in-process and under 5 ms from a second process; with 16")
+    report.append("claimers on these 2 cores, 2,000 jobs/s one at a time and 5,000 jobs/s in batches, on PostgreSQL.\n")
 
     for name in names {
         if let values = inProcess[name]?[.wakeups], median(values) >= 0.002 {
@@ -380,6 +581,11 @@ do {
         }
         if let values = acrossProcesses[name]?[.wakeups], median(values) >= 0.005 {
             missed.append("(q) \(name) cross-process median pick-up \(ms(median(values))) is not under 5 ms")
+        }
+    }
+    for (mode, target) in [(ClaimMode.single, 2000.0), (.batched, 5000.0)] {
+        if let rates = throughput["PostgreSQL"]?[mode]?[16]?.rates, median(rates) < target {
+            missed.append(String(format: "(q) PostgreSQL with 16 claimers, %@: %.0f jobs/s is below %.0f", mode.label, median(rates), target))
         }
     }
 } catch {

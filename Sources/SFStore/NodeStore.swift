@@ -163,6 +163,14 @@ public protocol NodeStore: Sendable {
     /// ``Job/deathMessage(deaths:)``, for the claimer to record as failed and never run
     /// (``Job/diedTooOften(limit:)``). Only jobs whose kind `kinds` admits are claimed.
     func claimNext(targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int) async throws -> Job?
+    /// Claims up to `limit` claimable jobs in one transaction, oldest first, by the rules of
+    /// ``claimNext(targets:owner:lease:kinds:maxDeaths:)`` (deaths, the `maxDeaths` handover,
+    /// kinds), each leased by `owner`; never two jobs of the same object key, since a later job of
+    /// an object waits for the earlier one. Fewer (or none) when fewer are claimable. `limit` is
+    /// from 1 to ``SQLStore/claimBatchLimit`` (1000); else ``StoreError/invalidArgument(_:)``.
+    func claimBatch(
+        targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int, limit: Int
+    ) async throws -> [Job]
     /// Extends the lease to now + `lease`; false when `owner` no longer holds a live lease (it
     /// expired, or the job was reclaimed or finished): the caller must stop working on it.
     func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool
@@ -250,6 +258,12 @@ extension NodeStore {
     /// ``claimNext(targets:owner:lease:kinds:maxDeaths:)``).
     public func claimNext(targets: [JobTarget], owner: String, lease: Duration) async throws -> Job? {
         try await claimNext(targets: targets, owner: owner, lease: lease, kinds: .any, maxDeaths: Job.defaultMaxDeaths)
+    }
+
+    /// Claims up to `limit` jobs of any kind with the default death limit (see
+    /// ``claimBatch(targets:owner:lease:kinds:maxDeaths:limit:)``).
+    public func claimBatch(targets: [JobTarget], owner: String, lease: Duration, limit: Int) async throws -> [Job] {
+        try await claimBatch(targets: targets, owner: owner, lease: lease, kinds: .any, maxDeaths: Job.defaultMaxDeaths, limit: limit)
     }
 
     /// Adds one job (see ``enqueue(_:)``).

@@ -213,6 +213,110 @@ struct QueueContractTests {
         }
     }
 
+    @Test("a batch claim takes the oldest claimable jobs in order, one per object, at most its limit", arguments: Backend.all)
+    func batchOrder(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            var ids: [String: Int64] = [:]
+            for (name, target, key) in [
+                ("a", hv1, "network:x"), ("b", hv1, "network:x"), ("c", hv1, "network:y"), ("d", hv1, nil),
+                ("e", hv2, nil), ("f", hv1, nil), ("g", hv1, "network:z"),
+            ] as [(String, JobTarget, String?)] {
+                ids[name] = try await store.enqueue(kind: "k", payload: ["name": .string(name)], target: target, objectKey: key).id
+            }
+            let first = try await store.claimBatch(targets: [hv1], owner: "w1", lease: .seconds(30), limit: 3)
+            #expect(first.map(\.id) == ["a", "c", "d"].map { ids[$0] })
+            #expect(first.allSatisfy { $0.state == .running && $0.attempts == 1 && $0.leaseOwner == "w1" && $0.leaseExpiry != nil })
+            #expect(try await store.job(id: try #require(ids["a"])).leaseOwner == "w1")
+            // b waits for a (same object), e is another node's: what is left is f and g, fewer than asked.
+            let second = try await store.claimBatch(targets: [hv1], owner: "w2", lease: .seconds(30), limit: 10)
+            #expect(second.map(\.id) == ["f", "g"].map { ids[$0] })
+            #expect(try await store.claimBatch(targets: [hv1], owner: "w2", lease: .seconds(30), limit: 10).isEmpty)
+            try await store.complete(jobID: try #require(ids["a"]), owner: "w1")
+            #expect(try await store.claimBatch(targets: [hv1, hv2], owner: "w2", lease: .seconds(30), limit: 10).map(\.id)
+                == ["b", "e"].map { ids[$0] })
+        }
+    }
+
+    @Test("a batch never holds two jobs of one object, and kinds filter it as they do a single claim", arguments: Backend.all)
+    func batchObjectRule(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            var byKey: [String: [Int64]] = [:]
+            for index in 0..<30 {
+                let key = "instance:\(index % 4)"
+                let kind = index < 2 ? "instance.delete" : "instance.start"
+                byKey[key, default: []].append(try await store.enqueue(kind: kind, payload: nil, target: hv1, objectKey: key).id)
+            }
+            let batch = try await store.claimBatch(
+                targets: [hv1], owner: "w", lease: .seconds(30), kinds: .excluding(["instance.delete"]), maxDeaths: 2, limit: 100)
+            // Each object's oldest job, unless that one is a delete (the first jobs of instance:0 and
+            // instance:1): a later job never passes an earlier one of its object.
+            #expect(batch.map(\.objectKey) == ["instance:2", "instance:3"])
+            #expect(batch.map(\.id) == [byKey["instance:2"]?[0], byKey["instance:3"]?[0]])
+            let rest = try await store.claimBatch(targets: [hv1], owner: "w", lease: .seconds(30), limit: 100)
+            #expect(rest.map(\.id) == [byKey["instance:0"]?[0], byKey["instance:1"]?[0]])
+        }
+    }
+
+    @Test("a batch claim counts the deaths of lapsed leases and hands over a job that died too often", arguments: Backend.all)
+    func batchDeaths(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let dying = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o1")
+            let fresh = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o2")
+            #expect(try await store.claimNext(targets: [hv1], owner: "dead", lease: .milliseconds(100))?.id == dying.id)
+            try await Task.sleep(for: .milliseconds(200))
+            let batch = try await store.claimBatch(targets: [hv1], owner: "w", lease: .seconds(30), kinds: .any, maxDeaths: 1, limit: 10)
+            #expect(batch.map(\.id) == [dying.id, fresh.id])
+            let died = try #require(batch.first)
+            #expect(died.deaths == 1 && died.attempts == 2 && died.leaseOwner == "w")
+            #expect(died.lastError == Job.deathMessage(deaths: 1) && died.diedTooOften(limit: 1))
+            #expect(batch.last?.deaths == 0 && batch.last?.lastError == nil)
+        }
+    }
+
+    @Test("a batch limit outside 1...1000 is refused, naming the value", arguments: Backend.all)
+    func batchLimit(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            _ = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil)
+            for bad in [0, -1, 1001, Int.max, Int.min] {
+                let error = await storeError { _ = try await store.claimBatch(targets: [hv1], owner: "w", lease: .seconds(30), limit: bad) }
+                #expect(error == .invalidArgument("claim batch limit \(bad) is not from 1 to 1000"))
+            }
+            #expect(try await store.jobs(states: [.queued], limit: 10).count == 1)
+            #expect(try await store.claimBatch(targets: [hv1], owner: "w", lease: .seconds(30), limit: 1000).count == 1)
+            #expect(await storeError { _ = try await store.claimBatch(targets: [], owner: "w", lease: .seconds(30), limit: 5) } != nil)
+        }
+    }
+
+    @Test("two stores claiming batches at once never get the same job", arguments: Backend.all)
+    func concurrentBatches(backend: Backend) async throws {
+        try await withStore(backend) { store, opened in
+            let other = try opened.reopen()
+            let jobs = (0..<400).map { NewJob(kind: "k", payload: ["i": .number(Double($0))], target: hv1, objectKey: nil) }
+            let ids = try await store.enqueue(jobs).map(\.id)
+            let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for (name, claimer) in [("p1", store), ("p2", other), ("p3", store), ("p4", other)] {
+                    group.addTask {
+                        var mine: [Int64] = []
+                        while true {
+                            let batch = try await claimer.claimBatch(targets: [self.hv1], owner: name, lease: .seconds(30), limit: 25)
+                            if batch.isEmpty { break }
+                            for job in batch {
+                                mine.append(job.id)
+                                try await claimer.complete(jobID: job.id, owner: name)
+                            }
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: [[Int64]]()) { $0.append($1) }
+            }
+            let all = claimed.flatMap { $0 }
+            #expect(all.count == 400)
+            #expect(all.sorted() == ids)
+            #expect(try await store.jobs(states: [.succeeded], limit: 1000).count == 400)
+        }
+    }
+
     @Test("enqueue wakes this process; another store's commit changes the change token", arguments: Backend.all)
     func signals(backend: Backend) async throws {
         try await withStore(backend) { store, opened in
