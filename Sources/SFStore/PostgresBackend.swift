@@ -301,16 +301,6 @@ final class PostgresTransaction: StoreDatabase {
         return changesCount
     }
 
-    func insertReturningID(sql: String, arguments: StoreArguments) throws -> Int64 {
-        wroteRows = true
-        let result = try run(sql + " RETURNING id", arguments)
-        guard let row = result.rows.first else { throw StoreError.backend("an insert answered no id (\(sql))") }
-        guard let id = try PostgresPositionalRow(row.makeRandomAccess()).int64(at: 0) else {
-            throw StoreError.corrupt("an insert answered a NULL id")
-        }
-        return id
-    }
-
     func eachPositionalRow(
         _ sql: String, _ arguments: StoreArguments, reading what: String, _ body: (any PositionalRow) throws -> Void
     ) throws {

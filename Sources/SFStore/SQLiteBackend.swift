@@ -130,11 +130,6 @@ final class SQLiteDatabase: StoreDatabase {
 
     var changesCount: Int { db.changesCount }
 
-    func insertReturningID(sql: String, arguments: StoreArguments) throws -> Int64 {
-        try execute(sql: sql, arguments: arguments)
-        return db.lastInsertedRowID
-    }
-
     func eachPositionalRow(
         _ sql: String, _ arguments: StoreArguments, reading what: String, _ body: (any PositionalRow) throws -> Void
     ) throws {

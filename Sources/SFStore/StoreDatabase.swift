@@ -16,8 +16,6 @@ protocol StoreDatabase: AnyObject {
     func execute(sql: String, arguments: StoreArguments) throws -> Int
     /// Rows changed by the last ``execute(sql:arguments:)``.
     var changesCount: Int { get }
-    /// Runs an `INSERT` into a table with an `id` key the database assigns, and answers that id.
-    func insertReturningID(sql: String, arguments: StoreArguments) throws -> Int64
     /// Hands each row `sql` selects to `body`; `what` names the rows in an error.
     func eachPositionalRow(
         _ sql: String, _ arguments: StoreArguments, reading what: String, _ body: (any PositionalRow) throws -> Void) throws
