@@ -127,21 +127,24 @@ final class PostgresBackend: StoreBackend {
     /// sequence is not transactional, so a transaction that then fails to commit moves it too: a
     /// spare look for the poller, never a missed change.
     func changeToken() async throws -> Int64 {
-        try await onConnection { connection in
-            try self.transaction(connection, begin: "BEGIN READ ONLY", lock: nil) { transaction in
-                try transaction.fetchOne(Int64.self, sql: "SELECT last_value FROM sfnode_change") ?? 0
-            }
-        }
+        try await singleStatement { session in try session.fetchOne(Int64.self, sql: "SELECT last_value FROM sfnode_change") ?? 0 }
     }
 
     /// The server's clock now (not the transaction's start, as `now()` would be).
     func clock() async throws -> Double {
-        try await onConnection { connection in
-            let session = PostgresTransaction(connection: connection, answerLimit: self.answerLimit, logger: self.logger)
+        try await singleStatement { session in
             guard let now = try session.fetchOne(Double.self, sql: "SELECT extract(epoch FROM clock_timestamp())::float8") else {
                 throw StoreError.backend("the server answered no time")
             }
             return now
+        }
+    }
+
+    /// `body`'s one statement, outside a transaction: a single statement is its own snapshot, and
+    /// BEGIN and COMMIT would cost two round trips more.
+    private func singleStatement<T: Sendable>(_ body: @escaping @Sendable (PostgresTransaction) throws -> T) async throws -> T {
+        try await onConnection { connection in
+            try body(PostgresTransaction(connection: connection, answerLimit: self.answerLimit, logger: self.logger))
         }
     }
 
