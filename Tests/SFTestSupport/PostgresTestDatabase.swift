@@ -32,9 +32,15 @@ public struct PostgresTestDatabase: Sendable {
             url: "postgres://\(server.username)\(password)@\(server.host):\(server.port)/\(name)", name: String(name), server: server)
     }
 
-    /// Drops the database, ending any connection still open to it.
+    /// Drops the database, ending any connection still open to it. A few tries: a process of the
+    /// test that reconnects at that moment, or a worker the server started in it, can make one fail.
     public func drop() {
-        try? Self.administer(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        for _ in 0..<5 {
+            // No new connection while it goes (the test role is no superuser).
+            try? Self.administer(server, "ALTER DATABASE \(name) CONNECTION LIMIT 0")
+            if (try? Self.administer(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")) != nil { return }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
     }
 
     /// Runs `sql` on the server's own database (what CREATE and DROP DATABASE need).
