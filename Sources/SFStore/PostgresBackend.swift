@@ -208,10 +208,7 @@ final class PostgresBackend: StoreBackend {
     var answerLimit: Duration { configuration.statementTimeout + .seconds(5) }
 
     static func connect(_ configuration: PostgresStoreConfiguration, id: Int, logger: Logger) throws -> PostgresConnection {
-        var connectionConfiguration = PostgresConnection.Configuration(
-            host: configuration.host, port: configuration.port, username: configuration.username,
-            password: configuration.password, database: configuration.database, tls: .disable)
-        connectionConfiguration.options.connectTimeout = .seconds(10)
+        var connectionConfiguration = configuration.connectionConfiguration
         let timeout = Int(configuration.statementTimeout.components.seconds) * 1000
         connectionConfiguration.options.additionalStartupParameters = [
             ("application_name", "sfnode"),
@@ -452,5 +449,15 @@ final class IdleConnections: Sendable {
             // Kept until closed: postgres-nio asserts that a connection is closed before it goes.
             connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
         }
+    }
+}
+
+extension PostgresStoreConfiguration {
+    /// Where and as whom every connection of the store connects (the pool's and the listener's).
+    var connectionConfiguration: PostgresConnection.Configuration {
+        var connection = PostgresConnection.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: .disable)
+        connection.options.connectTimeout = .seconds(10)
+        return connection
     }
 }

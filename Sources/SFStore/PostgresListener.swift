@@ -55,7 +55,7 @@ final class PostgresListener: Sendable {
             do {
                 let connection = try await PostgresConnection.connect(
                     on: MultiThreadedEventLoopGroup.singleton.any(),
-                    configuration: Self.connectionConfiguration(configuration), id: 0, logger: logger)
+                    configuration: configuration.connectionConfiguration, id: 0, logger: logger)
                 current.withLock { $0 = connection }
                 let recovering = failing
                 var failure: (any Error)?
@@ -125,13 +125,5 @@ final class PostgresListener: Sendable {
             defer { group.cancelAll() }
             try await group.next()
         }
-    }
-
-    static func connectionConfiguration(_ configuration: PostgresStoreConfiguration) -> PostgresConnection.Configuration {
-        var connectionConfiguration = PostgresConnection.Configuration(
-            host: configuration.host, port: configuration.port, username: configuration.username,
-            password: configuration.password, database: configuration.database, tls: .disable)
-        connectionConfiguration.options.connectTimeout = .seconds(10)
-        return connectionConfiguration
     }
 }
