@@ -337,12 +337,6 @@ final class PostgresTransaction: StoreDatabase {
     var skipLockedRows: String { " FOR UPDATE SKIP LOCKED" }
 }
 
-extension Double: StoreScalar {
-    static func read(_ row: any PositionalRow, _ what: String) throws -> Double? {
-        do throws(ColumnTypeMismatch) { return try row.double(at: 0) } catch { throw StoreError.corrupt("\(what) \(error.problem)") }
-    }
-}
-
 /// A PostgreSQL row read by column position, with the same strictness as SQLite's: an integer
 /// column reads as an integer (any width) or a number, text as text, and nothing is converted from
 /// text.

@@ -93,6 +93,12 @@ extension Int: StoreScalar {
     }
 }
 
+extension Double: StoreScalar {
+    static func read(_ row: any PositionalRow, _ what: String) throws -> Double? {
+        do throws(ColumnTypeMismatch) { return try row.double(at: 0) } catch { throw StoreError.corrupt("\(what) \(error.problem)") }
+    }
+}
+
 extension Bool: StoreScalar {
     static func read(_ row: any PositionalRow, _ what: String) throws -> Bool? {
         do throws(ColumnTypeMismatch) { return try row.bool(at: 0) } catch { throw StoreError.corrupt("\(what) \(error.problem)") }
