@@ -73,6 +73,10 @@ let package = Package(
                 "SFSystem", "SFStore", "CZlib", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                // The peer blob server: a listening socket made inside the mesh's namespace, which
+                // only NIO's bootstrap takes as it is (see PeerServer).
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         .target(
             name: "SFControl",

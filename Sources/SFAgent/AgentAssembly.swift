@@ -22,6 +22,10 @@ public struct Agent: Sendable {
     public let logger: Logger
     /// Prunes the store's old events, finished jobs and deleted objects.
     public let retention: RetentionService
+    /// The other nodes, reached over the mesh; nil on a node without one.
+    public let peers: PeerClient?
+    /// Serves this node's blobs and console logs to the other nodes; nil without a mesh.
+    let peerServer: PeerServerService?
 
     /// The long-running parts, for a ServiceGroup: reconciliation, the job runner, check-in and retention.
     public var services: [any Service] {
@@ -30,7 +34,7 @@ public struct Agent: Sendable {
             JobRunnerService(runner: runner),
             CheckInService(agent: node, logger: logger),
             retention,
-        ]
+        ] + (peerServer.map { [$0] } ?? [])
     }
 }
 
@@ -62,6 +66,18 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
     let root = settings.hostNamespace == nil ? host : try NetlinkSession(namespace: nil, logger: logger)
     let libvirt = try LibvirtConnection(uri: settings.libvirtURI, logger: logger)
+    let fetchLimits = HTTPFetcher.Configuration(
+        deadline: .seconds(settings.fetchDeadlineSeconds), minimumBytesPerSecond: Int64(settings.fetchMinRateKiB) << 10,
+        rateWindow: .seconds(settings.fetchRateWindowSeconds), maxBytes: Int64(settings.imageMaxGiB) << 30)
+    let peers = try await makePeerClient(settings: settings, store: store, limits: fetchLimits, logger: logger)
+    let images = ImageResolver(
+        records: store, storagePath: settings.storagePath, nodeName: settings.nodeName,
+        rules: DestinationRules(allow: settings.fetchAllow, deny: settings.fetchDeny),
+        cacheHighWaterBytes: Int64(settings.imageCacheGiB) << 30, imageDownloadURL: settings.imageDownloadURL,
+        fetchLimits: fetchLimits,
+        imageLimits: ImageLimits(
+            maxImageBytes: Int64(settings.imageMaxGiB) << 30, qemuImgTimeLimit: .seconds(settings.qemuImgTimeoutSeconds)),
+        peers: peers.map { BlobPeers(client: $0, nodes: store, nodeName: settings.nodeName) }, logger: logger)
     let node = NodeAgent(
         store: store, networks: NetworkRealizer(layout: layout, host: host, namespaceThreadLimit: settings.namespaceThreads, logger: logger),
         instances: InstanceRealizer(
@@ -72,16 +88,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
         dhcpDirectory: settings.storagePath + "/dhcp", isNetworkNode: settings.isNetworkNode,
         mesh: Mesh(address: settings.meshAddress, interface: settings.meshInterface),
         egressInterface: settings.egressInterface,
-        images: ImageResolver(
-            records: store, storagePath: settings.storagePath, nodeName: settings.nodeName,
-            rules: DestinationRules(allow: settings.fetchAllow, deny: settings.fetchDeny),
-            cacheHighWaterBytes: Int64(settings.imageCacheGiB) << 30, imageDownloadURL: settings.imageDownloadURL,
-            fetchLimits: HTTPFetcher.Configuration(
-                deadline: .seconds(settings.fetchDeadlineSeconds), minimumBytesPerSecond: Int64(settings.fetchMinRateKiB) << 10,
-                rateWindow: .seconds(settings.fetchRateWindowSeconds), maxBytes: Int64(settings.imageMaxGiB) << 30),
-            imageLimits: ImageLimits(
-                maxImageBytes: Int64(settings.imageMaxGiB) << 30, qemuImgTimeLimit: .seconds(settings.qemuImgTimeoutSeconds)),
-            logger: logger),
+        images: images,
         dns: DNSSettings(zone: settings.dnsZone, upstream: settings.resolvedDNSServer()), consoleAddress: settings.consoleAddress,
         logger: logger)
     // How long a claimed job stays ours without a heartbeat: after a crash, this is how long its
@@ -97,7 +104,26 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     } catch {
         logger.warning("first check-in failed; the check-in service retries", metadata: ["error": "\(error)"])
     }
+    var peerServer: PeerServerService?
+    if let meshAddress = settings.meshAddress, let credentials = peers?.credentials {
+        let blobs = images.blobs
+        peerServer = PeerServerService(logger: logger) {
+            try await PeerServer.start(
+                address: meshAddress, port: settings.peerPort, namespace: settings.hostNamespace, credentials: credentials, blobs: blobs,
+                instanceFiles: InstanceFiles(storagePath: settings.storagePath), logger: logger)
+        }
+    }
     return Agent(
         store: store, node: node, runner: runner, libvirt: libvirt, logger: logger,
-        retention: RetentionService(store: store, settings: settings, logger: logger))
+        retention: RetentionService(store: store, settings: settings, logger: logger), peers: peers, peerServer: peerServer)
+}
+
+/// The client that reaches the other nodes over the mesh, from the namespace holding this node's
+/// mesh address; nil for a node with no mesh address (a single node has no one to ask).
+public func makePeerClient(
+    settings: AgentConfiguration, store: SQLStore, limits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(), logger: Logger
+) async throws -> PeerClient? {
+    guard settings.meshAddress != nil else { return nil }
+    let credentials = try await PeerCredentials.load(records: store, nodeName: settings.nodeName)
+    return try await PeerClient.make(namespace: settings.hostNamespace, credentials: credentials, port: settings.peerPort, limits: limits, logger: logger)
 }

@@ -50,13 +50,20 @@ public actor ImageResolver {
     private var checked: [UUID: ContinuousClock.Instant] = [:]
     /// How long a check of a URL's server stands.
     let recheckInterval: Duration
+    /// Where blobs this node lacks are copied from: the other nodes holding them. Nil on a node with
+    /// no mesh (a single node has every blob it made).
+    let peers: BlobPeers?
+    /// The copy of each blob from another node under way: one however many instances wait for it.
+    private var copying: [UUID: Task<Blob, any Error>] = [:]
 
     public init(
         records: any BlobRecords, storagePath: String, nodeName: String, rules: DestinationRules, cacheHighWaterBytes: Int64,
         imageDownloadURL: String, recheckInterval: Duration = .seconds(60),
-        fetchLimits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(), imageLimits: ImageLimits = ImageLimits(), logger: Logger
+        fetchLimits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(), imageLimits: ImageLimits = ImageLimits(),
+        peers: BlobPeers? = nil, logger: Logger
     ) {
         self.recheckInterval = recheckInterval
+        self.peers = peers
         self.records = records
         self.access = ImageAccess(store: records)
         // The same directories the use cases write uploads and their blobs to.
@@ -106,9 +113,7 @@ public actor ImageResolver {
         guard blob.state == .created else {
             throw ControlError.conflict("blob \(blob.uuid.lowercasedString) is \(blob.state.rawValue), not created")
         }
-        guard blobs.hasData(blob.uuid) else {
-            throw ControlError.notFound("blob \(blob.uuid.lowercasedString) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
-        }
+        if !blobs.hasData(blob.uuid) { try await copy(blob, progress: progress) }
         let cached = try await cache.ensureBase(blobUUID: blob.uuid, dataPath: blobs.path(of: blob.uuid), for: cdrom ? .cdrom : .disk)
         // Referenced once its base exists: an image the cache refused is no disk of the instance.
         // Nothing evicts in between, since eviction runs under the same agent lock as this job.
@@ -129,12 +134,55 @@ public actor ImageResolver {
         guard blob.state == .created, blob.size <= InstanceLimits.nvramTemplateBytes else {
             throw ControlError.conflict("nvram_template blob \(text) is \(blob.state.rawValue) and \(blob.size) bytes; it must be created and at most \(InstanceLimits.nvramTemplateBytes)")
         }
-        guard blobs.hasData(uuid) else {
-            throw ControlError.notFound("nvram_template blob \(text) has no data on node \(nodeName) (copying blobs between nodes is not built yet)")
-        }
+        if !blobs.hasData(uuid) { try await copy(blob, progress: { _ in }) }
         try await records.addReference(BlobReference(blobUUID: uuid, holderType: "instance", holderUUID: instance, relationship: .nvramTemplate))
         try await records.touchBlob(uuid: uuid)
         return blobs.path(of: uuid)
+    }
+
+    /// Copies `blob`'s data here from another node that holds it (an upload the API's node received,
+    /// an image another hypervisor fetched), once however many callers ask at the same time.
+    private func copy(_ blob: Blob, progress: @escaping @Sendable (String) async -> Void) async throws {
+        guard let peers else {
+            throw ControlError.notFound("blob \(blob.uuid.lowercasedString) has no data on node \(nodeName), and this node has no mesh to copy it over (set SFNODE_MESH_ADDRESS)")
+        }
+        if let running = copying[blob.uuid] {
+            _ = try await running.value
+            return
+        }
+        let store = blobs
+        let task = Task {
+            try await Self.reportingProgress(of: "copying blob \(blob.uuid.lowercasedString) from another node", to: progress) { report in
+                try await peers.copy(blob, into: store, progress: report)
+            }
+        }
+        copying[blob.uuid] = task
+        defer { copying[blob.uuid] = nil }
+        _ = try await task.value
+    }
+
+    /// Runs `transfer`, turning its progress into a line for `progress` every 10 % (as Shaken Fist's
+    /// "fetching required blob" events), and returns what it returns.
+    static func reportingProgress<T: Sendable>(
+        of what: String, to progress: @escaping @Sendable (String) async -> Void,
+        _ transfer: (@escaping @Sendable (FetchProgress) -> Void) async throws -> T
+    ) async throws -> T {
+        let reported = Mutex(-10.0)
+        let events = AsyncStream<String>.makeStream()
+        let reporter = Task { for await line in events.stream { await progress(line) } }
+        defer { events.continuation.finish() }
+        let result = try await transfer { report in
+            guard let percent = report.percent else { return }
+            let due = reported.withLock { last in
+                guard percent >= last + 10 || (percent >= 100 && last < 100) else { return false }
+                last = percent
+                return true
+            }
+            if due { events.continuation.yield("\(what), \(Int(percent)) %") }
+        }
+        events.continuation.finish()
+        await reporter.value
+        return result
     }
 
     /// Fetches (or refreshes) the image artifact `uuid` from its source URL: the job behind
@@ -244,47 +292,33 @@ public actor ImageResolver {
             logger.info("resuming an interrupted download", metadata: ["image.url": "\(URLRedaction.redacted(url))", "fetch.offset": "\(resume.offset)"])
         }
         let ingest = Mutex(first)
-        let reported = Mutex(-10.0)
-        let events = AsyncStream<String>.makeStream()
-        let reporter = Task { for await line in events.stream { await progress(line) } }
-        defer { events.continuation.finish() }
         let result: FetchResult
         do {
-            result = try await fetcher.fetch(
-                url, hashing: false,  // the blob ingest hashes every byte already
-                resuming: resume,
-                progress: { report in
-                    // An event per 10 %, as Shaken Fist's "fetching required blob".
-                    guard let percent = report.percent else { return }
-                    let due = reported.withLock { last in
-                        guard percent >= last + 10 || (percent >= 100 && last < 100) else { return false }
-                        last = percent
-                        return true
-                    }
-                    if due { events.continuation.yield("fetching image \(URLRedaction.redacted(url)), \(Int(percent)) %") }
-                },
-                validated: { validator in
-                    // Before the body's first byte: where a later process could pick this download up.
-                    let blob = ingest.withLock { $0.uuid }
-                    try self.blobs.recordCheckpoint(key: key, url: url, blob: blob, validator: validator)
-                },
-                restart: {
-                    // The body starts again: start the blob's file again too.
-                    let fresh = try self.blobs.beginIngest()
-                    ingest.withLock { current in
-                        current.abandon()
-                        current = fresh
-                    }
-                },
-                into: { bytes in try ingest.withLock { try $0.append(bytes) } })
+            result = try await Self.reportingProgress(of: "fetching image \(URLRedaction.redacted(url))", to: progress) { report in
+                try await fetcher.fetch(
+                    url, hashing: false,  // the blob ingest hashes every byte already
+                    resuming: resume, progress: report,
+                    validated: { validator in
+                        // Before the body's first byte: where a later process could pick this download up.
+                        let blob = ingest.withLock { $0.uuid }
+                        try self.blobs.recordCheckpoint(key: key, url: url, blob: blob, validator: validator)
+                    },
+                    restart: {
+                        // The body starts again: start the blob's file again too.
+                        let fresh = try self.blobs.beginIngest()
+                        ingest.withLock { current in
+                            current.abandon()
+                            current = fresh
+                        }
+                    },
+                    into: { bytes in try ingest.withLock { try $0.append(bytes) } })
+            }
         } catch {
             ingest.withLock { $0.abandon() }
             blobs.clearCheckpoint(key: key)
             throw Self.redacting(error, url)
         }
         blobs.clearCheckpoint(key: key)
-        events.continuation.finish()
-        await reporter.value
         let writer = ingest.withLock { $0 }
         // Inspect before the data becomes a blob anyone can use: a refused image never does.
         let info: ImageInfo

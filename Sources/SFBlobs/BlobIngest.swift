@@ -26,6 +26,8 @@ public final class BlobIngest: @unchecked Sendable {
     let expectedSHA512: String?
     /// Whether content the store already has becomes that blob rather than this one.
     let deduplicate: Bool
+    /// Whether the data is this node's copy of an existing blob (``BlobStore/beginIngest(uuid:expectedSHA512:deduplicate:replica:)``).
+    let replica: Bool
     private let lock = Mutex(())
     private var state: State
 
@@ -40,10 +42,11 @@ public final class BlobIngest: @unchecked Sendable {
     /// An ingest writing to `fd`; `hasher` and `written` are what it holds already (a resumed
     /// download's bytes), nothing by default.
     init(
-        store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, fd: Int32,
-        hasher: SHA512 = SHA512(), written: Int64 = 0
+        store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, replica: Bool = false,
+        fd: Int32, hasher: SHA512 = SHA512(), written: Int64 = 0
     ) {
         self.deduplicate = deduplicate
+        self.replica = replica
         self.store = store
         self.uuid = uuid
         self.partialPath = partialPath
@@ -107,7 +110,7 @@ public final class BlobIngest: @unchecked Sendable {
         let (sha512, size) = try await runBlocking { try self.seal() }
         return try await store.commit(
             uuid: uuid, partial: partialPath, expectedSHA512: expectedSHA512, sha512: sha512, size: size, info: info,
-            deduplicate: deduplicate)
+            deduplicate: deduplicate, replica: replica)
     }
 
     /// Closes and syncs the file and returns its sha512 and size; blocks for the fsync.

@@ -86,14 +86,16 @@ public final class BlobStore: Sendable {
     /// Starts writing a new blob's data. `expectedSHA512`, when given, is checked by
     /// ``BlobIngest/finish(info:)``. `deduplicate` false keeps the data as blob `uuid` even when a
     /// blob with the same content exists: a snapshot's UUID is handed out before its data exists,
-    /// and its client waits for exactly that blob.
-    public func beginIngest(uuid: UUID = UUID(), expectedSHA512: String? = nil, deduplicate: Bool = true) throws -> BlobIngest {
+    /// and its client waits for exactly that blob. `replica` makes the data this node's copy of blob
+    /// `uuid`, which exists already (created, with `expectedSHA512`) and is held by other nodes.
+    public func beginIngest(uuid: UUID = UUID(), expectedSHA512: String? = nil, deduplicate: Bool = true, replica: Bool = false) throws -> BlobIngest {
         try ensureDirectory()
         let partial = partialPath(of: uuid)
         let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 { throw BlobError.system("open", partial, code: errno) }
         return BlobIngest(
-            store: self, uuid: uuid, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), deduplicate: deduplicate, fd: fd)
+            store: self, uuid: uuid, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), deduplicate: deduplicate,
+            replica: replica, fd: fd)
     }
 
     /// Turns a synced, hashed `.partial` into a blob: reuses a created blob with the same content
@@ -101,7 +103,7 @@ public final class BlobStore: Sendable {
     /// file into place and marks it created here. The partial is gone however this ends.
     func commit(
         uuid: UUID, partial: String, expectedSHA512: String?, sha512: String, size: Int64, info: [String: JSONValue],
-        deduplicate: Bool = true
+        deduplicate: Bool = true, replica: Bool = false
     ) async throws -> Blob {
         let metadata: Logger.Metadata = ["blob.uuid": "\(Self.fileName(for: uuid))", "blob.sha512": "\(sha512)"]
         defer { unlink(partial) }
@@ -110,6 +112,12 @@ public final class BlobStore: Sendable {
                 "blob data failed checksum validation",
                 metadata: metadata.merging(["blob.expected_sha512": "\(expectedSHA512)"]) { $1 })
             throw BlobError.checksumMismatch(expected: expectedSHA512, actual: sha512)
+        }
+        if replica {
+            // Verified against the record's checksum above: this node's copy of a blob others hold.
+            guard expectedSHA512 != nil else { throw BlobError.io("a copy of blob \(Self.fileName(for: uuid)) needs its checksum to be verified") }
+            try await moveIntoPlace(partial, uuid)
+            return try await records.addBlobLocation(uuid: uuid, node: nodeName)
         }
         if deduplicate, let existing = try await records.blob(sha512: sha512) {
             // The same content is already a blob: keep one copy. Another node may hold it and not

@@ -27,12 +27,16 @@ extension BlobStore {
     /// with the point to resume from, when its checkpoint names this URL and a validator and its
     /// partial file is still there (``sweep()`` removes both once abandoned); else a new ingest. The
     /// bytes already held are hashed again here (the hash state died with the process), off the
-    /// cooperative pool.
-    public func beginResumableIngest(key: String, url: String) async throws -> (BlobIngest, FetchResume?) {
+    /// cooperative pool. `uuid`, `expectedSHA512` and `replica` are as for
+    /// ``beginIngest(uuid:expectedSHA512:deduplicate:replica:)``; with `uuid`, only a checkpoint of
+    /// that blob is resumed.
+    public func beginResumableIngest(
+        key: String, url: String, uuid: UUID? = nil, expectedSHA512: String? = nil, replica: Bool = false
+    ) async throws -> (BlobIngest, FetchResume?) {
         try ensureDirectory()
         let path = checkpointPath(key: key)
         if let data = FileManager.default.contents(atPath: path), let checkpoint = try? JSONDecoder().decode(FetchCheckpoint.self, from: data),
-            checkpoint.url == url, let validator = checkpoint.validator
+            checkpoint.url == url, let validator = checkpoint.validator, uuid == nil || checkpoint.blob == uuid
         {
             let partial = partialPath(of: checkpoint.blob)
             let resumed = try await runBlocking { () throws -> (Int32, SHA512, Int64)? in
@@ -56,12 +60,13 @@ extension BlobStore {
             }
             if let (fd, hasher, held) = resumed, held > 0 {
                 let ingest = BlobIngest(
-                    store: self, uuid: checkpoint.blob, partialPath: partial, expectedSHA512: nil, fd: fd, hasher: hasher, written: held)
+                    store: self, uuid: checkpoint.blob, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), replica: replica, fd: fd,
+                    hasher: hasher, written: held)
                 return (ingest, FetchResume(offset: held, validator: validator))
             }
             if let (fd, _, _) = resumed { close(fd) }
         }
-        return (try beginIngest(), nil)
+        return (try beginIngest(uuid: uuid ?? UUID(), expectedSHA512: expectedSHA512, replica: replica), nil)
     }
 
     /// Records that the download named `key` writes `url` into `blob`'s partial file, under

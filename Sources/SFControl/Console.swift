@@ -1,4 +1,5 @@
 import Foundation
+import SFBlobs
 import SFStore
 import SFSystem
 
@@ -15,12 +16,13 @@ extension Control {
     /// other negative length nothing. A log that does not exist (yet) reads as empty, as does an
     /// instance not placed on any node.
     ///
-    /// The log is a file on the instance's node, written by virtlogd, so it can only be read on that
-    /// node: an instance placed elsewhere is refused with ``ControlError/Code/conflict``.
-    /// Only the tail is read (the log can grow to megabytes), never the whole file.
+    /// The log is a file on the instance's node, written by virtlogd. An instance placed on another
+    /// node has its log asked of that node over the mesh (the last
+    /// ``PeerServer/maximumConsoleLength`` bytes at most); without a mesh it is refused with
+    /// ``ControlError/Code/conflict``. Only the tail is read (the log can grow to megabytes), never
+    /// the whole file.
     public func consoleData(_ reference: String, namespace: String? = nil, length: Int? = nil) async throws -> Data {
         let instance = try await self.instance(reference, namespace: namespace)
-        guard let path = try consoleLogPath(of: instance) else { return Data() }
         let wanted: Int?
         switch length {
         case nil, 0?: wanted = Self.defaultConsoleLength
@@ -28,6 +30,17 @@ extension Control {
         case let given? where given < 0: return Data()
         case let given?: wanted = given
         }
+        if let node = instance.node, node != settings.nodeName, let peers {
+            return try await controlled {
+                guard let address = try await store.node(named: node)?.meshAddress else {
+                    throw ControlError.conflict("instance \(instance.uuid.lowercasedString) is on node \(node), which has no mesh address to ask for its console")
+                }
+                return try await peers.consoleTail(
+                    of: instance.uuid, length: min(wanted ?? PeerServer.maximumConsoleLength, PeerServer.maximumConsoleLength),
+                    on: Peer(name: node, address: address))
+            }
+        }
+        guard let path = try consoleLogPath(of: instance) else { return Data() }
         return try await controlled { try await runBlocking { try Self.readTail(of: path, length: wanted) } }
     }
 

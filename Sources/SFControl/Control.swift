@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFBlobs
 import SFStore
 import SFSystem
 
@@ -18,10 +19,14 @@ public struct Control: Sendable {
     let waiters = JobWaiters()
     /// Which nodes are missing, cached for the views.
     let nodeStates = MissingNodeCache()
+    /// The other nodes, for what only an instance's own node has (its console log); nil when this
+    /// process has no mesh, and then only this node's instances' consoles can be read.
+    let peers: PeerClient?
 
-    public init(store: any NodeStore, settings: ControlSettings = ControlSettings(), logger: Logger) {
+    public init(store: any NodeStore, settings: ControlSettings = ControlSettings(), peers: PeerClient? = nil, logger: Logger) {
         self.store = store
         self.settings = settings
+        self.peers = peers
         self.logger = logger
     }
 

@@ -54,6 +54,7 @@ import SFSystem
 /// | `pingsAtOnce` | `SFNODE_PINGS_AT_ONCE` | `8`: network pings running at once (each holds a thread for ~10 s) |
 /// | `networkDNSEntries` | `SFNODE_NETWORK_DNS_ENTRIES` | `256`: extra DNS records (`POST /networks/<ref>/dns`) per network |
 /// | `namespaceThreads` | `SFNODE_NAMESPACE_THREADS` | `64`: network namespaces' threads kept between uses (least recently used go first) |
+/// | `peerPort` | `SFNODE_PEER_PORT` | `13001`: where each node serves blobs and console logs to the others, on its mesh address |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
 public struct AgentConfiguration: Codable, Sendable, Equatable {
@@ -217,6 +218,9 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     /// Seconds without a check-in after which a node is missing: placed nothing, its instances'
     /// power state shown as unknown (`SFNODE_NODE_MISSING_SECONDS`).
     public var nodeMissingSeconds = 120
+    /// The port every node of the cluster serves blob data and console logs to the others on, at
+    /// its mesh address (`SFNODE_PEER_PORT`); the same on every node.
+    public var peerPort = 13001
 
     // Network DNS and ping (issue 14).
     /// The zone instance names resolve in on networks with DNS: `<instance>.<namespace>.<zone>`.
@@ -711,6 +715,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         .init(key: "quotaWaitingRequests", environmentName: "SFNODE_QUOTA_WAITING_REQUESTS", path: \.quotaWaitingRequests, range: 1...10_000, unit: "requests"),
         .init(key: "nodeMissingSeconds", environmentName: "SFNODE_NODE_MISSING_SECONDS", path: \.nodeMissingSeconds, range: 60...86_400, unit: "seconds"),
         .init(key: "namespaceThreads", environmentName: "SFNODE_NAMESPACE_THREADS", path: \.namespaceThreads, range: 1...100_000, unit: "threads"),
+        .init(key: "peerPort", environmentName: "SFNODE_PEER_PORT", path: \.peerPort, range: 1...65_535, unit: "port"),
     ]
 
     /// A whole number within `range`, read strictly (no sign, no spaces): limits must mean what

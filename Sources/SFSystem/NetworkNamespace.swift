@@ -136,8 +136,8 @@ public enum NetworkNamespace {
     }
 
     /// Enters the namespace `name` on the calling thread. Only for threads that sfnode owns and
-    /// dedicates to that namespace (see ``NamespaceExecutor``).
-    static func enter(named name: String) throws {
+    /// dedicates to that namespace (see ``NamespaceExecutor``), such as an event loop's.
+    public static func enter(named name: String) throws {
         let target = path(of: name)
         let fd = open(target, O_RDONLY | O_CLOEXEC)
         if fd < 0 {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SFAPI
 import SFAgent
+import SFBlobs
 import SFControl
 import SFDaemonSupport
 import SFStore
@@ -21,7 +22,7 @@ struct ServeCommand: AsyncParsableCommand {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
         let agent = try await buildAgent(settings: settings, logger: logger)
-        let api = try await buildAPI(settings: settings, store: agent.store, logger: logger)
+        let api = try await buildAPI(settings: settings, store: agent.store, peers: agent.peers, logger: logger)
         logger.info("serving", metadata: ["store.location": "\(agent.store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {
             await agent.libvirt.close()
@@ -41,7 +42,8 @@ struct APICommand: AsyncParsableCommand {
         let settings = try AgentConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
         let store = try openStore(settings: settings, logger: logger)
-        let api = try await buildAPI(settings: settings, store: store, logger: logger)
+        let peers = try await makePeerClient(settings: settings, store: store, logger: logger)
+        let api = try await buildAPI(settings: settings, store: store, peers: peers, logger: logger)
         logger.info("serving the API", metadata: ["store.location": "\(store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
     }
@@ -55,7 +57,7 @@ func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, 
 }
 
 /// The API service over `store`, after making sure the local client can reach it.
-func buildAPI(settings: AgentConfiguration, store: SQLStore, logger: Logger) async throws -> any Service {
+func buildAPI(settings: AgentConfiguration, store: SQLStore, peers: PeerClient?, logger: Logger) async throws -> any Service {
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {
@@ -68,7 +70,7 @@ func buildAPI(settings: AgentConfiguration, store: SQLStore, logger: Logger) asy
             "could not write the client configuration; set SFNODE_CLIENT_CONFIG to a writable path",
             metadata: ["path": "\(settings.clientConfig)", "error": "\(error)"])
     }
-    let control = Control(store: store, settings: settings.controlSettings, logger: logger)
+    let control = Control(store: store, settings: settings.controlSettings, peers: peers, logger: logger)
     return try await buildApplication(
         configuration: configuration, control: control, auth: store,
         storage: BlobStorage(path: settings.storagePath, nodeName: settings.nodeName), logger: logger)

@@ -154,13 +154,14 @@ final class ClusterFlow: Sendable {
 
     // MARK: - Through the client
 
-    /// `sf-client --async continue instance create NAME 1 256 -d 1@<guest image> -f net -p NODE`:
-    /// one floating interface on the network `net`, forced onto `node`. Returns its uuid at once,
-    /// without waiting for the instance (its node may be about to die).
-    func createInstance(_ name: String, on node: ClusterNode) throws -> String {
-        let url = flow.server.url("/images/guest.qcow2")
+    /// `sf-client --async continue instance create NAME 1 256 -d 1@BASE -f net -p NODE`: one
+    /// floating interface on the network `net`, forced onto `node`, booting `base` (the guest image
+    /// on the loopback server by default). Returns its uuid at once, without waiting for the
+    /// instance (its node may be about to die).
+    func createInstance(_ name: String, on node: ClusterNode, base: String? = nil) throws -> String {
+        let base = base ?? flow.server.url("/images/guest.qcow2")
         let created = try client.sfClient(
-            ["--async", "continue", "instance", "create", name, "1", "256", "-d", "1@\(url)", "-f", "net", "-p", node.name])
+            ["--async", "continue", "instance", "create", name, "1", "256", "-d", "1@\(base)", "-f", "net", "-p", node.name])
         guard let uuid = (created as? [String: Any])?["uuid"] as? String else {
             throw AgentProcessError("instance create printed no uuid: \(created)")
         }

@@ -24,8 +24,10 @@ struct ClusterTests {
         let cluster = try await ClusterFlow.start(firstRunOfC: ["SFNODE_CRASH_AT": "instance.create.after-define"])
         try await cluster.finishing {
             _ = try cluster.client.sfClient(["network", "create", "net", "10.99.0.0/24"])
+            // y boots an image uploaded to the API's node, which C must copy from there over the mesh.
+            let upload = try #require(try cluster.client.python(["upload-artifact", "guest", TestGuest.baseImage]) as? [String: Any])
             let uuidX = try cluster.createInstance("x", on: cluster.hypervisorB)
-            let uuidY = try cluster.createInstance("y", on: cluster.hypervisorC)
+            let uuidY = try cluster.createInstance("y", on: cluster.hypervisorC, base: "sf://upload/system/guest")
 
             // Kill -9 in the middle of an instance.create: after its restart the job completes, once.
             let status = await cluster.hypervisorC.process?.waitForExit(timeout: .seconds(240))
@@ -34,6 +36,7 @@ struct ClusterTests {
             let x = try await cluster.waitForGuest(uuidX, name: "x", on: cluster.hypervisorB)
             let y = try await cluster.waitForGuest(uuidY, name: "y", on: cluster.hypervisorC)
             try await expectCreatedOnce(y, cluster)
+            try await expectCopiedFromAPINode(upload, to: cluster.hypervisorC, cluster)
 
             try await cluster.flow.connectOutside()
             try await expectServing(x, y, cluster)
@@ -56,6 +59,19 @@ struct ClusterTests {
         let events = (try cluster.client.python(["instance-events", guest.uuid, "--limit", "500"]) as? [[String: Any]]) ?? []
         let completions = events.filter { ($0["message"] as? String)?.contains("instance creation complete") == true }
         #expect(completions.count == 1, "\(events)")
+    }
+
+    /// The uploaded image's blob is now on the API's node and on `node`, which copied it from there
+    /// (not from any URL); and the API reads the guest's console log from `node` the same way.
+    func expectCopiedFromAPINode(_ upload: [String: Any], to node: ClusterNode, _ cluster: ClusterFlow) async throws {
+        let blobUUID = try #require((upload["blob_uuid"] as? String).flatMap(UUID.init(uuidString:)), "\(upload)")
+        let blob = try await cluster.store.blob(uuid: blobUUID)
+        #expect(blob.locations == [cluster.api.name, node.name].sorted(), "\(blob)")
+        let logs = (1...max(node.runs, 1)).map { $0 == 1 ? node.log : node.log + ".\($0)" }
+        let copied = logs.contains { (try? String(contentsOfFile: $0, encoding: .utf8))?.contains("copied a blob from another node") == true }
+        #expect(copied, "\(node.name) logged no copy of the blob: \(node.logTail())")
+        let console = try #require(try cluster.client.python(["console", "y", "--length", "4096"]) as? [String: Any])
+        #expect((console["bytes"] as? Int ?? 0) > 0, "the API read no console of y from \(node.name): \(console)")
     }
 
     /// Both guests answer on their floating addresses from outside (through the network node and

@@ -13,12 +13,26 @@ public enum NamespaceSockets {
     public static func httpGet(
         from namespace: String, host: IPv4Address, port: UInt16 = 80, path: String = "/", timeoutSeconds: Int = 5
     ) async throws -> String {
+        let text = try await exchange(
+            from: namespace, host: host, port: port, request: "GET \(path) HTTP/1.0\r\nHost: \(host)\r\nConnection: close\r\n\r\n",
+            timeoutSeconds: timeoutSeconds)
+        guard let split = text.range(of: "\r\n\r\n") else {
+            throw TestSocketError.malformedResponse(text)
+        }
+        return String(text[split.upperBound...])
+    }
+
+    /// Sends `request` as it is (any bytes a hostile client might) to `host:port` from inside
+    /// `namespace` and returns the whole response, status line and headers included.
+    public static func exchange(
+        from namespace: String, host: IPv4Address, port: UInt16, request: String, timeoutSeconds: Int = 5
+    ) async throws -> String {
         let thread = try await NamespaceExecutor.start(namespace: namespace)
         return try await thread.executor.run {
             let fd = try connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
             defer { close(fd) }
-            let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
-            guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+            let bytes = Array(request.utf8)
+            guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == bytes.count else {
                 throw SystemError.fromErrno("send to \(host):\(port)")
             }
             var response: [UInt8] = []
@@ -29,11 +43,7 @@ public enum NamespaceSockets {
                 if count == 0 { break }
                 response.append(contentsOf: buffer[0..<count])
             }
-            let text = String(decoding: response, as: UTF8.self)
-            guard let split = text.range(of: "\r\n\r\n") else {
-                throw TestSocketError.malformedResponse(text)
-            }
-            return String(text[split.upperBound...])
+            return String(decoding: response, as: UTF8.self)
         }
     }
 
