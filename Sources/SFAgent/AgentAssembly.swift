@@ -69,7 +69,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
     let fetchLimits = HTTPFetcher.Configuration(
         deadline: .seconds(settings.fetchDeadlineSeconds), minimumBytesPerSecond: Int64(settings.fetchMinRateKiB) << 10,
         rateWindow: .seconds(settings.fetchRateWindowSeconds), maxBytes: Int64(settings.imageMaxGiB) << 30)
-    let peers = try await makePeerClient(settings: settings, store: store, limits: fetchLimits, logger: logger)
+    let peers = try await makePeerClient(settings: settings, store: store, logger: logger)
     let images = ImageResolver(
         records: store, storagePath: settings.storagePath, nodeName: settings.nodeName,
         rules: DestinationRules(allow: settings.fetchAllow, deny: settings.fetchDeny),
@@ -121,9 +121,10 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
 /// The client that reaches the other nodes over the mesh, from the namespace holding this node's
 /// mesh address; nil for a node with no mesh address (a single node has no one to ask).
 public func makePeerClient(
-    settings: AgentConfiguration, store: SQLStore, limits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(), logger: Logger
+    settings: AgentConfiguration, store: SQLStore, logger: Logger
 ) async throws -> PeerClient? {
     guard settings.meshAddress != nil else { return nil }
     let credentials = try await PeerCredentials.load(records: store, nodeName: settings.nodeName)
-    return try await PeerClient.make(namespace: settings.hostNamespace, credentials: credentials, port: settings.peerPort, limits: limits, logger: logger)
+    return try await PeerClient.make(namespace: settings.hostNamespace, credentials: credentials, port: settings.peerPort,
+        limits: PeerClient.Limits(deadline: .seconds(settings.fetchDeadlineSeconds)), logger: logger)
 }

@@ -45,7 +45,7 @@ public enum NetworkNamespace {
         identity(atPath: "/proc/\(pid)/ns/net")
     }
 
-    static func identity(atPath path: String) -> UInt64? {
+    public static func identity(atPath path: String) -> UInt64? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return UInt64(info.st_ino)

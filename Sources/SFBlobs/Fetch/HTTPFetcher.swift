@@ -145,12 +145,6 @@ public struct HTTPFetcher: Sendable {
         public var rateWindow: Duration
         /// The largest body fetched, in bytes (SFNODE_IMAGE_MAX_GIB).
         public var maxBytes: Int64
-        /// The event loops whose threads make the connections; nil for AsyncHTTPClient's shared
-        /// ones. A socket belongs to the network namespace of the thread that makes it, so a peer
-        /// transfer passes loops that live in the mesh's namespace.
-        public var eventLoopGroup: (any EventLoopGroup)?
-        /// Headers to add to a request for a URL, such as a peer's signature (``PeerCredentials``).
-        public var requestHeaders: (@Sendable (_ method: String, _ url: String) -> [(String, String)])?
 
         /// Defaults: rules ``DestinationRules/default``, 4 retries from 0.5 s, 5 redirects, 10 s to
         /// connect, 60 s idle, an hour in all, at least 16 KiB/s over 60 s, at most 64 GiB.
@@ -170,8 +164,6 @@ public struct HTTPFetcher: Sendable {
             self.minimumBytesPerSecond = minimumBytesPerSecond
             self.rateWindow = rateWindow
             self.maxBytes = maxBytes
-            self.eventLoopGroup = nil
-            self.requestHeaders = nil
         }
     }
 
@@ -482,7 +474,6 @@ public struct HTTPFetcher: Sendable {
                 var request = HTTPClientRequest(url: current)
                 request.method = method
                 request.headers.add(name: "User-Agent", value: "sfnode")
-                if let extra = configuration.requestHeaders?(method.rawValue, current) { request.headers.add(contentsOf: extra) }
                 if let resume {
                     request.headers.add(name: "Range", value: "bytes=\(resume.offset)-")
                     request.headers.add(name: "If-Range", value: resume.validator)
@@ -524,7 +515,7 @@ public struct HTTPFetcher: Sendable {
         settings.timeout = .init(connect: timeAmount(configuration.connectTimeout), read: timeAmount(configuration.readTimeout))
         // An address literal is connected to as written (and was checked as written).
         if target.literal == nil { settings.dnsOverride = [target.host: address.description] }
-        return HTTPClient(eventLoopGroup: configuration.eventLoopGroup ?? HTTPClient.defaultEventLoopGroup, configuration: settings)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
     }
 
     /// Resolves `target`'s host and checks every address it has against the rules (any refused

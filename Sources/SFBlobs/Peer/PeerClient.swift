@@ -1,7 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 import SFStore
 import SFSystem
 import Synchronization
@@ -21,69 +19,71 @@ public struct Peer: Sendable, Hashable, CustomStringConvertible {
 
 /// Asks other nodes' ``PeerServer``s for blob data and console logs, over the mesh.
 ///
-/// Transfers go through ``HTTPFetcher``, so they have its limits (deadline, least rate, byte cap),
-/// its retries, and its resumption: a transfer that drops asks for the rest with `Range`, and one
-/// whose process died resumes from its partial file (``BlobStore/beginResumableIngest(key:url:uuid:expectedSHA512:replica:)``).
-/// Only the peer's own address is reachable through it, whatever the node's fetch rules say.
+/// Every connection is made by a thread inside the namespace holding the mesh (``PeerConnection``),
+/// so a peer's address is only ever reached over the mesh. A transfer that drops is asked for again
+/// from where it stopped (`Range`, with `If-Range` naming the blob, whose data never changes), from
+/// the same node or another holder, with backoff; one whose process died resumes from its partial
+/// file (``BlobStore/beginResumableIngest(key:url:uuid:expectedSHA512:replica:)``). The data is
+/// verified against the blob's sha512 before it becomes this node's copy.
 public final class PeerClient: Sendable {
+    /// Timings and bounds of the transfers.
+    public struct Limits: Sendable {
+        /// How long a connection, and each read or write on it, may wait.
+        public var timeout: Duration
+        /// How many rounds over the holders are made before a transfer fails.
+        public var attempts: Int
+        /// The wait before the second round; each further round waits twice as long.
+        public var firstRetryDelay: Duration
+        /// Time allowed for one whole transfer, every round included (SFNODE_FETCH_DEADLINE_SECONDS).
+        public var deadline: Duration
+
+        public init(timeout: Duration = .seconds(30), attempts: Int = 5, firstRetryDelay: Duration = .milliseconds(500), deadline: Duration = .seconds(3600)) {
+            self.timeout = timeout
+            self.attempts = attempts
+            self.firstRetryDelay = firstRetryDelay
+            self.deadline = deadline
+        }
+    }
+
     /// What its requests are signed with.
     public let credentials: PeerCredentials
     /// The port every node's peer server listens on.
     public let port: Int
-    let limits: HTTPFetcher.Configuration
-    /// One event loop in the mesh's namespace, when that is not the process's own.
-    private let group: MultiThreadedEventLoopGroup?
+    let limits: Limits
+    /// The thread, inside the mesh's namespace, that opens every connection.
+    private let thread: NamespaceExecutor
     let logger: Logger
 
-    private init(credentials: PeerCredentials, port: Int, limits: HTTPFetcher.Configuration, group: MultiThreadedEventLoopGroup?, logger: Logger) {
+    private init(credentials: PeerCredentials, port: Int, limits: Limits, thread: NamespaceExecutor, logger: Logger) {
         self.credentials = credentials
         self.port = port
         self.limits = limits
-        self.group = group
+        self.thread = thread
         self.logger = logger
     }
 
     /// A client whose connections are made in network namespace `namespace` (nil: the process's own).
     public static func make(
-        namespace: String?, credentials: PeerCredentials, port: Int, limits: HTTPFetcher.Configuration = HTTPFetcher.Configuration(),
-        logger: Logger
+        namespace: String?, credentials: PeerCredentials, port: Int, limits: Limits = Limits(), logger: Logger
     ) async throws -> PeerClient {
-        guard let namespace else { return PeerClient(credentials: credentials, port: port, limits: limits, group: nil, logger: logger) }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            // The loop's thread enters the namespace for good: the sockets it makes are made there.
-            try await group.next().submit { try NetworkNamespace.enter(named: namespace) }.get()
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
+        PeerClient(
+            credentials: credentials, port: port, limits: limits, thread: try await NamespaceExecutor.start(namespace: namespace), logger: logger)
+    }
+
+    /// One signed `GET target` to `peer`; `body` reads the answer (blocking, off the cooperative pool).
+    private func exchange<T: Sendable>(
+        _ target: String, on peer: Peer, extra: [(String, String)] = [], _ body: @escaping @Sendable (PeerConnection, PeerResponseHead) throws -> T
+    ) async throws -> T {
+        let connection = try await PeerConnection.open(to: peer, port: port, from: thread, timeout: limits.timeout)
+        let headers = credentials.headers(method: "GET", path: target) + extra
+        return try await runBlocking {
+            let head = try connection.get(target, headers: headers)
+            return try body(connection, head)
         }
-        return PeerClient(credentials: credentials, port: port, limits: limits, group: group, logger: logger)
     }
 
-    /// Ends the client's event loop; transfers under way fail.
-    public func shutdown() async {
-        try? await group?.shutdownGracefully()
-    }
-
-    /// The URL of `path` on `peer`.
-    func url(_ path: String, on peer: Peer) -> String { "http://\(peer.address):\(port)\(path)" }
-
-    /// A fetcher that reaches `peer` only, signing each request.
-    func fetcher(for peer: Peer) -> HTTPFetcher {
-        var configuration = limits
-        configuration.rules = DestinationRules(allow: [IPRange(.v4(peer.address), length: 32)], deny: [])
-        configuration.maxRedirects = 0
-        configuration.eventLoopGroup = group
-        let credentials = credentials
-        let prefix = "http://\(peer.address):\(port)"
-        configuration.requestHeaders = { method, url in
-            credentials.headers(method: method, path: url.hasPrefix(prefix) ? String(url.dropFirst(prefix.count)) : url)
-        }
-        return HTTPFetcher(configuration: configuration, logger: logger)
-    }
-
-    /// Copies `blob`'s data to `store` from the first of `peers` that has it, verified against the
-    /// blob's sha512, and records this node as holding it. Returns the blob.
+    /// Copies `blob`'s data to `store` from the first of `peers` that sends it whole, verified
+    /// against the blob's sha512, and records this node as holding it. Returns the blob.
     public func pull(
         _ blob: Blob, from peers: [Peer], into store: BlobStore, progress: @escaping @Sendable (FetchProgress) -> Void = { _ in }
     ) async throws -> Blob {
@@ -91,74 +91,125 @@ public final class PeerClient: Sendable {
             throw BlobError.io("blob \(blob.uuid.lowercasedString) is \(blob.state.rawValue) with no checksum yet; only created blobs are copied")
         }
         guard !peers.isEmpty else {
-            throw BlobError.missing(blob: blob.uuid, path: "no node holding it is reachable (locations: \(blob.locations.joined(separator: ", ")))")
+            throw PeerError.transport(node: "none", message: "no node holding blob \(blob.uuid.lowercasedString) is reachable (locations: \(blob.locations.joined(separator: ", ")))")
         }
-        let path = "/v1/blobs/\(blob.uuid.lowercasedString)"
-        // The checkpoint names the blob, not a peer: a transfer that died resumes from any of them.
+        let target = "/v1/blobs/\(blob.uuid.lowercasedString)"
+        // Every node serves a blob under this one validator: a transfer resumes from any of them.
+        let etag = "\"sfblob-\(blob.uuid.lowercasedString)-\(blob.size)\""
         let key = "peer-\(blob.uuid.lowercasedString)"
-        let checkpointURL = "sfnode-peer:\(path)"
+        let checkpointURL = "sfnode-peer:\(target)"
         let (first, resume) = try await store.beginResumableIngest(
             key: key, url: checkpointURL, uuid: blob.uuid, expectedSHA512: sha512, replica: true)
-        let ingest = Mutex(first)
-        let validator = Mutex(resume?.validator)
+        if let resume { logger.info("resuming a blob transfer", metadata: ["blob.uuid": "\(blob.uuid.lowercasedString)", "fetch.offset": "\(resume.offset)"]) }
+        try store.recordCheckpoint(key: key, url: checkpointURL, blob: blob.uuid, validator: etag)
+        let ingest = IngestSlot(first)
+        let deadline = ContinuousClock.now + limits.deadline
         var failures: [String] = []
-        for peer in peers {
-            let held = ingest.withLock { $0.bytesWritten }
-            let resuming = validator.withLock { current in current.map { FetchResume(offset: held, validator: $0) } }
-            if let resuming, resuming.offset > 0 {
-                logger.info("resuming a blob transfer", metadata: ["blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "fetch.offset": "\(resuming.offset)"])
+        var delay = limits.firstRetryDelay
+        // A node that refuses (403) or lacks the blob (404) is not asked again.
+        var candidates = peers
+        do {
+            for round in 1...max(1, limits.attempts) {
+                for peer in candidates {
+                    do {
+                        try await transfer(blob, target: target, etag: etag, from: peer, into: ingest, store: store, deadline: deadline, progress: progress)
+                        store.clearCheckpoint(key: key)
+                        let copied = try await ingest.current.finish()
+                        logger.info("copied a blob from another node", metadata: ["blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "blob.size": "\(blob.size)"])
+                        return copied
+                    } catch let error as PeerError {
+                        logger.warning("a blob transfer from another node failed; trying again", metadata: [
+                            "blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "fetch.attempt": "\(round)", "error": "\(error)",
+                        ])
+                        failures.append("\(error)")
+                        if !error.isTransient { candidates.removeAll { $0 == peer } }
+                    }
+                }
+                guard !candidates.isEmpty, round < limits.attempts, ContinuousClock.now + delay < deadline else { break }
+                try await Task.sleep(for: delay)
+                delay *= 2
             }
-            do {
-                _ = try await fetcher(for: peer).fetch(
-                    url(path, on: peer), hashing: false, resuming: resuming.flatMap { $0.offset > 0 ? $0 : nil }, progress: progress,
-                    validated: { given in
-                        validator.withLock { $0 = given }
-                        try store.recordCheckpoint(key: key, url: checkpointURL, blob: blob.uuid, validator: given)
-                    },
-                    restart: {
-                        // The same partial file starts again: let go of it before it is made anew.
-                        try ingest.withLock { current in
-                            current.abandon()
-                            current = try store.beginIngest(uuid: blob.uuid, expectedSHA512: sha512, replica: true)
-                        }
-                    },
-                    into: { bytes in try ingest.withLock { try $0.append(bytes) } })
-                store.clearCheckpoint(key: key)
-                let copied = try await ingest.withLock { $0 }.finish()
-                logger.info("copied a blob from another node", metadata: ["blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "blob.size": "\(blob.size)"])
-                return copied
-            } catch let error as BlobError {
-                // A checksum that does not match, a full disk: no other peer mends these.
-                ingest.withLock { $0.abandon() }
-                store.clearCheckpoint(key: key)
-                throw error
-            } catch {
-                logger.warning("could not copy a blob from a node; trying the next", metadata: ["blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "error": "\(error)"])
-                failures.append("\(peer): \(error)")
+        } catch {
+            // A checksum that does not match, a full disk, cancellation: no other node mends these.
+            ingest.current.abandon()
+            store.clearCheckpoint(key: key)
+            throw error
+        }
+        ingest.current.abandon()
+        store.clearCheckpoint(key: key)
+        throw PeerError.transport(
+            node: peers.map(\.name).joined(separator: ", "),
+            message: "no node holding blob \(blob.uuid.lowercasedString) could send it: \(failures.suffix(4).joined(separator: "; "))")
+    }
+
+    /// One request for what `ingest` lacks of `blob`, its answer appended to `ingest`.
+    private func transfer(
+        _ blob: Blob, target: String, etag: String, from peer: Peer, into ingest: IngestSlot, store: BlobStore,
+        deadline: ContinuousClock.Instant, progress: @escaping @Sendable (FetchProgress) -> Void
+    ) async throws {
+        let held = ingest.current.bytesWritten
+        let range: [(String, String)] = held > 0 ? [("Range", "bytes=\(held)-"), ("If-Range", etag)] : []
+        try await exchange(target, on: peer, extra: range) { connection, head in
+            var start: Int64 = 0
+            switch head.status {
+            case 206:
+                let expected = "bytes \(held)-\(blob.size - 1)/\(blob.size)"
+                guard head.headers["content-range"] == expected else {
+                    throw PeerError.transport(node: peer.name, message: "asked from byte \(held), answered \(head.headers["content-range"] ?? "no Content-Range")")
+                }
+                start = held
+            case 200:
+                if held > 0 {
+                    // The whole blob again: the bytes held go.
+                    try ingest.startOver { old in
+                        old.abandon()
+                        return try store.beginIngest(uuid: blob.uuid, expectedSHA512: old.expectedSHA512, replica: true)
+                    }
+                }
+            default:
+                throw PeerError.status(node: peer.name, status: head.status, message: connection.reason(head))
+            }
+            // A node sends what the blob's record says, no more: the size bounds what is written.
+            guard let length = head.contentLength, start + length == blob.size else {
+                throw PeerError.transport(node: peer.name, message: "sent \(head.contentLength.map(String.init) ?? "no") Content-Length from byte \(start) of a blob of \(blob.size)")
+            }
+            var reporter = start
+            try connection.readBody(length, deadline: deadline) { bytes in
+                try ingest.current.append(bytes)
+                reporter += Int64(bytes.count)
+                progress(FetchProgress(bytes: reporter, total: blob.size))
             }
         }
-        ingest.withLock { $0.abandon() }
-        store.clearCheckpoint(key: key)
-        throw FetchError.transport(
-            url: checkpointURL, message: "no node holding blob \(blob.uuid.lowercasedString) could send it: \(failures.joined(separator: "; "))")
     }
 
     /// The last `length` bytes (at most ``PeerServer/maximumConsoleLength``) of an instance's
     /// console log on `peer`.
     public func consoleTail(of instance: UUID, length: Int, on peer: Peer) async throws -> Data {
         let wanted = min(max(length, 0), PeerServer.maximumConsoleLength)
-        let data = Mutex(Data())
-        _ = try await fetcher(for: peer).fetch(
-            url("/v1/instances/\(instance.uuidString.lowercased())/console?length=\(wanted)", on: peer), hashing: false,
-            restart: { data.withLock { $0.removeAll() } },
-            into: { bytes in
-                try data.withLock { held in
-                    guard held.count + bytes.count <= wanted else {
-                        throw BlobError.invalidRange("node \(peer.name) sent more than the \(wanted) console bytes asked for")
-                    }
-                    held.append(contentsOf: bytes)
-                }
-            })
-        return data.withLock { $0 }
+        let deadline = ContinuousClock.now + limits.timeout
+        return try await exchange("/v1/instances/\(instance.uuidString.lowercased())/console?length=\(wanted)", on: peer) { connection, head in
+            guard head.status == 200 else { throw PeerError.status(node: peer.name, status: head.status, message: connection.reason(head)) }
+            guard let count = head.contentLength, count <= Int64(wanted) else {
+                throw PeerError.transport(node: peer.name, message: "sent \(head.contentLength.map(String.init) ?? "no") Content-Length for \(wanted) console bytes")
+            }
+            var data = Data()
+            try connection.readBody(count, deadline: deadline) { data.append(contentsOf: $0) }
+            return data
+        }
+    }
+}
+
+/// The ingest a transfer writes to, replaced when the transfer must start over.
+final class IngestSlot: Sendable {
+    private let slot: Mutex<BlobIngest>
+
+    init(_ ingest: BlobIngest) { slot = Mutex(ingest) }
+
+    var current: BlobIngest { slot.withLock { $0 } }
+
+    /// Replaces the ingest with what `fresh` makes of the old one (which it must let go of first:
+    /// the new one writes the same partial file).
+    func startOver(_ fresh: (BlobIngest) throws -> BlobIngest) throws {
+        try slot.withLock { $0 = try fresh($0) }
     }
 }

@@ -150,12 +150,15 @@ struct PeerRoutes: Sendable {
             }
             return console(uuid, length: Int64(length))
         }
+        logger.warning("refused a peer request for no known route", metadata: ["peer.path": "\(head.uri.prefix(200))"])
         return .status(.notFound, "no such route\n", [])
     }
 
     private func blob(_ uuid: UUID, headers: HTTPHeaders) -> Answer {
         let path = blobs.path(of: uuid)
         guard let (fd, size) = Self.open(path) else {
+            // The records say this node holds it: they are stale, or the file went behind sfnode's back.
+            logger.warning("another node asked for blob data this node does not have", metadata: ["blob.uuid": "\(uuid.lowercasedString)", "blob.path": "\(path)", "error": "\(SystemError.fromErrno("open"))"])
             return .status(.notFound, "blob \(uuid.lowercasedString) has no data on this node\n", [])
         }
         let etag = "\"sfblob-\(uuid.lowercasedString)-\(size)\""
