@@ -32,3 +32,16 @@ extension BlobError: ControlErrorConvertible {
         }
     }
 }
+
+extension PeerError: ControlErrorConvertible {
+    /// A node that could not be reached (or failed) may answer later: not ready, so a job waits
+    /// rather than spends its attempts (unknown is not gone). A node without the data is not found;
+    /// one that refuses this node's signature is a cluster set up wrongly.
+    public var controlError: ControlError {
+        switch self {
+        case .status(_, 404, _): return .notFound(description)
+        case .status(_, 403, _): return ControlError(.internal, description)
+        default: return ControlError(isTransient ? .notReady : .internal, description)
+        }
+    }
+}

@@ -43,10 +43,10 @@ struct PeerPair {
     }
 
     /// `sfa`'s peer server, under the cluster's credentials.
-    func serve() async throws -> PeerServer {
+    func serve(maximumConnections: Int = 64) async throws -> PeerServer {
         let server = try await PeerServer.start(
             address: addresses[0], port: 0, namespace: hosts[0], credentials: try await PeerCredentials.load(records: store, nodeName: "sfa"),
-            blobs: blobs[0], instanceFiles: InstanceFiles(storagePath: root + "/sfa"), logger: logger)
+            blobs: blobs[0], instanceFiles: InstanceFiles(storagePath: root + "/sfa"), maximumConnections: maximumConnections, logger: logger)
         teardown.add("peer server") { await server.stop() }
         return server
     }
@@ -169,6 +169,46 @@ struct PeerTransferTests {
         }
     }
 
+    @Test("a transfer whose process died resumes from its partial file")
+    func resumesAfterACrash() async throws {
+        try await withPeerPair { pair in
+            let (blob, bytes) = try await pair.blobOnServer(8 << 20)
+            // What a process killed half-way leaves: the partial file and the checkpoint naming it.
+            let receiving = pair.blobs[1]
+            try FileManager.default.createDirectory(atPath: receiving.directory, withIntermediateDirectories: true)
+            try Data(bytes[..<(4 << 20)]).write(to: URL(fileURLWithPath: receiving.path(of: blob.uuid) + ".partial"))
+            try receiving.recordCheckpoint(
+                key: "peer-\(blob.uuid.lowercasedString)", url: "sfnode-peer:/v1/blobs/\(blob.uuid.lowercasedString)", blob: blob.uuid,
+                validator: "\"sfblob-\(blob.uuid.lowercasedString)-\(blob.size)\"")
+            let server = try await pair.serve()
+            let client = try await pair.client(port: server.port)
+            let first = Mutex<Int64?>(nil)
+            _ = try await client.pull(blob, from: [pair.server], into: receiving) { progress in
+                first.withLock { $0 = $0 ?? progress.bytes }
+            }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: receiving.path(of: blob.uuid))) == Data(bytes))
+            // The first bytes counted were past the half already held: only the rest was sent.
+            #expect((first.withLock { $0 } ?? 0) > Int64(4 << 20))
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: receiving.directory)) ?? []) == [blob.uuid.lowercasedString])
+        }
+    }
+
+    @Test("connections past the server's bound are closed at once")
+    func boundsConnections() async throws {
+        try await withPeerPair { pair in
+            let server = try await pair.serve(maximumConnections: 2)
+            let thread = try await NamespaceExecutor.start(namespace: pair.hosts[1])
+            // Two idle connections hold the two places; a third is closed without an answer.
+            let held = try await thread.executor.run { try (0..<2).map { _ in try RawTCP.connect(pair.addresses[0], UInt16(server.port)) } }
+            defer { held.forEach { close($0) } }
+            try await Task.sleep(for: .milliseconds(200))
+            // Closed with the request unread: an empty answer, or a reset.
+            let refused = try? await NamespaceSockets.exchange(
+                from: pair.hosts[1], host: pair.addresses[0], port: UInt16(server.port), request: "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect((refused ?? "").isEmpty, "\(refused ?? "")")
+        }
+    }
+
     @Test("an instance's console log is read from its node")
     func readsConsoleTail() async throws {
         try await withPeerPair { pair in
@@ -181,5 +221,25 @@ struct PeerTransferTests {
             #expect(try await client.consoleTail(of: instance, length: 7, on: pair.server) == Data("login: ".utf8))
             #expect(try await client.consoleTail(of: UUID(), length: 100, on: pair.server).isEmpty)
         }
+    }
+}
+
+/// A TCP connection that sends nothing, to hold a place on a server.
+enum RawTCP {
+    static func connect(_ host: IPv4Address, _ port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError.fromErrno("socket") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr = in_addr(s_addr: host.networkOrder)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw SystemError.fromErrno("connect")
+        }
+        return fd
     }
 }

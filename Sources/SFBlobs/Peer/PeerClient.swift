@@ -105,6 +105,7 @@ public final class PeerClient: Sendable {
         let ingest = IngestSlot(first)
         let deadline = ContinuousClock.now + limits.deadline
         var failures: [String] = []
+        var lastRefusal: PeerError?
         var delay = limits.firstRetryDelay
         // A node that refuses (403) or lacks the blob (404) is not asked again.
         var candidates = peers
@@ -122,7 +123,10 @@ public final class PeerClient: Sendable {
                             "blob.uuid": "\(blob.uuid.lowercasedString)", "peer.node": "\(peer.name)", "fetch.attempt": "\(round)", "error": "\(error)",
                         ])
                         failures.append("\(error)")
-                        if !error.isTransient { candidates.removeAll { $0 == peer } }
+                        if !error.isTransient {
+                            candidates.removeAll { $0 == peer }
+                            lastRefusal = error
+                        }
                     }
                 }
                 guard !candidates.isEmpty, round < limits.attempts, ContinuousClock.now + delay < deadline else { break }
@@ -137,6 +141,8 @@ public final class PeerClient: Sendable {
         }
         ingest.current.abandon()
         store.clearCheckpoint(key: key)
+        // Every holder refused or lacked it: that answer stands. Otherwise some may yet send it.
+        if candidates.isEmpty, let lastRefusal { throw lastRefusal }
         throw PeerError.transport(
             node: peers.map(\.name).joined(separator: ", "),
             message: "no node holding blob \(blob.uuid.lowercasedString) could send it: \(failures.suffix(4).joined(separator: "; "))")

@@ -21,7 +21,7 @@ public enum PeerError: Error, CustomStringConvertible, Sendable {
     }
 
     /// Whether asking again (the same node or another) may succeed.
-    var isTransient: Bool {
+    public var isTransient: Bool {
         if case .status(_, let status, _) = self { return status >= 500 || status == 416 }
         return true
     }
