@@ -30,20 +30,21 @@ public final class BlobIngest: @unchecked Sendable {
     let replica: Bool
     private let lock = Mutex(())
     private var state: State
+    /// The sha512 of the bytes, computed beside the writes (see ``BackgroundHasher``).
+    private let hash: BackgroundHasher
 
     private struct State {
         var fd: Int32
-        var hasher = SHA512()
         var written: Int64 = 0
         /// False once finished or abandoned: the descriptor is closed.
         var open = true
     }
 
-    /// An ingest writing to `fd`; `hasher` and `written` are what it holds already (a resumed
-    /// download's bytes), nothing by default.
+    /// An ingest writing to `fd`, hashing through `hash`; `written` is what the file holds already
+    /// (a resumed download's bytes, which `hash` has hashed), nothing by default.
     init(
         store: BlobStore, uuid: UUID, partialPath: String, expectedSHA512: String?, deduplicate: Bool = true, replica: Bool = false,
-        fd: Int32, hasher: SHA512 = SHA512(), written: Int64 = 0
+        fd: Int32, hash: BackgroundHasher, written: Int64 = 0
     ) {
         self.deduplicate = deduplicate
         self.replica = replica
@@ -51,7 +52,8 @@ public final class BlobIngest: @unchecked Sendable {
         self.uuid = uuid
         self.partialPath = partialPath
         self.expectedSHA512 = expectedSHA512
-        self.state = State(fd: fd, hasher: hasher, written: written)
+        self.state = State(fd: fd, written: written)
+        self.hash = hash
     }
 
     /// Runs `body` on the state while holding the lock.
@@ -65,6 +67,7 @@ public final class BlobIngest: @unchecked Sendable {
             close(state.fd)
             unlink(partialPath)
         }
+        hash.cancel()
     }
 
     /// Bytes appended so far.
@@ -84,7 +87,7 @@ public final class BlobIngest: @unchecked Sendable {
                 }
                 done += n
             }
-            state.hasher.update(bufferPointer: bytes)
+            hash.feed(bytes)
             state.written += Int64(bytes.count)
         }
     }
@@ -122,9 +125,10 @@ public final class BlobIngest: @unchecked Sendable {
             if fsync(state.fd) != 0 {
                 let error = BlobError.system("fsync", partialPath, code: errno)
                 unlink(partialPath)
+                hash.cancel()
                 throw error
             }
-            return (Self.hex(state.hasher.finalize()), state.written)
+            return (Self.hex(hash.finish()), state.written)
         }
     }
 
@@ -136,6 +140,7 @@ public final class BlobIngest: @unchecked Sendable {
             close(state.fd)
             unlink(partialPath)
         }
+        hash.cancel()
     }
 
     static func hex(_ digest: some Sequence<UInt8>) -> String {

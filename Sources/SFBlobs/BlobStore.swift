@@ -93,9 +93,17 @@ public final class BlobStore: Sendable {
         let partial = partialPath(of: uuid)
         let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 { throw BlobError.system("open", partial, code: errno) }
+        let hash: BackgroundHasher
+        do {
+            hash = try BackgroundHasher()
+        } catch {
+            close(fd)
+            unlink(partial)
+            throw BlobError.io("starting the hash of blob \(Self.fileName(for: uuid)): \(error)")
+        }
         return BlobIngest(
             store: self, uuid: uuid, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), deduplicate: deduplicate,
-            replica: replica, fd: fd)
+            replica: replica, fd: fd, hash: hash)
     }
 
     /// Turns a synced, hashed `.partial` into a blob: reuses a created blob with the same content

@@ -39,7 +39,8 @@ extension BlobStore {
             checkpoint.url == url, let validator = checkpoint.validator, uuid == nil || checkpoint.blob == uuid
         {
             let partial = partialPath(of: checkpoint.blob)
-            let resumed = try await runBlocking { () throws -> (Int32, SHA512, Int64)? in
+            let expected = expectedSHA512?.lowercased()
+            let resumed = try await runBlocking { () throws -> BlobIngest? in
                 let fd = open(partial, O_RDWR | O_APPEND | O_CLOEXEC)
                 guard fd >= 0 else { return nil }
                 var hasher = SHA512()
@@ -56,15 +57,15 @@ extension BlobStore {
                     buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
                     total += Int64(count)
                 }
-                return (fd, hasher, total)
+                guard total > 0, let hash = try? BackgroundHasher(continuing: hasher) else {
+                    close(fd)
+                    return nil
+                }
+                return BlobIngest(
+                    store: self, uuid: checkpoint.blob, partialPath: partial, expectedSHA512: expected, replica: replica, fd: fd,
+                    hash: hash, written: total)
             }
-            if let (fd, hasher, held) = resumed, held > 0 {
-                let ingest = BlobIngest(
-                    store: self, uuid: checkpoint.blob, partialPath: partial, expectedSHA512: expectedSHA512?.lowercased(), replica: replica, fd: fd,
-                    hasher: hasher, written: held)
-                return (ingest, FetchResume(offset: held, validator: validator))
-            }
-            if let (fd, _, _) = resumed { close(fd) }
+            if let resumed { return (resumed, FetchResume(offset: resumed.bytesWritten, validator: validator)) }
         }
         return (try beginIngest(uuid: uuid ?? UUID(), expectedSHA512: expectedSHA512, replica: replica), nil)
     }
