@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An IPv4 address, held in host byte order.
 public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible, LosslessStringConvertible {
     /// The address as a 32-bit number, most significant octet first (192.0.2.1 is 0xC000_0201).
@@ -174,4 +178,15 @@ private func plainDecimal(_ text: Substring, maxDigits: Int) -> UInt32? {
     else { return nil }
     if digits.count > 1 && digits.first == UInt8(ascii: "0") { return nil }
     return digits.reduce(0) { $0 * 10 + UInt32($1 - UInt8(ascii: "0")) }
+}
+
+extension IPv4Address {
+    /// The address with `port`, as `bind` and `connect` take them.
+    public func socketAddress(port: UInt16) -> sockaddr_in {
+        var result = sockaddr_in()
+        result.sin_family = sa_family_t(AF_INET)
+        result.sin_port = port.bigEndian
+        result.sin_addr = in_addr(s_addr: networkOrder)
+        return result
+    }
 }

@@ -65,7 +65,11 @@ struct PeerPair {
 
     /// A blob of `count` bytes held by `sfa`.
     func blobOnServer(_ count: Int) async throws -> (Blob, [UInt8]) {
-        let bytes = BlobTesting.bytes(count, seed: UInt64(count))
+        // From the kernel: a generator loop over tens of MiB holds a cooperative thread for seconds
+        // in a debug build, and the other suites running beside this one would wait for it.
+        guard let random = FileHandle(forReadingAtPath: "/dev/urandom") else { throw BlobError.io("cannot open /dev/urandom") }
+        defer { try? random.close() }
+        let bytes = [UInt8](random.readData(ofLength: count))
         let ingest = try blobs[0].beginIngest()
         try ingest.append(bytes)
         return (try await ingest.finish(), bytes)
@@ -199,7 +203,7 @@ struct PeerTransferTests {
             let server = try await pair.serve(maximumConnections: 2)
             let thread = try await NamespaceExecutor.start(namespace: pair.hosts[1])
             // Two idle connections hold the two places; a third is closed without an answer.
-            let held = try await thread.executor.run { try (0..<2).map { _ in try RawTCP.connect(pair.addresses[0], UInt16(server.port)) } }
+            let held = try await thread.executor.run { try (0..<2).map { _ in try NamespaceSockets.connectTCP(host: pair.addresses[0], port: UInt16(server.port), timeoutSeconds: 5) } }
             defer { held.forEach { close($0) } }
             try await Task.sleep(for: .milliseconds(200))
             // Closed with the request unread: an empty answer, or a reset.
@@ -224,22 +228,3 @@ struct PeerTransferTests {
     }
 }
 
-/// A TCP connection that sends nothing, to hold a place on a server.
-enum RawTCP {
-    static func connect(_ host: IPv4Address, _ port: UInt16) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError.fromErrno("socket") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr = in_addr(s_addr: host.networkOrder)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw SystemError.fromErrno("connect")
-        }
-        return fd
-    }
-}

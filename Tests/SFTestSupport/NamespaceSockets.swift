@@ -48,14 +48,12 @@ public enum NamespaceSockets {
     }
 
     static func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
-        var result = sockaddr_in()
-        result.sin_family = sa_family_t(AF_INET)
-        result.sin_port = port.bigEndian
-        result.sin_addr = in_addr(s_addr: address.networkOrder)
-        return result
+        address.socketAddress(port: port)
     }
 
-    private static func connectTCP(host: IPv4Address, port: UInt16, timeoutSeconds: Int) throws -> Int32 {
+    /// A TCP connection to `host:port` from the calling thread's namespace, every step bounded by
+    /// `timeoutSeconds`.
+    public static func connectTCP(host: IPv4Address, port: UInt16, timeoutSeconds: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw SystemError.fromErrno("socket") }
         // Linux applies SO_SNDTIMEO to connect() too, so one option bounds every step.

@@ -70,13 +70,16 @@ public final class PeerClient: Sendable {
             credentials: credentials, port: port, limits: limits, thread: try await NamespaceExecutor.start(namespace: namespace), logger: logger)
     }
 
-    /// One signed `GET target` to `peer`; `body` reads the answer (blocking, off the cooperative pool).
+    /// One signed `GET target` to `peer`; `body` reads the answer (blocking, on a thread of its own).
     private func exchange<T: Sendable>(
         _ target: String, on peer: Peer, extra: [(String, String)] = [], _ body: @escaping @Sendable (PeerConnection, PeerResponseHead) throws -> T
     ) async throws -> T {
         let connection = try await PeerConnection.open(to: peer, port: port, from: thread, timeout: limits.timeout)
         let headers = credentials.headers(method: "GET", path: target) + extra
-        return try await runBlocking {
+        // A transfer of gigabytes blocks for minutes: on a thread of its own, never on the shared
+        // blocking-work threads that every upload, inspection and file operation waits for.
+        let worker = try await ThreadExecutor.start(name: "peer-transfer")
+        return try await worker.run {
             let head = try connection.get(target, headers: headers)
             return try body(connection, head)
         }

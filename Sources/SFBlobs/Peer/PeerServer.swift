@@ -88,10 +88,7 @@ public final class PeerServer: Sendable {
         if fd < 0 { throw BlobError.io(SystemError.fromErrno("socket for the peer server").description) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var socketAddress = sockaddr_in()
-        socketAddress.sin_family = sa_family_t(AF_INET)
-        socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
-        socketAddress.sin_addr = in_addr(s_addr: address.networkOrder)
+        var socketAddress = address.socketAddress(port: UInt16(port))
         let bound = withUnsafePointer(to: &socketAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
