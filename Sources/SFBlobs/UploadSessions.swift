@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import SFStore
 import SFSystem
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -21,18 +20,6 @@ public struct UploadSessions: Sendable {
 
     /// How long Shaken Fist keeps an upload that never became a blob.
     public static let lifetime: TimeInterval = 7 * 24 * 3600
-
-    /// The running sha512 of each upload this process appended every byte of, in order: its finish
-    /// then needs neither to read the file back nor to copy it (the file is linked into the blob
-    /// directory). Any doubt (a restart, a truncate, appends that overlapped) drops the entry, and
-    /// the finish reads the file as before. One entry per pending upload, which quotas bound.
-    private static let runningHashes = Mutex<[UUID: RunningHash]>([:])
-
-    private struct RunningHash {
-        var hasher: SHA512
-        /// The file's size when the hash last caught up with it.
-        var bytes: Int64
-    }
 
     public init(blobs: BlobStore, records: any BlobRecords, directory: String) {
         self.blobs = blobs
@@ -72,23 +59,9 @@ public struct UploadSessions: Sendable {
         let path = path(of: uuid)
         let size = try await runBlocking {
             try Self.withFile(path, flags: O_WRONLY | O_APPEND) { fd in
-                let before = try Self.size(fd, path)
-                let written: Int64 = try {
-                    let contiguous: Int64? = try bytes.withContiguousStorageIfAvailable { chunk in
-                        let raw = UnsafeRawBufferPointer(chunk)
-                        try Self.write(fd, raw, path)
-                        return Self.hashAlong(uuid, raw, from: before)
-                    }
-                    if let contiguous { return contiguous }
-                    return try Array(bytes).withUnsafeBytes { raw in
-                        try Self.write(fd, raw, path)
-                        return Self.hashAlong(uuid, raw, from: before)
-                    }
-                }()
-                let after = try Self.size(fd, path)
-                // Another append landed beside this one: the hash no longer follows the file.
-                if after != written { Self.runningHashes.withLock { _ = $0.removeValue(forKey: uuid) } }
-                return after
+                let contiguous: Void? = try bytes.withContiguousStorageIfAvailable { try Self.write(fd, UnsafeRawBufferPointer($0), path) }
+                if contiguous == nil { try Array(bytes).withUnsafeBytes { try Self.write(fd, $0, path) } }
+                return try Self.size(fd, path)
             }
         }
         return try await records.setUploadReceived(uuid: uuid, size)
@@ -108,20 +81,20 @@ public struct UploadSessions: Sendable {
                         "upload \(BlobStore.fileName(for: uuid)) holds \(size) bytes; cannot truncate to \(offset)")
                 }
                 if ftruncate(fd, off_t(offset)) != 0 { throw BlobError.system("ftruncate", path, code: errno) }
-                Self.runningHashes.withLock { _ = $0.removeValue(forKey: uuid) }
                 return offset
             }
         }
         return try await records.setUploadReceived(uuid: uuid, size)
     }
 
-    /// Makes the uploaded bytes a blob through a ``BlobIngest`` (so identical content gives the
-    /// existing blob), then forgets the upload and removes its file. The upload stays as it was
-    /// when that fails.
+    /// Makes the uploaded bytes a blob (identical content gives the existing blob), then forgets the
+    /// upload and removes its file. The file is hashed where it is and linked into the blob
+    /// directory, never copied; only across filesystems is it copied through a ``BlobIngest``. The
+    /// upload stays as it was when that fails.
     public func finish(uuid: UUID) async throws -> Blob {
         _ = try await localUpload(uuid)
         let path = path(of: uuid)
-        if let blob = try await finishHashed(uuid: uuid, path: path) {
+        if let blob = try await finishByLink(uuid: uuid, path: path) {
             try await abandon(uuid: uuid)
             return blob
         }
@@ -151,48 +124,45 @@ public struct UploadSessions: Sendable {
         return blob
     }
 
-    /// The blob of an upload whose hash followed every append: the file synced and hard-linked
-    /// into the blob directory as a partial blob, so nothing is read or copied. Nil when the hash
-    /// did not follow the file (the caller reads it instead). The upload's file stays until the
-    /// upload is abandoned, so a failure here loses nothing.
-    private func finishHashed(uuid: UUID, path: String) async throws -> Blob? {
-        guard let running = Self.runningHashes.withLock({ $0.removeValue(forKey: uuid) }) else { return nil }
+    /// The blob of the upload's file without copying it: the file is synced and hashed, then
+    /// hard-linked into the blob directory as a partial blob. Nil when the blob directory is on
+    /// another filesystem (the caller copies instead). The upload's file stays until the upload is
+    /// abandoned, so a failure here loses nothing.
+    private func finishByLink(uuid: UUID, path: String) async throws -> Blob? {
         try blobs.ensureDirectory()
         let blobUUID = UUID()
         let partial = blobs.partialPath(of: blobUUID)
-        let linked = try await runBlocking { () throws -> Bool in
+        // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
+        let hashed = try await runBlocking { () throws -> (String, Int64)? in
             try Self.withFile(path, flags: O_RDONLY) { fd in
-                guard try Self.size(fd, path) == running.bytes else { return false }
                 if fsync(fd) != 0 { throw BlobError.system("fsync", path, code: errno) }
-                // Another filesystem (EXDEV) cannot take a link: the caller copies instead.
-                return link(path, partial) == 0
+                var hasher = SHA512()
+                var size: Int64 = 0
+                var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw BlobError.system("read", path, code: errno)
+                    }
+                    if n == 0 { break }
+                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                    size += Int64(n)
+                }
+                guard link(path, partial) == 0 else {
+                    if errno == EXDEV { return nil }
+                    throw BlobError.system("link \(path) to", partial, code: errno)
+                }
+                return (BlobIngest.hex(hasher.finalize()), size)
             }
         }
-        guard linked else { return nil }
-        return try await blobs.commit(
-            uuid: blobUUID, partial: partial, expectedSHA512: nil, sha512: BlobIngest.hex(running.hasher.finalize()), size: running.bytes, info: [:])
-    }
-
-    /// Carries upload `uuid`'s running hash over `bytes`, just written after the file's first
-    /// `offset` bytes, when it had followed the file that far (or the file was empty); returns the
-    /// size the file should now have.
-    private static func hashAlong(_ uuid: UUID, _ bytes: UnsafeRawBufferPointer, from offset: Int64) -> Int64 {
-        let end = offset + Int64(bytes.count)
-        // Taken out while hashing: an append beside this one finds nothing and leaves it alone.
-        let taken = runningHashes.withLock { hashes -> RunningHash? in
-            if let running = hashes.removeValue(forKey: uuid) { return running.bytes == offset ? running : nil }
-            return offset == 0 ? RunningHash(hasher: SHA512(), bytes: 0) : nil
-        }
-        guard var running = taken else { return end }
-        running.hasher.update(bufferPointer: bytes)
-        running.bytes = end
-        runningHashes.withLock { $0[uuid] = running }
-        return end
+        guard let (sha512, size) = hashed else { return nil }
+        return try await blobs.commit(uuid: blobUUID, partial: partial, expectedSHA512: nil, sha512: sha512, size: size, info: [:])
     }
 
     /// Forgets the upload and removes its file.
     public func abandon(uuid: UUID) async throws {
-        Self.runningHashes.withLock { _ = $0.removeValue(forKey: uuid) }
+
         try await records.deleteUpload(uuid: uuid)
         let path = path(of: uuid)
         if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
