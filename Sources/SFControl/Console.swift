@@ -32,12 +32,9 @@ extension Control {
         }
         if let node = instance.node, node != settings.nodeName, let peers {
             return try await controlled {
-                guard let address = try await store.node(named: node)?.meshAddress else {
-                    throw ControlError.conflict("instance \(instance.uuid.lowercasedString) is on node \(node), which has no mesh address to ask for its console")
-                }
-                return try await peers.consoleTail(
+                try await peers.consoleTail(
                     of: instance.uuid, length: min(wanted ?? PeerServer.maximumConsoleLength, PeerServer.maximumConsoleLength),
-                    on: Peer(name: node, address: address))
+                    on: try await peer(node, for: instance))
             }
         }
         guard let path = try consoleLogPath(of: instance) else { return Data() }
@@ -49,6 +46,11 @@ extension Control {
     /// writing to the same file. A log that does not exist is left so.
     public func clearConsoleData(_ reference: String, namespace: String? = nil) async throws {
         let instance = try await self.instance(reference, namespace: namespace)
+        if let node = instance.node, node != settings.nodeName, let peers {
+            try await controlled { try await peers.clearConsole(of: instance.uuid, on: try await peer(node, for: instance)) }
+            logger.info("console log cleared", metadata: ["instance.uuid": "\(instance.uuid.lowercasedString)", "node.holder": "\(node)"])
+            return
+        }
         guard let path = try consoleLogPath(of: instance) else { return }
         try await controlled {
             try await runBlocking {
@@ -56,6 +58,14 @@ extension Control {
             }
         }
         logger.info("console log cleared", metadata: ["instance.uuid": "\(instance.uuid.lowercasedString)"])
+    }
+
+    /// Node `node`, which holds `instance`, as reached over the mesh.
+    private func peer(_ node: String, for instance: Instance) async throws -> Peer {
+        guard let address = try await store.node(named: node)?.meshAddress else {
+            throw ControlError.conflict("instance \(instance.uuid.lowercasedString) is on node \(node), which has no mesh address to ask for its console")
+        }
+        return Peer(name: node, address: address)
     }
 
     /// The instance's console log on this node; nil for an instance that is placed nowhere (it has no

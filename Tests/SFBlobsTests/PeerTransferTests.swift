@@ -213,7 +213,7 @@ struct PeerTransferTests {
         }
     }
 
-    @Test("an instance's console log is read from its node")
+    @Test("an instance's console log is read and cleared from its node")
     func readsConsoleTail() async throws {
         try await withPeerPair { pair in
             let instance = UUID()
@@ -224,6 +224,8 @@ struct PeerTransferTests {
             let client = try await pair.client(port: server.port)
             #expect(try await client.consoleTail(of: instance, length: 7, on: pair.server) == Data("login: ".utf8))
             #expect(try await client.consoleTail(of: UUID(), length: 100, on: pair.server).isEmpty)
+            try await client.clearConsole(of: instance, on: pair.server)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: log)).isEmpty)
         }
     }
 }

@@ -70,17 +70,19 @@ public final class PeerClient: Sendable {
             credentials: credentials, port: port, limits: limits, thread: try await NamespaceExecutor.start(namespace: namespace), logger: logger)
     }
 
-    /// One signed `GET target` to `peer`; `body` reads the answer (blocking, on a thread of its own).
+    /// One signed `method target` (GET by default) to `peer`; `body` reads the answer (blocking, on
+    /// a thread of its own).
     private func exchange<T: Sendable>(
-        _ target: String, on peer: Peer, extra: [(String, String)] = [], _ body: @escaping @Sendable (PeerConnection, PeerResponseHead) throws -> T
+        _ target: String, method: String = "GET", on peer: Peer, extra: [(String, String)] = [],
+        _ body: @escaping @Sendable (PeerConnection, PeerResponseHead) throws -> T
     ) async throws -> T {
         let connection = try await PeerConnection.open(to: peer, port: port, from: thread, timeout: limits.timeout)
-        let headers = credentials.headers(method: "GET", path: target) + extra
+        let headers = credentials.headers(method: method, path: target) + extra
         // A transfer of gigabytes blocks for minutes: on a thread of its own, never on the shared
         // blocking-work threads that every upload, inspection and file operation waits for.
         let worker = try await ThreadExecutor.start(name: "peer-transfer")
         return try await worker.run {
-            let head = try connection.get(target, headers: headers)
+            let head = try connection.send(method, target, headers: headers)
             return try body(connection, head)
         }
     }
@@ -188,6 +190,13 @@ public final class PeerClient: Sendable {
                 reporter += Int64(bytes.count)
                 progress(FetchProgress(bytes: reporter, total: blob.size))
             }
+        }
+    }
+
+    /// Empties an instance's console log on `peer`.
+    public func clearConsole(of instance: UUID, on peer: Peer) async throws {
+        try await exchange("/v1/instances/\(instance.uuidString.lowercased())/console", method: "DELETE", on: peer) { connection, head in
+            guard head.status == 200 else { throw PeerError.status(node: peer.name, status: head.status, message: connection.reason(head)) }
         }
     }
 

@@ -83,15 +83,15 @@ final class PeerConnection: @unchecked Sendable {
         return PeerConnection(node: peer.name, fd: fd)
     }
 
-    /// Sends `GET target` with `headers`, and reads the response's head. Blocks.
-    func get(_ target: String, headers: [(String, String)]) throws -> PeerResponseHead {
+    /// Sends `method target` with `headers`, and reads the response's head. Blocks.
+    func send(_ method: String, _ target: String, headers: [(String, String)]) throws -> PeerResponseHead {
         let lines = headers.map { "\($0): \($1)\r\n" }.joined()
-        let request = Array("GET \(target) HTTP/1.1\r\nHost: peer\r\nUser-Agent: sfnode\r\nConnection: close\r\n\(lines)\r\n".utf8)
+        let request = Array("\(method) \(target) HTTP/1.1\r\nHost: peer\r\nUser-Agent: sfnode\r\nConnection: close\r\n\(lines)\r\n".utf8)
         var sent = 0
         while sent < request.count {
             let count = request.withUnsafeBytes { bytes -> Int in
                 guard let base = bytes.baseAddress else { return 0 }
-                return send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+                return Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
             }
             if count < 0 {
                 if errno == EINTR { continue }

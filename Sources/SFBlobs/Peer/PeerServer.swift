@@ -125,7 +125,9 @@ struct PeerRoutes: Sendable {
     /// The answer to one request, decided on the event loop: opening a file and reading its size
     /// take microseconds, and the data itself goes out through `sendfile`.
     func answer(_ head: HTTPRequestHead) -> Answer {
-        guard head.method == .GET || head.method == .HEAD else { return .status(.methodNotAllowed, "only GET and HEAD\n", [("Allow", "GET, HEAD")]) }
+        guard [.GET, .HEAD, .DELETE].contains(head.method) else {
+            return .status(.methodNotAllowed, "only GET, HEAD and DELETE\n", [("Allow", "GET, HEAD, DELETE")])
+        }
         let headers = head.headers
         if let refusal = credentials.refusal(
             method: head.method == .HEAD ? "GET" : head.method.rawValue, path: head.uri, node: headers.first(name: PeerCredentials.nodeHeader),
@@ -136,10 +138,11 @@ struct PeerRoutes: Sendable {
         }
         let (path, query) = Self.split(head.uri)
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        if parts.count == 4, parts[1] == "v1", parts[2] == "blobs", let uuid = UUID(uuidString: String(parts[3])) {
+        if parts.count == 4, parts[1] == "v1", parts[2] == "blobs", let uuid = UUID(uuidString: String(parts[3])), head.method != .DELETE {
             return blob(uuid, headers: headers)
         }
         if parts.count == 5, parts[1] == "v1", parts[2] == "instances", parts[4] == "console", let uuid = UUID(uuidString: String(parts[3])) {
+            if head.method == .DELETE { return clearConsole(uuid) }
             let lengthText = query.first { $0.0 == "length" }?.1
             let length = lengthText.map { Int($0) } ?? PeerServer.maximumConsoleLength
             guard let length, (0...PeerServer.maximumConsoleLength).contains(length) else {
@@ -170,6 +173,16 @@ struct PeerRoutes: Sendable {
             partial = true
         }
         return .file(FileAnswer(fd: fd, range: range, size: size, etag: etag, partial: partial))
+    }
+
+    /// Empties the console log in place (virtlogd keeps appending to the same file); no log is
+    /// left so.
+    private func clearConsole(_ uuid: UUID) -> Answer {
+        let path = instanceFiles.consoleLog(of: uuid)
+        if truncate(path, 0) != 0 && errno != ENOENT {
+            return .status(.internalServerError, "\(SystemError.fromErrno("truncate \(path)"))\n", [])
+        }
+        return .status(.ok, "", [])
     }
 
     private func console(_ uuid: UUID, length: Int64) -> Answer {
