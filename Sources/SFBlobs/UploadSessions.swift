@@ -102,18 +102,7 @@ public struct UploadSessions: Sendable {
         do {
             // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
             try await runBlocking {
-                try Self.withFile(path, flags: O_RDONLY) { fd in
-                    var buffer = [UInt8](repeating: 0, count: 1 << 20)
-                    while true {
-                        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            throw BlobError.system("read", path, code: errno)
-                        }
-                        if n == 0 { break }
-                        try buffer.withUnsafeBytes { try ingest.append(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-                    }
-                }
+                try Self.withFile(path, flags: O_RDONLY) { fd in try Self.readAll(fd, path) { try ingest.append($0) } }
             }
         } catch {
             ingest.abandon()
@@ -138,16 +127,9 @@ public struct UploadSessions: Sendable {
                 if fsync(fd) != 0 { throw BlobError.system("fsync", path, code: errno) }
                 var hasher = SHA512()
                 var size: Int64 = 0
-                var buffer = [UInt8](repeating: 0, count: 1 << 20)
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw BlobError.system("read", path, code: errno)
-                    }
-                    if n == 0 { break }
-                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-                    size += Int64(n)
+                try Self.readAll(fd, path) { chunk in
+                    hasher.update(bufferPointer: chunk)
+                    size += Int64(chunk.count)
                 }
                 guard link(path, partial) == 0 else {
                     if errno == EXDEV { return nil }
@@ -202,6 +184,20 @@ public struct UploadSessions: Sendable {
         if fd < 0 { throw BlobError.system("open", path, code: errno) }
         defer { close(fd) }
         return try body(fd)
+    }
+
+    /// Hands the file open as `fd` to `body` from where it stands to its end, 1 MiB at a time. Blocks.
+    private static func readAll(_ fd: Int32, _ path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BlobError.system("read", path, code: errno)
+            }
+            if n == 0 { return }
+            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+        }
     }
 
     private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {

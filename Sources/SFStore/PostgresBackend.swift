@@ -144,7 +144,12 @@ final class PostgresBackend: StoreBackend {
     /// BEGIN and COMMIT would cost two round trips more.
     private func singleStatement<T: Sendable>(_ body: @escaping @Sendable (PostgresTransaction) throws -> T) async throws -> T {
         try await onConnection { connection in
-            try body(PostgresTransaction(connection: connection, answerLimit: self.answerLimit, logger: self.logger))
+            do {
+                return try body(PostgresTransaction(connection: connection, answerLimit: self.answerLimit, logger: self.logger))
+            } catch where StaleConnection.isStale(error) {
+                // One read-only statement: trying it again on a new connection is always safe.
+                throw StaleConnection(underlying: error)
+            }
         }
     }
 
@@ -153,17 +158,27 @@ final class PostgresBackend: StoreBackend {
     private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
             return try await threads.runIfActive {
-                let connection = try self.idle.take() ?? self.openConnection()
-                do {
-                    let result = try work(connection)
-                    self.idle.give(connection)
-                    return result
-                } catch let error as PostgresNoAnswer {
-                    // Its close is under way: it must not be handed out again.
-                    throw StoreError.backend(error.description)
-                } catch {
-                    self.idle.give(connection)
-                    throw error
+                var reused = self.idle.take()
+                while true {
+                    let connection = try reused ?? self.openConnection()
+                    do {
+                        let result = try work(connection)
+                        self.idle.give(connection)
+                        return result
+                    } catch let error as PostgresNoAnswer {
+                        // Its close is under way: it must not be handed out again.
+                        throw StoreError.backend(error.description)
+                    } catch is StaleConnection where reused != nil {
+                        // An idle connection the server ended (a restart, pg_terminate_backend) before
+                        // its first statement of this work: nothing ran, so a new connection tries again.
+                        try? connection.close().wait()
+                        reused = nil
+                    } catch let error as StaleConnection {
+                        throw error.underlying
+                    } catch {
+                        self.idle.give(connection)
+                        throw error
+                    }
                 }
             }
         } catch let error as StoreError {
@@ -184,7 +199,11 @@ final class PostgresBackend: StoreBackend {
         _ connection: PostgresConnection, begin: String, lock: Int64?, _ body: (PostgresTransaction) throws -> T
     ) throws -> T {
         let transaction = PostgresTransaction(connection: connection, answerLimit: answerLimit, logger: logger)
-        try transaction.execute(sql: begin)
+        do {
+            try transaction.execute(sql: begin)
+        } catch where StaleConnection.isStale(error) {
+            throw StaleConnection(underlying: error)
+        }
         do {
             if let lock { try transaction.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [lock]) }
             let result = try body(transaction)
@@ -233,6 +252,20 @@ final class PostgresBackend: StoreBackend {
         }
         if let underlying = error.underlying { return "PostgreSQL \(error.code): \(underlying)" }
         return "PostgreSQL \(error.code)"
+    }
+}
+
+/// A connection the server had already ended when work began on it: its first statement failed
+/// because the connection is gone, so nothing of the work ran.
+struct StaleConnection: Error {
+    let underlying: any Error
+
+    /// Whether `error` says the connection is gone: closed, or ended by the server (SQLSTATE class
+    /// 57: an administrator's or a shutdown's termination).
+    static func isStale(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return false }
+        if error.code == .serverClosedConnection || error.code == .clientClosedConnection { return true }
+        return error.code == .server && (error.serverInfo?[.sqlState]?.hasPrefix("57P") ?? false)
     }
 }
 
