@@ -45,19 +45,11 @@ extension BlobStore {
                 guard fd >= 0 else { return nil }
                 var hasher = SHA512()
                 var total: Int64 = 0
-                var buffer = [UInt8](repeating: 0, count: 1 << 20)
-                while true {
-                    let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(total)) }
-                    if count < 0 {
-                        if errno == EINTR { continue }
-                        close(fd)
-                        return nil
-                    }
-                    if count == 0 { break }
-                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
-                    total += Int64(count)
+                let read: Void? = try? readChunks(fd, partial) { chunk in
+                    hasher.update(bufferPointer: chunk)
+                    total += Int64(chunk.count)
                 }
-                guard total > 0, let hash = try? BackgroundHasher(continuing: hasher) else {
+                guard read != nil, total > 0, let hash = try? BackgroundHasher(continuing: hasher) else {
                     close(fd)
                     return nil
                 }

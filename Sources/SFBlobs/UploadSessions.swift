@@ -102,7 +102,7 @@ public struct UploadSessions: Sendable {
         do {
             // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
             try await runBlocking {
-                try Self.withFile(path, flags: O_RDONLY) { fd in try Self.readAll(fd, path) { try ingest.append($0) } }
+                try Self.withFile(path, flags: O_RDONLY) { fd in try readChunks(fd, path) { try ingest.append($0) } }
             }
         } catch {
             ingest.abandon()
@@ -127,7 +127,7 @@ public struct UploadSessions: Sendable {
                 if fsync(fd) != 0 { throw BlobError.system("fsync", path, code: errno) }
                 var hasher = SHA512()
                 var size: Int64 = 0
-                try Self.readAll(fd, path) { chunk in
+                try readChunks(fd, path) { chunk in
                     hasher.update(bufferPointer: chunk)
                     size += Int64(chunk.count)
                 }
@@ -144,7 +144,6 @@ public struct UploadSessions: Sendable {
 
     /// Forgets the upload and removes its file.
     public func abandon(uuid: UUID) async throws {
-
         try await records.deleteUpload(uuid: uuid)
         let path = path(of: uuid)
         if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
@@ -184,20 +183,6 @@ public struct UploadSessions: Sendable {
         if fd < 0 { throw BlobError.system("open", path, code: errno) }
         defer { close(fd) }
         return try body(fd)
-    }
-
-    /// Hands the file open as `fd` to `body` from where it stands to its end, 1 MiB at a time. Blocks.
-    private static func readAll(_ fd: Int32, _ path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BlobError.system("read", path, code: errno)
-            }
-            if n == 0 { return }
-            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-        }
     }
 
     private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {

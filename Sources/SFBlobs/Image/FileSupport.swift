@@ -114,3 +114,18 @@ func fileSize(_ path: String) -> Int64? {
 func mentionsDiskFull(_ text: String) -> Bool {
     text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
+
+/// Hands the file open as `fd` (named `path` in errors) to `body` from where it stands to its end,
+/// 1 MiB at a time. Blocks.
+func readChunks(_ fd: Int32, _ path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw BlobError.system("read", path, code: errno)
+        }
+        if n == 0 { return }
+        try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+    }
+}

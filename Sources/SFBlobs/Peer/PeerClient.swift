@@ -181,7 +181,8 @@ public final class PeerClient: Sendable {
                 throw PeerError.status(node: peer.name, status: head.status, message: connection.reason(head))
             }
             // A node sends what the blob's record says, no more: the size bounds what is written.
-            guard let length = head.contentLength, start + length == blob.size else {
+            // Compared without adding: a length near Int64.max from a broken peer must not trap.
+            guard let length = head.contentLength, length == blob.size - start else {
                 throw PeerError.transport(node: peer.name, message: "sent \(head.contentLength.map(String.init) ?? "no") Content-Length from byte \(start) of a blob of \(blob.size)")
             }
             var reporter = start
