@@ -54,6 +54,9 @@ struct Backend: Sendable {
     /// A fresh location for a store, and how to remove it.
     let makeLocation: @Sendable (_ label: String) throws -> (location: String, remove: @Sendable () -> Void)
     let open: @Sendable (_ location: String) throws -> SQLStore
+    /// Brings the statistics of a store's job table up to date, as a running cluster's server keeps
+    /// them (autovacuum analyses the job table as it changes): the claim's plan depends on them.
+    var analyseJobs: @Sendable (_ location: String) throws -> Void = { _ in }
 }
 
 let runID = "sfq" + String(format: "%05x", UInt32.random(in: 0...0xfffff))
@@ -97,10 +100,13 @@ final class PostgresServer: Sendable {
         return (name, { [self] in try? self.psql("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") })
     }
 
-    /// Runs `sql` on the server's own database; answers its output, unaligned.
+    /// Runs `sql` on the server's own database, or on `database`; answers its output, unaligned.
     @discardableResult
-    func psql(_ sql: String) throws -> String {
-        let output = try ChildProcess.run([psqlPath, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", adminURL, "-c", sql])
+    func psql(_ sql: String, database: String? = nil) throws -> String {
+        var target = components
+        target.password = nil
+        if let database { target.path = "/" + database }
+        let output = try ChildProcess.run([psqlPath, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d", target.string ?? adminURL, "-c", sql])
         guard output.status == 0 else { throw BenchmarkFailed("psql \(sql): \(output.stderr)") }
         return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -140,7 +146,8 @@ func postgres(_ server: PostgresServer) -> Backend {
             let database = try server.createDatabase()
             return (database.name, database.drop)
         },
-        open: { database in try SQLStore.open(location: try server.storeURL(database: database), fqdn: "bench-node", logger: logger) })
+        open: { database in try SQLStore.open(location: try server.storeURL(database: database), fqdn: "bench-node", logger: logger) },
+        analyseJobs: { database in try server.psql("ANALYZE job", database: database) })
 }
 
 let postgresServer: PostgresServer?
@@ -150,7 +157,8 @@ do {
     print("QueueBenchmark failed: \(error)")
     exit(1)
 }
-let backends = [sqlite] + (postgresServer.map { [postgres($0)] } ?? [])
+/// SFNODE_BENCH_POSTGRES_ONLY leaves SQLite out (for profiling the PostgreSQL runs alone).
+let backends = (environment["SFNODE_BENCH_POSTGRES_ONLY"] != nil ? [] : [sqlite]) + (postgresServer.map { [postgres($0)] } ?? [])
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on the host.
 func monotonicNanos() -> Int64 {
@@ -434,6 +442,7 @@ func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async 
         let target = "\(runID)-throughput"
         let jobs = try (0..<throughputJobs).map { _ in try noopJob(target: target) }
         _ = try await store.enqueue(jobs)
+        try backend.analyseJobs(location)
         let started = ContinuousClock.now
         let timings = try await withThrowingTaskGroup(of: (claims: [Double], completes: [Double]).self) { group in
             for index in 0..<claimers {

@@ -271,5 +271,19 @@ enum PostgresSchema {
             """
             ]
         ),
+        (
+            "v13-job-queue-order",
+            [
+            // The live jobs in queue order: a claim walks it from the oldest and stops at its limit.
+            // It is on `id + 0`, which the claim orders by, so that no plan can order by the
+            // primary key instead: with statistics from when most jobs were queued, PostgreSQL
+            // chose that, and walked every finished job before the first live one (a claim cost
+            // grew with the jobs done: 5.8 ms after 17,000). Without it, job_claim gathered every
+            // queued job and sorted them (4.8 ms with 2,000 queued).
+            "CREATE INDEX job_queue_order ON job((id + 0)) WHERE state IN ('queued', 'running')",
+            // A queue table changes fast: its statistics, which choose that walk, are kept fresh.
+            "ALTER TABLE job SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05)",
+            ]
+        ),
     ]
 }

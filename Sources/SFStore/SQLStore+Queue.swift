@@ -11,6 +11,9 @@ import Foundation
 extension SQLStore {
     public func enqueue(_ jobs: [NewJob]) async throws -> [Job] {
         let rows = try jobs.map(Self.validatedRow)
+        if let postgres = backend as? PostgresBackend, let enqueued = try await enqueueInOneStatement(rows, on: postgres) {
+            return enqueued
+        }
         return try await write { db in try rows.map { try Self.insertJob(db, $0) } }
     }
 
@@ -42,27 +45,35 @@ extension SQLStore {
 
     static let returningJob = " RETURNING \(JobTable.selectList)"
 
-    /// The oldest jobs a claim may take, at most ?5: queued, or running with a lapsed lease, and no
-    /// earlier live job on the same object. That last rule also keeps a batch to one job per object:
-    /// of two claimable jobs on one object, the later one has the earlier, live, before it. A
-    /// `static let`, so every claim uses the one cached statement; PostgreSQL adds
-    /// ``StoreDatabase/skipLockedRows``. The `object_key IS NULL OR` changes no answer (NULL equals
-    /// nothing) but keeps PostgreSQL from planning the rule as an anti-join of every live job
-    /// against every other (30 ms a claim with 4,000 queued jobs on a table not yet analysed);
-    /// it then walks the jobs in id order and stops at the limit (0.1 ms).
-    static let selectClaimable = """
-        SELECT \(JobTable.selectList(as: "j")) FROM job AS j
+    /// The oldest jobs a claim may take, at most ?5, in queue order (`order`: PostgreSQL orders by
+    /// `id + 0`, PostgresSchema.swift says why): queued, or running with a lapsed lease by the
+    /// clock `now` (a mark, or PostgreSQL's `now()`), and no earlier live job on the same object.
+    /// That last rule also keeps a batch to one job per object: of two claimable jobs on one
+    /// object, the later one has the earlier, live, before it. The `object_key IS NULL OR` changes
+    /// no answer (NULL equals nothing) but keeps PostgreSQL from planning the rule as an anti-join
+    /// of every live job against every other (30 ms a claim with 4,000 queued jobs on a table not
+    /// yet analysed). The `state IN` names the live-job index's condition, so that the walk can
+    /// use that index.
+    static func claimable(columns: String, now: String, order: String = "j.id", limit: String = "?5") -> String {
+        """
+        SELECT \(columns) FROM job AS j
         WHERE j.target IN (SELECT value FROM json_each(?1))
-          AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= ?2))
-          AND j.not_before <= ?2
+          AND j.state IN ('queued', 'running')
+          AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expiry <= \(now)))
+          AND j.not_before <= \(now)
           AND (?3 = '[]' OR (CASE WHEN j.kind IN (SELECT value FROM json_each(?3)) THEN 1 ELSE 0 END) != ?4)
           AND (j.object_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM job AS e
               WHERE e.object_key = j.object_key AND e.id < j.id
                 AND e.state IN ('queued', 'running')))
-        ORDER BY j.id
-        LIMIT ?5
+        ORDER BY \(order)
+        LIMIT \(limit)
         """
+    }
+
+    /// ``claimable(columns:now:)`` with the clock as the mark ?2: a `static let`, so that every
+    /// claim uses the one cached statement; PostgreSQL adds ``StoreDatabase/skipLockedRows``.
+    static let selectClaimable = claimable(columns: JobTable.selectList(as: "j"), now: "?2")
 
     /// Takes the queued jobs whose ids are the JSON array ?4, all from ?5 to ?6 (their deaths and
     /// last error stay as they are), answering them: one statement for a whole batch, and no read
@@ -121,6 +132,10 @@ extension SQLStore {
         }
         if case .only(let names) = kinds, names.isEmpty { return [] }
         let leaseSeconds = lease.seconds
+        if let postgres = backend as? PostgresBackend {
+            return try await claimInOneStatement(
+                [targetList, leaseSeconds, kindList, excluding, limit, owner, maxDeaths], limit: limit, on: postgres)
+        }
         return try await writeQueue { db -> [Job] in
             let now = try db.now()
             let candidates = try db.allRows(
@@ -194,6 +209,9 @@ extension SQLStore {
     }
 
     public func complete(jobID: Int64, owner: String) async throws {
+        if let postgres = backend as? PostgresBackend, try await completeInOneStatement(jobID: jobID, owner: owner, on: postgres) {
+            return
+        }
         try await writeQueue { db in
             try Self.updateOwnedJob(
                 db, jobID: jobID, owner: owner, set: "state = 'succeeded', lease_expiry = NULL, updated = ?",

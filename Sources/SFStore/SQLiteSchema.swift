@@ -138,6 +138,11 @@ extension SQLiteBackend {
         migrator.registerMigration("v12-node-deleted") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN deleted REAL")
         }
+        migrator.registerMigration("v13-job-live") { db in
+            // The live jobs in queue order: a claim walks it from the oldest and stops at its
+            // limit (PostgreSQL needs another shape of the same index: PostgresSchema.swift).
+            try db.execute(sql: "CREATE INDEX job_live ON job(id) WHERE state IN ('queued', 'running')")
+        }
         return migrator
     }
 
