@@ -49,7 +49,7 @@ enum PostgresQueue {
     /// transaction (five marks a job, and PostgreSQL takes at most 65,535).
     static let enqueueLimit = 200
 
-    /// Claims up to ?5 jobs (``SQLStore/claimable(columns:now:)``'s marks ?1, ?3, ?4 and ?5) for the
+    /// Claims up to ?5 jobs (``SQLStore/claimable(columns:now:order:limit:)``'s marks ?1, ?3, ?4 and ?5) for the
     /// owner ?6 with a lease of ?2 seconds; a job whose lease lapsed counts a death, and its last
     /// error says why once it died ?7 times or spent its attempts (``Job/deathMessage(deaths:)``,
     /// the same words). The rows are locked as they are chosen and passed over when another
