@@ -430,7 +430,7 @@ func seconds(_ duration: Duration) -> Double {
 }
 
 /// `throughputJobs` jobs queued up front (one transaction), then `claimers` tasks sharing one store
-/// handle, each claiming (one job, or a batch) and completing each job until the queue is empty; a
+/// handle, each claiming (one job, or a batch) and completing what it claimed until the queue is empty; a
 /// fresh store each repeat.
 func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async throws -> Throughput {
     var result = Throughput()
@@ -444,12 +444,13 @@ func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async 
         _ = try await store.enqueue(jobs)
         try backend.analyseJobs(location)
         let started = ContinuousClock.now
-        let timings = try await withThrowingTaskGroup(of: (claims: [Double], completes: [Double]).self) { group in
+        let timings = try await withThrowingTaskGroup(of: (claims: [Double], completes: [Double], done: Int).self) { group in
             for index in 0..<claimers {
                 group.addTask {
                     let owner = "claimer-\(index)"
                     var claims: [Double] = []
                     var completes: [Double] = []
+                    var done = 0
                     while true {
                         let before = ContinuousClock.now
                         let claimed: [Job]
@@ -461,23 +462,33 @@ func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async 
                         }
                         if claimed.isEmpty { break }
                         claims.append(seconds(ContinuousClock.now - before))
-                        for job in claimed {
+                        switch mode {
+                        case .single:
+                            for job in claimed {
+                                let beforeComplete = ContinuousClock.now
+                                try await store.complete(jobID: job.id, owner: owner)
+                                completes.append(seconds(ContinuousClock.now - beforeComplete))
+                            }
+                        case .batched:
                             let beforeComplete = ContinuousClock.now
-                            try await store.complete(jobID: job.id, owner: owner)
+                            let refused = try await store.complete(jobIDs: claimed.map(\.id), owner: owner)
+                            guard refused.isEmpty else { throw BenchmarkFailed("jobs \(refused) of a batch were not completed") }
                             completes.append(seconds(ContinuousClock.now - beforeComplete))
                         }
+                        done += claimed.count
                     }
-                    return (claims, completes)
+                    return (claims, completes, done)
                 }
             }
-            return try await group.reduce(into: (claims: [Double](), completes: [Double]())) {
+            return try await group.reduce(into: (claims: [Double](), completes: [Double](), done: 0)) {
                 $0.claims += $1.claims
                 $0.completes += $1.completes
+                $0.done += $1.done
             }
         }
         let elapsed = ContinuousClock.now - started
-        guard timings.completes.count == throughputJobs else {
-            throw BenchmarkFailed("\(timings.completes.count) of \(throughputJobs) jobs were claimed and completed")
+        guard timings.done == throughputJobs else {
+            throw BenchmarkFailed("\(timings.done) of \(throughputJobs) jobs were claimed and completed")
         }
         result.rates.append(Double(throughputJobs) / seconds(elapsed))
         result.claims += timings.claims
@@ -563,11 +574,12 @@ do {
     report.append("| the enqueue call alone (its commit), in-process | " + names.map { spread(enqueueCalls[$0] ?? []) }.joined(separator: " | ") + " |")
     if !pickupOnly {
         report.append("\nClaim-and-complete: \(throughputJobs) jobs queued up front, then N claimers (tasks sharing one store")
-        report.append("handle), each claiming one job (`claimNext`) or up to \(batchSize) (`claimBatch`, one transaction) and")
-        report.append("completing each job (one transaction each) until none is left; jobs/s is the median of \(throughputRepeats) runs")
+        report.append("handle), each claiming one job (`claimNext`) and completing it (`complete(jobID:owner:)`), or claiming up to")
+        report.append("\(batchSize) (`claimBatch`) and completing them together (`complete(jobIDs:owner:)`), each call one transaction,")
+        report.append("until none is left; jobs/s is the median of \(throughputRepeats) runs")
         report.append("on fresh stores; the calls' own times are median / p99 over every call of the \(throughputRepeats) runs.")
         report.append("PostgreSQL's job table is analysed once the jobs are queued (`ANALYZE job`), as autovacuum keeps a")
-        report.append("running cluster's; on PostgreSQL a claim, a batch claim and a completion are each one statement.\n")
+        report.append("running cluster's; on PostgreSQL each of those calls is one statement.\n")
         report += header("claim and complete")
         for mode in ClaimMode.allCases {
             for claimers in claimerCounts {
@@ -577,7 +589,7 @@ do {
                 let claims = names.map { spread(throughput[$0]?[mode]?[claimers]?.claims ?? []) }
                 report.append("| … its claim call\(mode == .batched ? " (a batch)" : "") | " + claims.joined(separator: " | ") + " |")
                 let completes = names.map { spread(throughput[$0]?[mode]?[claimers]?.completes ?? []) }
-                report.append("| … its complete call | " + completes.joined(separator: " | ") + " |")
+                report.append("| … its complete call\(mode == .batched ? " (a batch)" : "") | " + completes.joined(separator: " | ") + " |")
             }
         }
         let smallest = names.map { spread(transactions[$0] ?? []) }

@@ -176,6 +176,11 @@ public protocol NodeStore: Sendable {
     func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool
     /// Marks the job succeeded. Only the lease owner may; else ``StoreError/notLeaseOwner(jobID:owner:actual:)``.
     func complete(jobID: Int64, owner: String) async throws
+    /// Marks every job of `jobIDs` that `owner` holds, running, succeeded, in one transaction (a
+    /// batch from ``claimBatch(targets:owner:lease:kinds:maxDeaths:limit:)``); answers the ids it
+    /// left as they were because `owner` did not hold them (rescued, finished, unknown). At most
+    /// ``SQLStore/claimBatchLimit`` ids; else ``StoreError/invalidArgument(_:)``.
+    func complete(jobIDs: [Int64], owner: String) async throws -> [Int64]
     /// Records a failure. A retryable one with attempts left goes back to queued after
     /// ``Job/retryDelay(afterAttempt:)``; otherwise the job becomes failed. Only the lease owner may.
     func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws

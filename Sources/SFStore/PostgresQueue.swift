@@ -88,6 +88,23 @@ enum PostgresQueue {
     /// ``claim(limit:)`` of up to ?5 jobs.
     static let claimBatch = claim(limit: "?5")
 
+    /// Completes the jobs of the array ?1 (`{1,2,3}`) that the owner ?2 holds, answering each one
+    /// completed and how many NOTIFYs woke claimers (one at most, as ``complete``).
+    static let completeBatch = """
+        WITH done AS (
+            UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = \(now)
+            WHERE id = ANY(CAST(?1 AS BIGINT[])) AND state = 'running' AND lease_owner = ?2
+            RETURNING id, object_key
+        ),
+        waiting AS (
+            SELECT pg_notify('\(PostgresBackend.wakeupChannel)', '') WHERE EXISTS (
+                SELECT 1 FROM done JOIN job AS w ON w.object_key = done.object_key AND w.id > done.id
+                WHERE w.state = 'queued')
+        ),
+        moved AS (SELECT nextval('sfnode_change') WHERE EXISTS (SELECT 1 FROM done))
+        SELECT done.id, (SELECT count(*) FROM waiting) FROM done, moved
+        """
+
     /// Completes the job ?1 if the owner ?2 holds it, answering a row when it did (and whether
     /// claimers were woken); none says that the job was not the owner's to complete, and the
     /// transactional path then says why. Claimers are woken only when a queued job waited behind
@@ -118,6 +135,11 @@ extension PostgresQueue {
         static var sql: String { get }
     }
 
+    enum EnqueueOneSQL: StatementSQL {
+        static let name = "sfnode_enqueue_one_v13"
+        static let sql = PostgresSQL.translate(PostgresQueue.enqueue(count: 1))
+    }
+
     enum ClaimOneSQL: StatementSQL {
         static let name = "sfnode_claim_one_v13"
         static let sql = PostgresSQL.translate(PostgresQueue.claimOne)
@@ -126,6 +148,11 @@ extension PostgresQueue {
     enum ClaimBatchSQL: StatementSQL {
         static let name = "sfnode_claim_batch_v13"
         static let sql = PostgresSQL.translate(PostgresQueue.claimBatch)
+    }
+
+    enum CompleteBatchSQL: StatementSQL {
+        static let name = "sfnode_complete_batch_v13"
+        static let sql = PostgresSQL.translate(PostgresQueue.completeBatch)
     }
 
     enum CompleteSQL: StatementSQL {
@@ -158,7 +185,12 @@ extension SQLStore {
         for row in rows {
             arguments += [row.job.kind, row.payloadText, row.job.target.description, row.job.objectKey, row.job.maxAttempts]
         }
-        let jobs = try await postgres.autocommitRows(PostgresQueue.enqueue(count: rows.count), arguments).map(Self.decodeJob)
+        // One job, the common case (a user's request, a refresh), is a prepared statement: planning
+        // the enqueue took as long as running it.
+        let answer = rows.count == 1
+            ? try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.EnqueueOneSQL>(arguments))
+            : try await postgres.autocommitRows(PostgresQueue.enqueue(count: rows.count), arguments)
+        let jobs = try answer.map(Self.decodeJob)
         guard jobs.count == rows.count else {
             throw StoreError.backend("enqueueing \(rows.count) jobs answered \(jobs.count)")
         }
@@ -188,6 +220,25 @@ extension SQLStore {
             throw StoreError.corrupt("a completion's wake-up count \(error.problem)")
         }
         return true
+    }
+
+    /// ``complete(jobIDs:owner:)`` on PostgreSQL in one statement: the ids it completed.
+    func completeInOneStatement(jobIDs: [Int64], owner: String, on postgres: PostgresBackend) async throws -> Set<Int64> {
+        let array = "{" + jobIDs.map(String.init).joined(separator: ",") + "}"
+        let rows = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteBatchSQL>([array, owner]))
+        var completed: Set<Int64> = []
+        var woken = false
+        for row in rows {
+            let columns = PostgresPositionalRow(row.makeRandomAccess())
+            do throws(ColumnTypeMismatch) {
+                if let id = try columns.int64(at: 0) { completed.insert(id) }
+                if try columns.int64(at: 1) ?? 0 > 0 { woken = true }
+            } catch {
+                throw StoreError.corrupt("a completed job \(error.problem)")
+            }
+        }
+        if woken { postgres.wakeClaimers() }
+        return completed
     }
 
     private static func decodeJob(_ row: PostgresRow) throws -> Job {

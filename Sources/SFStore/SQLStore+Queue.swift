@@ -219,6 +219,36 @@ extension SQLStore {
         }
     }
 
+    public func complete(jobIDs: [Int64], owner: String) async throws -> [Int64] {
+        guard jobIDs.count <= Self.claimBatchLimit else {
+            throw StoreError.invalidArgument("\(jobIDs.count) jobs to complete at once; at most \(Self.claimBatchLimit)")
+        }
+        guard !jobIDs.isEmpty else { return [] }
+        let completed: Set<Int64>
+        if let postgres = backend as? PostgresBackend {
+            completed = try await completeInOneStatement(jobIDs: jobIDs, owner: owner, on: postgres)
+        } else {
+            let idList = "[" + jobIDs.map(String.init).joined(separator: ",") + "]"
+            completed = try await writeQueue { db in
+                var done: Set<Int64> = []
+                try db.eachPositionalRow(
+                    """
+                    UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = ?
+                    WHERE id IN (SELECT CAST(value AS INTEGER) FROM json_each(?)) AND state = 'running' AND lease_owner = ?
+                    RETURNING id
+                    """,
+                    [try db.now(), idList, owner], reading: "a completed job"
+                ) { row in
+                    if let id = try Int64.read(row, "a completed job's id") { done.insert(id) }
+                }
+                // A finished job may unblock the next job of its object.
+                if !done.isEmpty { db.jobsChanged() }
+                return done
+            }
+        }
+        return jobIDs.filter { !completed.contains($0) }
+    }
+
     public func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws {
         try await writeQueue { db in
             let job = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)

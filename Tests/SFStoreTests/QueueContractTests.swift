@@ -237,6 +237,31 @@ struct QueueContractTests {
         }
     }
 
+    @Test("a batch completes in one call; the jobs the owner does not hold are answered and left alone", arguments: Backend.all)
+    func batchCompletion(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let first = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o1")
+            let behind = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o1")
+            let second = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o2")
+            let others = try await store.enqueue(kind: "k", payload: nil, target: hv2, objectKey: nil)
+            #expect(try await store.claimBatch(targets: [hv1], owner: "w1", lease: .seconds(30), limit: 10).map(\.id) == [first.id, second.id])
+            #expect(try await store.claimNext(targets: [hv2], owner: "w2", lease: .seconds(30))?.id == others.id)
+            let refused = try await store.complete(jobIDs: [first.id, others.id, second.id, 987_654], owner: "w1")
+            #expect(refused == [others.id, 987_654])
+            #expect(try await store.job(id: first.id).state == .succeeded)
+            #expect(try await store.job(id: second.id).state == .succeeded)
+            let untouched = try await store.job(id: others.id)
+            #expect(untouched.state == .running && untouched.leaseOwner == "w2")
+            // The job that waited behind the first on its object is free now; a second call changes nothing.
+            #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: .seconds(30))?.id == behind.id)
+            #expect(try await store.complete(jobIDs: [first.id, second.id], owner: "w1") == [first.id, second.id])
+            #expect(try await store.complete(jobIDs: [], owner: "w1").isEmpty)
+            await #expect(throws: StoreError.self) {
+                _ = try await store.complete(jobIDs: Array(1...Int64(SQLStore.claimBatchLimit + 1)), owner: "w1")
+            }
+        }
+    }
+
     @Test("a batch never holds two jobs of one object, and kinds filter it as they do a single claim", arguments: Backend.all)
     func batchObjectRule(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
