@@ -21,6 +21,9 @@ import Synchronization
 import Glibc
 #endif
 
+// As `sfnode agent` and `sfnode serve` start: the agent's memory (g) is the daemon's.
+ProcessMemory.limitArenas()
+
 let logger = {
     var logger = Logger(label: "sfnode.bench")
     logger.logLevel = .warning

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <sched.h>
@@ -172,4 +173,12 @@ int csys_spawn_thread(void *(*body)(void *), void *context, unsigned long stack_
     rc = pthread_create(&thread, &attr, body, context);
     pthread_attr_destroy(&attr);
     return rc;
+}
+
+int csys_limit_malloc_arenas(int arenas) {
+    return mallopt(M_ARENA_MAX, arenas) == 1 ? 0 : -EINVAL;
+}
+
+int csys_release_free_memory(void) {
+    return malloc_trim(0);
 }

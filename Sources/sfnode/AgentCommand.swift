@@ -23,6 +23,7 @@ struct AgentCommand: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
+        ProcessMemory.limitArenas()
         let settings = try AgentConfiguration.load(commandLinePath: config)
         LoggingBootstrap.bootstrap(
             level: settings.logLevel, identifier: "sfnode-agent", metadataProvider: JobContext.metadataProvider)

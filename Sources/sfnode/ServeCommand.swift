@@ -7,6 +7,7 @@ import SFBlobs
 import SFControl
 import SFDaemonSupport
 import SFStore
+import SFSystem
 import ServiceLifecycle
 
 /// `sfnode serve`: the all-in-one node, the REST API and the agent in one process on the embedded
@@ -19,6 +20,7 @@ struct ServeCommand: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
+        ProcessMemory.limitArenas()
         let settings = try AgentConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
         let agent = try await buildAgent(settings: settings, logger: logger)
@@ -39,6 +41,7 @@ struct APICommand: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
+        ProcessMemory.limitArenas()
         let settings = try AgentConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
         let store = try openStore(settings: settings, logger: logger)

@@ -31,4 +31,12 @@ int csys_set_thread_name(const char *name);
  * errno value. */
 int csys_spawn_thread(void *(*body)(void *), void *context, unsigned long stack_size);
 
+/* glibc's malloc, which Swift's Glibc module does not import (<malloc.h>). Caps the arenas at
+ * `arenas`: by default glibc makes one for each thread that contends, up to eight per core, and
+ * each keeps what its threads freed. Returns 0 or -EINVAL. */
+int csys_limit_malloc_arenas(int arenas);
+/* Hands the free memory of every arena back to the kernel (malloc_trim(0)); 1 if it released
+ * any. */
+int csys_release_free_memory(void);
+
 #endif
