@@ -88,9 +88,12 @@ enum PostgresQueue {
     /// ``claim(limit:)`` of up to ?5 jobs.
     static let claimBatch = claim(limit: "?5")
 
-    /// Completes the jobs of the array ?1 (`{1,2,3}`) that the owner ?2 holds, answering each one
-    /// completed and how many NOTIFYs woke claimers (one at most, as ``complete``).
-    static let completeBatch = """
+    /// Completes the jobs of the array ?1 (`{1,2,3}`) that the owner ?2 holds (one job's completion
+    /// too), answering each job completed and how many NOTIFYs woke claimers. Claimers are woken
+    /// only when a queued job waits behind a completed one on its object: nothing else can become
+    /// claimable by a completion, and NOTIFY takes a lock at commit that every notifying
+    /// transaction of the server queues for.
+    static let complete = """
         WITH done AS (
             UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = \(now)
             WHERE id = ANY(CAST(?1 AS BIGINT[])) AND state = 'running' AND lease_owner = ?2
@@ -102,27 +105,6 @@ enum PostgresQueue {
                 WHERE w.state = 'queued')
         ),
         moved AS (SELECT nextval('sfnode_change') WHERE EXISTS (SELECT 1 FROM done))
-        SELECT done.id, (SELECT count(*) FROM waiting) FROM done, moved
-        """
-
-    /// Completes the job ?1 if the owner ?2 holds it, answering a row when it did (and whether
-    /// claimers were woken); none says that the job was not the owner's to complete, and the
-    /// transactional path then says why. Claimers are woken only when a queued job waited behind
-    /// this one on its object: nothing else can become claimable by a completion, and NOTIFY
-    /// takes a lock at commit that every notifying transaction of the server queues for (16
-    /// claimers completing at once spent 40 % of the time idle in it).
-    static let complete = """
-        WITH done AS (
-            UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = \(now)
-            WHERE id = ?1 AND state = 'running' AND lease_owner = ?2
-            RETURNING id, object_key
-        ),
-        waiting AS (
-            SELECT pg_notify('\(PostgresBackend.wakeupChannel)', '') FROM done
-            WHERE done.object_key IS NOT NULL AND EXISTS (
-                SELECT 1 FROM job AS w WHERE w.object_key = done.object_key AND w.id > done.id AND w.state = 'queued')
-        ),
-        moved AS (SELECT nextval('sfnode_change') FROM done)
         SELECT done.id, (SELECT count(*) FROM waiting) FROM done, moved
         """
 }
@@ -148,11 +130,6 @@ extension PostgresQueue {
     enum ClaimBatchSQL: StatementSQL {
         static let name = "sfnode_claim_batch_v13"
         static let sql = PostgresSQL.translate(PostgresQueue.claimBatch)
-    }
-
-    enum CompleteBatchSQL: StatementSQL {
-        static let name = "sfnode_complete_batch_v13"
-        static let sql = PostgresSQL.translate(PostgresQueue.completeBatch)
     }
 
     enum CompleteSQL: StatementSQL {
@@ -208,24 +185,11 @@ extension SQLStore {
         return try rows.map(Self.decodeJob)
     }
 
-    /// ``complete(jobID:owner:)`` on PostgreSQL in one statement; false when the job was not the
-    /// owner's running job, which the transactional path then explains.
-    func completeInOneStatement(jobID: Int64, owner: String, on postgres: PostgresBackend) async throws -> Bool {
-        guard let row = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteSQL>([jobID, owner])).first else {
-            return false
-        }
-        do throws(ColumnTypeMismatch) {
-            if try PostgresPositionalRow(row.makeRandomAccess()).int64(at: 1) ?? 0 > 0 { postgres.wakeClaimers() }
-        } catch {
-            throw StoreError.corrupt("a completion's wake-up count \(error.problem)")
-        }
-        return true
-    }
-
-    /// ``complete(jobIDs:owner:)`` on PostgreSQL in one statement: the ids it completed.
+    /// ``complete(jobIDs:owner:)`` (and ``complete(jobID:owner:)``) on PostgreSQL in one statement:
+    /// the ids it completed.
     func completeInOneStatement(jobIDs: [Int64], owner: String, on postgres: PostgresBackend) async throws -> Set<Int64> {
         let array = "{" + jobIDs.map(String.init).joined(separator: ",") + "}"
-        let rows = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteBatchSQL>([array, owner]))
+        let rows = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteSQL>([array, owner]))
         var completed: Set<Int64> = []
         var woken = false
         for row in rows {

@@ -209,7 +209,10 @@ extension SQLStore {
     }
 
     public func complete(jobID: Int64, owner: String) async throws {
-        if let postgres = backend as? PostgresBackend, try await completeInOneStatement(jobID: jobID, owner: owner, on: postgres) {
+        // None completed: the transactional path below says why.
+        if let postgres = backend as? PostgresBackend,
+            try await completeInOneStatement(jobIDs: [jobID], owner: owner, on: postgres).contains(jobID)
+        {
             return
         }
         try await writeQueue { db in
