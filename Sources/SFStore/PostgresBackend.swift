@@ -25,6 +25,10 @@ final class PostgresBackend: StoreBackend {
     let configuration: PostgresStoreConfiguration
     private let threads: NIOThreadPool
     private let idle: IdleConnections
+    /// One for each connection in use, at most ``PostgresStoreConfiguration/poolSize``, for both
+    /// ways of using one (a pool thread's transaction, a task's one statement). A connection is
+    /// opened only when none is idle, so the connections open are never more than that either.
+    private let permits: ConnectionPermits
     private let nextConnectionID = Atomic<Int>(1)
     private let wakeupHub: WakeupHub
     private let listener: PostgresListener
@@ -43,6 +47,7 @@ final class PostgresBackend: StoreBackend {
         self.configuration = configuration
         self.logger = logger
         threads = NIOThreadPool(numberOfThreads: configuration.poolSize)
+        permits = ConnectionPermits(configuration.poolSize)
         threads.start()
         let hub = WakeupHub(storePath: nil, logger: logger)
         wakeupHub = hub
@@ -186,6 +191,8 @@ final class PostgresBackend: StoreBackend {
         _ work: @escaping @Sendable (PostgresConnection) async throws -> [PostgresRow]
     ) async throws -> [PostgresRow] {
         guard !closed.isClaimed else { throw StoreError.backend("the store is closed") }
+        await permits.acquire()
+        defer { permits.release() }
         var reused = idle.take()
         while true {
             let connection: PostgresConnection
@@ -247,6 +254,8 @@ final class PostgresBackend: StoreBackend {
     private func onConnection<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         do {
             return try await threads.runIfActive {
+                self.permits.acquireBlocking()
+                defer { self.permits.release() }
                 var reused = self.idle.take()
                 while true {
                     let connection = try reused ?? self.openConnection()
@@ -597,5 +606,68 @@ extension PostgresStoreConfiguration {
             host: host, port: port, username: username, password: password, database: database, tls: .disable)
         connection.options.connectTimeout = .seconds(10)
         return connection
+    }
+}
+
+/// A counting semaphore that tasks wait on without blocking a thread, and pool threads by
+/// blocking theirs: the store's connections in use (``PostgresBackend``).
+final class ConnectionPermits: Sendable {
+    private enum Waiter {
+        case task(CheckedContinuation<Void, Never>)
+        case thread(DispatchSemaphore)
+    }
+
+    private struct State {
+        var available: Int
+        var waiters: [Waiter] = []
+    }
+
+    private let state: Mutex<State>
+
+    init(_ count: Int) {
+        state = Mutex(State(available: max(1, count)))
+    }
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state -> Bool in
+                guard state.available == 0 else {
+                    state.available -= 1
+                    return true
+                }
+                state.waiters.append(.task(continuation))
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func acquireBlocking() {
+        let semaphore = DispatchSemaphore(value: 0)
+        let granted = state.withLock { state -> Bool in
+            guard state.available == 0 else {
+                state.available -= 1
+                return true
+            }
+            state.waiters.append(.thread(semaphore))
+            return false
+        }
+        if !granted { semaphore.wait() }
+    }
+
+    /// Hands the permit to the longest waiter, else back to the count.
+    func release() {
+        let next = state.withLock { state -> Waiter? in
+            guard !state.waiters.isEmpty else {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        switch next {
+        case .task(let continuation): continuation.resume()
+        case .thread(let semaphore): semaphore.signal()
+        case nil: break
+        }
     }
 }

@@ -78,6 +78,38 @@ struct PostgresBackendTests {
         for store in stores { #expect(try await store.nodes().isEmpty) }
     }
 
+    @Test("the store never uses more connections than pool_size, however many callers wait", .enabled(if: PostgresTestDatabase.serverURL != nil))
+    func poolIsBounded() async throws {
+        let server = try #require(try PostgresTestDatabase.serverURL.flatMap { try PostgresStoreConfiguration(url: $0) })
+        let database = try PostgresTestDatabase.create()
+        defer { database.drop() }
+        // Two for the pool, one for the listener, one spare for the migration's connection on its
+        // way out: a pool that opened a connection per waiting caller is refused by the server.
+        try PostgresTestDatabase.administer(server, "ALTER DATABASE \(database.name) CONNECTION LIMIT 4")
+        let store = try SQLStore.open(location: database.url + "?pool_size=2", fqdn: "n1")
+        defer { store.close() }
+        let node = JobTarget.node("n1")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<40 {
+                group.addTask {
+                    if index.isMultiple(of: 2) {
+                        // One-statement operations, waiting in tasks.
+                        _ = try await store.enqueue(kind: "k", payload: nil, target: node, objectKey: nil)
+                        if let job = try await store.claimNext(targets: [node], owner: "w\(index)", lease: .seconds(30)) {
+                            try await store.complete(jobID: job.id, owner: "w\(index)")
+                        }
+                    } else {
+                        // Transactions, on the pool's threads.
+                        _ = try await store.jobs(states: [], limit: 100)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.jobs(states: [.queued, .running], limit: 100).isEmpty)
+        #expect(try await store.jobs(states: [.succeeded], limit: 100).count == 20)
+    }
+
     @Test("the store outlives connections the server ends, its wake-ups too", .enabled(if: PostgresTestDatabase.serverURL != nil))
     func survivesEndedConnections() async throws {
         let server = try #require(try PostgresTestDatabase.serverURL.flatMap { try PostgresStoreConfiguration(url: $0) })
