@@ -71,8 +71,9 @@ extension SQLStore {
         """
     }
 
-    /// ``claimable(columns:now:)`` with the clock as the mark ?2: a `static let`, so that every
-    /// claim uses the one cached statement; PostgreSQL adds ``StoreDatabase/skipLockedRows``.
+    /// ``claimable(columns:now:order:limit:)`` with the clock as the mark ?2, for the claim in a
+    /// transaction (SQLite's; PostgreSQL claims in one statement, ``PostgresQueue/claim(limit:)``):
+    /// a `static let`, so that every claim uses the one cached statement.
     static let selectClaimable = claimable(columns: JobTable.selectList(as: "j"), now: "?2")
 
     /// Takes the queued jobs whose ids are the JSON array ?4, all from ?5 to ?6 (their deaths and
