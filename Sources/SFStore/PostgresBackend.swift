@@ -483,8 +483,6 @@ final class PostgresTransaction: StoreDatabase {
     }
 
     func jobsChanged() { jobsChangedMark = true }
-
-    var skipLockedRows: String { " FOR UPDATE SKIP LOCKED" }
 }
 
 /// A PostgreSQL row read by column position, with the same strictness as SQLite's: an integer
@@ -630,29 +628,25 @@ final class ConnectionPermits: Sendable {
 
     func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let granted = state.withLock { state -> Bool in
-                guard state.available == 0 else {
-                    state.available -= 1
-                    return true
-                }
-                state.waiters.append(.task(continuation))
-                return false
-            }
-            if granted { continuation.resume() }
+            if take(orQueue: .task(continuation)) { continuation.resume() }
         }
     }
 
     func acquireBlocking() {
         let semaphore = DispatchSemaphore(value: 0)
-        let granted = state.withLock { state -> Bool in
+        if !take(orQueue: .thread(semaphore)) { semaphore.wait() }
+    }
+
+    /// Takes a permit if one is free (true); else queues `waiter` for ``release()`` to wake.
+    private func take(orQueue waiter: Waiter) -> Bool {
+        state.withLock { state in
             guard state.available == 0 else {
                 state.available -= 1
                 return true
             }
-            state.waiters.append(.thread(semaphore))
+            state.waiters.append(waiter)
             return false
         }
-        if !granted { semaphore.wait() }
     }
 
     /// Hands the permit to the longest waiter, else back to the count.

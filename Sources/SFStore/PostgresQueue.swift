@@ -31,10 +31,11 @@ enum PostgresQueue {
     /// the lock is held, for they are joined with it.
     static func enqueue(count: Int) -> String {
         let row = "(CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT))"
+        let columns: [JobTable.Column] = [.kind, .payload, .target, .objectKey, .maxAttempts, .state, .attempts, .notBefore, .created, .updated]
         return """
             WITH serialised AS (SELECT pg_advisory_xact_lock(?1)),
             inserted AS (
-                INSERT INTO job (kind, payload, target, object_key, max_attempts, state, attempts, not_before, created, updated)
+                INSERT INTO job (\(columns.map(\.quotedName).joined(separator: ", ")))
                 SELECT given.kind, given.payload, given.target, given.object_key, given.max_attempts, 'queued', 0, \(now), \(now), \(now)
                 FROM serialised, (VALUES \(Array(repeating: row, count: count).joined(separator: ", ")))
                     AS given(kind, payload, target, object_key, max_attempts)

@@ -76,13 +76,11 @@ extension SQLStore {
     /// a `static let`, so that every claim uses the one cached statement.
     static let selectClaimable = claimable(columns: JobTable.selectList(as: "j"), now: "?2")
 
-    /// Takes the queued jobs whose ids are the JSON array ?4, all from ?5 to ?6 (their deaths and
-    /// last error stay as they are), answering them: one statement for a whole batch, and no read
-    /// after it. The range changes no answer; it lets PostgreSQL find the rows by the primary key
-    /// where it would otherwise scan the whole table (it cannot see into the JSON).
+    /// Takes the queued jobs whose ids are the JSON array ?4 (their deaths and last error stay as
+    /// they are), answering them: one statement for a whole batch, and no read after it.
     static let takeQueued = """
         UPDATE job SET state = 'running', lease_owner = ?1, lease_expiry = ?2, attempts = attempts + 1, updated = ?3
-        WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?4)) AND id BETWEEN ?5 AND ?6
+        WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?4))
         RETURNING \(JobTable.selectList)
         """
 
@@ -140,7 +138,7 @@ extension SQLStore {
         return try await writeQueue { db -> [Job] in
             let now = try db.now()
             let candidates = try db.allRows(
-                JobTable.self, Self.selectClaimable + db.skipLockedRows, [targetList, now, kindList, excluding, limit])
+                JobTable.self, Self.selectClaimable, [targetList, now, kindList, excluding, limit])
             var claimed: [Job] = []
             var queued: [Int64] = []
             for candidate in candidates {
@@ -164,9 +162,9 @@ extension SQLStore {
                 }
                 claimed += try db.allRows(JobTable.self, Self.takeDied, [owner, now + leaseSeconds, now, deaths, lastError, candidate.id])
             }
-            if let first = queued.first, let last = queued.last {
+            if !queued.isEmpty {
                 let idList = "[" + queued.map(String.init).joined(separator: ",") + "]"
-                claimed += try db.allRows(JobTable.self, Self.takeQueued, [owner, now + leaseSeconds, now, idList, first, last])
+                claimed += try db.allRows(JobTable.self, Self.takeQueued, [owner, now + leaseSeconds, now, idList])
             }
             guard claimed.count == candidates.count else {
                 throw StoreError.backend("a claim took \(claimed.count) of the \(candidates.count) jobs it locked")
@@ -218,10 +216,13 @@ extension SQLStore {
         }
         try await writeQueue { db in
             try Self.updateOwnedJob(
-                db, jobID: jobID, owner: owner, set: "state = 'succeeded', lease_expiry = NULL, updated = ?",
+                db, jobID: jobID, owner: owner, set: Self.setSucceeded,
                 arguments: [try db.now()])
         }
     }
+
+    /// A completion's change of a job; the mark is the clock.
+    static let setSucceeded = "state = 'succeeded', lease_expiry = NULL, updated = ?"
 
     public func complete(jobIDs: [Int64], owner: String) async throws -> [Int64] {
         guard jobIDs.count <= Self.claimBatchLimit else {
@@ -237,7 +238,7 @@ extension SQLStore {
                 var done: Set<Int64> = []
                 try db.eachPositionalRow(
                     """
-                    UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = ?
+                    UPDATE job SET \(Self.setSucceeded)
                     WHERE id IN (SELECT CAST(value AS INTEGER) FROM json_each(?)) AND state = 'running' AND lease_owner = ?
                     RETURNING id
                     """,

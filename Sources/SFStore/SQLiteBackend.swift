@@ -166,8 +166,6 @@ final class SQLiteDatabase: StoreDatabase {
 
     func jobsChanged() { jobsChangedMark = true }
 
-    var skipLockedRows: String { "" }
-
     /// Runs `sql` (cached) with `arguments` and hands each row's statement to `body`.
     private func step(
         _ sql: String, _ arguments: StoreArguments, reading what: String, _ body: (SQLiteStatement) throws -> Void

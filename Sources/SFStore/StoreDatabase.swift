@@ -27,10 +27,6 @@ protocol StoreDatabase: AnyObject {
     /// Seconds since 1970 by the database's clock, the same for the whole transaction. Leases and
     /// node check-ins are timed by it, so that nodes whose clocks differ agree on an age.
     func now() throws -> Double
-    /// What a claim's select ends with to lock the row it answers and pass over rows another
-    /// claimer holds: PostgreSQL's ` FOR UPDATE SKIP LOCKED`; nothing for SQLite, whose writes are
-    /// serialised anyway.
-    var skipLockedRows: String { get }
     /// Marks the transaction as one that enqueued or finished jobs: the backend wakes claimers
     /// once, at its commit (never once per row).
     func jobsChanged()

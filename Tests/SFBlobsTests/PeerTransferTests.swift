@@ -136,10 +136,10 @@ struct PeerTransferTests {
 
             let path = "/v1/blobs/\(blob.uuid.lowercasedString)"
             let member = try await PeerCredentials.load(records: pair.store, nodeName: "sfb")
-            func ask(_ path: String, _ headers: [(String, String)], range: String? = nil) async throws -> String {
+            func ask(_ path: String, _ headers: [(String, String)], range: String? = nil, method: String = "GET") async throws -> String {
                 let lines = headers.map { "\($0): \($1)\r\n" }.joined() + (range.map { "Range: \($0)\r\n" } ?? "")
                 return try await NamespaceSockets.exchange(
-                    from: pair.hosts[1], host: pair.addresses[0], port: UInt16(server.port), request: "GET \(path) HTTP/1.1\r\nHost: x\r\n\(lines)\r\n")
+                    from: pair.hosts[1], host: pair.addresses[0], port: UInt16(server.port), request: "\(method) \(path) HTTP/1.1\r\nHost: x\r\n\(lines)\r\n")
             }
             #expect(try await ask(path, []).hasPrefix("HTTP/1.1 403"))
             // Signed for another path, or expired an hour ago.
@@ -153,6 +153,12 @@ struct PeerTransferTests {
             #expect(try await ask(path, member.headers(method: "GET", path: path), range: "bytes=4000-").contains("Content-Range: bytes 4000-4095/4096"))
             let console = "/v1/instances/\(UUID().uuidString.lowercased())/console?length=99999999999999999999999"
             #expect(try await ask(console, member.headers(method: "GET", path: console)).hasPrefix("HTTP/1.1 400"))
+            // A signature is for one method: a GET's cannot clear a console. Blobs are never deleted
+            // through a peer, signed or not.
+            let consolePath = "/v1/instances/\(UUID().uuidString.lowercased())/console"
+            #expect(try await ask(consolePath, member.headers(method: "GET", path: consolePath), method: "DELETE").hasPrefix("HTTP/1.1 403"))
+            #expect(try await ask(path, member.headers(method: "DELETE", path: path), method: "DELETE").hasPrefix("HTTP/1.1 404"))
+            #expect(pair.blobs[0].hasData(blob.uuid))
         }
     }
 

@@ -26,7 +26,7 @@ public enum DNSQuery {
             defer { close(fd) }
             var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var remote = NamespaceSockets.socketAddress(server, 53)
+            var remote = server.socketAddress(port: 53)
             let identifier = UInt16.random(in: 0...UInt16.max)
             let query = Self.query(name, identifier: identifier)
             let sent = query.withUnsafeBytes { bytes in

@@ -379,7 +379,7 @@ func bindLoopbackListener() throws -> (fd: Int32, port: UInt16) {
     if fd < 0 { throw SystemError.fromErrno("socket") }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    var address = NamespaceSockets.socketAddress(.loopback, 0)
+    var address = IPv4Address.loopback.socketAddress(port: 0)
     let bound = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
@@ -408,7 +408,7 @@ public func isListening(_ url: String) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
-    var address = NamespaceSockets.socketAddress(.loopback, port)
+    var address = IPv4Address.loopback.socketAddress(port: port)
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0

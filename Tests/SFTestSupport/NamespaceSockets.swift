@@ -47,9 +47,6 @@ public enum NamespaceSockets {
         }
     }
 
-    static func socketAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
-        address.socketAddress(port: port)
-    }
 
     /// A TCP connection to `host:port` from the calling thread's namespace, every step bounded by
     /// `timeoutSeconds`.
@@ -60,7 +57,7 @@ public enum NamespaceSockets {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var remote = socketAddress(host, port)
+        var remote = host.socketAddress(port: port)
         let connected = withUnsafePointer(to: &remote) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -97,7 +94,7 @@ public final class TestListener: Sendable {
             if fd < 0 { throw SystemError.fromErrno("socket") }
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            var local = NamespaceSockets.socketAddress(address, port)
+            var local = address.socketAddress(port: port)
             let bound = withUnsafePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
