@@ -293,7 +293,7 @@ final class OldPollRunner: Sendable {
             poked.store(false, ordering: .relaxed)
             if let job = try? await store.claimNext(targets: [.node(target)], owner: owner, lease: .seconds(30)) {
                 starts.record(job.id)
-                try? await store.complete(jobID: job.id, owner: owner)
+                if let lease = job.lease { try? await store.complete(lease) }
                 continue
             }
             let deadline = ContinuousClock.now + .milliseconds(250)
@@ -465,13 +465,14 @@ func claimAndComplete(_ backend: Backend, claimers: Int, mode: ClaimMode) async 
                         switch mode {
                         case .single:
                             for job in claimed {
+                                guard let lease = job.lease else { throw BenchmarkFailed("job \(job.id) was claimed without a lease") }
                                 let beforeComplete = ContinuousClock.now
-                                try await store.complete(jobID: job.id, owner: owner)
+                                try await store.complete(lease)
                                 completes.append(seconds(ContinuousClock.now - beforeComplete))
                             }
                         case .batched:
                             let beforeComplete = ContinuousClock.now
-                            let refused = try await store.complete(jobIDs: claimed.map(\.id), owner: owner)
+                            let refused = try await store.complete(claimed.compactMap(\.lease))
                             guard refused.isEmpty else { throw BenchmarkFailed("jobs \(refused) of a batch were not completed") }
                             completes.append(seconds(ContinuousClock.now - beforeComplete))
                         }
@@ -574,8 +575,8 @@ do {
     report.append("| the enqueue call alone (its commit), in-process | " + names.map { spread(enqueueCalls[$0] ?? []) }.joined(separator: " | ") + " |")
     if !pickupOnly {
         report.append("\nClaim-and-complete: \(throughputJobs) jobs queued up front, then N claimers (tasks sharing one store")
-        report.append("handle), each claiming one job (`claimNext`) and completing it (`complete(jobID:owner:)`), or claiming up to")
-        report.append("\(batchSize) (`claimBatch`) and completing them together (`complete(jobIDs:owner:)`), each call one transaction,")
+        report.append("handle), each claiming one job (`claimNext`) and completing it (`complete(_:)` of its lease), or claiming up to")
+        report.append("\(batchSize) (`claimBatch`) and completing them together (`complete(_:)` of their leases), each call one transaction,")
         report.append("until none is left; jobs/s is the median of \(throughputRepeats) runs")
         report.append("on fresh stores; the calls' own times are median / p99 over every call of the \(throughputRepeats) runs.")
         report.append("PostgreSQL's job table is analysed once the jobs are queued (`ANALYZE job`), as autovacuum keeps a")

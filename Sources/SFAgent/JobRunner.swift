@@ -103,9 +103,9 @@ public actor JobRunner {
     }
 
     private func fail(_ job: Job, error: String, retryable: Bool, refused: Bool = false, logger: Logger) async throws {
-        let (store, owner) = (self.store, self.owner)
+        let (store, lease) = (self.store, self.heldLease(of: job))
         let settle: @Sendable () async throws -> Job = {
-            try await store.fail(jobID: job.id, owner: owner, error: error, retryable: retryable)
+            try await store.fail(lease, error: error, retryable: retryable)
             return try await store.job(id: job.id)
         }
         guard let failureHandler else {
@@ -243,7 +243,7 @@ public actor JobRunner {
                     // Back to the queue, without spending an attempt, until the others have ended.
                     logger.warning("the agent died while this job ran; it waits for the other jobs to end, to run alone")
                     try await store.postpone(
-                        jobID: job.id, owner: owner, delay: .zero,
+                        heldLease(of: job), delay: .zero,
                         reason: "the agent died while this job ran; it runs again alone once the other jobs end")
                     quiescing = true
                 }
@@ -267,6 +267,11 @@ public actor JobRunner {
         if let lane { lanes[lane].running -= 1 }
         if isolated == job.id { isolated = nil }
         poke()
+    }
+
+    /// The lease this runner's claim of `job` holds.
+    private func heldLease(of job: Job) -> JobLease {
+        JobLease(jobID: job.id, owner: owner, token: job.leaseToken)
     }
 
     /// Claims and runs one job of any kind, in this task; false when there was none.
@@ -315,7 +320,7 @@ public actor JobRunner {
             return
         }
         let store = self.store
-        let owner = self.owner
+        let held = heldLease(of: job)
         let lease = self.lease
         let started = ContinuousClock.now
         do {
@@ -351,7 +356,7 @@ public actor JobRunner {
                     guard renewal.begin() else { continue }
                     Task {
                         do {
-                            renewal.finish(renewed: try await store.renewLease(jobID: job.id, owner: owner, lease: lease), error: nil)
+                            renewal.finish(renewed: try await store.renewLease(held, for: lease), error: nil)
                         } catch {
                             logger.warning("renewing the job's lease failed; retrying", metadata: ["error": "\(error)"])
                             renewal.finish(renewed: nil, error: "\(error)")
@@ -364,7 +369,7 @@ public actor JobRunner {
             heartbeat.cancel()
             if await heartbeat.value { throw LeaseLapsed() }
             try outcome.get()
-            try await store.complete(jobID: job.id, owner: owner)
+            try await store.complete(held)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
         } catch is LeaseLapsed {
             logger.error("the job's lease lapsed, so it was abandoned; the agent holding it now finishes it")
@@ -374,7 +379,7 @@ public actor JobRunner {
             // task of its own, since this one is cancelled.
             logger.warning("job interrupted by shutdown; it goes back to the queue", metadata: ["error": "\(error)"])
             try await Task.detached {
-                try await store.postpone(jobID: job.id, owner: owner, delay: .zero, reason: "interrupted by the agent's shutdown")
+                try await store.postpone(held, delay: .zero, reason: "interrupted by the agent's shutdown")
             }.value
         } catch {
             try await settle(job, error: error, logger: logger)
@@ -392,7 +397,7 @@ public actor JobRunner {
             let waited = Date().timeIntervalSince(job.created)
             if waited < Double(notReadyDeadline.components.seconds) {
                 logger.info("job waits for a dependency", metadata: ["reason": "\(classified.message)"])
-                try await store.postpone(jobID: job.id, owner: owner, delay: notReadyDelay, reason: classified.message)
+                try await store.postpone(heldLease(of: job), delay: notReadyDelay, reason: classified.message)
             } else {
                 let message = "\(classified.message) (still not ready after \(Int(waited)) s)"
                 logger.error("job failed", metadata: ["error": "\(message)"])

@@ -94,6 +94,25 @@ public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
     public var isLive: Bool { self == .queued || self == .running }
 }
 
+/// One claim's hold on a running job: its owner (the claiming agent) and which claim of the job it
+/// was (``Job/leaseToken``). The store changes a job only for the lease that holds it now.
+public struct JobLease: Hashable, Sendable, CustomStringConvertible {
+    public var jobID: Int64
+    public var owner: String
+    public var token: Int64
+
+    public init(jobID: Int64, owner: String, token: Int64) {
+        self.jobID = jobID
+        self.owner = owner
+        self.token = token
+    }
+
+    /// "w1 (claim 2)": the holder, as errors name it.
+    public var holder: String { "\(owner) (claim \(token))" }
+
+    public var description: String { "job \(jobID) leased by \(holder)" }
+}
+
 /// A unit of work for a node agent: delivered at least once, so handlers must be idempotent.
 public struct Job: Codable, Hashable, Sendable, Identifiable {
     /// Increasing in enqueue order; the queue's FIFO order.
@@ -119,6 +138,10 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
     /// The job is not claimable before this time (retry backoff).
     public var notBefore: Date
     public var leaseOwner: String?
+    /// Which claim of the job its lease is: one more at every claim and never less (unlike
+    /// ``attempts``, which a postponement gives back), so that a holder whose lease lapsed and was
+    /// claimed again, even by its own process, can no longer change the job (River's #1302).
+    public var leaseToken: Int64
     public var leaseExpiry: Date?
     public var lastError: String?
     public var created: Date
@@ -126,8 +149,8 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
 
     public init(
         id: Int64, kind: String, payload: JSONValue, target: JobTarget, objectKey: String?, state: JobState,
-        attempts: Int, maxAttempts: Int, deaths: Int = 0, notBefore: Date, leaseOwner: String?, leaseExpiry: Date?,
-        lastError: String?, created: Date, updated: Date
+        attempts: Int, maxAttempts: Int, deaths: Int = 0, notBefore: Date, leaseOwner: String?, leaseToken: Int64 = 0,
+        leaseExpiry: Date?, lastError: String?, created: Date, updated: Date
     ) {
         self.id = id
         self.kind = kind
@@ -140,10 +163,18 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
         self.deaths = deaths
         self.notBefore = notBefore
         self.leaseOwner = leaseOwner
+        self.leaseToken = leaseToken
         self.leaseExpiry = leaseExpiry
         self.lastError = lastError
         self.created = created
         self.updated = updated
+    }
+
+    /// The lease a claim handed over with this job: what renewing, completing, failing and
+    /// postponing it name. Nil unless the job is running.
+    public var lease: JobLease? {
+        guard state == .running, let leaseOwner else { return nil }
+        return JobLease(jobID: id, owner: leaseOwner, token: leaseToken)
     }
 
     /// Whether the claimer got the job only to record that its last allowed attempt died with its
@@ -180,6 +211,7 @@ public struct Job: Codable, Hashable, Sendable, Identifiable {
         case deaths
         case notBefore = "not_before"
         case leaseOwner = "lease_owner"
+        case leaseToken = "lease_token"
         case leaseExpiry = "lease_expiry"
         case lastError = "last_error"
     }

@@ -153,7 +153,8 @@ public protocol NodeStore: Sendable {
     ///
     /// Claimable: queued (or running with an expired lease: its agent died), `notBefore` passed,
     /// and no earlier job with the same object key is queued or running. The claimed job becomes
-    /// running, leased by `owner` until now + `lease`, with `attempts` + 1. A job reclaimed after its
+    /// running, leased by `owner` until now + `lease`, with `attempts` + 1 and a new
+    /// ``Job/leaseToken`` (its ``Job/lease`` is what later changes name). A job reclaimed after its
     /// lease expired with no attempts left is handed over all the same, with `attempts` above
     /// `maxAttempts` and `lastError` saying whose lease lapsed: the claimer records the failure
     /// (``Job/isExhausted``), so that it reaches the job's object like any other.
@@ -171,23 +172,24 @@ public protocol NodeStore: Sendable {
     func claimBatch(
         targets: [JobTarget], owner: String, lease: Duration, kinds: JobKindFilter, maxDeaths: Int, limit: Int
     ) async throws -> [Job]
-    /// Extends the lease to now + `lease`; false when `owner` no longer holds a live lease (it
-    /// expired, or the job was reclaimed or finished): the caller must stop working on it.
-    func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool
-    /// Marks the job succeeded. Only the lease owner may; else ``StoreError/notLeaseOwner(jobID:owner:actual:)``.
-    func complete(jobID: Int64, owner: String) async throws
-    /// Marks every job of `jobIDs` that `owner` holds, running, succeeded, in one transaction (a
-    /// batch from ``claimBatch(targets:owner:lease:kinds:maxDeaths:limit:)``); answers the ids it
-    /// left as they were because `owner` did not hold them (rescued, finished, unknown). At most
-    /// ``SQLStore/claimBatchLimit`` ids; else ``StoreError/invalidArgument(_:)``.
-    func complete(jobIDs: [Int64], owner: String) async throws -> [Int64]
+    /// Extends `lease` to now + `duration`; false when it no longer holds the job (it expired, or
+    /// the job was claimed again or finished): the caller must stop working on it.
+    func renewLease(_ lease: JobLease, for duration: Duration) async throws -> Bool
+    /// Marks the job succeeded. Only its current lease may; else
+    /// ``StoreError/notLeaseOwner(jobID:owner:actual:)`` (or ``StoreError/jobNotRunning(jobID:state:)``).
+    func complete(_ lease: JobLease) async throws
+    /// Marks the job of every lease of `leases` that still holds it succeeded, in one transaction
+    /// (a batch from ``claimBatch(targets:owner:lease:kinds:maxDeaths:limit:)``); answers the
+    /// leases it refused because they no longer held their job (claimed again, finished, unknown).
+    /// At most ``SQLStore/claimBatchLimit`` leases; else ``StoreError/invalidArgument(_:)``.
+    func complete(_ leases: [JobLease]) async throws -> [JobLease]
     /// Records a failure. A retryable one with attempts left goes back to queued after
-    /// ``Job/retryDelay(afterAttempt:)``; otherwise the job becomes failed. Only the lease owner may.
-    func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws
+    /// ``Job/retryDelay(afterAttempt:)``; otherwise the job becomes failed. Only its current lease may.
+    func fail(_ lease: JobLease, error: String, retryable: Bool) async throws
     /// Puts a running job back in the queue for `delay` without spending its attempt: what it needs
     /// is not ready yet (another job is still making it), which is no fault of the job. `reason`
-    /// becomes its `lastError`. Only the lease owner may.
-    func postpone(jobID: Int64, owner: String, delay: Duration, reason: String) async throws
+    /// becomes its `lastError`. Only its current lease may.
+    func postpone(_ lease: JobLease, delay: Duration, reason: String) async throws
     /// Jobs in any of `states` (all when empty), newest first, at most `limit`.
     func jobs(states: [JobState], limit: Int) async throws -> [Job]
     /// The job, or ``StoreError/notFound(type:id:)``.

@@ -62,7 +62,7 @@ enum PostgresQueue {
         FOR UPDATE OF j SKIP LOCKED
         ),
         taken AS (
-            UPDATE job SET state = 'running', lease_owner = ?6, lease_expiry = \(now) + ?2,
+            UPDATE job SET state = 'running', lease_owner = ?6, lease_token = job.lease_token + 1, lease_expiry = \(now) + ?2,
                 attempts = job.attempts + 1, updated = \(now),
                 deaths = CASE WHEN picked.state = 'running' THEN job.deaths + 1 ELSE job.deaths END,
                 last_error = CASE
@@ -89,16 +89,19 @@ enum PostgresQueue {
     /// ``claim(limit:)`` of up to ?5 jobs.
     static let claimBatch = claim(limit: "?5")
 
-    /// Completes the jobs of the array ?1 (`{1,2,3}`) that the owner ?2 holds (one job's completion
-    /// too), answering each job completed and how many NOTIFYs woke claimers. Claimers are woken
-    /// only when a queued job waits behind a completed one on its object: nothing else can become
-    /// claimable by a completion, and NOTIFY takes a lock at commit that every notifying
-    /// transaction of the server queues for.
+    /// Completes the jobs whose leases are the arrays ?1 (ids, `{1,2,3}`), ?2 (owners) and ?3
+    /// (tokens) where those leases still hold them (one job's completion too), answering each job
+    /// completed and how many NOTIFYs woke claimers. Claimers are woken only when a queued job
+    /// waits behind a completed one on its object: nothing else can become claimable by a
+    /// completion, and NOTIFY takes a lock at commit that every notifying transaction of the
+    /// server queues for.
     static let complete = """
         WITH done AS (
             UPDATE job SET state = 'succeeded', lease_expiry = NULL, updated = \(now)
-            WHERE id = ANY(CAST(?1 AS BIGINT[])) AND state = 'running' AND lease_owner = ?2
-            RETURNING id, object_key
+            FROM unnest(CAST(?1 AS BIGINT[]), CAST(?2 AS TEXT[]), CAST(?3 AS BIGINT[])) AS lease(id, owner, token)
+            WHERE job.id = lease.id AND job.state = 'running' AND job.lease_owner = lease.owner
+                AND job.lease_token = lease.token
+            RETURNING job.id, job.object_key
         ),
         waiting AS (
             SELECT pg_notify('\(PostgresBackend.wakeupChannel)', '') WHERE EXISTS (
@@ -119,22 +122,22 @@ extension PostgresQueue {
     }
 
     enum EnqueueOneSQL: StatementSQL {
-        static let name = "sfnode_enqueue_one_v13"
+        static let name = "sfnode_enqueue_one_v14"
         static let sql = PostgresSQL.translate(PostgresQueue.enqueue(count: 1))
     }
 
     enum ClaimOneSQL: StatementSQL {
-        static let name = "sfnode_claim_one_v13"
+        static let name = "sfnode_claim_one_v14"
         static let sql = PostgresSQL.translate(PostgresQueue.claimOne)
     }
 
     enum ClaimBatchSQL: StatementSQL {
-        static let name = "sfnode_claim_batch_v13"
+        static let name = "sfnode_claim_batch_v14"
         static let sql = PostgresSQL.translate(PostgresQueue.claimBatch)
     }
 
     enum CompleteSQL: StatementSQL {
-        static let name = "sfnode_complete_v13"
+        static let name = "sfnode_complete_v14"
         static let sql = PostgresSQL.translate(PostgresQueue.complete)
     }
 
@@ -186,11 +189,15 @@ extension SQLStore {
         return try rows.map(Self.decodeJob)
     }
 
-    /// ``complete(jobIDs:owner:)`` (and ``complete(jobID:owner:)``) on PostgreSQL in one statement:
-    /// the ids it completed.
-    func completeInOneStatement(jobIDs: [Int64], owner: String, on postgres: PostgresBackend) async throws -> Set<Int64> {
-        let array = "{" + jobIDs.map(String.init).joined(separator: ",") + "}"
-        let rows = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteSQL>([array, owner]))
+    /// ``complete(_:)-([JobLease])`` (and a single lease's completion) on PostgreSQL in one
+    /// statement: the leases it refused.
+    func completeInOneStatement(_ leases: [JobLease], on postgres: PostgresBackend) async throws -> [JobLease] {
+        let arguments: StoreArguments = [
+            PostgresSQL.arrayLiteral(leases.map { String($0.jobID) }),
+            PostgresSQL.arrayLiteral(leases.map(\.owner)),
+            PostgresSQL.arrayLiteral(leases.map { String($0.token) }),
+        ]
+        let rows = try await postgres.autocommitRows(PostgresQueue.Prepared<PostgresQueue.CompleteSQL>(arguments))
         var completed: Set<Int64> = []
         var woken = false
         for row in rows {
@@ -203,7 +210,7 @@ extension SQLStore {
             }
         }
         if woken { postgres.wakeClaimers() }
-        return completed
+        return leases.filter { !completed.contains($0.jobID) }
     }
 
     private static func decodeJob(_ row: PostgresRow) throws -> Job {

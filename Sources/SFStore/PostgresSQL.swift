@@ -81,3 +81,13 @@ enum PostgresSQL {
         return output
     }
 }
+
+extension PostgresSQL {
+    /// A PostgreSQL array literal of `elements`, each quoted (`{"1","w\"2"}`), for a mark cast to
+    /// an array type: the store's marks bind text, and a quoted element suits every element type.
+    static func arrayLiteral(_ elements: [String]) -> String {
+        "{" + elements.map { element in
+            "\"" + element.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }.joined(separator: ",") + "}"
+    }
+}

@@ -285,5 +285,10 @@ enum PostgresSchema {
             "ALTER TABLE job SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05)",
             ]
         ),
+        (
+            "v14-job-lease-token",
+            // Which claim of a job holds its lease (Job.leaseToken).
+            ["ALTER TABLE job ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0"]
+        ),
     ]
 }

@@ -79,14 +79,16 @@ extension SQLStore {
     /// Takes the queued jobs whose ids are the JSON array ?4 (their deaths and last error stay as
     /// they are), answering them: one statement for a whole batch, and no read after it.
     static let takeQueued = """
-        UPDATE job SET state = 'running', lease_owner = ?1, lease_expiry = ?2, attempts = attempts + 1, updated = ?3
+        UPDATE job SET state = 'running', lease_owner = ?1, lease_token = lease_token + 1, lease_expiry = ?2,
+                       attempts = attempts + 1, updated = ?3
         WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?4))
         RETURNING \(JobTable.selectList)
         """
 
     /// Takes one job whose lease lapsed, counting the death and setting its last error.
     static let takeDied = """
-        UPDATE job SET state = 'running', lease_owner = ?1, lease_expiry = ?2, attempts = attempts + 1, updated = ?3,
+        UPDATE job SET state = 'running', lease_owner = ?1, lease_token = lease_token + 1, lease_expiry = ?2,
+                       attempts = attempts + 1, updated = ?3,
                        deaths = ?4, last_error = ?5
         WHERE id = ?6
         RETURNING \(JobTable.selectList)
@@ -174,9 +176,9 @@ extension SQLStore {
         }
     }
 
-    public func renewLease(jobID: Int64, owner: String, lease: Duration) async throws -> Bool {
-        guard lease > .zero else { throw StoreError.invalidArgument("lease \(lease) is not positive") }
-        let leaseSeconds = lease.seconds
+    public func renewLease(_ lease: JobLease, for duration: Duration) async throws -> Bool {
+        guard duration > .zero else { throw StoreError.invalidArgument("lease \(duration) is not positive") }
+        let leaseSeconds = duration.seconds
         return try await writeQueue { db in
             let now = try db.now()
             // An expired lease is lost even if nobody has reclaimed the job yet: someone may be
@@ -184,100 +186,95 @@ extension SQLStore {
             try db.execute(
                 sql: """
                     UPDATE job SET lease_expiry = ?, updated = ?
-                    WHERE id = ? AND state = 'running' AND lease_owner = ? AND lease_expiry > ?
+                    WHERE \(Self.heldBy) AND lease_expiry > ?
                     """,
-                arguments: [now + leaseSeconds, now, jobID, owner, now])
+                arguments: [now + leaseSeconds, now, lease.jobID, lease.owner, lease.token, now])
             if db.changesCount == 0 {
-                _ = try Self.fetchJob(db, jobID)  // notFound for an unknown id, rather than a silent false
+                _ = try Self.fetchJob(db, lease.jobID)  // notFound for an unknown id, rather than a silent false
                 return false
             }
             return true
         }
     }
 
-    /// The running job `jobID` if `owner` holds it; else the error that says why not. A lease that
-    /// expired but that nobody reclaimed still belongs to its owner: the work is done, and running
-    /// it again would only repeat it.
-    static func ownedRunningJob(_ db: any StoreDatabase, jobID: Int64, owner: String) throws -> Job {
-        let job = try fetchJob(db, jobID)
-        guard job.leaseOwner == owner else {
-            throw StoreError.notLeaseOwner(jobID: jobID, owner: owner, actual: job.state == .running ? job.leaseOwner : nil)
+    /// The condition that a job, marks `id`, `lease_owner` and `lease_token`, is running under
+    /// that lease: checked in each statement that changes a held job, so that a claim committed
+    /// in between makes it change nothing.
+    static let heldBy = "id = ? AND state = 'running' AND lease_owner = ? AND lease_token = ?"
+
+    /// The running job `lease` holds; else the error that says why not. A lease that expired but
+    /// that nobody claimed again still holds its job: the work is done, and running it again
+    /// would only repeat it.
+    static func heldJob(_ db: any StoreDatabase, _ lease: JobLease) throws -> Job {
+        let job = try fetchJob(db, lease.jobID)
+        guard job.leaseOwner == lease.owner, job.leaseToken == lease.token else {
+            throw StoreError.notLeaseOwner(jobID: lease.jobID, owner: lease.holder, actual: job.lease?.holder)
         }
-        guard job.state == .running else { throw StoreError.jobNotRunning(jobID: jobID, state: job.state.rawValue) }
+        guard job.state == .running else { throw StoreError.jobNotRunning(jobID: lease.jobID, state: job.state.rawValue) }
         return job
     }
 
-    public func complete(jobID: Int64, owner: String) async throws {
+    public func complete(_ lease: JobLease) async throws {
         // None completed: the transactional path below says why.
         if let postgres = backend as? PostgresBackend,
-            try await completeInOneStatement(jobIDs: [jobID], owner: owner, on: postgres).contains(jobID)
+            try await completeInOneStatement([lease], on: postgres).isEmpty
         {
             return
         }
         try await writeQueue { db in
-            try Self.updateOwnedJob(
-                db, jobID: jobID, owner: owner, set: Self.setSucceeded,
-                arguments: [try db.now()])
+            try Self.updateHeldJob(db, lease, set: Self.setSucceeded, arguments: [try db.now()])
         }
     }
 
     /// A completion's change of a job; the mark is the clock.
     static let setSucceeded = "state = 'succeeded', lease_expiry = NULL, updated = ?"
 
-    public func complete(jobIDs: [Int64], owner: String) async throws -> [Int64] {
-        guard jobIDs.count <= Self.claimBatchLimit else {
-            throw StoreError.invalidArgument("\(jobIDs.count) jobs to complete at once; at most \(Self.claimBatchLimit)")
+    public func complete(_ leases: [JobLease]) async throws -> [JobLease] {
+        guard leases.count <= Self.claimBatchLimit else {
+            throw StoreError.invalidArgument("\(leases.count) jobs to complete at once; at most \(Self.claimBatchLimit)")
         }
-        guard !jobIDs.isEmpty else { return [] }
-        let completed: Set<Int64>
+        guard !leases.isEmpty else { return [] }
         if let postgres = backend as? PostgresBackend {
-            completed = try await completeInOneStatement(jobIDs: jobIDs, owner: owner, on: postgres)
-        } else {
-            let idList = "[" + jobIDs.map(String.init).joined(separator: ",") + "]"
-            completed = try await writeQueue { db in
-                var done: Set<Int64> = []
-                try db.eachPositionalRow(
-                    """
-                    UPDATE job SET \(Self.setSucceeded)
-                    WHERE id IN (SELECT CAST(value AS INTEGER) FROM json_each(?)) AND state = 'running' AND lease_owner = ?
-                    RETURNING id
-                    """,
-                    [try db.now(), idList, owner], reading: "a completed job"
-                ) { row in
-                    if let id = try Int64.read(row, "a completed job's id") { done.insert(id) }
-                }
-                // A finished job may unblock the next job of its object.
-                if !done.isEmpty { db.jobsChanged() }
-                return done
-            }
+            return try await completeInOneStatement(leases, on: postgres)
         }
-        return jobIDs.filter { !completed.contains($0) }
+        return try await writeQueue { db in
+            var refused: [JobLease] = []
+            for lease in leases {
+                let changed = try db.execute(
+                    sql: "UPDATE job SET \(Self.setSucceeded) WHERE \(Self.heldBy)",
+                    arguments: [try db.now(), lease.jobID, lease.owner, lease.token])
+                if changed == 0 { refused.append(lease) }
+            }
+            // A finished job may unblock the next job of its object.
+            if refused.count < leases.count { db.jobsChanged() }
+            return refused
+        }
     }
 
-    public func fail(jobID: Int64, owner: String, error: String, retryable: Bool) async throws {
+    public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws {
         try await writeQueue { db in
-            let job = try Self.ownedRunningJob(db, jobID: jobID, owner: owner)
+            let job = try Self.heldJob(db, lease)
             let now = try db.now()
             if retryable && job.attempts < job.maxAttempts {
                 let notBefore = now + Job.retryDelay(afterAttempt: job.attempts).seconds
-                try Self.updateOwnedJob(
-                    db, jobID: jobID, owner: owner,
+                try Self.updateHeldJob(
+                    db, lease,
                     set: "state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?, last_error = ?, updated = ?",
                     arguments: [notBefore, error, now])
             } else {
-                try Self.updateOwnedJob(
-                    db, jobID: jobID, owner: owner, set: "state = 'failed', lease_expiry = NULL, last_error = ?, updated = ?",
+                try Self.updateHeldJob(
+                    db, lease, set: "state = 'failed', lease_expiry = NULL, last_error = ?, updated = ?",
                     arguments: [error, now])
             }
         }
     }
 
-    public func postpone(jobID: Int64, owner: String, delay: Duration, reason: String) async throws {
+    public func postpone(_ lease: JobLease, delay: Duration, reason: String) async throws {
         guard delay >= .zero else { throw StoreError.invalidArgument("postponing by \(delay), a negative delay") }
         try await writeQueue { db in
             let now = try db.now()
-            try Self.updateOwnedJob(
-                db, jobID: jobID, owner: owner,
+            try Self.updateHeldJob(
+                db, lease,
                 set: """
                     state = 'queued', lease_owner = NULL, lease_expiry = NULL, not_before = ?,
                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, last_error = ?, updated = ?
@@ -286,17 +283,16 @@ extension SQLStore {
         }
     }
 
-    /// `UPDATE job SET <set> WHERE` the job is running under `owner`'s lease, checked in the
-    /// statement itself (a rescue that committed in between makes it change nothing); when it
-    /// changes nothing, the error says why (``ownedRunningJob(_:jobID:owner:)``). Wakes claimers at
-    /// the commit: a finished job may unblock the next job of its object.
-    static func updateOwnedJob(_ db: any StoreDatabase, jobID: Int64, owner: String, set: String, arguments: StoreArguments) throws {
+    /// `UPDATE job SET <set> WHERE` ``heldBy`` `lease`; when it changes nothing, the error says
+    /// why (``heldJob(_:_:)``). Wakes claimers at the commit: a finished job may unblock the next
+    /// job of its object.
+    static func updateHeldJob(_ db: any StoreDatabase, _ lease: JobLease, set: String, arguments: StoreArguments) throws {
         let changed = try db.execute(
-            sql: "UPDATE job SET \(set) WHERE id = ? AND state = 'running' AND lease_owner = ?",
-            arguments: StoreArguments(arguments.values + [.integer(jobID), .text(owner)]))
+            sql: "UPDATE job SET \(set) WHERE \(heldBy)",
+            arguments: StoreArguments(arguments.values + [.integer(lease.jobID), .text(lease.owner), .integer(lease.token)]))
         guard changed == 1 else {
-            _ = try ownedRunningJob(db, jobID: jobID, owner: owner)
-            throw StoreError.backend("job \(jobID) changed under its lease owner \(owner)")
+            _ = try heldJob(db, lease)
+            throw StoreError.backend("\(lease) changed under its lease")
         }
         db.jobsChanged()
     }

@@ -143,6 +143,11 @@ extension SQLiteBackend {
             // limit (PostgreSQL needs another shape of the same index: PostgresSchema.swift).
             try db.execute(sql: "CREATE INDEX job_live ON job(id) WHERE state IN ('queued', 'running')")
         }
+        // Which claim of a job holds its lease (Job.leaseToken): a job running at the migration
+        // keeps claim 0, which its holder's lease names too.
+        migrator.registerMigration("v14-job-lease-token") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 

@@ -11,8 +11,9 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     case addressUnavailable(String)
     /// Every address of `pool` (a network or floating range) is taken.
     case addressesExhausted(pool: String)
-    /// Job `jobID` is not leased by `owner`: it was never claimed by it, its lease was taken over
-    /// by another claimer, or it already finished. `actual` is the current owner, if any.
+    /// Job `jobID` is not leased by `owner` (a ``JobLease/holder``): it was never claimed by it, its
+    /// lease lapsed and the job was claimed again (by another agent or the same one), or it
+    /// already finished. `actual` is the current holder, if any.
     case notLeaseOwner(jobID: Int64, owner: String, actual: String?)
     /// Job `jobID` is in `state`, where the operation does not apply.
     case jobNotRunning(jobID: Int64, state: String)

@@ -40,7 +40,7 @@ import Testing
         let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(300), logger: Self.quietLogger())
         let progress = Mutex<String>("not run")
         await runner.register(.networkRefresh) { _, job in
-            try await store.complete(jobID: job.id, owner: "runner-1")
+            try await store.complete(try #require(job.lease))
             try await Self.endlessSteps(progress)
         }
         let job = try await enqueueTestJob(store)

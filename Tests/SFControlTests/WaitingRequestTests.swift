@@ -41,14 +41,14 @@ struct WaitingRequestTests {
         let fixture = try await ControlFixture()
         defer { fixture.cleanup() }
         let job = try await fixture.store.enqueue(kind: "instance.poweroff", payload: nil, target: .node("hv1"), objectKey: nil)
-        _ = try #require(try await fixture.store.claimNext(targets: [.node("hv1")], owner: "w", lease: .seconds(300)))
+        let lease = try #require(try await fixture.store.claimNext(targets: [.node("hv1")], owner: "w", lease: .seconds(300))?.lease)
         let started = ContinuousClock.now
         let control = fixture.control
         // The poll alone would answer after two minutes.
         let waiting = Task { try await control.waitForJob(job.id, timeout: .seconds(120), poll: .seconds(120)) }
         try await Task.sleep(for: .milliseconds(300))
         let other = try SQLStore(path: fixture.store.path, fqdn: "another-process")
-        try await other.complete(jobID: job.id, owner: "w")
+        try await other.complete(lease)
         let finished = try await waiting.value
         #expect(finished?.state == .succeeded)
         #expect(ContinuousClock.now - started < .seconds(60), "the wait ended on the poll, not the wake-up")

@@ -96,7 +96,7 @@ struct PostgresBackendTests {
                         // One-statement operations, waiting in tasks.
                         _ = try await store.enqueue(kind: "k", payload: nil, target: node, objectKey: nil)
                         if let job = try await store.claimNext(targets: [node], owner: "w\(index)", lease: .seconds(30)) {
-                            try await store.complete(jobID: job.id, owner: "w\(index)")
+                            try await store.complete(try #require(job.lease))
                         }
                     } else {
                         // Transactions, on the pool's threads.

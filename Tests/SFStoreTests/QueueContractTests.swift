@@ -34,11 +34,12 @@ struct QueueContractTests {
             let create = try await store.enqueue(kind: "network.create", payload: nil, target: hv1, objectKey: "network:x")
             let delete = try await store.enqueue(kind: "network.delete", payload: nil, target: hv1, objectKey: "network:x")
             let other = try await store.enqueue(kind: "network.create", payload: nil, target: hv1, objectKey: "network:y")
-            #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: .seconds(30))?.id == create.id)
+            let running = try #require(try await store.claimNext(targets: [hv1], owner: "w1", lease: .seconds(30)))
+            #expect(running.id == create.id)
             // The delete is blocked by the running create; the unrelated job is not.
             #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30))?.id == other.id)
             #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30)) == nil)
-            try await store.complete(jobID: create.id, owner: "w1")
+            try await store.complete(try #require(running.lease))
             #expect(try await store.job(id: create.id).state == .succeeded)
             #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30))?.id == delete.id)
         }
@@ -51,26 +52,55 @@ struct QueueContractTests {
             // Renewals come at a sixth of the lease, so a loaded 2-core machine (the whole suite runs
             // in parallel, beside builds) still renews in time; the renewals span more than one lease.
             let lease = Duration.seconds(3)
-            #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: lease)?.id == job.id)
+            let first = try #require(try await store.claimNext(targets: [hv1], owner: "w1", lease: lease)?.lease)
+            #expect(first == JobLease(jobID: job.id, owner: "w1", token: 1))
             for _ in 0..<7 {
                 try await Task.sleep(for: .milliseconds(500))
-                #expect(try await store.renewLease(jobID: job.id, owner: "w1", lease: lease))
+                #expect(try await store.renewLease(first, for: lease))
                 #expect(try await store.claimNext(targets: [hv1], owner: "w2", lease: lease) == nil)
             }
-            #expect(try await store.renewLease(jobID: job.id, owner: "w2", lease: lease) == false)
+            #expect(try await store.renewLease(JobLease(jobID: job.id, owner: "w2", token: 1), for: lease) == false)
             try await Task.sleep(for: .milliseconds(3300))
-            #expect(try await store.renewLease(jobID: job.id, owner: "w1", lease: lease) == false)
+            #expect(try await store.renewLease(first, for: lease) == false)
             let reclaimed = try #require(try await store.claimNext(targets: [hv1], owner: "w2", lease: .seconds(30)))
             #expect(reclaimed.id == job.id && reclaimed.attempts == 2 && reclaimed.leaseOwner == "w2")
-            let notOwner = await storeError { try await store.complete(jobID: job.id, owner: "w1") }
-            #expect(notOwner == .notLeaseOwner(jobID: job.id, owner: "w1", actual: "w2"))
-            #expect(notOwner?.description.contains("not leased by w1") == true)
-            #expect(await storeError { try await store.fail(jobID: job.id, owner: "w1", error: "x", retryable: false) } != nil)
-            try await store.complete(jobID: job.id, owner: "w2")
-            #expect(await storeError { try await store.complete(jobID: job.id, owner: "w2") }
+            let notOwner = await storeError { try await store.complete(first) }
+            #expect(notOwner == .notLeaseOwner(jobID: job.id, owner: "w1 (claim 1)", actual: "w2 (claim 2)"))
+            #expect(notOwner?.description.contains("not leased by w1 (claim 1)") == true)
+            #expect(await storeError { try await store.fail(first, error: "x", retryable: false) } != nil)
+            let second = try #require(reclaimed.lease)
+            try await store.complete(second)
+            #expect(await storeError { try await store.complete(second) }
                 == .jobNotRunning(jobID: job.id, state: "succeeded"))
-            #expect(await storeError { try await store.complete(jobID: 999_999, owner: "w2") }
+            #expect(await storeError { try await store.complete(JobLease(jobID: 999_999, owner: "w2", token: 1)) }
                 == .notFound(type: "job", id: "999999"))
+        }
+    }
+
+    @Test("a lease that lapsed and was claimed again by the same owner changes nothing (River #1302)", arguments: Backend.all)
+    func sameOwnerReclaim(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o")
+            let stale = try #require(try await store.claimNext(targets: [hv1], owner: "agent", lease: .milliseconds(200))?.lease)
+            try await Task.sleep(for: .milliseconds(400))
+            let current = try #require(try await store.claimNext(targets: [hv1], owner: "agent", lease: .seconds(30))?.lease)
+            #expect(current.owner == stale.owner && current.token == stale.token + 1)
+            // The old holder, late, can neither finish, fail, postpone nor renew the job again.
+            let expected = StoreError.notLeaseOwner(jobID: job.id, owner: "agent (claim 1)", actual: "agent (claim 2)")
+            #expect(await storeError { try await store.complete(stale) } == expected)
+            #expect(await storeError { try await store.fail(stale, error: "late", retryable: false) } == expected)
+            #expect(await storeError { try await store.postpone(stale, delay: .zero, reason: "late") } == expected)
+            #expect(try await store.renewLease(stale, for: .seconds(30)) == false)
+            #expect(try await store.complete([stale]) == [stale])
+            let running = try await store.job(id: job.id)
+            #expect(running.state == .running && running.lease == current && running.lastError == nil)
+            // A postponement gives its attempt back, but the next claim's token is still new.
+            try await store.postpone(current, delay: .zero, reason: "not ready")
+            let third = try #require(try await store.claimNext(targets: [hv1], owner: "agent", lease: .seconds(30)))
+            #expect(third.attempts == current.token && third.leaseToken == 3)
+            #expect(await storeError { try await store.complete(current) } != nil)
+            try await store.complete(try #require(third.lease))
+            #expect(try await store.job(id: job.id).state == .succeeded)
         }
     }
 
@@ -96,7 +126,7 @@ struct QueueContractTests {
                     #expect(ContinuousClock.now - failedAt >= Job.retryDelay(afterAttempt: attempt - 1) - .milliseconds(50))
                 }
                 failedAt = ContinuousClock.now
-                try await store.fail(jobID: job.id, owner: "w", error: "boom \(attempt)", retryable: true)
+                try await store.fail(try #require(claimed?.lease), error: "boom \(attempt)", retryable: true)
                 let after = try await store.job(id: job.id)
                 #expect(after.state == (attempt < 3 ? .queued : .failed))
                 #expect(after.lastError == "boom \(attempt)")
@@ -104,8 +134,9 @@ struct QueueContractTests {
             #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)) == nil)
 
             let fatal = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: nil, maxAttempts: 5)
-            _ = try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))
-            try await store.fail(jobID: fatal.id, owner: "w", error: "bad input", retryable: false)
+            let fatalLease = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))?.lease)
+            #expect(fatalLease.jobID == fatal.id)
+            try await store.fail(fatalLease, error: "bad input", retryable: false)
             let failed = try await store.job(id: fatal.id)
             #expect(failed.state == .failed && failed.lastError == "bad input" && failed.attempts == 1)
             #expect(try await store.jobs(states: [.failed], limit: 10).count == 2)
@@ -122,7 +153,7 @@ struct QueueContractTests {
             let exhausted = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)))
             #expect(exhausted.id == job.id && exhausted.isExhausted)
             #expect(exhausted.lastError == "lease of dead expired during attempt 1 of 1")
-            try await store.fail(jobID: job.id, owner: "w", error: exhausted.lastError ?? "", retryable: true)
+            try await store.fail(try #require(exhausted.lease), error: exhausted.lastError ?? "", retryable: true)
             #expect(try await store.job(id: job.id).state == .failed)
             // Failing it unblocks the next job of its object.
             #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))?.id == next.id)
@@ -133,12 +164,12 @@ struct QueueContractTests {
     func postpone(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
             let job = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o", maxAttempts: 1)
-            _ = try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))
-            try await store.postpone(jobID: job.id, owner: "w", delay: .seconds(60), reason: "network n is initial")
+            let held = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30))?.lease)
+            try await store.postpone(held, delay: .seconds(60), reason: "network n is initial")
             let waiting = try await store.job(id: job.id)
             #expect(waiting.state == .queued && waiting.attempts == 0 && waiting.lastError == "network n is initial")
             #expect(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)) == nil)
-            #expect(await storeError { try await store.postpone(jobID: job.id, owner: "other", delay: .zero, reason: "") } != nil)
+            #expect(await storeError { try await store.postpone(held, delay: .zero, reason: "") } != nil)
         }
     }
 
@@ -199,7 +230,7 @@ struct QueueContractTests {
                         var mine: [Int64] = []
                         while let job = try await claimer.claimNext(targets: [.node("sf-1")], owner: name, lease: .seconds(30)) {
                             mine.append(job.id)
-                            try await claimer.complete(jobID: job.id, owner: name)
+                            try await claimer.complete(try #require(job.lease))
                         }
                         return mine
                     }
@@ -231,7 +262,7 @@ struct QueueContractTests {
             let second = try await store.claimBatch(targets: [hv1], owner: "w2", lease: .seconds(30), limit: 10)
             #expect(second.map(\.id) == ["f", "g"].map { ids[$0] })
             #expect(try await store.claimBatch(targets: [hv1], owner: "w2", lease: .seconds(30), limit: 10).isEmpty)
-            try await store.complete(jobID: try #require(ids["a"]), owner: "w1")
+            try await store.complete(try #require(first.first?.lease))
             #expect(try await store.claimBatch(targets: [hv1, hv2], owner: "w2", lease: .seconds(30), limit: 10).map(\.id)
                 == ["b", "e"].map { ids[$0] })
         }
@@ -244,20 +275,23 @@ struct QueueContractTests {
             let behind = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o1")
             let second = try await store.enqueue(kind: "k", payload: nil, target: hv1, objectKey: "o2")
             let others = try await store.enqueue(kind: "k", payload: nil, target: hv2, objectKey: nil)
-            #expect(try await store.claimBatch(targets: [hv1], owner: "w1", lease: .seconds(30), limit: 10).map(\.id) == [first.id, second.id])
+            let batch = try await store.claimBatch(targets: [hv1], owner: "w1", lease: .seconds(30), limit: 10)
+            #expect(batch.map(\.id) == [first.id, second.id])
             #expect(try await store.claimNext(targets: [hv2], owner: "w2", lease: .seconds(30))?.id == others.id)
-            let refused = try await store.complete(jobIDs: [first.id, others.id, second.id, 987_654], owner: "w1")
-            #expect(refused == [others.id, 987_654])
+            let held = batch.compactMap(\.lease)
+            let notHeld = [JobLease(jobID: others.id, owner: "w1", token: 1), JobLease(jobID: 987_654, owner: "w1", token: 1)]
+            let refused = try await store.complete([held[0], notHeld[0], held[1], notHeld[1]])
+            #expect(refused == notHeld)
             #expect(try await store.job(id: first.id).state == .succeeded)
             #expect(try await store.job(id: second.id).state == .succeeded)
             let untouched = try await store.job(id: others.id)
             #expect(untouched.state == .running && untouched.leaseOwner == "w2")
             // The job that waited behind the first on its object is free now; a second call changes nothing.
             #expect(try await store.claimNext(targets: [hv1], owner: "w1", lease: .seconds(30))?.id == behind.id)
-            #expect(try await store.complete(jobIDs: [first.id, second.id], owner: "w1") == [first.id, second.id])
-            #expect(try await store.complete(jobIDs: [], owner: "w1").isEmpty)
+            #expect(try await store.complete(held) == held)
+            #expect(try await store.complete([JobLease]()).isEmpty)
             await #expect(throws: StoreError.self) {
-                _ = try await store.complete(jobIDs: Array(1...Int64(SQLStore.claimBatchLimit + 1)), owner: "w1")
+                _ = try await store.complete((1...Int64(SQLStore.claimBatchLimit + 1)).map { JobLease(jobID: $0, owner: "w1", token: 1) })
             }
         }
     }
@@ -327,7 +361,7 @@ struct QueueContractTests {
                             if batch.isEmpty { break }
                             for job in batch {
                                 mine.append(job.id)
-                                try await claimer.complete(jobID: job.id, owner: name)
+                                try await claimer.complete(try #require(job.lease))
                             }
                         }
                         return mine

@@ -80,9 +80,11 @@ struct RetentionContractTests {
             for index in 0..<4 {
                 jobs.append(try await store.enqueue(kind: "k", payload: nil, target: target, objectKey: "o\(index)", maxAttempts: 1))
             }
-            for _ in 0..<3 { _ = try await store.claimNext(targets: [target], owner: "w", lease: .seconds(60)) }
-            try await store.complete(jobID: jobs[0].id, owner: "w")
-            try await store.fail(jobID: jobs[1].id, owner: "w", error: "broken", retryable: false)
+            var leases: [JobLease] = []
+            for _ in 0..<3 { leases.append(try #require(try await store.claimNext(targets: [target], owner: "w", lease: .seconds(60))?.lease)) }
+            #expect(leases.map(\.jobID) == jobs[0..<3].map(\.id))
+            try await store.complete(leases[0])
+            try await store.fail(leases[1], error: "broken", retryable: false)
             // jobs[2] is running, jobs[3] queued.
             #expect(try await store.prune(policy, now: Date()).jobs == 0)
             let later = try await store.prune(policy, now: Date(timeIntervalSinceNow: 8 * day))
@@ -147,8 +149,9 @@ struct RetentionContractTests {
                 #expect(try await store.instance(uuid: instance.uuid).state == .deleted)
             }
             // Once nothing needs them any more, the next prune takes them.
-            _ = try await store.claimNext(targets: [.node("sf-1")], owner: "w", lease: .seconds(60))
-            try await store.complete(jobID: job.id, owner: "w")
+            let claimed = try #require(try await store.claimNext(targets: [.node("sf-1")], owner: "w", lease: .seconds(60)))
+            #expect(claimed.id == job.id)
+            try await store.complete(try #require(claimed.lease))
             try await records.removeReference(disk)
             try await store.setInterfaceState(uuid: liveInterface.uuid, to: .deleted)
             let report = try await store.prune(policy, now: later)

@@ -47,7 +47,7 @@ import Testing
             let first = try #require(try await other.claimNext(targets: [Self.target], owner: "other", lease: .seconds(30)))
             // The object's second job is blocked behind the first until it finishes.
             #expect(try await store.claimNext(targets: [Self.target], owner: "this", lease: .seconds(30)) == nil)
-            try await other.complete(jobID: first.id, owner: "other")
+            try await other.complete(try #require(first.lease))
             #expect(await Self.nextWakeup(wakeups), "no wake-up within 30 s of another handle completing a job")
             #expect(try await store.claimNext(targets: [Self.target], owner: "this", lease: .seconds(30)) != nil)
         }

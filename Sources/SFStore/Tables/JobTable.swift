@@ -4,7 +4,7 @@ import Foundation
 enum JobTable: StoreTable {
     enum Column: Int, TableColumn {
         case id, kind, payload, target, objectKey, state, attempts, maxAttempts, notBefore, leaseOwner, leaseExpiry
-        case lastError, created, updated, deaths
+        case lastError, created, updated, deaths, leaseToken
 
         var sqlName: String {
             switch self {
@@ -23,6 +23,7 @@ enum JobTable: StoreTable {
             case .created: "created"
             case .updated: "updated"
             case .deaths: "deaths"
+            case .leaseToken: "lease_token"
             }
         }
     }
@@ -42,6 +43,7 @@ enum JobTable: StoreTable {
             .objectKey: objectKey,
             .state: JobState.queued.rawValue,
             .attempts: 0,
+            .leaseToken: 0,
             .maxAttempts: maxAttempts,
             .notBefore: now,
             .created: now,
@@ -62,6 +64,7 @@ enum JobTable: StoreTable {
             deaths: try row.requiredInt(.deaths),
             notBefore: try row.requiredDate(.notBefore),
             leaseOwner: try row.text(.leaseOwner),
+            leaseToken: try row.requiredInt64(.leaseToken),
             leaseExpiry: try row.date(.leaseExpiry),
             lastError: try row.text(.lastError),
             created: try row.requiredDate(.created),
