@@ -18,6 +18,8 @@ public enum BlobError: Error, CustomStringConvertible, Sendable {
     case invalidRange(String)
     /// The blob has no data file on this node at `path`.
     case missing(blob: UUID, path: String)
+    /// An upload finished or removed while a request for it waited; the message names it.
+    case uploadGone(String)
     /// Any other failed file operation: the operation, the path and errno's text.
     case io(String)
 
@@ -29,7 +31,7 @@ public enum BlobError: Error, CustomStringConvertible, Sendable {
             return "blob data failed its checksum: sha512 is \(actual), expected \(expected)"
         case .invalidRange(let reason): return "invalid range: \(reason)"
         case .missing(let blob, let path): return "blob \(BlobStore.fileName(for: blob)) has no data on this node (\(path))"
-        case .io(let reason): return reason
+        case .uploadGone(let reason), .io(let reason): return reason
         }
     }
 

@@ -58,10 +58,25 @@ public struct UploadSessions: Sendable {
         _ = try await localUpload(uuid)
         let path = path(of: uuid)
         let size = try await runBlocking {
-            try Self.withFile(path, flags: O_WRONLY | O_APPEND) { fd in
-                let contiguous: Void? = try bytes.withContiguousStorageIfAvailable { try Self.write(fd, UnsafeRawBufferPointer($0), path) }
-                if contiguous == nil { try Array(bytes).withUnsafeBytes { try Self.write(fd, $0, path) } }
-                return try Self.size(fd, path)
+            try Self.withUploadFile(path, flags: O_WRONLY | O_APPEND) { fd in
+                // The first chunk starts the upload's running hash; the later ones feed it, in
+                // the file's order (UploadHashes).
+                let running = UploadHashes.shared.running(for: path, starting: try Self.size(fd, path) == 0)
+                running?.lock.lock()
+                defer { running?.lock.unlock() }
+                let write = { (buffer: UnsafeRawBufferPointer) throws -> Int64 in
+                    do {
+                        try Self.write(fd, buffer, path)
+                        let end = try Self.size(fd, path)
+                        if let running, !running.appended(buffer, endingAt: end) { UploadHashes.shared.forget(path) }
+                        return end
+                    } catch {
+                        if running != nil { UploadHashes.shared.forget(path) }
+                        throw error
+                    }
+                }
+                if let end = try bytes.withContiguousStorageIfAvailable({ try write(UnsafeRawBufferPointer($0)) }) { return end }
+                return try Array(bytes).withUnsafeBytes(write)
             }
         }
         return try await records.setUploadReceived(uuid: uuid, size)
@@ -74,7 +89,8 @@ public struct UploadSessions: Sendable {
         _ = try await localUpload(uuid)
         let path = path(of: uuid)
         let size = try await runBlocking {
-            try Self.withFile(path, flags: O_WRONLY) { fd in
+            try Self.withUploadFile(path, flags: O_WRONLY) { fd in
+                UploadHashes.shared.forget(path)
                 let size = try Self.size(fd, path)
                 guard offset >= 0, offset <= size else {
                     throw BlobError.invalidRange(
@@ -123,19 +139,34 @@ public struct UploadSessions: Sendable {
         let partial = blobs.partialPath(of: blobUUID)
         // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
         let hashed = try await runBlocking { () throws -> (String, Int64)? in
-            try Self.withFile(path, flags: O_RDONLY) { fd in
+            // Under the upload's lock until the link is made: an append after it finds the file
+            // linked and is refused, so that no byte lands in the blob after it was hashed.
+            try Self.withUploadFile(path, flags: O_RDONLY) { fd in
                 if fsync(fd) != 0 { throw BlobError.system("fsync", path, code: errno) }
-                var hasher = SHA512()
-                var size: Int64 = 0
-                try readChunks(fd, path) { chunk in
-                    hasher.update(bufferPointer: chunk)
-                    size += Int64(chunk.count)
+                let size = try Self.size(fd, path)
+                let digest: SHA512.Digest
+                if let running = UploadHashes.shared.take(path),
+                    let fed = running.lock.withLock({ running.digest(ofSize: size) })
+                {
+                    digest = fed
+                } else {
+                    // No running hash covers the file (UploadHashes): it is read back once.
+                    var hasher = SHA512()
+                    var read: Int64 = 0
+                    try readChunks(fd, path) { chunk in
+                        hasher.update(bufferPointer: chunk)
+                        read += Int64(chunk.count)
+                    }
+                    guard read == size else {
+                        throw BlobError.io("upload \(BlobStore.fileName(for: uuid)) changed while it was finished (\(read) bytes read of \(size))")
+                    }
+                    digest = hasher.finalize()
                 }
                 guard link(path, partial) == 0 else {
                     if errno == EXDEV { return nil }
                     throw BlobError.system("link \(path) to", partial, code: errno)
                 }
-                return (BlobIngest.hex(hasher.finalize()), size)
+                return (BlobIngest.hex(digest), size)
             }
         }
         guard let (sha512, size) = hashed else { return nil }
@@ -146,6 +177,7 @@ public struct UploadSessions: Sendable {
     public func abandon(uuid: UUID) async throws {
         try await records.deleteUpload(uuid: uuid)
         let path = path(of: uuid)
+        UploadHashes.shared.forget(path)
         if unlink(path) != 0 && errno != ENOENT { throw BlobError.system("unlink", path, code: errno) }
     }
 
@@ -183,6 +215,28 @@ public struct UploadSessions: Sendable {
         if fd < 0 { throw BlobError.system("open", path, code: errno) }
         defer { close(fd) }
         return try body(fd)
+    }
+
+    /// Runs `body` on the upload file `path` opened with `flags`, holding its lock (`flock`), so
+    /// that appends, truncations and a finish's hash-and-link never interleave; refused when the
+    /// file is no longer the upload's alone (a finish linked it into the blobs, or removed it).
+    /// Appends, truncations and finishes of one upload all run on the node that holds it, so the
+    /// lock is the only one they need.
+    private static func withUploadFile<T>(_ path: String, flags: Int32, _ body: (Int32) throws -> T) throws -> T {
+        try withFile(path, flags: flags) { fd in
+            while flock(fd, LOCK_EX) != 0 {
+                guard errno == EINTR else { throw BlobError.system("flock", path, code: errno) }
+            }
+            var opened = stat()
+            var named = stat()
+            if fstat(fd, &opened) != 0 { throw BlobError.system("fstat", path, code: errno) }
+            guard stat(path, &named) == 0, named.st_dev == opened.st_dev, named.st_ino == opened.st_ino,
+                opened.st_nlink == 1
+            else {
+                throw BlobError.uploadGone("upload \((path as NSString).lastPathComponent) was finished or removed while this request waited")
+            }
+            return try body(fd)
+        }
     }
 
     private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ path: String) throws {

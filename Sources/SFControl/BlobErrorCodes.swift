@@ -27,7 +27,7 @@ extension BlobError: ControlErrorConvertible {
         switch self {
         case .diskFull: return ControlError(.insufficientResources, description)
         case .checksumMismatch, .invalidRange: return .invalid(description)
-        case .missing: return .notFound(description)
+        case .missing, .uploadGone: return .notFound(description)
         case .io: return ControlError(.internal, description)
         }
     }

@@ -237,18 +237,27 @@ extension SQLStore {
         if let postgres = backend as? PostgresBackend {
             return try await completeInOneStatement(leases, on: postgres)
         }
-        return try await writeQueue { db in
-            var refused: [JobLease] = []
-            for lease in leases {
-                let changed = try db.execute(
-                    sql: "UPDATE job SET \(Self.setSucceeded) WHERE \(Self.heldBy)",
-                    arguments: [try db.now(), lease.jobID, lease.owner, lease.token])
-                if changed == 0 { refused.append(lease) }
+        // [[id, owner, token], …]
+        let leaseList = try JSONValue.array(leases.map { .array([.number(Double($0.jobID)), .string($0.owner), .number(Double($0.token))]) }).jsonText()
+        let completed = try await writeQueue { db in
+            var done: Set<Int64> = []
+            try db.eachPositionalRow(
+                """
+                UPDATE job SET \(Self.setSucceeded)
+                WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?2)) AND state = 'running'
+                  AND (id, lease_owner, lease_token) IN (
+                      SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?2))
+                RETURNING id
+                """,
+                [try db.now(), leaseList], reading: "a completed job"
+            ) { row in
+                if let id = try Int64.read(row, "a completed job's id") { done.insert(id) }
             }
             // A finished job may unblock the next job of its object.
-            if refused.count < leases.count { db.jobsChanged() }
-            return refused
+            if !done.isEmpty { db.jobsChanged() }
+            return done
         }
+        return leases.filter { !completed.contains($0.jobID) }
     }
 
     public func fail(_ lease: JobLease, error: String, retryable: Bool) async throws {

@@ -3,6 +3,10 @@ import SFBlobs
 import SFStore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("Upload sessions: chunks, truncate and resume, finish into a blob")
 struct UploadTests {
     @Test("chunks with a truncate back to an offset and a resume give the file's sha512, and the upload is gone")
@@ -34,6 +38,59 @@ struct UploadTests {
             #expect(await BlobTesting.storeError { _ = try await fixture.store.upload(uuid: upload.uuid) }
                 == .notFound(type: "upload", id: upload.uuid.uuidString.lowercased()))
             #expect(await BlobTesting.storeError { try await sessions.append(uuid: upload.uuid, bytes: [1]) } != nil)
+        }
+    }
+
+    @Test("bytes written to an upload's file behind its appends' back are hashed too: the running hash is only a shortcut")
+    func runningHashFallsBack() async throws {
+        try await withBlobFixture { fixture in
+            let content = BlobTesting.bytes(300_000, seed: 23)
+            let sessions = fixture.uploads
+            let upload = try await sessions.create(namespace: "ns")
+            try await sessions.append(uuid: upload.uuid, bytes: content[0..<100_000])
+            // Another writer of the file (a racing request, say) adds bytes the running hash never saw.
+            let file = try #require(FileHandle(forWritingAtPath: sessions.path(of: upload.uuid)))
+            file.seekToEndOfFile()
+            file.write(Data(content[100_000..<200_000]))
+            try file.close()
+            try await sessions.append(uuid: upload.uuid, bytes: content[200_000...])
+            let blob = try await sessions.finish(uuid: upload.uuid)
+            #expect(blob.size == 300_000)
+            #expect(blob.sha512 == (try BlobTesting.sha512sum(content, in: fixture.root)))
+        }
+    }
+
+    @Test("an upload's file linked elsewhere (a finish under way) takes no append or truncate; a finish racing appends stores only what it hashed")
+    func appendsDuringFinish() async throws {
+        try await withBlobFixture { fixture in
+            let sessions = fixture.uploads
+            let upload = try await sessions.create(namespace: "ns")
+            try await sessions.append(uuid: upload.uuid, bytes: BlobTesting.bytes(10_000, seed: 24))
+            let linked = fixture.root + "/linked"
+            #expect(link(sessions.path(of: upload.uuid), linked) == 0)
+            let refused = await BlobTesting.blobError { try await sessions.append(uuid: upload.uuid, bytes: [1, 2, 3]) }
+            #expect(refused.map { "\($0)" }?.contains("was finished or removed while this request waited") == true)
+            #expect(await BlobTesting.blobError { try await sessions.truncate(uuid: upload.uuid, to: 0) } != nil)
+            #expect(unlink(linked) == 0)
+            #expect(try await sessions.append(uuid: upload.uuid, bytes: [1, 2, 3]).received == 10_003)
+
+            // A hostile client appends while its upload finishes: the blob's bytes must still be
+            // exactly the ones its recorded sha512 names, or another tenant's identical upload
+            // would be given different bytes.
+            for round in 0..<5 {
+                let racing = try await sessions.create(namespace: "ns")
+                try await sessions.append(uuid: racing.uuid, bytes: BlobTesting.bytes(2_000_000, seed: UInt64(30 + round)))
+                async let appends: Void = {
+                    for index in 0..<40 {
+                        _ = try? await sessions.append(uuid: racing.uuid, bytes: BlobTesting.bytes(50_000, seed: UInt64(100 + index)))
+                    }
+                }()
+                let blob = try await sessions.finish(uuid: racing.uuid)
+                await appends
+                let stored = try fixture.blobs.read(blob.uuid)
+                #expect(Int64(stored.count) == blob.size)
+                #expect(blob.sha512 == (try BlobTesting.sha512sum([UInt8](stored), in: fixture.root)))
+            }
         }
     }
 
