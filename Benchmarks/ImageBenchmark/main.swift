@@ -120,7 +120,8 @@ do {
         try FileManager.default.removeItem(atPath: workDirectory + "/copy.img")
     }
     report.append("## (i) Upload through the chunked session\n")
-    report.append("The same file in 4 MiB chunks through `UploadSessions` (append, then finish: hash, fsync, rename, record),")
+    report.append("The same file in 4 MiB chunks through `UploadSessions` (append, each chunk hashed beside the next one's write;")
+    report.append("then finish: fsync, link, record),")
     report.append("in-process (the REST API adds its own transport); median of \(repetitions).\n")
     report.append("| implementation | time | throughput |")
     report.append("| --- | --- | --- |")
