@@ -209,25 +209,18 @@ public struct ConfigDrive: Sendable, Equatable {
     }
 }
 
-/// Writes config drives as ISO 9660 images with xorriso.
+/// Writes config drives: ISO 9660 images with Joliet names (``ISO9660Image``), labelled `config-2`.
 ///
-/// Why xorriso (`xorriso -as mkisofs`): it is maintained (libburnia), built on libisofs, writes
-/// Rock Ridge and Joliet names (so `meta_data.json` keeps its name on every guest), and its output
-/// depends only on its input (reproducible when dates are pinned). genisoimage (cdrkit), the other
-/// packaged mkisofs, has been unmaintained since 2010. Shaken Fist builds the image in-process with
-/// pycdlib; an external program keeps ISO 9660 writing out of the agent's address space.
+/// Shaken Fist builds the image in-process too (pycdlib). sfnode ran `xorriso -as mkisofs` until
+/// it measured that xorriso's start-up alone took 100 ms of every instance create; the image of a
+/// few small files is simple enough to write directly, and its names come from sfnode, not tenants.
 public struct ConfigDriveWriter: Sendable {
-    /// The xorriso binary, by absolute path (no PATH lookup).
-    public var xorriso: String
+    public init() {}
 
-    public init(xorriso: String = "/usr/bin/xorriso") {
-        self.xorriso = xorriso
-    }
-
-    /// Builds the drive at `path`, replacing any drive there, atomically: the files are staged in a
-    /// directory beside it, the image written to `<path>.partial`, synced and renamed over `path`.
-    /// A crash leaves either the old drive or the new one (and leftovers the next build removes),
-    /// and a running guest keeps reading the drive it opened. Blocking: call it off the cooperative pool.
+    /// Builds the drive at `path`, replacing any drive there, atomically: the image is written to
+    /// `<path>.partial`, synced and renamed over `path`. A crash leaves either the old drive or the
+    /// new one, and a running guest keeps reading the drive it opened. Blocking: call it off the
+    /// cooperative pool.
     public func write(_ drive: ConfigDrive, to path: String) throws {
         var seed = Data(count: 512)
         var generator = SystemRandomNumberGenerator()
@@ -237,36 +230,16 @@ public struct ConfigDriveWriter: Sendable {
 
     /// Builds an ISO 9660 image labelled `config-2` holding `files` (paths relative to its root).
     public func write(files: [(path: String, contents: Data)], to path: String) throws {
-        let staging = path + ".staging"
-        let partial = path + ".partial"
-        try? FileManager.default.removeItem(atPath: staging)
-        unlink(partial)
-        defer { try? FileManager.default.removeItem(atPath: staging) }
-        // 0700: user data may hold secrets, and nobody but root needs the loose files.
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        for file in files {
-            guard !file.path.hasPrefix("/"), !file.path.split(separator: "/").contains("..") else {
-                throw ControlError.invalid("config drive file '\(file.path)' is not a relative path inside the drive")
-            }
-            let target = staging + "/" + file.path
-            try FileManager.default.createDirectory(
-                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            guard FileManager.default.createFile(atPath: target, contents: file.contents) else {
-                throw ControlError.invalid("could not write \(target) for the config drive")
-            }
+        let image = try ISO9660Image.build(volumeID: ConfigDrive.volumeID, files: files)
+        // Leftovers of builds that crashed (`.partial-<pid>`, and xorriso's staging of older versions) go.
+        let directory = (path as NSString).deletingLastPathComponent
+        let name = (path as NSString).lastPathComponent
+        for leftover in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        where leftover.hasPrefix(name + ".partial") || leftover == name + ".staging" {
+            try? FileManager.default.removeItem(atPath: directory + "/" + leftover)
         }
-        // -r: Rock Ridge with owners 0 and readable modes (not the staging directory's 0700);
-        // -J -joliet-long: Joliet names for guests that read no Rock Ridge (Windows);
-        // -no-pad: the 300 KiB of padding is for optical media, not a disk image.
-        let result = try ChildProcess.run([
-            xorriso, "-as", "mkisofs", "-quiet", "-o", partial, "-V", ConfigDrive.volumeID, "-r", "-J", "-joliet-long", "-no-pad", staging,
-        ])
-        guard result.status == 0 else {
-            unlink(partial)
-            throw ControlError.commandFailed(
-                "xorriso building config drive \(path)", result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        // Readable by the guest's QEMU once libvirt has given it the file, and by nobody else.
-        try AtomicFile.publish(partial, as: path, mode: 0o640)
+        // Readable by the guest's QEMU once libvirt has given it the file, and by nobody else: user
+        // data may hold secrets.
+        try AtomicFile.write(image, to: path, mode: 0o640)
     }
 }

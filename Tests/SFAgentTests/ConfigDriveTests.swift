@@ -1,13 +1,18 @@
 import Foundation
 import SFAgent
+import SFControl
 import SFStore
 import SFSystem
 import SFTestSupport
 import Testing
 
-/// Config drives built with the real xorriso and read back with xorriso's own extractor: what a guest
-/// mounting the disk labelled config-2 finds.
-@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/xorriso"), "needs xorriso (scripts/setup-host)"))
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Config drives, read back with xorriso's extractor and with the kernel's own iso9660 reader:
+/// what a guest mounting the disk labelled config-2 finds.
+@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/xorriso"), "needs xorriso to read drives back (scripts/setup-host)"))
 struct ConfigDriveTests {
     static let instance = UUID(uuidString: "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")!
     static let network = UUID(uuidString: "11111111-2222-4333-8444-555555555555")!
@@ -104,12 +109,80 @@ struct ConfigDriveTests {
         }
     }
 
+    /// Every file under `root`, by path relative to it.
+    static func files(under root: String) throws -> [String: Data] {
+        var files: [String: Data] = [:]
+        let walker = try #require(FileManager.default.enumerator(atPath: root))
+        while let relative = walker.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: root + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue {
+                files[relative] = FileManager.default.contents(atPath: root + "/" + relative)
+            }
+        }
+        return files
+    }
+
+    /// Whether this host's kernel reads ISO 9660 (containers often lack the module).
+    static let kernelReadsISO9660 = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control")
+        && ((try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8))?.contains("iso9660") ?? false)
+
+    @Test func everyNameAndByteReadsBackAsAGuestWouldSeeThem() throws {
+        try Self.withDirectory { directory in
+            // Names of every length, a directory of more than one sector, names that map onto
+            // one ISO 9660 name, a file of several sectors, empty files, a deep path, and the drive.
+            var files: [(path: String, contents: Data)] = try Self.drive().files(randomSeed: Data(count: 512))
+            for index in 0..<120 {
+                files.append(("many/file-with-a-rather-long-name-\(index).json", Data("\(index)".utf8)))
+            }
+            files.append(("big/blob.bin", Data((0..<20_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })))
+            files.append(("empty", Data()))
+            files.append(("a/b/c/d/e/f/g/deep.txt", Data("deep".utf8)))
+            let image = directory + "/drive.iso"
+            try ConfigDriveWriter().write(files: files, to: image)
+            var readers = ["xorriso": directory + "/extracted"]
+            try Self.extract(image, into: directory + "/extracted")
+            if Self.kernelReadsISO9660 {
+                // The kernel's reader is the one guests use.
+                let mountPoint = directory + "/mnt"
+                try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+                let mount = try ChildProcess.run(["/usr/bin/mount", "-o", "loop,ro", "-t", "iso9660", image, mountPoint])
+                try #require(mount.status == 0, "mount: \(mount.stderr)")
+                readers["kernel"] = mountPoint
+            }
+            defer { if readers["kernel"] != nil { _ = try? ChildProcess.run(["/usr/bin/umount", directory + "/mnt"]) } }
+            for (reader, root) in readers {
+                let read = try Self.files(under: root)
+                #expect(read.count == files.count, "\(reader) reads \(read.count) files of \(files.count)")
+                for file in files {
+                    #expect(read[file.path] == file.contents, "\(reader) reads \(file.path) differently")
+                }
+            }
+        }
+    }
+
+    @Test func pathsThatCannotBeADrivesAreRefusedByName() throws {
+        try Self.withDirectory { directory in
+            for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", String(repeating: "n", count: 65), "1/2/3/4/5/6/7/8/9"] {
+                #expect(throws: ControlError.self) { try ConfigDriveWriter().write(files: [(bad, Data())], to: directory + "/d.iso") }
+            }
+            // A name used as a file and as a directory, or twice.
+            #expect(throws: ControlError.self) {
+                try ConfigDriveWriter().write(files: [("a", Data()), ("a/b", Data())], to: directory + "/d.iso")
+            }
+            #expect(throws: ControlError.self) {
+                try ConfigDriveWriter().write(files: [("a/b", Data()), ("a/b", Data())], to: directory + "/d.iso")
+            }
+            #expect(!FileManager.default.fileExists(atPath: directory + "/d.iso"))
+        }
+    }
+
     @Test func rebuildingReplacesTheDriveAndDefaultsFillTheGaps() throws {
         try Self.withDirectory { directory in
             let image = directory + "/config-drive.iso"
             try ConfigDriveWriter().write(try Self.drive(), to: image)
             // A leftover of a build that crashed is not mistaken for anything and goes.
             FileManager.default.createFile(atPath: image + ".partial", contents: Data("junk".utf8))
+            FileManager.default.createFile(atPath: image + ".partial-4242", contents: Data("junk".utf8))
             try ConfigDriveWriter().write(try Self.drive(userData: nil, sshKey: nil), to: image)
             #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["config-drive.iso"])
 
