@@ -72,14 +72,11 @@ public struct StderrLogHandler: LogHandler {
         return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 
-    private static let formatter = Mutex(
-        {
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            return formatter
-        }())
+    /// ISO 8601 with milliseconds, in UTC. FoundationEssentials' style, not ISO8601DateFormatter,
+    /// which loads ICU's calendar data into every process that logs.
+    private static let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     private static func timestamp(_ date: Date) -> String {
-        formatter.withLock { $0.string(from: date) }
+        format.format(date)
     }
 }

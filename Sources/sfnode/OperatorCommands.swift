@@ -66,13 +66,12 @@ struct EventsCommand: AsyncParsableCommand {
     }
 
     static func printEvents(_ type: ObjectType, _ uuid: UUID, control: Control, limit: Int, follow: Bool, json: Bool) async throws {
-        let formatter = ISO8601DateFormatter()
         func line(_ event: Event) throws {
             if json {
                 print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
             } else {
                 let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
-                print("\(formatter.string(from: event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
+                print("\(event.timestamp.formatted(.iso8601))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
             }
         }
         if follow {

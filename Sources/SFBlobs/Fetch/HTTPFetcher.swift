@@ -189,7 +189,7 @@ public struct HTTPFetcher: Sendable {
                 let headers = hop.response.headers
                 return RemoteImage(
                     url: url, finalURL: hop.url, contentLength: contentLength(headers),
-                    lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate))
+                    lastModified: headers.first(name: "last-modified").flatMap(HTTPDate.parse))
             }
         }
     }
@@ -337,13 +337,13 @@ public struct HTTPFetcher: Sendable {
             throw FetchError.shortBody(url: url, received: body.held, expected: total)
         }
         progress(FetchProgress(bytes: body.held, total: total))
-        let digest = hashing ? body.hasher.finalize().map { String(format: "%02x", $0) }.joined() : nil
+        let digest = hashing ? BlobIngest.hex(body.hasher.finalize()) : nil
         if let expected = expectedSHA512, let digest, expected.lowercased() != digest {
             throw FetchError.checksumMismatch(url: url, expected: expected.lowercased(), actual: digest)
         }
         return FetchResult(
             url: url, finalURL: hop.url, size: body.held, sha512: digest,
-            lastModified: headers.first(name: "last-modified").flatMap(parseHTTPDate),
+            lastModified: headers.first(name: "last-modified").flatMap(HTTPDate.parse),
             contentLength: total, attempts: attempt)
     }
 
@@ -684,16 +684,18 @@ private struct Target {
     let literal: IPAddress?
 
     init(_ url: String) throws {
-        guard let components = URLComponents(string: url), let parsed = URL(string: url) else {
+        guard let parsed = URL(string: url) else {
             throw FetchError.invalidURL(url: url, reason: "it is not a valid URL")
         }
-        guard let scheme = components.scheme?.lowercased() else {
+        guard let scheme = parsed.scheme?.lowercased() else {
             throw FetchError.invalidURL(url: url, reason: "it has no scheme (expected http:// or https://)")
         }
         guard scheme == "http" || scheme == "https" else {
             throw FetchError.unsupportedScheme(url: url, scheme: scheme)
         }
-        guard let raw = components.percentEncodedHost, !raw.isEmpty else {
+        // The host as written (URLComponents would run it through IDNA, which loads ICU's data for
+        // every fetch; a host that is not plain ASCII is refused below anyway).
+        guard let raw = authorityHost(of: url), !raw.isEmpty else {
             throw FetchError.invalidURL(url: url, reason: "it has no host")
         }
         let host: String
@@ -723,6 +725,20 @@ private struct Target {
         self.url = url
         self.host = host
     }
+}
+
+/// The host of `url`'s authority as written (an IPv6 literal keeps its brackets): after `//`,
+/// without user information and port; nil when the URL has no authority.
+func authorityHost(of url: String) -> String? {
+    guard let start = url.range(of: "://") else { return nil }
+    let rest = url[start.upperBound...]
+    let authority = rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex)]
+    let hostAndPort = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
+    if hostAndPort.hasPrefix("[") {
+        guard let close = hostAndPort.firstIndex(of: "]") else { return String(hostAndPort) }
+        return String(hostAndPort[...close])
+    }
+    return String(hostAndPort[..<(hostAndPort.firstIndex(of: ":") ?? hostAndPort.endIndex)])
 }
 
 /// Why `name` is not a host name sfnode fetches from, or nil when it is one: letters, digits and
@@ -819,15 +835,6 @@ private struct ProgressReporter {
 /// (the byte cap still applies while streaming).
 private func contentLength(_ headers: HTTPHeaders) -> Int64? {
     headers.first(name: "content-length").flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }.flatMap { $0 >= 0 ? $0 : nil }
-}
-
-/// Parses an HTTP-date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
-func parseHTTPDate(_ text: String) -> Date? {
-    let formatter = DateFormatter()
-    formatter.locale = Locale(identifier: "en_US_POSIX")
-    formatter.timeZone = TimeZone(identifier: "GMT")
-    formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-    return formatter.date(from: text)
 }
 
 /// NIO's spelling of `duration`, saturating rather than trapping on a duration beyond Int64
