@@ -1,5 +1,6 @@
 import Foundation
 import SFControl
+import SFSystem
 
 /// An ISO 9660 image with Joliet names, built in memory: the format of a config drive.
 ///
@@ -319,27 +320,9 @@ struct ISO9660Image {
         Array((Array(ucs2(text).prefix(bytes & ~1)) + Array(repeating: [0, 0x20], count: bytes / 2).flatMap { $0 }).prefix(bytes))
     }
 
-    /// The date's UTC year, month, day, hour, minute and second, computed from the epoch (civil
-    /// from days, H. Hinnant's algorithm) rather than through a Calendar, which loads ICU.
-    private static func utcComponents(_ date: Date) -> (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
-        let seconds = Int(date.timeIntervalSince1970.rounded(.down))
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let inDay = seconds - days * 86_400
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        return (year, month, day, inDay / 3600, inDay % 3600 / 60, inDay % 60)
-    }
-
     /// A directory record's date: years since 1900, month, day, hour, minute, second, UTC.
     private static func recordingDate(_ date: Date) -> [UInt8] {
-        let parts = utcComponents(date)
+        let parts = UTCTime(date)
         return [
             UInt8(clamping: parts.year - 1900), UInt8(clamping: parts.month), UInt8(clamping: parts.day),
             UInt8(clamping: parts.hour), UInt8(clamping: parts.minute), UInt8(clamping: parts.second), 0,
@@ -348,7 +331,7 @@ struct ISO9660Image {
 
     /// A volume descriptor's date: "YYYYMMDDHHMMSScc" and the offset from UTC.
     private static func volumeDate(_ date: Date) -> [UInt8] {
-        let parts = utcComponents(date)
+        let parts = UTCTime(date)
         func padded(_ value: Int, _ width: Int) -> String {
             let text = String(value)
             return String(repeating: "0", count: max(0, width - text.count)) + text

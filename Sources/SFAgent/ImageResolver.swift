@@ -353,6 +353,6 @@ public actor ImageResolver {
 
     /// A Last-Modified date as stored with an artifact version.
     static func text(_ date: Date?) -> String? {
-        date.map { $0.formatted(.iso8601) }
+        date.map { UTCTime.iso8601($0) }
     }
 }

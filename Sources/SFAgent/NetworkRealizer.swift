@@ -115,7 +115,15 @@ public struct NetworkRealizer: Sendable {
             logger.warning("could not list every flood entry at once", metadata: ["error": "\(error)"])
             listing = nil
         }
-        return try await Self.$passFloodListing.withValue(listing) { try await body() }
+        await namespaceThreads.beginPass()
+        do {
+            let result = try await Self.$passFloodListing.withValue(listing) { try await body() }
+            await namespaceThreads.endPass()
+            return result
+        } catch {
+            await namespaceThreads.endPass()
+            throw error
+        }
     }
 
     /// The part every node with the network has: the VXLAN on the bridge, and the flood list naming
@@ -254,6 +262,7 @@ actor NamespaceThreads {
 
     /// The thread in `namespace`, creating the namespace when it is missing.
     func thread(in namespace: String) async throws -> NamespaceExecutor {
+        passNamespaces?.insert(namespace)
         requests += 1
         lastUse[namespace] = requests
         if let pending = threads[namespace], let thread = try? await pending.value, thread.isCurrent { return thread }
@@ -274,6 +283,24 @@ actor NamespaceThreads {
 
     /// How many threads are kept now (for tests).
     var count: Int { threads.count }
+
+    /// The namespaces the pass under way has asked for; nil outside a pass.
+    private var passNamespaces: Set<String>?
+
+    func beginPass() {
+        passNamespaces = []
+    }
+
+    /// Ends a pass. One that went through more namespaces than are kept lets every kept thread
+    /// go: the next pass takes the namespaces in the same order, so a least-recently-used set
+    /// smaller than the cycle never serves it (each thread kept would be let go before its turn
+    /// came), and an idle network node would hold `limit` threads' memory for nothing.
+    func endPass() {
+        defer { passNamespaces = nil }
+        guard let seen = passNamespaces, seen.count > limit else { return }
+        threads.removeAll()
+        lastUse.removeAll()
+    }
 
     func forget(_ namespace: String) {
         threads[namespace] = nil

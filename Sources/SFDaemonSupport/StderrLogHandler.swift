@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Logging
-import Synchronization
+import SFSystem
 
 /// A swift-log handler that prints one line per entry to standard error:
 /// `2026-08-07T10:00:00.123Z info sfnode.libvirt: domain started instance.uuid=… [SFLibvirt]`.
@@ -72,11 +72,9 @@ public struct StderrLogHandler: LogHandler {
         return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 
-    /// ISO 8601 with milliseconds, in UTC. FoundationEssentials' style, not ISO8601DateFormatter,
-    /// which loads ICU's calendar data into every process that logs.
-    private static let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-
+    /// ISO 8601 with milliseconds, in UTC (``UTCTime``: Foundation's formatters load ICU's data
+    /// into every process that logs).
     private static func timestamp(_ date: Date) -> String {
-        format.format(date)
+        UTCTime.iso8601(date, milliseconds: true)
     }
 }

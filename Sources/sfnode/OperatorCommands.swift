@@ -71,7 +71,7 @@ struct EventsCommand: AsyncParsableCommand {
                 print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
             } else {
                 let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
-                print("\(event.timestamp.formatted(.iso8601))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
+                print("\(UTCTime.iso8601(event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
             }
         }
         if follow {

@@ -47,10 +47,23 @@ struct NamespaceThreadLimitTests {
             try await networks.ensureOnNetworkNode(plans[0])
             #expect(NetworkNamespace.identity(named: first) == identity)
             #expect(await eventually { namespaceThreads() <= 2 })
-            let inside = try NetlinkSession(namespace: first, logger: logger)
-            let router = try #require(try await inside.link(named: layout.routerInner(plans[0].vxid)))
-            #expect(router.isUp)
-            #expect(try await inside.addresses(of: router.name).contains(plans[0].router))
+            do {
+                let inside = try NetlinkSession(namespace: first, logger: logger)
+                let router = try #require(try await inside.link(named: layout.routerInner(plans[0].vxid)))
+                #expect(router.isUp)
+                #expect(try await inside.addresses(of: router.name).contains(plans[0].router))
+            }
+
+            // A pass through no more namespaces than the limit keeps their threads for the next.
+            try await networks.withPassSnapshot {
+                for plan in plans.prefix(2) { try await networks.ensureOnNetworkNode(plan) }
+            }
+            #expect(await eventually { namespaceThreads() == 2 })
+            // One through more lets them all go: kept, each would be let go before its next turn.
+            try await networks.withPassSnapshot {
+                for plan in plans { try await networks.ensureOnNetworkNode(plan) }
+            }
+            #expect(await eventually { namespaceThreads() == 0 })
         } catch {
             try await teardown.run()
             throw error

@@ -1,7 +1,8 @@
 import Foundation
+import SFSystem
 
-/// HTTP dates (RFC 9110 section 5.6.7), read without Foundation's DateFormatter: that formatter
-/// loads ICU's locale and calendar data, several MiB the agent then keeps resident for one header.
+/// HTTP dates (RFC 9110 section 5.6.7), read without Foundation's DateFormatter, which loads
+/// ICU's locale and calendar data into the agent for one header (``UTCTime``).
 enum HTTPDate {
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     private static let weekdays = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -41,35 +42,14 @@ enum HTTPDate {
     private static func date(year: Int, month: Int, day: Int, time: String) -> Date? {
         let clock = time.split(separator: ":", omittingEmptySubsequences: false)
         guard clock.count == 3, let hour = number(clock[0], width: 2...2), let minute = number(clock[1], width: 2...2),
-            let second = number(clock[2], width: 2...2),
-            (0...23).contains(hour), (0...59).contains(minute), (0...60).contains(second),
-            (1...9999).contains(year), (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day)
+            let second = number(clock[2], width: 2...2)
         else { return nil }
-        let days = daysFromCivil(year: year, month: month, day: day)
-        return Date(timeIntervalSince1970: TimeInterval(days * 86_400 + hour * 3600 + minute * 60 + second))
+        return UTCTime(year: year, month: month, day: day, hour: hour, minute: minute, second: second)?.date
     }
 
     /// `text` as a number when it is `width` ASCII digits and nothing else (no sign, no space).
     private static func number(_ text: some StringProtocol, width: ClosedRange<Int>) -> Int? {
         guard width.contains(text.utf8.count), text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
         return Int(text)
-    }
-
-    private static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
-
-    /// Days from 1970-01-01 to the date (H. Hinnant's days_from_civil).
-    private static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-        let shiftedYear = month <= 2 ? year - 1 : year
-        let era = (shiftedYear >= 0 ? shiftedYear : shiftedYear - 399) / 400
-        let yearOfEra = shiftedYear - era * 400
-        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
     }
 }
