@@ -43,7 +43,7 @@ public actor ImageResolver {
     let logger: Logger
     /// The fetch of each URL artifact under way, by artifact: every namespace caching a URL has its
     /// own artifact, and each artifact is fetched once however many instances wait for it.
-    private var inFlight: [UUID: Task<Blob, any Error>] = [:]
+    private var inFlight = SingleFlight<UUID, Blob>()
     /// When each URL artifact was last found unchanged on its server (or fetched). Within
     /// ``recheckInterval`` of that, the cached copy is used without asking the server again: a burst
     /// of instances from one image costs one HEAD, not one each.
@@ -54,7 +54,7 @@ public actor ImageResolver {
     /// no mesh (a single node has every blob it made).
     let peers: BlobPeers?
     /// The copy of each blob from another node under way: one however many instances wait for it.
-    private var copying: [UUID: Task<Blob, any Error>] = [:]
+    private var copying = SingleFlight<UUID, Blob>()
 
     public init(
         records: any BlobRecords, storagePath: String, nodeName: String, rules: DestinationRules, cacheHighWaterBytes: Int64,
@@ -146,19 +146,16 @@ public actor ImageResolver {
         guard let peers else {
             throw ControlError.notFound("blob \(blob.uuid.lowercasedString) has no data on node \(nodeName), and this node has no mesh to copy it over (set SFNODE_MESH_ADDRESS)")
         }
-        if let running = copying[blob.uuid] {
-            _ = try await running.value
-            return
-        }
         let store = blobs
-        let task = Task {
-            try await Self.reportingProgress(of: "copying blob \(blob.uuid.lowercasedString) from another node", to: progress) { report in
-                try await peers.copy(blob, into: store, progress: report)
+        let flight = copying.join(blob.uuid) {
+            Task {
+                try await Self.reportingProgress(of: "copying blob \(blob.uuid.lowercasedString) from another node", to: progress) { report in
+                    try await peers.copy(blob, into: store, progress: report)
+                }
             }
         }
-        copying[blob.uuid] = task
-        defer { copying[blob.uuid] = nil }
-        _ = try await task.value
+        defer { if flight.started { copying.end(blob.uuid) } }
+        _ = try await flight.task.value
     }
 
     /// Runs `transfer`, turning its progress into a line for `progress` every 10 % (as Shaken Fist's
@@ -243,11 +240,9 @@ public actor ImageResolver {
     private func blobForURL(
         _ url: String, artifact: Artifact, mode: Mode, progress: @escaping @Sendable (String) async -> Void
     ) async throws -> Blob {
-        if let running = inFlight[artifact.uuid] { return try await running.value }
-        let task = Task { try await self.resolveURL(url, artifact: artifact, mode: mode, progress: progress) }
-        inFlight[artifact.uuid] = task
-        defer { inFlight[artifact.uuid] = nil }
-        return try await task.value
+        let flight = inFlight.join(artifact.uuid) { Task { try await self.resolveURL(url, artifact: artifact, mode: mode, progress: progress) } }
+        defer { if flight.started { inFlight.end(artifact.uuid) } }
+        return try await flight.task.value
     }
 
     private func resolveURL(

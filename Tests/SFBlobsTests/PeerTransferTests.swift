@@ -179,6 +179,49 @@ struct PeerTransferTests {
         }
     }
 
+    @Test("a hostile or broken peer's answers are refused by name, never trap, and leave no copy")
+    func refusesHostilePeers() async throws {
+        let store = try SQLStore.temporary()
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("sfpeer-\(UUID().uuidString.lowercased())").path
+        let logger = Logger(label: "test.peer", factory: { _ in SwiftLogNoOpLogHandler() })
+        let server = try LoopbackHTTPServer()
+        defer {
+            server.stop()
+            store.removeFiles()
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        let holding = BlobStore(records: store, directory: root + "/sfa/blobs", nodeName: "sfa", logger: logger)
+        let receiving = BlobStore(records: store, directory: root + "/sfb/blobs", nodeName: "sfb", logger: logger)
+        let bytes = Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let ingest = try holding.beginIngest()
+        try ingest.append([UInt8](bytes))
+        let blob = try await ingest.finish()
+        // The fake peer is a loopback server (the client's thread stays in this process's namespace).
+        let client = try await PeerClient.make(
+            namespace: nil, credentials: try await PeerCredentials.load(records: store, nodeName: "sfb"), port: Int(server.port),
+            limits: PeerClient.Limits(timeout: .seconds(2), attempts: 2, firstRetryDelay: .milliseconds(20)), logger: logger)
+        let peer = Peer(name: "hostile", address: IPv4Address("127.0.0.1")!)
+        let cases: [(LoopbackHTTPServer.Behaviour, String)] = [
+            (.claimsLength(.max), "Content-Length"),
+            (.claimsLength(Int64(bytes.count) + 1), "Content-Length"),
+            (.endless, "no Content-Length"),
+            (.status(500), "500"),
+            (.dropAfter(bytes: 1000, times: 100), "could send it"),
+            (.wrongBytes, "sha512"),
+        ]
+        for (behaviour, named) in cases {
+            server.register("/v1/blobs/\(blob.uuid.lowercasedString)", data: bytes, behaviour: behaviour)
+            do {
+                _ = try await client.pull(blob, from: [peer], into: receiving)
+                Issue.record("\(behaviour): the copy was taken")
+            } catch {
+                #expect("\(error)".contains(named), "\(behaviour): \(error)")
+            }
+            #expect(!receiving.hasData(blob.uuid), "\(behaviour)")
+            #expect(try await store.blob(uuid: blob.uuid).locations == ["sfa"], "\(behaviour)")
+        }
+    }
+
     @Test("a transfer whose process died resumes from its partial file")
     func resumesAfterACrash() async throws {
         try await withPeerPair { pair in

@@ -45,7 +45,7 @@ public actor ImageCache {
     private let logger: Logger
     private let qemuImg: String
     private let limits: ImageLimits
-    private var inFlight: [String: Task<(CachedImage, Outcome), any Error>] = [:]
+    private var inFlight = SingleFlight<String, (CachedImage, Outcome)>()
 
     /// How many bases this cache converted with qemu-img (the rest were linked or already there).
     public private(set) var conversions = 0
@@ -82,14 +82,14 @@ public actor ImageCache {
     /// - Throws: ``ImageError``; ``ImageError/diskFull(path:)`` says what to free.
     public func ensureBase(blobUUID: UUID, dataPath: String, for purpose: Purpose) async throws -> CachedImage {
         let key = "\(blobUUID)/\(purpose.rawValue)"
-        if let running = inFlight[key] { return try await running.value.0 }
         let job = Job(
             blobUUID: blobUUID, dataPath: dataPath, purpose: purpose, directory: directory,
             finalPath: path(for: blobUUID, purpose: purpose), qemuImg: qemuImg, limits: limits, logger: logger)
-        let task = Task { try await runBlocking { try job.run() } }
-        inFlight[key] = task
-        defer { inFlight[key] = nil }
-        let (image, outcome) = try await task.value
+        let flight = inFlight.join(key) { Task { try await runBlocking { try job.run() } } }
+        defer { if flight.started { inFlight.end(key) } }
+        let (image, outcome) = try await flight.task.value
+        // Counted once, by the caller that ran the preparation.
+        guard flight.started else { return image }
         switch outcome {
         case .converted: conversions += 1
         case .linked: links += 1
