@@ -309,6 +309,72 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
     return (lines, missed)
 }
 
+// MARK: (f2) A hypervisor's pass over a cluster's store, SQLite and PostgreSQL
+
+/// A reconciliation pass of a hypervisor (not the network node) whose store holds `networks`
+/// networks and as many instances, `local` of each on this node (the others placed on other
+/// nodes), on the store `open` makes: setup seconds and the timed passes (after one untimed pass
+/// that realizes the node's networks).
+func benchmarkClusterPass(label: String, networks count: Int, local: Int, passes: Int, open: () throws -> SQLStore) async throws
+    -> (setup: Double, passes: [Double])
+{
+    let tag = label == "SQLite" ? "cs" : "cp"
+    let namespace = "\(runID)\(tag)"
+    try NetworkNamespace.create(named: namespace)
+    let layout = HostLayout(hostNamespace: namespace, namespacePrefix: "\(runID)\(tag)-", tapPrefix: runID + tag)
+    let host = try NetlinkSession(namespace: namespace, logger: logger)
+    let root = try NetlinkSession(namespace: nil, logger: logger)
+    let libvirt = try LibvirtConnection(logger: logger)
+    let store = try open()
+    defer { store.close() }
+    let agent = NodeAgent(
+        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+        instances: InstanceRealizer(
+            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: workDirectory + "/\(tag)-instances",
+            virtualization: .qemu, logger: logger),
+        nodeName: nodeName, floatingRange: IPv4Prefix("198.18.2.0/24")!, dhcpDirectory: workDirectory + "/\(tag)-dhcp",
+        isNetworkNode: false, logger: logger)
+    let clock = ContinuousClock()
+    let started = clock.now
+    for index in 0..<count {
+        let network = try await store.createNetwork(
+            uuid: UUID(), name: "\(tag)\(index)", namespace: "system",
+            netblock: try IPv4Prefix(address: IPv4Address(10 << 24 | UInt32(160 + index / 250) << 16 | UInt32(index % 250) << 8), length: 24),
+            provideDHCP: false, provideNAT: false)
+        _ = try await store.setNetworkState(uuid: network.uuid, to: .created)
+        let instance = Instance(name: "\(tag)\(index)", namespace: "system", cpus: 1, memory: 64, diskSpec: [DiskSpec(base: baseImage)])
+        try await store.createInstance(instance)
+        let interface = try await store.createInterface(
+            uuid: UUID(), instanceUUID: instance.uuid, networkUUID: network.uuid, order: 0, model: "virtio", address: .any, macaddr: nil)
+        try await store.setInterfaceState(uuid: interface.uuid, to: .created)
+        for state in [InstanceState.preflight, .creating, .created] { try await store.setInstanceState(uuid: instance.uuid, to: state) }
+        _ = try await store.setInstanceNode(uuid: instance.uuid, index < local ? nodeName : "\(runID)-other\(index % 4)")
+        _ = try await store.setPowerState(uuid: instance.uuid, .off)
+        guard index < local else { continue }
+        try await libvirt.define(
+            DomainSpec(
+                name: agent.instances.domainName(of: instance.uuid), uuid: instance.uuid, type: .qemu, memoryMiB: 64, vcpus: 1,
+                disks: [DomainSpec.Disk(path: workDirectory + "/absent/\(instance.uuid.uuidString.lowercased()).qcow2")],
+                instanceUUID: instance.uuid))
+    }
+    let reconciler = Reconciler(agent: agent, logger: logger)
+    // The node's side of its networks (bridge and VXLAN each) is made by the first pass.
+    let first = try await reconciler.reconcileOnce()
+    guard first.networksEnsured == local else { throw BenchmarkFailed("\(label): the first pass ensured \(first.networksEnsured) networks, not \(local)") }
+    let setup = seconds(clock.now - started)
+    var times: [Double] = []
+    for _ in 0..<passes {
+        let start = clock.now
+        let result = try await reconciler.reconcileOnce()
+        times.append(seconds(clock.now - start))
+        guard result == Reconciler.Report(networksEnsured: local) else {
+            throw BenchmarkFailed("\(label): a pass did more than ensure this node's networks: \(result)")
+        }
+    }
+    await libvirt.close()
+    return (setup, times)
+}
+
 var report: [String] = []
 var failures: [String] = []
 
@@ -671,6 +737,43 @@ do {
     report.append("| `qemu-img create` + `virsh create` | \(ms(median(virshAtScale.map(\.running)))) | \(ms(median(virshAtScale.map(\.done)))) (`virsh` exited) |")
     report.append("\nsfnode's overhead to running: \(String(format: "%+.1f", scaleOverhead)) %. Target: under 5 %.\n")
     if scaleOverhead >= 5 { failures.append("(e3) instance.create from a cached image at \(reconcileObjects) objects: overhead \(String(format: "%.1f", scaleOverhead)) % is not under 5 %") }
+
+    // MARK: (f2) the same pass from a hypervisor's side, on both backends
+
+    if scaleOnly {
+        let local = max(1, reconcileObjects / 5)
+        var rows: [String] = []
+        let sqliteRun = try await benchmarkClusterPass(label: "SQLite", networks: reconcileObjects, local: local, passes: reconcilePasses) {
+            try SQLStore(path: workDirectory + "/cluster.sqlite", fqdn: nodeName, logger: logger)
+        }
+        func row(_ label: String, _ run: (setup: Double, passes: [Double])) -> String {
+            "| \(label) | \(ms(median(run.passes))) | \(ms(run.passes.min() ?? .nan)) | \(ms(run.passes.max() ?? .nan)) | \(String(format: "%.1f s", run.setup)) |"
+        }
+        rows.append(row("SQLite", sqliteRun))
+        var postgresNote = ""
+        if PostgresTestDatabase.serverURL != nil {
+            let database = try PostgresTestDatabase.create()
+            defer { database.drop() }
+            let postgresRun = try await benchmarkClusterPass(label: "PostgreSQL", networks: reconcileObjects, local: local, passes: reconcilePasses) {
+                try SQLStore.open(location: database.url, fqdn: nodeName, logger: logger)
+            }
+            rows.append(row("PostgreSQL", postgresRun))
+            if median(postgresRun.passes) >= 1 { failures.append("(f2) PostgreSQL pass \(ms(median(postgresRun.passes))) is not under 1 s") }
+        } else {
+            postgresNote = "PostgreSQL was not measured: no server (`SFNODE_TEST_POSTGRES_URL`; `scripts/bench` starts one).\n"
+        }
+        if median(sqliteRun.passes) >= 1 { failures.append("(f2) SQLite pass \(ms(median(sqliteRun.passes))) is not under 1 s") }
+        report.append("## (f2) A hypervisor's reconciliation pass, \(reconcileObjects) networks and \(reconcileObjects) instances in the store, \(local) of each on this node\n")
+        report.append("`Reconciler.reconcileOnce()` on a hypervisor (not the network node) whose store holds \(reconcileObjects) networks and")
+        report.append("\(reconcileObjects) instances, one interface each; \(local) instances are this node's (created, off, domains defined), the others")
+        report.append("are placed on four other nodes. A first, untimed pass makes this node's side of its \(local) networks (bridge and")
+        report.append("VXLAN); then \(reconcilePasses) passes, each reading the whole store and converging those networks and instances. Both")
+        report.append("backends in the same run; PostgreSQL on a fresh database of the local server.\n")
+        report.append("| store | median | min | max | set up (rows, domains, first pass) |")
+        report.append("| --- | --- | --- | --- | --- |")
+        report.append(contentsOf: rows)
+        report.append("\n\(postgresNote)Target: under 1 s.\n")
+    }
 
     runnerTask.cancel()
     await runnerTask.value
