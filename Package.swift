@@ -10,6 +10,7 @@ import PackageDescription
 //   SFBlobs: blob data on disk, image fetching, inspection and the image cache.
 //   SFControl: the use cases (validation, objects with their jobs, placement) the CLI, the API and
 //   the agent share; never the plumbing, the agent or an HTTP server.
+//   SFDoctor: the host checks of `sfnode doctor` and of the agent's start.
 //   SFAgent: realizers, job handlers, reconciliation.
 //   SFAPI: the Shaken Fist REST API on Hummingbird, over SFControl; reaches agents only through the
 //   store and its queue.
@@ -90,6 +91,12 @@ let package = Package(
             ]),
 
         .target(
+            name: "SFDoctor",
+            dependencies: [
+                "CLinux", "SFSystem", "SFNetlink", "SFLibvirt", "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        .target(
             name: "SFAgent",
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFDaemonSupport",
@@ -112,7 +119,7 @@ let package = Package(
             name: "sfnode",
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
-                "SFAPI", "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
+                "SFAPI", "SFDaemonSupport", "SFDoctor", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -181,6 +188,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
+        .testTarget(name: "SFDoctorTests", dependencies: ["SFDoctor", "SFDaemonSupport", "SFSystem", "SFTestSupport"]),
         .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFControl", "SFBlobs", "SFTestSupport"]),
         .testTarget(
             name: "SFAPITests",

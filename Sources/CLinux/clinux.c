@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sys/timex.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -181,4 +182,11 @@ int csys_limit_malloc_arenas(int arenas) {
 
 int csys_release_free_memory(void) {
     return malloc_trim(0);
+}
+
+int csys_clock_synchronised(void) {
+    struct timex state = {0};
+    int rc = adjtimex(&state);
+    if (rc < 0) return -errno;
+    return (rc == TIME_ERROR || (state.status & STA_UNSYNC)) ? 0 : 1;
 }

@@ -62,6 +62,19 @@ public actor LibvirtConnection {
         teardown()
     }
 
+    /// The versions of the libvirt library the daemon runs and of its hypervisor (QEMU), as
+    /// `major.minor.release`.
+    public func versions() throws -> (libvirt: String, hypervisor: String) {
+        try withConnection { conn in
+            var library: UInt = 0
+            var hypervisor: UInt = 0
+            guard virConnectGetLibVersion(conn, &library) == 0 else { throw LibvirtError.last("virConnectGetLibVersion", object: uri) }
+            guard virConnectGetVersion(conn, &hypervisor) == 0 else { throw LibvirtError.last("virConnectGetVersion", object: uri) }
+            func text(_ version: UInt) -> String { "\(version / 1_000_000).\(version / 1000 % 1000).\(version % 1000)" }
+            return (text(library), text(hypervisor))
+        }
+    }
+
     /// Whether a connection is open and libvirt considers it alive. Makes no RPC.
     public var isConnected: Bool {
         guard let handle, let liveness else { return false }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SFAgent
 import SFDaemonSupport
+import SFDoctor
 import SFLibvirt
 import SFNetlink
 import SFStore
@@ -31,6 +32,18 @@ struct AgentCommand: AsyncParsableCommand {
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let agent = try await buildAgent(settings: settings, logger: logger)
         logger.info("agent started", metadata: ["store.location": "\(agent.store.path)"])
+        // The host checks of `sfnode doctor`, beside the start: each problem is logged with what to
+        // do, and none stops the agent (a warning may be a choice, and a failure may mend itself).
+        Task { [logger] in
+            for check in await HostChecks(configuration: settings).run(logger: logger).checks where check.status != .pass {
+                let metadata: Logger.Metadata = ["check.name": "\(check.name)", "check.hint": "\(check.hint ?? "")"]
+                if check.status == .fail {
+                    logger.error("host check failed: \(check.message)", metadata: metadata)
+                } else {
+                    logger.warning("host check: \(check.message)", metadata: metadata)
+                }
+            }
+        }
         await runDaemon(services: agent.services, readyStatus: "taking jobs", logger: logger) {
             await agent.libvirt.close()
         }

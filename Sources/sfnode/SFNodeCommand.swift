@@ -14,7 +14,7 @@ struct SFNodeCommand: AsyncParsableCommand {
         abstract: "The node agent of a Shaken Fist-style cloud.",
         subcommands: [
             AgentCommand.self, ServeCommand.self, APICommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
-            StateCommand.self, HostCommand.self, JobCommand.self, NamespaceCommand.self, NodeCommand.self,
+            StateCommand.self, HostCommand.self, DoctorCommand.self, JobCommand.self, NamespaceCommand.self, NodeCommand.self,
             ArtifactCommand.self, BlobCommand.self, LabelCommand.self,
         ],
         defaultSubcommand: AgentCommand.self)

@@ -38,5 +38,7 @@ int csys_limit_malloc_arenas(int arenas);
 /* Hands the free memory of every arena back to the kernel (malloc_trim(0)); 1 if it released
  * any. */
 int csys_release_free_memory(void);
+/* Whether the kernel's clock is synchronised (adjtimex): 1 yes, 0 no, -errno when it cannot say. */
+int csys_clock_synchronised(void);
 
 #endif
