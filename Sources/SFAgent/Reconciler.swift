@@ -13,8 +13,9 @@ import SFSystem
 public struct Reconciler: Sendable {
     public let agent: NodeAgent
     let logger: Logger
-    /// How many networks a pass converges at once.
-    static let networksAtOnce = 8
+    /// How many networks a pass converges at once: their checks are mostly waits on netlink
+    /// round trips, and at 8 the cores were still partly idle (BENCHMARKS.md (f)).
+    static let networksAtOnce = 16
 
     public init(agent: NodeAgent, logger: Logger) {
         self.agent = agent
