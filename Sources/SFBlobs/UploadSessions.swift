@@ -140,8 +140,9 @@ public struct UploadSessions: Sendable {
         // Reading and hashing gigabytes takes seconds: on a blocking-work thread, not the pool.
         let hashed = try await runBlocking { () throws -> (String, Int64)? in
             // Under the upload's lock until the link is made: an append after it finds the file
-            // linked and is refused, so that no byte lands in the blob after it was hashed.
-            try Self.withUploadFile(path, flags: O_RDONLY) { fd in
+            // linked and is refused, so that no byte lands in the blob after it was hashed. A file
+            // linked already is a finish that died before it forgot the upload: this one completes it.
+            try Self.withUploadFile(path, flags: O_RDONLY, soleLink: false) { fd in
                 if fsync(fd) != 0 { throw BlobError.system("fsync", path, code: errno) }
                 let size = try Self.size(fd, path)
                 let digest: SHA512.Digest
@@ -219,10 +220,10 @@ public struct UploadSessions: Sendable {
 
     /// Runs `body` on the upload file `path` opened with `flags`, holding its lock (`flock`), so
     /// that appends, truncations and a finish's hash-and-link never interleave; refused when the
-    /// file is no longer the upload's alone (a finish linked it into the blobs, or removed it).
-    /// Appends, truncations and finishes of one upload all run on the node that holds it, so the
-    /// lock is the only one they need.
-    private static func withUploadFile<T>(_ path: String, flags: Int32, _ body: (Int32) throws -> T) throws -> T {
+    /// file was removed meanwhile or, with `soleLink`, is no longer the upload's alone (a finish
+    /// linked it into the blobs). Appends, truncations and finishes of one upload all run on the
+    /// node that holds it, so the lock is the only one they need.
+    private static func withUploadFile<T>(_ path: String, flags: Int32, soleLink: Bool = true, _ body: (Int32) throws -> T) throws -> T {
         try withFile(path, flags: flags) { fd in
             while flock(fd, LOCK_EX) != 0 {
                 guard errno == EINTR else { throw BlobError.system("flock", path, code: errno) }
@@ -231,7 +232,7 @@ public struct UploadSessions: Sendable {
             var named = stat()
             if fstat(fd, &opened) != 0 { throw BlobError.system("fstat", path, code: errno) }
             guard stat(path, &named) == 0, named.st_dev == opened.st_dev, named.st_ino == opened.st_ino,
-                opened.st_nlink == 1
+                !soleLink || opened.st_nlink == 1
             else {
                 throw BlobError.uploadGone("upload \((path as NSString).lastPathComponent) was finished or removed while this request waited")
             }

@@ -73,6 +73,13 @@ struct UploadTests {
             #expect(await BlobTesting.blobError { try await sessions.truncate(uuid: upload.uuid, to: 0) } != nil)
             #expect(unlink(linked) == 0)
             #expect(try await sessions.append(uuid: upload.uuid, bytes: [1, 2, 3]).received == 10_003)
+            // A finish that died after its link (the file linked, the upload not yet forgotten) is
+            // completed by the next finish, with the bytes the upload holds.
+            #expect(link(sessions.path(of: upload.uuid), linked) == 0)
+            let resumed = try await sessions.finish(uuid: upload.uuid)
+            #expect(resumed.size == 10_003)
+            #expect(try fixture.blobs.read(resumed.uuid) == Data(BlobTesting.bytes(10_000, seed: 24) + [1, 2, 3]))
+            unlink(linked)
 
             // A hostile client appends while its upload finishes: the blob's bytes must still be
             // exactly the ones its recorded sha512 names, or another tenant's identical upload
