@@ -41,7 +41,7 @@ public struct Agent: Sendable {
 /// Where the agent puts things. The name and tap prefixes set the machine-global names it makes
 /// (network namespaces and domains, taps), so that a test's agent (or a second agent on one
 /// machine) only ever sees, makes and removes its own.
-public func hostLayout(settings: AgentConfiguration) -> HostLayout {
+public func hostLayout(settings: NodeConfiguration) -> HostLayout {
     var layout = HostLayout(hostNamespace: settings.hostNamespace, mtu: settings.mtu)
     if let prefix = settings.namePrefix { layout.namespacePrefix = prefix }
     if let prefix = settings.tapPrefix { layout.tapPrefix = prefix }
@@ -50,7 +50,7 @@ public func hostLayout(settings: AgentConfiguration) -> HostLayout {
 
 /// The store the settings name: the PostgreSQL database of `storeURL`, else the SQLite file at
 /// `storePath` (its directory made if missing). Every command opens it here.
-public func openStore(settings: AgentConfiguration, logger: Logger) throws -> SQLStore {
+public func openStore(settings: NodeConfiguration, logger: Logger) throws -> SQLStore {
     if settings.storeURL == nil {
         try FileManager.default.createDirectory(
             atPath: (settings.storePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -60,7 +60,7 @@ public func openStore(settings: AgentConfiguration, logger: Logger) throws -> SQ
 
 /// Builds the agent from its settings (store, plumbing sessions, realizers, handlers) and checks it
 /// in. `sfnode agent`, the tests and the benchmarks all assemble it here.
-public func buildAgent(settings: AgentConfiguration, logger: Logger) async throws -> Agent {
+public func buildAgent(settings: NodeConfiguration, logger: Logger) async throws -> Agent {
     let store = try openStore(settings: settings, logger: logger)
     let layout = hostLayout(settings: settings)
     let host = NetlinkSession(thread: try await NamespaceExecutor.start(namespace: settings.hostNamespace), logger: logger)
@@ -121,7 +121,7 @@ public func buildAgent(settings: AgentConfiguration, logger: Logger) async throw
 /// The client that reaches the other nodes over the mesh, from the namespace holding this node's
 /// mesh address; nil for a node with no mesh address (a single node has no one to ask).
 public func makePeerClient(
-    settings: AgentConfiguration, store: SQLStore, logger: Logger
+    settings: NodeConfiguration, store: SQLStore, logger: Logger
 ) async throws -> PeerClient? {
     guard settings.meshAddress != nil else { return nil }
     let credentials = try await PeerCredentials.load(records: store, nodeName: settings.nodeName)

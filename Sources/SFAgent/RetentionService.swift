@@ -24,7 +24,7 @@ public struct RetentionService: Service {
     }
 
     /// The service the agent's settings ask for.
-    public init(store: any NodeStore, settings: AgentConfiguration, logger: Logger) {
+    public init(store: any NodeStore, settings: NodeConfiguration, logger: Logger) {
         let day = 86_400
         self.init(
             store: store,

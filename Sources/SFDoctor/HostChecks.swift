@@ -70,7 +70,7 @@ public struct HostChecks: Sendable {
     }
 
     /// The checks of a node's configuration.
-    public init(configuration settings: AgentConfiguration) {
+    public init(configuration settings: NodeConfiguration) {
         self.init(
             virtualization: settings.virtualizationType, storagePath: settings.storagePath,
             storeFile: settings.storeURL == nil ? settings.storePath : nil, egressInterface: settings.egressInterface,

@@ -94,13 +94,13 @@ public enum NetworkNamespace {
         let fd = open(target, O_RDONLY | O_CREAT | O_CLOEXEC, 0)
         if fd < 0 { throw SystemError.fromErrno("create \(target)") }
         close(fd)
-        try GlobalExecutorHome.guardThreads()
+        try GlobalExecutorHome.prepareToLeave()
         let rc = csys_unshare_network()
         if rc != 0 {
             unlink(target)
             throw SystemError("unshare(CLONE_NEWNET)", code: -rc)
         }
-        csys_set_away_from_home(1)
+        GlobalExecutorHome.arrived(away: true)
         // The bind mount keeps the namespace alive after this thread ends, and names it for iproute2.
         if mount("/proc/thread-self/ns/net", target, "none", UInt(MS_BIND), nil) != 0 {
             let error = SystemError.fromErrno("mount --bind /proc/thread-self/ns/net \(target)")
@@ -151,10 +151,10 @@ public enum NetworkNamespace {
     /// `setns` into the namespace file open as `fd`, keeping the thread's away-from-home flag
     /// (see `GlobalExecutorHome`) true to where it now is.
     private static func enter(_ fd: Int32, path: String, away: Bool) throws {
-        if away { try GlobalExecutorHome.guardThreads() }
+        if away { try GlobalExecutorHome.prepareToLeave() }
         let rc = csys_enter_network(fd)
         if rc != 0 { throw SystemError("setns(\(path))", code: -rc) }
-        csys_set_away_from_home(away ? 1 : 0)
+        GlobalExecutorHome.arrived(away: away)
     }
 
     /// Whether this process has already made the directory a shared mount point.

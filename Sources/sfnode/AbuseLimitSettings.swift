@@ -2,7 +2,7 @@ import SFAPI
 import SFControl
 import SFDaemonSupport
 
-extension AgentConfiguration {
+extension NodeConfiguration {
     /// The namespaces' quotas, from their settings.
     var namespaceQuotas: NamespaceQuotas {
         var quotas = NamespaceQuotas()

@@ -25,7 +25,7 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         ProcessMemory.limitArenas()
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         LoggingBootstrap.bootstrap(
             level: settings.logLevel, identifier: "sfnode-agent", metadataProvider: JobContext.metadataProvider)
         var logger = Logger(label: "sfnode.agent")

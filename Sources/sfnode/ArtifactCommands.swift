@@ -316,7 +316,7 @@ extension ClientOptions {
     /// The use cases and this node's blob storage (`storagePath` and `nodeName` from the same
     /// configuration), for commands that read or write blob data.
     func blobControl() throws -> (Control, BlobStorage) {
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         return (try control(), BlobStorage(path: settings.storagePath, nodeName: settings.nodeName))
     }
 }

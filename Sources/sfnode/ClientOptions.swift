@@ -25,8 +25,8 @@ struct ClientOptions: ParsableArguments {
     }
 
     /// The store the configuration names, with the configuration.
-    func storeAndSettings() throws -> (SQLStore, AgentConfiguration) {
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+    func storeAndSettings() throws -> (SQLStore, NodeConfiguration) {
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         guard settings.storeURL != nil || FileManager.default.fileExists(atPath: settings.storePath) else {
             throw ValidationError(
                 "no store at \(settings.storePath): start sfnode first (scripts/setup-host && swift run -c release sfnode), or point --config or SFNODE_STORE_PATH at its store")
@@ -42,7 +42,7 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
-extension AgentConfiguration {
+extension NodeConfiguration {
     /// What the use cases need of the settings.
     var controlSettings: ControlSettings {
         var control = ControlSettings()

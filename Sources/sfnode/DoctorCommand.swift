@@ -22,7 +22,7 @@ struct DoctorCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         var logger = Logger(label: "sfnode.doctor")
         logger.logLevel = .critical
         let report = await HostChecks(configuration: settings).run(logger: logger)

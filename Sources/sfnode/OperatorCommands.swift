@@ -88,7 +88,7 @@ struct EventsCommand: AsyncParsableCommand {
 /// The store named by the agent's configuration.
 enum OperatorStore {
     static func open(_ config: String?) throws -> SQLStore {
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         return try openStore(settings: settings, logger: Logger(label: "sfnode.operator"))
     }
 }
@@ -127,7 +127,7 @@ struct StateCommand: AsyncParsableCommand {
     @Option(help: "The configuration file.") var config: String?
 
     func run() async throws {
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         var logger = Logger(label: "sfnode.state")
         logger.logLevel = .warning
         let store = try openStore(settings: settings, logger: logger)

@@ -21,7 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         ProcessMemory.limitArenas()
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
         let agent = try await buildAgent(settings: settings, logger: logger)
         let api = try await buildAPI(settings: settings, store: agent.store, peers: agent.peers, logger: logger)
@@ -42,7 +42,7 @@ struct APICommand: AsyncParsableCommand {
 
     func run() async throws {
         ProcessMemory.limitArenas()
-        let settings = try AgentConfiguration.load(commandLinePath: config)
+        let settings = try NodeConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
         let store = try openStore(settings: settings, logger: logger)
         let peers = try await makePeerClient(settings: settings, store: store, logger: logger)
@@ -52,7 +52,7 @@ struct APICommand: AsyncParsableCommand {
     }
 }
 
-func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, label: String) -> Logger {
+func bootstrapDaemonLogging(_ settings: NodeConfiguration, identifier: String, label: String) -> Logger {
     LoggingBootstrap.bootstrap(level: settings.logLevel, identifier: identifier, metadataProvider: JobContext.metadataProvider)
     var logger = Logger(label: label)
     logger[metadataKey: "node.name"] = "\(settings.nodeName)"
@@ -60,7 +60,7 @@ func bootstrapDaemonLogging(_ settings: AgentConfiguration, identifier: String, 
 }
 
 /// The API service over `store`, after making sure the local client can reach it.
-func buildAPI(settings: AgentConfiguration, store: SQLStore, peers: PeerClient?, logger: Logger) async throws -> any Service {
+func buildAPI(settings: NodeConfiguration, store: SQLStore, peers: PeerClient?, logger: Logger) async throws -> any Service {
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {

@@ -35,7 +35,7 @@ struct RetentionServiceTests {
 
     @Test("the settings become the policy and the interval")
     func fromSettings() throws {
-        var settings = AgentConfiguration.defaults(nodeName: "sf-1")
+        var settings = NodeConfiguration.defaults(nodeName: "sf-1")
         try settings.applyEnvironment([
             "SFNODE_EVENT_RETENTION_DAYS": "90", "SFNODE_EVENT_MAX_PER_OBJECT": "500", "SFNODE_JOB_RETENTION_DAYS": "2",
             "SFNODE_DELETED_RETENTION_DAYS": "1", "SFNODE_PRUNE_INTERVAL_MINUTES": "15",

@@ -7,7 +7,7 @@ import Testing
 /// The fetch and image limit settings: defaults, parsing, and refusals naming the setting.
 @Suite struct FetchSettingsTests {
     @Test func defaultsAndOverrides() throws {
-        let defaults = AgentConfiguration.defaults(nodeName: "n")
+        let defaults = NodeConfiguration.defaults(nodeName: "n")
         #expect(defaults.fetchAllow.isEmpty && defaults.fetchDeny.isEmpty)
         #expect(defaults.fetchDeadlineSeconds == 3600 && defaults.fetchMinRateKiB == 16 && defaults.fetchRateWindowSeconds == 60)
         #expect(defaults.imageMaxGiB == 64 && defaults.qemuImgTimeoutSeconds == 1800)
@@ -21,7 +21,7 @@ import Testing
         #expect(configuration.fetchDeny.map(\.description) == ["2001:db8::1/128", "192.0.2.0/24"])
         #expect(configuration.fetchDeadlineSeconds == 90 && configuration.fetchMinRateKiB == 0 && configuration.fetchRateWindowSeconds == 5)
         #expect(configuration.imageMaxGiB == 2 && configuration.qemuImgTimeoutSeconds == 30)
-        let decoded = try AgentConfiguration.decode(json: try JSONEncoder().encode(configuration), source: "memory", defaults: defaults)
+        let decoded = try NodeConfiguration.decode(json: try JSONEncoder().encode(configuration), source: "memory", defaults: defaults)
         #expect(decoded == configuration)
     }
 
@@ -37,7 +37,7 @@ import Testing
             ("SFNODE_QEMU_IMG_TIMEOUT_SECONDS", "+5", "SFNODE_QEMU_IMG_TIMEOUT_SECONDS: '+5' is not a whole number"),
         ])
     func badValuesNameTheSetting(variable: String, value: String, message: String) throws {
-        var configuration = AgentConfiguration.defaults(nodeName: "n")
+        var configuration = NodeConfiguration.defaults(nodeName: "n")
         let error = try #require(throws: ConfigurationError.self) { try configuration.applyEnvironment([variable: value]) }
         #expect(error.description.hasPrefix(message), "\(error)")
     }

@@ -7,9 +7,9 @@ import Testing
 @Suite("namespace thread setting")
 struct NamespaceThreadSettingsTests {
     @Test func defaultAndGoodValues() throws {
-        #expect(AgentConfiguration.defaults(nodeName: "n").namespaceThreads == 64)
+        #expect(NodeConfiguration.defaults(nodeName: "n").namespaceThreads == 64)
         for value in [1, 100_000] {
-            let set = try AgentConfiguration.load(environment: ["SFNODE_NAMESPACE_THREADS": "\(value)"], defaultNodeName: "n")
+            let set = try NodeConfiguration.load(environment: ["SFNODE_NAMESPACE_THREADS": "\(value)"], defaultNodeName: "n")
             #expect(set.namespaceThreads == value)
         }
     }
@@ -17,7 +17,7 @@ struct NamespaceThreadSettingsTests {
     @Test("bad values name the setting", arguments: ["0", "100001", "-1", "sixty"])
     func badValues(value: String) throws {
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(environment: ["SFNODE_NAMESPACE_THREADS": value], defaultNodeName: "n")
+            try NodeConfiguration.load(environment: ["SFNODE_NAMESPACE_THREADS": value], defaultNodeName: "n")
         }
         #expect(error.description.hasPrefix("SFNODE_NAMESPACE_THREADS: '\(value)' is not a whole number of threads from 1 to 100000"), "\(error)")
     }

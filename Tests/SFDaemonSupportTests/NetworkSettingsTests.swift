@@ -8,17 +8,17 @@ import Testing
 @Suite("network DNS and ping settings")
 struct NetworkSettingsTests {
     @Test func defaultsAndGoodValues() throws {
-        let defaults = AgentConfiguration.defaults(nodeName: "n")
+        let defaults = NodeConfiguration.defaults(nodeName: "n")
         #expect(defaults.dnsZone == "shakenfist" && defaults.dnsServer == "auto" && defaults.pingsAtOnce == 8)
-        let set = try AgentConfiguration.load(
+        let set = try NodeConfiguration.load(
             environment: ["SFNODE_DNS_ZONE": "Cloud.Example", "SFNODE_DNS_SERVER": "192.0.2.53", "SFNODE_PINGS_AT_ONCE": "256"],
             defaultNodeName: "n")
         #expect(set.dnsZone == "cloud.example" && set.resolvedDNSServer() == IPv4Address("192.0.2.53") && set.pingsAtOnce == 256)
         for none in ["", "none", "NONE"] {
-            #expect(try AgentConfiguration.load(environment: ["SFNODE_DNS_SERVER": none], defaultNodeName: "n").resolvedDNSServer() == nil)
+            #expect(try NodeConfiguration.load(environment: ["SFNODE_DNS_SERVER": none], defaultNodeName: "n").resolvedDNSServer() == nil)
         }
         // The file form round-trips through the same parsing.
-        let decoded = try AgentConfiguration.decode(json: try JSONEncoder().encode(set), source: "test", defaults: defaults)
+        let decoded = try NodeConfiguration.decode(json: try JSONEncoder().encode(set), source: "test", defaults: defaults)
         #expect(decoded == set)
     }
 
@@ -38,7 +38,7 @@ struct NetworkSettingsTests {
         ])
     func badValues(variable: String, value: String, message: String) throws {
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(environment: [variable: value], defaultNodeName: "n")
+            try NodeConfiguration.load(environment: [variable: value], defaultNodeName: "n")
         }
         #expect(error.description.hasPrefix(message), "\(error)")
     }
@@ -54,13 +54,13 @@ struct NetworkSettingsTests {
             nameserver\t192.0.2.1
             nameserver 192.0.2.2
             """
-        #expect(AgentConfiguration.firstNameserver(in: text) == IPv4Address("192.0.2.1"))
-        #expect(AgentConfiguration.firstNameserver(in: "nameserver 127.0.0.1\n") == nil)
-        #expect(AgentConfiguration.firstNameserver(in: "") == nil)
+        #expect(NodeConfiguration.firstNameserver(in: text) == IPv4Address("192.0.2.1"))
+        #expect(NodeConfiguration.firstNameserver(in: "nameserver 127.0.0.1\n") == nil)
+        #expect(NodeConfiguration.firstNameserver(in: "") == nil)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID().uuidString)").path
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect(AgentConfiguration.defaults(nodeName: "n").resolvedDNSServer(resolvConf: path) == IPv4Address("192.0.2.1"))
-        #expect(AgentConfiguration.defaults(nodeName: "n").resolvedDNSServer(resolvConf: path + ".missing") == nil)
+        #expect(NodeConfiguration.defaults(nodeName: "n").resolvedDNSServer(resolvConf: path) == IPv4Address("192.0.2.1"))
+        #expect(NodeConfiguration.defaults(nodeName: "n").resolvedDNSServer(resolvConf: path + ".missing") == nil)
     }
 }

@@ -6,21 +6,21 @@ import Testing
 struct RetentionSettingsTests {
     @Test("defaults: thirty days of events, 10,000 per object, a week of finished jobs and deleted objects, hourly")
     func defaults() {
-        let settings = AgentConfiguration.defaults(nodeName: "sf-1")
+        let settings = NodeConfiguration.defaults(nodeName: "sf-1")
         #expect(settings.eventRetentionDays == 30 && settings.eventMaxPerObject == 10_000)
         #expect(settings.jobRetentionDays == 7 && settings.deletedRetentionDays == 7 && settings.pruneIntervalMinutes == 60)
     }
 
     @Test("the environment and the file set them, and they round-trip")
     func set() throws {
-        var settings = AgentConfiguration.defaults(nodeName: "sf-1")
+        var settings = NodeConfiguration.defaults(nodeName: "sf-1")
         try settings.applyEnvironment(["SFNODE_EVENT_RETENTION_DAYS": "90", "SFNODE_PRUNE_INTERVAL_MINUTES": "5"])
         #expect(settings.eventRetentionDays == 90 && settings.pruneIntervalMinutes == 5)
-        let decoded = try AgentConfiguration.decode(
+        let decoded = try NodeConfiguration.decode(
             json: Data(#"{"deletedRetentionDays": 1, "eventMaxPerObject": 100, "jobRetentionDays": "3"}"#.utf8), source: "agent.json",
             defaults: settings)
         #expect(decoded.deletedRetentionDays == 1 && decoded.eventMaxPerObject == 100 && decoded.jobRetentionDays == 3)
-        let again = try AgentConfiguration.decode(json: try JSONEncoder().encode(decoded), source: "again", defaults: .defaults())
+        let again = try NodeConfiguration.decode(json: try JSONEncoder().encode(decoded), source: "again", defaults: .defaults())
         #expect(again == decoded)
     }
 
@@ -36,7 +36,7 @@ struct RetentionSettingsTests {
             ("SFNODE_PRUNE_INTERVAL_MINUTES", "10081", "SFNODE_PRUNE_INTERVAL_MINUTES: '10081' is not a whole number of minutes from 1 to 10080"),
         ])
     func bad(variable: String, value: String, message: String) throws {
-        var settings = AgentConfiguration.defaults(nodeName: "sf-1")
+        var settings = NodeConfiguration.defaults(nodeName: "sf-1")
         let error = try #require(throws: ConfigurationError.self) { try settings.applyEnvironment([variable: value]) }
         #expect(error.description.hasPrefix(message), "\(error)")
     }

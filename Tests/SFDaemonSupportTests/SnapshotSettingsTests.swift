@@ -6,7 +6,7 @@ import Testing
 struct SnapshotSettingsTests {
     @Test("SFNODE_QUOTA_SNAPSHOT_VERSIONS: 100 by default, set by the environment, refused out of 1...10000 by name")
     func snapshotVersions() throws {
-        var settings = AgentConfiguration.defaults(nodeName: "sf-1")
+        var settings = NodeConfiguration.defaults(nodeName: "sf-1")
         #expect(settings.quotaSnapshotVersions == 100)
         try settings.applyEnvironment(["SFNODE_QUOTA_SNAPSHOT_VERSIONS": "5"])
         #expect(settings.quotaSnapshotVersions == 5)

@@ -5,7 +5,8 @@ import Foundation
 import Logging
 import SFSystem
 
-/// The node agent's settings: a JSON file, then `SFNODE_<UPPER_SNAKE>` environment variables over it.
+/// A node's settings, for every part of sfnode that runs there (the agent, the API, the user commands
+/// and the use cases): a JSON file, then `SFNODE_<UPPER_SNAKE>` environment variables over it.
 ///
 /// | JSON key | environment | default |
 /// | --- | --- | --- |
@@ -57,7 +58,7 @@ import SFSystem
 /// | `peerPort` | `SFNODE_PEER_PORT` | `13001`: where each node serves blobs and console logs to the others, on its mesh address |
 ///
 /// The file is found at the `--config` path, else `$SFNODE_CONFIG`, else ``defaultPath``.
-public struct AgentConfiguration: Codable, Sendable, Equatable {
+public struct NodeConfiguration: Codable, Sendable, Equatable {
     /// How guests are run: `kvm`, `qemu` (TCG) or `auto` (SFSystem's ``VirtualizationType``).
     public typealias Virtualization = VirtualizationType
 
@@ -269,8 +270,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     }()
 
     /// The defaults, with `nodeName` as this node's name.
-    public static func defaults(nodeName: String = AgentConfiguration.hostname()) -> AgentConfiguration {
-        AgentConfiguration(
+    public static func defaults(nodeName: String = NodeConfiguration.hostname()) -> NodeConfiguration {
+        NodeConfiguration(
             nodeName: nodeName, hostNamespace: nil, virtualizationType: .auto,
             storePath: "/var/lib/sfnode/sfnode.sqlite", storagePath: "/var/lib/sfnode/instances",
             floatingRange: defaultFloatingPrefix,
@@ -316,8 +317,8 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     /// is an error, because a mistyped `--config` must not silently run with defaults.
     public static func load(
         commandLinePath: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment,
-        defaultNodeName: String = AgentConfiguration.hostname()
-    ) throws -> AgentConfiguration {
+        defaultNodeName: String = NodeConfiguration.hostname()
+    ) throws -> NodeConfiguration {
         let (path, isExplicit) = configurationPath(commandLine: commandLinePath, environment: environment)
         var configuration = defaults(nodeName: defaultNodeName)
         if FileManager.default.fileExists(atPath: path) {
@@ -341,11 +342,11 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     }
 
     /// `defaults` with the settings in the JSON object `data` over them; `source` names the file in errors.
-    public static func decode(json data: Data, source: String, defaults: AgentConfiguration) throws -> AgentConfiguration {
+    public static func decode(json data: Data, source: String, defaults: NodeConfiguration) throws -> NodeConfiguration {
         let decoder = JSONDecoder()
         decoder.userInfo[defaultsKey] = DecodingDefaults(configuration: defaults, source: source)
         do {
-            return try decoder.decode(AgentConfiguration.self, from: data)
+            return try decoder.decode(NodeConfiguration.self, from: data)
         } catch let error as ConfigurationError {
             throw error
         } catch DecodingError.dataCorrupted(let context) {
@@ -449,7 +450,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     }()
 
     private struct DecodingDefaults: Sendable {
-        let configuration: AgentConfiguration
+        let configuration: NodeConfiguration
         let source: String
     }
 
@@ -460,7 +461,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
         let key: String
         let environmentName: String
         /// Parses the text (nil for JSON null) into the configuration, throwing ``InvalidValue``.
-        let apply: @Sendable (inout AgentConfiguration, String?) throws -> Void
+        let apply: @Sendable (inout NodeConfiguration, String?) throws -> Void
     }
 
     /// Why a value was refused, completed by the caller with the setting's name and the value.
@@ -663,7 +664,7 @@ public struct AgentConfiguration: Codable, Sendable, Equatable {
     struct WholeNumberLimit: Sendable {
         let key: String
         let environmentName: String
-        let path: WritableKeyPath<AgentConfiguration, Int> & Sendable
+        let path: WritableKeyPath<NodeConfiguration, Int> & Sendable
         let range: ClosedRange<Int>
         let unit: String
     }

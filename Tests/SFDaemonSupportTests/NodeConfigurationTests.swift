@@ -6,7 +6,7 @@ import Testing
 @testable import SFDaemonSupport
 
 @Suite("agent configuration")
-struct AgentConfigurationTests {
+struct NodeConfigurationTests {
     /// Writes `json` to a fresh temporary file and returns its path.
     private func file(_ json: String) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sfd-\(UUID().uuidString).json").path
@@ -18,11 +18,11 @@ struct AgentConfigurationTests {
     func defaults() throws {
         // SFNODE_CONFIG names no file here, and the default path is not used: the load is checked
         // through configurationPath, so the host's own /etc/sfnode cannot change the result.
-        let configuration = try AgentConfiguration.load(environment: [:], defaultNodeName: "node1")
-        if !FileManager.default.fileExists(atPath: AgentConfiguration.defaultPath) {
-            #expect(configuration == AgentConfiguration.defaults(nodeName: "node1"))
+        let configuration = try NodeConfiguration.load(environment: [:], defaultNodeName: "node1")
+        if !FileManager.default.fileExists(atPath: NodeConfiguration.defaultPath) {
+            #expect(configuration == NodeConfiguration.defaults(nodeName: "node1"))
         }
-        let defaults = AgentConfiguration.defaults(nodeName: "node1")
+        let defaults = NodeConfiguration.defaults(nodeName: "node1")
         #expect(defaults.nodeName == "node1")
         #expect(defaults.hostNamespace == nil)
         #expect(defaults.virtualizationType == .auto)
@@ -34,15 +34,15 @@ struct AgentConfigurationTests {
         #expect(defaults.mtu == 1450)
         #expect(defaults.logLevel == .info)
         #expect(defaults.libvirtURI == "qemu:///system")
-        #expect(AgentConfiguration.defaults().nodeName == AgentConfiguration.hostname())
-        #expect(!AgentConfiguration.hostname().isEmpty)
+        #expect(NodeConfiguration.defaults().nodeName == NodeConfiguration.hostname())
+        #expect(!NodeConfiguration.hostname().isEmpty)
     }
 
     @Test("the path comes from --config, then SFNODE_CONFIG, then the default")
     func path() {
-        #expect(AgentConfiguration.configurationPath(commandLine: "/a.json", environment: ["SFNODE_CONFIG": "/b.json"]) == ("/a.json", true))
-        #expect(AgentConfiguration.configurationPath(commandLine: nil, environment: ["SFNODE_CONFIG": "/b.json"]) == ("/b.json", true))
-        #expect(AgentConfiguration.configurationPath(commandLine: nil, environment: [:]) == ("/etc/sfnode/agent.json", false))
+        #expect(NodeConfiguration.configurationPath(commandLine: "/a.json", environment: ["SFNODE_CONFIG": "/b.json"]) == ("/a.json", true))
+        #expect(NodeConfiguration.configurationPath(commandLine: nil, environment: ["SFNODE_CONFIG": "/b.json"]) == ("/b.json", true))
+        #expect(NodeConfiguration.configurationPath(commandLine: nil, environment: [:]) == ("/etc/sfnode/agent.json", false))
     }
 
     @Test("a file sets what it names and leaves the rest at the defaults")
@@ -55,7 +55,7 @@ struct AgentConfigurationTests {
              "libvirtURI": "test:///default", "storagePath": "/srv/sfnode"}
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let configuration = try AgentConfiguration.load(commandLinePath: path, environment: [:], defaultNodeName: "node1")
+        let configuration = try NodeConfiguration.load(commandLinePath: path, environment: [:], defaultNodeName: "node1")
         #expect(configuration.nodeName == "hv1")
         #expect(configuration.hostNamespace == "sftnode")
         #expect(configuration.virtualizationType == .qemu)
@@ -75,7 +75,7 @@ struct AgentConfigurationTests {
     func environmentOverrides() throws {
         let path = try file(#"{"mtu": 9000, "hostNamespace": "sftnode", "logLevel": "debug"}"#)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let configuration = try AgentConfiguration.load(
+        let configuration = try NodeConfiguration.load(
             environment: [
                 "SFNODE_CONFIG": path, "SFNODE_MTU": "1400", "SFNODE_HOST_NAMESPACE": "", "SFNODE_NODE_NAME": "env-node",
                 "SFNODE_FLOATING_RANGE": "172.16.5.0/24", "SFNODE_IS_NETWORK_NODE": "no", "SFNODE_VIRTUALIZATION_TYPE": "KVM",
@@ -101,7 +101,7 @@ struct AgentConfigurationTests {
         let path = try file("{}")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(environment: ["SFNODE_CONFIG": path, "SFNODE_IS_NETWORK_NODE": "false"], defaultNodeName: "hv2")
+            try NodeConfiguration.load(environment: ["SFNODE_CONFIG": path, "SFNODE_IS_NETWORK_NODE": "false"], defaultNodeName: "hv2")
         }
         #expect(error.description.hasPrefix("SFNODE_MESH_ADDRESS (meshAddress) must be set when SFNODE_IS_NETWORK_NODE is false"))
     }
@@ -128,7 +128,7 @@ struct AgentConfigurationTests {
         ])
     func badEnvironment(variable: String, value: String, message: String) throws {
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(
+            try NodeConfiguration.load(
                 environment: [variable: value],
                 defaultNodeName: "node1")
         }
@@ -144,38 +144,38 @@ struct AgentConfigurationTests {
         let nullRequired = try file(#"{"mtu": null, "egressInterface": null}"#)
         defer { for path in [badRange, unknown, broken, wrongType, nullRequired] { try? FileManager.default.removeItem(atPath: path) } }
 
-        let range = try #require(throws: ConfigurationError.self) { try AgentConfiguration.load(commandLinePath: badRange, environment: [:]) }
+        let range = try #require(throws: ConfigurationError.self) { try NodeConfiguration.load(commandLinePath: badRange, environment: [:]) }
         #expect(range.description.hasPrefix("\(badRange): floatingRange: '10.0.0.0/33' is not an IPv4 prefix"))
 
-        let key = try #require(throws: ConfigurationError.self) { try AgentConfiguration.load(commandLinePath: unknown, environment: [:]) }
+        let key = try #require(throws: ConfigurationError.self) { try NodeConfiguration.load(commandLinePath: unknown, environment: [:]) }
         #expect(key.description.hasPrefix("\(unknown): unknown setting 'floatingrange'"))
 
-        let json = try #require(throws: ConfigurationError.self) { try AgentConfiguration.load(commandLinePath: broken, environment: [:]) }
+        let json = try #require(throws: ConfigurationError.self) { try NodeConfiguration.load(commandLinePath: broken, environment: [:]) }
         #expect(json.description.hasPrefix("\(broken): not valid JSON"))
 
-        let type = try #require(throws: ConfigurationError.self) { try AgentConfiguration.load(commandLinePath: wrongType, environment: [:]) }
+        let type = try #require(throws: ConfigurationError.self) { try NodeConfiguration.load(commandLinePath: wrongType, environment: [:]) }
         #expect(type.description.contains("mtu"))
 
-        let null = try #require(throws: ConfigurationError.self) { try AgentConfiguration.load(commandLinePath: nullRequired, environment: [:]) }
+        let null = try #require(throws: ConfigurationError.self) { try NodeConfiguration.load(commandLinePath: nullRequired, environment: [:]) }
         #expect(null.description == "\(nullRequired): mtu: 'null' must not be null")
     }
 
     @Test("an explicitly named file that does not exist is an error, not a silent default")
     func missingExplicitFile() throws {
         let error = try #require(throws: ConfigurationError.self) {
-            try AgentConfiguration.load(commandLinePath: "/nonexistent/sfnode.json", environment: [:])
+            try NodeConfiguration.load(commandLinePath: "/nonexistent/sfnode.json", environment: [:])
         }
         #expect(error.description == "/nonexistent/sfnode.json: cannot read the configuration file: no such file")
     }
 
     @Test("encoding and decoding round-trip")
     func roundTrip() throws {
-        var original = AgentConfiguration.defaults(nodeName: "hv9")
+        var original = NodeConfiguration.defaults(nodeName: "hv9")
         original.hostNamespace = "sftx"
         original.floatingRange = try IPv4Prefix.parse("10.9.0.0/20")
         original.logLevel = .trace
         let data = try JSONEncoder().encode(original)
-        let decoded = try AgentConfiguration.decode(json: data, source: "memory", defaults: .defaults(nodeName: "other"))
+        let decoded = try NodeConfiguration.decode(json: data, source: "memory", defaults: .defaults(nodeName: "other"))
         #expect(decoded == original)
     }
 }
