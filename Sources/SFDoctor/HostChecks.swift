@@ -293,24 +293,28 @@ public struct HostChecks: Sendable {
 
     func libvirtCheck(timeout: Duration, logger: Logger) async -> HostCheck {
         let uri = libvirtURI
-        let answer: Result<(libvirt: String, hypervisor: String), any Error>? = await withTaskGroup(of: Result<(libvirt: String, hypervisor: String), any Error>?.self) { group in
-            group.addTask {
+        // A libvirt call cannot be cancelled, so the probe is not awaited past the timeout: a task
+        // group would wait for it however long a stuck daemon kept it.
+        let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Result<(libvirt: String, hypervisor: String), any Error>?, Never>) in
+            let decided = OnceFlag()
+            let probe = Task {
+                let result: Result<(libvirt: String, hypervisor: String), any Error>
                 do {
                     let connection = try LibvirtConnection(uri: uri, logger: logger)
-                    let versions = try await connection.versions()
+                    result = .success(try await connection.versions())
                     await connection.close()
-                    return .success(versions)
                 } catch {
-                    return .failure(error)
+                    result = .failure(error)
+                }
+                if decided.claim() { continuation.resume(returning: result) }
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                if decided.claim() {
+                    probe.cancel()
+                    continuation.resume(returning: nil)
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
         }
         switch answer {
         case .success(let versions):

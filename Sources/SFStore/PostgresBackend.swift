@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import SFSystem
 import Synchronization
 
 /// The cluster backend: a PostgreSQL database shared by every node, through postgres-nio.
@@ -543,16 +544,6 @@ struct PostgresPositionalRow: PositionalRow {
         }
         do { return try int64(at: index).map { $0 != 0 } } catch { throw ColumnTypeMismatch(problem: "is not a boolean") }
     }
-}
-
-/// True for the first caller of ``claim()`` only.
-final class OnceFlag: Sendable {
-    private let taken = Atomic<Bool>(false)
-
-    func claim() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
-
-    /// Whether ``claim()`` was called.
-    var isClaimed: Bool { taken.load(ordering: .acquiring) }
 }
 
 /// A statement whose reply did not come within the backend's answer limit; its connection is

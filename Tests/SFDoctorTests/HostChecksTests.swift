@@ -103,6 +103,28 @@ struct HostChecksTests {
         try await teardown.run()
     }
 
+    @Test("a libvirtd that never answers fails the check at its timeout instead of holding the doctor")
+    func libvirtThatHangs() async throws {
+        // A loopback socket that takes connections (the kernel's backlog) and never says a word.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        try #require(bound == 0 && listen(listener, 8) == 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        var checks = Self.checks(storage: "/var/lib")
+        checks.libvirtURI = "qemu+tcp://127.0.0.1:\(UInt16(bigEndian: address.sin_port))/system"
+        let started = ContinuousClock.now
+        let report = await checks.run(libvirtTimeout: .seconds(1), logger: Self.logger)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        let libvirt = try #require(report.checks.first { $0.name == "libvirt" })
+        #expect(libvirt.status == .fail && libvirt.message.contains("did not answer within"), "\(libvirt.message)")
+    }
+
     @Test("`sfnode doctor --json` prints every check and exits 2 on a failure")
     func command() async throws {
         try await Self.withDirectory { directory in
