@@ -70,6 +70,10 @@ struct ISO9660Image {
         // Everything's place is known from the names alone: first the sizes, then the sectors.
         let primaryDirectories = numbered(primary)
         let jolietDirectories = numbered(joliet)
+        // A path table names a directory's parent in 16 bits.
+        guard primaryDirectories.count <= Int(UInt16.max) else {
+            throw ControlError.invalid("config drive of \(primaryDirectories.count) directories; ISO 9660 numbers at most \(UInt16.max)")
+        }
         let primaryTableSize = pathTableSize(primaryDirectories)
         let jolietTableSize = pathTableSize(jolietDirectories)
         var next = 19  // system area 0-15, primary 16, Joliet 17, terminator 18
@@ -331,14 +335,6 @@ struct ISO9660Image {
 
     /// A volume descriptor's date: "YYYYMMDDHHMMSScc" and the offset from UTC.
     private static func volumeDate(_ date: Date) -> [UInt8] {
-        let parts = UTCTime(date)
-        func padded(_ value: Int, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        let year = min(max(parts.year, 0), 9999)
-        let digits = padded(year, 4) + padded(parts.month, 2) + padded(parts.day, 2) + padded(parts.hour, 2)
-            + padded(parts.minute, 2) + padded(parts.second, 2) + "00"
-        return Array(digits.utf8) + [0]
+        Array((UTCTime(date).digits() + "00").utf8) + [0]
     }
 }

@@ -16,9 +16,15 @@ public struct UTCTime: Equatable, Sendable {
     /// Thousandths of a second.
     public var millisecond: Int
 
-    /// The UTC fields of `date` (milliseconds rounded down).
+    /// The instants the fields can hold: 0001-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z, in
+    /// milliseconds from the epoch.
+    static let representable: ClosedRange<Double> = -62_135_596_800_000 ... 253_402_300_799_999
+
+    /// The UTC fields of `date` (milliseconds rounded down); a date outside years 1 to 9999 reads
+    /// as the nearest end of them (and one that is not a number as the epoch), never a trap.
     public init(_ date: Date) {
-        let milliseconds = Int((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let raw = (date.timeIntervalSince1970 * 1000).rounded(.down)
+        let milliseconds = raw.isNaN ? 0 : Int(min(max(raw, Self.representable.lowerBound), Self.representable.upperBound))
         let seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let inDay = seconds - days * 86_400
@@ -67,6 +73,12 @@ public struct UTCTime: Equatable, Sendable {
         text += Self.padded(hour, 2) + ":" + Self.padded(minute, 2) + ":" + Self.padded(second, 2)
         if milliseconds { text += "." + Self.padded(millisecond, 3) }
         return text + "Z"
+    }
+
+    /// `20261207134500`: the fields to the second, each zero-padded, nothing between them.
+    public func digits() -> String {
+        Self.padded(year, 4) + Self.padded(month, 2) + Self.padded(day, 2) + Self.padded(hour, 2)
+            + Self.padded(minute, 2) + Self.padded(second, 2)
     }
 
     /// `date` as ``iso8601(milliseconds:)`` writes it.

@@ -18,6 +18,15 @@ struct UTCTimeTests {
             #expect(back.date == date, "\(seconds)")
         }
         #expect(UTCTime.iso8601(Date(timeIntervalSince1970: 1_796_637_600.1239), milliseconds: true) == "2026-12-07T10:00:00.123Z")
+        #expect(UTCTime(Date(timeIntervalSince1970: 1_796_637_600)).digits() == "20261207100000")
+    }
+
+    @Test("a date beyond years 1 to 9999, or not a number, reads as the nearest end rather than trapping")
+    func outOfRange() {
+        #expect(UTCTime.iso8601(Date(timeIntervalSince1970: 1e300), milliseconds: true) == "9999-12-31T23:59:59.999Z")
+        #expect(UTCTime.iso8601(Date(timeIntervalSince1970: -1e300)) == "0001-01-01T00:00:00Z")
+        #expect(UTCTime.iso8601(Date(timeIntervalSince1970: .infinity)) == "9999-12-31T23:59:59Z")
+        #expect(UTCTime.iso8601(Date(timeIntervalSince1970: .nan)) == "1970-01-01T00:00:00Z")
     }
 
     @Test("fields that name no instant are refused")
