@@ -202,6 +202,21 @@ if CommandLine.arguments.count == 4, CommandLine.arguments[1] == "submit" {
     }
 }
 
+/// An agent in this process over `store`, guests under TCG, its host plumbing `layout`'s, its files
+/// in the work directory under the names `tag` starts (`<tag>instances`, `<tag>dhcp`).
+func benchAgent(
+    store: SQLStore, layout: HostLayout, host: NetlinkSession, root: NetlinkSession, libvirt: LibvirtConnection, tag: String,
+    floatingRange: IPv4Prefix, isNetworkNode: Bool = true, images: ImageResolver? = nil
+) -> NodeAgent {
+    NodeAgent(
+        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
+        instances: InstanceRealizer(
+            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: workDirectory + "/\(tag)instances",
+            virtualization: .qemu, logger: logger),
+        nodeName: nodeName, floatingRange: floatingRange, dhcpDirectory: workDirectory + "/\(tag)dhcp",
+        isNetworkNode: isNetworkNode, images: images, logger: logger)
+}
+
 // MARK: (d2) network.create pick-up while downloads run
 
 /// How soon a network.create is claimed (and finished) with the runner idle, then while
@@ -222,18 +237,13 @@ func benchmarkPickupUnderDownloads(networks count: Int, downloads: Int) async th
     // 64 MiB each at 64 KiB/s: every download outlasts the measurement many times over.
     let image = workDirectory + "/d2-image.raw"
     try run(["/usr/bin/truncate", "-s", "64M", image])
-    let agent = NodeAgent(
-        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-        instances: InstanceRealizer(
-            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: workDirectory + "/d2-instances",
-            virtualization: .qemu, logger: logger),
-        nodeName: nodeName, floatingRange: IPv4Prefix("198.18.1.0/24")!, dhcpDirectory: workDirectory + "/d2-dhcp",
+    let agent = benchAgent(
+        store: store, layout: layout, host: host, root: root, libvirt: libvirt, tag: "d2-", floatingRange: IPv4Prefix("198.18.1.0/24")!,
         images: ImageResolver(
             records: store, storagePath: workDirectory + "/d2-storage", nodeName: nodeName,
             rules: DestinationRules(allow: [IPRange("127.0.0.0/8")].compactMap { $0 }, deny: ["0.0.0.0/0", "::/0"].compactMap { IPRange($0) }),
             cacheHighWaterBytes: 1 << 40,
-            imageDownloadURL: server.baseURL, logger: logger),
-        logger: logger)
+            imageDownloadURL: server.baseURL, logger: logger))
     let runner = JobRunner(store: store, targets: agent.jobTargets, owner: "\(runID)-d2", logger: logger)
     await agent.register(with: runner)
     let running = Task { await runner.run() }
@@ -327,13 +337,9 @@ func benchmarkClusterPass(label: String, networks count: Int, local: Int, passes
     let libvirt = try LibvirtConnection(logger: logger)
     let store = try open()
     defer { store.close() }
-    let agent = NodeAgent(
-        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-        instances: InstanceRealizer(
-            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: workDirectory + "/\(tag)-instances",
-            virtualization: .qemu, logger: logger),
-        nodeName: nodeName, floatingRange: IPv4Prefix("198.18.2.0/24")!, dhcpDirectory: workDirectory + "/\(tag)-dhcp",
-        isNetworkNode: false, logger: logger)
+    let agent = benchAgent(
+        store: store, layout: layout, host: host, root: root, libvirt: libvirt, tag: "\(tag)-", floatingRange: IPv4Prefix("198.18.2.0/24")!,
+        isNetworkNode: false)
     let clock = ContinuousClock()
     let started = clock.now
     for index in 0..<count {
@@ -501,17 +507,12 @@ do {
     imageServer.register("/guest.qcow2", file: baseImage)
     // The image server is on loopback, which fetches may reach only when opened explicitly.
     let loopback = [IPRange("127.0.0.0/8")].compactMap { $0 }
-    let agent = NodeAgent(
-        store: store, networks: NetworkRealizer(layout: layout, host: host, logger: logger),
-        instances: InstanceRealizer(
-            layout: layout, host: host, root: root, libvirt: libvirt, storagePath: workDirectory + "/instances",
-            virtualization: .qemu, logger: logger),
-        nodeName: nodeName, floatingRange: floatingRange, dhcpDirectory: workDirectory + "/dhcp",
+    let agent = benchAgent(
+        store: store, layout: layout, host: host, root: root, libvirt: libvirt, tag: "", floatingRange: floatingRange,
         images: ImageResolver(
             records: store, storagePath: workDirectory + "/storage", nodeName: nodeName,
             rules: DestinationRules(allow: loopback, deny: []), cacheHighWaterBytes: 1 << 40,
-            imageDownloadURL: imageServer.baseURL, logger: logger),
-        logger: logger)
+            imageDownloadURL: imageServer.baseURL, logger: logger))
     let runner = JobRunner(store: store, targets: [.node(nodeName), .networkNode], owner: "\(runID)-agent", logger: logger)
     await agent.register(with: runner)
     let runnerTask = Task { await runner.run() }
