@@ -5,6 +5,7 @@ import PackageDescription
 //   C targets (CLibvirt, CNetlink, CIPTC): module maps and shims over the system libraries;
 //   CLinux: the few Linux calls Swift's Glibc module does not import.
 //   SFSystem: Linux process plumbing (namespace threads, network namespaces, locks, errno).
+//   SFMetrics: the Prometheus exposition (registry, scrape-time collectors, `process_*`).
 //   SFNetlink, SFFirewall, SFLibvirt: one thin, typed Swift module per C library.
 //   SFStore: the store contract and its embedded backend.
 //   SFBlobs: blob data on disk, image fetching, inspection and the image cache.
@@ -40,6 +41,10 @@ let package = Package(
         // Already there under postgres-nio and async-http-client; named for NIOThreadPool, on which
         // the PostgreSQL store runs its transactions off the cooperative pool.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // Metrics: libraries record through swift-metrics' API; the executable bootstraps the
+        // Prometheus backend and serves its text format.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
@@ -52,11 +57,20 @@ let package = Package(
 
         .target(name: "SFSystem", dependencies: ["CLinux", .product(name: "Logging", package: "swift-log")]),
         .target(
+            name: "SFMetrics",
+            dependencies: [
+                "SFSystem", .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .target(
             name: "SFNetlink",
             dependencies: ["CNetlink", "SFSystem", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "SFFirewall",
-            dependencies: ["CIPTC", "SFSystem", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CIPTC", "SFSystem", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]),
         .target(
             name: "SFLibvirt",
             dependencies: ["CLibvirt", "SFSystem", .product(name: "Logging", package: "swift-log")]),
@@ -72,7 +86,7 @@ let package = Package(
             name: "SFBlobs",
             dependencies: [
                 "SFSystem", "SFStore", "CZlib", .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 // The peer blob server: a listening socket made inside the mesh's namespace, which
                 // only NIO's bootstrap takes as it is (see PeerServer).
@@ -81,7 +95,10 @@ let package = Package(
             ]),
         .target(
             name: "SFControl",
-            dependencies: ["SFSystem", "SFStore", "SFBlobs", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "SFSystem", "SFStore", "SFBlobs", "SFMetrics", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]),
 
         .target(
             name: "SFDaemonSupport",
@@ -100,14 +117,14 @@ let package = Package(
             name: "SFAgent",
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFDaemonSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "SFMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
         .target(
             name: "SFAPI",
             dependencies: [
-                "SFSystem", "SFStore", "SFBlobs", "SFControl", .product(name: "Logging", package: "swift-log"),
+                "SFSystem", "SFStore", "SFBlobs", "SFControl", "SFMetrics", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -119,7 +136,7 @@ let package = Package(
             name: "sfnode",
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
-                "SFAPI", "SFDaemonSupport", "SFDoctor", .product(name: "Logging", package: "swift-log"),
+                "SFAPI", "SFDaemonSupport", "SFDoctor", "SFMetrics", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -175,6 +192,7 @@ let package = Package(
             ],
             path: "Tests/SFTestSupport"),
         .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
+        .testTarget(name: "SFMetricsTests", dependencies: ["SFMetrics", "SFTestSupport"]),
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),

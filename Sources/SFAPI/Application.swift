@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import SFControl
+import SFMetrics
 import SFStore
 
 /// Where and how the API listens.
@@ -53,10 +54,14 @@ public struct APIConfiguration: Sendable, Equatable {
 ///
 /// - Parameters:
 ///   - storage: this node's blob storage, where blob data is read and uploads are written.
+///   - metrics: what `GET /metrics` answers (to the system namespace only); nil for no metrics,
+///     and then requests are not counted either.
 public func buildApplication(
-    configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage, logger: Logger
+    configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage,
+    metrics: MetricsExposition? = nil, logger: Logger
 ) async throws -> some ApplicationProtocol {
-    let router = try await buildRouter(configuration: configuration, control: control, auth: auth, storage: storage, logger: logger)
+    let router = try await buildRouter(
+        configuration: configuration, control: control, auth: auth, storage: storage, metrics: metrics, logger: logger)
     let limits = configuration.limits
     // An idle connection is closed, one that does not finish its request head in time too
     // (slowloris), and past the connection cap the server stops accepting until one closes: held
@@ -110,16 +115,27 @@ let unsupportedCalls: [(HTTPRequest.Method, String, String)] = [
 
 /// The router alone, for tests that drive it without a socket (`app.test(.router)`).
 public func buildRouter(
-    configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage, logger: Logger
+    configuration: APIConfiguration, control: Control, auth: any AuthRecords, storage: BlobStorage,
+    metrics: MetricsExposition? = nil, logger: Logger
 ) async throws -> Router<APIContext> {
     let authenticator = try await Authenticator.make(
         records: auth, tokenLifetime: configuration.tokenLifetime, limits: configuration.limits, logger: logger)
     let api = API(control: control, auth: auth, authenticator: authenticator, storage: storage, logger: logger)
     let router = Router(context: APIContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestIDMiddleware(limits: configuration.limits))
+    // Requests by route template, method and status: bounded labels, whatever the paths asked.
+    if metrics != nil { router.add(middleware: MetricsMiddleware()) }
     router.add(middleware: ErrorMiddleware())
     RootController(api: api).add(to: router)
     let authenticated = router.group().add(middleware: AuthenticationMiddleware(authenticator: authenticator))
+    if let metrics {
+        // Every domain and the queue of every namespace: the operator's, not a tenant's.
+        authenticated.get("/metrics") { request, context -> Response in
+            _ = try await RequestBody.read(request, context: context, allowed: [])
+            try context.authenticated().requireAdmin()
+            return metricsResponse(await metrics.render())
+        }
+    }
     NamespaceController(api: api).add(to: authenticated)
     InstanceController(api: api).add(to: authenticated)
     SnapshotController(api: api).add(to: authenticated)

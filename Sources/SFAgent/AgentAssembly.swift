@@ -2,7 +2,9 @@ import Foundation
 import Logging
 import SFBlobs
 import SFDaemonSupport
+import SFControl
 import SFLibvirt
+import SFMetrics
 import SFNetlink
 import SFStore
 import SFSystem
@@ -26,6 +28,22 @@ public struct Agent: Sendable {
     public let peers: PeerClient?
     /// Serves this node's blobs and console logs to the other nodes; nil without a mesh.
     let peerServer: PeerServerService?
+    /// What the names of this agent's domains start with (the layout's prefix).
+    let domainNamePrefix: String
+
+    /// What this agent adds to a `/metrics` scrape: its domains, under libvirt-exporter's names, and
+    /// the queue's depth. Each source is read at most once per `cacheLifetime` however often
+    /// Prometheus (or anyone) scrapes, and a scrape never reads the store's objects.
+    public func metricsCollectors(cacheLifetime: Duration = .seconds(5)) -> [any MetricsCollector] {
+        let prefix = domainNamePrefix
+        return [
+            CachedCollector(
+                DomainStatsCollector(
+                    libvirt: libvirt, isOurs: { $0.name == prefix + $0.uuid.lowercasedString }, logger: logger),
+                lifetime: cacheLifetime),
+            CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: cacheLifetime),
+        ]
+    }
 
     /// The long-running parts, for a ServiceGroup: reconciliation, the job runner, check-in and retention.
     public var services: [any Service] {
@@ -115,7 +133,8 @@ public func buildAgent(settings: NodeConfiguration, logger: Logger) async throws
     }
     return Agent(
         store: store, node: node, runner: runner, libvirt: libvirt, logger: logger,
-        retention: RetentionService(store: store, settings: settings, logger: logger), peers: peers, peerServer: peerServer)
+        retention: RetentionService(store: store, settings: settings, logger: logger), peers: peers, peerServer: peerServer,
+        domainNamePrefix: layout.namespacePrefix)
 }
 
 /// The client that reaches the other nodes over the mesh, from the namespace holding this node's

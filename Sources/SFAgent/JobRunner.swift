@@ -231,6 +231,7 @@ public actor JobRunner {
                     targets: targets, owner: owner, lease: lease, kinds: lanes[index].kinds, maxDeaths: maxDeaths)
             else { continue }
             claimed = true
+            if job.deaths == 0 { QueueMetrics.pickedUp(job) }
             if job.deaths > 0 && !job.diedTooOften(limit: maxDeaths) && !job.isExhausted {
                 var logger = self.logger
                 for (key, value) in JobContext.metadata(of: job) { logger[metadataKey: key] = value }
@@ -279,6 +280,7 @@ public actor JobRunner {
         guard
             let job = try await store.claimNext(targets: targets, owner: owner, lease: lease, kinds: .any, maxDeaths: maxDeaths)
         else { return false }
+        if job.deaths == 0 { QueueMetrics.pickedUp(job) }
         await execute(job)
         return true
     }
@@ -301,6 +303,7 @@ public actor JobRunner {
         if job.diedTooOften(limit: maxDeaths) || job.isExhausted {
             let error = job.lastError ?? "its last allowed attempt died with its agent"
             logger.error("the job died with its agent too often; recording its failure", metadata: ["error": "\(error)"])
+            QueueMetrics.failed(job, code: .internal)
             try await fail(job, error: error, retryable: false, logger: logger)
             return
         }
@@ -309,11 +312,13 @@ public actor JobRunner {
             order = try JobOrder.decode(kind: job.kind, payload: job.payload)
         } catch {
             logger.error("malformed job; failing it", metadata: ["error": "\(error)"])
+            QueueMetrics.failed(job, code: .invalidArgument)
             try await fail(job, error: "\(error)", retryable: false, logger: logger)
             return
         }
         guard let handler = handlers[order.kind] else {
             logger.error("no handler for this job kind on this agent; failing it")
+            QueueMetrics.failed(job, code: .invalidArgument)
             try await fail(
                 job, error: "this agent has no handler for \(job.kind) (it handles: \(handlers.keys.map(\.rawValue).sorted().joined(separator: ", ")))",
                 retryable: false, logger: logger)
@@ -371,8 +376,10 @@ public actor JobRunner {
             try outcome.get()
             try await store.complete(held)
             logger.info("job done", metadata: ["job.duration": "\(ContinuousClock.now - started)"])
+            QueueMetrics.ran(job, outcome: .succeeded, duration: ContinuousClock.now - started)
         } catch is LeaseLapsed {
             logger.error("the job's lease lapsed, so it was abandoned; the agent holding it now finishes it")
+            QueueMetrics.ran(job, outcome: .leaseLapsed, duration: ContinuousClock.now - started)
         } catch where Task.isCancelled {
             // Shutdown cut the job short at a step boundary: it goes back to the queue at once, not
             // as a failed attempt, and not as a death (its agent did not die; it stopped it). From a
@@ -381,15 +388,17 @@ public actor JobRunner {
             try await Task.detached {
                 try await store.postpone(held, delay: .zero, reason: "interrupted by the agent's shutdown")
             }.value
+            QueueMetrics.ran(job, outcome: .interrupted, duration: ContinuousClock.now - started)
         } catch {
-            try await settle(job, error: error, logger: logger)
+            let outcome = try await settle(job, error: error, logger: logger)
+            QueueMetrics.ran(job, outcome: outcome, duration: ContinuousClock.now - started)
         }
     }
 
     /// Decides what a handler's error means for its job, by the error's code: a dependency that is
     /// not ready yet postpones the job without spending an attempt (until ``notReadyDeadline``); a
     /// retryable failure goes back to the queue with backoff; anything else fails the job for good.
-    private func settle(_ job: Job, error: any Error, logger: Logger) async throws {
+    private func settle(_ job: Job, error: any Error, logger: Logger) async throws -> QueueMetrics.Outcome {
         let classified = ControlError(classifying: error)
         let refused = (error as? JobError)?.isRefusal ?? false
         switch classified.code {
@@ -398,17 +407,23 @@ public actor JobRunner {
             if waited < Double(notReadyDeadline.components.seconds) {
                 logger.info("job waits for a dependency", metadata: ["reason": "\(classified.message)"])
                 try await store.postpone(heldLease(of: job), delay: notReadyDelay, reason: classified.message)
+                return .postponed
             } else {
                 let message = "\(classified.message) (still not ready after \(Int(waited)) s)"
                 logger.error("job failed", metadata: ["error": "\(message)"])
+                QueueMetrics.failed(job, code: classified.code)
                 try await fail(job, error: message, retryable: false, logger: logger)
+                return .failed
             }
         case _ where classified.isRetryable:
             logger.warning("job attempt failed", metadata: ["error": "\(classified.message)", "job.attempt": "\(job.attempts)"])
             try await fail(job, error: classified.message, retryable: true, logger: logger)
+            return .retried
         default:
             logger.error(refused ? "job refused" : "job failed", metadata: ["error": "\(classified.message)"])
+            QueueMetrics.failed(job, code: classified.code)
             try await fail(job, error: classified.message, retryable: false, refused: refused, logger: logger)
+            return .failed
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import SFLibvirt
 import SFStore
 import SFSystem
@@ -53,6 +54,7 @@ public struct Reconciler: Sendable {
     /// pass when none runs.
     @discardableResult
     public func reconcileOnce() async throws -> Report {
+        let started = ContinuousClock.now
         var report = try await agent.locks.exclusive { try await pass() }
         // A pass over every network frees much (snapshots, the namespace threads it let go); an
         // idle agent should not keep it.
@@ -66,6 +68,7 @@ public struct Reconciler: Sendable {
                 logger.error("could not sweep blob files; nothing was removed", metadata: ["error": "\(error)"])
             }
         }
+        Self.record(report, duration: ContinuousClock.now - started)
         return report
     }
 
@@ -192,6 +195,11 @@ public struct Reconciler: Sendable {
         // The list was read before this pass built anything, so nothing it built can be on it.
         let keptDevices = Set(kept.networks.compactMap { try? planner.vxlanID(of: $0) })
         let keptTaps = Set(liveInterfaces.map { layout.tap(of: $0.uuid) })
+        // What the host holds, as the pass found it.
+        Gauge(label: "sfnode_host_networks").record(kept.networks.count { $0.state == .created })
+        Gauge(label: "sfnode_host_taps").record(keptTaps.count)
+        Gauge(label: "sfnode_host_floating_addresses").record(
+            agent.isNetworkNode ? kept.networks.reduce(0) { $0 + (snapshot.interfacesByNetwork[$1.uuid] ?? []).count { $0.floating != nil } } : 0)
         for link in links {
             let orphan: Bool
             if let vxid = layout.networkDeviceVXID(link) {
@@ -205,6 +213,19 @@ public struct Reconciler: Sendable {
             report.linksRemoved += 1
         }
         return report
+    }
+
+    /// `sfnode_reconcile_pass_seconds`, and what the pass repaired by kind
+    /// (`sfnode_reconcile_repairs_total{kind}`).
+    static func record(_ report: Report, duration: Duration) {
+        Timer(label: "sfnode_reconcile_pass_seconds").recordSeconds(duration / .seconds(1))
+        for (kind, count) in [
+            ("instance_restarted", report.instancesStarted), ("domain_removed", report.domainsRemoved),
+            ("namespace_removed", report.namespacesRemoved), ("link_removed", report.linksRemoved),
+            ("stuck_instance", report.stuckInstances), ("file_swept", report.filesSwept),
+        ] {
+            Counter(label: "sfnode_reconcile_repairs_total", dimensions: [("kind", kind)]).increment(by: count)
+        }
     }
 
     /// Follows libvirt's lifecycle events as they happen, so a guest that powers itself off is seen

@@ -35,6 +35,7 @@ import SFSystem
 /// | `tapPrefix` | `SFNODE_TAP_PREFIX` | `sfi`: taps (at most 9 bytes) |
 /// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
 /// | `apiListen` | `SFNODE_API_LISTEN` | `127.0.0.1:13000`: where `sfnode serve` and `sfnode api` listen |
+/// | `metricsListen` | `SFNODE_METRICS_LISTEN` | `127.0.0.1:13001`: where `sfnode agent` serves `/metrics` (unauthenticated); `off` for nowhere |
 /// | `clientConfig` | `SFNODE_CLIENT_CONFIG` | `/etc/sf/shakenfist.json`: the client configuration `sfnode serve` writes |
 /// | `eventRetentionDays` | `SFNODE_EVENT_RETENTION_DAYS` | `30`: events older than this are pruned |
 /// | `eventMaxPerObject` | `SFNODE_EVENT_MAX_PER_OBJECT` | `10000`: an object's older events beyond this are pruned |
@@ -139,6 +140,10 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
     public var jobMaxDeaths = 2
     /// Where the REST API listens, `HOST:PORT` (Shaken Fist's port, on loopback).
     public var apiListen = "127.0.0.1:13000"
+    /// Where `sfnode agent` serves `/metrics`, `HOST:PORT`, or nil for nowhere. It has no
+    /// authentication (Prometheus scrapes it as it is), so it is on loopback until an operator opens
+    /// it. The API serves the same figures to the system namespace.
+    public var metricsListen: String? = "127.0.0.1:13001"
     /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
     public var clientConfig = "/etc/sf/shakenfist.json"
     /// Days events are kept (Shaken Fist keeps its event log for a set period too).
@@ -574,11 +579,11 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
             configuration.libvirtURI = uri
         },
         Field(key: "apiListen", environmentName: "SFNODE_API_LISTEN") { configuration, text in
+            configuration.apiListen = try listenAddress(required(text), example: "127.0.0.1:13000")
+        },
+        Field(key: "metricsListen", environmentName: "SFNODE_METRICS_LISTEN") { configuration, text in
             let listen = try required(text)
-            guard let colon = listen.lastIndex(of: ":"), colon != listen.startIndex,
-                let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port)
-            else { throw InvalidValue(reason: "is not HOST:PORT (such as 127.0.0.1:13000)") }
-            configuration.apiListen = listen
+            configuration.metricsListen = listen == "off" ? nil : try listenAddress(listen, example: "127.0.0.1:13001, or off")
         },
         Field(key: "clientConfig", environmentName: "SFNODE_CLIENT_CONFIG") { configuration, text in
             let path = try required(text)
@@ -746,6 +751,14 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
             ranges.append(range)
         }
         return ranges
+    }
+
+    /// `HOST:PORT`, with a port in range.
+    private static func listenAddress(_ listen: String, example: String) throws -> String {
+        guard let colon = listen.lastIndex(of: ":"), colon != listen.startIndex,
+            let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port)
+        else { throw InvalidValue(reason: "is not HOST:PORT (such as \(example))") }
+        return listen
     }
 
     private static func required(_ text: String?) throws -> String {

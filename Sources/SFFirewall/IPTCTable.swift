@@ -1,4 +1,5 @@
 import CIPTC
+import Metrics
 import SFSystem
 import Synchronization
 
@@ -110,8 +111,16 @@ final class IPTCTable {
     }
 
     /// Sends the whole table to the kernel in one replace.
+    /// Commits the table: `sfnode_firewall_commits_total{table,result}` counts it and
+    /// `sfnode_firewall_commit_seconds{table}` times it (the kernel copies the whole table).
     func commit(chains: [String]) throws {
-        try check(iptc_commit(handle), "iptc_commit", chain: chains.joined(separator: ", "))
+        let started = ContinuousClock.now
+        let rc = iptc_commit(handle)
+        Timer(label: "sfnode_firewall_commit_seconds", dimensions: [("table", name)])
+            .recordSeconds((ContinuousClock.now - started) / .seconds(1))
+        Counter(label: "sfnode_firewall_commits_total", dimensions: [("table", name), ("result", rc == 0 ? "failed" : "ok")])
+            .increment()
+        try check(rc, "iptc_commit", chain: chains.joined(separator: ", "))
     }
 
     /// `rule` is only evaluated on failure: describing every rule up front costs more than

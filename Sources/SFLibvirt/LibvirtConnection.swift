@@ -375,6 +375,32 @@ public actor LibvirtConnection {
         }
     }
 
+    /// Every domain's figures in one bulk read (`virConnectGetAllDomainStats`): state, CPU time,
+    /// balloon, vCPUs, interfaces and disks. One RPC whatever the number of domains, which is what
+    /// lets a metrics scrape cost the same with 2 domains or 200.
+    public func allDomainStats() throws -> [DomainStats] {
+        try withConnection { conn in
+            var records: UnsafeMutablePointer<UnsafeMutablePointer<virDomainStatsRecord>?>?
+            let stats =
+                VIR_DOMAIN_STATS_STATE.rawValue | VIR_DOMAIN_STATS_CPU_TOTAL.rawValue | VIR_DOMAIN_STATS_BALLOON.rawValue
+                | VIR_DOMAIN_STATS_VCPU.rawValue | VIR_DOMAIN_STATS_INTERFACE.rawValue | VIR_DOMAIN_STATS_BLOCK.rawValue
+            let count = virConnectGetAllDomainStats(conn, stats, &records, 0)
+            if count < 0 {
+                throw LibvirtError.last("read the statistics of", object: "all domains")
+            }
+            guard let records else { return [] }
+            defer { virDomainStatsRecordListFree(records) }
+            var result: [DomainStats] = []
+            result.reserveCapacity(Int(count))
+            for index in 0..<Int(count) {
+                guard let record = records[index], let domain = record.pointee.dom, let identity = identity(of: domain) else { continue }
+                result.append(
+                    DomainStats(identity: identity, parameters: TypedParameters(record.pointee.params, count: record.pointee.nparams)))
+            }
+            return result
+        }
+    }
+
     /// The domain's live XML (the inactive definition if it is not running), or nil when there is none.
     public func xmlDescription(of reference: DomainReference) throws -> String? {
         try withDomain(reference, "read the XML of", ifAbsent: { nil }) { domain in

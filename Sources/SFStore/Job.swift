@@ -94,6 +94,20 @@ public enum JobState: String, Codable, Hashable, Sendable, CaseIterable {
     public var isLive: Bool { self == .queued || self == .running }
 }
 
+/// How many live jobs of one kind are in one state (``NodeStore/liveJobCounts()``).
+public struct JobCount: Hashable, Sendable {
+    /// The job kind, as stored (`instance.create`).
+    public let kind: String
+    public let state: JobState
+    public let count: Int
+
+    public init(kind: String, state: JobState, count: Int) {
+        self.kind = kind
+        self.state = state
+        self.count = count
+    }
+}
+
 /// One claim's hold on a running job: its owner (the claiming agent) and which claim of the job it
 /// was (``Job/leaseToken``). The store changes a job only for the lease that holds it now.
 public struct JobLease: Hashable, Sendable, CustomStringConvertible {

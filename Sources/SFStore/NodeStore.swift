@@ -192,6 +192,9 @@ public protocol NodeStore: Sendable {
     func postpone(_ lease: JobLease, delay: Duration, reason: String) async throws
     /// Jobs in any of `states` (all when empty), newest first, at most `limit`.
     func jobs(states: [JobState], limit: Int) async throws -> [Job]
+    /// How many live jobs (queued, or running) there are of each kind and state: the queue's
+    /// depth, counted on the index of live jobs, never over the finished ones.
+    func liveJobCounts() async throws -> [JobCount]
     /// The job, or ``StoreError/notFound(type:id:)``.
     func job(id: Int64) async throws -> Job
 

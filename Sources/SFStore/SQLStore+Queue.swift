@@ -319,6 +319,27 @@ extension SQLStore {
         }
     }
 
+    public func liveJobCounts() async throws -> [JobCount] {
+        try await read { db in
+            var counts: [JobCount] = []
+            try db.eachPositionalRow(
+                "SELECT kind, state, count(*) FROM job WHERE state IN ('queued', 'running') GROUP BY kind, state ORDER BY kind, state",
+                [], reading: "a job count"
+            ) { row in
+                let columns: (kind: String?, state: String?, count: Int64?)
+                do throws(ColumnTypeMismatch) {
+                    columns = (try row.string(at: 0), try row.string(at: 1), try row.int64(at: 2))
+                } catch {
+                    throw StoreError.corrupt("a job count \(error.problem)")
+                }
+                guard let kind = columns.kind, let state = columns.state.flatMap(JobState.init(rawValue:)), let count = columns.count
+                else { throw StoreError.corrupt("a job count has an empty or unknown column") }
+                counts.append(JobCount(kind: kind, state: state, count: Int(clamping: count)))
+            }
+            return counts
+        }
+    }
+
     public func job(id: Int64) async throws -> Job {
         try await read { db in try Self.fetchJob(db, id) }
     }

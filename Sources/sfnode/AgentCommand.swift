@@ -30,6 +30,7 @@ struct AgentCommand: AsyncParsableCommand {
             level: settings.logLevel, identifier: "sfnode-agent", metadataProvider: JobContext.metadataProvider)
         var logger = Logger(label: "sfnode.agent")
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
+        let exposition = metricsExposition([])
         let agent = try await buildAgent(settings: settings, logger: logger)
         logger.info("agent started", metadata: ["store.location": "\(agent.store.path)"])
         // The host checks of `sfnode doctor`, beside the start: each problem is logged with what to
@@ -44,7 +45,8 @@ struct AgentCommand: AsyncParsableCommand {
                 }
             }
         }
-        await runDaemon(services: agent.services, readyStatus: "taking jobs", logger: logger) {
+        let listener = metricsListener(settings: settings, exposition: exposition.adding(agent.metricsCollectors()), logger: logger)
+        await runDaemon(services: agent.services + (listener.map { [$0] } ?? []), readyStatus: "taking jobs", logger: logger) {
             await agent.libvirt.close()
         }
     }

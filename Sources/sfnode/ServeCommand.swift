@@ -6,6 +6,7 @@ import SFAgent
 import SFBlobs
 import SFControl
 import SFDaemonSupport
+import SFMetrics
 import SFStore
 import SFSystem
 import ServiceLifecycle
@@ -23,8 +24,12 @@ struct ServeCommand: AsyncParsableCommand {
         ProcessMemory.limitArenas()
         let settings = try NodeConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode", label: "sfnode.serve")
+        let exposition = metricsExposition([])
         let agent = try await buildAgent(settings: settings, logger: logger)
-        let api = try await buildAPI(settings: settings, store: agent.store, peers: agent.peers, logger: logger)
+        // One process: the API's /metrics has the agent's figures too.
+        let api = try await buildAPI(
+            settings: settings, store: agent.store, peers: agent.peers, metrics: exposition.adding(agent.metricsCollectors()),
+            logger: logger)
         logger.info("serving", metadata: ["store.location": "\(agent.store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {
             await agent.libvirt.close()
@@ -44,9 +49,13 @@ struct APICommand: AsyncParsableCommand {
         ProcessMemory.limitArenas()
         let settings = try NodeConfiguration.load(commandLinePath: config)
         let logger = bootstrapDaemonLogging(settings, identifier: "sfnode-api", label: "sfnode.api")
+        let exposition = metricsExposition([])
         let store = try openStore(settings: settings, logger: logger)
         let peers = try await makePeerClient(settings: settings, store: store, logger: logger)
-        let api = try await buildAPI(settings: settings, store: store, peers: peers, logger: logger)
+        let api = try await buildAPI(
+            settings: settings, store: store, peers: peers,
+            metrics: exposition.adding([CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: .seconds(5))]),
+            logger: logger)
         logger.info("serving the API", metadata: ["store.location": "\(store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
     }
@@ -60,7 +69,9 @@ func bootstrapDaemonLogging(_ settings: NodeConfiguration, identifier: String, l
 }
 
 /// The API service over `store`, after making sure the local client can reach it.
-func buildAPI(settings: NodeConfiguration, store: SQLStore, peers: PeerClient?, logger: Logger) async throws -> any Service {
+func buildAPI(
+    settings: NodeConfiguration, store: SQLStore, peers: PeerClient?, metrics: MetricsExposition, logger: Logger
+) async throws -> any Service {
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {
@@ -76,5 +87,5 @@ func buildAPI(settings: NodeConfiguration, store: SQLStore, peers: PeerClient?, 
     let control = Control(store: store, settings: settings.controlSettings, peers: peers, logger: logger)
     return try await buildApplication(
         configuration: configuration, control: control, auth: store,
-        storage: BlobStorage(path: settings.storagePath, nodeName: settings.nodeName), logger: logger)
+        storage: BlobStorage(path: settings.storagePath, nodeName: settings.nodeName), metrics: metrics, logger: logger)
 }

@@ -230,7 +230,24 @@ public struct HTTPFetcher: Sendable {
         // so it cannot resume: without a validator the first attempt starts over (restart runs).
         let held = max(resuming?.offset ?? 0, 0)
         var body = BodyState(held: held, validator: hashing ? nil : resuming?.validator)
-        return try await watched(url) { watch in
+        do {
+            let result = try await fetchAttempts(
+                url, body: &body, expectedSHA512: expectedSHA512, hashing: hashing, progress: progress, validated: validated,
+                restart: restart, into: sink)
+            BlobMetrics.fetched(result)
+            return result
+        } catch {
+            BlobMetrics.fetchFailed(error)
+            throw error
+        }
+    }
+
+    /// ``fetch(_:expectedSHA512:hashing:resuming:progress:validated:restart:into:)``'s attempts.
+    private func fetchAttempts(
+        _ url: String, body: inout BodyState, expectedSHA512: String?, hashing: Bool, progress: @Sendable (FetchProgress) -> Void,
+        validated: (String?) throws -> Void, restart: () throws -> Void, into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) async throws -> FetchResult {
+        try await watched(url) { watch in
             try await withRetries(url: url, watch: watch) { attempt in
                 watch.beginAttempt()
                 defer { watch.endAttempt() }

@@ -88,13 +88,15 @@ public actor ImageCache {
         let flight = inFlight.join(key) { Task { try await runBlocking { try job.run() } } }
         defer { if flight.started { inFlight.end(key) } }
         let (image, outcome) = try await flight.task.value
+        BlobMetrics.cacheLookup(hit: outcome == .present)
         // Counted once, by the caller that ran the preparation.
         guard flight.started else { return image }
         switch outcome {
         case .converted: conversions += 1
         case .linked: links += 1
-        case .present: break
+        case .present: return image
         }
+        if let bytes = try? totalBytes() { BlobMetrics.cacheSize(bytes) }
         return image
     }
 
@@ -122,7 +124,10 @@ public actor ImageCache {
         let candidates = try entries()
         return try await runBlocking {
             var total = candidates.reduce(0) { $0 + $1.bytes }
-            guard total > highWater else { return [] }
+            guard total > highWater else {
+                BlobMetrics.cacheSize(total)
+                return []
+            }
             var removed: [UUID] = []
             for entry in candidates.sorted(by: { $0.lastUsed < $1.lastUsed }) where !protected.contains(entry.blobUUID) {
                 if total <= highWater { break }
@@ -137,6 +142,7 @@ public actor ImageCache {
                     "evicted image from cache",
                     metadata: ["blob_uuid": "\(entry.blobUUID)", "path": "\(entry.path)", "bytes": "\(entry.bytes)"])
             }
+            BlobMetrics.cacheSize(total)
             if total > highWater {
                 logger.warning(
                     "image cache stays above its high-water mark: the rest is in use",
