@@ -126,6 +126,7 @@ let package = Package(
             dependencies: [
                 "SFSystem", "SFStore", "SFBlobs", "SFControl", "SFMetrics", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -211,7 +212,7 @@ let package = Package(
         .testTarget(
             name: "SFAPITests",
             dependencies: [
-                "SFAPI", "SFControl", "SFStore", "SFTestSupport",
+                "SFAPI", "SFControl", "SFStore", "SFMetrics", "SFTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
         .testTarget(

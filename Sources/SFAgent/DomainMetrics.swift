@@ -53,7 +53,7 @@ public struct DomainStatsCollector: MetricsCollector {
         each("libvirt_domain_info_memory_usage_bytes", .gauge, "Memory usage of the domain, in bytes.") {
             $0.memoryKiB.map { Double($0) * 1024 }
         }
-        each("libvirt_domain_info_virtual_cpus", .gauge, "Number of virtual CPUs for the domain.") { $0.vcpus.map(Double.init) }
+        each("libvirt_domain_info_virtual_cpus", .gauge, "Number of virtual CPUs for the domain.") { $0.vcpus.map { Double($0) } }
         each("libvirt_domain_info_cpu_time_seconds_total", .counter, "Amount of CPU time used by the domain, in seconds.") {
             $0.cpuTimeNanoseconds.map { Double($0) / 1e9 }
         }

@@ -24,9 +24,12 @@ final class CommandLineFlow: Sendable {
     let apiURL: String
     /// The client configuration `sfnode serve` writes.
     let clientConfig: String
+    /// Where `sfnode agent` serves `/metrics` (a free loopback port).
+    let metricsPort: Int
 
-    private init(id: String, executable: String, server: LoopbackHTTPServer, apiPort: Int, extra: [String: String]) {
+    private init(id: String, executable: String, server: LoopbackHTTPServer, apiPort: Int, metricsPort: Int, extra: [String: String]) {
         self.id = id
+        self.metricsPort = metricsPort
         apiURL = "http://127.0.0.1:\(apiPort)"
         self.executable = executable
         self.server = server
@@ -43,6 +46,7 @@ final class CommandLineFlow: Sendable {
             // Tests fetch only from loopback, whatever URL they are handed.
             "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_IMAGE_DOWNLOAD_URL": server.baseURL,
             "SFNODE_API_LISTEN": "127.0.0.1:\(apiPort)", "SFNODE_CLIENT_CONFIG": clientConfig,
+            "SFNODE_METRICS_LISTEN": "127.0.0.1:\(metricsPort)",
         ]) { _, added in added }.merging(extra) { _, given in given }
     }
 
@@ -54,7 +58,7 @@ final class CommandLineFlow: Sendable {
         server.register("/images/guest.qcow2", file: TestGuest.baseImage)
         let flow = CommandLineFlow(
             id: TestNames.unique(""), executable: try AgentProcess.executable(), server: server, apiPort: try freeLoopbackPort(),
-            extra: settings)
+            metricsPort: try freeLoopbackPort(), extra: settings)
         flow.teardown.add("image server") { server.stop() }
         try FileManager.default.createDirectory(atPath: flow.directory, withIntermediateDirectories: true)
         flow.teardown.add("test directory") { try? FileManager.default.removeItem(atPath: flow.directory) }

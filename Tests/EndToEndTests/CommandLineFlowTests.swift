@@ -40,6 +40,25 @@ struct CommandLineFlowTests {
             let body = try await NamespaceSockets.httpGet(from: flow.outsideNamespace, host: floating)
             #expect(body.trimmingCharacters(in: .whitespacesAndNewlines) == TestGuest.bodyText)
 
+            // The agent's own /metrics: its running guest under libvirt-exporter's names, the job
+            // that made it, the download, and the host it keeps. (No interface counters here:
+            // libvirtd reads them in its own namespace, and this agent's taps are in a test's.)
+            let scrape = try await NamespaceSockets.loopbackGet(port: flow.metricsPort, path: "/metrics")
+            #expect(scrape.status.hasSuffix("200 OK"), "\(scrape.status)")
+            let domain = "domain=\"\(flow.id)-\(uuid)\""
+            for line in [
+                "libvirt_up 1", "libvirt_domain_state_code{\(domain)} 1", "libvirt_domain_info_virtual_cpus{\(domain)} 1",
+                #"sfnode_queue_run_seconds_count{kind="instance.create",outcome="succeeded"} 1"#,
+                #"sfnode_image_cache_requests_total{result="miss"} 1"#,
+            ] {
+                #expect(scrape.body.contains("\n" + line + "\n"), "\(line) is not in: \(scrape.body)")
+            }
+            for family in ["libvirt_domain_info_cpu_time_seconds_total{\(domain)}", "libvirt_domain_block_stats_read_bytes_total{\(domain)",
+"sfnode_fetch_bytes_total ", "sfnode_reconcile_pass_seconds_count ",
+                "sfnode_queue_pickup_seconds_bucket{kind=\"network.create\"", "process_resident_memory_bytes ", "sfnode_firewall_commits_total{", "sfnode_host_taps "] {
+                #expect(scrape.body.contains("\n" + family), "\(family) is not in the scrape")
+            }
+
             // The guest found its config drive (after its boot disk, vda) and serves the drive's
             // meta_data.json, which names it.
             #expect(console.contains("\(TestGuest.configDriveMarker) /dev/vdb"), "\(console.suffix(2048))")

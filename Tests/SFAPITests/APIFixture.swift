@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import SFAPI
 import SFControl
+import SFMetrics
 import SFStore
 
 /// The API over a fresh temporary store with one hypervisor that has checked in, a `system` key
@@ -16,6 +17,8 @@ struct APIFixture {
     let control: Control
     let storage: BlobStorage
     let configuration: APIConfiguration
+    /// What `/metrics` answers; nil serves none.
+    var metrics: MetricsExposition?
     static let adminKey = "admin-secret-for-tests"
 
     init(tokenLifetime: Duration = .seconds(900), quotas: NamespaceQuotas = NamespaceQuotas(), limits: APILimits = APILimits()) async throws {
@@ -45,7 +48,8 @@ struct APIFixture {
     func run(_ body: @escaping @Sendable (APIClient) async throws -> Void) async throws {
         var logger = Logger(label: "sfnode.test.api")
         logger.logLevel = .critical
-        let router = try await buildRouter(configuration: configuration, control: control, auth: store, storage: storage, logger: logger)
+        let router = try await buildRouter(
+            configuration: configuration, control: control, auth: store, storage: storage, metrics: metrics, logger: logger)
         try await Application(router: router, logger: logger).test(.router) { client in
             try await body(APIClient(client: client))
         }

@@ -51,6 +51,20 @@ extension LibvirtIntegration {
                 #expect(try virshState(name) == "running")
                 try await files.waitForFirstBoot()
 
+                // The bulk read, against `virsh domstats` of the same domain.
+                let stats = try #require(try await connection.allDomainStats().first { $0.identity == identity })
+                let virsh = try virshDomainStats(name)
+                #expect(stats.state == 1, "VIR_DOMAIN_RUNNING")
+                #expect(virsh["state.state"] == "1")
+                #expect(try #require(stats.cpuTimeNanoseconds) > 0)
+                #expect(stats.vcpus == 1 && stats.vcpuTimeNanoseconds.keys.sorted() == [0])
+                #expect(stats.maximumMemoryKiB == 128 * 1024 && virsh["balloon.maximum"] == "\(128 * 1024)")
+                let disk = try #require(stats.disks.first)
+                #expect(disk.device == virsh["block.0.name"] && disk.path == files.overlay)
+                // The guest booted from it: its reads are counted, and only grow.
+                #expect(try #require(disk.readBytes) > 0)
+                #expect(try #require(disk.readBytes) <= UInt64(virsh["block.0.rd.bytes"] ?? "") ?? 0)
+
                 // Starting a running domain is not an error, and changes nothing.
                 events = try await log.collect(for: identity.uuid, count: 0) { try await connection.start(byUUID) }
                 #expect(events.isEmpty)
@@ -141,6 +155,10 @@ extension LibvirtIntegration {
                 #expect(try await connection.lookup(uuid: uuid) == identity)
                 let listed = try await connection.domains().first { $0.identity == identity }
                 #expect(listed?.powerState == .off, "inactive domains are listed, as off")
+                // An inactive domain's bulk statistics: its state, and no devices' counters.
+                let stats = try #require(try await connection.allDomainStats().first { $0.identity == identity })
+                #expect(stats.state == 5, "VIR_DOMAIN_SHUTOFF")
+                #expect(stats.interfaces.isEmpty && stats.vcpuTimeNanoseconds.isEmpty, "\(stats)")
                 #expect(try virshNames().contains(name))
                 #expect(try await connection.instanceUUID(of: .name(name)) == instance)
                 let xml = try #require(try await connection.xmlDescription(of: .uuid(uuid)))

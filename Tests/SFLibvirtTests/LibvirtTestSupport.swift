@@ -32,6 +32,16 @@ func virshState(_ name: String) throws -> String {
     try run("/usr/bin/virsh", ["-c", "qemu:///system", "domstate", name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
+/// `virsh domstats` of one domain, as name to value.
+func virshDomainStats(_ name: String) throws -> [String: String] {
+    var values: [String: String] = [:]
+    for line in try run("/usr/bin/virsh", ["-c", "qemu:///system", "domstats", name]).output.split(separator: "\n") {
+        let parts = line.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+        if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+    }
+    return values
+}
+
 /// Every domain name `virsh list --all` shows.
 func virshNames() throws -> Set<String> {
     Set(try run("/usr/bin/virsh", ["-c", "qemu:///system", "list", "--all", "--name"]).output.split(separator: "\n").map(String.init))

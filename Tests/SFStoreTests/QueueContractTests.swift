@@ -28,6 +28,26 @@ struct QueueContractTests {
         }
     }
 
+    @Test("the queue's depth counts live jobs by kind and state, and never finished ones", arguments: Backend.all)
+    func liveJobCounts(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            #expect(try await store.liveJobCounts().isEmpty)
+            for key in ["a", "b", "c"] {
+                _ = try await store.enqueue(kind: "instance.start", payload: nil, target: hv1, objectKey: "instance:\(key)")
+            }
+            _ = try await store.enqueue(kind: "network.create", payload: nil, target: .networkNode, objectKey: nil)
+            let done = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)))
+            try await store.complete(try #require(done.lease))
+            _ = try #require(try await store.claimNext(targets: [hv1], owner: "w", lease: .seconds(30)))
+            #expect(
+                Set(try await store.liveJobCounts()) == [
+                    JobCount(kind: "instance.start", state: .queued, count: 1),
+                    JobCount(kind: "instance.start", state: .running, count: 1),
+                    JobCount(kind: "network.create", state: .queued, count: 1),
+                ])
+        }
+    }
+
     @Test("a later job for the same object waits until the earlier one finishes", arguments: Backend.all)
     func perObjectOrder(backend: Backend) async throws {
         try await withStore(backend) { store, _ in

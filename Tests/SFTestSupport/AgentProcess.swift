@@ -68,6 +68,8 @@ public final class AgentProcess: Sendable {
             "SFNODE_FLOATING_RANGE": floatingRange, "SFNODE_IS_NETWORK_NODE": "true", "SFNODE_LOG_LEVEL": "debug",
             "SFNODE_JOB_LEASE_SECONDS": "\(leaseSeconds)", "SFNODE_NAME_PREFIX": prefix + "-", "SFNODE_TAP_PREFIX": prefix,
             "SFNODE_FETCH_ALLOW": "127.0.0.0/8", "SFNODE_FETCH_DENY": "0.0.0.0/0,::/0",
+            // Agents of several tests would all want the default port: a test that scrapes gives one.
+            "SFNODE_METRICS_LISTEN": "off",
         ]
     }
 

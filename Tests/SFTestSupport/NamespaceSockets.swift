@@ -29,24 +29,41 @@ public enum NamespaceSockets {
     ) async throws -> String {
         let thread = try await NamespaceExecutor.start(namespace: namespace)
         return try await thread.executor.run {
-            let fd = try connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
-            defer { close(fd) }
-            let bytes = Array(request.utf8)
-            guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == bytes.count else {
-                throw SystemError.fromErrno("send to \(host):\(port)")
-            }
-            var response: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if count < 0 { throw SystemError.fromErrno("recv from \(host):\(port)") }
-                if count == 0 { break }
-                response.append(contentsOf: buffer[0..<count])
-            }
-            return String(decoding: response, as: UTF8.self)
+            try exchangeHere(host: host, port: port, request: request, timeoutSeconds: timeoutSeconds)
         }
     }
 
+    /// Fetches `http://127.0.0.1:port/path` from the test's own namespace (a server of the test, or
+    /// the agent's loopback listener) and returns the status line and the body.
+    public static func loopbackGet(port: Int, path: String) async throws -> (status: String, body: String) {
+        let text = try await Task.detached {
+            try exchangeHere(
+                host: IPv4Address(0x7f00_0001), port: UInt16(port),
+                request: "GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", timeoutSeconds: 10)
+        }.value
+        guard let split = text.range(of: "\r\n\r\n") else { throw TestSocketError.malformedResponse(text) }
+        let head = text[..<split.lowerBound]
+        return (String(head[..<(head.range(of: "\r\n")?.lowerBound ?? head.endIndex)]), String(text[split.upperBound...]))
+    }
+
+    /// ``exchange(from:host:port:request:timeoutSeconds:)`` from the calling thread's namespace.
+    static func exchangeHere(host: IPv4Address, port: UInt16, request: String, timeoutSeconds: Int) throws -> String {
+        let fd = try connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
+        defer { close(fd) }
+        let bytes = Array(request.utf8)
+        guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == bytes.count else {
+            throw SystemError.fromErrno("send to \(host):\(port)")
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0 { throw SystemError.fromErrno("recv from \(host):\(port)") }
+            if count == 0 { break }
+            response.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: response, as: UTF8.self)
+    }
 
     /// A TCP connection to `host:port` from the calling thread's namespace, every step bounded by
     /// `timeoutSeconds`.
