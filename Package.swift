@@ -179,6 +179,15 @@ let package = Package(
             path: "Benchmarks/APIBenchmark"),
 
         .executableTarget(
+            name: "MetricsBenchmark",
+            dependencies: [
+                "SFSystem", "SFStore", "SFControl", "SFLibvirt", "SFAgent", "SFAPI", "SFMetrics", "SFTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Benchmarks/MetricsBenchmark"),
+
+        .executableTarget(
             name: "QueueBenchmark",
             dependencies: [
                 "SFSystem", "SFStore", "SFControl", "SFAgent", .product(name: "Logging", package: "swift-log"),

@@ -372,6 +372,46 @@ do {
     let getOne = try measureGet("/instances/\(one)", connections: connections)
     let getList = try measureGet("/instances", connections: listConnections)
 
+    // (j2): what metrics cost a request. A second `sfnode api` on the same store with metrics off
+    // (SFNODE_METRICS=false: no request metrics middleware, no /metrics), GET one instance on each,
+    // three runs of each interleaved.
+    let plainPort = try freeLoopbackPort()
+    let plainURL = "http://127.0.0.1:\(plainPort)"
+    let plainProcess = try AgentProcess.start(
+        executable: sfnode, arguments: ["api"],
+        environment: [
+            "SFNODE_STORE_PATH": apiDirectory + "/store.sqlite", "SFNODE_STORAGE_PATH": apiDirectory + "/storage",
+            "SFNODE_NODE_NAME": nodeName, "SFNODE_API_LISTEN": "127.0.0.1:\(plainPort)",
+            "SFNODE_CLIENT_CONFIG": apiDirectory + "/plain.json", "SFNODE_METRICS": "false",
+        ], log: apiDirectory + "/plain.log")
+    teardown.add("sfnode api without metrics") {
+        _ = await plainProcess.stop(timeout: .seconds(20))
+        await plainProcess.kill()
+    }
+    try await waitUntil("sfnode api without metrics listening", timeout: .seconds(60)) {
+        guard plainProcess.isRunning else { throw BenchmarkFailed("sfnode api exited: \(plainProcess.logTail())") }
+        return isListening(plainURL)
+    }
+    var withMetrics: [WrkResult] = []
+    var withoutMetrics: [WrkResult] = []
+    _ = try wrk(plainURL + "/instances/\(one)", connections: connections, seconds: 2, script: reportScript, headers: [bearer])
+    for _ in 0..<3 {
+        withMetrics.append(try wrk(apiURL + "/instances/\(one)", connections: connections, seconds: wrkSeconds, script: reportScript, headers: [bearer]))
+        withoutMetrics.append(
+            try wrk(plainURL + "/instances/\(one)", connections: connections, seconds: wrkSeconds, script: reportScript, headers: [bearer]))
+    }
+    for result in withMetrics + withoutMetrics where result.non2xx > 0 || result.socketErrors > 0 {
+        throw BenchmarkFailed("(j2) GET one: \(result.non2xx) non-2xx responses, \(result.socketErrors) socket errors")
+    }
+    // The scrape the API answers the system namespace, after all those requests.
+    let scrapeStart = clock.now
+    let (scrapeStatus, scrapeBody) = try await api.call(.GET, "/metrics")
+    let apiScrape = seconds(clock.now - scrapeStart)
+    guard scrapeStatus == 200 else { throw BenchmarkFailed("GET /metrics answered \(scrapeStatus)") }
+    _ = await plainProcess.stop(timeout: .seconds(20))
+    let metricsRuns = WrkRuns(withMetrics)
+    let plainRuns = WrkRuns(withoutMetrics)
+
     // (k): POST /instances with the real client's body, a fresh name each, one connection.
     let template = String(decoding: clientBody(name: "NAMEHERE", base: "debian:12", memory: 1024), as: UTF8.self)
     let parts = template.components(separatedBy: "NAMEHERE")
@@ -430,6 +470,21 @@ do {
         failures.append("(j) GET one instance at \(rate(getOne.sfnode.median.rate)) requests/s is not 10,000")
     }
     if getOne.sfnode.median.p99 >= 0.010 { failures.append("(j) GET one instance p99 \(ms(getOne.sfnode.median.p99)) is not under 10 ms") }
+
+    let metricsCost = 1 - metricsRuns.median.rate / plainRuns.median.rate
+    report.append("\n## (j2) What metrics cost a request\n")
+    report.append("The same `GET /instances/<uuid>` as (j), on the same store, against `sfnode api` as it runs (request metrics")
+    report.append("by route, method and status; `/metrics` for the system namespace) and a second `sfnode api` with")
+    report.append("`SFNODE_METRICS=false`; three runs of each interleaved, the median run shown. The first side's `GET /metrics`")
+    report.append("afterwards took \(ms(apiScrape)) for \(scrapeBody.count / 1024) KiB.\n")
+    report.append("| server | requests/s (median) | the three runs | p50 | p99 |")
+    report.append("| --- | --- | --- | --- | --- |")
+    for (label, runs) in [("`sfnode api`, metrics on", metricsRuns), ("`sfnode api`, `SFNODE_METRICS=false`", plainRuns)] {
+        report.append(
+            "| \(label) | \(rate(runs.median.rate)) | \(runs.rates.map(rate).joined(separator: ", ")) | \(ms(runs.median.p50)) | \(ms(runs.median.p99)) |")
+    }
+    report.append("\nMetrics cost \(String(format: "%.1f", metricsCost * 100)) % of the throughput. Target: under 5 % (issue 16).")
+    if metricsCost >= 0.05 { failures.append("(j2) metrics cost \(String(format: "%.1f", metricsCost * 100)) % of GET throughput") }
 
     report.append("\n## (k) Instance create acceptance\n")
     report.append("`POST /instances` to its 200 with the real client's body (a fresh name each), wrk with one connection for")

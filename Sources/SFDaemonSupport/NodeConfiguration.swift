@@ -36,6 +36,7 @@ import SFSystem
 /// | `jobLeaseSeconds` | `SFNODE_JOB_LEASE_SECONDS` | `30`: how long a dead agent's job waits before another takes it |
 /// | `apiListen` | `SFNODE_API_LISTEN` | `127.0.0.1:13000`: where `sfnode serve` and `sfnode api` listen |
 /// | `metricsListen` | `SFNODE_METRICS_LISTEN` | `127.0.0.1:13001`: where `sfnode agent` serves `/metrics` (unauthenticated); `off` for nowhere |
+/// | `metrics` | `SFNODE_METRICS` | `true`: `false` keeps no metrics (no `/metrics` on the API or the agent) |
 /// | `clientConfig` | `SFNODE_CLIENT_CONFIG` | `/etc/sf/shakenfist.json`: the client configuration `sfnode serve` writes |
 /// | `eventRetentionDays` | `SFNODE_EVENT_RETENTION_DAYS` | `30`: events older than this are pruned |
 /// | `eventMaxPerObject` | `SFNODE_EVENT_MAX_PER_OBJECT` | `10000`: an object's older events beyond this are pruned |
@@ -144,6 +145,9 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
     /// authentication (Prometheus scrapes it as it is), so it is on loopback until an operator opens
     /// it. The API serves the same figures to the system namespace.
     public var metricsListen: String? = "127.0.0.1:13001"
+    /// Whether the process keeps metrics at all: false serves no `/metrics` (API or listener) and
+    /// counts no requests.
+    public var metrics = true
     /// Where `sfnode serve` writes the local client's configuration (the client reads it there).
     public var clientConfig = "/etc/sf/shakenfist.json"
     /// Days events are kept (Shaken Fist keeps its event log for a set period too).
@@ -533,11 +537,10 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
             configuration.egressInterface = try interfaceName(text)
         },
         Field(key: "isNetworkNode", environmentName: "SFNODE_IS_NETWORK_NODE") { configuration, text in
-            switch try required(text).lowercased() {
-            case "true", "yes", "on", "1": configuration.isNetworkNode = true
-            case "false", "no", "off", "0": configuration.isNetworkNode = false
-            default: throw InvalidValue(reason: "is not a boolean (true or false)")
-            }
+            configuration.isNetworkNode = try boolean(text)
+        },
+        Field(key: "metrics", environmentName: "SFNODE_METRICS") { configuration, text in
+            configuration.metrics = try boolean(text)
         },
         Field(key: "meshAddress", environmentName: "SFNODE_MESH_ADDRESS") { configuration, text in
             guard let text, !text.isEmpty else {
@@ -759,6 +762,14 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
             let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port)
         else { throw InvalidValue(reason: "is not HOST:PORT (such as \(example))") }
         return listen
+    }
+
+    private static func boolean(_ text: String?) throws -> Bool {
+        switch try required(text).lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: throw InvalidValue(reason: "is not a boolean (true or false)")
+        }
     }
 
     private static func required(_ text: String?) throws -> String {

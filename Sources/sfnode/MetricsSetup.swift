@@ -13,7 +13,7 @@ func metricsExposition(_ collectors: [any MetricsCollector]) -> MetricsExpositio
 
 /// `sfnode agent`'s own `/metrics` listener (`SFNODE_METRICS_LISTEN`), or nil when it is off.
 func metricsListener(settings: NodeConfiguration, exposition: MetricsExposition, logger: Logger) -> (any Service)? {
-    guard let listen = settings.metricsListen, let colon = listen.lastIndex(of: ":"),
+    guard settings.metrics, let listen = settings.metricsListen, let colon = listen.lastIndex(of: ":"),
         let port = Int(listen[listen.index(after: colon)...])
     else { return nil }
     var host = String(listen[..<colon])

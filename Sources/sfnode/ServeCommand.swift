@@ -72,6 +72,7 @@ func bootstrapDaemonLogging(_ settings: NodeConfiguration, identifier: String, l
 func buildAPI(
     settings: NodeConfiguration, store: SQLStore, peers: PeerClient?, metrics: MetricsExposition, logger: Logger
 ) async throws -> any Service {
+    let metrics = settings.metrics ? metrics : nil
     var configuration = try APIConfiguration(listen: settings.apiListen)
     configuration.limits = settings.apiLimits
     do {
