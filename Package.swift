@@ -110,7 +110,7 @@ let package = Package(
         .target(
             name: "SFDoctor",
             dependencies: [
-                "CLinux", "SFSystem", "SFNetlink", "SFLibvirt", "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
+                "CLinux", "SFSystem", "SFNetlink", "SFLibvirt", "SFStore", "SFDaemonSupport", .product(name: "Logging", package: "swift-log"),
             ]),
 
         .target(
@@ -138,6 +138,8 @@ let package = Package(
             dependencies: [
                 "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
                 "SFAPI", "SFDaemonSupport", "SFDoctor", "SFMetrics", .product(name: "Logging", package: "swift-log"),
+                // `sfnode events --follow --api`: a client of a remote API's streaming events.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -216,7 +218,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]),
-        .testTarget(name: "SFDoctorTests", dependencies: ["SFDoctor", "SFDaemonSupport", "SFSystem", "SFTestSupport"]),
+        .testTarget(name: "SFDoctorTests", dependencies: ["SFDoctor", "SFDaemonSupport", "SFStore", "SFSystem", "SFTestSupport"]),
         .testTarget(name: "SFAgentTests", dependencies: ["SFAgent", "SFStore", "SFControl", "SFBlobs", "SFTestSupport"]),
         .testTarget(
             name: "SFAPITests",

@@ -13,6 +13,8 @@ struct API: Sendable {
     let authenticator: Authenticator
     let storage: BlobStorage
     let logger: Logger
+    /// Who follows events now (``EventStream``).
+    let followers = EventFollowers()
 
     /// The namespace a request acts in: the body's `namespace` when given (which must exist and be
     /// the caller's, or any for the admin), else the caller's own. Another namespace is
@@ -206,22 +208,36 @@ struct MetadataRoutes: Sendable {
 }
 
 /// `GET …/events` with the optional body `{"event_type", "limit"}`.
-func eventsResponse(_ control: Control, _ type: ObjectType, _ uuid: UUID, _ request: Request, _ context: APIContext) async throws -> Response {
-    try await eventsResponse(control, ObjectKey(type, uuid), request, context)
+func eventsResponse(_ api: API, _ type: ObjectType, _ uuid: UUID, _ request: Request, _ context: APIContext) async throws -> Response {
+    try await eventsResponse(api, ObjectKey(type, uuid), request, context)
 }
 
-/// `GET …/events` with the optional body `{"event_type", "limit"}`.
-func eventsResponse(_ control: Control, _ object: ObjectKey, _ request: Request, _ context: APIContext) async throws -> Response {
+/// `GET …/events` with the optional body `{"event_type", "limit"}` (or the same as query
+/// parameters); `?follow=true` streams them as they are recorded (``EventStream``).
+func eventsResponse(_ api: API, _ object: ObjectKey, _ request: Request, _ context: APIContext) async throws -> Response {
+    let control = api.control
     let body = try await RequestBody.read(request, context: context, allowed: ["event_type", "limit"])
+    let query = request.uri.queryParameters
+    let follow: Bool
+    switch query.get("follow").map({ $0.lowercased() }) {
+    case nil, "false", "0", "no": follow = false
+    case "true", "1", "yes": follow = true
+    case let other?: throw APIError(.badRequest, "follow '\(other)' is not true or false")
+    }
+    let queryLimit = try query.get("limit").map { text -> Int in
+        guard let value = Int(text) else { throw APIError(.badRequest, "limit '\(text)' is not a whole number") }
+        return value
+    }
     // Upstream has no cap; more than the store keeps per read is simply all of them.
-    let limit = min(try body.int("limit") ?? 100, 1000)
+    let limit = min(try body.int("limit") ?? queryLimit ?? (follow ? 10 : 100), 1000)
     guard limit >= 1 else { throw APIError(.badRequest, "limit \(limit) is not a positive number of events") }
     var wanted: EventType?
-    if let name = try body.string("event_type") {
+    if let name = try body.string("event_type") ?? query.get("event_type") {
         guard let type = EventType(rawValue: name) else {
             throw APIError(.badRequest, "invalid event type \(name) (use \(EventType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         wanted = type
     }
+    if follow { return try await EventStream.response(api, object, backlog: limit, only: wanted, context: context) }
     return Reply.json(try await control.events(object, eventType: wanted, limit: limit).map(EventView.init))
 }

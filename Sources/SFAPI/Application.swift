@@ -104,6 +104,14 @@ public struct APILimits: Sendable, Equatable {
     public var loginQueuePerNamespace = 8
     /// Keys one namespace may have.
     public var keysPerNamespace = 32
+    /// Objects one namespace may follow the events of at once (`…/events?follow=true`).
+    public var followsPerNamespace = 8
+    /// Follows the server holds at once, every namespace together.
+    public var followsTotal = 128
+    /// How long one follow lasts before the server ends it (the client reconnects).
+    public var followDuration: Duration = .seconds(3600)
+    /// A follow with nothing to say writes a blank line this often.
+    public var followHeartbeat: Duration = .seconds(15)
 
     public init() {}
 }

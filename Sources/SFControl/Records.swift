@@ -19,16 +19,29 @@ extension Control {
     public func followEvents(_ type: ObjectType, _ uuid: UUID, backlog: Int = 10, interval: Duration = .milliseconds(250))
         -> AsyncThrowingStream<Event, any Error>
     {
+        followEvents(ObjectKey(type, uuid), backlog: backlog, interval: interval)
+    }
+
+    /// ``followEvents(_:_:backlog:interval:)`` of any object, nodes (by name) too.
+    public func followEvents(_ key: ObjectKey, backlog: Int = 10, interval: Duration = .milliseconds(250))
+        -> AsyncThrowingStream<Event, any Error>
+    {
         AsyncThrowingStream { continuation in
             let task = Task {
                 var seen = Set<Event>()
                 var first = true
                 do {
                     while !Task.isCancelled {
-                        let recent = try await events(type, uuid, limit: first ? max(backlog, 1) : 1000)
+                        // The first read seeds what was seen with every event the store returns
+                        // (a backlog-sized read would let the next, wider read yield older ones);
+                        // after it, a window of 200 holds everything since the last look unless
+                        // more than 200 events came within one interval.
+                        let recent = try await events(key, limit: first ? 1000 : 200)
                         let fresh = recent.reversed().filter { !seen.contains($0) }
                         for event in first ? Array(fresh.suffix(backlog)) : fresh { continuation.yield(event) }
-                        seen.formUnion(recent)
+                        // Only what the next read can return again: an event older than this
+                        // read's oldest never comes back, so a long follow holds a bounded set.
+                        seen = Set(recent)
                         first = false
                         try await Task.sleep(for: interval)
                     }

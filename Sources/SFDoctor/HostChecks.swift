@@ -4,6 +4,7 @@ import Logging
 import SFDaemonSupport
 import SFLibvirt
 import SFNetlink
+import SFStore
 import SFSystem
 
 #if canImport(Glibc)
@@ -22,6 +23,8 @@ public struct HostChecks: Sendable {
     public var storagePath: String
     /// The SQLite store's file, when the store is one (its disk must not fill).
     public var storeFile: String?
+    /// Where the store is (a SQLite path or a `postgres://` URL), for its schema's check; nil skips it.
+    public var storeLocation: String?
     /// The uplink the egress bridge masquerades through, if one is set.
     public var egressInterface: String?
     /// The interface carrying the mesh (VXLAN) between nodes, if one is set.
@@ -76,6 +79,7 @@ public struct HostChecks: Sendable {
             storeFile: settings.storeURL == nil ? settings.storePath : nil, egressInterface: settings.egressInterface,
             meshInterface: settings.meshInterface, guestMTU: settings.mtu, hostNamespace: settings.hostNamespace,
             libvirtURI: settings.libvirtURI)
+        storeLocation = settings.storeLocation
     }
 
     public static let defaultPrograms: [(name: String, path: String, required: Bool)] = [
@@ -100,6 +104,7 @@ public struct HostChecks: Sendable {
         let local = self
         checks += (try? await runBlocking { local.localChecks() }) ?? []
         checks.append(await libvirtCheck(timeout: libvirtTimeout, logger: logger))
+        if let storeLocation { checks.append(await schemaCheck(storeLocation, timeout: libvirtTimeout, logger: logger)) }
         checks += await interfaceChecks(logger: logger)
         return HostReport(checks: checks)
     }
@@ -291,18 +296,16 @@ public struct HostChecks: Sendable {
         }
     }
 
-    func libvirtCheck(timeout: Duration, logger: Logger) async -> HostCheck {
-        let uri = libvirtURI
-        // A libvirt call cannot be cancelled, so the probe is not awaited past the timeout: a task
-        // group would wait for it however long a stuck daemon kept it.
-        let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Result<(libvirt: String, hypervisor: String), any Error>?, Never>) in
+    /// `probe`'s result, or nil when it has not answered within `timeout`. A blocking call (libvirt's,
+    /// a database's connect) cannot be cancelled, so the probe is not awaited past the timeout: a
+    /// task group would wait for it however long a stuck daemon kept it.
+    func answer<Value: Sendable>(within timeout: Duration, _ probe: @escaping @Sendable () async throws -> Value) async -> Result<Value, any Error>? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result<Value, any Error>?, Never>) in
             let decided = OnceFlag()
-            let probe = Task {
-                let result: Result<(libvirt: String, hypervisor: String), any Error>
+            let running = Task {
+                let result: Result<Value, any Error>
                 do {
-                    let connection = try LibvirtConnection(uri: uri, logger: logger)
-                    result = .success(try await connection.versions())
-                    await connection.close()
+                    result = .success(try await probe())
                 } catch {
                     result = .failure(error)
                 }
@@ -311,10 +314,20 @@ public struct HostChecks: Sendable {
             Task {
                 try? await Task.sleep(for: timeout)
                 if decided.claim() {
-                    probe.cancel()
+                    running.cancel()
                     continuation.resume(returning: nil)
                 }
             }
+        }
+    }
+
+    func libvirtCheck(timeout: Duration, logger: Logger) async -> HostCheck {
+        let uri = libvirtURI
+        let answer = await answer(within: timeout) {
+            let connection = try LibvirtConnection(uri: uri, logger: logger)
+            let versions = try await connection.versions()
+            await connection.close()
+            return versions
         }
         switch answer {
         case .success(let versions):
@@ -323,6 +336,30 @@ public struct HostChecks: Sendable {
             return HostCheck("libvirt", .fail, "libvirtd at \(uri) does not answer: \(error)", hint: "systemctl enable --now libvirtd (or start libvirtd)")
         case nil:
             return HostCheck("libvirt", .fail, "libvirtd at \(uri) did not answer within \(timeout)", hint: "systemctl restart libvirtd")
+        }
+    }
+
+    /// Whether the store's schema is one this binary reads: a store a newer sfnode migrated fails;
+    /// one that lacks migrations passes (the next start applies them). Reads only.
+    func schemaCheck(_ location: String, timeout: Duration, logger: Logger) async -> HostCheck {
+        let shown = (try? PostgresStoreConfiguration(url: location))?.redactedURL ?? location
+        switch await answer(within: timeout, { try await runBlocking { try StoreSchemaStatus.read(location: location, logger: logger) } }) {
+        case .success(let status) where status.applied == nil:
+            return HostCheck("store-schema", .pass, "no store at \(shown) yet: the first start makes it, at schema \(status.current)")
+        case .success(let status) where !status.unknown.isEmpty:
+            return HostCheck("store-schema", .fail,
+                "the store at \(shown) has migrations this sfnode does not know (\(status.unknown.joined(separator: ", "))): a newer sfnode migrated it, and this one would misread it",
+                hint: "run the sfnode that migrated it (or newer), or restore the store from before the upgrade")
+        case .success(let status) where !status.pending.isEmpty:
+            return HostCheck("store-schema", .pass,
+                "the store at \(shown) lacks \(status.pending.count) of this sfnode's migrations; the next start applies them (to \(status.current))")
+        case .success(let status):
+            return HostCheck("store-schema", .pass, "the store at \(shown) is at schema \(status.current), this sfnode's")
+        case .failure(let error):
+            return HostCheck("store-schema", .warn, "cannot read the store's schema at \(shown): \(error)",
+                hint: "check that the store exists and is readable (SFNODE_STORE_PATH or SFNODE_STORE_URL)")
+        case nil:
+            return HostCheck("store-schema", .warn, "the store at \(shown) did not answer within \(timeout)", hint: "check the database server")
         }
     }
 

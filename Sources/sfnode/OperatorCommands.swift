@@ -55,12 +55,34 @@ struct EventsCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Option(help: "How many events to show (at most 1000).") var limit = 100
     @Flag(help: "Keep printing new events as they are recorded, oldest first (Ctrl-C to stop).") var follow = false
+    @Flag(
+        help: """
+            Follow through a REST API instead of the store, from any machine: the API and its key as the real client \
+            finds them (SHAKENFIST_API_URL, SHAKENFIST_NAMESPACE, SHAKENFIST_KEY, ~/.shakenfist, /etc/sf/shakenfist.json).
+            """)
+    var api = false
     @Argument(help: "The object type: instance, network, interface, node, blob, artifact.") var type: String
-    @Argument(help: "The object's UUID.") var uuid: String
+    @Argument(help: "The object's UUID (a node's name).") var uuid: String
 
     func run() async throws {
         guard let objectType = ObjectType(rawValue: type) else {
             throw ValidationError("'\(type)' is not an object type (\(ObjectType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if api {
+            guard follow else { throw ValidationError("--api follows events: add --follow") }
+            guard let path = RemoteEvents.path(objectType, uuid) else {
+                throw ValidationError("the REST API has no events of \(type)s: follow an instance, network, artifact or node")
+            }
+            let json = options.json
+            try await RemoteEvents(configuration: try RemoteEvents.clientConfiguration()).follow(path: path, backlog: limit) { event in
+                if json {
+                    Swift.print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
+                } else {
+                    Swift.print(Self.line(Date(timeIntervalSince1970: event.timestamp), event.type, event.fqdn, event.message, event.duration))
+                }
+                fflush(nil)
+            }
+            return
         }
         try await Self.printEvents(objectType, try parseUUID(uuid, "object UUID"), control: try options.control(), limit: limit, follow: follow, json: options.json)
     }
@@ -70,8 +92,7 @@ struct EventsCommand: AsyncParsableCommand {
             if json {
                 print(String(decoding: try Output.encoder(pretty: false).encode(event), as: UTF8.self))
             } else {
-                let duration = event.duration.map { String(format: " (%.3f s)", $0) } ?? ""
-                print("\(UTCTime.iso8601(event.timestamp))\t\(event.type.rawValue)\t\(event.fqdn)\t\(Output.terminalSafe(event.message))\(duration)")
+                print(Self.line(event.timestamp, event.type.rawValue, event.fqdn, event.message, event.duration))
             }
         }
         if follow {
@@ -82,6 +103,14 @@ struct EventsCommand: AsyncParsableCommand {
         } else {
             for event in try await control.events(type, uuid, limit: limit) { try line(event) }
         }
+    }
+}
+
+extension EventsCommand {
+    /// An event as a line of text: time, type, node, message, and how long it took.
+    static func line(_ timestamp: Date, _ type: String, _ fqdn: String, _ message: String, _ duration: Double?) -> String {
+        let took = duration.map { String(format: " (%.3f s)", $0) } ?? ""
+        return "\(UTCTime.iso8601(timestamp))\t\(Output.terminalSafe(type))\t\(Output.terminalSafe(fqdn))\t\(Output.terminalSafe(message))\(took)"
     }
 }
 

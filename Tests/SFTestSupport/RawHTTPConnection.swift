@@ -49,6 +49,28 @@ public final class RawHTTPConnection: Sendable {
         }
     }
 
+    /// Reads what the server sends, as it comes (chunked framing and all), until it holds `marker`
+    /// or `seconds` pass; answers what was read since the last call. A stream (a followed object's
+    /// events) is read this way, a piece at a time.
+    public func readStream(until marker: String, seconds: Int) throws -> String {
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while ContinuousClock.now < deadline {
+            if String(decoding: data, as: UTF8.self).contains(marker) { break }
+            let n = Glibc.read(fd, &buffer, buffer.count)
+            if n > 0 { data += buffer[..<n] } else if n == 0 { break }
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Hangs up.
+    public func hangUp() {
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     /// Reads one response and returns its status and body.
     public func response() throws -> (status: Int, body: String) {
         var data: [UInt8] = []

@@ -115,7 +115,7 @@ struct ArtifactController {
             return Reply.json(try await view(try await api.control.artifactView(artifact.uuid.lowercasedString, namespace: caller.scope), caller, instances: false))
         }
         group.get("/artifacts/:ref/events") { request, context in
-            try await eventsResponse(api.control, .artifact, try await resolve(request, context).artifact.uuid, request, context)
+            try await eventsResponse(api, .artifact, try await resolve(request, context).artifact.uuid, request, context)
         }
         MetadataRoutes(
             type: .artifact, resolve: { request, context in try await resolve(request, context).artifact.uuid },

@@ -61,7 +61,7 @@ struct InstanceController {
             return Reply.json(InterfaceView(interface: interface, metadata: try await api.control.metadata(.interface, interface.uuid)))
         }
         group.get("/instances/:ref/events") { request, context in
-            try await eventsResponse(api.control, .instance, try await resolve(request, context).uuid, request, context)
+            try await eventsResponse(api, .instance, try await resolve(request, context).uuid, request, context)
         }
         group.get("/instances/:ref/consoledata") { request, context in
             let body = try await RequestBody.read(request, context: context, allowed: ["length"])

@@ -91,7 +91,7 @@ struct NetworkController {
             return Reply.null
         }
         group.get("/networks/:ref/events") { request, context in
-            try await eventsResponse(api.control, .network, try await resolve(request, context).uuid, request, context)
+            try await eventsResponse(api, .network, try await resolve(request, context).uuid, request, context)
         }
         MetadataRoutes(type: .network, resolve: { request, context in try await resolve(request, context).uuid }, control: api.control)
             .add(to: group, path: "/networks/:ref")

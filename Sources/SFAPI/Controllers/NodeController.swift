@@ -29,7 +29,7 @@ struct NodeController {
         // As in Shaken Fist, an unknown node has no events rather than a 404.
         group.get("/nodes/:name/events") { request, context in
             try context.authenticated().requireAdmin()
-            return try await eventsResponse(api.control, .node(try request.parameter("name", context)), request, context)
+            return try await eventsResponse(api, .node(try request.parameter("name", context)), request, context)
         }
         MetadataRoutes(resolve: { request, context in .node(try await existing(request, context).name) }, control: api.control)
             .add(to: group, path: "/nodes/:name")

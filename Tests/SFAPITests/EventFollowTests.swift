@@ -1,0 +1,86 @@
+import Foundation
+import Logging
+import SFAPI
+import SFStore
+import SFSystem
+import SFTestSupport
+import Testing
+
+@Suite("API events, followed live")
+struct EventFollowTests {
+    static let quiet: Logger = {
+        var logger = Logger(label: "sfnode.test.api")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    @Test("two followers see each new event; one hangs up and its slot comes back; the namespace's limit and another's object are refused")
+    func twoFollowersAndADisconnect() async throws {
+        var limits = APILimits()
+        limits.followHeartbeat = .milliseconds(200)
+        limits.followsPerNamespace = 2
+        let fixture = try await APIFixture(limits: limits)
+        defer { fixture.cleanup() }
+        let app = try await buildApplication(
+            configuration: fixture.configuration, control: fixture.control, auth: fixture.store, storage: fixture.storage, logger: Self.quiet)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let api = APIClient(client: client)
+            let admin = try await api.token()
+            let tenant = try await api.tenant("followers", admin: admin)
+            let other = try await api.tenant("nosy", admin: admin)
+            let made = try await api.send(
+                .post, "/networks", token: tenant, body: ["netblock": "10.78.0.0/24", "name": "followed", "provide_dhcp": false, "provide_nat": false])
+            let network = try #require(made["uuid"]?.stringValue)
+            let path = "/networks/\(network)/events?follow=true&limit=5"
+            func record(_ message: String) async throws {
+                try await fixture.store.record(Event(objectType: "network", objectUUID: network, type: .audit, fqdn: "hv1", message: message))
+            }
+
+            let (first, second) = try await runBlocking { () throws -> (RawHTTPConnection, RawHTTPConnection) in
+                let first = try RawHTTPConnection(port: port)
+                let second = try RawHTTPConnection(port: port)
+                for connection in [first, second] { try connection.send(Self.get(path, token: tenant)) }
+                return (first, second)
+            }
+            // Each starts with the backlog, as JSON lines, and hears the heartbeat.
+            for connection in [first, second] {
+                let start = try await runBlocking { try connection.readStream(until: "db record created", seconds: 10) }
+                #expect(start.hasPrefix("HTTP/1.1 200") && start.lowercased().contains("content-type: application/x-ndjson"), "\(start)")
+                #expect(try await runBlocking { try connection.readStream(until: "1\r\n\n\r\n", seconds: 5) }.contains("1\r\n\n\r\n"))
+            }
+            try await record("the first live event")
+            for connection in [first, second] {
+                let line = try await runBlocking { try connection.readStream(until: "the first live event", seconds: 10) }
+                #expect(line.contains(#""type":"audit""#), "\(line)")
+            }
+
+            // A third follow of this namespace is over its limit; another namespace cannot follow at all.
+            let third = try await runBlocking { try RawHTTPConnection(port: port).request("GET", path, token: tenant) }
+            #expect(third.status == 429 && third.body.contains("follows 2 objects' events already"), "\(third)")
+            let nosy = try await runBlocking { try RawHTTPConnection(port: port).request("GET", path, token: other) }
+            #expect(nosy.status == 404, "\(nosy)")
+
+            // The first hangs up: the next heartbeat finds it gone and frees its slot, while the
+            // second goes on hearing events.
+            first.hangUp()
+            try await record("after the hang-up")
+            #expect(try await runBlocking { try second.readStream(until: "after the hang-up", seconds: 10) }.contains("after the hang-up"))
+            let replacement = try await runBlocking { () throws -> RawHTTPConnection? in
+                for _ in 0..<50 {
+                    let connection = try RawHTTPConnection(port: port)
+                    try connection.send(Self.get(path, token: tenant))
+                    if try connection.readStream(until: "\r\n\r\n", seconds: 5).hasPrefix("HTTP/1.1 200") { return connection }
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+                return nil
+            }
+            #expect(replacement != nil, "the slot of the follower who hung up never came back")
+            #expect(try await runBlocking { try replacement?.readStream(until: "after the hang-up", seconds: 10) }?.contains("after the hang-up") == true)
+        }
+    }
+
+    static func get(_ path: String, token: String) -> [UInt8] {
+        Array("GET \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8)
+    }
+}
