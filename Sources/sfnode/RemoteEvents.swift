@@ -94,12 +94,17 @@ struct RemoteEvents {
         let body = try JSONEncoder().encode(["namespace": configuration.namespace, "key": configuration.key])
         request.body = .bytes(ByteBuffer(bytes: body))
         let response = try await http.execute(request, timeout: .seconds(30))
+        struct Token: Decodable { let access_token: String }
         let data = Data(buffer: try await response.body.collect(upTo: 64 << 10))
-        guard response.status == .ok, let token = (try? JSONDecoder().decode([String: String].self, from: data))?["access_token"] else {
+        guard response.status == .ok else {
             throw RemoteEventsError(
                 "POST \(configuration.apiurl)/auth as \(configuration.namespace) answered \(response.status.code): \(String(decoding: data, as: UTF8.self))")
         }
-        return token
+        // Never the body itself in an error: it holds the token.
+        guard let token = try? JSONDecoder().decode(Token.self, from: data) else {
+            throw RemoteEventsError("POST \(configuration.apiurl)/auth answered 200 without an access_token")
+        }
+        return token.access_token
     }
 }
 

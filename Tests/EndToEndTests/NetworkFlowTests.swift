@@ -21,6 +21,23 @@ struct NetworkFlowTests {
                 ((try? client.python(["show-network", uuid])) as? [String: Any])?["state"] as? String == "created"
             }
             #expect(ready, "the network was not created")
+
+            // sfnode's own command follows the network's events through the API, as a remote
+            // operator would: the API and key from the client's configuration, nothing from the store.
+            let config = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: flow.clientConfig))) as? [String: String])
+            let followLog = flow.directory + "/follow.log"
+            let follower = try AgentProcess.start(
+                executable: flow.executable, arguments: ["events", "network", uuid, "--follow", "--api", "--json", "--limit", "5"],
+                environment: [
+                    "SHAKENFIST_API_URL": config["apiurl"] ?? "", "SHAKENFIST_NAMESPACE": config["namespace"] ?? "",
+                    "SHAKENFIST_KEY": config["key"] ?? "", "SFNODE_STORE_PATH": "/nonexistent/store.sqlite",
+                ], log: followLog)
+            let followed = await eventually(timeout: .seconds(30)) {
+                ((try? String(contentsOfFile: followLog, encoding: .utf8)) ?? "").contains(#""message":"db record created""#)
+            }
+            #expect(followed && follower.isRunning, "sfnode events --follow --api: \(follower.logTail())")
+            await follower.kill()
             let dnsmasq = dnsmasqProcesses(mentioning: uuid)
             #expect(dnsmasq.count == 1, "dnsmasq processes: \(dnsmasq)")
 
