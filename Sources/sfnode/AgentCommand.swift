@@ -32,7 +32,7 @@ struct AgentCommand: AsyncParsableCommand {
         logger[metadataKey: "node.name"] = "\(settings.nodeName)"
         let exposition = metricsExposition([])
         let agent = try await buildAgent(settings: settings, logger: logger)
-        logger.info("agent started", metadata: ["store.location": "\(agent.store.path)"])
+        logger.info("agent started", metadata: ["store.location": "\(agent.store.path)", "sfnode.version": "\(SFNodeVersion.current)"])
         // The host checks of `sfnode doctor`, beside the start: each problem is logged with what to
         // do, and none stops the agent (a warning may be a choice, and a failure may mend itself).
         Task { [logger] in

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SFFirewall
+import SFDaemonSupport
 import SFLibvirt
 import SFNetlink
 import SFSystem
@@ -12,6 +13,7 @@ struct SFNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfnode",
         abstract: "The node agent of a Shaken Fist-style cloud.",
+        version: SFNodeVersion.current,
         subcommands: [
             AgentCommand.self, ServeCommand.self, APICommand.self, NetworkCommand.self, InstanceCommand.self, InterfaceCommand.self, EventsCommand.self,
             StateCommand.self, HostCommand.self, DoctorCommand.self, JobCommand.self, NamespaceCommand.self, NodeCommand.self,
