@@ -124,9 +124,10 @@ let package = Package(
         .target(
             name: "SFAPI",
             dependencies: [
-                "SFSystem", "SFStore", "SFBlobs", "SFControl", "SFMetrics", .product(name: "Logging", package: "swift-log"),
+                "SFSystem", "SFStore", "SFControl", "SFMetrics", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -154,7 +155,7 @@ let package = Package(
         .executableTarget(
             name: "AgentBenchmark",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
+                "SFSystem", "SFNetlink", "SFLibvirt", "SFStore", "SFBlobs", "SFControl", "SFAgent",
                 "SFTestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/AgentBenchmark"),
@@ -199,14 +200,14 @@ let package = Package(
         .target(
             name: "SFTestSupport",
             dependencies: [
-                "SFSystem", "SFNetlink", "SFFirewall", "SFLibvirt", "SFStore", "SFAgent",
+                "SFSystem", "SFNetlink", "SFLibvirt", "SFStore", "SFAgent",
                 .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/SFTestSupport"),
         .testTarget(name: "SFSystemTests", dependencies: ["SFSystem", "SFTestSupport"]),
-        .testTarget(name: "SFMetricsTests", dependencies: ["SFMetrics", "SFTestSupport"]),
+        .testTarget(name: "SFMetricsTests", dependencies: ["SFMetrics"]),
         .testTarget(name: "SFNetlinkTests", dependencies: ["SFNetlink", "SFTestSupport"]),
-        .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFNetlink", "SFTestSupport"]),
+        .testTarget(name: "SFFirewallTests", dependencies: ["SFFirewall", "SFTestSupport"]),
         .testTarget(name: "SFLibvirtTests", dependencies: ["SFLibvirt", "SFTestSupport"]),
         .testTarget(name: "SFStoreTests", dependencies: ["SFStore", "SFTestSupport"]),
         .testTarget(name: "SFBlobsTests", dependencies: ["SFBlobs", "SFStore", "SFTestSupport"]),

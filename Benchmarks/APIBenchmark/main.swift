@@ -382,7 +382,9 @@ do {
         environment: [
             "SFNODE_STORE_PATH": apiDirectory + "/store.sqlite", "SFNODE_STORAGE_PATH": apiDirectory + "/storage",
             "SFNODE_NODE_NAME": nodeName, "SFNODE_API_LISTEN": "127.0.0.1:\(plainPort)",
-            "SFNODE_CLIENT_CONFIG": apiDirectory + "/plain.json", "SFNODE_METRICS": "false",
+            // The same client configuration: a valid one is kept (a new one would replace the key the
+            // token was issued for).
+            "SFNODE_CLIENT_CONFIG": clientConfig, "SFNODE_METRICS": "false",
         ], log: apiDirectory + "/plain.log")
     teardown.add("sfnode api without metrics") {
         _ = await plainProcess.stop(timeout: .seconds(20))

@@ -132,7 +132,7 @@ public func buildRouter(
     let router = Router(context: APIContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestIDMiddleware(limits: configuration.limits))
     // Requests by route template, method and status: bounded labels, whatever the paths asked.
-    if metrics != nil { router.add(middleware: MetricsMiddleware()) }
+    if let metrics { router.add(middleware: RequestMetricsMiddleware(histograms: RequestHistograms(registry: metrics.registry))) }
     router.add(middleware: ErrorMiddleware())
     RootController(api: api).add(to: router)
     let authenticated = router.group().add(middleware: AuthenticationMiddleware(authenticator: authenticator))

@@ -3,8 +3,7 @@ import SFControl
 import SFStore
 import SFSystem
 
-// The objects on the wire, in the shapes of Shaken Fist's `external_view()` (the API reference's
-// §4 and §12). Every documented key is always present, null when unknown: the client and sf-client
+// The objects on the wire, in the shapes of Shaken Fist's `external_view()`. Every documented key is always present, null when unknown: the client and sf-client
 // index many of them without defaults. `version` is the object format version Shaken Fist sends.
 
 extension JSONWriter {

@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// What an instance's config drive tells its guest: an OpenStack config-2 drive as Shaken Fist
-/// builds it (node spec §2.3), which cloud-init and cloudbase-init read at boot.
+/// builds it, which cloud-init and cloudbase-init read at boot.
 ///
 /// The drive holds `openstack/latest/` and `openstack/2017-02-22/` (the newest dated version Shaken
 /// Fist writes; a guest that asks for a dated version finds the same files), each with
@@ -120,7 +120,7 @@ public struct ConfigDrive: Sendable, Equatable {
     /// network_data.json: a link per interface, an IPv4 network per interface with an address (the
     /// first of them carries the default route via its router, index 1 of its range), and the DNS
     /// service. Unlike Shaken Fist, an interface without an address gets no network entry (Shaken Fist
-    /// then indexes the previous interface's network, node spec §7).
+    /// then indexes the previous interface's network).
     func networkDataDocument() -> NetworkData {
         var links: [NetworkData.Link] = []
         var networks: [NetworkData.Network] = []

@@ -141,11 +141,13 @@ public actor Firewall {
     }
 
     /// Removes the jumps to sfnode's chains from the built-in chains, then the chains themselves;
-    /// nothing else. Removing what is already gone is not an error and commits nothing.
-    public func removeAll() throws {
+    /// nothing else. Removing what is already gone is not an error and commits nothing. Answers
+    /// whether there was anything to remove.
+    @discardableResult
+    public func removeAll() throws -> Bool {
         let label = namespaceLabel
         let logger = self.logger
-        try LibIPTC.exclusive { () throws -> Void in
+        return try LibIPTC.exclusive { () throws -> Bool in
             var pending: [(table: IPTCTable, chains: [OwnedChain])] = []
             for (tableName, chains) in OwnedChain.tables {
                 let table = try IPTCTable(name: tableName, namespace: label)
@@ -167,6 +169,7 @@ public actor Firewall {
                 try item.table.commit(chains: item.chains.map(\.name))
                 logger.info("firewall chains removed", metadata: ["fw.table": "\(item.table.name)"])
             }
+            return !pending.isEmpty
         }
     }
 

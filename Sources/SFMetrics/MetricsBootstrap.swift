@@ -16,24 +16,11 @@ public enum MetricsBootstrap {
         return registry
     }()
 
-    /// Hummingbird's request metrics under sfnode's names, with short label names (`route`,
-    /// `method`, `status`); every other name has its dots made underscores, which is all the
-    /// format allows besides letters, digits and colons.
+    /// A library's dotted name (`hb.requests`) with its dots made underscores, which is all the
+    /// format allows besides letters, digits and colons; sfnode's own names are already so.
     static func prometheusName(_ name: String, _ labels: [(String, String)]) -> (String, [(String, String)]) {
-        let renamed = renamedMetrics[name] ?? name.replacingDots()
-        return (renamed, labels.map { (renamedLabels[$0.0] ?? $0.0.replacingDots(), $0.1) })
+        (name.replacingDots(), labels.map { ($0.0.replacingDots(), $0.1) })
     }
-
-    private static let renamedMetrics = [
-        "hb.requests": "sfnode_http_requests_total",
-        "hb.request.errors": "sfnode_http_request_errors_total",
-        "http.server.request.duration": "sfnode_http_request_duration_seconds",
-        "http.server.active_requests": "sfnode_http_active_requests",
-    ]
-
-    private static let renamedLabels = [
-        "http.route": "route", "http.request.method": "method", "http.response.status_code": "status", "error.type": "status",
-    ]
 
     /// Buckets that fit what each timer measures: a queue pick-up is milliseconds, a job or a pass
     /// can be minutes. Others get swift-prometheus' default, 5 ms to 10 s.

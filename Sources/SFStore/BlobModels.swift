@@ -1,6 +1,6 @@
 import Foundation
 
-/// A blob's lifecycle (node spec §5): `initial → created | error | deleted`, `created → error | deleted`,
+/// A blob's lifecycle: `initial → created | error | deleted`, `created → error | deleted`,
 /// `error → deleted`. A blob is `deleted` once nothing references it any more.
 public enum BlobState: String, Codable, Sendable, CaseIterable {
     case initial, created, deleted, error

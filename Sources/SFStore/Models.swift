@@ -93,7 +93,7 @@ public enum NodeRole: String, Codable, Hashable, Sendable, CaseIterable {
     case etcdMaster = "etcd_master"
 }
 
-/// The lifecycle of a network (API §4.3).
+/// The lifecycle of a network.
 public enum NetworkState: String, Codable, Hashable, Sendable, CaseIterable {
     case initial
     case created
@@ -202,7 +202,7 @@ public struct Network: Codable, Hashable, Sendable {
     }
 }
 
-/// The instance state machine of node spec §2.6.
+/// The instance state machine, Shaken Fist's.
 public enum InstanceState: String, Codable, Hashable, Sendable, CaseIterable {
     case initial
     case preflight
@@ -233,7 +233,7 @@ public enum InstanceState: String, Codable, Hashable, Sendable, CaseIterable {
     /// Whether this is one of the `<state>-error` states or `error`.
     public var isError: Bool { rawValue.hasSuffix("error") }
 
-    /// Whether `self` → `next` is allowed by §2.6:
+    /// Whether `self` → `next` is allowed:
     /// `initial → preflight → creating → created`; any of those → `delete-wait`, `deleted` or its
     /// own `<state>-error`; `delete-wait` → `deleted` or `delete-wait-error`; every `*-error` → `error`;
     /// `error` → `delete-wait` or `deleted`; `deleted` is terminal. Writing the current state again
@@ -252,7 +252,7 @@ public enum InstanceState: String, Codable, Hashable, Sendable, CaseIterable {
     }
 }
 
-/// What the hypervisor last reported about an instance's domain (API §4.1).
+/// What the hypervisor last reported about an instance's domain.
 public enum PowerState: String, Codable, Hashable, Sendable, CaseIterable {
     /// Set at creation, before the hypervisor has said anything.
     case initial
@@ -286,7 +286,7 @@ public struct DiskSpec: Codable, Hashable, Sendable {
     }
 }
 
-/// An instance's video device (API §4.1 `video`).
+/// An instance's video device (`video`).
 public struct VideoSpec: Codable, Hashable, Sendable {
     public var model: String
     /// Video memory in KiB.
@@ -367,7 +367,7 @@ public struct Instance: Codable, Hashable, Sendable {
     }
 }
 
-/// The lifecycle of a network interface (API §4.2).
+/// The lifecycle of a network interface.
 public enum InterfaceState: String, Codable, Hashable, Sendable, CaseIterable {
     case initial
     case created
@@ -474,7 +474,7 @@ public struct Metadata: Codable, Hashable, Sendable {
     }
 }
 
-/// The kind of an event (node spec §4).
+/// The kind of an event.
 public enum EventType: String, Codable, Hashable, Sendable, CaseIterable {
     case audit, mutate, status, usage, resources, prune, historic
 }

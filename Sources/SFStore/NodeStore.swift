@@ -59,7 +59,7 @@ public protocol NodeStore: Sendable {
     func instance(uuid: UUID) async throws -> Instance
     /// Instances, all or those placed on `node`, oldest first.
     func instances(node: String?) async throws -> [Instance]
-    /// Moves the instance to `state`, refusing what §2.6 forbids with
+    /// Moves the instance to `state`, refusing what ``InstanceState/canTransition(to:)`` forbids with
     /// ``StoreError/invalidTransition(type:id:from:to:)``. `errorMessage`, when given, replaces the
     /// stored one (error states carry the reason).
     @discardableResult func setInstanceState(uuid: UUID, to state: InstanceState, errorMessage: String?)

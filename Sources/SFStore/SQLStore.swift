@@ -109,7 +109,7 @@ public final class SQLStore: NodeStore {
         try db.execute(try EventTable.insert(event))
     }
 
-    /// The "set attribute" mutate event Shaken Fist writes for every attribute change (§4).
+    /// The "set attribute" mutate event Shaken Fist writes for every attribute change.
     func recordMutation(_ db: any StoreDatabase, type: String, uuid: String, attribute: String, value: String?) throws {
         try insertEvent(
             db,

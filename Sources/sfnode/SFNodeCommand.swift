@@ -4,6 +4,7 @@ import Logging
 import SFFirewall
 import SFDaemonSupport
 import SFLibvirt
+import SFAgent
 import SFNetlink
 import SFSystem
 
@@ -22,10 +23,17 @@ struct SFNodeCommand: AsyncParsableCommand {
         defaultSubcommand: AgentCommand.self)
 }
 
-/// `sfnode host`: what libvirt, netlink and the firewall see on this host. Changes nothing.
+/// `sfnode host`: what sfnode's plumbing sees on this host (`show`, the default), and `reset`.
 struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "host", abstract: "Show what sfnode's host plumbing sees on this machine (read-only).")
+        commandName: "host", abstract: "Show what sfnode's host plumbing sees on this machine, or take it all off.",
+        subcommands: [HostShowCommand.self, HostResetCommand.self], defaultSubcommand: HostShowCommand.self)
+}
+
+/// `sfnode host show`: what libvirt, netlink and the firewall see on this host. Changes nothing.
+struct HostShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show what sfnode's host plumbing sees on this machine (read-only).")
 
     @Option(help: "The libvirt connection URI.")
     var libvirtURI = "qemu:///system"
@@ -63,6 +71,40 @@ struct HostCommand: AsyncParsableCommand {
         print("firewall rules in sfnode's chains: \(rules.count)")
         for rule in rules { print("  \(rule)") }
         print("network namespaces: \(NetworkNamespace.list().joined(separator: " "))")
+    }
+}
+
+/// `sfnode host reset`: everything sfnode made on this host, taken off (see ``HostReset``).
+struct HostResetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reset",
+        abstract: "Remove everything sfnode made on this host: its domains, network namespaces, dnsmasq, links and firewall chains.",
+        discussion: """
+            Stop the agent first (systemctl stop sfnode-agent), or it builds everything again. The store and the blobs \
+            stay. While any of sfnode's guests runs, nothing is changed unless --force, which destroys them.
+            """)
+
+    @Option(help: "The configuration file (default: $SFNODE_CONFIG, else /etc/sfnode/agent.json).")
+    var config: String?
+    @Flag(help: "Destroy sfnode's running guests too.") var force = false
+    @Flag(help: "Print what was removed as JSON, for scripts.") var json = false
+
+    func run() async throws {
+        let settings = try NodeConfiguration.load(commandLinePath: config)
+        var logger = Logger(label: "sfnode.host-reset")
+        logger.logLevel = .warning
+        let report: HostReset.Report
+        do {
+            report = try await HostReset.run(settings: settings, force: force, logger: logger)
+        } catch let refused as HostResetRefused {
+            throw ValidationError(refused.description)
+        }
+        if json {
+            print(String(decoding: try Output.encoder(pretty: true).encode(report), as: UTF8.self))
+            return
+        }
+        print("removed \(report.domains.count) domains, \(report.dnsmasqDirectories.count) dnsmasq servers, \(report.namespaces.count) network namespaces, \(report.links.count) links"
+            + (report.firewallChains ? ", and sfnode's firewall chains" : ""))
     }
 }
 

@@ -34,7 +34,7 @@ struct MetricsAPITests {
             #expect(text.contains(#"sfnode_queue_depth{kind="network.create",state="queued"} 1"#), "\(text)")
             #expect(text.contains(#"sfnode_queue_depth{kind="instance.create",state="running"} 0"#))
             #expect(text.contains("\nprocess_resident_memory_bytes "))
-            #expect(text.contains(#"sfnode_http_requests_total{route="/networks",method="POST",status="200"}"#), "\(text)")
+            #expect(text.contains(#"sfnode_http_request_duration_seconds_count{route="/networks",method="POST",status="200"} 1"#), "\(text)")
             #expect(text.contains(#"route="/instances/{ref}""#) || text.contains(#"route="/instances/:ref""#), "\(text)")
             #expect(!text.contains("sftmetrics") && !text.contains("metricsns"), "no object or namespace names as labels")
             #expect(text.range(of: #"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"#, options: .regularExpression) == nil, "no UUIDs as labels")

@@ -69,7 +69,7 @@ struct ObjectContractTests {
         }
     }
 
-    @Test("the instance state machine refuses what §2.6 forbids", arguments: Backend.all)
+    @Test("the instance state machine refuses what it forbids (Shaken Fist's lifecycle)", arguments: Backend.all)
     func instanceStates(backend: Backend) async throws {
         try await withStore(backend) { store, _ in
             let instance = Instance(name: "vm", namespace: "system", cpus: 1, memory: 512, diskSpec: [])

@@ -5,7 +5,7 @@ import SFControl
 import SFStore
 
 /// `/artifacts`, `/label` and `/upload`: images by URL or upload, their versions, labels, and
-/// chunked uploads (the reference's §12).
+/// chunked uploads.
 struct ArtifactController {
     let api: API
 

@@ -5,7 +5,7 @@ import SFControl
 import SFStore
 
 /// `/blobs` and `/blob_checksums`: blobs by UUID, their data by offset and limit, and lookup by
-/// sha512 (the reference's §8). No namespace owns a blob, but a namespace sees one only through an
+/// sha512. No namespace owns a blob, but a namespace sees one only through an
 /// artifact, instance or blob of its own or shared holding it (``Control/canSee(blob:namespace:)``):
 /// any other is not found, exactly as a missing one, and a lookup by sha512 answers null.
 struct BlobController {

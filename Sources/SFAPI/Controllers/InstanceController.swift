@@ -4,7 +4,7 @@ import NIOCore
 import SFControl
 import SFStore
 
-/// `/instances`: Shaken Fist's instance endpoints (the reference's §5).
+/// `/instances`: Shaken Fist's instance endpoints.
 struct InstanceController {
     let api: API
 

@@ -3,7 +3,7 @@ import Hummingbird
 import SFControl
 import SFStore
 
-/// `/interfaces`: get, float, defloat and metadata, by UUID or MAC address (the reference's §6).
+/// `/interfaces`: get, float, defloat and metadata, by UUID or MAC address.
 struct InterfaceController {
     let api: API
 

@@ -3,7 +3,7 @@ import Hummingbird
 import NIOCore
 import SFStore
 
-/// `/auth/namespaces`: namespaces and their keys (the reference's §3.2).
+/// `/auth/namespaces`: namespaces and their keys.
 struct NamespaceController {
     let api: API
 

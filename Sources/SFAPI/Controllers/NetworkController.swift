@@ -3,7 +3,7 @@ import Hummingbird
 import SFControl
 import SFStore
 
-/// `/networks`: Shaken Fist's network endpoints (the reference's §7).
+/// `/networks`: Shaken Fist's network endpoints.
 struct NetworkController {
     let api: API
 

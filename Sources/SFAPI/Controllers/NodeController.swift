@@ -4,7 +4,7 @@ import SFControl
 import SFStore
 
 /// `/nodes` and `/admin/locks`: the cluster's nodes, their metadata and events, and the leases
-/// held, admin only (the reference's §12.7 and §13.3).
+/// held, admin only.
 struct NodeController {
     let api: API
 

@@ -3,7 +3,7 @@ import Hummingbird
 import SFControl
 import SFStore
 
-/// `/instances/<ref>/snapshot`: snapshots of an instance's disks (the reference's §13.4).
+/// `/instances/<ref>/snapshot`: snapshots of an instance's disks.
 struct SnapshotController {
     let api: API
 
