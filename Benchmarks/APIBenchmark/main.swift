@@ -284,20 +284,27 @@ do {
     let apiPort = try freeLoopbackPort()
     let apiURL = "http://127.0.0.1:\(apiPort)"
     let clientConfig = apiDirectory + "/shakenfist.json"
-    let apiProcess = try AgentProcess.start(
-        executable: sfnode, arguments: ["api"],
-        environment: [
-            "SFNODE_STORE_PATH": apiDirectory + "/store.sqlite", "SFNODE_STORAGE_PATH": apiDirectory + "/storage",
-            "SFNODE_NODE_NAME": nodeName, "SFNODE_API_LISTEN": "127.0.0.1:\(apiPort)", "SFNODE_CLIENT_CONFIG": clientConfig,
-        ], log: apiDirectory + "/api.log")
-    teardown.add("sfnode api") {
-        _ = await apiProcess.stop(timeout: .seconds(20))
-        await apiProcess.kill()
+    /// A release `sfnode api` over the seeded store on `port`, listening when this returns. Every one
+    /// shares the client configuration: a valid one is kept (a new one would replace the key the
+    /// benchmark's token was issued for).
+    func startAPI(_ label: String, port: Int, settings: [String: String] = [:]) async throws -> AgentProcess {
+        let process = try AgentProcess.start(
+            executable: sfnode, arguments: ["api"],
+            environment: [
+                "SFNODE_STORE_PATH": apiDirectory + "/store.sqlite", "SFNODE_STORAGE_PATH": apiDirectory + "/storage",
+                "SFNODE_NODE_NAME": nodeName, "SFNODE_API_LISTEN": "127.0.0.1:\(port)", "SFNODE_CLIENT_CONFIG": clientConfig,
+            ].merging(settings) { _, given in given }, log: apiDirectory + "/\(label).log")
+        teardown.add("sfnode api (\(label))") {
+            _ = await process.stop(timeout: .seconds(20))
+            await process.kill()
+        }
+        try await waitUntil("sfnode api (\(label)) listening", timeout: .seconds(60)) {
+            guard process.isRunning else { throw BenchmarkFailed("sfnode api (\(label)) exited: \(process.logTail())") }
+            return FileManager.default.fileExists(atPath: clientConfig) && isListening("http://127.0.0.1:\(port)")
+        }
+        return process
     }
-    try await waitUntil("sfnode api listening", timeout: .seconds(60)) {
-        guard apiProcess.isRunning else { throw BenchmarkFailed("sfnode api exited: \(apiProcess.logTail())") }
-        return FileManager.default.fileExists(atPath: clientConfig) && isListening(apiURL)
-    }
+    let apiProcess = try await startAPI("api", port: apiPort)
     func readClientConfig(_ path: String) throws -> [String: String] {
         guard let data = FileManager.default.contents(atPath: path),
             let config = try JSONSerialization.jsonObject(with: data) as? [String: String]
@@ -377,23 +384,7 @@ do {
     // three runs of each interleaved.
     let plainPort = try freeLoopbackPort()
     let plainURL = "http://127.0.0.1:\(plainPort)"
-    let plainProcess = try AgentProcess.start(
-        executable: sfnode, arguments: ["api"],
-        environment: [
-            "SFNODE_STORE_PATH": apiDirectory + "/store.sqlite", "SFNODE_STORAGE_PATH": apiDirectory + "/storage",
-            "SFNODE_NODE_NAME": nodeName, "SFNODE_API_LISTEN": "127.0.0.1:\(plainPort)",
-            // The same client configuration: a valid one is kept (a new one would replace the key the
-            // token was issued for).
-            "SFNODE_CLIENT_CONFIG": clientConfig, "SFNODE_METRICS": "false",
-        ], log: apiDirectory + "/plain.log")
-    teardown.add("sfnode api without metrics") {
-        _ = await plainProcess.stop(timeout: .seconds(20))
-        await plainProcess.kill()
-    }
-    try await waitUntil("sfnode api without metrics listening", timeout: .seconds(60)) {
-        guard plainProcess.isRunning else { throw BenchmarkFailed("sfnode api exited: \(plainProcess.logTail())") }
-        return isListening(plainURL)
-    }
+    let plainProcess = try await startAPI("without metrics", port: plainPort, settings: ["SFNODE_METRICS": "false"])
     var withMetrics: [WrkResult] = []
     var withoutMetrics: [WrkResult] = []
     _ = try wrk(plainURL + "/instances/\(one)", connections: connections, seconds: 2, script: reportScript, headers: [bearer])

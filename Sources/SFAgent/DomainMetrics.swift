@@ -67,26 +67,34 @@ public struct DomainStatsCollector: MetricsCollector {
             }
         }
 
-        let disks: [(String, String, KeyPath<DomainStats.Disk, UInt64?>)] = [
+        /// Each device family's samples, one family at a time.
+        func deviceFamilies<Device>(
+            _ prefix: String, _ families: [(suffix: String, help: String, field: KeyPath<Device, UInt64?>)],
+            devices: (DomainStats) -> [Device], labels: (DomainStats, Device) -> [(key: String, value: String)]
+        ) {
+            for family in families {
+                let name = prefix + family.suffix
+                text.family(name, .counter, help: family.help)
+                for domain in domains {
+                    for device in devices(domain) {
+                        guard let value = device[keyPath: family.field] else { continue }
+                        text.sample(name, labels: labels(domain, device), Double(value))
+                    }
+                }
+            }
+        }
+
+        let disks: [(suffix: String, help: String, field: KeyPath<DomainStats.Disk, UInt64?>)] = [
             ("read_bytes_total", "Number of bytes read from a block device, in bytes.", \.readBytes),
             ("read_requests_total", "Number of read requests from a block device.", \.readRequests),
             ("write_bytes_total", "Number of bytes written to a block device, in bytes.", \.writtenBytes),
             ("write_requests_total", "Number of write requests to a block device.", \.writeRequests),
         ]
-        for (suffix, help, field) in disks {
-            let name = "libvirt_domain_block_stats_" + suffix
-            text.family(name, .counter, help: help)
-            for domain in domains {
-                for disk in domain.disks {
-                    guard let value = disk[keyPath: field] else { continue }
-                    text.sample(
-                        name, ["domain": domain.identity.name, "source_file": disk.path ?? "", "target_device": disk.device],
-                        Double(value))
-                }
-            }
+        deviceFamilies("libvirt_domain_block_stats_", disks, devices: \.disks) { domain, disk in
+            [("domain", domain.identity.name), ("source_file", disk.path ?? ""), ("target_device", disk.device)]
         }
 
-        let interfaces: [(String, String, KeyPath<DomainStats.Interface, UInt64?>)] = [
+        let interfaces: [(suffix: String, help: String, field: KeyPath<DomainStats.Interface, UInt64?>)] = [
             ("receive_bytes_total", "Number of bytes received on a network interface, in bytes.", \.receivedBytes),
             ("receive_packets_total", "Number of packets received on a network interface.", \.receivedPackets),
             ("receive_errors_total", "Number of packet receive errors on a network interface.", \.receiveErrors),
@@ -96,15 +104,8 @@ public struct DomainStatsCollector: MetricsCollector {
             ("transmit_errors_total", "Number of packet transmit errors on a network interface.", \.transmitErrors),
             ("transmit_drops_total", "Number of packet transmit drops on a network interface.", \.transmitDrops),
         ]
-        for (suffix, help, field) in interfaces {
-            let name = "libvirt_domain_interface_stats_" + suffix
-            text.family(name, .counter, help: help)
-            for domain in domains {
-                for interface in domain.interfaces {
-                    guard let value = interface[keyPath: field] else { continue }
-                    text.sample(name, ["domain": domain.identity.name, "target_device": interface.device], Double(value))
-                }
-            }
+        deviceFamilies("libvirt_domain_interface_stats_", interfaces, devices: \.interfaces) { domain, interface in
+            [("domain", domain.identity.name), ("target_device", interface.device)]
         }
     }
 }

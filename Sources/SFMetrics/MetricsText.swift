@@ -34,6 +34,11 @@ public struct MetricsText: Sendable {
     /// One sample of the current family. Label values are escaped as the format requires (a
     /// domain name is the host's, not sfnode's, so it may hold any character).
     public mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: Double) {
+        sample(name, labels: Array(labels), value)
+    }
+
+    /// ``sample(_:_:_:)`` with labels made at run time.
+    public mutating func sample(_ name: String, labels: [(key: String, value: String)], _ value: Double) {
         bytes.append(contentsOf: name.utf8)
         if !labels.isEmpty {
             bytes.append(UInt8(ascii: "{"))
