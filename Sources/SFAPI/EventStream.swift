@@ -25,12 +25,15 @@ enum EventStream {
     ) async throws -> Response {
         let caller = try context.authenticated()
         let limits = context.limits
-        try api.followers.take(namespace: caller.namespace, limits: limits)
-        let followers = api.followers
-        let namespace = caller.namespace
-        let events = api.control.followEvents(object, backlog: backlog, interval: .milliseconds(500))
+        // The slot goes back when the body is done with, whether it ran to its end, failed, or never
+        // ran at all (a HEAD, a connection gone before the head was written): its release is tied to
+        // the body's closure, not to code inside it.
+        let slot = try FollowerSlot(api.followers, namespace: caller.namespace, limits: limits)
+        let control = api.control
         let body = ResponseBody { writer in
-            defer { followers.release(namespace: namespace) }
+            _ = slot
+            // Started here, not before: a body that never runs must not leave a poller behind.
+            let events = control.followEvents(object, backlog: backlog, interval: .milliseconds(500))
             let items = merged(events, heartbeat: limits.followHeartbeat, deadline: limits.followDuration)
             for try await item in items {
                 switch item {
@@ -82,6 +85,22 @@ enum EventStream {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+    }
+}
+
+/// One follow's place among ``EventFollowers``, given back when the last reference goes.
+final class FollowerSlot: Sendable {
+    private let followers: EventFollowers
+    private let namespace: String
+
+    init(_ followers: EventFollowers, namespace: String, limits: APILimits) throws {
+        try followers.take(namespace: namespace, limits: limits)
+        self.followers = followers
+        self.namespace = namespace
+    }
+
+    deinit {
+        followers.release(namespace: namespace)
     }
 }
 

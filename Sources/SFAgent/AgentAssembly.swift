@@ -33,13 +33,16 @@ public struct Agent: Sendable {
 
     /// What this agent adds to a `/metrics` scrape: its domains, under libvirt-exporter's names, and
     /// the queue's depth. Each source is read at most once per `cacheLifetime` however often
-    /// Prometheus (or anyone) scrapes, and a scrape never reads the store's objects.
-    public func metricsCollectors(cacheLifetime: Duration = .seconds(5)) -> [any MetricsCollector] {
+    /// Prometheus (or anyone) scrapes, and a scrape never reads the store's objects. The domains are
+    /// read on a libvirt connection of their own, so that a scrape never waits behind a guest the
+    /// realizer is starting (one connection's calls run one at a time).
+    public func metricsCollectors(cacheLifetime: Duration = .seconds(5)) throws -> [any MetricsCollector] {
         let prefix = domainNamePrefix
         return [
             CachedCollector(
                 DomainStatsCollector(
-                    libvirt: libvirt, isOurs: { $0.name == prefix + $0.uuid.lowercasedString }, logger: logger),
+                    libvirt: try LibvirtConnection(uri: libvirt.uri, logger: logger), isOurs: { $0.name == prefix + $0.uuid.lowercasedString },
+                    logger: logger),
                 lifetime: cacheLifetime),
             CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: cacheLifetime),
         ]

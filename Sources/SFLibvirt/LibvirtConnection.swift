@@ -17,7 +17,7 @@ import Glibc
 /// unless running it twice could do harm (see ``reset(_:)`` and ``reboot(_:)``).
 public actor LibvirtConnection {
     /// The URI connected to, such as `qemu:///system`.
-    public let uri: String
+    public nonisolated let uri: String
     private let logger: Logger
     private let thread: ThreadExecutor
     private let broadcaster = LifecycleBroadcaster()

@@ -45,7 +45,7 @@ struct AgentCommand: AsyncParsableCommand {
                 }
             }
         }
-        let listener = metricsListener(settings: settings, exposition: exposition.adding(agent.metricsCollectors()), logger: logger)
+        let listener = metricsListener(settings: settings, exposition: exposition.adding(try agent.metricsCollectors()), logger: logger)
         await runDaemon(services: agent.services + (listener.map { [$0] } ?? []), readyStatus: "taking jobs", logger: logger) {
             await agent.libvirt.close()
         }

@@ -28,7 +28,7 @@ struct ServeCommand: AsyncParsableCommand {
         let agent = try await buildAgent(settings: settings, logger: logger)
         // One process: the API's /metrics has the agent's figures too.
         let api = try await buildAPI(
-            settings: settings, store: agent.store, peers: agent.peers, metrics: exposition.adding(agent.metricsCollectors()),
+            settings: settings, store: agent.store, peers: agent.peers, metrics: exposition.adding(try agent.metricsCollectors()),
             logger: logger)
         logger.info("serving", metadata: ["store.location": "\(agent.store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: agent.services + [api], readyStatus: "serving the API and taking jobs", logger: logger) {

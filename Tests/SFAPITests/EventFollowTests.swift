@@ -37,6 +37,14 @@ struct EventFollowTests {
                 try await fixture.store.record(Event(objectType: "network", objectUUID: network, type: .audit, fqdn: "hv1", message: message))
             }
 
+            // A HEAD of a follow answers its head and holds no slot after: both followers below still fit.
+            let head = try await runBlocking { () throws -> String in
+                let connection = try RawHTTPConnection(port: port)
+                try connection.send(Array("HEAD \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(tenant)\r\n\r\n".utf8))
+                return try connection.readStream(until: "\r\n\r\n", seconds: 5)
+            }
+            #expect(head.hasPrefix("HTTP/1.1 200"), "\(head)")
+
             let (first, second) = try await runBlocking { () throws -> (RawHTTPConnection, RawHTTPConnection) in
                 let first = try RawHTTPConnection(port: port)
                 let second = try RawHTTPConnection(port: port)
