@@ -110,7 +110,7 @@ public struct APILimits: Sendable, Equatable {
     public var followsTotal = 128
     /// How long one follow lasts before the server ends it (the client reconnects).
     public var followDuration: Duration = .seconds(3600)
-    /// A follow with nothing to say writes a blank line this often.
+    /// A follow writes a blank line this often (a heartbeat).
     public var followHeartbeat: Duration = .seconds(15)
 
     public init() {}

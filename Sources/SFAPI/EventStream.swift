@@ -13,7 +13,7 @@ import Synchronization
 /// a parser to every other client. Any HTTP client that reads a body as it arrives (`curl -N`,
 /// Python's `iter_lines`, `sfnode events --follow --api`) reads one event per line.
 ///
-/// A blank line is written every ``APILimits/followHeartbeat`` with nothing else to say, so that
+/// A blank line is written every ``APILimits/followHeartbeat``, so that
 /// proxies and the server's own idle timeout keep the connection, and so that a follower who went
 /// away is noticed (its write fails) and its slot freed. A follow ends after
 /// ``APILimits/followDuration`` (the client reconnects, as it would after any drop); a namespace
@@ -56,7 +56,7 @@ enum EventStream {
         case heartbeat
     }
 
-    /// The events, with a heartbeat after each `heartbeat` without one, ending at `deadline`. The
+    /// The events, with a heartbeat every `heartbeat`, ending at `deadline`. The
     /// stream's consumer going away (the response's writer failed) cancels the follow's polling.
     static func merged(
         _ events: AsyncThrowingStream<Event, any Error>, heartbeat: Duration, deadline: Duration
