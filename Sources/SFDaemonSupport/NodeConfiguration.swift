@@ -758,10 +758,19 @@ public struct NodeConfiguration: Codable, Sendable, Equatable {
 
     /// `HOST:PORT`, with a port in range.
     private static func listenAddress(_ listen: String, example: String) throws -> String {
+        guard hostAndPort(listen) != nil else { throw InvalidValue(reason: "is not HOST:PORT (such as \(example))") }
+        return listen
+    }
+
+    /// The host (an IPv6 address without its brackets) and port of a listening address such as
+    /// `127.0.0.1:13001` or `[::1]:13001`; nil when it is not one.
+    public static func hostAndPort(_ listen: String) -> (host: String, port: Int)? {
         guard let colon = listen.lastIndex(of: ":"), colon != listen.startIndex,
             let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port)
-        else { throw InvalidValue(reason: "is not HOST:PORT (such as \(example))") }
-        return listen
+        else { return nil }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
     }
 
     private static func boolean(_ text: String?) throws -> Bool {

@@ -13,11 +13,7 @@ func metricsExposition(_ collectors: [any MetricsCollector]) -> MetricsExpositio
 
 /// `sfnode agent`'s own `/metrics` listener (`SFNODE_METRICS_LISTEN`), or nil when it is off.
 func metricsListener(settings: NodeConfiguration, exposition: MetricsExposition, logger: Logger) -> (any Service)? {
-    guard settings.metrics, let listen = settings.metricsListen, let colon = listen.lastIndex(of: ":"),
-        let port = Int(listen[listen.index(after: colon)...])
-    else { return nil }
-    var host = String(listen[..<colon])
-    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    guard settings.metrics, let listen = settings.metricsListen, let address = NodeConfiguration.hostAndPort(listen) else { return nil }
     logger.info("serving metrics", metadata: ["metrics.listen": "\(listen)"])
-    return buildMetricsListener(host: host, port: port, exposition: exposition, logger: logger)
+    return buildMetricsListener(host: address.host, port: address.port, exposition: exposition, logger: logger)
 }

@@ -34,6 +34,9 @@ struct RemoteEvents {
             "no API to follow through: set SHAKENFIST_API_URL, SHAKENFIST_NAMESPACE and SHAKENFIST_KEY, or write \(paths.joined(separator: " or "))")
     }
 
+    /// The longest line of a stream taken as an event.
+    static let maxLineBytes = 1 << 20
+
     /// The API's events route of an object, or nil for a type it has none for.
     static func path(_ type: ObjectType, _ reference: String) -> String? {
         switch type {
@@ -80,6 +83,10 @@ struct RemoteEvents {
                     guard !line.isEmpty else { continue }
                     let event = try JSONDecoder().decode(RemoteEvent.self, from: Data(line))
                     if printed.isNew(event) { try print(event) }
+                }
+                // An event is a few hundred bytes: a server that never ends its line is not an API.
+                guard pending.count <= Self.maxLineBytes else {
+                    throw RemoteEventsError("GET \(path) sent a line longer than \(Self.maxLineBytes) bytes; it is not an events stream")
                 }
             }
             // The server ended the follow: again, with enough backlog to cover what came meanwhile.

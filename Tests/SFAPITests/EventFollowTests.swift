@@ -88,6 +88,29 @@ struct EventFollowTests {
         }
     }
 
+    @Test("the events route's query is checked: a limit that is not a whole number, or out of range, and a follow or event type it does not know are refused by name")
+    func hostileQueries() async throws {
+        let fixture = try await APIFixture()
+        defer { fixture.cleanup() }
+        try await fixture.run { api in
+            let admin = try await api.token()
+            let made = try await api.send(
+                .post, "/networks", token: admin, body: ["netblock": "10.79.0.0/24", "name": "queried", "provide_dhcp": false, "provide_nat": false])
+            let events = "/networks/\(try #require(made["uuid"]?.stringValue))/events"
+            for (query, message) in [
+                ("limit=99999999999999999999999", "is not a whole number"), ("limit=-5", "is not a positive number"),
+                ("limit=0", "is not a positive number"), ("limit=1e3", "is not a whole number"), ("follow=maybe", "is not true or false"),
+                ("event_type=bogus", "invalid event type bogus"), ("follow=true&limit=-1", "is not a positive number"),
+            ] {
+                let answer = try await api.send(.get, events + "?" + query, token: admin)
+                #expect(answer.status == .badRequest && answer.text.contains(message), "\(query): \(answer.status) \(answer.text)")
+            }
+            // A limit past the store's is all of them, not an error.
+            let all = try await api.send(.get, events + "?limit=\(Int.max)", token: admin)
+            #expect(all.status == .ok, "\(all.text)")
+        }
+    }
+
     static func get(_ path: String, token: String) -> [UInt8] {
         Array("GET \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n".utf8)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Logging
 import SFControl
 import SFMetrics
@@ -22,6 +23,10 @@ struct MetricsAPITests {
             #expect(made.status == .ok, "\(made.text)")
             // Paths a hostile client makes up: each is the route's template in a label, never the path.
             for _ in 0..<5 { _ = try await api.send(.get, "/instances/\(UUID().uuidString)", token: tenant) }
+            // Methods too: any token is a method on the wire, and each one a label would be a series.
+            for method in ["SFTPROBEA", "SFTPROBEB", "SFTPROBEC"] {
+                _ = try await api.send(try #require(HTTPRequest.Method(method)), "/networks", token: tenant)
+            }
 
             #expect(try await api.send(.get, "/metrics").status == .unauthorized)
             let refused = try await api.send(.get, "/metrics", token: tenant)
@@ -37,6 +42,7 @@ struct MetricsAPITests {
             #expect(text.contains(#"sfnode_http_request_duration_seconds_count{route="/networks",method="POST",status="200"} 1"#), "\(text)")
             #expect(text.contains(#"route="/instances/{ref}""#) || text.contains(#"route="/instances/:ref""#), "\(text)")
             #expect(!text.contains("sftmetrics") && !text.contains("metricsns"), "no object or namespace names as labels")
+            #expect(!text.contains("SFTPROBE") && text.contains(#"method="other""#), "an unknown method is counted as other")
             #expect(text.range(of: #"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"#, options: .regularExpression) == nil, "no UUIDs as labels")
         }
     }

@@ -106,6 +106,15 @@ struct NodeConfigurationTests {
         #expect(error.description.hasPrefix("SFNODE_MESH_ADDRESS (meshAddress) must be set when SFNODE_IS_NETWORK_NODE is false"))
     }
 
+    @Test("the metrics listener is on loopback by default, off when asked, and an IPv6 address loses its brackets")
+    func metricsListen() throws {
+        #expect(try NodeConfiguration.load(environment: [:], defaultNodeName: "node1").metricsListen == "127.0.0.1:13001")
+        #expect(try NodeConfiguration.load(environment: ["SFNODE_METRICS_LISTEN": "off"], defaultNodeName: "node1").metricsListen == nil)
+        let address = try #require(NodeConfiguration.hostAndPort("[::1]:13001"))
+        #expect(address.host == "::1" && address.port == 13001)
+        #expect(NodeConfiguration.hostAndPort(":13001") == nil && NodeConfiguration.hostAndPort("host:65536") == nil)
+    }
+
     @Test(
         "bad environment values name the variable and quote the value",
         arguments: [
@@ -125,6 +134,10 @@ struct NodeConfigurationTests {
             ("SFNODE_MESH_INTERFACE", "a b", "SFNODE_MESH_INTERFACE: 'a b' is not an interface name"),
             ("SFNODE_NODE_NAME", "has space", "SFNODE_NODE_NAME: 'has space' is not a node name"),
             ("SFNODE_LIBVIRT_URI", "system", "SFNODE_LIBVIRT_URI: 'system' is not a libvirt URI"),
+            ("SFNODE_METRICS_LISTEN", "13001", "SFNODE_METRICS_LISTEN: '13001' is not HOST:PORT"),
+            ("SFNODE_METRICS_LISTEN", "127.0.0.1:99999999999999999999", "SFNODE_METRICS_LISTEN: '127.0.0.1:99999999999999999999' is not HOST:PORT"),
+            ("SFNODE_METRICS_LISTEN", "127.0.0.1:0", "SFNODE_METRICS_LISTEN: '127.0.0.1:0' is not HOST:PORT"),
+            ("SFNODE_METRICS", "maybe", "SFNODE_METRICS: 'maybe' is not a boolean"),
         ])
     func badEnvironment(variable: String, value: String, message: String) throws {
         let error = try #require(throws: ConfigurationError.self) {
