@@ -100,24 +100,33 @@ public struct NetworkRealizer: Sendable {
         self.logger = logger
     }
 
-    /// The flood lists a reconciliation pass read at its start, in one dump (``withPassSnapshot(_:)``).
-    /// A pass converges each network once, and only its own VXLAN's list, so the listing stays true
-    /// for it; a job running beside the pass may have added an entry since, which the pass then
-    /// sees as absent and adds again (harmless), never as present to remove.
-    @TaskLocal static var passFloodListing: FloodListing?
+    /// What a reconciliation pass read of the host namespace at its start, in one dump each
+    /// (``withPassSnapshot(_:)``): its links, and its flood lists (nil when that dump failed).
+    /// The pass holds the host lock exclusively, so no job changes the host while it runs, and each
+    /// network's converge touches only that network's devices: what the listing says of them stays
+    /// true until that converge changes it. A device the pass made itself is absent from the
+    /// listing, so it is never taken as converged on the listing's word.
+    struct PassListing {
+        let links: LinkListing
+        let floods: FloodListing?
+    }
 
-    public func withPassSnapshot<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        let listing: FloodListing?
+    @TaskLocal static var passListing: PassListing?
+
+    public func withPassSnapshot<T: Sendable>(_ body: (_ hostLinks: [String]) async throws -> T) async throws -> T {
+        let floods: FloodListing?
         do {
-            listing = try await host.allFloodEntries()
+            floods = try await host.allFloodEntries()
         } catch {
             // Each network then reads its own list, as a job does.
             logger.warning("could not list every flood entry at once", metadata: ["error": "\(error)"])
-            listing = nil
+            floods = nil
         }
+        // Unlike the flood lists, a pass cannot go on without it: it names the links to remove.
+        let links = LinkListing(try await host.links())
         await namespaceThreads.beginPass()
         do {
-            let result = try await Self.$passFloodListing.withValue(listing) { try await body() }
+            let result = try await Self.$passListing.withValue(PassListing(links: links, floods: floods)) { try await body(links.names) }
             await namespaceThreads.endPass()
             return result
         } catch {
@@ -127,17 +136,24 @@ public struct NetworkRealizer: Sendable {
     }
 
     /// The part every node with the network has: the VXLAN on the bridge, and the flood list naming
-    /// exactly the other nodes (a node in its own list sees every frame twice).
+    /// exactly the other nodes (a node in its own list sees every frame twice). In a pass, a device
+    /// the listing shows as its create would leave it costs no request.
     public func ensureOnNode(_ plan: NetworkPlan, underlay: String?, local: IPv4Address?) async throws {
         let bridge = layout.bridge(plan.vxid)
         let vxlan = layout.vxlan(plan.vxid)
-        try await host.createBridge(name: bridge, mtu: layout.mtu, up: true)
-        try await host.createVXLAN(
-            name: vxlan, id: plan.vxid, underlay: underlay, local: local, mtu: layout.mtu, master: bridge, up: true)
+        let listing = Self.passListing
+        if listing?.links.holds(bridge, kind: .bridge, up: true) != true {
+            try await host.createBridge(name: bridge, mtu: layout.mtu, up: true)
+        }
+        if listing?.links.holds(vxlan, kind: .vxlan, vxlanID: plan.vxid, master: bridge, up: true) != true {
+            try await host.createVXLAN(
+                name: vxlan, id: plan.vxid, underlay: underlay, local: local, mtu: layout.mtu, master: bridge, up: true)
+        }
         let wanted = Set(plan.meshPeers.filter { $0 != local })
         let present: Set<IPv4Address>
-        if let listing = Self.passFloodListing {
-            present = Set(try await host.floodEntries(device: vxlan, in: listing))
+        if let listing, let floods = listing.floods {
+            // A VXLAN the listing did not see was made since, and the kernel gives a new one an empty list.
+            present = Set(listing.links[vxlan].map { floods.remotes(ofIndex: $0.index) } ?? [])
         } else {
             present = Set(try await host.floodEntries(device: vxlan))
         }
@@ -150,7 +166,9 @@ public struct NetworkRealizer: Sendable {
     /// host forwards between the two and masquerades the floating range out of the uplink, as Shaken
     /// Fist does, so guests reach the outside even when the floating range is not routed to the node.
     public func ensureEgress(floatingRange: IPv4Prefix, uplink: String?) async throws {
-        try await host.createBridge(name: layout.egressBridge, up: true)
+        if Self.passListing?.links.holds(layout.egressBridge, kind: .bridge, up: true) != true {
+            try await host.createBridge(name: layout.egressBridge, up: true)
+        }
         try await host.addAddress(try IPv4Prefix(address: floatingRange.host(1), length: floatingRange.length), to: layout.egressBridge)
         try await host.setSysctl("net/ipv4/ip_forward", "1")
         guard let uplink else { return }
@@ -176,26 +194,26 @@ public struct NetworkRealizer: Sendable {
         let thread = try await namespaceThreads.thread(in: namespace)
         let inside = NetlinkSession(thread: thread, logger: logger)
         let inner = layout.routerInner(plan.vxid)
+        let routerOuter = layout.routerOuter(plan.vxid)
+        // The namespace's few links in one request, rather than one per check below.
+        var insideLinks = LinkListing(try await inside.links())
         // A veth whose inner end is not in the namespace was left by a namespace deleted underneath
         // it (the end went with the old namespace, or is stuck in it): made again, not kept.
-        for (outer, end) in [(layout.routerOuter(plan.vxid), inner), (layout.egressOuter(plan.vxid), layout.egressInner(plan.vxid))]
-        where try await inside.link(named: end) == nil {
+        // (In a pass, only an end the listing shows: deleting what is not there still costs a request.)
+        for (outer, end) in [(routerOuter, inner), (layout.egressOuter(plan.vxid), layout.egressInner(plan.vxid))]
+        where insideLinks[end] == nil && Self.passListing.map({ $0.links[outer] != nil }) ?? true {
             try await host.deleteLink(outer)
         }
-        try await host.createVethPair(
-            name: layout.routerOuter(plan.vxid), peer: inner, peerNamespace: namespace, mtu: layout.mtu,
-            master: layout.bridge(plan.vxid), up: true)
-        try await inside.setLinkUp("lo", true)
-        try await ensureMAC(layout.routerMAC(plan.vxid), on: inner, in: inside)
-        try await inside.setLinkUp(inner, true)
+        if insideLinks["lo"]?.isUp != true { try await inside.setLinkUp("lo", true) }
+        try await ensureVeth(
+            routerOuter, master: layout.bridge(plan.vxid), mtu: layout.mtu, inner: inner, mac: layout.routerMAC(plan.vxid),
+            in: inside, listed: &insideLinks)
         try await inside.addAddress(plan.router, to: inner)
         if plan.provideNAT, let gateway = plan.floatingGateway, let egressRouter = plan.egressRouter {
             let egress = layout.egressInner(plan.vxid)
-            try await host.createVethPair(
-                name: layout.egressOuter(plan.vxid), peer: egress, peerNamespace: namespace, master: layout.egressBridge,
-                up: true)
-            try await ensureMAC(layout.egressMAC(plan.vxid), on: egress, in: inside)
-            try await inside.setLinkUp(egress, true)
+            try await ensureVeth(
+                layout.egressOuter(plan.vxid), master: layout.egressBridge, mtu: nil, inner: egress, mac: layout.egressMAC(plan.vxid),
+                in: inside, listed: &insideLinks)
             try await inside.addAddress(gateway, to: egress)
             // Floats are /32s on the egress side, so the namespace answers ARP for them.
             let wanted = Set(plan.floats.map(\.floating))
@@ -213,8 +231,21 @@ public struct NetworkRealizer: Sendable {
         return thread
     }
 
-    private func ensureMAC(_ mac: MACAddress, on link: String, in session: NetlinkSession) async throws {
-        if try await session.link(named: link)?.mac != mac { try await session.setMAC(link, mac) }
+    /// The veth `outer` (in the host namespace, up on `master`) ↔ `inner` (in `inside`'s
+    /// namespace, up with `mac`), from `insideLinks`, the namespace's links as listed (read again
+    /// when the pair is made). Each is changed only where it differs: a change that changes
+    /// nothing still costs a request, and a pass makes thousands.
+    private func ensureVeth(
+        _ outer: String, master: String, mtu: Int?, inner: String, mac: MACAddress, in inside: NetlinkSession,
+        listed insideLinks: inout LinkListing
+    ) async throws {
+        if insideLinks[inner] == nil || Self.passListing?.links.holds(outer, kind: .veth, master: master, up: true) != true {
+            try await host.createVethPair(
+                name: outer, peer: inner, peerNamespace: inside.namespace, mtu: mtu, master: master, up: true)
+            insideLinks = LinkListing(try await inside.links())
+        }
+        if insideLinks[inner]?.mac != mac { try await inside.setMAC(inner, mac) }
+        if insideLinks[inner]?.isUp != true { try await inside.setLinkUp(inner, true) }
     }
 
     /// Removes the network from this host: its namespace (with everything inside it) and its devices

@@ -70,11 +70,10 @@ public protocol NetworkRealizing: Sendable {
     func removeNamespace(_ namespace: String) async throws
     /// Removes a hypervisor's share (bridge and VXLAN).
     func removeNodeSide(_ plan: NetworkPlan) async throws
-    /// The links of the host namespace, by name.
-    func hostLinkNames() async throws -> [String]
     /// Runs a reconciliation pass's work on the networks (`body`) with what it would otherwise read
-    /// once per network read once for all of them.
-    func withPassSnapshot<T: Sendable>(_ body: () async throws -> T) async throws -> T
+    /// once per network read once for all of them; `body` gets the names of the host namespace's
+    /// links as that read found them.
+    func withPassSnapshot<T: Sendable>(_ body: (_ hostLinks: [String]) async throws -> T) async throws -> T
     /// Deletes a link of the host namespace; deleting one that is gone is no error.
     func deleteHostLink(_ name: String) async throws
     /// Changes to the host namespace's links as they happen.
@@ -82,7 +81,6 @@ public protocol NetworkRealizing: Sendable {
 }
 
 extension NetworkRealizer: NetworkRealizing {
-    public func hostLinkNames() async throws -> [String] { try await host.links().map(\.name) }
     public func deleteHostLink(_ name: String) async throws { try await host.deleteLink(name) }
     public func hostLinkChanges() async throws -> AsyncStream<LinkChange> { try await host.linkChanges() }
 }

@@ -109,20 +109,22 @@ public struct Reconciler: Sendable {
         // What this node should have (the planner's rule): every live network on the network node; on
         // a hypervisor, the networks its instances' interfaces are on, and those interfaces' taps.
         let liveInterfaces = kept.interfaces
-        let links = try await agent.networks.hostLinkNames()
 
-        do {
-            try await agent.networkJobs.ensureEgress()
-        } catch {
-            logger.error("could not reconcile the egress bridge", metadata: ["error": "\(error)"])
-        }
         // One object that cannot be repaired is logged and skipped: it must not stop the others' repair.
         // Several networks converge at once: a network's checks are round trips to threads (the
         // host's netlink thread, its namespace's), and one after another a pass over 1000 networks
         // left the cores two thirds idle. Each network holds its own lock, as concurrent jobs do.
+        // The host's links are read once, before anything is built: the networks are checked
+        // against that listing, and the links it names that belong to nothing are removed below.
         let converging = kept.networks.filter { $0.state == .created || $0.state == .deleteWait }
-        report.networksEnsured = try await agent.networks.withPassSnapshot {
-            await withTaskGroup(of: Bool.self) { group in
+        let links: [String]
+        (links, report.networksEnsured) = try await agent.networks.withPassSnapshot { hostLinks in
+            do {
+                try await agent.networkJobs.ensureEgress()
+            } catch {
+                logger.error("could not reconcile the egress bridge", metadata: ["error": "\(error)"])
+            }
+            let ensured = await withTaskGroup(of: Bool.self) { group in
                 var waiting = converging.makeIterator()
                 func startNext() {
                     guard let network = waiting.next() else { return }
@@ -144,6 +146,7 @@ public struct Reconciler: Sendable {
                 }
                 return ensured
             }
+            return (hostLinks, ensured)
         }
 
         // Paused domains are running: their taps are QEMU's, and they must not be started again.

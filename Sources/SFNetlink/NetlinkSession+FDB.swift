@@ -56,7 +56,7 @@ extension NetlinkSession {
     /// The flood list of `device` as `listing` read it; a device made after the listing was read
     /// has none (the kernel gives a new VXLAN an empty list).
     public func floodEntries(device: String, in listing: FloodListing) throws -> [IPv4Address] {
-        listing.byIndex[try index(of: device, operation: "list flood entries")] ?? []
+        listing.remotes(ofIndex: try index(of: device, operation: "list flood entries"))
     }
 
     /// The flood entries of `port` (every port without one), by device index.
@@ -209,6 +209,10 @@ private final class FloodEntryCollector {
 /// (``NetlinkSession/allFloodEntries()``).
 public struct FloodListing: Sendable {
     let byIndex: [Int32: [IPv4Address]]
+
+    /// The flood list of the device with ifindex `index`, as the dump read it: empty for a device
+    /// it did not see.
+    public func remotes(ofIndex index: Int32) -> [IPv4Address] { byIndex[index] ?? [] }
 }
 
 /// `NL_CB_VALID` callback of the FDB dump; `argument` is an unretained ``FloodEntryCollector``.

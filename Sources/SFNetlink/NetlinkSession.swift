@@ -410,7 +410,8 @@ public actor NetlinkSession {
     /// Turns a create's return code into success, a conflict, or an error. Links are created
     /// without looking first (one request instead of two); `NLE_EXIST` then means the link is already
     /// there, which is success only if it has the right kind and passes `check`. An existing link is
-    /// then enslaved and brought up as the create asked, so re-running a create converges.
+    /// then enslaved and brought up as the create asked, if it is not already, so re-running a
+    /// create converges.
     private func finishCreate(
         _ rc: Int32, name: String, kind: LinkKind, master: String?, up: Bool, operation: String,
         check: (OpaquePointer) throws -> Void = { _ in }
@@ -420,8 +421,13 @@ public actor NetlinkSession {
             try checkExisting(link, is: kind, name: name, operation: operation)
             try check(link)
             logger.debug("link exists", metadata: ["link.name": "\(name)", "link.kind": "\(kind)"])
-            if let master { try setMaster(name, master: master) }
-            if up { try setLinkUp(name, true) }
+            // Changed only where it differs: a reconciliation pass re-applies every link, and a
+            // change that changes nothing still costs a request each (and a notification to every
+            // listener).
+            if let master, rtnl_link_get_master(link) != (try index(of: master, operation: operation, object: "\(name) master \(master)")) {
+                try setMaster(name, master: master)
+            }
+            if up && rtnl_link_get_flags(link) & UInt32(IFF_UP) == 0 { try setLinkUp(name, true) }
             return
         }
         if rc < 0 { throw NetlinkError(operation: operation, object: name, libnlCode: rc) }

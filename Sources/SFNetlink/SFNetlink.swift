@@ -82,9 +82,14 @@ public struct LinkInfo: Sendable, Equatable {
     public var isUp: Bool
     /// The ifindex of the bridge this link is enslaved to, if any.
     public var masterIndex: Int32?
+    /// A VXLAN's VNI; nil for every other kind.
+    public var vxlanID: UInt32?
 
     /// A link with the given fields, for building the value a caller expects rtnetlink to report.
-    public init(name: String, index: Int32, kind: LinkKind, mtu: Int, mac: MACAddress?, isUp: Bool, masterIndex: Int32?) {
+    public init(
+        name: String, index: Int32, kind: LinkKind, mtu: Int, mac: MACAddress?, isUp: Bool, masterIndex: Int32?,
+        vxlanID: UInt32? = nil
+    ) {
         self.name = name
         self.index = index
         self.kind = kind
@@ -92,6 +97,7 @@ public struct LinkInfo: Sendable, Equatable {
         self.mac = mac
         self.isUp = isUp
         self.masterIndex = masterIndex
+        self.vxlanID = vxlanID
     }
 
     /// Reads a libnl `rtnl_link` (or `nl_object` holding one). The object stays owned by the caller.
@@ -104,6 +110,35 @@ public struct LinkInfo: Sendable, Equatable {
         isUp = rtnl_link_get_flags(link) & UInt32(IFF_UP) != 0
         let master = rtnl_link_get_master(link)
         masterIndex = master > 0 ? master : nil
+        var id: UInt32 = 0
+        vxlanID = kind == .vxlan && rtnl_link_vxlan_get_id(link, &id) >= 0 ? id : nil
+    }
+}
+
+/// The links of a namespace as one dump read them (``NetlinkSession/links()``), by name: what a
+/// reconciliation pass reads once and checks each network's devices against, rather than asking
+/// the kernel about each device in turn.
+public struct LinkListing: Sendable {
+    private let byName: [String: LinkInfo]
+
+    /// The listing of `links`.
+    public init(_ links: [LinkInfo]) {
+        byName = Dictionary(links.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The link called `name`, if it was listed.
+    public subscript(name: String) -> LinkInfo? { byName[name] }
+
+    /// Every listed link's name.
+    public var names: [String] { Array(byName.keys) }
+
+    /// Whether `name` was listed as the create call for it would leave it: of `kind` (with
+    /// `vxlanID` for a VXLAN), enslaved to `master` (itself listed), and up when `up` is set. When
+    /// it holds, that create would change nothing; when not, the create is what converges it.
+    public func holds(_ name: String, kind: LinkKind, vxlanID: UInt32? = nil, master: String? = nil, up: Bool) -> Bool {
+        guard let link = byName[name], link.kind == kind, vxlanID == nil || link.vxlanID == vxlanID else { return false }
+        if let master, link.masterIndex == nil || byName[master]?.index != link.masterIndex { return false }
+        return !up || link.isUp
     }
 }
 

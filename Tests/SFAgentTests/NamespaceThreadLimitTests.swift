@@ -55,12 +55,12 @@ struct NamespaceThreadLimitTests {
             }
 
             // A pass through no more namespaces than the limit keeps their threads for the next.
-            try await networks.withPassSnapshot {
+            try await networks.withPassSnapshot { _ in
                 for plan in plans.prefix(2) { try await networks.ensureOnNetworkNode(plan) }
             }
             #expect(await eventually { namespaceThreads() == 2 })
             // One through more lets them all go: kept, each would be let go before its next turn.
-            try await networks.withPassSnapshot {
+            try await networks.withPassSnapshot { _ in
                 for plan in plans { try await networks.ensureOnNetworkNode(plan) }
             }
             #expect(await eventually { namespaceThreads() == 0 })

@@ -32,6 +32,10 @@ import Testing
         try await connection.destroy(test)
         try await connection.destroy(test)
         #expect(try await connection.state(of: test) == .off)
+        // The listing's states come from one bulk read: the same state and reason as the domain's own.
+        let listed = try #require(try await connection.domains().first { $0.identity == identity })
+        #expect(listed.isOffOnPurpose, "destroyed is off on purpose")
+        #expect(try await connection.status(of: test) == listed)
         try await connection.start(test)
         #expect(try await connection.state(of: test) == .on)
         #expect(

@@ -46,12 +46,27 @@ struct LinkTests {
                 #expect(info.masterIndex == bridgeInfo.index, "\(name) is enslaved to the bridge")
                 #expect(try ipLink(ns, name).output.contains("master \(bridge)"))
             }
+            // A listing says so too, as a pass reads it: each holds as its create left it.
+            let listed = LinkListing(try await session.links())
+            #expect(listed[vxlan]?.vxlanID == 77)
+            #expect(listed[bridge]?.vxlanID == nil)
+            #expect(listed.holds(bridge, kind: .bridge, up: true))
+            #expect(listed.holds(vxlan, kind: .vxlan, vxlanID: 77, master: bridge, up: true))
+            #expect(listed.holds(veth, kind: .veth, master: bridge, up: true))
+            #expect(!listed.holds(vxlan, kind: .vxlan, vxlanID: 78, master: bridge, up: true), "another VNI")
+            #expect(!listed.holds(veth, kind: .bridge, up: true), "another kind")
+            #expect(!listed.holds(veth, kind: .veth, master: "absent", up: true), "a master the listing lacks")
+            #expect(!listed.holds("absent", kind: .veth, up: false))
             // Knocked down and released by hand, a second create puts them back.
             for name in [vxlan, veth] {
                 try await session.setMaster(name, master: nil)
                 try await session.setLinkUp(name, false)
             }
             try await session.setLinkUp(bridge, false)
+            let drifted = LinkListing(try await session.links())
+            #expect(!drifted.holds(bridge, kind: .bridge, up: true))
+            #expect(drifted.holds(bridge, kind: .bridge, up: false))
+            #expect(!drifted.holds(vxlan, kind: .vxlan, vxlanID: 77, master: bridge, up: false), "off its bridge")
             try await session.createBridge(name: bridge, up: true)
             try await session.createVXLAN(name: vxlan, id: 77, underlay: nil, local: nil, master: bridge, up: true)
             try await session.createVethPair(name: veth, peer: TestNames.unique("vp"), master: bridge, up: true)

@@ -141,8 +141,7 @@ public final class FakeNetworkRealizer: NetworkRealizing {
     public func remove(_ plan: NetworkPlan) async throws { calls.append("remove \(plan.uuid.lowercasedString)") }
     public func removeNamespace(_ namespace: String) async throws { calls.append("removeNamespace \(namespace)") }
     public func removeNodeSide(_ plan: NetworkPlan) async throws { calls.append("removeNodeSide \(plan.uuid.lowercasedString)") }
-    public func hostLinkNames() async throws -> [String] { [] }
-    public func withPassSnapshot<T: Sendable>(_ body: () async throws -> T) async throws -> T { try await body() }
+    public func withPassSnapshot<T: Sendable>(_ body: (_ hostLinks: [String]) async throws -> T) async throws -> T { try await body([]) }
     public func deleteHostLink(_ name: String) async throws { calls.append("deleteHostLink \(name)") }
     public func hostLinkChanges() async throws -> AsyncStream<LinkChange> { AsyncStream { _ in } }
 }
