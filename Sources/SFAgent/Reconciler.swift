@@ -56,8 +56,9 @@ public struct Reconciler: Sendable {
     public func reconcileOnce() async throws -> Report {
         let started = ContinuousClock.now
         var report = try await agent.locks.exclusive { try await pass() }
-        // A pass over every network frees much (snapshots, the namespace threads it let go); an
-        // idle agent should not keep it.
+        // A pass over every network frees much (snapshots, the namespace threads it let go, the
+        // store's caches of a read of everything); an idle agent should not keep it.
+        await agent.store.releaseMemory()
         ProcessMemory.releaseFree()
         // Blob files and uploads no record stands for (a download cut short by a crash, say): only
         // when no download runs, since one in flight has a file no record stands for yet.

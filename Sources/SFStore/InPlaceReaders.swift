@@ -43,6 +43,13 @@ final class InPlaceReaders: Sendable {
         }
     }
 
+    /// Empties the idle connections' page caches (one in use keeps its own).
+    func releaseMemory() {
+        let connections = idle.withLock { idle in defer { idle.removeAll() }; return idle }
+        for connection in connections { connection.releaseMemory() }
+        idle.withLock { $0.append(contentsOf: connections) }
+    }
+
     /// Runs a transaction statement, prepared once per connection (GRDB's statement cache).
     private static func execute(_ sql: String, on db: Database) throws {
         let statement = try db.cachedStatement(sql: sql).sqliteStatement

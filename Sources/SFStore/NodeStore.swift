@@ -213,6 +213,10 @@ public protocol NodeStore: Sendable {
     /// with it and a node's age measured against it, so that nodes whose clocks differ agree on
     /// which of them is missing.
     func clock() async throws -> Date
+    /// Gives back what the store's connections keep between reads (SQLite's page caches, idle
+    /// readers): for after a read of the whole store, such as a reconciliation pass, which would
+    /// otherwise leave each reader holding its cache full (2 MiB each) for an idle agent.
+    func releaseMemory() async
 
     // MARK: Bulk reads
 

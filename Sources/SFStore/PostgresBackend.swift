@@ -75,6 +75,9 @@ final class PostgresBackend: StoreBackend {
         shutDown(waiting: false)
     }
 
+    /// Nothing: the pool's connections keep no cache of rows, and the server holds the pages.
+    func releaseMemory() async {}
+
     func close() {
         shutDown(waiting: true)
     }

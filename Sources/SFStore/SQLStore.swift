@@ -104,6 +104,8 @@ public final class SQLStore: NodeStore {
 
     public func clock() async throws -> Date { Date(timeIntervalSince1970: try await backend.clock()) }
 
+    public func releaseMemory() async { await backend.releaseMemory() }
+
     /// Appends an event inside the caller's transaction.
     func insertEvent(_ db: any StoreDatabase, _ event: Event) throws {
         try db.execute(try EventTable.insert(event))

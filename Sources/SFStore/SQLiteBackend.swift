@@ -109,6 +109,17 @@ final class SQLiteBackend: StoreBackend {
     /// This machine's clock: every process of a SQLite store runs on it.
     func clock() async throws -> Double { Date.storableNow().timeIntervalSince1970 }
 
+    /// The pool's readers are closed (the next read opens one) and every connection's page cache
+    /// emptied; a read under way keeps its connection until it ends.
+    func releaseMemory() async {
+        // Off the cooperative pool: it waits for the writer and every reader to be free.
+        _ = try? await runBlocking { [pool, monitor, inPlaceReaders] in
+            pool.releaseMemory()
+            monitor.releaseMemory()
+            inPlaceReaders.releaseMemory()
+        }
+    }
+
     func close() {}
 }
 

@@ -17,6 +17,8 @@ protocol StoreBackend: Sendable {
     func changeToken() async throws -> Int64
     /// The store's clock, in seconds since 1970 (see ``NodeStore/clock()``).
     func clock() async throws -> Double
+    /// See ``NodeStore/releaseMemory()``.
+    func releaseMemory() async
     /// Closes connections; later calls fail.
     func close()
 }

@@ -38,4 +38,37 @@ struct BulkReadContractTests {
             #expect(live == perNetwork.sorted { $0.uuid.lowercasedString < $1.uuid.lowercasedString })
         }
     }
+
+    @Test("releaseMemory loses nothing, and reads and writes go on across it", arguments: Backend.all)
+    func releaseMemory(backend: Backend) async throws {
+        try await withStore(backend) { store, _ in
+            for index in 0..<20 {
+                _ = try await store.createNetwork(
+                    uuid: UUID(), name: "n\(index)", namespace: "system", netblock: try IPv4Prefix.parse("10.9.\(index).0/24"),
+                    provideDHCP: false, provideNAT: false)
+            }
+            let before = try await store.networks(namespace: nil)
+            // Released while reads of everything and writes are under way, then once more idle.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        let count = try await store.networks(namespace: nil).count
+                        #expect(count >= 20)
+                    }
+                }
+                group.addTask {
+                    _ = try await store.createNetwork(
+                        uuid: UUID(), name: "during", namespace: "system", netblock: try IPv4Prefix.parse("10.10.0.0/24"),
+                        provideDHCP: false, provideNAT: false)
+                }
+                group.addTask { await store.releaseMemory() }
+                try await group.waitForAll()
+            }
+            await store.releaseMemory()
+            let after = try await store.networks(namespace: nil)
+            #expect(after.count == before.count + 1)
+            #expect(Set(before.map(\.uuid)).isSubset(of: Set(after.map(\.uuid))))
+            #expect(try await store.network(uuid: before[0].uuid) == before[0])
+        }
+    }
 }
