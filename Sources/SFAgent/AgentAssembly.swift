@@ -36,7 +36,7 @@ public struct Agent: Sendable {
     /// Prometheus (or anyone) scrapes, and a scrape never reads the store's objects. The domains are
     /// read on a libvirt connection of their own, so that a scrape never waits behind a guest the
     /// realizer is starting (one connection's calls run one at a time).
-    public func metricsCollectors(cacheLifetime: Duration = .seconds(5)) throws -> [any MetricsCollector] {
+    public func metricsCollectors(cacheLifetime: Duration = CachedCollector.defaultLifetime) throws -> [any MetricsCollector] {
         let prefix = domainNamePrefix
         return [
             CachedCollector(
@@ -44,7 +44,7 @@ public struct Agent: Sendable {
                     libvirt: try LibvirtConnection(uri: libvirt.uri, logger: logger), isOurs: { $0.name == prefix + $0.uuid.lowercasedString },
                     logger: logger),
                 lifetime: cacheLifetime),
-            CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: cacheLifetime),
+            QueueDepthCollector.cached(store: store, logger: logger, lifetime: cacheLifetime),
         ]
     }
 

@@ -66,6 +66,11 @@ public struct QueueDepthCollector: MetricsCollector {
         self.logger = logger
     }
 
+    /// The queue's depth as the agent's and the API's scrapes read it: behind a cache of `lifetime`.
+    public static func cached(store: any NodeStore, logger: Logger, lifetime: Duration = CachedCollector.defaultLifetime) -> CachedCollector {
+        CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: lifetime)
+    }
+
     public func collect(into text: inout MetricsText) async {
         let counts: [JobCount]
         do {

@@ -48,6 +48,10 @@ public actor CachedCollector: MetricsCollector {
     private var cached: (text: MetricsText, at: ContinuousClock.Instant)?
     private var reads = SingleFlight<Int, MetricsText>()
 
+    /// How long one read of a costly source serves scrapes, unless a caller says otherwise: a
+    /// Prometheus scraping every 15 s still sees each scrape's own figures.
+    public static let defaultLifetime: Duration = .seconds(5)
+
     /// Caches `source` for `lifetime`.
     public init(_ source: any MetricsCollector, lifetime: Duration) {
         self.source = source

@@ -75,6 +75,15 @@ final class PostgresBackend: StoreBackend {
         shutDown(waiting: false)
     }
 
+    let columnsQuery = """
+        SELECT column_name::text FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position
+        """
+    let tablesQuery = """
+        SELECT table_name::text FROM information_schema.tables
+        WHERE table_schema = current_schema() AND table_name != 'sfnode_migration' ORDER BY table_name
+        """
+
     /// Nothing: the pool's connections keep no cache of rows, and the server holds the pages.
     func releaseMemory() async {}
 

@@ -40,25 +40,13 @@ extension SQLStore {
     /// The columns the database has for `table`, in table order: what the check that every table
     /// file lists its table's columns compares against.
     func schemaColumns(of table: String) async throws -> [String] {
-        let sql =
-            backend is PostgresBackend
-            ? """
-            SELECT column_name::text FROM information_schema.columns
-            WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position
-            """
-            : "SELECT name FROM pragma_table_info(?)"
+        let sql = backend.columnsQuery
         return try await read { db in try db.fetchAll(String.self, sql: sql, arguments: [table]) }
     }
 
     /// The store's tables, by name (each backend's own bookkeeping left out).
     func schemaTables() async throws -> [String] {
-        let sql =
-            backend is PostgresBackend
-            ? """
-            SELECT table_name::text FROM information_schema.tables
-            WHERE table_schema = current_schema() AND table_name != 'sfnode_migration' ORDER BY table_name
-            """
-            : "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name"
+        let sql = backend.tablesQuery
         return try await read { db in try db.fetchAll(String.self, sql: sql) }
     }
 }

@@ -109,6 +109,9 @@ final class SQLiteBackend: StoreBackend {
     /// This machine's clock: every process of a SQLite store runs on it.
     func clock() async throws -> Double { Date.storableNow().timeIntervalSince1970 }
 
+    let columnsQuery = "SELECT name FROM pragma_table_info(?)"
+    let tablesQuery = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'grdb_%' ORDER BY name"
+
     /// The pool's readers are closed (the next read opens one) and every connection's page cache
     /// emptied; a read under way keeps its connection until it ends.
     func releaseMemory() async {

@@ -17,6 +17,11 @@ protocol StoreBackend: Sendable {
     func changeToken() async throws -> Int64
     /// The store's clock, in seconds since 1970 (see ``NodeStore/clock()``).
     func clock() async throws -> Double
+    /// The query for one table's columns in table order (its one argument the table's name), in
+    /// the backend's own catalogue.
+    var columnsQuery: String { get }
+    /// The query for the store's tables by name, the backend's own bookkeeping left out.
+    var tablesQuery: String { get }
     /// See ``NodeStore/releaseMemory()``.
     func releaseMemory() async
     /// Closes connections; later calls fail.

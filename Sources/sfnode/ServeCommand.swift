@@ -54,7 +54,7 @@ struct APICommand: AsyncParsableCommand {
         let peers = try await makePeerClient(settings: settings, store: store, logger: logger)
         let api = try await buildAPI(
             settings: settings, store: store, peers: peers,
-            metrics: exposition.adding([CachedCollector(QueueDepthCollector(store: store, logger: logger), lifetime: .seconds(5))]),
+            metrics: exposition.adding([QueueDepthCollector.cached(store: store, logger: logger)]),
             logger: logger)
         logger.info("serving the API", metadata: ["store.location": "\(store.path)", "api.listen": "\(settings.apiListen)"])
         await runDaemon(services: [api], readyStatus: "serving the API", logger: logger)
