@@ -158,6 +158,16 @@ public actor DHCPServer {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// ``stop()`` for a server known only by its directory (its network unknown, as when the host is
+    /// reset): stopping reads nothing but the directory's pid file, so the interface and router a
+    /// running server needs are left empty.
+    public static func stop(directory: String, thread: NamespaceExecutor, logger: Logger) async throws {
+        let server = DHCPServer(
+            directory: directory, interface: "", router: try IPv4Prefix(address: IPv4Address(0), length: 32), thread: thread,
+            logger: logger)
+        try await server.stop()
+    }
+
     /// The pid of the dnsmasq serving this directory in this namespace, if one runs: our child, or
     /// one an earlier agent started (found through the pid file and checked against its command line,
     /// so a reused pid is never mistaken for it).

@@ -49,10 +49,7 @@ public enum HostReset {
         let dhcp = settings.storagePath + "/dhcp"
         let root = try await NamespaceExecutor.start(namespace: nil)
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: dhcp)) ?? []).sorted() {
-            let server = DHCPServer(
-                directory: dhcp + "/" + name, interface: "", router: try IPv4Prefix(address: IPv4Address(0), length: 32),
-                thread: root, logger: logger)
-            try await server.stop()
+            try await DHCPServer.stop(directory: dhcp + "/" + name, thread: root, logger: logger)
             report.dnsmasqDirectories.append(name)
         }
         for namespace in NetworkNamespace.list().sorted() where namespace.hasPrefix(layout.namespacePrefix) {

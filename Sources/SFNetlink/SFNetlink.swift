@@ -120,17 +120,18 @@ public struct LinkInfo: Sendable, Equatable {
 /// the kernel about each device in turn.
 public struct LinkListing: Sendable {
     private let byName: [String: LinkInfo]
+    /// Every listed link's name, in the listing's order (ifindex order from ``NetlinkSession/links()``),
+    /// so that what is done to them, and logged, comes in the same order each time.
+    public let names: [String]
 
     /// The listing of `links`.
     public init(_ links: [LinkInfo]) {
         byName = Dictionary(links.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        names = links.map(\.name)
     }
 
     /// The link called `name`, if it was listed.
     public subscript(name: String) -> LinkInfo? { byName[name] }
-
-    /// Every listed link's name.
-    public var names: [String] { Array(byName.keys) }
 
     /// Whether `name` was listed as the create call for it would leave it: of `kind` (with
     /// `vxlanID` for a VXLAN), enslaved to `master` (itself listed), and up when `up` is set. When
