@@ -48,8 +48,7 @@ final class ClusterFlow: Sendable {
     /// first run gets `firstRunOfC` on top of its settings (a crash point). Returns once every node
     /// has checked in and the API answers.
     static func start(firstRunOfC: [String: String] = [:]) async throws -> ClusterFlow {
-        var logger = Logger(label: "sfnode.test.cluster")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.cluster")
         let flow = try await CommandLineFlow.start(withAgent: false)
         do {
             return try await make(flow, firstRunOfC: firstRunOfC, logger: logger)

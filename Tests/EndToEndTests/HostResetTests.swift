@@ -20,7 +20,7 @@ struct HostResetTests {
         let teardown = Teardown()
         let hostNamespace = id + "host"
         let directory = TestGuest.runDirectory + "/\(id)-reset"
-        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let libvirt = try LibvirtConnection(logger: Self.logger)
         teardown.add("domains") {
             for domain in (try? await libvirt.domains()) ?? [] where domain.identity.name.hasPrefix(id) {

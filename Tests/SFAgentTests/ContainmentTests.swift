@@ -182,27 +182,33 @@ import Testing
     @Test(.timeLimit(.minutes(1))) func aPassWaitsForAHostStepButNotForADownload() async throws {
         let locks = HostLocks()
         let release = Mutex(false)
+        let holdsImages = Mutex(false)
+        let holdsHost = Mutex(false)
         let downloading = Task {
             try await locks.objectStep(["artifact:a"]) {
                 try await locks.resolvingImages {
+                    holdsImages.withLock { $0 = true }
                     while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(50))
+        // Waited for, not slept on: on a busy machine a task may start late.
+        #expect(await eventually(timeout: .seconds(10)) { holdsImages.withLock { $0 } })
         // The pass gets the host at once, a download holding the image lock notwithstanding.
         let order = Mutex<[String]>([])
         try await locks.exclusive { order.withLock { $0.append("pass during download") } }
         let step = Task {
             try await locks.hostStep([HostLocks.network(UUID())]) {
                 order.withLock { $0.append("step") }
+                holdsHost.withLock { $0 = true }
                 try await Task.sleep(for: .milliseconds(100))
+                order.withLock { $0.append("step end") }
             }
         }
-        try await Task.sleep(for: .milliseconds(20))
+        #expect(await eventually(timeout: .seconds(10)) { holdsHost.withLock { $0 } })
         try await locks.exclusive { order.withLock { $0.append("pass after step") } }
         try await step.value
-        #expect(order.withLock { $0 } == ["pass during download", "step", "pass after step"])
+        #expect(order.withLock { $0 } == ["pass during download", "step", "step end", "pass after step"])
         // Nested steps take what they hold already for free.
         try await locks.hostStep([HostLocks.instance(UUID())]) { try await locks.hostStep { try await locks.exclusiveIsNotNeeded() } }
         release.withLock { $0 = true }

@@ -55,15 +55,14 @@ final class CrashScenario {
     private var runs = 0
 
     init(id: String, teardown: Teardown) async throws {
-        var logger = Logger(label: "sfnode.test.crash")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.crash")
         self.id = id
         self.teardown = teardown
         self.logger = logger
         executable = try AgentProcess.executable()
         let hostNamespace = id + "host"
         outsideNamespace = id + "out"
-        layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let directory = TestGuest.runDirectory + "/\(id)-agent"
         self.directory = directory
         storage = directory + "/instances"

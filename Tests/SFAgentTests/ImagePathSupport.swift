@@ -31,8 +31,7 @@ final class ImageLab: Sendable {
         id = TestNames.unique("")
         nodeName = id + "-node"
         directory = TestGuest.runDirectory + "/\(id)-img"
-        var logger = Logger(label: "sfnode.test.images")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.images")
         self.logger = logger
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try SQLStore(path: directory + "/store.sqlite", fqdn: nodeName, logger: logger)
@@ -63,7 +62,7 @@ final class ImageLab: Sendable {
         // Closed last: a connection left to its deinit may close while the process exits.
         teardown.add("libvirt connection") { await libvirt.close() }
         try teardown.createNamespaces([hostNamespace])
-        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let agent = makeTestAgent(
             nodeName: nodeName, store: store, layout: layout, host: try NetlinkSession(namespace: hostNamespace, logger: logger),
             root: try NetlinkSession(namespace: nil, logger: logger), libvirt: libvirt, storage: storage, instances: storage,

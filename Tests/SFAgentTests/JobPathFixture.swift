@@ -51,11 +51,10 @@ final class JobPathFixture {
     let broken: Instance
 
     init(id: String, teardown: Teardown) async throws {
-        var logger = Logger(label: "sfnode.test.jobs")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.jobs")
         (self.id, self.teardown, self.logger) = (id, teardown, logger)
         (hostNamespace, outsideNamespace, internetNamespace) = (id + "host", id + "out", id + "inet")
-        layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let storage = TestGuest.runDirectory + "/\(id)-agent"
         let store = try SQLStore.temporary(fqdn: Self.nodeName)
         (self.storage, self.store) = (storage, store)

@@ -111,9 +111,9 @@ import Testing
     @Test func aJobThatOutlivesSeveralRenewalsCompletes() async throws {
         let store = try SQLStore.temporary()
         defer { store.removeFiles() }
-        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(2), logger: Self.quietLogger())
-        // Longer than the lease: only the renewals (every 2/3 s) keep it.
-        await runner.register(.networkRefresh) { _, _ in try await Task.sleep(for: .seconds(4)) }
+        let runner = JobRunner(store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(4), logger: Self.quietLogger())
+        // Longer than the lease: only the renewals (every 4/3 s) keep it.
+        await runner.register(.networkRefresh) { _, _ in try await Task.sleep(for: .seconds(7)) }
         let job = try await enqueueTestJob(store)
         #expect(try await runner.runOne())
         #expect(try await store.job(id: job.id).state == .succeeded)
@@ -165,13 +165,14 @@ extension JobRunnerTests {
     @Test func aDependencyThatNeverComesFailsTheJobAfterTheDeadline() async throws {
         let store = try SQLStore.temporary()
         defer { store.removeFiles() }
-        // The deadline is at least two leases: here 2 × 10 ms.
+        // The deadline is at least two leases: here 2 × 1 s. A lease of milliseconds would lapse
+        // on a busy machine before its first renewal, and count as a death.
         let runner = JobRunner(
-            store: store, targets: [.node("n1")], owner: "runner-1", lease: .milliseconds(10),
+            store: store, targets: [.node("n1")], owner: "runner-1", lease: .seconds(1),
             notReadyDeadline: .zero, notReadyDelay: .milliseconds(5), logger: Self.quietLogger())
         await runner.register(.networkRefresh) { _, _ in throw ControlError.notReady("network x is initial") }
         let job = try await enqueueTestJob(store)
-        let failed = await eventually(timeout: .seconds(10)) {
+        let failed = await eventually(timeout: .seconds(30)) {
             _ = try? await runner.runOne()
             return (try? await store.job(id: job.id).state) == .failed
         }

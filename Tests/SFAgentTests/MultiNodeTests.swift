@@ -22,12 +22,11 @@ struct MultiNodeTests {
     static let meshC = IPv4Address("198.51.100.3")!
 
     @Test func aGuestOnAHypervisorIsServedByTheNetworkNodeAcrossTheMesh() async throws {
-        var logger = Logger(label: "sfnode.test.multinode")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.multinode")
         let id = TestNames.unique("")
         let (namespaceA, namespaceB, outsideNamespace) = (id + "a", id + "b", id + "out")
-        let layoutA = HostLayout(hostNamespace: namespaceA, namespacePrefix: id + "-", tapPrefix: id)
-        let layoutB = HostLayout(hostNamespace: namespaceB, namespacePrefix: id + "-", tapPrefix: id)
+        let layoutA = HostLayout(testID: id, hostNamespace: namespaceA)
+        let layoutB = HostLayout(testID: id, hostNamespace: namespaceB)
         let storage = TestGuest.runDirectory + "/\(id)-multinode"
         let teardown = Teardown()
         let storeA = try SQLStore.temporary(fqdn: "sft-a")

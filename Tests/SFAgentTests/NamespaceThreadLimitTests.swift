@@ -11,11 +11,10 @@ import Testing
 @Suite(.serialized, .enabled(if: runningAsRoot, "needs root"))
 struct NamespaceThreadLimitTests {
     @Test func namespaceThreadsStayWithinTheLimit() async throws {
-        var logger = Logger(label: "sfnode.test.namespace-threads")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.namespace-threads")
         let id = TestNames.unique("")
         let hostNamespace = id + "host"
-        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let teardown = Teardown()
         let plans = (0..<5).map { index in
             NetworkPlan(uuid: UUID(), vxid: UInt32(0x5100 + index), netblock: IPv4Prefix("10.89.\(index).0/24")!, provideNAT: false)

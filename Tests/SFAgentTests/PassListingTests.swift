@@ -13,11 +13,10 @@ import Testing
 @Suite(.serialized, .enabled(if: runningAsRoot, "needs root"))
 struct PassListingTests {
     @Test func aPassRepairsWhatDriftedAndChangesNothingWhenTheHostMatches() async throws {
-        var logger = Logger(label: "sfnode.test.pass-listing")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.pass-listing")
         let id = TestNames.unique("")
         let hostNamespace = id + "host"
-        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let plan = NetworkPlan(uuid: UUID(), vxid: 0x5300, netblock: IPv4Prefix("10.89.30.0/24")!, provideNAT: false)
         let teardown = Teardown()
         do {
@@ -39,11 +38,12 @@ struct PassListingTests {
             )
             // The host matches: the pass changes no link of the host namespace. The first change
             // seen is the one made after it, by hand, to show the watch was listening.
+            // Subscribed before the pass (the stream listens from its making), not inside the task.
             let seen = Mutex<[LinkChange]>([])
+            let changes = try await host.linkChanges()
             let watching = Task {
-                for await change in try await host.linkChanges() { seen.withLock { $0.append(change) } }
+                for await change in changes { seen.withLock { $0.append(change) } }
             }
-            try await Task.sleep(for: .milliseconds(200))
             try await pass()
             try await host.setLinkUp(vxlan, false)
             #expect(await eventually { !seen.withLock { $0 }.isEmpty })

@@ -22,12 +22,11 @@ struct RealizerPathTests {
     static let outside = IPv4Prefix("192.0.2.254/24")!
 
     @Test func networkInstanceAndFloatConvergeAndGoAway() async throws {
-        var logger = Logger(label: "sfnode.test.realizer")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.realizer")
         let id = TestNames.unique("")
         let hostNamespace = id + "host"
         let outsideNamespace = id + "out"
-        let layout = HostLayout(hostNamespace: hostNamespace, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: hostNamespace)
         let teardown = Teardown()
         let libvirt = try LibvirtConnection(logger: logger)
         let network = NetworkPlan(
@@ -110,14 +109,13 @@ struct RealizerPathTests {
     }
 
     @Test func blankDisksAreMadeOnceAndGoWithTheInstance() async throws {
-        var logger = Logger(label: "sfnode.test.realizer")
-        logger.logLevel = .warning
+        let logger = Logger.testWarnings("sfnode.test.realizer")
         let id = TestNames.unique("")
         let storage = TestGuest.runDirectory + "/\(id)-blank"
         defer { try? FileManager.default.removeItem(atPath: storage) }
         let libvirt = try LibvirtConnection(logger: logger)
         let root = try NetlinkSession(namespace: nil, logger: logger)
-        let layout = HostLayout(hostNamespace: nil, namespacePrefix: id + "-", tapPrefix: id)
+        let layout = HostLayout(testID: id, hostNamespace: nil)
         let instances = InstanceRealizer(
             layout: layout, host: root, root: root, libvirt: libvirt, storagePath: storage, virtualization: .qemu, logger: logger)
         // No NIC, so nothing touches the root namespace's network; SeaBIOS just finds no bootable disk.

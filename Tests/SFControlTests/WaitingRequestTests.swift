@@ -11,29 +11,46 @@ struct WaitingRequestTests {
     func waitingPlacesPerNamespace() async throws {
         var settings = ControlSettings()
         settings.quotas.waitingRequests = 1
-        // No agent runs: a power operation waits out these seconds, holding its place.
-        settings.powerWait = .seconds(3)
+        // No agent runs: a power operation waits, holding its place, until the test completes its job.
+        settings.powerWait = .seconds(120)
         let fixture = try await ControlFixture(settings: settings)
         defer { fixture.cleanup() }
-        let control = fixture.control
+        let (control, store) = (fixture.control, fixture.store)
         var request = ControlFixture.request(network: nil)
         request.namespace = "ci"
         let (instance, _) = try await control.createInstance(request)
-        for state in [InstanceState.preflight, .creating, .created] { try await fixture.store.setInstanceState(uuid: instance.uuid, to: state) }
+        for state in [InstanceState.preflight, .creating, .created] { try await store.setInstanceState(uuid: instance.uuid, to: state) }
         let uuid = instance.uuid.lowercasedString
 
         let waiting = Task { try await control.power(.poweroff, uuid, namespace: "ci") }
-        #expect(await eventually(timeout: .seconds(10)) {
-            (try? await fixture.store.jobs(states: [.queued], limit: 100).contains { $0.kind == "instance.poweroff" }) == true
-        })
+        #expect(await Self.queued("instance.poweroff", in: store))
         let refused = await controlError { try await control.power(.reboothard, uuid, namespace: "ci") }
         #expect(refused?.code == .tooBusy && refused?.message.contains("SFNODE_QUOTA_WAITING_REQUESTS") == true, "\(String(describing: refused))")
-        #expect(try await fixture.store.jobs(states: [.queued], limit: 100).allSatisfy { $0.kind != "instance.reboothard" })
+        #expect(try await store.jobs(states: [.queued], limit: 100).allSatisfy { $0.kind != "instance.reboothard" })
         // The admin (no namespace) waits in places of its own.
-        _ = try await control.power(.poweron, uuid)
+        let admin = Task { try await control.power(.poweron, uuid) }
+        #expect(await Self.queued("instance.poweron", in: store))
+        try await Self.completeQueuedJobs(in: store)
+        _ = try await admin.value
         _ = try await waiting.value
-        _ = try await control.power(.reboothard, uuid, namespace: "ci")
-        #expect(try await fixture.store.jobs(states: [.queued], limit: 100).contains { $0.kind == "instance.reboothard" })
+        // The namespace's place is free again.
+        let again = Task { try await control.power(.reboothard, uuid, namespace: "ci") }
+        #expect(await Self.queued("instance.reboothard", in: store))
+        try await Self.completeQueuedJobs(in: store)
+        _ = try await again.value
+    }
+
+    /// Whether a job of `kind` is queued within a generous deadline.
+    static func queued(_ kind: String, in store: SQLStore) async -> Bool {
+        await eventually(timeout: .seconds(30)) { (try? await store.jobs(states: [.queued], limit: 100).contains { $0.kind == kind }) == true }
+    }
+
+    /// Claims and completes every queued job, oldest first, as an agent would.
+    static func completeQueuedJobs(in store: SQLStore) async throws {
+        let targets = Array(Set(try await store.jobs(states: [.queued], limit: 100).map(\.target)))
+        while let job = try await store.claimNext(targets: targets, owner: "test-agent", lease: .seconds(60)) {
+            try await store.complete(try #require(job.lease))
+        }
     }
 
     @Test("a waiting request hears its job finish through the store's wake-up, here from another handle of the store, not from the poll")

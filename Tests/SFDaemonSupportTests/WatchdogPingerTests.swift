@@ -9,17 +9,31 @@ struct WatchdogPingerTests {
     func followsThePool() async throws {
         let socket = try FakeDatagramSocket.path()
         let pinger = WatchdogPinger(
-            notifier: try SystemdNotifier(socket: socket.address), period: .milliseconds(50), stallLimit: .milliseconds(300),
+            notifier: try SystemdNotifier(socket: socket.address), period: .milliseconds(50), stallLimit: .seconds(1),
             logger: Logger(label: "test"))
         try pinger.start()
         defer { pinger.stop() }
-        // The beat is fresh from start(): pings come.
-        #expect(try await socket.receive(count: 2, timeout: .seconds(2)).count == 2)
-        // No beat for longer than the limit (a pool that runs nothing): pings stop.
-        try await Task.sleep(for: .milliseconds(400))
-        while try socket.receiveNow() != nil {}
-        #expect(try await socket.receive(timeout: .milliseconds(300)) == nil)
+        // The pool beats (as the agent's pool does every period): pings come.
+        let beating = Task {
+            while !Task.isCancelled {
+                pinger.beat()
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let pinged = try await socket.receive(count: 2, timeout: .seconds(10)).count
+        beating.cancel()
+        _ = await beating.value
+        #expect(pinged == 2)
+        // No beat for longer than the limit (a pool that runs nothing): pings stop. Stopped means a
+        // quiet gap thirty periods long, looked for until a deadline rather than at a fixed moment.
+        var quiet = false
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !quiet, ContinuousClock.now < deadline {
+            while try socket.receiveNow() != nil {}
+            quiet = try await socket.receive(timeout: .milliseconds(1_500)) == nil
+        }
+        #expect(quiet, "pings went on without a beat")
         pinger.beat()
-        #expect(try await socket.receive(timeout: .seconds(2))?.text == "WATCHDOG=1")
+        #expect(try await socket.receive(timeout: .seconds(10))?.text == "WATCHDOG=1")
     }
 }

@@ -50,11 +50,31 @@ private struct CapturingLogHandler: LogHandler {
     }
 }
 
-/// Stalls libvirt's event loop thread for 1.5 s: a one-shot timer whose callback sleeps. While it
-/// sleeps, nothing notices a closed socket before the next call does.
+/// Whether libvirt's event loop thread sits in ``stallEventLoop``, and whether it may leave.
+private let eventLoopStalled = Atomic<Bool>(false)
+private let eventLoopReleased = Atomic<Bool>(false)
+
+/// Stalls libvirt's event loop thread until ``releaseEventLoop()`` (30 s at most): a one-shot timer
+/// whose callback waits. While it waits, nothing notices a closed socket before the next call does.
 private let stallEventLoop: @convention(c) (Int32, UnsafeMutableRawPointer?) -> Void = { timer, _ in
     virEventRemoveTimeout(timer)
-    usleep(1_500_000)
+    eventLoopStalled.store(true, ordering: .releasing)
+    for _ in 0..<3_000 where !eventLoopReleased.load(ordering: .acquiring) { usleep(10_000) }
+    eventLoopStalled.store(false, ordering: .releasing)
+}
+
+/// Stalls libvirt's event loop and returns once it is stalled: waited for, not slept on, because
+/// on a busy machine the loop may take its time to run the timer.
+private func stallTheEventLoop() async throws {
+    eventLoopReleased.store(false, ordering: .releasing)
+    try #require(virEventAddTimeout(0, stallEventLoop, nil, nil) >= 0)
+    try #require(await eventually(timeout: .seconds(30)) { eventLoopStalled.load(ordering: .acquiring) }, "libvirt's event loop never ran the stalling timer")
+}
+
+/// Lets the stalled event loop go on, and returns once it has.
+private func releaseEventLoop() async {
+    eventLoopReleased.store(true, ordering: .releasing)
+    _ = await eventually(timeout: .seconds(30)) { !eventLoopStalled.load(ordering: .acquiring) }
 }
 
 extension LibvirtIntegration {
@@ -108,10 +128,10 @@ extension LibvirtIntegration {
 
             // With the event loop asleep, the close callback cannot run before the call, so the
             // connection still looks alive and the call itself meets the closed socket.
-            try #require(virEventAddTimeout(0, stallEventLoop, nil, nil) >= 0)
-            try await Task.sleep(for: .milliseconds(200))
+            try await stallTheEventLoop()
             try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", client]).status == 0)
             #expect(try await connection.lookup(name: TestNames.unique("none")) == nil, "the caller sees no error")
+            await releaseEventLoop()
             #expect(await connection.connectionCount == 2)
             let messages = store.messages.withLock { $0 }
             #expect(messages.contains("libvirt connection died during a call; reconnecting and retrying once"), "\(messages)")
@@ -129,8 +149,7 @@ extension LibvirtIntegration {
                 let mine = try clientsOfThisProcess().subtracting(before)
                 let client = try #require(mine.count == 1 ? mine.first : nil, "exactly one new client of ours: \(mine)")
 
-                try #require(virEventAddTimeout(0, stallEventLoop, nil, nil) >= 0)
-                try await Task.sleep(for: .milliseconds(200))
+                try await stallTheEventLoop()
                 try #require(try run(virtAdmin, ["client-disconnect", "libvirtd", client]).status == 0)
                 // An absent domain: were the call retried, the caller would see libvirt's "no domain".
                 let missing = DomainReference.name(TestNames.unique("none"))
@@ -146,11 +165,10 @@ extension LibvirtIntegration {
                 let messages = store.messages.withLock { $0 }
                 #expect(!messages.contains("libvirt connection died during a call; reconnecting and retrying once"), "\(messages)")
                 #expect(messages.contains { $0.hasPrefix("libvirt connection died during a call that is not safe to repeat") }, "\(messages)")
+                await releaseEventLoop()
 
                 #expect(try await connection.lookup(missing) == nil, "the next call reconnects")
                 #expect(await connection.connectionCount == 2)
-                // Let the stalled event loop wake before the next round stalls it again.
-                try await Task.sleep(for: .milliseconds(1_500))
             }
         }
 

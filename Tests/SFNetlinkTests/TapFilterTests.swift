@@ -136,11 +136,10 @@ struct TapLab {
 
     /// Sends the frames from the guest and returns the frames the listener received.
     func exchange(_ frames: [[UInt8]]) async throws -> [[UInt8]] {
-        async let received = receiver.receiveUntilQuiet()
-        // The receiver starts polling on its own thread; give it a moment so nothing is sent before.
-        try await Task.sleep(for: .milliseconds(100))
+        // The receiver's socket is bound from its opening and queues what arrives: send first, so
+        // its quiet window cannot end before anything was sent.
         for frame in frames { try sender.send(frame) }
-        return try await received
+        return try await receiver.receiveUntilQuiet()
     }
 }
 
