@@ -419,6 +419,7 @@ func benchmarkNATPass(networks count: Int, passes: Int) async throws -> (setup: 
     let setup = seconds(clock.now - started)
     let reconciler = Reconciler(agent: agent, logger: logger)
     _ = try await reconciler.reconcileOnce()
+    FileHandle.standardError.write(Data("(f3) set up in \(String(format: "%.1f", setup)) s; passes start (pid \(getpid()))\n".utf8))
     var times: [Double] = []
     for _ in 0..<passes {
         let start = clock.now

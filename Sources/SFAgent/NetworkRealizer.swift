@@ -208,24 +208,35 @@ public struct NetworkRealizer: Sendable {
         try await ensureVeth(
             routerOuter, master: layout.bridge(plan.vxid), mtu: layout.mtu, inner: inner, mac: layout.routerMAC(plan.vxid),
             in: inside, listed: &insideLinks)
-        try await inside.addAddress(plan.router, to: inner)
-        if plan.provideNAT, let gateway = plan.floatingGateway, let egressRouter = plan.egressRouter {
-            let egress = layout.egressInner(plan.vxid)
+        let egress = layout.egressInner(plan.vxid)
+        let egressGateway = plan.provideNAT && plan.egressRouter != nil ? plan.floatingGateway : nil
+        if egressGateway != nil {
             try await ensureVeth(
                 layout.egressOuter(plan.vxid), master: layout.egressBridge, mtu: nil, inner: egress, mac: layout.egressMAC(plan.vxid),
                 in: inside, listed: &insideLinks)
-            try await inside.addAddress(gateway, to: egress)
+        }
+        // The namespace's addresses in one request, after any veth was made: an address is added
+        // only where it is missing, as a pass finds them all present.
+        let held = try await inside.addressesByIndex()
+        func addresses(of device: String) -> [IPv4Prefix] { insideLinks[device].flatMap { held[$0.index] } ?? [] }
+        if !addresses(of: inner).contains(plan.router) { try await inside.addAddress(plan.router, to: inner) }
+        if let gateway = egressGateway, let egressRouter = plan.egressRouter {
+            let present = addresses(of: egress)
+            if !present.contains(gateway) { try await inside.addAddress(gateway, to: egress) }
             // Floats are /32s on the egress side, so the namespace answers ARP for them.
             let wanted = Set(plan.floats.map(\.floating))
-            for address in try await inside.addresses(of: egress) where address.length == 32 && !wanted.contains(address.address) {
+            for address in present where address.length == 32 && !wanted.contains(address.address) {
                 try await inside.deleteAddress(address, from: egress)
             }
-            for floating in wanted { try await inside.addAddress(try IPv4Prefix(address: floating, length: 32), to: egress) }
+            for floating in wanted {
+                let address = try IPv4Prefix(address: floating, length: 32)
+                if !present.contains(address) { try await inside.addAddress(address, to: egress) }
+            }
             try await inside.replaceRoute(.defaultRoute(via: egressRouter, device: egress))
-            try await inside.setSysctl("net/ipv4/ip_forward", "1")
             // Hairpinned traffic leaves by the interface it came in on; a redirect would tell the guest
             // to bypass the router, whose NAT the reply needs.
-            for scope in ["all", inner] { try await inside.setSysctl("net/ipv4/conf/\(scope)/send_redirects", "0") }
+            try await inside.setSysctls(
+                [("net/ipv4/ip_forward", "1")] + ["all", inner].map { ("net/ipv4/conf/\($0)/send_redirects", "0") })
         }
         try await Firewall(thread: thread, logger: logger).apply(plan.firewallState(layout: layout))
         return thread

@@ -42,22 +42,31 @@ extension NetlinkSession {
 
     /// The IPv4 addresses on `device`, with their prefix lengths, in the kernel's order.
     public func addresses(of device: String) throws -> [IPv4Prefix] {
-        let operation = "list addresses"
-        let index = try index(of: device, operation: operation)
+        let index = try index(of: device, operation: "list addresses")
+        return try addressesByIndex(object: device)[index] ?? []
+    }
+
+    /// Every IPv4 address of the namespace, with its prefix length, by the ifindex of its device,
+    /// in the kernel's order: one request, where ``addresses(of:)`` for each device costs one each.
+    public func addressesByIndex() throws -> [Int32: [IPv4Prefix]] {
+        try addressesByIndex(object: "in namespace \(namespace ?? "(own)")")
+    }
+
+    private func addressesByIndex(object: String) throws -> [Int32: [IPv4Prefix]] {
         var cache: OpaquePointer?
         let rc = rtnl_addr_alloc_cache(try socket(), &cache)
-        guard rc >= 0, let cache else { throw NetlinkError(operation: operation, object: device, libnlCode: rc) }
+        guard rc >= 0, let cache else { throw NetlinkError(operation: "list addresses", object: object, libnlCode: rc) }
         defer { nl_cache_free(cache) }
-        var result: [IPv4Prefix] = []
-        var object = nl_cache_get_first(cache)
-        while let current = object {
-            if rtnl_addr_get_ifindex(current) == index, rtnl_addr_get_family(current) == AF_INET,
+        var result: [Int32: [IPv4Prefix]] = [:]
+        var entry = nl_cache_get_first(cache)
+        while let current = entry {
+            if rtnl_addr_get_family(current) == AF_INET,
                 let local = rtnl_addr_get_local(current), let prefix = ipv4Prefix(of: local),
                 let withLength = try? IPv4Prefix(address: prefix.address, length: Int(rtnl_addr_get_prefixlen(current)))
             {
-                result.append(withLength)
+                result[rtnl_addr_get_ifindex(current), default: []].append(withLength)
             }
-            object = nl_cache_get_next(current)
+            entry = nl_cache_get_next(current)
         }
         return result
     }

