@@ -1,5 +1,7 @@
 // Agent benchmarks: job pick-up latency (idle, and a network.create's while downloads run), instance.create against `qemu-img` + `virsh create` of the
-// same domain, a reconciliation pass over 200 instances and 200 networks, and the agent's memory.
+// same domain, a reconciliation pass over 200 instances and 200 networks, and the agent's memory;
+// at a cluster's scale (SFNODE_BENCH_ONLY=scale), and a network node's pass over networks with NAT
+// and DHCP (SFNODE_BENCH_ONLY=nat).
 // The agent runs in this process with its host namespace set to a throwaway namespace; every name
 // starts with "sfb" and a random suffix, and everything made is removed at the end, even on failure.
 // Prints a Markdown report on stdout; scripts/bench appends it to BENCHMARKS.md.
@@ -439,19 +441,47 @@ func benchmarkNATPass(networks count: Int, passes: Int) async throws -> (setup: 
     return (setup, times, pss)
 }
 
+/// (f3)'s report section and any missed target, for `SFNODE_BENCH_ONLY=nat`.
+func natPassReport(networks count: Int, passes: Int) async throws -> (report: [String], failures: [String]) {
+    let nat = try await benchmarkNATPass(networks: count, passes: passes)
+    var report = ["## (f3) The network node's pass, \(count) networks with NAT and DHCP\n"]
+    report.append("`Reconciler.reconcileOnce()` on a network node whose \(count) networks each provide NAT and DHCP, as")
+    report.append("`sf-client network create` makes them by default: each has its dnsmasq, an egress veth with a floating gateway, a")
+    report.append("default route, forwarding and its namespace's firewall rules. No instances; a run of its own")
+    report.append("(`SFNODE_BENCH_ONLY=nat`), so no other benchmark's namespaces are on the host. A first pass untimed, then \(passes).")
+    report.append("Setting them up (network.create each) took \(String(format: "%.1f", nat.setup)) s.\n")
+    report.append("| passes | median | min | max | per network |")
+    report.append("| --- | --- | --- | --- | --- |")
+    report.append(
+        "| \(passes) | \(ms(median(nat.passes))) | \(ms(nat.passes.min() ?? .nan)) | \(ms(nat.passes.max() ?? .nan)) | "
+            + "\(String(format: "%.3f ms", median(nat.passes) / Double(max(count, 1)) * 1000)) |")
+    report.append("\nThe \(count) dnsmasq processes hold \(String(format: "%.1f", Double(nat.dnsmasqKiB) / 1024)) MiB between them")
+    report.append("(proportional set size: their shared pages split among them). Target: under 1 s.\n")
+    let failures = median(nat.passes) >= 1 ? ["(f3) pass over \(count) NAT and DHCP networks \(ms(median(nat.passes))) is not under 1 s"] : []
+    return (report, failures)
+}
+
 var report: [String] = []
 var failures: [String] = []
 
 do {
     try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-    guard FileManager.default.fileExists(atPath: baseImage) || environment["SFNODE_BENCH_ONLY"] == "d2" else {
+    guard FileManager.default.fileExists(atPath: baseImage) || ["d2", "nat"].contains(environment["SFNODE_BENCH_ONLY"]) else {
         throw BenchmarkFailed("no test guest image at \(baseImage): run scripts/build-test-image")
     }
     let store = try SQLStore(path: workDirectory + "/store.sqlite", fqdn: nodeName, logger: logger)
     let clock = ContinuousClock()
 
+    // (f3) alone with SFNODE_BENCH_ONLY=nat, at SFNODE_BENCH_OBJECTS networks.
+    if environment["SFNODE_BENCH_ONLY"] == "nat" {
+        let nat = try await natPassReport(networks: reconcileObjects, passes: reconcilePasses)
+        await cleanup()
+        print(nat.report.joined(separator: "\n"))
+        if !nat.failures.isEmpty { print("**Targets missed:** " + nat.failures.joined(separator: "; ")) }
+        exit(0)
+    }
     // (d2) alone with SFNODE_BENCH_ONLY=d2 (it needs no guest image). SFNODE_BENCH_ONLY=scale runs
-    // only what grows with the store: (f), (g) and (e3).
+    // only what grows with the store: (f), (g), (e3) and (f2).
     let scaleOnly = environment["SFNODE_BENCH_ONLY"] == "scale"
     let underDownloads = scaleOnly ? (report: [], failures: []) : try await benchmarkPickupUnderDownloads(
         networks: Int(environment["SFNODE_BENCH_D2_NETWORKS"] ?? "") ?? 20, downloads: 4)
@@ -839,26 +869,6 @@ do {
         report.append("| --- | --- | --- | --- | --- |")
         report.append(contentsOf: rows)
         report.append("\n\(postgresNote)Target: under 1 s.\n")
-
-        // (f3): the network node's networks as sf-client makes them, with NAT and DHCP.
-        let natCount = Int(environment["SFNODE_BENCH_NAT_NETWORKS"] ?? "") ?? reconcileObjects
-        FileHandle.standardError.write(Data("(f3) setting up \(natCount) networks with NAT and DHCP\n".utf8))
-        let nat = try await benchmarkNATPass(networks: natCount, passes: reconcilePasses)
-        let plainPerNetwork = median(passes) / Double(reconcileObjects + 1)
-        let natPerNetwork = median(nat.passes) / Double(max(natCount, 1))
-        report.append("## (f3) The network node's pass, \(natCount) networks with NAT and DHCP\n")
-        report.append("`Reconciler.reconcileOnce()` on a network node whose \(natCount) networks each provide NAT and DHCP, as")
-        report.append("`sf-client network create` makes them by default: each has its dnsmasq, an egress veth with a floating gateway, a")
-        report.append("default route, forwarding and its namespace's firewall rules. No instances. A first pass untimed, then \(reconcilePasses).")
-        report.append("Setting them up (network.create each) took \(String(format: "%.1f", nat.setup)) s.\n")
-        report.append("| passes | median | min | max | per network | per network in (f), no NAT or DHCP |")
-        report.append("| --- | --- | --- | --- | --- | --- |")
-        report.append(
-            "| \(reconcilePasses) | \(ms(median(nat.passes))) | \(ms(nat.passes.min() ?? .nan)) | \(ms(nat.passes.max() ?? .nan)) | "
-                + "\(String(format: "%.3f ms", natPerNetwork * 1000)) | \(String(format: "%.3f ms", plainPerNetwork * 1000)) |")
-        report.append("\nThe \(natCount) dnsmasq processes hold \(String(format: "%.1f", Double(nat.dnsmasqKiB) / 1024)) MiB between them")
-        report.append("(proportional set size: their shared pages split among them). Target: under 1 s.\n")
-        if median(nat.passes) >= 1 { failures.append("(f3) pass over \(natCount) NAT and DHCP networks \(ms(median(nat.passes))) is not under 1 s") }
     }
 
     runnerTask.cancel()
