@@ -101,6 +101,11 @@ func memoryStatus() -> (rss: Int, hwm: Int, threads: Int, descriptors: Int) {
     return (field("VmRSS"), field("VmHWM"), field("Threads"), descriptors)
 }
 
+/// The `index`th /24 of a run of networks: 10.`second`.0.0/24 onwards, 250 to each second octet.
+func benchNetblock(_ index: Int, from second: UInt32) throws -> IPv4Prefix {
+    try IPv4Prefix(address: IPv4Address(10 << 24 | (second + UInt32(index / 250)) << 16 | UInt32(index % 250) << 8), length: 24)
+}
+
 func payload(_ key: String, _ uuid: UUID) -> JSONValue { .object([key: .string(uuid.uuidString)]) }
 
 /// Waits for a job to finish, polling the store; fails when it failed.
@@ -352,7 +357,7 @@ func benchmarkClusterPass(label: String, networks count: Int, local: Int, passes
     for index in 0..<count {
         let network = try await store.createNetwork(
             uuid: UUID(), name: "\(tag)\(index)", namespace: "system",
-            netblock: try IPv4Prefix(address: IPv4Address(10 << 24 | UInt32(160 + index / 250) << 16 | UInt32(index % 250) << 8), length: 24),
+            netblock: try benchNetblock(index, from: 160),
             provideDHCP: false, provideNAT: false)
         _ = try await store.setNetworkState(uuid: network.uuid, to: .created)
         let instance = Instance(name: "\(tag)\(index)", namespace: "system", cpus: 1, memory: 64, diskSpec: [DiskSpec(base: baseImage)])
@@ -414,7 +419,7 @@ func benchmarkNATPass(networks count: Int, passes: Int) async throws -> (setup: 
     for index in 0..<count {
         let network = try await store.createNetwork(
             uuid: UUID(), name: "\(tag)\(index)", namespace: "system",
-            netblock: try IPv4Prefix(address: IPv4Address(10 << 24 | UInt32(200 + index / 250) << 16 | UInt32(index % 250) << 8), length: 24),
+            netblock: try benchNetblock(index, from: 200),
             provideDHCP: true, provideNAT: true)
         try await agent.networkJobs.create(network.uuid)
     }
@@ -757,7 +762,7 @@ do {
     for index in 0..<reconcileObjects {
         let network = try await store.createNetwork(
             uuid: UUID(), name: "bench\(index)", namespace: "system",
-            netblock: try IPv4Prefix(address: IPv4Address(10 << 24 | UInt32(100 + index / 250) << 16 | UInt32(index % 250) << 8), length: 24),
+            netblock: try benchNetblock(index, from: 100),
             provideDHCP: false, provideNAT: false)
         try await agent.networkJobs.create(network.uuid)
     }
