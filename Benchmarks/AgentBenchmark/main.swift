@@ -194,6 +194,8 @@ func cleanup() async {
     }
     // (f3)'s DHCP servers outlive their namespaces' names: they are stopped by their directory.
     for pid in dnsmasqProcesses(mentioning: workDirectory) { kill(pid, SIGTERM) }
+    // Gone before their directory is (5 s at most): a server still exiting would write into it again.
+    for _ in 0..<100 where !dnsmasqProcesses(mentioning: workDirectory).isEmpty { usleep(50_000) }
     for name in NetworkNamespace.list() where name.hasPrefix(runID) { try? NetworkNamespace.delete(named: name) }
     try? FileManager.default.removeItem(atPath: workDirectory)
     rmdir((workDirectory as NSString).deletingLastPathComponent)  // only when no other run is using it

@@ -20,6 +20,7 @@ struct WatchdogPingerTests {
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
+        defer { beating.cancel() }
         let pinged = try await socket.receive(count: 2, timeout: .seconds(10)).count
         beating.cancel()
         _ = await beating.value

@@ -174,6 +174,17 @@ func withTap(_ body: (TapLab) async throws -> Void) async throws {
         try await listener.setLinkUp(listenerEnd, true)
         let sender = try await PacketSocket.open(in: guestNamespace, device: guestEnd, receiving: false)
         let receiver = try await PacketSocket.open(in: listenerNamespace, device: listenerEnd, receiving: true)
+        // The bridge forwards on a port once the kernel has noted its link up, which it does in the
+        // background: a frame the filter passes is sent until one arrives, so the lab is ready (and
+        // quiet) before the test sends anything.
+        let probe = RawFrame.udp(
+            from: TapFilterTests.guestMAC, source: TapFilterTests.guestAddress, destination: TapFilterTests.router, sourcePort: 4000,
+            destinationPort: 4000, marker: "lab-ready")
+        let ready = await eventually(timeout: .seconds(15)) {
+            try? sender.send(probe)
+            return ((try? await receiver.receiveUntilQuiet(quietMilliseconds: 200)) ?? []).contains { $0.contains(marker: "lab-ready") }
+        }
+        try #require(ready, "no frame crossed the lab's bridge")
         try await body(TapLab(host: host, tap: tap, sender: sender, receiver: receiver))
     } catch {
         try? await teardown.run()
