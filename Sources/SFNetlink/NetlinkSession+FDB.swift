@@ -53,12 +53,6 @@ extension NetlinkSession {
         FloodListing(byIndex: try dumpFloodEntries(port: nil, object: "every device"))
     }
 
-    /// The flood list of `device` as `listing` read it; a device made after the listing was read
-    /// has none (the kernel gives a new VXLAN an empty list).
-    public func floodEntries(device: String, in listing: FloodListing) throws -> [IPv4Address] {
-        listing.remotes(ofIndex: try index(of: device, operation: "list flood entries"))
-    }
-
     /// The flood entries of `port` (every port without one), by device index.
     private func dumpFloodEntries(port: Int32?, object: String) throws -> [Int32: [IPv4Address]] {
         let operation = "list flood entries"
