@@ -197,10 +197,12 @@ public struct NetworkRealizer: Sendable {
         let routerOuter = layout.routerOuter(plan.vxid)
         // The namespace's few links in one request, rather than one per check below.
         var insideLinks = LinkListing(try await inside.links())
+        let egressOuter = layout.egressOuter(plan.vxid)
+        let egress = layout.egressInner(plan.vxid)
         // A veth whose inner end is not in the namespace was left by a namespace deleted underneath
         // it (the end went with the old namespace, or is stuck in it): made again, not kept.
         // (In a pass, only an end the listing shows: deleting what is not there still costs a request.)
-        for (outer, end) in [(routerOuter, inner), (layout.egressOuter(plan.vxid), layout.egressInner(plan.vxid))]
+        for (outer, end) in [(routerOuter, inner), (egressOuter, egress)]
         where insideLinks[end] == nil && Self.passListing.map({ $0.links[outer] != nil }) ?? true {
             try await host.deleteLink(outer)
         }
@@ -208,11 +210,12 @@ public struct NetworkRealizer: Sendable {
         try await ensureVeth(
             routerOuter, master: layout.bridge(plan.vxid), mtu: layout.mtu, inner: inner, mac: layout.routerMAC(plan.vxid),
             in: inside, listed: &insideLinks)
-        let egress = layout.egressInner(plan.vxid)
-        let egressGateway = plan.provideNAT && plan.egressRouter != nil ? plan.floatingGateway : nil
-        if egressGateway != nil {
+        // The egress side exists only on a NAT network that has both of its addresses.
+        var egressPath: (gateway: IPv4Prefix, router: IPv4Address)?
+        if plan.provideNAT, let gateway = plan.floatingGateway, let router = plan.egressRouter { egressPath = (gateway, router) }
+        if egressPath != nil {
             try await ensureVeth(
-                layout.egressOuter(plan.vxid), master: layout.egressBridge, mtu: nil, inner: egress, mac: layout.egressMAC(plan.vxid),
+                egressOuter, master: layout.egressBridge, mtu: nil, inner: egress, mac: layout.egressMAC(plan.vxid),
                 in: inside, listed: &insideLinks)
         }
         // The namespace's addresses in one request, after any veth was made: an address is added
@@ -220,9 +223,9 @@ public struct NetworkRealizer: Sendable {
         let held = try await inside.addressesByIndex()
         func addresses(of device: String) -> [IPv4Prefix] { insideLinks[device].flatMap { held[$0.index] } ?? [] }
         if !addresses(of: inner).contains(plan.router) { try await inside.addAddress(plan.router, to: inner) }
-        if let gateway = egressGateway, let egressRouter = plan.egressRouter {
+        if let egressPath {
             let present = addresses(of: egress)
-            if !present.contains(gateway) { try await inside.addAddress(gateway, to: egress) }
+            if !present.contains(egressPath.gateway) { try await inside.addAddress(egressPath.gateway, to: egress) }
             // Floats are /32s on the egress side, so the namespace answers ARP for them.
             let wanted = Set(plan.floats.map(\.floating))
             for address in present where address.length == 32 && !wanted.contains(address.address) {
@@ -232,7 +235,7 @@ public struct NetworkRealizer: Sendable {
                 let address = try IPv4Prefix(address: floating, length: 32)
                 if !present.contains(address) { try await inside.addAddress(address, to: egress) }
             }
-            try await inside.replaceRoute(.defaultRoute(via: egressRouter, device: egress))
+            try await inside.replaceRoute(.defaultRoute(via: egressPath.router, device: egress))
             // Hairpinned traffic leaves by the interface it came in on; a redirect would tell the guest
             // to bypass the router, whose NAT the reply needs.
             try await inside.setSysctls(
