@@ -448,6 +448,14 @@ func benchmarkNATPass(networks count: Int, passes: Int) async throws -> (setup: 
     return (setup, times, pss)
 }
 
+/// Removes what the run made, prints its report and any missed target, and ends the process.
+func finish(report: [String], failures: [String]) async -> Never {
+    await cleanup()
+    print(report.joined(separator: "\n"))
+    if !failures.isEmpty { print("**Targets missed:** " + failures.joined(separator: "; ")) }
+    exit(0)
+}
+
 /// (f3)'s report section and any missed target, for `SFNODE_BENCH_ONLY=nat`.
 func natPassReport(networks count: Int, passes: Int) async throws -> (report: [String], failures: [String]) {
     let nat = try await benchmarkNATPass(networks: count, passes: passes)
@@ -482,22 +490,14 @@ do {
     // (f3) alone with SFNODE_BENCH_ONLY=nat, at SFNODE_BENCH_OBJECTS networks.
     if environment["SFNODE_BENCH_ONLY"] == "nat" {
         let nat = try await natPassReport(networks: reconcileObjects, passes: reconcilePasses)
-        await cleanup()
-        print(nat.report.joined(separator: "\n"))
-        if !nat.failures.isEmpty { print("**Targets missed:** " + nat.failures.joined(separator: "; ")) }
-        exit(0)
+        await finish(report: nat.report, failures: nat.failures)
     }
     // (d2) alone with SFNODE_BENCH_ONLY=d2 (it needs no guest image). SFNODE_BENCH_ONLY=scale runs
     // only what grows with the store: (f), (g), (e3) and (f2).
     let scaleOnly = environment["SFNODE_BENCH_ONLY"] == "scale"
     let underDownloads = scaleOnly ? (report: [], failures: []) : try await benchmarkPickupUnderDownloads(
         networks: Int(environment["SFNODE_BENCH_D2_NETWORKS"] ?? "") ?? 20, downloads: 4)
-    if environment["SFNODE_BENCH_ONLY"] == "d2" {
-        await cleanup()
-        print(underDownloads.report.joined(separator: "\n"))
-        if !underDownloads.failures.isEmpty { print("**Targets missed:** " + underDownloads.failures.joined(separator: "; ")) }
-        exit(0)
-    }
+    if environment["SFNODE_BENCH_ONLY"] == "d2" { await finish(report: underDownloads.report, failures: underDownloads.failures) }
 
     // MARK: (d) Job pick-up latency
 
@@ -888,9 +888,4 @@ do {
     FileHandle.standardError.write(Data("benchmark failed: \(error)\n".utf8))
     exit(1)
 }
-await cleanup()
-
-print(report.joined(separator: "\n"))
-if !failures.isEmpty {
-    print("**Targets missed:** " + failures.joined(separator: "; "))
-}
+await finish(report: report, failures: failures)
